@@ -1,0 +1,254 @@
+//! Wire types shared by refwatch's kernel programs and its userspace.
+//!
+//! Everything here is `#[repr(C)]`, has no implicit padding, no `bool` and no
+//! enums: kinds are `u32` values with stable numbers, decoded on the user side
+//! with `TryFrom<u32>`. The size of every wire struct is pinned by a `const`
+//! assertion so both sides agree.
+#![no_std]
+
+/// Deepest kernel stack an event carries (frames).
+pub const MAX_STACK: usize = 24;
+
+/// Length of a task's `comm`.
+pub const COMM_LEN: usize = 16;
+
+/// Logical event kinds (`Event::kind`). Values are stable: they are written in
+/// recordings.
+pub mod kind {
+    /// A reference was taken (GUP grab, device page init).
+    pub const GET: u32 = 1;
+    /// A plain reference was dropped.
+    pub const PUT: u32 = 2;
+    /// A GUP pin was taken (`FOLL_PIN`).
+    pub const PIN: u32 = 3;
+    /// A GUP pin was dropped.
+    pub const UNPIN: u32 = 4;
+    /// The page went back to its driver / owner (refcount reached its free value).
+    pub const FREE: u32 = 5;
+    /// A migration step touched the page.
+    pub const MIGRATE: u32 = 6;
+    /// A DAX layout break found the page busy.
+    pub const LAYOUT_WAIT: u32 = 7;
+    /// Largest valid kind.
+    pub const MAX: u32 = LAYOUT_WAIT;
+}
+
+/// Where an event came from (`Event::hook`): one value per logical hook, not
+/// per kernel symbol; userspace knows which symbol it attached for each.
+pub mod hook {
+    /// `__put_devmap_managed_page_refs` / `__put_devmap_managed_folio_refs`.
+    pub const PUT_DEVMAP_REFS: u32 = 1;
+    /// `free_zone_device_page` / `free_zone_device_folio`.
+    pub const FREE_ZONE_DEVICE: u32 = 2;
+    /// `__folio_put`.
+    pub const FOLIO_PUT: u32 = 3;
+    /// `gup_put_folio` (static; out of line on the kernels seen).
+    pub const GUP_PUT_FOLIO: u32 = 4;
+    /// `unpin_user_page`.
+    pub const UNPIN_USER_PAGE: u32 = 5;
+    /// `try_grab_folio` with a folio argument (6.6.47+/6.10+).
+    pub const TRY_GRAB_FOLIO: u32 = 6;
+    /// `try_grab_folio_fast` (page argument, returns the folio).
+    pub const TRY_GRAB_FOLIO_FAST: u32 = 7;
+    /// `try_grab_page` (5.15 … 6.6.46; page argument).
+    pub const TRY_GRAB_PAGE: u32 = 8;
+    /// `dax_layout_busy_page_range` (return value is the busy page).
+    pub const DAX_LAYOUT_BUSY: u32 = 9;
+    /// `zone_device_page_init`.
+    pub const ZONE_DEVICE_INIT: u32 = 10;
+    /// `unpin_user_folio` (folio, npages).
+    pub const UNPIN_USER_FOLIO: u32 = 11;
+    /// `try_grab_folio` with a page argument (6.1 … 6.6.46; returns the folio).
+    pub const TRY_GRAB_FOLIO_PAGE: u32 = 12;
+    /// Number of hook ids + 1 (for tables indexed by hook).
+    pub const COUNT: u32 = 13;
+}
+
+/// `Event::flags` bits.
+pub mod flags {
+    /// `refcount_before` is valid.
+    pub const HAS_BEFORE: u32 = 1 << 0;
+    /// `refcount_after` is valid.
+    pub const HAS_AFTER: u32 = 1 << 1;
+    /// `mapcount` is valid.
+    pub const HAS_MAPCOUNT: u32 = 1 << 2;
+    /// `ret` is valid.
+    pub const HAS_RET: u32 = 1 << 3;
+}
+
+/// Stable page-map types (`Event::pgmap_type`), translated in the kernel from
+/// the running kernel's `enum memory_type` through [`KernelLayout::memtype`].
+pub mod pgmap {
+    /// Not known (pgmap pointer unreadable, or a value this build does not know).
+    pub const UNKNOWN: u32 = 0;
+    /// `MEMORY_DEVICE_PRIVATE`.
+    pub const PRIVATE: u32 = 1;
+    /// `MEMORY_DEVICE_COHERENT`.
+    pub const COHERENT: u32 = 2;
+    /// `MEMORY_DEVICE_FS_DAX`.
+    pub const FSDAX: u32 = 3;
+    /// `MEMORY_DEVICE_GENERIC` (device-dax).
+    pub const GENERIC: u32 = 4;
+    /// `MEMORY_DEVICE_PCI_P2PDMA`.
+    pub const P2PDMA: u32 = 5;
+}
+
+/// One observation of a ZONE_DEVICE page, as the kernel programs emit it into
+/// the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Page frame number of the (head) page.
+    pub pfn: u64,
+    /// Kernel address of the `struct page`. Never shown unless asked (KASLR).
+    pub page: u64,
+    /// Return value of the hooked function where `HAS_RET`.
+    pub ret: i64,
+    /// Kind-specific: the `refs` argument of put/grab paths, or the busy range start.
+    pub aux: u64,
+    /// Thread id.
+    pub pid: u32,
+    /// Process id.
+    pub tgid: u32,
+    /// CPU the event was seen on.
+    pub cpu: u32,
+    /// [`kind`] value.
+    pub kind: u32,
+    /// [`hook`] value.
+    pub hook: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// `_refcount` before the operation (where `HAS_BEFORE`).
+    pub refcount_before: i32,
+    /// `_refcount` after the operation (where `HAS_AFTER`).
+    pub refcount_after: i32,
+    /// Raw `_mapcount` (−1 = unmapped) where `HAS_MAPCOUNT`.
+    pub mapcount: i32,
+    /// [`pgmap`] value.
+    pub pgmap_type: u32,
+    /// Pages covered by the event (1 for a small folio).
+    pub nr_pages: u32,
+    /// Bytes of `stack` that are valid (a multiple of 8), 0 when stacks are off.
+    pub stack_bytes: u32,
+    /// Task name.
+    pub comm: [u8; COMM_LEN],
+    /// Kernel return addresses, innermost first.
+    pub stack: [u64; MAX_STACK],
+}
+
+/// Size of [`Event`] on the wire.
+pub const EVENT_SIZE: usize = 5 * 8 + 12 * 4 + COMM_LEN + MAX_STACK * 8;
+const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
+
+impl Event {
+    /// An all-zero event.
+    pub const fn zeroed() -> Self {
+        Self {
+            ts_ns: 0,
+            pfn: 0,
+            page: 0,
+            ret: 0,
+            aux: 0,
+            pid: 0,
+            tgid: 0,
+            cpu: 0,
+            kind: 0,
+            hook: 0,
+            flags: 0,
+            refcount_before: 0,
+            refcount_after: 0,
+            mapcount: 0,
+            pgmap_type: 0,
+            nr_pages: 0,
+            stack_bytes: 0,
+            comm: [0; COMM_LEN],
+            stack: [0; MAX_STACK],
+        }
+    }
+}
+
+/// Kernel layout handed to the programs as a global before load. Every offset
+/// comes from the running kernel's BTF; nothing is compiled in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// Address of the kernel variable `vmemmap_base` (0 when the kernel has no
+    /// such variable; then [`KernelLayout::vmemmap_start`] is used as is).
+    pub vmemmap_base_addr: u64,
+    /// Start of the `struct page` array when `vmemmap_base_addr` is 0.
+    pub vmemmap_start: u64,
+    /// `sizeof(struct page)`.
+    pub page_struct_size: u64,
+    /// `offsetof(struct page, flags)`.
+    pub off_flags: u32,
+    /// `offsetof(struct page, compound_head)`.
+    pub off_compound_head: u32,
+    /// `offsetof(struct page, _refcount)`.
+    pub off_refcount: u32,
+    /// `offsetof(struct page, _mapcount)`.
+    pub off_mapcount: u32,
+    /// Offset of the pgmap pointer from the head page (`page->pgmap` or `folio->pgmap`).
+    pub off_pgmap: u32,
+    /// `offsetof(struct dev_pagemap, type)`.
+    pub off_pgmap_type: u32,
+    /// Right shift of `page->flags` that brings the zone number to bit 0.
+    pub zones_shift: u32,
+    /// Mask of the zone number after the shift.
+    pub zones_mask: u32,
+    /// `ZONE_DEVICE` in `enum zone_type`.
+    pub zone_device: u32,
+    /// Non-zero: capture kernel stacks for gets and drops.
+    pub stacks: u32,
+    /// Raw `enum memory_type` value → stable [`pgmap`] value.
+    pub memtype: [u32; 8],
+}
+
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 3 * 8 + 10 * 4 + 8 * 4);
+
+impl KernelLayout {
+    /// All zero: programs loaded with it emit nothing (zone check never matches
+    /// because `zones_mask` is 0 and `zone_device` is set to an impossible value).
+    pub const fn empty() -> Self {
+        Self {
+            vmemmap_base_addr: 0,
+            vmemmap_start: 0,
+            page_struct_size: 0,
+            off_flags: 0,
+            off_compound_head: 0,
+            off_refcount: 0,
+            off_mapcount: 0,
+            off_pgmap: 0,
+            off_pgmap_type: 0,
+            zones_shift: 0,
+            zones_mask: 0,
+            zone_device: u32::MAX,
+            stacks: 0,
+            memtype: [0; 8],
+        }
+    }
+}
+
+/// Index of the per-CPU counters (`COUNTERS` map).
+pub mod counter {
+    /// Events submitted to the ring buffer.
+    pub const SUBMITTED: u32 = 0;
+    /// Ring buffer reserves that failed (events lost).
+    pub const DROPPED: u32 = 1;
+    /// Hook invocations that were not ZONE_DEVICE pages (filtered in kernel).
+    pub const FILTERED: u32 = 2;
+    /// Entry records that found their in-flight table full.
+    pub const INFLIGHT_FULL: u32 = 3;
+    /// Number of counters.
+    pub const COUNT: u32 = 4;
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: both are `#[repr(C)]` plain old data without padding (sizes are
+    // asserted above) and every bit pattern is valid.
+    unsafe impl aya::Pod for super::Event {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelLayout {}
+}

@@ -1,0 +1,97 @@
+//! Writing events into the ring buffer, and the per-CPU counters.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated},
+};
+use refwatch_common::{Event, MAX_STACK, counter, flags};
+
+use crate::{COUNTERS, EVENTS, page::layout};
+
+/// Adds one to counter `idx` of this CPU.
+#[inline(always)]
+pub fn count(idx: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot of this CPU; programs do not preempt each other
+        // on one CPU for the same counter in a way that matters for a statistic.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Fields of an event that vary per hook.
+pub struct Fields {
+    pub kind: u32,
+    pub hook: u32,
+    pub pfn: u64,
+    pub head: u64,
+    pub pgmap_type: u32,
+    pub before: Option<i32>,
+    pub after: Option<i32>,
+    pub mapcount: Option<i32>,
+    pub ret: Option<i64>,
+    pub aux: u64,
+    pub nr_pages: u32,
+    pub stack: bool,
+}
+
+/// Reserves, fills and submits one event; counts a drop when the ring is full.
+#[inline(always)]
+pub fn emit<C: EbpfContext>(ctx: &C, f: &Fields) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count(counter::DROPPED);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let mut fl = 0;
+    if f.before.is_some() {
+        fl |= flags::HAS_BEFORE;
+    }
+    if f.after.is_some() {
+        fl |= flags::HAS_AFTER;
+    }
+    if f.mapcount.is_some() {
+        fl |= flags::HAS_MAPCOUNT;
+    }
+    if f.ret.is_some() {
+        fl |= flags::HAS_RET;
+    }
+    let want_stack = f.stack && layout!(stacks) != 0;
+    // SAFETY: `ev` points at a reserved ring-buffer slot of `size_of::<Event>()`
+    // bytes that only this program writes until it is submitted.
+    unsafe {
+        (*ev).ts_ns = generated::bpf_ktime_get_ns();
+        (*ev).pfn = f.pfn;
+        (*ev).page = f.head;
+        (*ev).ret = f.ret.unwrap_or(0);
+        (*ev).aux = f.aux;
+        (*ev).pid = pid_tgid as u32;
+        (*ev).tgid = (pid_tgid >> 32) as u32;
+        (*ev).cpu = generated::bpf_get_smp_processor_id();
+        (*ev).kind = f.kind;
+        (*ev).hook = f.hook;
+        (*ev).flags = fl;
+        (*ev).refcount_before = f.before.unwrap_or(0);
+        (*ev).refcount_after = f.after.unwrap_or(0);
+        (*ev).mapcount = f.mapcount.unwrap_or(0);
+        (*ev).pgmap_type = f.pgmap_type;
+        (*ev).nr_pages = f.nr_pages;
+        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let mut n: i64 = 0;
+        if want_stack {
+            n = generated::bpf_get_stack(
+                ctx.as_ptr(),
+                (&raw mut (*ev).stack).cast(),
+                (MAX_STACK * 8) as u32,
+                0,
+            );
+        }
+        if n <= 0 {
+            n = 0;
+            (*ev).stack = [0; MAX_STACK];
+        }
+        (*ev).stack_bytes = n as u32;
+    }
+    entry.submit(0);
+    count(counter::SUBMITTED);
+}

@@ -1,0 +1,50 @@
+//! refwatch's kernel programs.
+//!
+//! Every hook resolves its page argument, returns at once unless the page is a
+//! ZONE_DEVICE page (this runs on some of the hottest paths of the kernel), and
+//! otherwise emits an [`Event`] into the `EVENTS` ring buffer. Kernel struct
+//! offsets are not compiled in: userspace reads them from the running kernel's
+//! BTF and sets the `LAYOUT` global before loading.
+#![no_std]
+#![no_main]
+
+mod emit;
+mod page;
+mod pending;
+mod probes;
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use refwatch_common::{Event, KernelLayout, counter};
+
+/// Kernel layout, written by userspace before the programs are loaded.
+#[unsafe(no_mangle)]
+static LAYOUT: KernelLayout = KernelLayout::empty();
+
+/// Events for userspace.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Per-CPU counters, indexed by [`counter`].
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Entry state of hooks that emit at exit, keyed by thread and hook.
+#[map]
+static INFLIGHT: HashMap<u64, pending::Pending> = HashMap::with_max_entries(16384, 0);
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
+
+// Keep `Event` referenced for the linker's BTF even before a program uses it.
+#[unsafe(no_mangle)]
+static EVENT_TYPE: Option<&Event> = None;

@@ -1,0 +1,93 @@
+//! Reading `struct page` through the layout userspace handed us.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use refwatch_common::pgmap;
+
+use crate::LAYOUT;
+
+macro_rules! layout {
+    ($field:ident) => {
+        // SAFETY: `LAYOUT` is a plain global; the volatile read stops the
+        // compiler from folding the value it had at compile time.
+        unsafe { core::ptr::read_volatile(&raw const $crate::LAYOUT.$field) }
+    };
+}
+pub(crate) use layout;
+
+/// A ZONE_DEVICE page resolved from a `struct page *` or `struct folio *`.
+pub struct DevicePage {
+    /// Address of the head page (the folio); its `_refcount` is the folio's.
+    pub head: u64,
+    /// PFN of the head page.
+    pub pfn: u64,
+    /// Stable page-map type.
+    pub pgmap_type: u32,
+}
+
+#[inline(always)]
+fn read_u64(addr: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
+    unsafe { bpf_probe_read_kernel(addr as *const u64) }.ok()
+}
+
+#[inline(always)]
+fn read_i32(addr: u64) -> Option<i32> {
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel(addr as *const i32) }.ok()
+}
+
+/// Resolves `ptr` if it is a ZONE_DEVICE page; `None` for every other page.
+#[inline(always)]
+pub fn device_page(ptr: u64) -> Option<DevicePage> {
+    if ptr == 0 {
+        return None;
+    }
+    let flags = read_u64(ptr + layout!(off_flags) as u64)?;
+    let zone = (flags >> layout!(zones_shift)) & layout!(zones_mask) as u64;
+    if zone != layout!(zone_device) as u64 {
+        return None;
+    }
+    let compound = read_u64(ptr + layout!(off_compound_head) as u64).unwrap_or(0);
+    let head = if compound & 1 == 1 { compound - 1 } else { ptr };
+    let size = layout!(page_struct_size);
+    if size == 0 {
+        return None;
+    }
+    let base_addr = layout!(vmemmap_base_addr);
+    let base = if base_addr != 0 {
+        read_u64(base_addr)?
+    } else {
+        layout!(vmemmap_start)
+    };
+    if head < base {
+        return None;
+    }
+    let pfn = (head - base) / size;
+    let pgmap_type = read_u64(head + layout!(off_pgmap) as u64)
+        .filter(|p| *p != 0)
+        .and_then(|p| read_i32(p + layout!(off_pgmap_type) as u64))
+        .map(|raw| {
+            let idx = (raw as u32 & 7) as usize;
+            // SAFETY: constant index within the array; volatile for the same
+            // reason as `cfg!`.
+            unsafe { core::ptr::read_volatile(&raw const LAYOUT.memtype[idx]) }
+        })
+        .unwrap_or(pgmap::UNKNOWN);
+    Some(DevicePage {
+        head,
+        pfn,
+        pgmap_type,
+    })
+}
+
+/// The folio's `_refcount`.
+#[inline(always)]
+pub fn refcount(head: u64) -> Option<i32> {
+    read_i32(head + layout!(off_refcount) as u64)
+}
+
+/// The page's raw `_mapcount` (−1 when unmapped).
+#[inline(always)]
+pub fn mapcount(head: u64) -> Option<i32> {
+    read_i32(head + layout!(off_mapcount) as u64)
+}

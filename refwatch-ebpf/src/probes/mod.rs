@@ -1,0 +1,204 @@
+//! The hooks. Each file holds one logical hook with the kernel functions it is
+//! attached to; userspace picks the symbol and the mode (fentry/fexit or
+//! kprobe/kretprobe) for the running kernel. The logic shared by all hooks is
+//! here; the entry points are thin.
+
+mod dax_layout;
+mod folio_put;
+mod free;
+mod grab;
+mod gup_put;
+mod init;
+mod put_devmap;
+mod unpin;
+
+use aya_ebpf::EbpfContext;
+use refwatch_common::{counter, hook, kind};
+
+use crate::{
+    INFLIGHT,
+    emit::{Fields, count, emit},
+    page::{device_page, mapcount, refcount},
+    pending::{Pending, key},
+};
+
+/// Pin bias GUP adds per `FOLL_PIN` reference on a small folio.
+const GUP_PIN_COUNTING_BIAS: i32 = 1024;
+
+/// Hooks that drop references; the innermost one that emits covers the others.
+const DROP_HOOKS: [u32; 4] = [
+    hook::PUT_DEVMAP_REFS,
+    hook::GUP_PUT_FOLIO,
+    hook::UNPIN_USER_PAGE,
+    hook::UNPIN_USER_FOLIO,
+];
+
+/// Hooks that take references.
+const GET_HOOKS: [u32; 5] = [
+    hook::TRY_GRAB_FOLIO,
+    hook::TRY_GRAB_FOLIO_PAGE,
+    hook::TRY_GRAB_FOLIO_FAST,
+    hook::TRY_GRAB_PAGE,
+    hook::ZONE_DEVICE_INIT,
+];
+
+/// Generates the four entry points of a hook that records at entry and emits
+/// at exit: fentry + fexit (BTF trampolines) and kprobe + kretprobe.
+macro_rules! entry_exit {
+    (
+        hook = $hook:expr,
+        args = $nargs:literal,
+        fentry = $fentry:ident,
+        fexit = $fexit:ident,
+        kprobe = $kprobe:ident,
+        kretprobe = $kretprobe:ident $(,)?
+    ) => {
+        #[aya_ebpf::macros::fentry]
+        pub fn $fentry(ctx: aya_ebpf::programs::FEntryContext) -> i32 {
+            let a0: u64 = ctx.arg(0);
+            let a1: u64 = if $nargs > 1 { ctx.arg(1) } else { 0 };
+            $crate::probes::on_entry($hook, a0, a1);
+            0
+        }
+
+        #[aya_ebpf::macros::fexit]
+        pub fn $fexit(ctx: aya_ebpf::programs::FExitContext) -> i32 {
+            let ret: Option<i64> = ctx.ret::<i64>().ok();
+            $crate::probes::on_exit(&ctx, $hook, ret);
+            0
+        }
+
+        #[aya_ebpf::macros::kprobe]
+        pub fn $kprobe(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
+            let a0: u64 = ctx.arg(0).unwrap_or(0);
+            let a1: u64 = if $nargs > 1 { ctx.arg(1).unwrap_or(0) } else { 0 };
+            $crate::probes::on_entry($hook, a0, a1);
+            0
+        }
+
+        #[aya_ebpf::macros::kretprobe]
+        pub fn $kretprobe(ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
+            let ret: i64 = ctx.ret();
+            $crate::probes::on_exit(&ctx, $hook, Some(ret));
+            0
+        }
+    };
+}
+pub(crate) use entry_exit;
+
+/// Entry of a hook: resolve the page, remember its refcount for the exit.
+#[inline(always)]
+pub fn on_entry(hook: u32, ptr: u64, aux: u64) {
+    let Some(p) = device_page(ptr) else {
+        count(counter::FILTERED);
+        return;
+    };
+    let before = refcount(p.head);
+    let pending = Pending {
+        head: p.head,
+        pfn: p.pfn,
+        aux,
+        before: before.unwrap_or(0),
+        pgmap_type: p.pgmap_type,
+        covered: 0,
+        has_before: before.is_some() as u32,
+    };
+    if INFLIGHT.insert(key(hook), pending, 0).is_err() {
+        count(counter::INFLIGHT_FULL);
+    }
+}
+
+/// Exit of a hook: emit the event its entry prepared.
+#[inline(always)]
+pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
+    let k = key(hook);
+    // SAFETY: the entry is only touched by this thread (the key holds the tid).
+    let Some(p) = (unsafe { INFLIGHT.get(k) }).copied() else {
+        return;
+    };
+    let _ = INFLIGHT.remove(k);
+    if p.covered != 0 {
+        return;
+    }
+    let before = if p.has_before != 0 { Some(p.before) } else { None };
+    let after = refcount(p.head);
+    let mut f = Fields {
+        kind: kind::PUT,
+        hook,
+        pfn: p.pfn,
+        head: p.head,
+        pgmap_type: p.pgmap_type,
+        before,
+        after,
+        mapcount: mapcount(p.head),
+        ret,
+        aux: p.aux,
+        nr_pages: 1,
+        stack: true,
+    };
+    let delta = match (before, after) {
+        (Some(b), Some(a)) => a - b,
+        _ => 0,
+    };
+    match hook {
+        hook::FREE_ZONE_DEVICE => {
+            f.kind = kind::FREE;
+            f.stack = false;
+        }
+        hook::PUT_DEVMAP_REFS
+        | hook::GUP_PUT_FOLIO
+        | hook::UNPIN_USER_PAGE
+        | hook::UNPIN_USER_FOLIO => {
+            // `__put_devmap_managed_*_refs` returns false for pages that are
+            // not fs-dax; the caller then drops the reference inline and an
+            // enclosing hook reports it.
+            if hook == hook::PUT_DEVMAP_REFS && ret == Some(0) {
+                return;
+            }
+            let mut unpin = hook == hook::UNPIN_USER_PAGE
+                || hook == hook::UNPIN_USER_FOLIO
+                || -delta >= GUP_PIN_COUNTING_BIAS;
+            unpin |= cover_outer(&DROP_HOOKS, hook, p.head, true);
+            f.kind = if unpin { kind::UNPIN } else { kind::PUT };
+        }
+        _ => {
+            if delta <= 0 {
+                // The grab failed or raced; nothing was taken.
+                return;
+            }
+            cover_outer(&GET_HOOKS, hook, p.head, false);
+            f.kind = if delta >= GUP_PIN_COUNTING_BIAS {
+                kind::PIN
+            } else {
+                kind::GET
+            };
+        }
+    }
+    emit(ctx, &f);
+}
+
+/// Marks the pending entries of the other hooks in `family` on this thread
+/// and page as covered. Returns whether one of them is an unpin entry point.
+#[inline(always)]
+fn cover_outer(family: &[u32], me: u32, head: u64, track_unpin: bool) -> bool {
+    let mut unpin = false;
+    for &outer in family {
+        if outer == me {
+            continue;
+        }
+        if let Some(o) = INFLIGHT.get_ptr_mut(key(outer)) {
+            // SAFETY: entry of this thread, see `on_exit`.
+            unsafe {
+                if (*o).head == head {
+                    (*o).covered = 1;
+                    if track_unpin
+                        && (outer == hook::UNPIN_USER_PAGE || outer == hook::UNPIN_USER_FOLIO)
+                    {
+                        unpin = true;
+                    }
+                }
+            }
+        }
+    }
+    unpin
+}

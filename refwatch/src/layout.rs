@@ -1,0 +1,339 @@
+//! The running kernel's layout, read from its BTF and kallsyms, for the
+//! kernel programs (`KernelLayout`). Nothing about struct layout is compiled in.
+
+use std::{collections::HashMap, path::Path};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, BtfType, Type};
+use refwatch_common::{KernelLayout, pgmap};
+
+/// Default vmemmap start on x86_64 with 4-level paging, used only when the
+/// kernel has no `vmemmap_base` variable (no memory KASLR).
+const VMEMMAP_START_4LEVEL: u64 = 0xffff_ea00_0000_0000;
+
+/// The kernel's BTF, with lookups refwatch needs.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    /// Reads `/sys/kernel/btf/vmlinux` (or another file, for tests).
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            bail!(
+                "{} does not exist: this kernel was built without BTF (CONFIG_DEBUG_INFO_BTF); refwatch needs it to find struct offsets",
+                path.display()
+            );
+        }
+        let btf = Btf::from_file(path).map_err(|e| anyhow!("parse BTF {}: {e}", path.display()))?;
+        Ok(Self { btf })
+    }
+
+    fn structs(&self, name: &str) -> Result<Vec<btf_rs::Struct>> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|e| anyhow!("BTF lookup {name}: {e}"))?;
+        Ok(types
+            .into_iter()
+            .filter_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// `struct name`, the definition with members.
+    pub fn struct_def(&self, name: &str) -> Result<btf_rs::Struct> {
+        self.structs(name)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("struct {name} not in this kernel's BTF"))
+    }
+
+    /// Byte offset of `member` in `st`, looking through anonymous structs and
+    /// unions. `None` when there is no such member.
+    pub fn member_offset(&self, st: &btf_rs::Struct, member: &str) -> Option<u32> {
+        for m in &st.members {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            if name == member {
+                return Some(m.bit_offset() / 8);
+            }
+            if name.is_empty() {
+                let inner = match self.btf.resolve_chained_type(m) {
+                    Ok(Type::Struct(s)) | Ok(Type::Union(s)) => s,
+                    _ => continue,
+                };
+                if let Some(off) = self.member_offset(&inner, member) {
+                    return Some(m.bit_offset() / 8 + off);
+                }
+            }
+        }
+        None
+    }
+
+    /// Offset of `st.member`, or an error naming both.
+    pub fn offset(&self, st_name: &str, member: &str) -> Result<u32> {
+        let st = self.struct_def(st_name)?;
+        self.member_offset(&st, member)
+            .ok_or_else(|| anyhow!("struct {st_name} has no member {member} in this kernel's BTF"))
+    }
+
+    /// Values of `enum name`.
+    pub fn enum_values(&self, name: &str) -> Result<HashMap<String, i64>> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|e| anyhow!("BTF lookup {name}: {e}"))?;
+        for t in types {
+            if let Type::Enum(e) = t {
+                let mut out = HashMap::new();
+                for m in &e.members {
+                    let n = self.btf.resolve_name(m).unwrap_or_default();
+                    let v = if e.is_signed() {
+                        i64::from(m.val() as i32)
+                    } else {
+                        i64::from(m.val())
+                    };
+                    out.insert(n, v);
+                }
+                return Ok(out);
+            }
+        }
+        bail!("enum {name} not in this kernel's BTF")
+    }
+
+    /// Number of elements of the array member `member` of `st_name`.
+    pub fn array_len(&self, st_name: &str, member: &str) -> Result<u32> {
+        let st = self.struct_def(st_name)?;
+        for m in &st.members {
+            if self.btf.resolve_name(m).unwrap_or_default() == member
+                && let Ok(Type::Array(a)) = self.btf.resolve_chained_type(m)
+            {
+                return Ok(a.len() as u32);
+            }
+        }
+        bail!("{st_name}.{member} is not an array in this kernel's BTF")
+    }
+
+    /// The parameter types of function `name` as C-ish strings
+    /// (`struct page *`, `int`, …); `None` when BTF has no such function.
+    pub fn func_params(&self, name: &str) -> Option<Vec<String>> {
+        let types = self.btf.resolve_types_by_name(name).ok()?;
+        for t in types {
+            if let Type::Func(f) = t {
+                let Ok(Type::FuncProto(proto)) = self.btf.resolve_chained_type(&f) else {
+                    continue;
+                };
+                let mut out = Vec::new();
+                for p in &proto.parameters {
+                    out.push(self.type_string(p));
+                }
+                return Some(out);
+            }
+        }
+        None
+    }
+
+    fn type_string(&self, t: &dyn BtfType) -> String {
+        let mut stars = 0;
+        let mut cur = match self.btf.resolve_chained_type(t) {
+            Ok(c) => c,
+            Err(_) => return "void".into(),
+        };
+        loop {
+            match &cur {
+                Type::Ptr(p) => {
+                    stars += 1;
+                    cur = match self.btf.resolve_chained_type(p) {
+                        Ok(c) => c,
+                        Err(_) => return format!("void {}", "*".repeat(stars)),
+                    };
+                }
+                Type::Const(v) | Type::Volatile(v) | Type::Restrict(v) => {
+                    cur = match self.btf.resolve_chained_type(v) {
+                        Ok(c) => c,
+                        Err(_) => return "void".into(),
+                    };
+                }
+                Type::Struct(s) => {
+                    let n = self.btf.resolve_name(s).unwrap_or_default();
+                    return with_stars(&format!("struct {n}"), stars);
+                }
+                Type::Union(s) => {
+                    let n = self.btf.resolve_name(s).unwrap_or_default();
+                    return with_stars(&format!("union {n}"), stars);
+                }
+                Type::Fwd(f) => {
+                    let n = self.btf.resolve_name(f).unwrap_or_default();
+                    return with_stars(&format!("struct {n}"), stars);
+                }
+                other => {
+                    let n = other
+                        .as_btf_type()
+                        .and_then(|b| self.btf.resolve_name(b).ok())
+                        .unwrap_or_else(|| other.name().to_string());
+                    return with_stars(&n, stars);
+                }
+            }
+        }
+    }
+}
+
+fn with_stars(base: &str, stars: usize) -> String {
+    if stars == 0 {
+        base.to_string()
+    } else {
+        format!("{base} {}", "*".repeat(stars))
+    }
+}
+
+/// `ZONES_WIDTH` for `MAX_NR_ZONES` zones (include/linux/page-flags-layout.h).
+pub fn zones_width(max_nr_zones: u32) -> u32 {
+    match max_nr_zones {
+        0..=1 => 0,
+        2 => 1,
+        3..=4 => 2,
+        _ => 3,
+    }
+}
+
+/// `NODES_SHIFT` from the zonelist size: `MAX_NUMNODES * MAX_NR_ZONES + 1` refs.
+pub fn nodes_shift(zonerefs: u32, max_nr_zones: u32) -> Result<u32> {
+    if max_nr_zones == 0 || zonerefs == 0 {
+        bail!("zonelist of {zonerefs} refs with {max_nr_zones} zones");
+    }
+    let nodes = (zonerefs - 1) / max_nr_zones;
+    if !nodes.is_power_of_two() {
+        bail!("MAX_NUMNODES {nodes} (from {zonerefs} zonerefs) is not a power of two");
+    }
+    Ok(nodes.trailing_zeros())
+}
+
+/// Maps the kernel's `enum memory_type` to refwatch's stable values.
+pub fn memtype_table(values: &HashMap<String, i64>) -> [u32; 8] {
+    let mut table = [pgmap::UNKNOWN; 8];
+    for (name, stable) in [
+        ("MEMORY_DEVICE_PRIVATE", pgmap::PRIVATE),
+        ("MEMORY_DEVICE_COHERENT", pgmap::COHERENT),
+        ("MEMORY_DEVICE_FS_DAX", pgmap::FSDAX),
+        ("MEMORY_DEVICE_GENERIC", pgmap::GENERIC),
+        ("MEMORY_DEVICE_PCI_P2PDMA", pgmap::P2PDMA),
+    ] {
+        if let Some(&v) = values.get(name)
+            && (0..8).contains(&v)
+        {
+            table[v as usize] = stable;
+        }
+    }
+    table
+}
+
+/// What refwatch learned of the running kernel's layout, with how.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub raw: KernelLayout,
+    /// Where the pgmap pointer was found (`page.pgmap` or `folio.pgmap`).
+    pub pgmap_from: &'static str,
+    /// How the vmemmap base is found.
+    pub vmemmap_from: String,
+}
+
+/// Builds the layout from BTF and kallsyms.
+pub fn resolve(
+    btf: &KernelBtf,
+    kallsyms: &crate::kallsyms::Kallsyms,
+    stacks: bool,
+) -> Result<Layout> {
+    let page = btf.struct_def("page").context("struct page")?;
+    let size = page.size() as u64;
+    let need = |m: &str| {
+        btf.member_offset(&page, m)
+            .ok_or_else(|| anyhow!("struct page has no member {m} in this kernel's BTF"))
+    };
+    let off_flags = need("flags")?;
+    let off_compound_head = need("compound_head")?;
+    let off_refcount = need("_refcount")?;
+    let off_mapcount = need("_mapcount")?;
+    let (off_pgmap, pgmap_from) = match btf.member_offset(&page, "pgmap") {
+        Some(o) => (o, "page.pgmap"),
+        None => (btf.offset("folio", "pgmap")?, "folio.pgmap"),
+    };
+    let off_pgmap_type = btf.offset("dev_pagemap", "type")?;
+    let zones = btf.enum_values("zone_type")?;
+    let max_nr_zones = *zones
+        .get("__MAX_NR_ZONES")
+        .ok_or_else(|| anyhow!("enum zone_type has no __MAX_NR_ZONES"))?
+        as u32;
+    let zone_device = *zones
+        .get("ZONE_DEVICE")
+        .ok_or_else(|| anyhow!("this kernel has no ZONE_DEVICE (CONFIG_ZONE_DEVICE is off): there are no device pages to watch"))?
+        as u32;
+    let zrefs = btf.array_len("zonelist", "_zonerefs")?;
+    let nshift = nodes_shift(zrefs, max_nr_zones)?;
+    let zwidth = zones_width(max_nr_zones);
+    let memtypes = btf.enum_values("memory_type")?;
+    let (vmemmap_base_addr, vmemmap_from) = match kallsyms.address("vmemmap_base") {
+        Some(a) => (a, "kallsyms vmemmap_base (read in the kernel)".to_string()),
+        None => (
+            0,
+            format!("no vmemmap_base symbol: assuming the fixed start {VMEMMAP_START_4LEVEL:#x}"),
+        ),
+    };
+    Ok(Layout {
+        raw: KernelLayout {
+            vmemmap_base_addr,
+            vmemmap_start: VMEMMAP_START_4LEVEL,
+            page_struct_size: size,
+            off_flags,
+            off_compound_head,
+            off_refcount,
+            off_mapcount,
+            off_pgmap,
+            off_pgmap_type,
+            zones_shift: 64 - nshift - zwidth,
+            zones_mask: (1u32 << zwidth) - 1,
+            zone_device,
+            stacks: u32::from(stacks),
+            memtype: memtype_table(&memtypes),
+        },
+        pgmap_from,
+        vmemmap_from,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zone_bits_of_distro_kernels() {
+        // Debian 6.1/6.12: 5 zones, MAX_NUMNODES 1024 → 5121 zonerefs.
+        assert_eq!(zones_width(5), 3);
+        assert_eq!(nodes_shift(5121, 5).ok(), Some(10));
+        assert_eq!(64 - 10 - zones_width(5), 51);
+        // A NUMA=n kernel: one node.
+        assert_eq!(nodes_shift(6, 5).ok(), Some(0));
+        assert!(nodes_shift(5120, 5).is_err());
+        assert!(nodes_shift(0, 5).is_err());
+    }
+
+    #[test]
+    fn memtype_table_follows_the_enum() {
+        let mut v = HashMap::new();
+        v.insert("MEMORY_DEVICE_PRIVATE".to_string(), 1);
+        v.insert("MEMORY_DEVICE_COHERENT".to_string(), 2);
+        v.insert("MEMORY_DEVICE_FS_DAX".to_string(), 3);
+        v.insert("MEMORY_DEVICE_GENERIC".to_string(), 4);
+        v.insert("MEMORY_DEVICE_PCI_P2PDMA".to_string(), 5);
+        let t = memtype_table(&v);
+        assert_eq!(t[3], pgmap::FSDAX);
+        assert_eq!(t[2], pgmap::COHERENT);
+        // 5.15 numbering: no COHERENT, FS_DAX = 2.
+        let mut old = HashMap::new();
+        old.insert("MEMORY_DEVICE_PRIVATE".to_string(), 1);
+        old.insert("MEMORY_DEVICE_FS_DAX".to_string(), 2);
+        assert_eq!(memtype_table(&old)[2], pgmap::FSDAX);
+        assert_eq!(memtype_table(&old)[0], pgmap::UNKNOWN);
+    }
+}

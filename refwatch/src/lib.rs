@@ -1,0 +1,22 @@
+//! refwatch: reference-count lifetimes of ZONE_DEVICE pages.
+//!
+//! The data path, one module per stage: [`plan`] (which kernel symbols, how)
+//! → [`loader`] (load and attach, with the [`layout`] read from BTF) →
+//! [`event`] (decode) → [`state`] (per-PFN state) → [`jsonl`] (exports), driven
+//! live by [`collector`].
+#![deny(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+#[allow(unsafe_code)]
+pub mod collector;
+#[allow(unsafe_code)]
+pub mod event;
+pub mod jsonl;
+pub mod kallsyms;
+pub mod layout;
+#[allow(unsafe_code)]
+pub mod loader;
+pub mod logging;
+pub mod plan;
+pub mod state;

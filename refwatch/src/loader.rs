@@ -1,0 +1,164 @@
+//! Loading the kernel programs with the layout, and attaching them per plan.
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{FEntry, FExit, KProbe, Program},
+};
+
+use crate::{
+    layout::Layout,
+    plan::{Candidate, Mode, Resolved},
+};
+
+/// The kernel object built by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/refwatch"));
+
+/// Outcome of one logical hook.
+#[derive(Debug, Clone)]
+pub struct PlanRow {
+    pub logical: &'static str,
+    pub events: &'static str,
+    pub symbol: Option<&'static str>,
+    pub hook: Option<u32>,
+    pub mode: Option<Mode>,
+    /// `attached`, or why not.
+    pub status: String,
+    pub notes: Vec<String>,
+}
+
+impl PlanRow {
+    pub fn attached(&self) -> bool {
+        self.mode.is_some()
+    }
+}
+
+/// Loaded programs; dropping it detaches everything.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub rows: Vec<PlanRow>,
+}
+
+/// Loads the object with `layout` and attaches every resolved hook.
+pub fn load(layout: &Layout, plan: &[Resolved]) -> Result<Loaded> {
+    if OBJECT.is_empty() {
+        return Err(anyhow!(
+            "this refwatch was built with AYA_BUILD_SKIP=1 and carries no kernel programs; rebuild without it"
+        ));
+    }
+    let mut ebpf = EbpfLoader::new()
+        .override_global("LAYOUT", &layout.raw, true)
+        .load(OBJECT)
+        .context("load refwatch's kernel programs (BPF_PROG_LOAD / map create)")?;
+    let btf = Btf::from_sys_fs().ok();
+    let mut rows = Vec::new();
+    for r in plan {
+        let mut row = PlanRow {
+            logical: r.logical.name,
+            events: r.logical.events,
+            symbol: None,
+            hook: None,
+            mode: None,
+            status: String::new(),
+            notes: r.notes.clone(),
+        };
+        let Some((cand, modes)) = &r.choice else {
+            row.status = "not attached: no usable symbol on this kernel".into();
+            rows.push(row);
+            continue;
+        };
+        row.symbol = Some(cand.symbol);
+        row.hook = Some(cand.hook);
+        let mut errors = Vec::new();
+        for mode in modes {
+            match attach(&mut ebpf, btf.as_ref(), cand, *mode) {
+                Ok(()) => {
+                    row.mode = Some(*mode);
+                    break;
+                }
+                Err(e) => errors.push(format!("{} refused: {e:#}", mode.name())),
+            }
+        }
+        row.status = if row.mode.is_some() {
+            "attached".into()
+        } else {
+            format!("not attached: {}", errors.join("; "))
+        };
+        row.notes
+            .extend(errors.into_iter().filter(|_| row.mode.is_some()));
+        rows.push(row);
+    }
+    Ok(Loaded { ebpf, rows })
+}
+
+fn attach(ebpf: &mut Ebpf, btf: Option<&Btf>, cand: &Candidate, mode: Mode) -> Result<()> {
+    let (entry, exit) = match mode {
+        Mode::Fentry => (cand.progs.fentry, cand.progs.fexit),
+        Mode::Kprobe => (cand.progs.kprobe, cand.progs.kretprobe),
+    };
+    // Exit first: an entry without its exit would leave records behind.
+    let mut done: Vec<&'static str> = Vec::new();
+    let result = (|| -> Result<()> {
+        for name in [exit, entry].into_iter().flatten() {
+            let prog = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the kernel object"))?;
+            attach_one(prog, btf, cand.symbol, mode)
+                .with_context(|| format!("{name} on {}", cand.symbol))?;
+            done.push(name);
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for name in done {
+            if let Some(p) = ebpf.program_mut(name) {
+                let _ = unload(p);
+            }
+        }
+    }
+    result
+}
+
+fn attach_one(prog: &mut Program, btf: Option<&Btf>, symbol: &str, mode: Mode) -> Result<()> {
+    match (mode, prog) {
+        (Mode::Fentry, Program::FEntry(p)) => {
+            let btf = btf.ok_or_else(|| anyhow!("no kernel BTF for fentry"))?;
+            load_fentry(p, symbol, btf)?;
+            p.attach()?;
+        }
+        (Mode::Fentry, Program::FExit(p)) => {
+            let btf = btf.ok_or_else(|| anyhow!("no kernel BTF for fexit"))?;
+            load_fexit(p, symbol, btf)?;
+            p.attach()?;
+        }
+        (Mode::Kprobe, Program::KProbe(p)) => {
+            p.load()?;
+            p.attach(symbol, 0)?;
+        }
+        (_, other) => {
+            return Err(anyhow!(
+                "program of unexpected type {:?}",
+                other.prog_type()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn load_fentry(p: &mut FEntry, symbol: &str, btf: &Btf) -> Result<()> {
+    p.load(symbol, btf).map_err(Into::into)
+}
+
+fn load_fexit(p: &mut FExit, symbol: &str, btf: &Btf) -> Result<()> {
+    p.load(symbol, btf).map_err(Into::into)
+}
+
+fn unload(p: &mut Program) -> Result<()> {
+    match p {
+        Program::FEntry(p) => p.unload()?,
+        Program::FExit(p) => p.unload()?,
+        Program::KProbe(p) => KProbe::unload(p)?,
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use refwatch::{
+    app,
+    cli::{Cli, Command},
+    logging,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_setup = match &cli.command {
+        Command::Attach(a) => logging::init(a.log_file.as_deref(), a.verbose),
+        Command::Probes(_) => logging::init(None, false),
+    };
+    if let Err(e) = log_setup {
+        eprintln!("refwatch: {e:#}");
+        return ExitCode::from(2);
+    }
+    let result = match &cli.command {
+        Command::Attach(a) => app::attach(a),
+        Command::Probes(p) => app::probes(p),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("refwatch: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! The probe plan: for each logical hook, which kernel symbol to watch on this
+//! kernel and how (fentry/fexit or kprobe/kretprobe), decided at run time from
+//! kallsyms, BTF prototypes and `available_filter_functions`.
+
+use std::{collections::HashSet, fs, path::Path};
+
+use refwatch_common::hook;
+
+use crate::{kallsyms::Kallsyms, layout::KernelBtf};
+
+/// Program names of one hook in the kernel object, per mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progs {
+    pub fentry: Option<&'static str>,
+    pub fexit: Option<&'static str>,
+    pub kprobe: Option<&'static str>,
+    pub kretprobe: Option<&'static str>,
+}
+
+const fn pair(stem: &'static [&'static str; 4]) -> Progs {
+    Progs {
+        fentry: Some(stem[0]),
+        fexit: Some(stem[1]),
+        kprobe: Some(stem[2]),
+        kretprobe: Some(stem[3]),
+    }
+}
+
+/// One kernel function a logical hook can use.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    pub symbol: &'static str,
+    /// Required type of the first parameter (from BTF), when the same name has
+    /// had different prototypes.
+    pub first_arg: Option<&'static str>,
+    pub hook: u32,
+    pub progs: Progs,
+}
+
+/// A logical hook: what it observes and where it can be observed.
+#[derive(Debug, Clone, Copy)]
+pub struct Logical {
+    pub name: &'static str,
+    /// Events it produces.
+    pub events: &'static str,
+    pub candidates: &'static [Candidate],
+}
+
+const PUT_DEVMAP: Progs = pair(&[
+    "fentry_put_devmap",
+    "fexit_put_devmap",
+    "kprobe_put_devmap",
+    "kretprobe_put_devmap",
+]);
+const FREE: Progs = pair(&["fentry_free", "fexit_free", "kprobe_free", "kretprobe_free"]);
+const GUP_PUT: Progs = pair(&[
+    "fentry_gup_put",
+    "fexit_gup_put",
+    "kprobe_gup_put",
+    "kretprobe_gup_put",
+]);
+const UNPIN_PAGE: Progs = pair(&[
+    "fentry_unpin_page",
+    "fexit_unpin_page",
+    "kprobe_unpin_page",
+    "kretprobe_unpin_page",
+]);
+const UNPIN_FOLIO: Progs = pair(&[
+    "fentry_unpin_folio",
+    "fexit_unpin_folio",
+    "kprobe_unpin_folio",
+    "kretprobe_unpin_folio",
+]);
+const GRAB_FOLIO: Progs = pair(&[
+    "fentry_grab_folio",
+    "fexit_grab_folio",
+    "kprobe_grab_folio",
+    "kretprobe_grab_folio",
+]);
+const GRAB_FOLIO_PAGE: Progs = pair(&[
+    "fentry_grab_folio_page",
+    "fexit_grab_folio_page",
+    "kprobe_grab_folio_page",
+    "kretprobe_grab_folio_page",
+]);
+const GRAB_FAST: Progs = pair(&[
+    "fentry_grab_fast",
+    "fexit_grab_fast",
+    "kprobe_grab_fast",
+    "kretprobe_grab_fast",
+]);
+const GRAB_PAGE: Progs = pair(&[
+    "fentry_grab_page",
+    "fexit_grab_page",
+    "kprobe_grab_page",
+    "kretprobe_grab_page",
+]);
+const DEV_INIT: Progs = pair(&[
+    "fentry_dev_init",
+    "fexit_dev_init",
+    "kprobe_dev_init",
+    "kretprobe_dev_init",
+]);
+const FOLIO_PUT: Progs = Progs {
+    fentry: Some("fentry_folio_put"),
+    fexit: None,
+    kprobe: Some("kprobe_folio_put"),
+    kretprobe: None,
+};
+const DAX_BUSY: Progs = Progs {
+    fentry: None,
+    fexit: Some("fexit_dax_busy"),
+    kprobe: None,
+    kretprobe: Some("kretprobe_dax_busy"),
+};
+
+const PAGE: &str = "struct page *";
+const FOLIO: &str = "struct folio *";
+
+/// Every logical hook refwatch knows, in plan order.
+pub const LOGICAL: &[Logical] = &[
+    Logical {
+        name: "fsdax-put",
+        events: "put unpin",
+        candidates: &[
+            Candidate {
+                symbol: "__put_devmap_managed_page_refs",
+                first_arg: Some(PAGE),
+                hook: hook::PUT_DEVMAP_REFS,
+                progs: PUT_DEVMAP,
+            },
+            Candidate {
+                symbol: "__put_devmap_managed_folio_refs",
+                first_arg: Some(FOLIO),
+                hook: hook::PUT_DEVMAP_REFS,
+                progs: PUT_DEVMAP,
+            },
+        ],
+    },
+    Logical {
+        name: "free",
+        events: "free",
+        candidates: &[
+            Candidate {
+                symbol: "free_zone_device_folio",
+                first_arg: Some(FOLIO),
+                hook: hook::FREE_ZONE_DEVICE,
+                progs: FREE,
+            },
+            Candidate {
+                symbol: "free_zone_device_page",
+                first_arg: Some(PAGE),
+                hook: hook::FREE_ZONE_DEVICE,
+                progs: FREE,
+            },
+        ],
+    },
+    Logical {
+        name: "last-put",
+        events: "put",
+        candidates: &[Candidate {
+            symbol: "__folio_put",
+            first_arg: Some(FOLIO),
+            hook: hook::FOLIO_PUT,
+            progs: FOLIO_PUT,
+        }],
+    },
+    Logical {
+        name: "gup-put",
+        events: "put unpin",
+        candidates: &[Candidate {
+            symbol: "gup_put_folio",
+            first_arg: Some(FOLIO),
+            hook: hook::GUP_PUT_FOLIO,
+            progs: GUP_PUT,
+        }],
+    },
+    Logical {
+        name: "unpin-page",
+        events: "unpin",
+        candidates: &[Candidate {
+            symbol: "unpin_user_page",
+            first_arg: Some(PAGE),
+            hook: hook::UNPIN_USER_PAGE,
+            progs: UNPIN_PAGE,
+        }],
+    },
+    Logical {
+        name: "unpin-folio",
+        events: "unpin",
+        candidates: &[Candidate {
+            symbol: "unpin_user_folio",
+            first_arg: Some(FOLIO),
+            hook: hook::UNPIN_USER_FOLIO,
+            progs: UNPIN_FOLIO,
+        }],
+    },
+    Logical {
+        name: "gup-grab",
+        events: "get pin",
+        candidates: &[
+            Candidate {
+                symbol: "try_grab_folio",
+                first_arg: Some(FOLIO),
+                hook: hook::TRY_GRAB_FOLIO,
+                progs: GRAB_FOLIO,
+            },
+            Candidate {
+                symbol: "try_grab_folio",
+                first_arg: Some(PAGE),
+                hook: hook::TRY_GRAB_FOLIO_PAGE,
+                progs: GRAB_FOLIO_PAGE,
+            },
+        ],
+    },
+    Logical {
+        name: "gup-grab-fast",
+        events: "get pin",
+        candidates: &[Candidate {
+            symbol: "try_grab_folio_fast",
+            first_arg: Some(PAGE),
+            hook: hook::TRY_GRAB_FOLIO_FAST,
+            progs: GRAB_FAST,
+        }],
+    },
+    Logical {
+        name: "gup-grab-page",
+        events: "get pin",
+        candidates: &[Candidate {
+            symbol: "try_grab_page",
+            first_arg: Some(PAGE),
+            hook: hook::TRY_GRAB_PAGE,
+            progs: GRAB_PAGE,
+        }],
+    },
+    Logical {
+        name: "device-init",
+        events: "get",
+        candidates: &[Candidate {
+            symbol: "zone_device_page_init",
+            first_arg: Some(PAGE),
+            hook: hook::ZONE_DEVICE_INIT,
+            progs: DEV_INIT,
+        }],
+    },
+    Logical {
+        name: "dax-busy",
+        events: "layout_wait",
+        candidates: &[Candidate {
+            symbol: "dax_layout_busy_page_range",
+            first_arg: None,
+            hook: hook::DAX_LAYOUT_BUSY,
+            progs: DAX_BUSY,
+        }],
+    },
+];
+
+/// How to attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeChoice {
+    /// fentry/fexit where BTF trampolines work, kprobes otherwise (per symbol).
+    Auto,
+    /// Only fentry/fexit.
+    Fentry,
+    /// Only kprobe/kretprobe.
+    Kprobe,
+}
+
+/// An attach mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Fentry,
+    Kprobe,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fentry => "fentry",
+            Self::Kprobe => "kprobe",
+        }
+    }
+}
+
+/// What the kernel offers for attaching.
+#[derive(Debug, Clone)]
+pub struct KernelCaps {
+    /// `available_filter_functions`, when readable.
+    pub traceable: Option<HashSet<String>>,
+    /// The kprobe PMU exists (`CONFIG_KPROBES`).
+    pub kprobes: bool,
+}
+
+impl KernelCaps {
+    /// Reads the running kernel's capabilities.
+    pub fn probe() -> Self {
+        let traceable = [
+            "/sys/kernel/tracing/available_filter_functions",
+            "/sys/kernel/debug/tracing/available_filter_functions",
+        ]
+        .iter()
+        .find_map(|p| fs::read_to_string(p).ok())
+        .map(|t| parse_filter_functions(&t));
+        Self {
+            traceable,
+            kprobes: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
+        }
+    }
+}
+
+/// Function names of `available_filter_functions` (module suffixes dropped).
+pub fn parse_filter_functions(text: &str) -> HashSet<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The decision for one logical hook, before attaching.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub logical: &'static Logical,
+    /// The chosen candidate and the modes worth trying, in order.
+    pub choice: Option<(Candidate, Vec<Mode>)>,
+    /// Why nothing was chosen, or why a mode is missing.
+    pub notes: Vec<String>,
+}
+
+/// Chooses a symbol and modes for every logical hook.
+pub fn resolve(
+    kallsyms: &Kallsyms,
+    btf: &KernelBtf,
+    caps: &KernelCaps,
+    choice: ModeChoice,
+) -> Vec<Resolved> {
+    LOGICAL
+        .iter()
+        .map(|l| resolve_one(l, kallsyms, |s| btf.func_params(s), caps, choice))
+        .collect()
+}
+
+/// [`resolve`] for one hook, with BTF prototypes given as a function (tests).
+pub fn resolve_one(
+    logical: &'static Logical,
+    kallsyms: &Kallsyms,
+    params: impl Fn(&str) -> Option<Vec<String>>,
+    caps: &KernelCaps,
+    choice: ModeChoice,
+) -> Resolved {
+    let mut notes = Vec::new();
+    for cand in logical.candidates {
+        if !kallsyms.has(cand.symbol) {
+            let clones = kallsyms.clones(cand.symbol);
+            if clones.is_empty() {
+                notes.push(format!("{}: not in this kernel", cand.symbol));
+            } else {
+                notes.push(format!(
+                    "{}: only compiler clones ({}) with an unknown argument layout; not attached",
+                    cand.symbol,
+                    clones.join(", ")
+                ));
+            }
+            continue;
+        }
+        let proto = params(cand.symbol);
+        if let (Some(want), Some(p)) = (cand.first_arg, proto.as_ref()) {
+            let got = p.first().map(String::as_str).unwrap_or("void");
+            if got != want {
+                notes.push(format!(
+                    "{}: first argument is {got}, not {want}",
+                    cand.symbol
+                ));
+                continue;
+            }
+        }
+        let mut modes = Vec::new();
+        let fentry_ok = match (&proto, &caps.traceable) {
+            (None, _) => {
+                notes.push(format!("{}: no BTF record, no fentry", cand.symbol));
+                false
+            }
+            (Some(_), Some(t)) if !t.contains(cand.symbol) => {
+                notes.push(format!(
+                    "{}: not in available_filter_functions (notrace), no fentry",
+                    cand.symbol
+                ));
+                false
+            }
+            _ => true,
+        };
+        if fentry_ok && choice != ModeChoice::Kprobe {
+            modes.push(Mode::Fentry);
+        }
+        if choice != ModeChoice::Fentry {
+            if caps.kprobes {
+                modes.push(Mode::Kprobe);
+            } else {
+                notes.push("kprobes are not built into this kernel (CONFIG_KPROBES)".into());
+            }
+        }
+        if modes.is_empty() {
+            continue;
+        }
+        return Resolved {
+            logical,
+            choice: Some((*cand, modes)),
+            notes,
+        };
+    }
+    Resolved {
+        logical,
+        choice: None,
+        notes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(kprobes: bool, traceable: &[&str]) -> KernelCaps {
+        KernelCaps {
+            traceable: Some(traceable.iter().map(|s| s.to_string()).collect()),
+            kprobes,
+        }
+    }
+
+    fn by_name(n: &str) -> &'static Logical {
+        LOGICAL.iter().find(|l| l.name == n).expect("logical hook")
+    }
+
+    #[test]
+    fn picks_the_prototype_that_matches() {
+        let k = Kallsyms::parse("ffffffff81000000 T try_grab_folio\n");
+        let page_proto = |_: &str| Some(vec!["struct page *".to_string(), "int".into()]);
+        let r = resolve_one(
+            by_name("gup-grab"),
+            &k,
+            page_proto,
+            &caps(true, &["try_grab_folio"]),
+            ModeChoice::Auto,
+        );
+        let (c, modes) = r.choice.expect("chosen");
+        assert_eq!(c.hook, hook::TRY_GRAB_FOLIO_PAGE);
+        assert_eq!(modes, vec![Mode::Fentry, Mode::Kprobe]);
+    }
+
+    #[test]
+    fn clones_are_not_attached() {
+        let k = Kallsyms::parse("ffffffff81000000 t gup_put_folio.isra.0\n");
+        let r = resolve_one(
+            by_name("gup-put"),
+            &k,
+            |_| None,
+            &caps(true, &[]),
+            ModeChoice::Auto,
+        );
+        assert!(r.choice.is_none());
+        assert!(r.notes[0].contains("compiler clones"), "{:?}", r.notes);
+    }
+
+    #[test]
+    fn nothing_without_kprobes_and_btf() {
+        let k = Kallsyms::parse("ffffffff81000000 T free_zone_device_folio\n");
+        let folio = |_: &str| Some(vec!["struct folio *".to_string()]);
+        let r = resolve_one(
+            by_name("free"),
+            &k,
+            folio,
+            &caps(false, &[]),
+            ModeChoice::Kprobe,
+        );
+        assert!(r.choice.is_none());
+        assert!(
+            r.notes.iter().any(|n| n.contains("CONFIG_KPROBES")),
+            "{:?}",
+            r.notes
+        );
+        let r = resolve_one(
+            by_name("free"),
+            &k,
+            folio,
+            &caps(false, &["free_zone_device_folio"]),
+            ModeChoice::Auto,
+        );
+        assert_eq!(r.choice.map(|c| c.1), Some(vec![Mode::Fentry]));
+    }
+
+    #[test]
+    fn missing_symbol_is_said() {
+        let k = Kallsyms::parse("ffffffff81000000 T _stext\n");
+        let r = resolve_one(
+            by_name("fsdax-put"),
+            &k,
+            |_| None,
+            &caps(true, &[]),
+            ModeChoice::Auto,
+        );
+        assert!(r.choice.is_none());
+        assert_eq!(r.notes.len(), 2);
+        assert!(r.notes.iter().all(|n| n.ends_with("not in this kernel")));
+    }
+}
