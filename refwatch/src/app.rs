@@ -5,13 +5,16 @@ use std::{fs, path::Path, process::ExitCode, time::Duration};
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    cli::{AttachArgs, ProbeArgs},
-    collector,
+    cli::{AttachArgs, ExportArgs, ProbeArgs, RecordArgs, ReportArgs},
+    collector, export,
     jsonl::Format,
     kallsyms::Kallsyms,
     layout::{self, KernelBtf, Layout},
     loader::{self, Loaded, PlanRow},
     plan::{self, KernelCaps},
+    recording, report,
+    rules::Rules,
+    state::Thresholds,
 };
 
 const KALLSYMS: &str = "/proc/kallsyms";
@@ -115,49 +118,171 @@ pub fn probes(args: &ProbeArgs) -> Result<ExitCode> {
 
 /// `refwatch attach`.
 pub fn attach(args: &AttachArgs) -> Result<ExitCode> {
+    run_live(args, None)
+}
+
+/// `refwatch record`.
+pub fn record(args: &RecordArgs) -> Result<ExitCode> {
+    run_live(&args.attach, Some(&args.output))
+}
+
+fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode> {
+    let thresholds = args.thresholds.apply(Thresholds::default())?;
     let p = prepare(&args.probe, !args.no_stacks)?;
+    let rules = Rules::from_kernel(&p.kallsyms);
     let mut loaded = attach_all(&p)?;
     log::info!(
         "kernel {}: attached\n{}",
         p.release,
         plan_table(&loaded.rows)
     );
-    if !args.headless {
+    log::info!("refcount rules: {}", rules.basis);
+    if !args.headless && recording_path.is_none() {
         log::info!("the TUI is not available in this build; running headless");
     }
     let n = loaded.rows.iter().filter(|r| r.attached()).count();
     println!(
-        "refwatch: kernel {}, {n} of {} hooks attached; Ctrl-C to stop",
+        "refwatch: kernel {}, {n} of {} hooks attached; {}; Ctrl-C to stop",
         p.release,
-        loaded.rows.len()
+        loaded.rows.len(),
+        rules.basis
     );
-    if let Some(f) = &args.ready_file {
-        fs::write(f, b"ready\n").with_context(|| format!("create ready file {}", f.display()))?;
-    }
+    let header = recording_path.map(|path| {
+        (
+            path.to_path_buf(),
+            recording::Header {
+                format: recording::FORMAT.into(),
+                version: recording::VERSION,
+                kernel: p.release.clone(),
+                started_ns: collector::monotonic_ns(),
+                rules: rules.clone(),
+                thresholds,
+                hooks: loaded
+                    .rows
+                    .iter()
+                    .map(|r| recording::HookRecord {
+                        logical: r.logical.into(),
+                        symbol: r.symbol.map(Into::into),
+                        mode: r.mode.map(|m| m.name().into()),
+                        status: r.status.clone(),
+                    })
+                    .collect(),
+            },
+        )
+    });
     let opts = collector::Options {
         jsonl: args.jsonl.clone(),
+        recording: header,
         format: Format {
             raw_pointers: args.raw_pointers,
         },
         history: args.history as usize,
+        max_pfns: args.max_pfns as usize,
+        rules,
+        thresholds,
         summary_every: Duration::from_secs(args.summary_secs),
+        print_stuck: true,
         duration: args.duration.map(Duration::from_secs),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    let (tracker, totals) = rt.block_on(collector::run(&mut loaded, &p.kallsyms, &opts))?;
+    // The outputs exist once the collector runs; say ready only then.
+    let ready = args.ready_file.clone();
+    let (tracker, totals) = rt.block_on(async {
+        let run = collector::run(&mut loaded, &p.kallsyms, opts);
+        tokio::pin!(run);
+        if let Some(f) = ready {
+            tokio::select! {
+                r = &mut run => return r,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            fs::write(&f, b"ready\n")
+                .with_context(|| format!("create ready file {}", f.display()))?;
+        }
+        run.await
+    })?;
     println!(
-        "refwatch: {} events, {} pages, {} lost, {} undecodable",
+        "refwatch: {} events, {} pages, {} stuck now, {} episodes, {} lost, {} undecodable, {} evicted",
         totals.events,
         tracker.len(),
+        tracker.stuck().len(),
+        tracker.episodes.len(),
         totals.dropped,
-        totals.decode_errors
+        totals.decode_errors,
+        tracker.evicted()
     );
     print!("{}", tracker.summary_table());
     if let Some(j) = &args.jsonl {
         println!("refwatch: events written to {}", j.display());
+    }
+    if let Some(r) = recording_path {
+        println!("refwatch: recording written to {}", r.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `refwatch report`.
+pub fn report(args: &ReportArgs) -> Result<ExitCode> {
+    let rec = recording::read(&args.file)?;
+    let th = if args.thresholds.any() {
+        Some(args.thresholds.apply(rec.header.thresholds)?)
+    } else {
+        None
+    };
+    let r = report::build(&rec, th)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).context("encode report")?
+        );
+    } else {
+        print!("{}", report::text(&r));
+    }
+    if args.fail_on_stuck && !r.stuck_at_end.is_empty() {
+        eprintln!(
+            "refwatch: {} page(s) still stuck at the end of {}",
+            r.stuck_at_end.len(),
+            args.file.display()
+        );
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `refwatch export`.
+pub fn export(args: &ExportArgs) -> Result<ExitCode> {
+    let filter = export::Filter {
+        pfns: match &args.pfn {
+            Some(s) => export::parse_pfns(s)?,
+            None => Vec::new(),
+        },
+        types: args.types.clone(),
+    };
+    let rec = recording::read(&args.file)?;
+    let events = rec.events().filter(|e| filter.keeps(e));
+    let n = match &args.output {
+        Some(p) => {
+            let tmp = p.with_extension("partial");
+            let mut f = std::io::BufWriter::new(
+                fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?,
+            );
+            let n = export::write(args.format, events, &mut f)?;
+            std::io::Write::flush(&mut f).context("flush export")?;
+            drop(f);
+            fs::rename(&tmp, p).with_context(|| format!("write {}", p.display()))?;
+            eprintln!("refwatch: {n} events written to {}", p.display());
+            n
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            export::write(args.format, events, &mut lock)?
+        }
+    };
+    if n == 0 {
+        eprintln!("refwatch: no event matched");
     }
     Ok(ExitCode::SUCCESS)
 }

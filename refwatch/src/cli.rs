@@ -19,9 +19,95 @@ pub struct Cli {
 pub enum Command {
     /// Attach to the running kernel and watch device pages until Ctrl-C.
     Attach(AttachArgs),
+    /// Like `attach --headless`, writing a recording to FILE (flushed every
+    /// second, complete after Ctrl-C or SIGTERM).
+    Record(RecordArgs),
     /// Print the probe plan for the running kernel: logical event → symbol →
     /// mode → attached, or why not. Exits non-zero when nothing can attach.
     Probes(ProbeArgs),
+    /// Every stuck episode of a recording, and the pages still stuck at its end.
+    Report(ReportArgs),
+    /// Per-PFN histories of a recording as JSON Lines, CSV or Perfetto.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RecordArgs {
+    /// The recording to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub attach: AttachArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// A recording made by `refwatch record`.
+    pub file: PathBuf,
+    /// The stable JSON form.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit with status 3 when a page is still stuck at the end of the recording.
+    #[arg(long)]
+    pub fail_on_stuck: bool,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ExportArgs {
+    /// A recording made by `refwatch record`.
+    pub file: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: crate::export::ExportFormat,
+    /// Only these PFNs: `0x40000`, `262144`, `0x40000-0x400ff`, comma-separated.
+    #[arg(long)]
+    pub pfn: Option<String>,
+    /// Only these page-map types (private, coherent, fsdax, generic, p2pdma).
+    #[arg(long = "type", value_parser = ["private", "coherent", "fsdax", "generic", "p2pdma", "unknown"])]
+    pub types: Vec<String>,
+    /// Write here instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Detector thresholds (seconds); a recording keeps the ones it was made with.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ThresholdArgs {
+    /// `held`: references beyond idle for longer than this.
+    #[arg(long, value_name = "SECS")]
+    pub held_secs: Option<f64>,
+    /// `pinned`: the GUP pin bias for longer than this.
+    #[arg(long, value_name = "SECS")]
+    pub pinned_secs: Option<f64>,
+    /// `unmapped-not-freed`: unmapped but not freed for longer than this.
+    #[arg(long, value_name = "SECS")]
+    pub unmapped_secs: Option<f64>,
+}
+
+impl ThresholdArgs {
+    /// Applies the flags over `base`; rejects negative or absurd values.
+    pub fn apply(
+        &self,
+        base: crate::state::Thresholds,
+    ) -> anyhow::Result<crate::state::Thresholds> {
+        let conv = |v: Option<f64>, d: u64, name: &str| -> anyhow::Result<u64> {
+            match v {
+                None => Ok(d),
+                Some(s) if s.is_finite() && (0.0..=1e7).contains(&s) => Ok((s * 1e9) as u64),
+                Some(s) => anyhow::bail!("--{name} {s}: give seconds between 0 and 10000000"),
+            }
+        };
+        Ok(crate::state::Thresholds {
+            held_ns: conv(self.held_secs, base.held_ns, "held-secs")?,
+            pinned_ns: conv(self.pinned_secs, base.pinned_ns, "pinned-secs")?,
+            unmapped_ns: conv(self.unmapped_secs, base.unmapped_ns, "unmapped-secs")?,
+        })
+    }
+
+    pub fn any(&self) -> bool {
+        self.held_secs.is_some() || self.pinned_secs.is_some() || self.unmapped_secs.is_some()
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -57,6 +143,11 @@ pub struct AttachArgs {
     /// Events kept per PFN.
     #[arg(long, default_value_t = crate::state::DEFAULT_HISTORY as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub history: u64,
+    /// Most PFNs tracked at once; long-idle pages are evicted beyond it.
+    #[arg(long, default_value_t = crate::state::DEFAULT_MAX_PFNS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pfns: u64,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
     /// Seconds between summary lines (0: none).
     #[arg(long, default_value_t = 5)]
     pub summary_secs: u64,

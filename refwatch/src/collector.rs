@@ -1,5 +1,6 @@
 //! The live loop: read the ring buffer through `AsyncFd`, decode, update the
-//! per-PFN state, write exports, report drops, stop cleanly on SIGINT/SIGTERM.
+//! per-PFN state, run the detectors, write exports and the recording, report
+//! losses, and stop cleanly on SIGINT/SIGTERM with everything flushed.
 
 use std::{
     collections::HashMap,
@@ -18,21 +19,28 @@ use tokio::{
 };
 
 use crate::{
-    event::decode,
-    jsonl::{Format, to_json},
+    event::{decode, pgmap_name},
+    jsonl::{Format, stack_strings, to_json},
     kallsyms::Kallsyms,
     loader::Loaded,
-    state::Tracker,
+    recording::{self, Line},
+    rules::Rules,
+    state::{Thresholds, Tracker},
 };
 
 /// What the collector does with events.
-#[derive(Debug, Clone)]
 pub struct Options {
     pub jsonl: Option<PathBuf>,
+    pub recording: Option<(PathBuf, recording::Header)>,
     pub format: Format,
     pub history: usize,
+    pub max_pfns: usize,
+    pub rules: Rules,
+    pub thresholds: Thresholds,
     /// Period of the one-line summary on stdout (0: none).
     pub summary_every: Duration,
+    /// Print each stuck page on stdout as it appears.
+    pub print_stuck: bool,
     /// Stop after this long (None: until a signal).
     pub duration: Option<Duration>,
 }
@@ -46,18 +54,27 @@ pub struct Totals {
     pub filtered: u64,
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+struct Outputs<'a> {
+    jsonl: Option<BufWriter<File>>,
+    rec: Option<recording::Writer>,
+    symbols: HashMap<u32, &'static str>,
+    syms: &'a Kallsyms,
+    format: Format,
+}
+
 /// Runs until SIGINT/SIGTERM (or `duration`), then flushes everything.
-pub async fn run(
-    loaded: &mut Loaded,
-    syms: &Kallsyms,
-    opts: &Options,
-) -> Result<(Tracker, Totals)> {
-    let symbols: HashMap<u32, &'static str> = loaded
-        .rows
-        .iter()
-        .filter(|r| r.attached())
-        .filter_map(|r| Some((r.hook?, r.symbol?)))
-        .collect();
+pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<(Tracker, Totals)> {
     let ring = loaded
         .ebpf
         .take_map("EVENTS")
@@ -74,85 +91,166 @@ pub async fn run(
     // for as long as the `AsyncFd` owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow!("register the ring buffer with tokio: {e}"))?;
-    let mut out = match &opts.jsonl {
-        Some(p) => Some(BufWriter::new(
-            File::create(p).with_context(|| format!("create {}", p.display()))?,
-        )),
-        None => None,
+    let mut out = Outputs {
+        jsonl: match &opts.jsonl {
+            Some(p) => Some(BufWriter::new(
+                File::create(p).with_context(|| format!("create {}", p.display()))?,
+            )),
+            None => None,
+        },
+        rec: match opts.recording.clone() {
+            Some((p, h)) => Some(recording::Writer::create(&p, h)?),
+            None => None,
+        },
+        symbols: loaded
+            .rows
+            .iter()
+            .filter(|r| r.attached())
+            .filter_map(|r| Some((r.hook?, r.symbol?)))
+            .collect(),
+        syms,
+        format: opts.format,
     };
-    let mut tracker = Tracker::new(opts.history);
+    let mut tracker = Tracker::new(
+        opts.rules.clone(),
+        opts.thresholds,
+        opts.history,
+        opts.max_pfns,
+    );
     let mut totals = Totals::default();
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let start = Instant::now();
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let period = if opts.summary_every.is_zero() {
-        Duration::from_secs(3600)
-    } else {
-        opts.summary_every
-    };
-    let mut tick = tokio::time::interval(period);
-    tick.tick().await;
+    let deadline = opts
+        .duration
+        .map(|d| tokio::time::Instant::now() + d)
+        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86400));
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut seconds = 0u64;
     let mut last_events = 0u64;
-
-    let mut drain =
-        |ring: &mut RingBuf<MapData>, tracker: &mut Tracker, totals: &mut Totals| -> Result<()> {
-            while let Some(item) = ring.next() {
-                match decode(&item) {
-                    Ok(ev) => {
-                        totals.events += 1;
-                        if let Some(w) = out.as_mut() {
-                            let sym = symbols.get(&ev.hook).copied().unwrap_or("?");
-                            let j = to_json(&ev, sym, syms, opts.format);
-                            serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
-                            w.write_all(b"\n").context("write JSON line")?;
-                        }
-                        tracker.apply(&ev);
-                    }
-                    Err(e) => {
-                        totals.decode_errors += 1;
-                        log::warn!("undecodable event: {e}");
-                    }
-                }
-            }
-            Ok(())
-        };
+    let mut reported = 0usize;
 
     loop {
-        let sleep_until =
-            deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("wait for ring buffer")?;
-                drain(guard.get_inner_mut(), &mut tracker, &mut totals)?;
+                drain(guard.get_inner_mut(), &mut tracker, &mut totals, &mut out)?;
                 guard.clear_ready();
             }
-            _ = tick.tick() => {
+            _ = second.tick() => {
+                seconds += 1;
+                let now = monotonic_ns();
+                tracker.advance(now);
                 let (dropped, _) = read_counters(&counters);
-                let rate = (totals.events - last_events) as f64 / period.as_secs_f64();
-                last_events = totals.events;
-                println!(
-                    "refwatch: {:>6.1}s events={} ({rate:.0}/s) pfns={} dropped={}",
-                    start.elapsed().as_secs_f64(), totals.events, tracker.len(), dropped
-                );
-                if dropped > 0 {
-                    println!("refwatch: {dropped} events were lost (ring buffer full): narrow the probes (--mode, fewer hooks) or turn stacks off (--no-stacks)");
+                if let Some(rec) = out.rec.as_mut() {
+                    rec.line(&Line::Tick { now_ns: now, dropped })?;
+                    rec.flush()?;
+                }
+                if let Some(j) = out.jsonl.as_mut() {
+                    j.flush().context("flush JSON lines")?;
+                }
+                if opts.print_stuck {
+                    reported = print_new_episodes(&tracker, reported, syms, opts.format);
+                }
+                let every = opts.summary_every.as_secs();
+                if every > 0 && seconds % every == 0 {
+                    let rate = (totals.events - last_events) as f64 / every as f64;
+                    last_events = totals.events;
+                    println!(
+                        "refwatch: {:>6.1}s events={} ({rate:.0}/s) pfns={} stuck={} lost={}",
+                        start.elapsed().as_secs_f64(), totals.events, tracker.len(), tracker.stuck().len(), dropped
+                    );
+                    if dropped > 0 {
+                        println!("refwatch: {dropped} events were lost (ring buffer full): narrow what is watched (fewer hooks with --mode, or --no-stacks)");
+                    }
                 }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            _ = tokio::time::sleep_until(sleep_until) => break,
+            _ = tokio::time::sleep_until(deadline) => break,
         }
     }
-    drain(ring.get_mut(), &mut tracker, &mut totals)?;
-    if let Some(mut w) = out.take() {
-        w.flush().context("flush JSON lines")?;
-        w.get_ref().sync_all().context("sync JSON lines")?;
+    drain(ring.get_mut(), &mut tracker, &mut totals, &mut out)?;
+    let now = monotonic_ns();
+    tracker.advance(now);
+    if opts.print_stuck {
+        print_new_episodes(&tracker, reported, syms, opts.format);
     }
     let (dropped, filtered) = read_counters(&counters);
     totals.dropped = dropped;
     totals.filtered = filtered;
+    if let Some(mut w) = out.jsonl.take() {
+        w.flush().context("flush JSON lines")?;
+        w.get_ref().sync_all().context("sync JSON lines")?;
+    }
+    if let Some(mut rec) = out.rec.take() {
+        rec.line(&Line::End {
+            now_ns: now,
+            events: totals.events,
+            dropped,
+        })?;
+        rec.finish()?;
+    }
     Ok((tracker, totals))
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    tracker: &mut Tracker,
+    totals: &mut Totals,
+    out: &mut Outputs<'_>,
+) -> Result<()> {
+    while let Some(item) = ring.next() {
+        match decode(&item) {
+            Ok(ev) => {
+                totals.events += 1;
+                if out.jsonl.is_some() || out.rec.is_some() {
+                    let sym = out.symbols.get(&ev.hook).copied().unwrap_or("?");
+                    let j = to_json(&ev, sym, out.syms, out.format);
+                    if let Some(w) = out.jsonl.as_mut() {
+                        serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
+                        w.write_all(b"\n").context("write JSON line")?;
+                    }
+                    if let Some(rec) = out.rec.as_mut() {
+                        rec.line(&Line::Event(j))?;
+                    }
+                }
+                tracker.apply(&ev);
+            }
+            Err(e) => {
+                totals.decode_errors += 1;
+                log::warn!("undecodable event: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_new_episodes(tracker: &Tracker, from: usize, syms: &Kallsyms, fmt: Format) -> usize {
+    for ep in tracker.episodes.iter().skip(from) {
+        println!(
+            "STUCK pfn={:#x} type={} detector={} since={:.3}s: {}",
+            ep.pfn,
+            pgmap_name(ep.pgmap_type),
+            ep.detector.name(),
+            ep.start_ns as f64 / 1e9,
+            ep.reason
+        );
+        for h in &ep.holders {
+            println!(
+                "  holder: {} pid {} ({}) at {:.3}s via {}",
+                h.comm,
+                h.tgid,
+                h.kind.name(),
+                h.ts_ns as f64 / 1e9,
+                stack_strings(&h.stack, syms, fmt).join(" <- ")
+            );
+        }
+        if let Some(n) = &ep.holder_note {
+            println!("  holder: unknown: {n}");
+        }
+    }
+    tracker.episodes.len()
 }
 
 fn read_counters(c: &PerCpuArray<MapData, u64>) -> (u64, u64) {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod collector;
 #[allow(unsafe_code)]
 pub mod event;
+pub mod export;
 pub mod jsonl;
 pub mod kallsyms;
 pub mod layout;
@@ -19,4 +20,7 @@ pub mod layout;
 pub mod loader;
 pub mod logging;
 pub mod plan;
+pub mod recording;
+pub mod report;
+pub mod rules;
 pub mod state;

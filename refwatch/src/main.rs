@@ -11,7 +11,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_setup = match &cli.command {
         Command::Attach(a) => logging::init(a.log_file.as_deref(), a.verbose),
-        Command::Probes(_) => logging::init(None, false),
+        Command::Record(r) => logging::init(r.attach.log_file.as_deref(), r.attach.verbose),
+        _ => logging::init(None, false),
     };
     if let Err(e) = log_setup {
         eprintln!("refwatch: {e:#}");
@@ -19,7 +20,10 @@ fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Command::Attach(a) => app::attach(a),
+        Command::Record(r) => app::record(r),
         Command::Probes(p) => app::probes(p),
+        Command::Report(r) => app::report(r),
+        Command::Export(e) => app::export(e),
     };
     match result {
         Ok(code) => code,

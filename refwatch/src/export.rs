@@ -1,0 +1,357 @@
+//! `refwatch export`: per-PFN histories from a recording as JSON Lines, CSV
+//! or a Perfetto-loadable Chrome trace (a refcount counter track per PFN and
+//! instant events for drops, frees, pins and migrations).
+
+use std::{collections::BTreeMap, io::Write};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::json;
+
+use crate::jsonl::JsonEvent;
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+    Perfetto,
+}
+
+/// Which events to export.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Inclusive PFN ranges; empty means all.
+    pub pfns: Vec<(u64, u64)>,
+    /// Page-map type names; empty means all.
+    pub types: Vec<String>,
+}
+
+impl Filter {
+    pub fn keeps(&self, e: &JsonEvent) -> bool {
+        (self.pfns.is_empty() || self.pfns.iter().any(|(a, b)| (*a..=*b).contains(&e.pfn)))
+            && (self.types.is_empty() || self.types.iter().any(|t| *t == e.pgmap_type))
+    }
+}
+
+fn parse_num(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    v.with_context(|| {
+        format!("bad PFN {s:?}: use decimal or 0x-hex, e.g. 0x40000 or 0x40000-0x400ff")
+    })
+}
+
+/// Parses `0x40000`, `262144`, `0x40000-0x400ff`, comma-separated.
+pub fn parse_pfns(spec: &str) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (parse_num(a)?, parse_num(b)?),
+            None => {
+                let v = parse_num(part)?;
+                (v, v)
+            }
+        };
+        if b < a {
+            bail!("bad PFN range {part:?}: the end is below the start");
+        }
+        out.push((a, b));
+    }
+    if out.is_empty() {
+        bail!("empty PFN list: give e.g. 0x40000 or 0x40000-0x400ff");
+    }
+    Ok(out)
+}
+
+/// Writes `events` in `format`.
+pub fn write<'a>(
+    format: ExportFormat,
+    events: impl Iterator<Item = &'a JsonEvent>,
+    out: &mut dyn Write,
+) -> Result<usize> {
+    match format {
+        ExportFormat::Jsonl => {
+            let mut n = 0;
+            for e in events {
+                serde_json::to_writer(&mut *out, e)?;
+                out.write_all(b"\n")?;
+                n += 1;
+            }
+            Ok(n)
+        }
+        ExportFormat::Csv => {
+            writeln!(out, "{}", CSV_HEADER.join(","))?;
+            let mut n = 0;
+            for e in events {
+                writeln!(out, "{}", csv_row(e).join(","))?;
+                n += 1;
+            }
+            Ok(n)
+        }
+        ExportFormat::Perfetto => {
+            let events: Vec<&JsonEvent> = events.collect();
+            let trace = perfetto(&events);
+            serde_json::to_writer(&mut *out, &trace)?;
+            out.write_all(b"\n")?;
+            Ok(events.len())
+        }
+    }
+}
+
+/// CSV columns.
+pub const CSV_HEADER: [&str; 15] = [
+    "ts_ns",
+    "cpu",
+    "pid",
+    "tgid",
+    "comm",
+    "pfn",
+    "event",
+    "refcount_before",
+    "refcount_after",
+    "mapcount",
+    "pgmap_type",
+    "nr_pages",
+    "symbol",
+    "ret",
+    "stack",
+];
+
+fn quote(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+fn csv_row(e: &JsonEvent) -> Vec<String> {
+    vec![
+        e.ts_ns.to_string(),
+        e.cpu.to_string(),
+        e.pid.to_string(),
+        e.tgid.to_string(),
+        quote(&e.comm),
+        format!("{:#x}", e.pfn),
+        e.event.clone(),
+        opt(e.refcount_before),
+        opt(e.refcount_after),
+        opt(e.mapcount),
+        e.pgmap_type.clone(),
+        e.nr_pages.to_string(),
+        quote(&e.symbol),
+        opt(e.ret),
+        quote(&e.stack.join(";")),
+    ]
+}
+
+/// Splits one CSV record (RFC 4180 quoting).
+pub fn csv_split(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (false, '"') => quoted = true,
+            (false, ',') => fields.push(std::mem::take(&mut cur)),
+            (_, c) => cur.push(c),
+        }
+    }
+    fields.push(cur);
+    fields
+}
+
+/// Parses one CSV row back into an event (for round-trip checks and tools).
+pub fn csv_parse_row(line: &str) -> Result<JsonEvent> {
+    let f = csv_split(line);
+    if f.len() != CSV_HEADER.len() {
+        bail!(
+            "CSV row has {} fields, expected {}",
+            f.len(),
+            CSV_HEADER.len()
+        );
+    }
+    let o = |s: &str| -> Result<Option<i64>> {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(s.parse()?))
+        }
+    };
+    Ok(JsonEvent {
+        ts_ns: f[0].parse()?,
+        cpu: f[1].parse()?,
+        pid: f[2].parse()?,
+        tgid: f[3].parse()?,
+        comm: f[4].clone(),
+        pfn: parse_num(&f[5])?,
+        event: f[6].clone(),
+        refcount_before: o(&f[7])?.map(|v| v as i32),
+        refcount_after: o(&f[8])?.map(|v| v as i32),
+        mapcount: o(&f[9])?.map(|v| v as i32),
+        pgmap_type: f[10].clone(),
+        nr_pages: f[11].parse()?,
+        symbol: f[12].clone(),
+        ret: o(&f[13])?,
+        stack: if f[14].is_empty() {
+            Vec::new()
+        } else {
+            f[14].split(';').map(str::to_string).collect()
+        },
+        page: None,
+    })
+}
+
+/// Chrome trace JSON (opens in ui.perfetto.dev): one thread track per PFN with
+/// instant events, and one counter track per PFN for its refcount.
+pub fn perfetto(events: &[&JsonEvent]) -> serde_json::Value {
+    let mut tids: BTreeMap<u64, u64> = BTreeMap::new();
+    for e in events {
+        let n = tids.len() as u64 + 1;
+        tids.entry(e.pfn).or_insert(n);
+    }
+    let mut out = vec![json!({
+        "name": "process_name", "ph": "M", "pid": 1, "tid": 0,
+        "args": {"name": "refwatch: ZONE_DEVICE pages"}
+    })];
+    for (pfn, tid) in &tids {
+        out.push(json!({
+            "name": "thread_name", "ph": "M", "pid": 1, "tid": tid,
+            "args": {"name": format!("pfn {pfn:#x}")}
+        }));
+    }
+    for e in events {
+        let ts = e.ts_ns as f64 / 1000.0;
+        let tid = tids[&e.pfn];
+        out.push(json!({
+            "name": e.event, "ph": "i", "s": "t", "ts": ts, "pid": 1, "tid": tid,
+            "args": {
+                "pfn": format!("{:#x}", e.pfn),
+                "refcount_before": e.refcount_before,
+                "refcount_after": e.refcount_after,
+                "task": format!("{} ({})", e.comm, e.tgid),
+                "symbol": e.symbol,
+                "stack": e.stack.join("\n"),
+            }
+        }));
+        if let Some(rc) = e.refcount_after.or(e.refcount_before) {
+            out.push(json!({
+                "name": format!("refcount pfn {:#x}", e.pfn), "ph": "C", "ts": ts, "pid": 1,
+                "args": {"refcount": rc}
+            }));
+        }
+    }
+    json!({"traceEvents": out, "displayTimeUnit": "ns"})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Synthetic events (not from a kernel).
+    fn events() -> Vec<JsonEvent> {
+        (0..4)
+            .map(|i| JsonEvent {
+                ts_ns: 1_000 + i,
+                cpu: 1,
+                pid: 10,
+                tgid: 10,
+                comm: if i == 0 {
+                    "a,\"b\"".into()
+                } else {
+                    "workload".into()
+                },
+                pfn: 0x40000 + (i % 2),
+                event: ["get", "put", "unpin", "free"][i as usize].into(),
+                refcount_before: Some(2),
+                refcount_after: if i == 3 { None } else { Some(1) },
+                mapcount: Some(-1),
+                pgmap_type: "fsdax".into(),
+                nr_pages: 1,
+                symbol: "gup_put_folio".into(),
+                ret: if i == 1 { Some(-11) } else { None },
+                stack: vec!["a+0x1".into(), "b+0x2".into()],
+                page: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn jsonl_round_trip() {
+        let ev = events();
+        let mut buf = Vec::new();
+        assert_eq!(
+            write(ExportFormat::Jsonl, ev.iter(), &mut buf).expect("write"),
+            4
+        );
+        let back: Vec<JsonEvent> = String::from_utf8(buf)
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("line"))
+            .collect();
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn csv_round_trip() {
+        let ev = events();
+        let mut buf = Vec::new();
+        write(ExportFormat::Csv, ev.iter(), &mut buf).expect("write");
+        let text = String::from_utf8(buf).expect("utf8");
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(CSV_HEADER.join(",").as_str()));
+        let back: Vec<JsonEvent> = lines.map(|l| csv_parse_row(l).expect("row")).collect();
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn perfetto_has_a_counter_track_per_pfn() {
+        let ev = events();
+        let mut buf = Vec::new();
+        write(ExportFormat::Perfetto, ev.iter(), &mut buf).expect("write");
+        let v: serde_json::Value = serde_json::from_slice(&buf).expect("json");
+        let te = v["traceEvents"].as_array().expect("array");
+        let counters: Vec<_> = te.iter().filter(|e| e["ph"] == "C").collect();
+        let instants: Vec<_> = te.iter().filter(|e| e["ph"] == "i").collect();
+        assert_eq!(instants.len(), 4);
+        assert_eq!(counters.len(), 4);
+        let names: std::collections::BTreeSet<_> = counters
+            .iter()
+            .map(|c| c["name"].as_str().expect("name"))
+            .collect();
+        assert_eq!(names.len(), 2);
+        assert_eq!(counters[0]["args"]["refcount"], 1);
+        assert_eq!(instants[3]["name"], "free");
+        let threads = te.iter().filter(|e| e["name"] == "thread_name").count();
+        assert_eq!(threads, 2);
+    }
+
+    #[test]
+    fn pfn_specs() {
+        assert_eq!(
+            parse_pfns("0x10,20-0x20").expect("ok"),
+            vec![(16, 16), (20, 32)]
+        );
+        assert!(parse_pfns("zz").is_err());
+        assert!(parse_pfns("0x20-0x10").is_err());
+        assert!(parse_pfns(",").is_err());
+        let f = Filter {
+            pfns: vec![(0x40001, 0x40001)],
+            types: vec!["fsdax".into()],
+        };
+        assert_eq!(events().iter().filter(|e| f.keeps(e)).count(), 2);
+    }
+}

@@ -1,0 +1,307 @@
+//! The recording format: versioned, streamable JSON Lines.
+//!
+//! Line 1 is a header (`"type":"header"`, with `"format":"refwatch-recording"`
+//! and `"version"`), then `event` lines (the JSON Lines export fields), `tick`
+//! lines once a second (monotonic time and loss counters, so replays know how
+//! time passed) and, when refwatch stops cleanly, an `end` line. Every line is
+//! complete JSON; a recording cut short by a crash is still readable up to its
+//! last complete line.
+
+use std::{
+    fs::File,
+    io::{BufRead, BufReader, BufWriter, Write},
+    path::Path,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::{jsonl::JsonEvent, rules::Rules, state::Thresholds};
+
+/// Format name in the header.
+pub const FORMAT: &str = "refwatch-recording";
+/// Current version.
+pub const VERSION: u32 = 1;
+
+/// One hook of the probe plan, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookRecord {
+    pub logical: String,
+    pub symbol: Option<String>,
+    pub mode: Option<String>,
+    pub status: String,
+}
+
+/// First line of a recording.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub format: String,
+    pub version: u32,
+    pub kernel: String,
+    pub started_ns: u64,
+    pub rules: Rules,
+    pub thresholds: Thresholds,
+    pub hooks: Vec<HookRecord>,
+}
+
+/// One line of a recording.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Line {
+    Header(Header),
+    Event(JsonEvent),
+    Tick {
+        now_ns: u64,
+        dropped: u64,
+    },
+    End {
+        now_ns: u64,
+        events: u64,
+        dropped: u64,
+    },
+}
+
+/// Writes a recording; every line is flushed by [`Writer::flush`].
+pub struct Writer {
+    out: BufWriter<File>,
+}
+
+impl Writer {
+    pub fn create(path: &Path, header: Header) -> Result<Self> {
+        let f =
+            File::create(path).with_context(|| format!("create recording {}", path.display()))?;
+        let mut w = Self {
+            out: BufWriter::new(f),
+        };
+        w.line(&Line::Header(header))?;
+        w.flush()?;
+        Ok(w)
+    }
+
+    pub fn line(&mut self, l: &Line) -> Result<()> {
+        serde_json::to_writer(&mut self.out, l).context("write recording line")?;
+        self.out.write_all(b"\n").context("write recording line")?;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush().context("flush recording")
+    }
+
+    /// Flushes and syncs to disk.
+    pub fn finish(mut self) -> Result<()> {
+        self.flush()?;
+        self.out.get_ref().sync_all().context("sync recording")
+    }
+}
+
+/// A recording read back.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub header: Header,
+    pub lines: Vec<Line>,
+    /// Whether the recording has its `end` line.
+    pub complete: bool,
+    /// A last line cut short (crash or kill), ignored.
+    pub truncated_tail: bool,
+}
+
+impl Recording {
+    pub fn events(&self) -> impl Iterator<Item = &JsonEvent> {
+        self.lines.iter().filter_map(|l| match l {
+            Line::Event(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// Latest monotonic time in the recording.
+    pub fn end_ns(&self) -> u64 {
+        self.lines
+            .iter()
+            .map(|l| match l {
+                Line::Event(e) => e.ts_ns,
+                Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => *now_ns,
+                Line::Header(h) => h.started_ns,
+            })
+            .max()
+            .unwrap_or(self.header.started_ns)
+    }
+}
+
+/// Reads a recording. A corrupt line anywhere but the very end is an error
+/// naming the line; a last line without its newline is taken as cut short.
+pub fn read(path: &Path) -> Result<Recording> {
+    let f = File::open(path).with_context(|| format!("open recording {}", path.display()))?;
+    parse(BufReader::new(f), &path.display().to_string())
+}
+
+/// [`read`] from any reader; `name` is used in messages.
+pub fn parse(r: impl BufRead, name: &str) -> Result<Recording> {
+    let mut header: Option<Header> = None;
+    let mut lines = Vec::new();
+    let mut complete = false;
+    let mut truncated_tail = false;
+    let mut raw_lines = r.split(b'\n').enumerate().peekable();
+    while let Some((i, raw)) = raw_lines.next() {
+        let raw = raw.with_context(|| format!("read {name}"))?;
+        let last = raw_lines.peek().is_none();
+        if raw.is_empty() {
+            continue;
+        }
+        let parsed: Result<Line, _> = serde_json::from_slice(&raw);
+        let line = match parsed {
+            Ok(l) => l,
+            Err(_) if last && header.is_some() => {
+                truncated_tail = true;
+                break;
+            }
+            Err(e) if i == 0 => bail!(
+                "{name} is not a refwatch recording (first line: {e}); record one with `refwatch record -o FILE`"
+            ),
+            Err(e) => bail!("{name}: line {} is corrupt: {e}", i + 1),
+        };
+        match line {
+            Line::Header(h) => {
+                if i != 0 {
+                    bail!("{name}: line {}: a second header", i + 1);
+                }
+                if h.format != FORMAT {
+                    bail!("{name}: format {:?}, expected {FORMAT:?}", h.format);
+                }
+                if h.version > VERSION {
+                    bail!(
+                        "{name}: recording version {} is newer than this refwatch understands ({VERSION}); upgrade refwatch",
+                        h.version
+                    );
+                }
+                header = Some(h);
+            }
+            other if header.is_none() => {
+                bail!(
+                    "{name}: line {}: {other:?} before the header: not a refwatch recording",
+                    i + 1
+                )
+            }
+            l @ Line::End { .. } => {
+                complete = true;
+                lines.push(l);
+            }
+            l => lines.push(l),
+        }
+    }
+    let Some(header) = header else {
+        bail!("{name} is empty: not a refwatch recording");
+    };
+    Ok(Recording {
+        header,
+        lines,
+        complete,
+        truncated_tail,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kallsyms::Kallsyms;
+
+    fn header() -> Header {
+        Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            kernel: "test".into(),
+            started_ns: 1,
+            rules: Rules::from_kernel(&Kallsyms::parse(
+                "ffffffff81000000 T zone_device_page_init\n",
+            )),
+            thresholds: Thresholds::default(),
+            hooks: vec![],
+        }
+    }
+
+    /// Synthetic event line (not from a kernel).
+    fn event(ts: u64) -> JsonEvent {
+        JsonEvent {
+            ts_ns: ts,
+            cpu: 0,
+            pid: 1,
+            tgid: 1,
+            comm: "t".into(),
+            pfn: 0x1234,
+            event: "get".into(),
+            refcount_before: Some(0),
+            refcount_after: Some(1),
+            mapcount: Some(-1),
+            pgmap_type: "fsdax".into(),
+            nr_pages: 1,
+            symbol: "try_grab_folio".into(),
+            ret: None,
+            stack: vec!["f+0x1".into()],
+            page: None,
+        }
+    }
+
+    fn write(lines: &[Line]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in lines {
+            out.extend(serde_json::to_vec(l).expect("json"));
+            out.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn round_trip_through_a_file() {
+        let dir = std::env::temp_dir().join(format!("refwatch-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join("rec");
+        let mut w = Writer::create(&p, header()).expect("create");
+        w.line(&Line::Event(event(5))).expect("line");
+        w.line(&Line::Tick {
+            now_ns: 9,
+            dropped: 0,
+        })
+        .expect("line");
+        w.line(&Line::End {
+            now_ns: 10,
+            events: 1,
+            dropped: 0,
+        })
+        .expect("line");
+        w.finish().expect("finish");
+        let r = read(&p).expect("read");
+        assert_eq!(r.header, header());
+        assert!(r.complete);
+        assert!(!r.truncated_tail);
+        assert_eq!(r.events().count(), 1);
+        assert_eq!(r.end_ns(), 10);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn cut_short_is_readable() {
+        let mut bytes = write(&[Line::Header(header()), Line::Event(event(5))]);
+        bytes.extend_from_slice(b"{\"type\":\"event\",\"ts_ns\":6,\"cp");
+        let r = parse(&bytes[..], "x").expect("readable");
+        assert!(!r.complete);
+        assert!(r.truncated_tail);
+        assert_eq!(r.events().count(), 1);
+    }
+
+    #[test]
+    fn corruption_is_an_error_with_a_line_number() {
+        let mut bytes = write(&[Line::Header(header())]);
+        bytes.extend_from_slice(b"garbage\n");
+        bytes.extend(write(&[Line::Event(event(5))]));
+        let e = parse(&bytes[..], "x").expect_err("corrupt");
+        assert!(e.to_string().contains("line 2 is corrupt"), "{e}");
+        let e = parse(&b"hello\n"[..], "x").expect_err("not a recording");
+        assert!(e.to_string().contains("not a refwatch recording"), "{e}");
+        let e = parse(&b""[..], "x").expect_err("empty");
+        assert!(e.to_string().contains("empty"), "{e}");
+        let mut h = header();
+        h.version = VERSION + 1;
+        let e = parse(&write(&[Line::Header(h)])[..], "x").expect_err("newer");
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+}

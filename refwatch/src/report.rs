@@ -1,0 +1,200 @@
+//! `refwatch report`: replays a recording through the detectors and lists
+//! every stuck episode, with holders, and the pages still stuck at its end.
+
+use std::collections::HashMap;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    event::pgmap_name,
+    jsonl::{JsonEvent, to_page_event},
+    recording::{Line, Recording},
+    state::{Thresholds, Tracker},
+};
+
+/// A holder in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HolderOut {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub ts_ns: u64,
+    pub event: String,
+    pub stack: Vec<String>,
+}
+
+/// One episode in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeOut {
+    pub pfn: u64,
+    pub pgmap_type: String,
+    pub detector: String,
+    pub reason: String,
+    pub start_ns: u64,
+    pub detected_ns: u64,
+    pub end_ns: Option<u64>,
+    pub holders: Vec<HolderOut>,
+    pub holder_note: Option<String>,
+    pub last_events: Vec<JsonEvent>,
+}
+
+/// The whole report (the stable `--json` form).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub kernel: String,
+    pub complete: bool,
+    pub events: u64,
+    pub pages: u64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub episodes: Vec<EpisodeOut>,
+    /// PFNs still flagged at the end, sorted.
+    pub stuck_at_end: Vec<u64>,
+    /// Fraction of episodes whose holder was named.
+    pub holders_named: f64,
+}
+
+/// Builds the report; `thresholds` overrides the recorded ones.
+pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> {
+    let th = thresholds.unwrap_or(rec.header.thresholds);
+    let mut t = Tracker::new(rec.header.rules.clone(), th, 64, usize::MAX);
+    let mut by_key: HashMap<(u64, u64, u32), &JsonEvent> = HashMap::new();
+    for line in &rec.lines {
+        match line {
+            Line::Event(j) => {
+                let Some(ev) = to_page_event(j) else {
+                    bail!("recording has an unknown event name {:?}", j.event);
+                };
+                by_key.insert((j.pfn, j.ts_ns, j.pid), j);
+                t.apply(&ev);
+            }
+            Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => t.advance(*now_ns),
+            Line::Header(_) => {}
+        }
+    }
+    t.advance(rec.end_ns());
+    let json_of = |pfn: u64, ts: u64, pid: u32| by_key.get(&(pfn, ts, pid)).map(|j| (*j).clone());
+    let episodes: Vec<EpisodeOut> = t
+        .episodes
+        .iter()
+        .map(|e| EpisodeOut {
+            pfn: e.pfn,
+            pgmap_type: pgmap_name(e.pgmap_type).into(),
+            detector: e.detector.name().into(),
+            reason: e.reason.clone(),
+            start_ns: e.start_ns,
+            detected_ns: e.detected_ns,
+            end_ns: e.end_ns,
+            holders: e
+                .holders
+                .iter()
+                .map(|h| HolderOut {
+                    pid: h.tgid,
+                    tid: h.pid,
+                    comm: h.comm.clone(),
+                    ts_ns: h.ts_ns,
+                    event: h.kind.name().into(),
+                    stack: json_of(e.pfn, h.ts_ns, h.pid)
+                        .map(|j| j.stack)
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            holder_note: e.holder_note.clone(),
+            last_events: e
+                .last_events
+                .iter()
+                .filter_map(|ev| json_of(ev.pfn, ev.ts_ns, ev.pid))
+                .collect(),
+        })
+        .collect();
+    let named = episodes.iter().filter(|e| !e.holders.is_empty()).count();
+    let holders_named = if episodes.is_empty() {
+        1.0
+    } else {
+        named as f64 / episodes.len() as f64
+    };
+    Ok(Report {
+        kernel: rec.header.kernel.clone(),
+        complete: rec.complete,
+        events: t.events(),
+        pages: t.len() as u64,
+        start_ns: rec.header.started_ns,
+        end_ns: rec.end_ns(),
+        stuck_at_end: t.stuck().iter().map(|p| p.pfn).collect(),
+        episodes,
+        holders_named,
+    })
+}
+
+/// The report as text.
+pub fn text(r: &Report) -> String {
+    let rel = |ns: u64| (ns.saturating_sub(r.start_ns)) as f64 / 1e9;
+    let mut out = format!(
+        "kernel {}: {} events on {} pages over {:.1}s{}\n",
+        r.kernel,
+        r.events,
+        r.pages,
+        rel(r.end_ns),
+        if r.complete {
+            ""
+        } else {
+            " (recording cut short)"
+        }
+    );
+    if r.episodes.is_empty() {
+        out.push_str("no stuck pages\n");
+    }
+    for e in &r.episodes {
+        let end = match e.end_ns {
+            Some(t) => format!(
+                "until +{:.3}s ({:.3}s)",
+                rel(t),
+                (t - e.start_ns) as f64 / 1e9
+            ),
+            None => "still open at the end".into(),
+        };
+        out.push_str(&format!(
+            "pfn {:#x} ({}) {}: from +{:.3}s {end}\n  {}\n",
+            e.pfn,
+            e.pgmap_type,
+            e.detector,
+            rel(e.start_ns),
+            e.reason
+        ));
+        for h in &e.holders {
+            out.push_str(&format!(
+                "  holder: {} pid {} ({}) at +{:.3}s\n",
+                h.comm,
+                h.pid,
+                h.event,
+                rel(h.ts_ns)
+            ));
+            for f in &h.stack {
+                out.push_str(&format!("      {f}\n"));
+            }
+        }
+        if let Some(n) = &e.holder_note {
+            out.push_str(&format!("  holder unknown: {n}\n"));
+            for ev in &e.last_events {
+                out.push_str(&format!(
+                    "    +{:.3}s {} {:?}->{:?} by {} pid {} in {}\n",
+                    rel(ev.ts_ns),
+                    ev.event,
+                    ev.refcount_before,
+                    ev.refcount_after,
+                    ev.comm,
+                    ev.tgid,
+                    ev.symbol
+                ));
+            }
+        }
+    }
+    if r.stuck_at_end.is_empty() {
+        out.push_str("no page is stuck at the end\n");
+    } else {
+        let pfns: Vec<String> = r.stuck_at_end.iter().map(|p| format!("{p:#x}")).collect();
+        out.push_str(&format!("stuck at the end: {}\n", pfns.join(" ")));
+    }
+    out
+}
