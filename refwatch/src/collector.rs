@@ -73,51 +73,136 @@ struct Outputs<'a> {
     format: Format,
 }
 
-/// Runs until SIGINT/SIGTERM (or `duration`), then flushes everything.
-pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<(Tracker, Totals)> {
-    let ring = loaded
-        .ebpf
-        .take_map("EVENTS")
-        .ok_or_else(|| anyhow!("EVENTS ring buffer missing from the kernel object"))?;
-    let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
-    let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(
-        loaded
+/// The collector: ring buffer, counters, outputs and per-PFN state. The
+/// headless loop ([`run`]) and the TUI both drive it.
+pub struct Collector<'a> {
+    ring: AsyncFd<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    out: Outputs<'a>,
+    pub tracker: Tracker,
+    pub totals: Totals,
+}
+
+impl<'a> Collector<'a> {
+    /// Takes the maps of `loaded` and opens the outputs.
+    pub fn new(loaded: &mut Loaded, syms: &'a Kallsyms, opts: &Options) -> Result<Self> {
+        let ring = loaded
             .ebpf
-            .take_map("COUNTERS")
-            .ok_or_else(|| anyhow!("COUNTERS map missing from the kernel object"))?,
-    )
-    .context("COUNTERS is not a per-CPU array")?;
-    // SAFETY: the ring buffer owns its map fd, which stays open and the same
-    // for as long as the `AsyncFd` owns the ring buffer.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow!("register the ring buffer with tokio: {e}"))?;
-    let mut out = Outputs {
-        jsonl: match &opts.jsonl {
-            Some(p) => Some(BufWriter::new(
-                File::create(p).with_context(|| format!("create {}", p.display()))?,
-            )),
-            None => None,
-        },
-        rec: match opts.recording.clone() {
-            Some((p, h)) => Some(recording::Writer::create(&p, h)?),
-            None => None,
-        },
-        symbols: loaded
-            .rows
-            .iter()
-            .filter(|r| r.attached())
-            .filter_map(|r| Some((r.hook?, r.symbol?)))
-            .collect(),
-        syms,
-        format: opts.format,
-    };
-    let mut tracker = Tracker::new(
-        opts.rules.clone(),
-        opts.thresholds,
-        opts.history,
-        opts.max_pfns,
-    );
-    let mut totals = Totals::default();
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("EVENTS ring buffer missing from the kernel object"))?;
+        let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
+        let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(
+            loaded
+                .ebpf
+                .take_map("COUNTERS")
+                .ok_or_else(|| anyhow!("COUNTERS map missing from the kernel object"))?,
+        )
+        .context("COUNTERS is not a per-CPU array")?;
+        // SAFETY: the ring buffer owns its map fd, which stays open and the same
+        // for as long as the `AsyncFd` owns the ring buffer.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow!("register the ring buffer with tokio: {e}"))?;
+        let out = Outputs {
+            jsonl: match &opts.jsonl {
+                Some(p) => Some(BufWriter::new(
+                    File::create(p).with_context(|| format!("create {}", p.display()))?,
+                )),
+                None => None,
+            },
+            rec: match opts.recording.clone() {
+                Some((p, h)) => Some(recording::Writer::create(&p, h)?),
+                None => None,
+            },
+            symbols: loaded
+                .rows
+                .iter()
+                .filter(|r| r.attached())
+                .filter_map(|r| Some((r.hook?, r.symbol?)))
+                .collect(),
+            syms,
+            format: opts.format,
+        };
+        Ok(Self {
+            ring,
+            counters,
+            out,
+            tracker: Tracker::new(
+                opts.rules.clone(),
+                opts.thresholds,
+                opts.history,
+                opts.max_pfns,
+            ),
+            totals: Totals::default(),
+        })
+    }
+
+    /// Waits until the ring buffer has data, then decodes everything in it.
+    pub async fn readable(&mut self) -> Result<()> {
+        let mut guard = self
+            .ring
+            .readable_mut()
+            .await
+            .context("wait for ring buffer")?;
+        drain(
+            guard.get_inner_mut(),
+            &mut self.tracker,
+            &mut self.totals,
+            &mut self.out,
+        )?;
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Once a second: detectors, recording tick, flushes. Returns the events lost so far.
+    pub fn tick(&mut self, now: u64) -> Result<u64> {
+        self.tracker.advance(now);
+        let (dropped, _) = read_counters(&self.counters);
+        self.totals.dropped = dropped;
+        if let Some(rec) = self.out.rec.as_mut() {
+            rec.line(&Line::Tick {
+                now_ns: now,
+                dropped,
+            })?;
+            rec.flush()?;
+        }
+        if let Some(j) = self.out.jsonl.as_mut() {
+            j.flush().context("flush JSON lines")?;
+        }
+        Ok(dropped)
+    }
+
+    /// Drains what is left and closes the outputs (the recording gets its `end`).
+    pub fn finish(&mut self) -> Result<()> {
+        drain(
+            self.ring.get_mut(),
+            &mut self.tracker,
+            &mut self.totals,
+            &mut self.out,
+        )?;
+        let now = monotonic_ns();
+        self.tracker.advance(now);
+        let (dropped, filtered) = read_counters(&self.counters);
+        self.totals.dropped = dropped;
+        self.totals.filtered = filtered;
+        if let Some(mut w) = self.out.jsonl.take() {
+            w.flush().context("flush JSON lines")?;
+            w.get_ref().sync_all().context("sync JSON lines")?;
+        }
+        if let Some(mut rec) = self.out.rec.take() {
+            rec.line(&Line::End {
+                now_ns: now,
+                events: self.totals.events,
+                dropped,
+            })?;
+            rec.finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// Headless: runs until SIGINT/SIGTERM (or `duration`), then flushes everything.
+pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<(Tracker, Totals)> {
+    let mut c = Collector::new(loaded, syms, &opts)?;
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let start = Instant::now();
@@ -129,36 +214,22 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
     let mut seconds = 0u64;
     let mut last_events = 0u64;
     let mut reported = 0usize;
-
     loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("wait for ring buffer")?;
-                drain(guard.get_inner_mut(), &mut tracker, &mut totals, &mut out)?;
-                guard.clear_ready();
-            }
+            r = c.readable() => r?,
             _ = second.tick() => {
                 seconds += 1;
-                let now = monotonic_ns();
-                tracker.advance(now);
-                let (dropped, _) = read_counters(&counters);
-                if let Some(rec) = out.rec.as_mut() {
-                    rec.line(&Line::Tick { now_ns: now, dropped })?;
-                    rec.flush()?;
-                }
-                if let Some(j) = out.jsonl.as_mut() {
-                    j.flush().context("flush JSON lines")?;
-                }
+                let dropped = c.tick(monotonic_ns())?;
                 if opts.print_stuck {
-                    reported = print_new_episodes(&tracker, reported, syms, opts.format);
+                    reported = print_new_episodes(&c.tracker, reported, syms, opts.format);
                 }
                 let every = opts.summary_every.as_secs();
                 if every > 0 && seconds % every == 0 {
-                    let rate = (totals.events - last_events) as f64 / every as f64;
-                    last_events = totals.events;
+                    let rate = (c.totals.events - last_events) as f64 / every as f64;
+                    last_events = c.totals.events;
                     println!(
                         "refwatch: {:>6.1}s events={} ({rate:.0}/s) pfns={} stuck={} lost={}",
-                        start.elapsed().as_secs_f64(), totals.events, tracker.len(), tracker.stuck().len(), dropped
+                        start.elapsed().as_secs_f64(), c.totals.events, c.tracker.len(), c.tracker.stuck().len(), dropped
                     );
                     if dropped > 0 {
                         println!("refwatch: {dropped} events were lost (ring buffer full): narrow what is watched (fewer hooks with --mode, or --no-stacks)");
@@ -170,28 +241,11 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
-    drain(ring.get_mut(), &mut tracker, &mut totals, &mut out)?;
-    let now = monotonic_ns();
-    tracker.advance(now);
+    c.finish()?;
     if opts.print_stuck {
-        print_new_episodes(&tracker, reported, syms, opts.format);
+        print_new_episodes(&c.tracker, reported, syms, opts.format);
     }
-    let (dropped, filtered) = read_counters(&counters);
-    totals.dropped = dropped;
-    totals.filtered = filtered;
-    if let Some(mut w) = out.jsonl.take() {
-        w.flush().context("flush JSON lines")?;
-        w.get_ref().sync_all().context("sync JSON lines")?;
-    }
-    if let Some(mut rec) = out.rec.take() {
-        rec.line(&Line::End {
-            now_ns: now,
-            events: totals.events,
-            dropped,
-        })?;
-        rec.finish()?;
-    }
-    Ok((tracker, totals))
+    Ok((c.tracker, c.totals))
 }
 
 fn drain(
