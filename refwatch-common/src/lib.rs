@@ -60,8 +60,11 @@ pub mod hook {
     pub const UNPIN_USER_FOLIO: u32 = 11;
     /// `try_grab_folio` with a page argument (6.1 … 6.6.46; returns the folio).
     pub const TRY_GRAB_FOLIO_PAGE: u32 = 12;
+    /// `__bio_release_pages` (block I/O done with pages it took plain
+    /// references on; drops them inline with `folio_put_refs`).
+    pub const BIO_RELEASE: u32 = 13;
     /// Number of hook ids + 1 (for tables indexed by hook).
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
 }
 
 /// `Event::flags` bits.
@@ -201,11 +204,23 @@ pub struct KernelLayout {
     pub zone_device: u32,
     /// Non-zero: capture kernel stacks for gets and drops.
     pub stacks: u32,
+    /// `offsetof(struct bio, bi_io_vec)`.
+    pub off_bio_io_vec: u32,
+    /// `offsetof(struct bio, bi_vcnt)` (an `unsigned short`).
+    pub off_bio_vcnt: u32,
+    /// `sizeof(struct bio_vec)`.
+    pub bvec_size: u32,
+    /// `offsetof(struct bio_vec, bv_page)`.
+    pub off_bv_page: u32,
+    /// `offsetof(struct bio_vec, bv_len)`.
+    pub off_bv_len: u32,
+    /// `offsetof(struct bio_vec, bv_offset)`.
+    pub off_bv_offset: u32,
     /// Raw `enum memory_type` value → stable [`pgmap`] value.
     pub memtype: [u32; 8],
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 3 * 8 + 10 * 4 + 8 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 3 * 8 + 16 * 4 + 8 * 4);
 
 impl KernelLayout {
     /// All zero: programs loaded with it emit nothing (zone check never matches
@@ -225,6 +240,12 @@ impl KernelLayout {
             zones_mask: 0,
             zone_device: u32::MAX,
             stacks: 0,
+            off_bio_io_vec: 0,
+            off_bio_vcnt: 0,
+            bvec_size: 0,
+            off_bv_page: 0,
+            off_bv_len: 0,
+            off_bv_offset: 0,
             memtype: [0; 8],
         }
     }
@@ -240,8 +261,10 @@ pub mod counter {
     pub const FILTERED: u32 = 2;
     /// Entry records that found their in-flight table full.
     pub const INFLIGHT_FULL: u32 = 3;
+    /// Bios whose device pages were noted for their release.
+    pub const BIOS: u32 = 4;
     /// Number of counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 #[cfg(feature = "user")]

@@ -47,8 +47,10 @@ pub fn device_page(ptr: u64) -> Option<DevicePage> {
     if zone != layout!(zone_device) as u64 {
         return None;
     }
-    let compound = read_u64(ptr + layout!(off_compound_head) as u64).unwrap_or(0);
-    let head = if compound & 1 == 1 { compound - 1 } else { ptr };
+    let head = head_of(
+        ptr,
+        read_u64(ptr + layout!(off_compound_head) as u64).unwrap_or(0),
+    );
     let size = layout!(page_struct_size);
     if size == 0 {
         return None;
@@ -78,6 +80,23 @@ pub fn device_page(ptr: u64) -> Option<DevicePage> {
         pfn,
         pgmap_type,
     })
+}
+
+/// The head page of `page` from its `compound_head`/`compound_info` word:
+/// bit 0 marks a tail page; the rest is the head's address or (7.x with HVO)
+/// a mask of high bits that turns the tail's address into the head's.
+#[inline(always)]
+pub fn head_of(page: u64, info: u64) -> u64 {
+    if info & 1 == 0 {
+        return page;
+    }
+    let rest = info & !1;
+    let inv = !rest;
+    if inv & inv.wrapping_add(1) == 0 {
+        page & rest
+    } else {
+        rest
+    }
 }
 
 /// The folio's `_refcount`.

@@ -5,7 +5,7 @@ use std::{fs, path::Path, process::ExitCode, time::Duration};
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    cli::{AttachArgs, ExportArgs, ProbeArgs, RecordArgs, ReportArgs},
+    cli::{AttachArgs, ExportArgs, ProbeArgs, RecordArgs, ReplayArgs, ReportArgs},
     collector, export,
     jsonl::Format,
     kallsyms::Kallsyms,
@@ -137,9 +137,17 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
         plan_table(&loaded.rows)
     );
     log::info!("refcount rules: {}", rules.basis);
-    if !args.headless && recording_path.is_none() {
-        log::info!("the TUI is not available in this build; running headless");
-    }
+    // `record` stays headless: it is for scripts and the lab VM.
+    let use_tui = !args.headless && recording_path.is_none();
+    let tui_info = use_tui.then(|| {
+        crate::tui::HeaderInfo::live(
+            &p.release,
+            args.probe.mode,
+            &loaded.rows,
+            &rules,
+            collector::monotonic_ns(),
+        )
+    });
     let n = loaded.rows.iter().filter(|r| r.attached()).count();
     println!(
         "refwatch: kernel {}, {n} of {} hooks attached; {}; Ctrl-C to stop",
@@ -191,7 +199,10 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
     // The outputs exist once the collector runs; say ready only then.
     let ready = args.ready_file.clone();
     let (tracker, totals) = rt.block_on(async {
-        let run = collector::run(&mut loaded, &p.kallsyms, opts);
+        let run: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = match tui_info {
+            Some(info) => Box::pin(crate::tui::run_live(&mut loaded, &p.kallsyms, opts, info)),
+            None => Box::pin(collector::run(&mut loaded, &p.kallsyms, opts)),
+        };
         tokio::pin!(run);
         if let Some(f) = ready {
             tokio::select! {
@@ -213,7 +224,9 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
         totals.decode_errors,
         tracker.evicted()
     );
-    print!("{}", tracker.summary_table());
+    if !use_tui {
+        print!("{}", tracker.summary_table());
+    }
     if let Some(j) = &args.jsonl {
         println!("refwatch: events written to {}", j.display());
     }
@@ -285,4 +298,9 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
         eprintln!("refwatch: no event matched");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `refwatch replay`: the TUI on a recording.
+pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+    crate::tui::run_replay(args)
 }

@@ -17,7 +17,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Attach to the running kernel and watch device pages until Ctrl-C.
+    /// Attach to the running kernel and watch device pages: a TUI (q quits),
+    /// or with --headless summary lines until Ctrl-C.
     Attach(AttachArgs),
     /// Like `attach --headless`, writing a recording to FILE (flushed every
     /// second, complete after Ctrl-C or SIGTERM).
@@ -29,6 +30,26 @@ pub enum Command {
     Report(ReportArgs),
     /// Per-PFN histories of a recording as JSON Lines, CSV or Perfetto.
     Export(ExportArgs),
+    /// Open the TUI on a recording: play, pause, step, seek, change speed.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReplayArgs {
+    /// A recording made by `refwatch record`.
+    pub file: PathBuf,
+    /// Playback speed (1: as recorded, 10: ten times faster).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Start paused at the beginning instead of playing.
+    #[arg(long)]
+    pub paused: bool,
+    /// Write refwatch's own log here (default: a new file in the temp dir,
+    /// named on exit).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -130,7 +151,8 @@ pub struct AttachArgs {
     /// Create this file once the probes are attached (for scripts).
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
-    /// Write refwatch's own log here instead of stderr.
+    /// Write refwatch's own log here instead of stderr (with the TUI and no
+    /// --log-file: a new file in the temp dir, named on exit).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
     /// Do not capture kernel stacks.

@@ -184,6 +184,22 @@ impl<'a> Collector<'a> {
         let (dropped, filtered) = read_counters(&self.counters);
         self.totals.dropped = dropped;
         self.totals.filtered = filtered;
+        let all: Vec<u64> = (0..counter::COUNT)
+            .map(|i| {
+                self.counters
+                    .get(&i, 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0)
+            })
+            .collect();
+        log::info!(
+            "kernel counters: submitted {} lost {} filtered {} in-flight full {} bios {}",
+            all[0],
+            all[1],
+            all[2],
+            all[3],
+            all[4]
+        );
         if let Some(mut w) = self.out.jsonl.take() {
             w.flush().context("flush JSON lines")?;
             w.get_ref().sync_all().context("sync JSON lines")?;
@@ -224,7 +240,7 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
                     reported = print_new_episodes(&c.tracker, reported, syms, opts.format);
                 }
                 let every = opts.summary_every.as_secs();
-                if every > 0 && seconds % every == 0 {
+                if every > 0 && seconds.is_multiple_of(every) {
                     let rate = (c.totals.events - last_events) as f64 / every as f64;
                     last_events = c.totals.events;
                     println!(

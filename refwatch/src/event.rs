@@ -151,7 +151,7 @@ pub fn decode(bytes: &[u8]) -> Result<PageEvent, DecodeError> {
 /// Converts a wire event.
 pub fn from_raw(raw: &Event) -> Result<PageEvent, DecodeError> {
     let kind = Kind::try_from(raw.kind)?;
-    if raw.stack_bytes % 8 != 0 || raw.stack_bytes as usize > MAX_STACK * 8 {
+    if !raw.stack_bytes.is_multiple_of(8) || raw.stack_bytes as usize > MAX_STACK * 8 {
         return Err(DecodeError::BadStack(raw.stack_bytes));
     }
     let frames = raw.stack_bytes as usize / 8;

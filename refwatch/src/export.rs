@@ -29,7 +29,7 @@ pub struct Filter {
 impl Filter {
     pub fn keeps(&self, e: &JsonEvent) -> bool {
         (self.pfns.is_empty() || self.pfns.iter().any(|(a, b)| (*a..=*b).contains(&e.pfn)))
-            && (self.types.is_empty() || self.types.iter().any(|t| *t == e.pgmap_type))
+            && (self.types.is_empty() || self.types.contains(&e.pgmap_type))
     }
 }
 

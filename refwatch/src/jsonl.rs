@@ -81,6 +81,31 @@ impl JsonEvent {
     }
 }
 
+/// Rebuilds the decoded form of an exported event for replays. Stacks stay
+/// symbolized in the recording; the replayed event carries none (callers look
+/// them up by `(pfn, ts_ns, pid)`). `None` for an unknown event name.
+pub fn to_page_event(j: &JsonEvent) -> Option<PageEvent> {
+    Some(PageEvent {
+        ts_ns: j.ts_ns,
+        pfn: j.pfn,
+        page: 0,
+        pid: j.pid,
+        tgid: j.tgid,
+        cpu: j.cpu,
+        comm: j.comm.clone(),
+        kind: Kind::from_name(&j.event)?,
+        hook: 0,
+        refcount_before: j.refcount_before,
+        refcount_after: j.refcount_after,
+        mapcount: j.mapcount,
+        pgmap_type: crate::event::pgmap_from_name(&j.pgmap_type).unwrap_or(0),
+        nr_pages: j.nr_pages,
+        ret: j.ret,
+        aux: 0,
+        stack: Vec::new(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,29 +146,4 @@ mod tests {
         let raw = to_json(&ev, "gup_put_folio", &syms, Format { raw_pointers: true });
         assert_eq!(raw.page.as_deref(), Some("0xffffea0001000040"));
     }
-}
-
-/// Rebuilds the decoded form of an exported event for replays. Stacks stay
-/// symbolized in the recording; the replayed event carries none (callers look
-/// them up by `(pfn, ts_ns, pid)`). `None` for an unknown event name.
-pub fn to_page_event(j: &JsonEvent) -> Option<PageEvent> {
-    Some(PageEvent {
-        ts_ns: j.ts_ns,
-        pfn: j.pfn,
-        page: 0,
-        pid: j.pid,
-        tgid: j.tgid,
-        cpu: j.cpu,
-        comm: j.comm.clone(),
-        kind: Kind::from_name(&j.event)?,
-        hook: 0,
-        refcount_before: j.refcount_before,
-        refcount_after: j.refcount_after,
-        mapcount: j.mapcount,
-        pgmap_type: crate::event::pgmap_from_name(&j.pgmap_type).unwrap_or(0),
-        nr_pages: j.nr_pages,
-        ret: j.ret,
-        aux: 0,
-        stack: Vec::new(),
-    })
 }

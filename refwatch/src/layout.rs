@@ -252,7 +252,14 @@ pub fn resolve(
             .ok_or_else(|| anyhow!("struct page has no member {m} in this kernel's BTF"))
     };
     let off_flags = need("flags")?;
-    let off_compound_head = need("compound_head")?;
+    // `compound_head` until 7.x, then `compound_info` (a head pointer or, with
+    // HVO, a mask; both with bit 0 set on tail pages).
+    let off_compound_head = btf
+        .member_offset(&page, "compound_head")
+        .or_else(|| btf.member_offset(&page, "compound_info"))
+        .ok_or_else(|| {
+            anyhow!("struct page has neither compound_head nor compound_info in this kernel's BTF")
+        })?;
     let off_refcount = need("_refcount")?;
     let off_mapcount = need("_mapcount")?;
     let (off_pgmap, pgmap_from) = match btf.member_offset(&page, "pgmap") {
@@ -273,6 +280,29 @@ pub fn resolve(
     let nshift = nodes_shift(zrefs, max_nr_zones)?;
     let zwidth = zones_width(max_nr_zones);
     let memtypes = btf.enum_values("memory_type")?;
+    // Block I/O pages (only used where a kernel drops them without a hook).
+    let bio = btf.struct_def("bio").ok();
+    let bvec = btf.struct_def("bio_vec").ok();
+    let (off_bio_io_vec, off_bio_vcnt) = bio
+        .as_ref()
+        .and_then(|b| {
+            Some((
+                btf.member_offset(b, "bi_io_vec")?,
+                btf.member_offset(b, "bi_vcnt")?,
+            ))
+        })
+        .unwrap_or((0, 0));
+    let (bvec_size, off_bv_page, off_bv_len, off_bv_offset) = bvec
+        .as_ref()
+        .and_then(|v| {
+            Some((
+                v.size() as u32,
+                btf.member_offset(v, "bv_page")?,
+                btf.member_offset(v, "bv_len")?,
+                btf.member_offset(v, "bv_offset")?,
+            ))
+        })
+        .unwrap_or((0, 0, 0, 0));
     let (vmemmap_base_addr, vmemmap_from) = match kallsyms.address("vmemmap_base") {
         Some(a) => (a, "kallsyms vmemmap_base (read in the kernel)".to_string()),
         None => (
@@ -295,6 +325,12 @@ pub fn resolve(
             zones_mask: (1u32 << zwidth) - 1,
             zone_device,
             stacks: u32::from(stacks),
+            off_bio_io_vec,
+            off_bio_vcnt,
+            bvec_size,
+            off_bv_page,
+            off_bv_len,
+            off_bv_offset,
             memtype: memtype_table(&memtypes),
         },
         pgmap_from,

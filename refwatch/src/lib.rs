@@ -3,7 +3,7 @@
 //! The data path, one module per stage: [`plan`] (which kernel symbols, how)
 //! → [`loader`] (load and attach, with the [`layout`] read from BTF) →
 //! [`event`] (decode) → [`state`] (per-PFN state) → [`jsonl`] (exports), driven
-//! live by [`collector`].
+//! live by [`collector`] and shown by [`tui`].
 #![deny(unsafe_code)]
 
 pub mod app;
@@ -24,3 +24,4 @@ pub mod recording;
 pub mod report;
 pub mod rules;
 pub mod state;
+pub mod tui;

@@ -63,7 +63,10 @@ pub fn load(layout: &Layout, plan: &[Resolved]) -> Result<Loaded> {
             notes: r.notes.clone(),
         };
         let Some((cand, modes)) = &r.choice else {
-            row.status = "not attached: no usable symbol on this kernel".into();
+            row.status = match &r.skipped {
+                Some(why) => why.clone(),
+                None => "not attached: no usable symbol on this kernel".into(),
+            };
             rows.push(row);
             continue;
         };

@@ -44,6 +44,8 @@ pub struct Logical {
     /// Events it produces.
     pub events: &'static str,
     pub candidates: &'static [Candidate],
+    /// Not needed where the kernel has this symbol (another hook covers it).
+    pub unless: Option<&'static str>,
 }
 
 const PUT_DEVMAP: Progs = pair(&[
@@ -114,6 +116,13 @@ const DAX_BUSY: Progs = Progs {
     kretprobe: Some("kretprobe_dax_busy"),
 };
 
+const BIO_RELEASE: Progs = pair(&[
+    "fentry_bio_release",
+    "fexit_bio_release",
+    "kprobe_bio_release",
+    "kretprobe_bio_release",
+]);
+
 const PAGE: &str = "struct page *";
 const FOLIO: &str = "struct folio *";
 
@@ -122,6 +131,7 @@ pub const LOGICAL: &[Logical] = &[
     Logical {
         name: "fsdax-put",
         events: "put unpin",
+        unless: None,
         candidates: &[
             Candidate {
                 symbol: "__put_devmap_managed_page_refs",
@@ -140,6 +150,7 @@ pub const LOGICAL: &[Logical] = &[
     Logical {
         name: "free",
         events: "free",
+        unless: None,
         candidates: &[
             Candidate {
                 symbol: "free_zone_device_folio",
@@ -158,6 +169,7 @@ pub const LOGICAL: &[Logical] = &[
     Logical {
         name: "last-put",
         events: "put",
+        unless: None,
         candidates: &[Candidate {
             symbol: "__folio_put",
             first_arg: Some(FOLIO),
@@ -168,6 +180,7 @@ pub const LOGICAL: &[Logical] = &[
     Logical {
         name: "gup-put",
         events: "put unpin",
+        unless: None,
         candidates: &[Candidate {
             symbol: "gup_put_folio",
             first_arg: Some(FOLIO),
@@ -178,6 +191,7 @@ pub const LOGICAL: &[Logical] = &[
     Logical {
         name: "unpin-page",
         events: "unpin",
+        unless: None,
         candidates: &[Candidate {
             symbol: "unpin_user_page",
             first_arg: Some(PAGE),
@@ -188,6 +202,7 @@ pub const LOGICAL: &[Logical] = &[
     Logical {
         name: "unpin-folio",
         events: "unpin",
+        unless: None,
         candidates: &[Candidate {
             symbol: "unpin_user_folio",
             first_arg: Some(FOLIO),
@@ -196,8 +211,20 @@ pub const LOGICAL: &[Logical] = &[
         }],
     },
     Logical {
+        name: "bio-release",
+        events: "put",
+        unless: Some("unpin_user_folio"),
+        candidates: &[Candidate {
+            symbol: "__bio_release_pages",
+            first_arg: Some("struct bio *"),
+            hook: hook::BIO_RELEASE,
+            progs: BIO_RELEASE,
+        }],
+    },
+    Logical {
         name: "gup-grab",
         events: "get pin",
+        unless: None,
         candidates: &[
             Candidate {
                 symbol: "try_grab_folio",
@@ -216,6 +243,7 @@ pub const LOGICAL: &[Logical] = &[
     Logical {
         name: "gup-grab-fast",
         events: "get pin",
+        unless: None,
         candidates: &[Candidate {
             symbol: "try_grab_folio_fast",
             first_arg: Some(PAGE),
@@ -226,6 +254,7 @@ pub const LOGICAL: &[Logical] = &[
     Logical {
         name: "gup-grab-page",
         events: "get pin",
+        unless: None,
         candidates: &[Candidate {
             symbol: "try_grab_page",
             first_arg: Some(PAGE),
@@ -236,6 +265,7 @@ pub const LOGICAL: &[Logical] = &[
     Logical {
         name: "device-init",
         events: "get",
+        unless: None,
         candidates: &[Candidate {
             symbol: "zone_device_page_init",
             first_arg: Some(PAGE),
@@ -246,6 +276,7 @@ pub const LOGICAL: &[Logical] = &[
     Logical {
         name: "dax-busy",
         events: "layout_wait",
+        unless: None,
         candidates: &[Candidate {
             symbol: "dax_layout_busy_page_range",
             first_arg: None,
@@ -324,6 +355,8 @@ pub struct Resolved {
     pub choice: Option<(Candidate, Vec<Mode>)>,
     /// Why nothing was chosen, or why a mode is missing.
     pub notes: Vec<String>,
+    /// Why the hook is not needed on this kernel.
+    pub skipped: Option<String>,
 }
 
 /// Chooses a symbol and modes for every logical hook.
@@ -348,6 +381,18 @@ pub fn resolve_one(
     choice: ModeChoice,
 ) -> Resolved {
     let mut notes = Vec::new();
+    if let Some(u) = logical.unless
+        && kallsyms.has(u)
+    {
+        return Resolved {
+            logical,
+            choice: None,
+            notes,
+            skipped: Some(format!(
+                "not needed: {u} is on this kernel and its hook covers these drops"
+            )),
+        };
+    }
     for cand in logical.candidates {
         if !kallsyms.has(cand.symbol) {
             let clones = kallsyms.clones(cand.symbol);
@@ -405,12 +450,14 @@ pub fn resolve_one(
             logical,
             choice: Some((*cand, modes)),
             notes,
+            skipped: None,
         };
     }
     Resolved {
         logical,
         choice: None,
         notes,
+        skipped: None,
     }
 }
 

@@ -67,8 +67,10 @@ impl Rules {
     /// `mapcount` is the raw `_mapcount` (−1 = unmapped).
     pub fn outstanding(&self, pgmap_type: u32, refcount: i32, mapcount: Option<i32>) -> i32 {
         let mut extra = refcount - self.idle(pgmap_type);
-        let mapping_refs = pgmap_type == pgmap::FSDAX && self.fsdax_mapping_refs
-            || matches!(pgmap_type, pgmap::GENERIC | pgmap::P2PDMA) && self.fsdax_mapping_refs;
+        // From 6.15 (the fs-dax rework) mappings of fs-dax, device-dax and
+        // P2PDMA pages take references.
+        let mapping_refs = self.fsdax_mapping_refs
+            && matches!(pgmap_type, pgmap::FSDAX | pgmap::GENERIC | pgmap::P2PDMA);
         if mapping_refs && let Some(m) = mapcount {
             extra -= (m + 1).max(0);
         }

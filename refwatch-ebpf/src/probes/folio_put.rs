@@ -15,7 +15,7 @@ use crate::{
 
 #[fentry]
 pub fn fentry_folio_put(ctx: FEntryContext) -> i32 {
-    let folio: u64 = ctx.arg(0);
+    let folio: u64 = super::raw_arg(&ctx, 0);
     on_folio_put(&ctx, folio);
     0
 }

@@ -3,6 +3,7 @@
 //! kprobe/kretprobe) for the running kernel. The logic shared by all hooks is
 //! here; the entry points are thin.
 
+mod bio_release;
 mod dax_layout;
 mod folio_put;
 mod free;
@@ -55,8 +56,12 @@ macro_rules! entry_exit {
     ) => {
         #[aya_ebpf::macros::fentry]
         pub fn $fentry(ctx: aya_ebpf::programs::FEntryContext) -> i32 {
-            let a0: u64 = ctx.arg(0);
-            let a1: u64 = if $nargs > 1 { ctx.arg(1) } else { 0 };
+            let a0: u64 = $crate::probes::raw_arg(&ctx, 0);
+            let a1: u64 = if $nargs > 1 {
+                $crate::probes::raw_arg(&ctx, 1)
+            } else {
+                0
+            };
             $crate::probes::on_entry($hook, a0, a1);
             0
         }
@@ -71,7 +76,11 @@ macro_rules! entry_exit {
         #[aya_ebpf::macros::kprobe]
         pub fn $kprobe(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
             let a0: u64 = ctx.arg(0).unwrap_or(0);
-            let a1: u64 = if $nargs > 1 { ctx.arg(1).unwrap_or(0) } else { 0 };
+            let a1: u64 = if $nargs > 1 {
+                ctx.arg(1).unwrap_or(0)
+            } else {
+                0
+            };
             $crate::probes::on_entry($hook, a0, a1);
             0
         }
@@ -85,6 +94,18 @@ macro_rules! entry_exit {
     };
 }
 pub(crate) use entry_exit;
+
+/// Argument `n` of a tracing (fentry/fexit) program as a plain number. The
+/// verifier types BTF pointer arguments (`struct page *`), and older kernels
+/// (6.1) refuse to pass such typed pointers on to BPF subprograms; reading the
+/// context slot through a helper yields an untyped scalar.
+#[inline(always)]
+pub fn raw_arg<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
+    let slot = (ctx.as_ptr() as *const u64).wrapping_add(n);
+    // SAFETY: `slot` is within the tracing context (the callers only read the
+    // hooked function's declared arguments); the helper checks the read.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(slot) }.unwrap_or(0)
+}
 
 /// Entry of a hook: resolve the page, remember its refcount for the exit.
 #[inline(always)]
@@ -120,7 +141,11 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
     if p.covered != 0 {
         return;
     }
-    let before = if p.has_before != 0 { Some(p.before) } else { None };
+    let before = if p.has_before != 0 {
+        Some(p.before)
+    } else {
+        None
+    };
     let after = refcount(p.head);
     let mut f = Fields {
         kind: kind::PUT,

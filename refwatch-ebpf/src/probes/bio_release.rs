@@ -1,0 +1,253 @@
+//! Block I/O releasing the pages it took plain references on.
+//!
+//! `void __bio_release_pages(struct bio *bio, bool mark_dirty)` (6.1): drops
+//! one reference per page with the inline `folio_put_refs`, bypassing the
+//! fs-dax devmap put, so on kernels whose direct I/O does not pin this is the
+//! only place those drops can be seen. Entry notes every device page of the
+//! bio with its refcount; exit reports each page whose refcount went down.
+use aya_ebpf::{
+    EbpfContext,
+    cty::c_void,
+    helpers::{bpf_probe_read_kernel, generated::bpf_loop},
+    macros::map,
+    maps::{HashMap, PerCpuArray},
+};
+use refwatch_common::{counter, hook, kind};
+
+use crate::{
+    emit::{Fields, count, emit},
+    page::{device_page, layout, refcount},
+    pending::key,
+};
+
+/// Steps of the walk over a bio (one per page, one per bio vector).
+const MAX_STEPS: u32 = 160;
+/// Device pages remembered per bio (a power of two).
+const MAX_BATCH: usize = 64;
+
+/// The device pages of one bio at entry.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Batch {
+    n: u32,
+    _pad: u32,
+    heads: [u64; MAX_BATCH],
+    pfns: [u64; MAX_BATCH],
+    before: [i32; MAX_BATCH],
+    types: [u32; MAX_BATCH],
+}
+
+#[map]
+static BATCH_SCRATCH: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Never written: an all-zero walk start whose values the verifier cannot
+/// know (see `on_entry`).
+#[map]
+static WALK_START: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static BATCHES: HashMap<u64, Batch> = HashMap::with_max_entries(4096, 0);
+
+#[inline(always)]
+fn read<T>(addr: u64) -> Option<T> {
+    // SAFETY: the helper checks the address.
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
+}
+
+/// Walk state of [`entry_step`], on the entry program's stack.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Walk {
+    vecs: u64,
+    vcnt: u32,
+    v: u32,
+    page: u64,
+    pages: u64,
+    p: u64,
+    n: u64,
+}
+
+#[inline(always)]
+fn on_entry(bio: u64) {
+    if bio == 0 || layout!(bvec_size) == 0 || layout!(page_struct_size) == 0 {
+        return;
+    }
+    let Some(vecs) = read::<u64>(bio + layout!(off_bio_io_vec) as u64) else {
+        return;
+    };
+    // Verifiers before 6.7 check a bpf_loop callback once, with the caller's
+    // exact state, and remove the branches that state makes unreachable. The
+    // cursor therefore starts from map memory (zero at run time, unknown to
+    // the verifier) instead of constants.
+    let Some(start) = WALK_START.get(0) else {
+        return;
+    };
+    let mut w = Walk {
+        vecs,
+        vcnt: read::<u16>(bio + layout!(off_bio_vcnt) as u64).unwrap_or(0) as u32,
+        v: start.v,
+        page: start.page,
+        pages: start.pages,
+        p: start.p,
+        n: start.n,
+    };
+    // bpf_loop: the verifier checks the step once, not once per iteration,
+    // and older verifiers reject some loop shapes LLVM emits.
+    // SAFETY: `entry_step` has the callback signature bpf_loop expects and
+    // `w` outlives the call.
+    unsafe { bpf_loop(MAX_STEPS, entry_step as *mut c_void, (&raw mut w).cast(), 0) };
+    if w.n == 0 {
+        return;
+    }
+    let Some(b) = BATCH_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch slot, filled by `entry_step` just now.
+    let b = unsafe { &mut *b };
+    b.n = w.n as u32;
+    if BATCHES.insert(key(hook::BIO_RELEASE), b, 0).is_err() {
+        count(counter::INFLIGHT_FULL);
+    } else {
+        count(counter::BIOS);
+    }
+}
+
+/// One step of the walk over the bio's pages: 0 to go on, 1 to stop.
+extern "C" fn entry_step(_i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Walk` that `on_entry` handed to bpf_loop.
+    let w = unsafe { &mut *(ctx as *mut Walk) };
+    let size = layout!(page_struct_size);
+    if w.p >= w.pages {
+        if w.v >= w.vcnt {
+            return 1;
+        }
+        let bv = w.vecs + w.v as u64 * layout!(bvec_size) as u64;
+        w.v += 1;
+        let (Some(pg), Some(len), Some(off)) = (
+            read::<u64>(bv + layout!(off_bv_page) as u64),
+            read::<u32>(bv + layout!(off_bv_len) as u64),
+            read::<u32>(bv + layout!(off_bv_offset) as u64),
+        ) else {
+            return 1;
+        };
+        let first = (off >> 12) as u64;
+        w.page = pg + first * size;
+        w.pages = if len == 0 {
+            0
+        } else {
+            ((off as u64 + len as u64 - 1) >> 12) - first + 1
+        };
+        w.p = 0;
+        return 0;
+    }
+    let ptr = w.page + w.p * size;
+    w.p += 1;
+    let Some(d) = device_page(ptr) else {
+        count(counter::FILTERED);
+        return 0;
+    };
+    let Some(b) = BATCH_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch slot.
+    let b = unsafe { &mut *b };
+    let n = w.n as usize;
+    if n > 0 && b.heads[(n - 1) & (MAX_BATCH - 1)] == d.head {
+        return 0;
+    }
+    let i = n & (MAX_BATCH - 1);
+    b.heads[i] = d.head;
+    b.pfns[i] = d.pfn;
+    b.before[i] = refcount(d.head).unwrap_or(i32::MIN);
+    b.types[i] = d.pgmap_type;
+    w.n += 1;
+    if w.n as usize >= MAX_BATCH { 1 } else { 0 }
+}
+
+/// A context for events emitted outside the program's own frame; they carry
+/// no stack.
+struct NoCtx;
+
+impl EbpfContext for NoCtx {
+    fn as_ptr(&self) -> *mut c_void {
+        core::ptr::null_mut()
+    }
+}
+
+#[inline(always)]
+fn on_exit() {
+    let k = key(hook::BIO_RELEASE);
+    let Some(b) = BATCHES.get_ptr(k) else {
+        return;
+    };
+    // SAFETY: entry of this thread (the key holds the tid).
+    let n = unsafe { (*b).n };
+    let mut idx: u64 = 0;
+    // SAFETY: `exit_step` has the callback signature bpf_loop expects.
+    unsafe {
+        bpf_loop(
+            n.min(MAX_BATCH as u32),
+            exit_step as *mut c_void,
+            (&raw mut idx).cast(),
+            0,
+        )
+    };
+    let _ = BATCHES.remove(k);
+}
+
+/// Reports page `i` of this thread's batch if its refcount went down.
+extern "C" fn exit_step(i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(b) = BATCHES.get_ptr(key(hook::BIO_RELEASE)) else {
+        return 1;
+    };
+    // SAFETY: entry of this thread, alive until `on_exit` removes it.
+    let b = unsafe { &*b };
+    let i = i as usize & (MAX_BATCH - 1);
+    let before = b.before[i];
+    let after = refcount(b.heads[i]);
+    if before == i32::MIN || after.is_none_or(|a| a >= before) {
+        return 0;
+    }
+    emit(
+        &NoCtx,
+        &Fields {
+            kind: kind::PUT,
+            hook: hook::BIO_RELEASE,
+            pfn: b.pfns[i],
+            head: b.heads[i],
+            pgmap_type: b.types[i],
+            before: Some(before),
+            after,
+            mapcount: None,
+            ret: None,
+            aux: 1,
+            nr_pages: 1,
+            stack: false,
+        },
+    );
+    0
+}
+
+#[aya_ebpf::macros::fentry]
+pub fn fentry_bio_release(ctx: aya_ebpf::programs::FEntryContext) -> i32 {
+    on_entry(super::raw_arg(&ctx, 0));
+    0
+}
+
+#[aya_ebpf::macros::fexit]
+pub fn fexit_bio_release(_ctx: aya_ebpf::programs::FExitContext) -> i32 {
+    on_exit();
+    0
+}
+
+#[aya_ebpf::macros::kprobe]
+pub fn kprobe_bio_release(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
+    on_entry(ctx.arg(0).unwrap_or(0));
+    0
+}
+
+#[aya_ebpf::macros::kretprobe]
+pub fn kretprobe_bio_release(_ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
+    on_exit();
+    0
+}

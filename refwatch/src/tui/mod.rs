@@ -1,0 +1,479 @@
+//! The terminal UI of `refwatch attach` and `refwatch replay`.
+//!
+//! [`model`] holds the state and handles keys without a terminal, [`render`]
+//! draws it (`impl Widget for &App`, never changing it), and the runners here
+//! drive both from one `tokio::select!` over the UI tick, terminal events, the
+//! collector (or the replay clock) and SIGINT/SIGTERM.
+
+pub mod detail;
+pub mod export;
+pub mod fmt;
+pub mod keys;
+pub mod model;
+pub mod render;
+pub mod replay;
+pub mod synthetic;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs::OpenOptions,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use ratatui::{
+    DefaultTerminal,
+    crossterm::event::{self, Event},
+};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    time::MissedTickBehavior,
+};
+
+pub use model::{App, Command, Feed, HeaderInfo, HookLine, ReplayStatus, Stacks, Stats};
+pub use replay::Replay;
+
+use crate::{
+    cli::{Command as CliCommand, ReplayArgs},
+    collector::{self, Collector, Totals, monotonic_ns},
+    kallsyms::Kallsyms,
+    loader::Loaded,
+    recording,
+    state::Tracker,
+};
+
+/// How often the screen is redrawn when nothing else happens.
+const UI_TICK: Duration = Duration::from_millis(250);
+/// Replay clock resolution while playing.
+const PLAY_TICK: Duration = Duration::from_millis(100);
+
+/// Where refwatch logs while a TUI owns the terminal and no `--log-file` was
+/// given: a new file in the temp dir (created here, never an existing one).
+/// `None` when the command does not open the TUI.
+pub fn default_log_file(cmd: &CliCommand) -> Option<PathBuf> {
+    let wants = match cmd {
+        CliCommand::Attach(a) => !a.headless && a.log_file.is_none(),
+        CliCommand::Replay(r) => r.log_file.is_none(),
+        _ => false,
+    };
+    if !wants {
+        return None;
+    }
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    (0..100).find_map(|n| {
+        let p = dir.join(format!("refwatch-{pid}-{n}.log"));
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .ok()
+            .map(|_| p)
+    })
+}
+
+/// The terminal while the TUI runs; restored when dropped (and on panic,
+/// by the hook `ratatui::try_init` installs).
+struct Term {
+    terminal: DefaultTerminal,
+}
+
+impl Term {
+    fn start() -> Result<Self> {
+        match ratatui::try_init() {
+            Ok(terminal) => Ok(Self { terminal }),
+            Err(e) => {
+                ratatui::restore();
+                Err(e).context("set up the terminal (is stdout a terminal? use --headless)")
+            }
+        }
+    }
+
+    fn draw(&mut self, app: &App) -> Result<()> {
+        self.terminal
+            .draw(|f| f.render_widget(app, f.area()))
+            .context("draw")?;
+        Ok(())
+    }
+
+    fn size(&self) -> (u16, u16) {
+        self.terminal
+            .size()
+            .map(|s| (s.width, s.height))
+            .unwrap_or((80, 24))
+    }
+}
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+/// Terminal events, read on a thread of their own and sent to the loop.
+struct Input {
+    rx: mpsc::UnboundedReceiver<Event>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Input {
+    fn spawn() -> Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::Builder::new()
+            .name("refwatch-input".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    match event::poll(Duration::from_millis(50)) {
+                        Ok(true) => match event::read() {
+                            Ok(ev) => {
+                                if tx.send(ev).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                log::warn!("read terminal event: {e}");
+                                break;
+                            }
+                        },
+                        Ok(false) => {}
+                        Err(e) => {
+                            log::warn!("poll terminal events: {e}");
+                            break;
+                        }
+                    }
+                }
+            })
+            .context("start the terminal input thread")?;
+        Ok(Self {
+            rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Input {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Rebuilds of the table's rows cost O(tracked PFNs): they happen at most
+/// every 250 ms, and less often when they are slow (4× their cost, ≤ 2 s).
+struct Throttle {
+    last: Option<Instant>,
+    cost: Duration,
+}
+
+impl Throttle {
+    fn new() -> Self {
+        Self {
+            last: None,
+            cost: Duration::ZERO,
+        }
+    }
+
+    fn due(&self) -> bool {
+        let every = (self.cost * 4).clamp(UI_TICK, Duration::from_secs(2));
+        self.last
+            .is_none_or(|t| t.elapsed() + Duration::from_millis(5) >= every)
+    }
+
+    fn run(&mut self, f: impl FnOnce()) {
+        let start = Instant::now();
+        f();
+        self.cost = start.elapsed();
+        self.last = Some(start);
+    }
+}
+
+/// What a terminal event asks of the runner.
+fn on_event(app: &mut App, ev: Event) -> Option<Command> {
+    match ev {
+        Event::Key(k) => app.on_key(k),
+        Event::Resize(w, h) => {
+            app.resize(w, h);
+            None
+        }
+        _ => None,
+    }
+}
+
+fn export_message(r: Result<(PathBuf, usize)>) -> (String, bool) {
+    match r {
+        Ok((p, n)) => (format!("exported {n} events to {}", p.display()), false),
+        Err(e) => (format!("export failed: {e:#}"), true),
+    }
+}
+
+/// `refwatch attach` with the TUI: runs until `q`, SIGINT/SIGTERM or
+/// `--duration`, then finishes the collector so the recording and JSON
+/// Lines are complete.
+pub async fn run_live(
+    loaded: &mut Loaded,
+    syms: &Kallsyms,
+    opts: collector::Options,
+    info: HeaderInfo,
+) -> Result<(Tracker, Totals)> {
+    let hooks: HashMap<u32, String> = loaded
+        .rows
+        .iter()
+        .filter(|r| r.attached())
+        .filter_map(|r| Some((r.hook?, r.symbol?.to_string())))
+        .collect();
+    let mut c = Collector::new(loaded, syms, &opts)?;
+    let format = opts.format;
+    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
+    let deadline = opts
+        .duration
+        .map(|d| tokio::time::Instant::now() + d)
+        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86400));
+
+    let mut app = App::new(info);
+    app.export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let mut term = Term::start()?;
+    let mut input = Input::spawn()?;
+    let (w, h) = term.size();
+    app.resize(w, h);
+
+    let mut ui = tokio::time::interval(UI_TICK);
+    ui.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    second.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut throttle = Throttle::new();
+    let mut last_events = 0u64;
+    let mut last_second = Instant::now();
+    let mut input_open = true;
+    let mut redraw = true;
+
+    // Whatever ends the loop (a key, a signal, an error), the collector is
+    // finished below so the recording and JSON Lines are complete.
+    let result: Result<()> = async {
+        loop {
+            if redraw {
+                term.draw(&app)?;
+                redraw = false;
+            }
+            let mut cmd = None;
+            tokio::select! {
+                r = c.readable() => r?,
+                _ = ui.tick() => {
+                    if throttle.due() {
+                        let feed = Feed {
+                            tracker: &c.tracker,
+                            stacks: Stacks::Kernel { syms, format, hooks: &hooks },
+                            now_ns: monotonic_ns(),
+                        };
+                        throttle.run(|| app.refresh(&feed));
+                    }
+                    redraw = true;
+                }
+                _ = second.tick() => {
+                    c.tick(monotonic_ns())?;
+                    let secs = last_second.elapsed().as_secs_f64().max(1e-3);
+                    last_second = Instant::now();
+                    app.stats = Stats {
+                        events: c.totals.events,
+                        rate: (c.totals.events - last_events) as f64 / secs,
+                        dropped: c.totals.dropped,
+                        decode_errors: c.totals.decode_errors,
+                        evicted: c.tracker.evicted(),
+                    };
+                    last_events = c.totals.events;
+                }
+                ev = input.rx.recv(), if input_open => match ev {
+                    Some(ev) => {
+                        cmd = on_event(&mut app, ev);
+                        let feed = Feed {
+                            tracker: &c.tracker,
+                            stacks: Stacks::Kernel { syms, format, hooks: &hooks },
+                            now_ns: monotonic_ns(),
+                        };
+                        app.sync(&feed);
+                        redraw = true;
+                    }
+                    None => input_open = false,
+                },
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                _ = sighup.recv() => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+            match cmd {
+                Some(Command::Quit) => break,
+                Some(Command::Export(req)) => {
+                    let events = export::live_events(&c.tracker, &req.pfns, &hooks, syms, format);
+                    let r = export::write(&app.export_dir, &req.label, req.format, events.iter());
+                    let (m, err) = export_message(r);
+                    if err {
+                        log::warn!("{m}");
+                    }
+                    app.set_message(m, err);
+                }
+                Some(Command::Replay(_)) | None => {}
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(input);
+    drop(term);
+    let finished = c.finish();
+    result?;
+    finished?;
+    Ok((c.tracker, c.totals))
+}
+
+/// `refwatch replay FILE`: the same TUI over a recording.
+pub fn run_replay(args: &ReplayArgs) -> Result<ExitCode> {
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        anyhow::bail!(
+            "--speed {}: give a positive factor, e.g. 0.5, 1 or 10",
+            args.speed
+        );
+    }
+    let rec = recording::read(&args.file)?;
+    let thresholds = if args.thresholds.any() {
+        args.thresholds.apply(rec.header.thresholds)?
+    } else {
+        rec.header.thresholds
+    };
+    let name = args.file.file_name().map_or_else(
+        || args.file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let info = HeaderInfo::recorded(&name, &rec.header, rec.header.started_ns);
+    let complete = rec.complete;
+    let replay = Replay::new(rec, thresholds, args.speed, !args.paused)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let replay = rt.block_on(replay_loop(replay, info))?;
+    let st = replay.status();
+    println!(
+        "refwatch: replayed {} of {} events of {}{}; {} pages, {} stuck at the cursor",
+        st.events_done,
+        st.events_total,
+        args.file.display(),
+        if complete {
+            ""
+        } else {
+            " (recording cut short)"
+        },
+        replay.tracker.len(),
+        replay.tracker.stuck().len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<Replay> {
+    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
+    let mut app = App::new(info);
+    app.export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let mut term = Term::start()?;
+    let mut input = Input::spawn()?;
+    let (w, h) = term.size();
+    app.resize(w, h);
+    let mut tick = tokio::time::interval(PLAY_TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut throttle = Throttle::new();
+    let mut last_tick = Instant::now();
+    let mut input_open = true;
+    let mut redraw = true;
+    let mut changed = true;
+
+    loop {
+        if changed && throttle.due() {
+            let feed = Feed {
+                tracker: &replay.tracker,
+                stacks: Stacks::Recorded(&replay.stacks),
+                now_ns: replay.cursor_ns,
+            };
+            app.replay = Some(replay.status());
+            app.stats = replay.stats();
+            throttle.run(|| app.refresh(&feed));
+            changed = false;
+            redraw = true;
+        }
+        if redraw {
+            term.draw(&app)?;
+            redraw = false;
+        }
+        let mut cmd = None;
+        tokio::select! {
+            _ = tick.tick() => {
+                let elapsed = last_tick.elapsed();
+                last_tick = Instant::now();
+                if replay.playing {
+                    replay.tick(elapsed);
+                    changed = true;
+                }
+            }
+            ev = input.rx.recv(), if input_open => match ev {
+                Some(ev) => {
+                    cmd = on_event(&mut app, ev);
+                    redraw = true;
+                }
+                None => input_open = false,
+            },
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sighup.recv() => break,
+        }
+        match cmd {
+            Some(Command::Quit) => break,
+            Some(Command::Replay(rc)) => {
+                replay.command(rc);
+                last_tick = Instant::now();
+                // A key the user waits on: no throttle.
+                throttle.last = None;
+                changed = true;
+            }
+            Some(Command::Export(req)) => {
+                let set: HashSet<u64> = req.pfns.iter().copied().collect();
+                let r = export::write(
+                    &app.export_dir,
+                    &req.label,
+                    req.format,
+                    replay.events_of(&set),
+                );
+                let (m, err) = export_message(r);
+                app.set_message(m, err);
+            }
+            None => {}
+        }
+        // The detail follows the selection at once, even between refreshes.
+        let feed = Feed {
+            tracker: &replay.tracker,
+            stacks: Stacks::Recorded(&replay.stacks),
+            now_ns: replay.cursor_ns,
+        };
+        app.sync(&feed);
+    }
+    drop(input);
+    drop(term);
+    Ok(replay)
+}

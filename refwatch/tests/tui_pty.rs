@@ -1,0 +1,280 @@
+//! End to end: the real `refwatch` binary in a pseudo-terminal (a private
+//! tmux server), replaying a recording, with assertions on what is on screen.
+//!
+//! The recording is `tests/data/synthetic-dax-hold.rec`. It is SYNTHETIC:
+//! written by `refwatch::tui::synthetic::write_dax_hold` (regenerate it with
+//! `cargo test -p refwatch --test tui_pty -- --ignored`), not recorded on a
+//! kernel. A recording made in the lab VM on a real kernel will replace it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+/// The recording this test replays (synthetic, see the module docs).
+const RECORDING: &str = "tests/data/synthetic-dax-hold.rec";
+
+struct Tmux {
+    /// The private server's socket, inside `dir`.
+    socket: PathBuf,
+    dir: PathBuf,
+}
+
+impl Tmux {
+    /// Starts `command` in a detached session of a private tmux server.
+    /// `None` when tmux is not installed.
+    /// The directory of test `name`: the server's socket, and whatever the
+    /// program writes there (its working directory and TMPDIR below).
+    fn dir_of(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("refwatch-test-{name}-{}", std::process::id()))
+    }
+
+    fn start(name: &str, command: &str, w: u16, h: u16) -> Option<Self> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            return None;
+        }
+        let dir = Self::dir_of(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        let t = Self {
+            socket: dir.join("tmux.sock"),
+            dir,
+        };
+        t.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            &w.to_string(),
+            "-y",
+            &h.to_string(),
+            command,
+            ";",
+            "set-option",
+            "-t",
+            "t",
+            "remain-on-exit",
+            "on",
+        ]);
+        Some(t)
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("run tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    /// The whole pane with its history, wrapped lines joined.
+    fn transcript(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-J", "-S", "-", "-t", "t"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    /// Waits until the screen satisfies `ok`; panics with the screen if it never does.
+    fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                panic!("timed out waiting for {what}; the screen:\n{s}");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_for(&self, needle: &str) -> String {
+        self.wait(&format!("{needle:?}"), |s| s.contains(needle))
+    }
+
+    /// The exit status the command line prints after the program (see below).
+    fn exit_status(&self) -> Option<i32> {
+        self.transcript()
+            .lines()
+            .find_map(|l| l.strip_prefix("refwatch-exit="))
+            .and_then(|c| c.trim().parse().ok())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+#[test]
+fn replay_in_a_terminal() {
+    let recording = Path::new(env!("CARGO_MANIFEST_DIR")).join(RECORDING);
+    assert!(
+        recording.exists(),
+        "{} is missing: regenerate it with `cargo test -p refwatch --test tui_pty -- --ignored`",
+        recording.display()
+    );
+    let bin = Path::new(env!("CARGO_BIN_EXE_refwatch"));
+    let dir = Tmux::dir_of("replay");
+    // No --log-file: the log goes to a new file in TMPDIR, named on exit.
+    // Exports land in the working directory.
+    let command = format!(
+        "cd {dir} && TMPDIR={dir} {bin} replay {rec} --paused; echo refwatch-exit=$?",
+        dir = quote(&dir),
+        bin = quote(bin),
+        rec = quote(&recording),
+    );
+    let Some(t) = Tmux::start("replay", &command, 100, 30) else {
+        eprintln!("skipped: tmux is not installed (apt-get install -y tmux)");
+        return;
+    };
+
+    // Paused at the start: nothing replayed yet.
+    let s = t.wait_for("⏸ paused");
+    assert!(s.contains("synthetic-dax-hold.rec"), "{s}");
+    assert!(s.contains("event 0/55"), "{s}");
+    assert!(s.contains("probes 7/9, 2 missing"), "{s}");
+
+    // To the end: the page the pipe still holds is first, marked and named.
+    t.keys(&["]"]);
+    let s = t.wait_for("■ end");
+    assert!(s.contains("event 55/55"), "{s}");
+    assert!(s.contains("stuck 1"), "{s}");
+    let first_row = s.lines().find(|l| l.contains("0x4")).expect("a table row");
+    assert!(
+        first_row.starts_with("● 0x40011")
+            && first_row.contains("vmsplice-hold/4242")
+            && first_row.contains("held"),
+        "{s}"
+    );
+    // The detail pane: the detector's reason and the recorded stack.
+    assert!(s.contains("● held since +2.001s"), "{s}");
+    assert!(s.contains("__do_sys_vmsplice+0x9d"), "{s}");
+    // 100 columns are wide enough for the LAST column.
+    assert!(s.contains(" LAST "), "{s}");
+
+    // Help, and any key closes it.
+    t.keys(&["?"]);
+    t.wait_for("refwatch keys");
+    t.keys(&["Escape"]);
+    t.wait("the help to close", |s| !s.contains("refwatch keys"));
+
+    // Export the selected PFN as CSV; the path is shown on screen.
+    t.keys(&["e"]);
+    t.wait_for("Enter write");
+    t.keys(&["c", "Enter"]);
+    let s = t.wait_for("exported 1 events to");
+    let csv = std::fs::read_dir(&t.dir)
+        .expect("read test dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "csv"))
+        .unwrap_or_else(|| panic!("no CSV written; the screen:\n{s}"));
+    let name = csv.file_name().map(|n| n.to_string_lossy().into_owned());
+    assert!(
+        name.as_deref()
+            .is_some_and(|n| s.contains(n) && n.starts_with("refwatch-pfn-0x40011-")),
+        "{s}"
+    );
+    let text = std::fs::read_to_string(&csv).expect("read CSV");
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[1].contains(",0x40011,get,1,2,"), "{text}");
+
+    // A narrower terminal: the layout follows.
+    t.tmux(&["resize-window", "-t", "t", "-x", "80", "-y", "24"]);
+    t.wait("the 80x24 layout", |s| {
+        s.contains("● 0x40011") && !s.contains(" LAST ") && s.lines().count() <= 24
+    });
+
+    // Back to the start, one event forward.
+    t.keys(&["["]);
+    t.wait_for("event 0/55");
+    t.keys(&["."]);
+    let s = t.wait_for("event 1/55");
+    assert!(s.contains("0x40000"), "{s}");
+
+    // q quits, restores the terminal and names the log file.
+    t.keys(&["q"]);
+    let start = Instant::now();
+    let code = loop {
+        if let Some(c) = t.exit_status() {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "refwatch did not exit on q; the screen:\n{}",
+            t.screen()
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    let s = t.transcript();
+    assert_eq!(code, 0, "{s}");
+    assert!(!s.contains("PFN"), "the alternate screen was left: {s}");
+    assert!(s.contains("refwatch: replayed 1 of 55 events"), "{s}");
+    let log = s
+        .lines()
+        .find_map(|l| l.strip_prefix("refwatch: log written to "))
+        .unwrap_or_else(|| panic!("no log path on exit: {s}"));
+    assert!(
+        Path::new(log.trim()).starts_with(&t.dir),
+        "the log is in TMPDIR: {log}"
+    );
+    assert!(Path::new(log.trim()).exists(), "{log}");
+}
+
+/// Writes the synthetic recording the test above replays.
+#[test]
+#[ignore = "regenerates tests/data/synthetic-dax-hold.rec"]
+fn regenerate_synthetic_recording() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(RECORDING);
+    refwatch::tui::synthetic::write_dax_hold(&p).expect("write the synthetic recording");
+}
+
+/// The committed synthetic recording is what the generator writes.
+#[test]
+fn synthetic_recording_is_current() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(RECORDING);
+    let dir = std::env::temp_dir().join(format!("refwatch-synthetic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let fresh = dir.join("fresh.rec");
+    refwatch::tui::synthetic::write_dax_hold(&fresh).expect("write");
+    let a = std::fs::read(&p).expect("read the committed recording");
+    let b = std::fs::read(&fresh).expect("read the fresh one");
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        a == b,
+        "{} differs from what the generator writes: regenerate it with `cargo test -p refwatch --test tui_pty -- --ignored`",
+        p.display()
+    );
+}

@@ -1,0 +1,1166 @@
+//! `workload`: drives real fs-dax ZONE_DEVICE pages inside the lab VM so that
+//! refwatch, running beside it, can observe their reference count events.
+//!
+//! Every scenario creates a file of `--pages` pages in `--dir` (an ext4
+//! filesystem mounted with `-o dax` in the lab), maps it `MAP_SHARED`, writes
+//! a distinct pattern into each page and records the pages' PFNs from
+//! `/proc/self/pagemap`. Then it takes and drops references on those pages in
+//! a scenario-specific way:
+//!
+//! - `dax-splice`: `vmsplice` the pages into a pipe, drain the pipe, unmap.
+//! - `dax-hold`: `vmsplice`, unmap, keep the pipe full for `--hold-secs`, drain.
+//! - `dax-direct-io`: one `O_DIRECT` `pwrite` from the mapping to `--bdev`
+//!   (the block layer pins the source pages for the duration of the I/O).
+//! - `dax-truncate-pinned`: like `dax-hold`, while a second thread truncates
+//!   the file, which should block until the pipe lets go of the pages.
+//!
+//! Each step is stamped with `CLOCK_MONOTONIC` (the clock of the kernel's
+//! `bpf_ktime_get_ns`), printed as `workload: <mark> <ns>` and written with
+//! the PFNs to a JSON report (`--out`), so that a test can match refwatch's
+//! events to the steps that caused them.
+//!
+//! The syscalls work on ordinary pages too, so every scenario can be tried on
+//! a tmpfs or ext4 directory of the host (PFNs need root).
+
+use std::{
+    ffi::CString,
+    fs::{self, File, OpenOptions},
+    io::{self, Read, Write},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::{
+            ffi::OsStrExt,
+            fs::{FileExt, MetadataExt, OpenOptionsExt},
+        },
+    },
+    path::{Path, PathBuf},
+    process::ExitCode,
+    ptr,
+    sync::{Arc, Mutex, PoisonError, mpsc},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, ValueEnum};
+use serde::{
+    Serialize,
+    ser::{SerializeMap, Serializer},
+};
+
+/// Size of the pages the scenarios work on (x86_64 base pages).
+const PAGE_SIZE: usize = 4096;
+/// Bits 0-54 of a pagemap entry: the page frame number.
+const PAGEMAP_PFN_MASK: u64 = (1 << 55) - 1;
+/// Bit 62 of a pagemap entry: the page is swapped out.
+const PAGEMAP_SWAPPED: u64 = 1 << 62;
+/// Bit 63 of a pagemap entry: the page is present in RAM (or pmem).
+const PAGEMAP_PRESENT: u64 = 1 << 63;
+/// Most iovecs one `vmsplice` call accepts (`UIO_MAXIOV`).
+const MAX_IOVECS: usize = 1024;
+/// Block device written by `dax-direct-io` when `--bdev` is not given.
+const DEFAULT_BDEV: &str = "/dev/vdb";
+/// How long the truncate thread may take to get going.
+const TRUNCATE_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a truncate may stay blocked after the pipe was closed before the
+/// scenario gives up on it.
+const TRUNCATE_END_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Command line of the workload.
+#[derive(Debug, Parser)]
+#[command(about = "Drive fs-dax ZONE_DEVICE pages for refwatch's lab tests")]
+struct Cli {
+    /// What to do with the pages.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Directory on a DAX filesystem for the scratch file.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Number of 4 KiB pages to work on.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pages: u32,
+    /// Seconds to keep the pipe full in `dax-hold` and `dax-truncate-pinned`.
+    #[arg(long, default_value_t = 3)]
+    hold_secs: u64,
+    /// Non-DAX block device (or file) written with O_DIRECT by `dax-direct-io`
+    /// [default: /dev/vdb].
+    #[arg(long)]
+    bdev: Option<PathBuf>,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// The scenarios, named on the command line in kebab case (`dax-splice`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "the variants spell the scenario names, which all start with dax-"
+)]
+enum Scenario {
+    /// vmsplice the pages into a pipe, drain it, unmap.
+    DaxSplice,
+    /// vmsplice, unmap, hold the full pipe, drain.
+    DaxHold,
+    /// O_DIRECT write from the DAX mapping to a block device.
+    DaxDirectIo,
+    /// Hold the full pipe while another thread truncates the file.
+    DaxTruncatePinned,
+}
+
+impl Scenario {
+    /// The name used on the command line and in the report.
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::DaxSplice => "dax-splice",
+            Scenario::DaxHold => "dax-hold",
+            Scenario::DaxDirectIo => "dax-direct-io",
+            Scenario::DaxTruncatePinned => "dax-truncate-pinned",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut run = Run::default();
+    let result = run_scenario(&cli, &mut run);
+    if let Err(err) = run.marks.mark("end") {
+        run.note(format!("no end mark: {err:#}"));
+    }
+
+    let marks = run.marks.snapshot();
+    let report = Report {
+        scenario: cli.scenario.name(),
+        pages: cli.pages,
+        hold_secs: cli.hold_secs,
+        pfns: &run.pfns,
+        marks: MarkList(&marks),
+        ok: result.is_ok(),
+        error: result.as_ref().err().map(|err| format!("{err:#}")),
+        notes: &run.notes,
+    };
+    let written = write_json_atomically(&cli.out, &report);
+
+    match (result, written) {
+        (Ok(()), Ok(())) => {
+            println!("workload: ok");
+            ExitCode::SUCCESS
+        }
+        (Ok(()), Err(err)) => {
+            println!("workload: FAILED: {err:#}");
+            ExitCode::FAILURE
+        }
+        (Err(err), written) => {
+            if let Err(write_err) = written {
+                eprintln!("workload: the report was not written either: {write_err:#}");
+            }
+            println!("workload: FAILED: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Checks the environment, then runs the chosen scenario.
+fn run_scenario(cli: &Cli, run: &mut Run) -> Result<()> {
+    run.marks.mark("start")?;
+    check_page_size()?;
+    match fs::read_to_string("/proc/sys/kernel/osrelease") {
+        Ok(release) => run.note(format!("kernel {}", release.trim())),
+        Err(err) => run.note(format!("kernel release unknown: {err}")),
+    }
+    match cli.scenario {
+        Scenario::DaxSplice => dax_splice(cli, run),
+        Scenario::DaxHold => dax_hold(cli, run),
+        Scenario::DaxDirectIo => dax_direct_io(cli, run),
+        Scenario::DaxTruncatePinned => dax_truncate_pinned(cli, run),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------
+
+/// `dax-splice`: vmsplice the pages into a pipe, drain the pipe, unmap, delete.
+fn dax_splice(cli: &Cli, run: &mut Run) -> Result<()> {
+    let (file, mapping) = prepare_dax_pages(cli, run)?;
+    let pipe = Pipe::for_bytes(mapping.len(), run)?;
+
+    run.marks.mark("splice_start")?;
+    pipe.vmsplice_from(&mapping)?;
+    run.marks.mark("splice_end")?;
+
+    drain_and_check(&pipe, mapping.len(), run)?;
+    drop(pipe);
+    run.marks.mark("pipe_closed")?;
+
+    mapping.unmap()?;
+    run.marks.mark("unmap")?;
+    file.remove()
+}
+
+/// `dax-hold`: vmsplice, unmap first, keep the full pipe for `--hold-secs`,
+/// then drain and close it and delete the file.
+fn dax_hold(cli: &Cli, run: &mut Run) -> Result<()> {
+    let (file, mapping) = prepare_dax_pages(cli, run)?;
+    let len = mapping.len();
+    let pipe = Pipe::for_bytes(len, run)?;
+
+    run.marks.mark("splice_start")?;
+    pipe.vmsplice_from(&mapping)?;
+    run.marks.mark("splice_end")?;
+
+    mapping.unmap()?;
+    run.marks.mark("unmap")?;
+
+    let hold_start = run.marks.mark("hold_start")?;
+    sleep_until(deadline_after(hold_start, cli.hold_secs))?;
+    run.marks.mark("hold_end")?;
+
+    drain_and_check(&pipe, len, run)?;
+    drop(pipe);
+    run.marks.mark("pipe_closed")?;
+    file.remove()
+}
+
+/// `dax-direct-io`: one O_DIRECT pwrite of the whole DAX mapping to the block
+/// device, read back with O_DIRECT and compared.
+fn dax_direct_io(cli: &Cli, run: &mut Run) -> Result<()> {
+    let (file, mapping) = prepare_dax_pages(cli, run)?;
+    let len = mapping.len();
+    let bdev = cli
+        .bdev
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_BDEV));
+
+    let target = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&bdev)
+        .with_context(|| format!("open {} with O_DIRECT|O_WRONLY", bdev.display()))?;
+    run.marks.mark("dio_write_start")?;
+    let written = target
+        .write_at(mapping.as_slice(), 0)
+        .with_context(|| format!("O_DIRECT pwrite of {len} bytes to {}", bdev.display()))?;
+    run.marks.mark("dio_write_end")?;
+    ensure!(
+        written == len,
+        "short O_DIRECT pwrite to {}: {written} of {len} bytes",
+        bdev.display()
+    );
+    drop(target);
+
+    let source = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&bdev)
+        .with_context(|| format!("open {} with O_DIRECT|O_RDONLY", bdev.display()))?;
+    let mut readback = Mapping::anonymous(len)?;
+    source
+        .read_exact_at(readback.as_mut_slice(), 0)
+        .with_context(|| format!("O_DIRECT pread of {len} bytes from {}", bdev.display()))?;
+    drop(source);
+    check_pattern(readback.as_slice())
+        .with_context(|| format!("data read back from {}", bdev.display()))?;
+    run.note(format!(
+        "{len} bytes written to {} with O_DIRECT and read back intact",
+        bdev.display()
+    ));
+    readback.unmap()?;
+
+    mapping.unmap()?;
+    run.marks.mark("unmap")?;
+    file.remove()
+}
+
+/// `dax-truncate-pinned`: vmsplice, unmap, then truncate the file from a
+/// second thread while the pipe still holds the pages for `--hold-secs`.
+///
+/// The truncate should block in the filesystem's DAX layout break until the
+/// drain releases the pipe's references. Whether it did is recorded in the
+/// notes, not treated as a failure.
+fn dax_truncate_pinned(cli: &Cli, run: &mut Run) -> Result<()> {
+    let (file, mapping) = prepare_dax_pages(cli, run)?;
+    let len = mapping.len();
+    let pipe = Pipe::for_bytes(len, run)?;
+
+    run.marks.mark("splice_start")?;
+    pipe.vmsplice_from(&mapping)?;
+    run.marks.mark("splice_end")?;
+
+    mapping.unmap()?;
+    run.marks.mark("unmap")?;
+
+    // Kernels before 6.15 skip the DAX layout break, and with it the wait
+    // for busy pages, when no VMA maps the file (`dax_layout_busy_page_range`
+    // returns early unless `mapping_mapped()`); the truncate then frees
+    // blocks the pipe still references. A second mapping of the file that is
+    // never touched has no PTEs and takes no page references, but makes the
+    // truncate wait as it would for a mapped file.
+    let sentinel = Mapping::shared_file(file.file(), len)
+        .with_context(|| format!("mapping {} again (untouched)", file.path().display()))?;
+    run.note("an untouched mapping of the file is kept during the truncate".to_owned());
+
+    let victim = file
+        .file()
+        .try_clone()
+        .with_context(|| format!("dup the fd of {}", file.path().display()))?;
+    let (tx, rx) = mpsc::channel();
+    let marks = run.marks.clone();
+    let path = file.path().to_owned();
+    let truncater = thread::Builder::new()
+        .name("truncate".into())
+        .spawn(move || truncate_thread(&victim, &path, &marks, &tx))
+        .context("spawn the truncate thread")?;
+
+    let truncate_start = match rx.recv_timeout(TRUNCATE_START_TIMEOUT) {
+        Ok(TruncateEvent::Started(ns)) => ns,
+        Ok(TruncateEvent::Finished(Err(err))) => bail!(err),
+        Ok(TruncateEvent::Finished(Ok(_))) => {
+            bail!("the truncate thread finished before it started")
+        }
+        Err(err) => bail!("the truncate thread did not start: {err}"),
+    };
+    run.marks.mark("hold_start")?;
+    sleep_until(deadline_after(truncate_start, cli.hold_secs))?;
+    run.marks.mark("hold_end")?;
+
+    let drain_start = drain_and_check(&pipe, len, run)?;
+    drop(pipe);
+    let pipe_closed = run.marks.mark("pipe_closed")?;
+
+    let truncate_end = match rx.recv_timeout(TRUNCATE_END_TIMEOUT) {
+        Ok(TruncateEvent::Finished(Ok(ns))) => ns,
+        Ok(TruncateEvent::Finished(Err(err))) => bail!(err),
+        Ok(TruncateEvent::Started(_)) => bail!("the truncate thread started twice"),
+        Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+            "ftruncate({}, 0) still blocked {} s after the pipe was closed",
+            file.path().display(),
+            TRUNCATE_END_TIMEOUT.as_secs()
+        ),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            bail!("the truncate thread ended without reporting")
+        }
+    };
+    if truncater.join().is_err() {
+        bail!("the truncate thread panicked");
+    }
+    sentinel.unmap()?;
+
+    let when = TruncateReturn::classify(truncate_end, drain_start, pipe_closed);
+    run.note(format!(
+        "truncate: {} ({} ms after it started)",
+        when.describe(),
+        truncate_end.saturating_sub(truncate_start) / 1_000_000
+    ));
+    file.remove()
+}
+
+/// What the truncate thread reports to the main thread.
+enum TruncateEvent {
+    /// About to call ftruncate; the `truncate_start` mark.
+    Started(u64),
+    /// ftruncate returned: the `truncate_end` mark, or what went wrong.
+    Finished(Result<u64, String>),
+}
+
+/// Body of the truncate thread: marks, ftruncate(fd, 0), marks, reports.
+fn truncate_thread(file: &File, path: &Path, marks: &Marks, tx: &mpsc::Sender<TruncateEvent>) {
+    let outcome = (|| -> Result<u64> {
+        let start = marks.mark("truncate_start")?;
+        // The main thread may have given up already; nothing to tell it then.
+        let _ = tx.send(TruncateEvent::Started(start));
+        file.set_len(0)
+            .with_context(|| format!("ftruncate({}, 0)", path.display()))?;
+        marks.mark("truncate_end")
+    })();
+    let _ = tx.send(TruncateEvent::Finished(
+        outcome.map_err(|err| format!("{err:#}")),
+    ));
+}
+
+/// When the truncate returned, relative to the release of the pipe's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TruncateReturn {
+    /// Before the drain began: it did not wait for the pipe's references.
+    BeforeDrain,
+    /// While the pipe was drained (reading releases the pages) but before
+    /// the pipe was closed.
+    DuringDrain,
+    /// After the pipe was closed.
+    AfterPipeClosed,
+}
+
+impl TruncateReturn {
+    /// Places the `truncate_end` mark among the `drain_start` and
+    /// `pipe_closed` marks.
+    fn classify(truncate_end: u64, drain_start: u64, pipe_closed: u64) -> Self {
+        if truncate_end < drain_start {
+            TruncateReturn::BeforeDrain
+        } else if truncate_end < pipe_closed {
+            TruncateReturn::DuringDrain
+        } else {
+            TruncateReturn::AfterPipeClosed
+        }
+    }
+
+    /// The sentence written to the report's notes.
+    fn describe(self) -> &'static str {
+        match self {
+            TruncateReturn::BeforeDrain => {
+                "returned before the pipe was closed, before drain_start: it did not wait for the pipe's references"
+            }
+            TruncateReturn::DuringDrain => {
+                "returned before the pipe was closed, during the drain: it waited until reading the pipe released the pages"
+            }
+            TruncateReturn::AfterPipeClosed => "returned after the pipe was closed",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Steps shared by the scenarios
+// ---------------------------------------------------------------------------
+
+/// Creates the scratch file, maps it shared, touches every page (mark
+/// `touched`) and records the pages' PFNs in `run`.
+fn prepare_dax_pages(cli: &Cli, run: &mut Run) -> Result<(ScratchFile, Mapping)> {
+    let pages = usize::try_from(cli.pages).context("--pages does not fit in usize")?;
+    let len = pages
+        .checked_mul(PAGE_SIZE)
+        .context("--pages is too large")?;
+    let file = ScratchFile::create(&cli.dir, len)?;
+    match is_dax(file.path()) {
+        Ok(Some(true)) => run.note(format!("{} is DAX", file.path().display())),
+        Ok(Some(false)) => run.note(format!(
+            "{} is NOT DAX: its pages are not ZONE_DEVICE pages",
+            file.path().display()
+        )),
+        Ok(None) => run.note("the kernel does not report STATX_ATTR_DAX".to_owned()),
+        Err(err) => run.note(format!("DAX check failed: {err:#}")),
+    }
+
+    let mut mapping = Mapping::shared_file(file.file(), len)
+        .with_context(|| format!("mapping {}", file.path().display()))?;
+    fill_pattern(mapping.as_mut_slice());
+    run.marks.mark("touched")?;
+
+    run.pfns = read_pfns(mapping.addr(), pages)?;
+    Ok((file, mapping))
+}
+
+/// Drains `len` bytes from the pipe (marks `drain_start`, `drain_end`) and
+/// checks them against the pattern. Returns the `drain_start` mark.
+fn drain_and_check(pipe: &Pipe, len: usize, run: &mut Run) -> Result<u64> {
+    let drain_start = run.marks.mark("drain_start")?;
+    let data = pipe.drain(len)?;
+    run.marks.mark("drain_end")?;
+    check_pattern(&data).context("data read from the pipe")?;
+    Ok(drain_start)
+}
+
+/// The value of the pattern byte at `offset` of page `page`.
+///
+/// The first 8 bytes of a page hold its index, so no two pages are alike;
+/// the rest is a page-dependent ramp.
+fn pattern_byte(page: usize, offset: usize) -> u8 {
+    const MAGIC: u64 = 0x7265_6677_6174_6368; // "refwatch"
+    if offset < 8 {
+        ((page as u64) ^ MAGIC).to_le_bytes()[offset]
+    } else {
+        (page as u8).wrapping_mul(37).wrapping_add(offset as u8) ^ 0xa5
+    }
+}
+
+/// Writes the pattern into every byte of `buf`, page by page.
+fn fill_pattern(buf: &mut [u8]) {
+    for (page, chunk) in buf.chunks_mut(PAGE_SIZE).enumerate() {
+        for (offset, byte) in chunk.iter_mut().enumerate() {
+            *byte = pattern_byte(page, offset);
+        }
+    }
+}
+
+/// Fails at the first byte of `data` that differs from the pattern.
+fn check_pattern(data: &[u8]) -> Result<()> {
+    for (page, chunk) in data.chunks(PAGE_SIZE).enumerate() {
+        for (offset, &found) in chunk.iter().enumerate() {
+            let expected = pattern_byte(page, offset);
+            ensure!(
+                found == expected,
+                "data mismatch in page {page} at offset {offset}: expected {expected:#04x}, found {found:#04x}"
+            );
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Marks and the report
+// ---------------------------------------------------------------------------
+
+/// Timestamps of the scenario's steps, in the order they were taken; shared
+/// with the truncate thread.
+#[derive(Debug, Clone, Default)]
+struct Marks(Arc<Mutex<Vec<(&'static str, u64)>>>);
+
+impl Marks {
+    /// Stamps `name` with CLOCK_MONOTONIC, prints it and returns the stamp.
+    fn mark(&self, name: &'static str) -> Result<u64> {
+        let ns = monotonic_ns().with_context(|| format!("clock_gettime for mark {name}"))?;
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((name, ns));
+        println!("workload: {name} {ns}");
+        Ok(ns)
+    }
+
+    /// A copy of the marks taken so far.
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// What a run collects for its report.
+#[derive(Debug, Default)]
+struct Run {
+    marks: Marks,
+    pfns: Vec<u64>,
+    notes: Vec<String>,
+}
+
+impl Run {
+    /// Adds a note to the report and echoes it on stderr.
+    fn note(&mut self, note: String) {
+        eprintln!("workload note: {note}");
+        self.notes.push(note);
+    }
+}
+
+/// The JSON report written to `--out`.
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    scenario: &'a str,
+    pages: u32,
+    hold_secs: u64,
+    pfns: &'a [u64],
+    marks: MarkList<'a>,
+    ok: bool,
+    error: Option<String>,
+    notes: &'a [String],
+}
+
+/// Serialises marks as a JSON object whose keys keep the order of the steps.
+#[derive(Debug)]
+struct MarkList<'a>(&'a [(&'static str, u64)]);
+
+impl Serialize for MarkList<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, ns) in self.0 {
+            map.serialize_entry(name, ns)?;
+        }
+        map.end()
+    }
+}
+
+/// Writes `report` to a temporary file beside `out`, syncs it, then renames
+/// it over `out`, so readers never see half a report.
+fn write_json_atomically(out: &Path, report: &Report<'_>) -> Result<()> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("--out {} has no file name", out.display()))?;
+    let mut tmp_name = name.to_owned();
+    tmp_name.push(".tmp");
+    let tmp = out.with_file_name(tmp_name);
+
+    let mut json = serde_json::to_vec_pretty(report).context("serialise the report")?;
+    json.push(b'\n');
+    let mut file = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    file.write_all(&json)
+        .with_context(|| format!("write {}", tmp.display()))?;
+    file.sync_all()
+        .with_context(|| format!("fsync {}", tmp.display()))?;
+    drop(file);
+    fs::rename(&tmp, out).with_context(|| format!("rename {} to {}", tmp.display(), out.display()))
+}
+
+// ---------------------------------------------------------------------------
+// Clock
+// ---------------------------------------------------------------------------
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> io::Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let secs = u64::try_from(ts.tv_sec).map_err(io::Error::other)?;
+    let nanos = u64::try_from(ts.tv_nsec).map_err(io::Error::other)?;
+    Ok(secs * 1_000_000_000 + nanos)
+}
+
+/// The monotonic time `secs` seconds after `start_ns`.
+fn deadline_after(start_ns: u64, secs: u64) -> u64 {
+    start_ns.saturating_add(secs.saturating_mul(1_000_000_000))
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `deadline_ns`.
+fn sleep_until(deadline_ns: u64) -> Result<()> {
+    loop {
+        let now = monotonic_ns().context("clock_gettime while holding")?;
+        if now >= deadline_ns {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_nanos(deadline_ns - now));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// System helpers
+// ---------------------------------------------------------------------------
+
+/// Fails unless the kernel's page size is the 4 KiB the scenarios assume.
+fn check_page_size() -> Result<()> {
+    // SAFETY: sysconf only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    ensure!(
+        usize::try_from(size).ok() == Some(PAGE_SIZE),
+        "page size is {size}, the workload needs {PAGE_SIZE}"
+    );
+    Ok(())
+}
+
+/// Whether `path` is a DAX file according to statx; `None` when the kernel
+/// does not report the DAX attribute.
+fn is_dax(path: &Path) -> Result<Option<bool>> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .with_context(|| format!("{} contains a NUL byte", path.display()))?;
+    // SAFETY: statx is plain old data, for which all zero bytes are valid.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is NUL-terminated and `stx` is writable; both outlive
+    // the call.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            0,
+            libc::STATX_BASIC_STATS,
+            &mut stx,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("statx {}", path.display()));
+    }
+    let dax = libc::STATX_ATTR_DAX as u64;
+    if stx.stx_attributes_mask & dax == 0 {
+        return Ok(None);
+    }
+    Ok(Some(stx.stx_attributes & dax != 0))
+}
+
+/// The scratch file whose pages the scenarios use. It is deleted by
+/// [`ScratchFile::remove`], or on drop if a scenario failed on the way.
+#[derive(Debug)]
+struct ScratchFile {
+    file: File,
+    guard: RemoveOnDrop,
+}
+
+/// Deletes a path on drop unless disarmed.
+#[derive(Debug)]
+struct RemoveOnDrop {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            // Best effort: the scenario already failed with a better error.
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl ScratchFile {
+    /// Creates a new file of `len` bytes in `dir`, writing every byte with
+    /// pwrite and fsyncing, so that its blocks are allocated before mmap.
+    fn create(dir: &Path, len: usize) -> Result<Self> {
+        let path = dir.join(format!("refwatch-workload-{}.dat", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        let scratch = ScratchFile {
+            file,
+            guard: RemoveOnDrop { path, armed: true },
+        };
+        let (file, path) = (&scratch.file, &scratch.guard.path);
+
+        let zeros = vec![0u8; len.min(1 << 20)];
+        let mut offset = 0;
+        while offset < len {
+            let chunk = &zeros[..zeros.len().min(len - offset)];
+            file.write_all_at(chunk, offset as u64).with_context(|| {
+                format!(
+                    "pwrite {} bytes at {offset} to {}",
+                    chunk.len(),
+                    path.display()
+                )
+            })?;
+            offset += chunk.len();
+        }
+        file.sync_all()
+            .with_context(|| format!("fsync {}", path.display()))?;
+        let blocks = file
+            .metadata()
+            .with_context(|| format!("fstat {}", path.display()))?
+            .blocks();
+        ensure!(
+            blocks.saturating_mul(512) >= len as u64,
+            "{} has only {blocks} 512-byte blocks allocated for {len} bytes",
+            path.display()
+        );
+        Ok(scratch)
+    }
+
+    /// The open file.
+    fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Where the file is.
+    fn path(&self) -> &Path {
+        &self.guard.path
+    }
+
+    /// Closes and deletes the file.
+    fn remove(self) -> Result<()> {
+        let ScratchFile { file, mut guard } = self;
+        drop(file);
+        guard.armed = false;
+        fs::remove_file(&guard.path).with_context(|| format!("delete {}", guard.path.display()))
+    }
+}
+
+/// A memory mapping, unmapped by [`Mapping::unmap`] or on drop.
+#[derive(Debug)]
+struct Mapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `file` read/write, MAP_SHARED.
+    fn shared_file(file: &File, len: usize) -> Result<Self> {
+        Self::map(len, libc::MAP_SHARED, file.as_raw_fd())
+            .with_context(|| format!("mmap {len} bytes MAP_SHARED"))
+    }
+
+    /// Maps `len` bytes of page-aligned anonymous memory (an O_DIRECT buffer).
+    fn anonymous(len: usize) -> Result<Self> {
+        Self::map(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)
+            .with_context(|| format!("mmap {len} anonymous bytes"))
+    }
+
+    fn map(len: usize, flags: libc::c_int, fd: libc::c_int) -> io::Result<Self> {
+        // SAFETY: a fresh mapping at an address of the kernel's choosing
+        // cannot alias any memory Rust knows about.
+        let addr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping { addr, len })
+    }
+
+    /// Start address of the mapping.
+    fn addr(&self) -> usize {
+        self.addr as usize
+    }
+
+    /// Length of the mapping in bytes.
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes until `self` is gone,
+        // and only this process (which created the file) writes to it.
+        unsafe { std::slice::from_raw_parts(self.addr.cast::<u8>(), self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; `&mut self` makes this the only view.
+        unsafe { std::slice::from_raw_parts_mut(self.addr.cast::<u8>(), self.len) }
+    }
+
+    /// munmaps the mapping.
+    fn unmap(mut self) -> Result<()> {
+        let (addr, len) = (self.addr, self.len);
+        self.addr = ptr::null_mut();
+        // SAFETY: `addr`/`len` came from mmap, and `self`, the only owner of
+        // slices into the mapping, is consumed.
+        let rc = unsafe { libc::munmap(addr, len) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("munmap {len} bytes at {addr:p}"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if !self.addr.is_null() {
+            // SAFETY: as in `unmap`; the result is ignored because this only
+            // runs when a scenario failed.
+            unsafe { libc::munmap(self.addr, self.len) };
+        }
+    }
+}
+
+/// A decoded entry of /proc/<pid>/pagemap (Documentation/admin-guide/mm/pagemap.rst).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PagemapEntry {
+    present: bool,
+    swapped: bool,
+    /// Bits 0-54; zero for unprivileged readers.
+    pfn: u64,
+}
+
+impl PagemapEntry {
+    fn decode(raw: u64) -> Self {
+        PagemapEntry {
+            present: raw & PAGEMAP_PRESENT != 0,
+            swapped: raw & PAGEMAP_SWAPPED != 0,
+            pfn: raw & PAGEMAP_PFN_MASK,
+        }
+    }
+
+    /// The PFN of page `index`, or why there is none.
+    fn pfn_of_page(self, index: usize) -> Result<u64> {
+        ensure!(
+            self.present,
+            "page {index} is not present in pagemap (swapped: {})",
+            self.swapped
+        );
+        ensure!(
+            self.pfn != 0,
+            "page {index} has PFN 0 in pagemap (reading PFNs needs CAP_SYS_ADMIN)"
+        );
+        Ok(self.pfn)
+    }
+}
+
+/// Reads the PFNs of `pages` pages mapped at `addr` from /proc/self/pagemap.
+fn read_pfns(addr: usize, pages: usize) -> Result<Vec<u64>> {
+    const PAGEMAP: &str = "/proc/self/pagemap";
+    let pagemap = File::open(PAGEMAP).with_context(|| format!("open {PAGEMAP}"))?;
+    let mut raw = vec![0u8; pages * 8];
+    let offset = (addr / PAGE_SIZE) as u64 * 8;
+    pagemap
+        .read_exact_at(&mut raw, offset)
+        .with_context(|| format!("pread {} bytes at {offset:#x} of {PAGEMAP}", raw.len()))?;
+    raw.chunks_exact(8)
+        .enumerate()
+        .map(|(index, bytes)| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(bytes);
+            PagemapEntry::decode(u64::from_ne_bytes(word)).pfn_of_page(index)
+        })
+        .collect()
+}
+
+/// The pipe capacity to ask F_SETPIPE_SZ for so that `bytes` fit: at least one
+/// page, rounded up to a power of two as the kernel does.
+fn pipe_size_for(bytes: usize) -> Option<usize> {
+    bytes.max(PAGE_SIZE).checked_next_power_of_two()
+}
+
+/// The (offset, length) spans for the next vmsplice call over a buffer of
+/// `len` bytes of which `done` were spliced already: one span per page (the
+/// first one possibly the tail of a page), at most `max` spans.
+fn splice_spans(len: usize, done: usize, max: usize) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut offset = done;
+    while offset < len && spans.len() < max {
+        let page_end = (offset / PAGE_SIZE + 1) * PAGE_SIZE;
+        let end = page_end.min(len);
+        spans.push((offset, end - offset));
+        offset = end;
+    }
+    spans
+}
+
+/// A non-blocking pipe, large enough for the pages it will carry.
+#[derive(Debug)]
+struct Pipe {
+    read: File,
+    write: File,
+}
+
+impl Pipe {
+    /// Creates a pipe and raises its capacity with F_SETPIPE_SZ so that
+    /// `bytes` fit. Both ends are non-blocking, so a mistake fails instead of
+    /// hanging.
+    fn for_bytes(bytes: usize, run: &mut Run) -> Result<Self> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error()).context("pipe2");
+        }
+        // SAFETY: pipe2 succeeded, so both are open descriptors owned by
+        // nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let pipe = Pipe {
+            read: File::from(read),
+            write: File::from(write),
+        };
+
+        let wanted = pipe_size_for(bytes).context("pipe size overflows")?;
+        let arg = libc::c_int::try_from(wanted)
+            .with_context(|| format!("pipe size {wanted} does not fit in an int"))?;
+        // SAFETY: F_SETPIPE_SZ takes an int argument and touches no memory.
+        let size = unsafe { libc::fcntl(pipe.write.as_raw_fd(), libc::F_SETPIPE_SZ, arg) };
+        if size < 0 {
+            return Err(io::Error::last_os_error()).with_context(|| {
+                format!(
+                    "fcntl(F_SETPIPE_SZ, {wanted}) (above /proc/sys/fs/pipe-max-size needs CAP_SYS_RESOURCE)"
+                )
+            });
+        }
+        ensure!(
+            usize::try_from(size).is_ok_and(|size| size >= bytes),
+            "F_SETPIPE_SZ gave {size} bytes, {bytes} needed"
+        );
+        run.note(format!("pipe capacity {size} bytes"));
+        Ok(pipe)
+    }
+
+    /// vmsplices the whole mapping into the pipe, one iovec per page,
+    /// without SPLICE_F_GIFT: the pipe takes a reference on every page.
+    fn vmsplice_from(&self, mapping: &Mapping) -> Result<()> {
+        let len = mapping.len();
+        let mut done = 0;
+        while done < len {
+            let iovecs: Vec<libc::iovec> = splice_spans(len, done, MAX_IOVECS)
+                .into_iter()
+                .map(|(offset, span)| libc::iovec {
+                    iov_base: (mapping.addr() + offset) as *mut libc::c_void,
+                    iov_len: span,
+                })
+                .collect();
+            // SAFETY: every iovec lies inside `mapping`, which stays mapped
+            // for the call; vmsplice only reads the iovec array.
+            let rc = unsafe {
+                libc::vmsplice(
+                    self.write.as_raw_fd(),
+                    iovecs.as_ptr(),
+                    iovecs.len(),
+                    libc::SPLICE_F_NONBLOCK,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error())
+                    .with_context(|| format!("vmsplice after {done} of {len} bytes"));
+            }
+            ensure!(rc > 0, "vmsplice moved nothing after {done} of {len} bytes");
+            done += rc as usize;
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `len` bytes out of the pipe.
+    fn drain(&self, len: usize) -> Result<Vec<u8>> {
+        let mut data = vec![0u8; len];
+        (&self.read)
+            .read_exact(&mut data)
+            .with_context(|| format!("read {len} bytes from the pipe"))?;
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagemap_entry_decodes_present_pfn() {
+        let raw = PAGEMAP_PRESENT | (1 << 61) | (1 << 55) | 0x12_3456;
+        let entry = PagemapEntry::decode(raw);
+        assert_eq!(
+            entry,
+            PagemapEntry {
+                present: true,
+                swapped: false,
+                pfn: 0x12_3456
+            }
+        );
+        assert_eq!(entry.pfn_of_page(0).ok(), Some(0x12_3456));
+    }
+
+    #[test]
+    fn pagemap_pfn_uses_bits_0_to_54() {
+        let entry = PagemapEntry::decode(PAGEMAP_PRESENT | u64::MAX >> 1);
+        assert_eq!(entry.pfn, (1 << 55) - 1);
+    }
+
+    #[test]
+    fn pagemap_entry_without_pfn_is_an_error() {
+        let not_present = PagemapEntry::decode(0x1234);
+        assert!(!not_present.present);
+        let err = not_present.pfn_of_page(3).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("page 3 is not present")));
+
+        let swapped = PagemapEntry::decode(PAGEMAP_SWAPPED | 0x42);
+        assert!(swapped.swapped && !swapped.present);
+        assert!(swapped.pfn_of_page(0).is_err());
+
+        let hidden = PagemapEntry::decode(PAGEMAP_PRESENT);
+        let err = hidden.pfn_of_page(7).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("page 7 has PFN 0")));
+    }
+
+    #[test]
+    fn pipe_size_rounds_up_to_a_power_of_two() {
+        assert_eq!(pipe_size_for(0), Some(4096));
+        assert_eq!(pipe_size_for(1), Some(4096));
+        assert_eq!(pipe_size_for(4096), Some(4096));
+        assert_eq!(pipe_size_for(3 * 4096), Some(16384));
+        assert_eq!(pipe_size_for(16 * 4096), Some(65536));
+        assert_eq!(pipe_size_for(17 * 4096), Some(131072));
+        assert_eq!(pipe_size_for(usize::MAX), None);
+    }
+
+    #[test]
+    fn splice_spans_cover_pages_once() {
+        assert_eq!(
+            splice_spans(3 * 4096, 0, MAX_IOVECS),
+            vec![(0, 4096), (4096, 4096), (8192, 4096)]
+        );
+        // A partial vmsplice resumes in the middle of a page.
+        assert_eq!(
+            splice_spans(3 * 4096, 4096 + 100, MAX_IOVECS),
+            vec![(4196, 3996), (8192, 4096)]
+        );
+        assert_eq!(splice_spans(3 * 4096, 3 * 4096, MAX_IOVECS), vec![]);
+        assert_eq!(splice_spans(5 * 4096, 0, 2), vec![(0, 4096), (4096, 4096)]);
+    }
+
+    #[test]
+    fn pattern_differs_between_pages_and_is_checked() {
+        let mut buf = vec![0u8; 300 * PAGE_SIZE];
+        fill_pattern(&mut buf);
+        let pages: Vec<&[u8]> = buf.chunks(PAGE_SIZE).collect();
+        for (i, a) in pages.iter().enumerate() {
+            for b in &pages[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert!(check_pattern(&buf).is_ok());
+
+        buf[2 * PAGE_SIZE + 10] ^= 1;
+        let err = check_pattern(&buf).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("page 2 at offset 10")));
+    }
+
+    #[test]
+    fn truncate_return_is_placed_among_the_marks() {
+        assert_eq!(
+            TruncateReturn::classify(5, 10, 20),
+            TruncateReturn::BeforeDrain
+        );
+        assert_eq!(
+            TruncateReturn::classify(15, 10, 20),
+            TruncateReturn::DuringDrain
+        );
+        assert_eq!(
+            TruncateReturn::classify(25, 10, 20),
+            TruncateReturn::AfterPipeClosed
+        );
+    }
+
+    #[test]
+    fn deadline_saturates() {
+        assert_eq!(deadline_after(5, 2), 2_000_000_005);
+        assert_eq!(deadline_after(u64::MAX - 1, 1), u64::MAX);
+    }
+
+    #[test]
+    fn report_json_has_the_agreed_shape() -> Result<()> {
+        let marks = [("start", 30), ("touched", 10), ("end", 20)];
+        let notes = ["a note".to_owned()];
+        let report = Report {
+            scenario: "dax-hold",
+            pages: 2,
+            hold_secs: 3,
+            pfns: &[0x100, 0x101],
+            marks: MarkList(&marks),
+            ok: false,
+            error: Some("boom".to_owned()),
+            notes: &notes,
+        };
+        let json = serde_json::to_string(&report)?;
+        assert_eq!(
+            json,
+            r#"{"scenario":"dax-hold","pages":2,"hold_secs":3,"pfns":[256,257],"marks":{"start":30,"touched":10,"end":20},"ok":false,"error":"boom","notes":["a note"]}"#
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn cli_parses_scenarios_and_defaults() -> Result<()> {
+        let cli = Cli::try_parse_from([
+            "workload",
+            "dax-truncate-pinned",
+            "--dir",
+            "d",
+            "--out",
+            "o.json",
+        ])?;
+        assert_eq!(cli.scenario, Scenario::DaxTruncatePinned);
+        assert_eq!((cli.pages, cli.hold_secs), (16, 3));
+        assert_eq!(cli.bdev, None);
+        for scenario in Scenario::value_variants() {
+            let parsed =
+                Cli::try_parse_from(["workload", scenario.name(), "--dir", "d", "--out", "o"])?;
+            assert_eq!(parsed.scenario, *scenario);
+        }
+        assert!(
+            Cli::try_parse_from([
+                "workload",
+                "dax-splice",
+                "--dir",
+                "d",
+                "--out",
+                "o",
+                "--pages",
+                "0"
+            ])
+            .is_err()
+        );
+        Ok(())
+    }
+}

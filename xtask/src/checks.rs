@@ -1,0 +1,312 @@
+//! Assertions on what refwatch wrote in a lab run: real kernel events from a
+//! real workload, checked against what the workload says it did and when.
+//!
+//! Each check returns the problems it found (empty: pass) so that one run
+//! reports every failure at once.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::Path,
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// What a kernel's rules say, for the checks.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelFacts {
+    /// Refcount of an idle fs-dax page (1 before 6.15, 0 after).
+    pub fsdax_idle: i64,
+    /// Direct I/O pins (FOLL_PIN) its pages; older kernels take plain references.
+    pub dio_pins: bool,
+    /// Symbols `refwatch probes` must report attached.
+    pub must_attach: &'static [&'static str],
+}
+
+/// Facts per lab kernel, as verified in the lab.
+pub fn facts(kernel: &str) -> Result<KernelFacts> {
+    Ok(match kernel {
+        "debian-6.1" => KernelFacts {
+            fsdax_idle: 1,
+            dio_pins: false,
+            must_attach: &[
+                "__put_devmap_managed_page_refs",
+                "try_grab_folio",
+                "dax_layout_busy_page_range",
+            ],
+        },
+        "debian-6.12" => KernelFacts {
+            fsdax_idle: 1,
+            dio_pins: true,
+            must_attach: &[
+                "__put_devmap_managed_folio_refs",
+                "gup_put_folio",
+                "dax_layout_busy_page_range",
+            ],
+        },
+        "debian-7.2" | "hmm-7.2" => KernelFacts {
+            fsdax_idle: 0,
+            dio_pins: true,
+            must_attach: &[
+                "free_zone_device_folio",
+                "__folio_put",
+                "gup_put_folio",
+                "dax_layout_busy_page_range",
+            ],
+        },
+        other => bail!("no facts for kernel {other}"),
+    })
+}
+
+/// The workload's own account of a scenario.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub pfns: Vec<u64>,
+    pub marks: BTreeMap<String, u64>,
+}
+
+impl Workload {
+    pub fn mark(&self, name: &str) -> Result<u64> {
+        self.marks
+            .get(name)
+            .copied()
+            .with_context(|| format!("workload.json has no mark {name}"))
+    }
+}
+
+pub fn read_workload(dir: &Path) -> Result<Workload> {
+    let p = dir.join("workload.json");
+    let v: Value =
+        serde_json::from_slice(&fs::read(&p).with_context(|| format!("read {}", p.display()))?)
+            .with_context(|| format!("parse {}", p.display()))?;
+    if v["ok"] != Value::Bool(true) {
+        bail!("workload failed: {}", v["error"]);
+    }
+    let pfns = v["pfns"]
+        .as_array()
+        .context("workload.json: pfns")?
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let marks = v["marks"]
+        .as_object()
+        .context("workload.json: marks")?
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+        .collect();
+    Ok(Workload { pfns, marks })
+}
+
+/// One event of `events.jsonl`, the fields the checks use.
+#[derive(Debug, Clone)]
+pub struct Ev {
+    pub ts: u64,
+    pub pfn: u64,
+    pub event: String,
+    pub before: Option<i64>,
+    pub after: Option<i64>,
+    pub pgmap_type: String,
+    pub symbol: String,
+}
+
+pub fn read_events(path: &Path) -> Result<Vec<Ev>> {
+    let text = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let v: Value =
+            serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        // The format's required fields, all present on every line.
+        for f in [
+            "ts_ns",
+            "cpu",
+            "pid",
+            "comm",
+            "pfn",
+            "event",
+            "refcount_before",
+            "refcount_after",
+            "pgmap_type",
+        ] {
+            if v.get(f).is_none() {
+                bail!("{}:{}: field {f} missing", path.display(), i + 1);
+            }
+        }
+        out.push(Ev {
+            ts: v["ts_ns"].as_u64().context("ts_ns")?,
+            pfn: v["pfn"].as_u64().context("pfn")?,
+            event: v["event"].as_str().context("event")?.to_string(),
+            before: v["refcount_before"].as_i64(),
+            after: v["refcount_after"].as_i64(),
+            pgmap_type: v["pgmap_type"].as_str().context("pgmap_type")?.to_string(),
+            symbol: v["symbol"].as_str().unwrap_or_default().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Checks one scenario's results in `dir` for `kernel`. Returns the problems.
+pub fn check_scenario(kernel: &str, scenario: &str, dir: &Path) -> Result<Vec<String>> {
+    let f = facts(kernel)?;
+    let w = read_workload(dir)?;
+    let events = read_events(&dir.join("events.jsonl"))?;
+    let mut bad = Vec::new();
+    let touched: BTreeSet<u64> = w.pfns.iter().copied().collect();
+    if touched.len() != w.pfns.len() || touched.is_empty() {
+        bad.push(format!(
+            "workload reported {} PFNs, {} distinct",
+            w.pfns.len(),
+            touched.len()
+        ));
+    }
+    let dax: Vec<&Ev> = events.iter().filter(|e| e.pgmap_type == "fsdax").collect();
+    let seen: BTreeSet<u64> = dax.iter().map(|e| e.pfn).collect();
+    let missing: Vec<_> = touched.difference(&seen).collect();
+    if !missing.is_empty() {
+        bad.push(format!(
+            "{} touched PFNs have no event: {:#x?}",
+            missing.len(),
+            missing
+        ));
+    }
+    let extra: Vec<_> = seen.difference(&touched).collect();
+    if !extra.is_empty() {
+        bad.push(format!(
+            "events for fs-dax PFNs the workload did not touch: {extra:#x?}"
+        ));
+    }
+    // The kernel's rule: never below idle; every page back at idle at the end.
+    for e in &dax {
+        for v in [e.before, e.after].into_iter().flatten() {
+            if v < f.fsdax_idle {
+                bad.push(format!(
+                    "pfn {:#x}: refcount {v} below the idle value {} in {} ({})",
+                    e.pfn, f.fsdax_idle, e.event, e.symbol
+                ));
+            }
+        }
+    }
+    for pfn in &touched {
+        let last = dax
+            .iter()
+            .rev()
+            .find(|e| e.pfn == *pfn && e.after.is_some());
+        match last.and_then(|e| e.after) {
+            Some(v) if v == f.fsdax_idle => {}
+            other => bad.push(format!(
+                "pfn {pfn:#x}: last refcount {other:?}, expected idle {} at the end",
+                f.fsdax_idle
+            )),
+        }
+    }
+    match scenario {
+        "dax-hold" | "dax-truncate-pinned" => {
+            let hold_start = w.mark("hold_start")?;
+            let hold_end = w.mark("hold_end")?;
+            for pfn in &touched {
+                for e in dax
+                    .iter()
+                    .filter(|e| e.pfn == *pfn && e.ts > hold_start && e.ts < hold_end)
+                {
+                    if e.event == "free" || e.after == Some(f.fsdax_idle) {
+                        bad.push(format!(
+                            "pfn {pfn:#x}: {} to refcount {:?} during the hold ({} ms after it began)",
+                            e.event,
+                            e.after,
+                            (e.ts - hold_start) / 1_000_000
+                        ));
+                    }
+                }
+                let released = dax
+                    .iter()
+                    .any(|e| e.pfn == *pfn && e.ts >= hold_end && e.after == Some(f.fsdax_idle));
+                if !released {
+                    bad.push(format!("pfn {pfn:#x}: never back at idle after the hold"));
+                }
+            }
+            if scenario == "dax-truncate-pinned" {
+                let t0 = w.mark("truncate_start")?;
+                let t1 = w.mark("truncate_end")?;
+                let waits: BTreeSet<u64> = dax
+                    .iter()
+                    .filter(|e| e.event == "layout_wait" && e.ts >= t0 && e.ts <= t1)
+                    .map(|e| e.pfn)
+                    .collect();
+                if waits.is_empty() || !waits.is_subset(&touched) {
+                    bad.push(format!(
+                        "expected layout_wait events on held PFNs during the truncate, got {waits:#x?}"
+                    ));
+                }
+                if t1 < hold_end {
+                    bad.push(format!(
+                        "the truncate returned {} ms before the references were dropped",
+                        (hold_end - t1) / 1_000_000
+                    ));
+                }
+            }
+        }
+        "dax-direct-io" => {
+            let t0 = w.mark("dio_write_start")?;
+            let t1 = w.mark("dio_write_end")?;
+            let (take, drop) = if f.dio_pins {
+                ("pin", "unpin")
+            } else {
+                ("get", "put")
+            };
+            for pfn in &touched {
+                let during: Vec<&&Ev> = dax
+                    .iter()
+                    .filter(|e| e.pfn == *pfn && e.ts >= t0 && e.ts <= t1)
+                    .collect();
+                let got = during.iter().find(|e| e.event == take);
+                let dropped = during.iter().rev().find(|e| e.event == drop);
+                match (got, dropped) {
+                    (Some(g), Some(d)) if d.ts >= g.ts => {}
+                    _ => bad.push(format!(
+                        "pfn {pfn:#x}: expected a {take} and then a {drop} during the O_DIRECT write, saw {:?}",
+                        during.iter().map(|e| e.event.as_str()).collect::<Vec<_>>()
+                    )),
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(bad)
+}
+
+/// Checks `refwatch probes` output for a kernel.
+pub fn check_probes(kernel: &str, dir: &Path) -> Result<Vec<String>> {
+    let f = facts(kernel)?;
+    let text = fs::read_to_string(dir.join("probes.txt")).context("read probes.txt")?;
+    let rc = fs::read_to_string(dir.join("probes.rc")).unwrap_or_default();
+    let mut bad = Vec::new();
+    if rc.trim() != "0" {
+        bad.push(format!("refwatch probes exited {}", rc.trim()));
+    }
+    for sym in f.must_attach {
+        let ok = text.lines().any(|l| {
+            l.split_whitespace().any(|w| w == *sym)
+                && l.trim_end().ends_with("attached")
+                && !l.contains("not attached")
+        });
+        if !ok {
+            bad.push(format!("refwatch probes does not show {sym} attached"));
+        }
+    }
+    Ok(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_for_every_lab_kernel() {
+        for k in ["debian-6.1", "debian-6.12", "debian-7.2", "hmm-7.2"] {
+            assert!(facts(k).is_ok(), "{k}");
+        }
+        assert!(facts("debian-5.10").is_err());
+        assert_eq!(facts("debian-6.1").map(|f| f.fsdax_idle).ok(), Some(1));
+        assert_eq!(facts("debian-7.2").map(|f| f.fsdax_idle).ok(), Some(0));
+    }
+}

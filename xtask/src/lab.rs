@@ -1,0 +1,890 @@
+//! The lab: boots a kernel in qemu with an fs-dax ext4 on an emulated pmem
+//! region, runs workload scenarios under refwatch, and brings the results
+//! back through a raw "out" disk holding a tar archive.
+//!
+//! Guest layout: `/dev/vda` is the out disk (256 MiB), `/dev/vdb` a scratch
+//! non-DAX disk (64 MiB) for the direct-I/O scenario, `/dev/pmem0` the
+//! `memmap=256M!1G` region with ext4 mounted `-o dax` on `/mnt/dax`.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::cmd;
+use crate::initramfs;
+use crate::kernels::{self, KernelId, KernelInfo, ModuleWant};
+use crate::setup;
+
+/// Every scenario the workload knows, in a sensible run order.
+pub const SCENARIOS: &[&str] = &[
+    "dax-splice",
+    "dax-hold",
+    "dax-direct-io",
+    "dax-truncate-pinned",
+];
+
+pub const DEFAULT_PAGES: u32 = 16;
+pub const DEFAULT_HOLD_SECS: u32 = 3;
+pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
+pub const DEFAULT_READY_SECS: u32 = 60;
+
+/// Seconds the guest waits for refwatch to exit after SIGINT before SIGKILL.
+const STOP_SECS: u32 = 30;
+
+const OUT_DISK_BYTES: u64 = 256 << 20;
+const SCRATCH_DISK_BYTES: u64 = 64 << 20;
+
+const KERNEL_CMDLINE: &str = "console=ttyS0 memmap=256M!1G panic=-1 oops=panic quiet";
+
+/// Modules the guest needs, in load order; each comes with its own
+/// dependencies from modules.dep, and built-in ones are skipped.
+const MODULES: &[ModuleWant] = &[
+    ModuleWant {
+        name: "virtio_pci",
+        required: true,
+    },
+    ModuleWant {
+        name: "virtio_blk",
+        required: true,
+    },
+    // ext4 asks the crypto API for crc32c on 6.1 and 6.12 (no symbol dependency).
+    ModuleWant {
+        name: "crc32c_generic",
+        required: false,
+    },
+    ModuleWant {
+        name: "ext4",
+        required: true,
+    },
+    ModuleWant {
+        name: "libnvdimm",
+        required: true,
+    },
+    ModuleWant {
+        name: "nd_btt",
+        required: false,
+    },
+    ModuleWant {
+        name: "nd_pmem",
+        required: true,
+    },
+    ModuleWant {
+        name: "nd_e820",
+        required: true,
+    },
+];
+
+/// The command line that starts refwatch in the guest for one scenario,
+/// `scenario_dir` being that scenario's result folder.
+pub fn refwatch_cmd(scenario_dir: &str) -> String {
+    let d = scenario_dir;
+    format!(
+        "refwatch record -o {d}/recording --jsonl {d}/events.jsonl --ready-file {d}/ready \
+         --log-file {d}/refwatch.log --held-secs {t} --pinned-secs {t} --unmapped-secs {t} \
+         --summary-secs 0 > {d}/refwatch.out 2>&1",
+        t = DETECTOR_SECS
+    )
+}
+
+/// Detector threshold refwatch runs with in the lab: well under the hold.
+pub const DETECTOR_SECS: u32 = 1;
+
+/// clap value parser for scenario names.
+pub fn parse_scenario(name: &str) -> Result<String, String> {
+    if SCENARIOS.contains(&name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "unknown scenario (known: {})",
+            SCENARIOS.join(", ")
+        ))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Tcg,
+    Kvm,
+}
+
+impl Accel {
+    fn qemu_name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+/// One lab run: a kernel and the scenarios to run in one boot.
+#[derive(Clone, Debug)]
+pub struct LabRun {
+    pub kernel: KernelId,
+    pub scenarios: Vec<String>,
+    pub pages: u32,
+    pub hold_secs: u32,
+    pub accel: Accel,
+    pub timeout_secs: u64,
+    /// Seconds the guest waits for refwatch's ready file.
+    pub ready_secs: u32,
+    /// Prebuilt static refwatch; built from the workspace when `None`.
+    pub refwatch_bin: Option<PathBuf>,
+    /// Prebuilt static workload; built from the workspace when `None`.
+    pub workload_bin: Option<PathBuf>,
+    /// Stream the whole guest console to the terminal (else only `LAB:` lines).
+    pub verbose: bool,
+}
+
+impl LabRun {
+    /// A run with default settings.
+    #[allow(dead_code, reason = "API for the test, demo and bench commands")]
+    pub fn new(kernel: KernelId, scenarios: &[&str]) -> LabRun {
+        LabRun {
+            kernel,
+            scenarios: scenarios.iter().map(|s| (*s).to_owned()).collect(),
+            pages: DEFAULT_PAGES,
+            hold_secs: DEFAULT_HOLD_SECS,
+            accel: Accel::Tcg,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            ready_secs: DEFAULT_READY_SECS,
+            refwatch_bin: None,
+            workload_bin: None,
+            verbose: false,
+        }
+    }
+}
+
+/// Exit codes the guest recorded for one scenario (`None`: file missing).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScenarioOutcome {
+    pub name: String,
+    pub probes_rc: Option<i32>,
+    pub refwatch_rc: Option<i32>,
+    /// Why refwatch's run was not clean, e.g. "exited before ready",
+    /// "not ready after 60 s", "SIGKILL after 30 s".
+    pub refwatch_note: Option<String>,
+    pub workload_rc: Option<i32>,
+}
+
+/// What a lab run produced; also written to `<out>/lab.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabResult {
+    pub kernel: KernelId,
+    /// `uname -r` in the guest.
+    pub release: String,
+    /// The kernel image package and its version.
+    pub package: String,
+    pub package_version: String,
+    /// Version of the suite's `linux-image-amd64`.
+    pub meta_version: String,
+    pub scenarios: Vec<ScenarioOutcome>,
+    /// Whole run: build, initramfs, boot, extraction.
+    #[serde(with = "secs")]
+    pub elapsed: Duration,
+    /// qemu start to qemu exit.
+    #[serde(with = "secs")]
+    pub guest_elapsed: Duration,
+    pub out_dir: PathBuf,
+}
+
+impl LabResult {
+    pub fn summary(&self) -> String {
+        let mut text = format!(
+            "lab {} ({} {}, uname -r {}): guest {:.1} s, total {:.1} s, results in {}",
+            self.kernel,
+            self.package,
+            self.package_version,
+            self.release,
+            self.guest_elapsed.as_secs_f64(),
+            self.elapsed.as_secs_f64(),
+            self.out_dir.display()
+        );
+        let rc = |v: Option<i32>| v.map_or("-".to_owned(), |v| v.to_string());
+        for s in &self.scenarios {
+            text.push_str(&format!(
+                "\n  {:<20} probes rc {:<3} refwatch rc {:<3} workload rc {}{}",
+                s.name,
+                rc(s.probes_rc),
+                rc(s.refwatch_rc),
+                rc(s.workload_rc),
+                s.refwatch_note
+                    .as_ref()
+                    .map(|n| format!("  ({n})"))
+                    .unwrap_or_default()
+            ));
+        }
+        text
+    }
+}
+
+/// Durations as fractional seconds in JSON.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Static guest binaries.
+pub struct GuestBinaries {
+    pub refwatch: PathBuf,
+    pub workload: PathBuf,
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn target_dir() -> Result<PathBuf> {
+    let text = cmd::stdout(
+        Command::new("cargo")
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .current_dir(workspace_root()),
+    )?;
+    let meta: serde_json::Value = serde_json::from_str(&text).context("parse cargo metadata")?;
+    meta.get("target_directory")
+        .and_then(|v| v.as_str())
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
+}
+
+const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Builds the static guest binaries (only those not given).
+pub fn build_guest_binaries(
+    refwatch: Option<&Path>,
+    workload: Option<&Path>,
+) -> Result<GuestBinaries> {
+    let release_dir =
+        || -> Result<PathBuf> { Ok(target_dir()?.join(GUEST_TARGET).join("release")) };
+    let build = |args: &[&str]| -> Result<()> {
+        cmd::streamed(
+            Command::new("cargo")
+                .args(["build", "--release", "--target", GUEST_TARGET])
+                .args(args)
+                .current_dir(workspace_root())
+                .env("PATH", setup::env_path())
+                .env(
+                    "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                    "-C target-feature=+crt-static",
+                ),
+        )
+    };
+    let refwatch = match refwatch {
+        Some(path) => path.to_path_buf(),
+        None => {
+            build(&["-p", "refwatch"])?;
+            release_dir()?.join("refwatch")
+        }
+    };
+    let workload = match workload {
+        Some(path) => path.to_path_buf(),
+        None => {
+            build(&["-p", "xtask", "--bin", "workload"])?;
+            release_dir()?.join("workload")
+        }
+    };
+    for bin in [&refwatch, &workload] {
+        if !bin.is_file() {
+            bail!("guest binary {} does not exist", bin.display());
+        }
+        if initramfs::has_interpreter(bin)? {
+            bail!(
+                "{} is dynamically linked; the guest needs a static binary (-C target-feature=+crt-static)",
+                bin.display()
+            );
+        }
+    }
+    Ok(GuestBinaries { refwatch, workload })
+}
+
+/// Boots `run.kernel`, runs the scenarios, and leaves the results in `out`.
+pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
+    let started = Instant::now();
+    if run.scenarios.is_empty() {
+        bail!("lab: no scenario given (known: {})", SCENARIOS.join(", "));
+    }
+    for s in &run.scenarios {
+        parse_scenario(s).map_err(|e| anyhow::anyhow!("scenario `{s}`: {e}"))?;
+    }
+    prepare_out_dir(out)?;
+    let kernel = kernels::ensure(run.kernel)?;
+    let bins = build_guest_binaries(run.refwatch_bin.as_deref(), run.workload_bin.as_deref())?;
+
+    let work = out.join(".lab");
+    fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
+
+    let plan = kernel.resolve_modules(MODULES)?;
+    let module_paths: Vec<String> = plan.load.iter().map(initramfs::module_path).collect();
+    let init = init_script(run, &module_paths);
+    let initrd = work.join("initramfs.cpio");
+    let size = initramfs::build(
+        &initramfs::Contents {
+            init: &init,
+            refwatch: &bins.refwatch,
+            workload: &bins.workload,
+            modules: &plan.load,
+        },
+        &initrd,
+    )?;
+    let names: Vec<&str> = plan.load.iter().map(|m| m.name.as_str()).collect();
+    println!(
+        "lab {}: initramfs {:.1} MiB, modules: {}{}",
+        run.kernel,
+        size as f64 / (1 << 20) as f64,
+        names.join(" "),
+        if plan.builtin.is_empty() {
+            String::new()
+        } else {
+            format!("; built in: {}", plan.builtin.join(" "))
+        }
+    );
+
+    let out_img = work.join("out.img");
+    let scratch_img = work.join("scratch.img");
+    sparse_file(&out_img, OUT_DISK_BYTES)?;
+    sparse_file(&scratch_img, SCRATCH_DISK_BYTES)?;
+
+    let console = out.join("console.log");
+    let guest_started = Instant::now();
+    boot(run, &kernel, &initrd, &out_img, &scratch_img, &console)?;
+    let guest_elapsed = guest_started.elapsed();
+
+    let console_text = fs::read(&console)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let extracted = cmd::output(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&out_img)
+            .arg("-C")
+            .arg(out),
+    );
+    if let Some(line) = console_text.lines().find(|l| l.contains("LAB: FAIL:")) {
+        bail!(
+            "lab {}: the guest failed: {} (console: {})",
+            run.kernel,
+            line.trim().trim_start_matches("LAB: FAIL:").trim(),
+            console.display()
+        );
+    }
+    if let Some(line) = console_text.lines().find(|l| l.contains("Kernel panic")) {
+        bail!(
+            "lab {}: guest kernel panicked: {} (console: {})",
+            run.kernel,
+            line.trim(),
+            console.display()
+        );
+    }
+    if let Err(err) = extracted {
+        bail!(
+            "lab {}: no results on the out disk ({err}); console tail: {}",
+            run.kernel,
+            console_tail(&console_text)
+        );
+    }
+    if !console_text.contains("LAB: done") {
+        bail!(
+            "lab {}: the guest did not finish; console tail: {}",
+            run.kernel,
+            console_tail(&console_text)
+        );
+    }
+
+    let release = fs::read_to_string(out.join("uname.txt"))
+        .ok()
+        .and_then(|u| u.split_whitespace().nth(2).map(str::to_owned))
+        .unwrap_or_else(|| kernel.release.clone());
+    let scenarios = run
+        .scenarios
+        .iter()
+        .map(|name| read_outcome(&out.join(name), name))
+        .collect();
+    let image = kernel.packages.first();
+    let result = LabResult {
+        kernel: run.kernel,
+        release,
+        package: image.map(|p| p.name.clone()).unwrap_or_default(),
+        package_version: image.map(|p| p.version.clone()).unwrap_or_default(),
+        meta_version: kernel.version.clone(),
+        scenarios,
+        elapsed: started.elapsed(),
+        guest_elapsed,
+        out_dir: out.to_path_buf(),
+    };
+    fs::remove_dir_all(&work).with_context(|| format!("remove {}", work.display()))?;
+    let json = serde_json::to_string_pretty(&result).context("encode lab.json")?;
+    fs::write(out.join("lab.json"), json + "\n")
+        .with_context(|| format!("write {}/lab.json", out.display()))?;
+    Ok(result)
+}
+
+/// Makes `out` an empty folder. A folder that holds anything but an earlier
+/// lab run (recognised by `lab.json` or `.lab`) is refused.
+fn prepare_out_dir(out: &Path) -> Result<()> {
+    if out.exists() {
+        let mut entries = fs::read_dir(out)
+            .with_context(|| format!("read {}", out.display()))?
+            .filter_map(|e| e.ok())
+            .peekable();
+        if entries.peek().is_some() {
+            if !out.join("lab.json").is_file() && !out.join(".lab").is_dir() {
+                bail!(
+                    "{} is not empty and holds no earlier lab run; give an empty or new folder",
+                    out.display()
+                );
+            }
+            for entry in entries {
+                let path = entry.path();
+                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                removed.with_context(|| format!("remove {}", path.display()))?;
+            }
+        }
+    }
+    fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))
+}
+
+fn sparse_file(path: &Path, size: u64) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
+    file.set_len(size)
+        .with_context(|| format!("size {} to {size} bytes", path.display()))
+}
+
+/// The last console lines, without terminal escape sequences.
+fn console_tail(text: &str) -> String {
+    cmd::tail(strip_escapes(text).as_bytes(), 8)
+}
+
+/// `text` without ANSI/VT escape sequences (SeaBIOS clears the screen).
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters, then one final byte in @..~.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
+}
+
+/// Runs qemu until the guest powers off, writing its console to `console`.
+fn boot(
+    run: &LabRun,
+    kernel: &KernelInfo,
+    initrd: &Path,
+    out_img: &Path,
+    scratch_img: &Path,
+    console: &Path,
+) -> Result<()> {
+    let drive = |img: &Path| {
+        let mut arg = std::ffi::OsString::from("file=");
+        arg.push(img.as_os_str());
+        arg.push(",if=virtio,format=raw");
+        arg
+    };
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", run.accel.qemu_name()])
+        .args(["-m", "2048", "-smp", "2", "-cpu", "max"])
+        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .arg("-kernel")
+        .arg(kernel.vmlinuz_path())
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", KERNEL_CMDLINE])
+        .arg("-drive")
+        .arg(drive(out_img))
+        .arg("-drive")
+        .arg(drive(scratch_img))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    println!(
+        "lab {}: booting {} under qemu ({}), console in {}",
+        run.kernel,
+        kernel.release,
+        run.accel.qemu_name(),
+        console.display()
+    );
+    let described = cmd::describe(&qemu);
+    let mut child = qemu
+        .spawn()
+        .with_context(|| format!("cannot start `{described}`"))?;
+
+    let log = File::create(console).with_context(|| format!("create {}", console.display()))?;
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let stderr = child.stderr.take().context("qemu stderr")?;
+    let verbose = run.verbose;
+    let label = run.kernel.name();
+    let pump = thread::spawn(move || pump_console(stdout, log, verbose, label));
+    let err_pump = thread::spawn(move || {
+        let mut text = String::new();
+        let mut stderr = stderr;
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(run.timeout_secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().context("wait for qemu")? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            kill(&mut child);
+            let _ = pump.join();
+            let text = fs::read(console)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            bail!(
+                "lab {}: guest still running after {} s, killed qemu; console tail: {}",
+                run.kernel,
+                run.timeout_secs,
+                console_tail(&text)
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let _ = pump.join();
+    let qemu_stderr = err_pump.join().unwrap_or_default();
+    if !status.success() {
+        bail!(
+            "`qemu-system-x86_64` failed with {status}: {}",
+            cmd::tail(qemu_stderr.as_bytes(), 4)
+        );
+    }
+    Ok(())
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Copies the console to the log; echoes everything (verbose) or only the
+/// `LAB:` marker lines.
+fn pump_console(mut from: impl Read, mut log: File, verbose: bool, label: &str) {
+    let mut buf = [0u8; 8192];
+    let mut line = Vec::new();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let _ = log.write_all(&buf[..n]);
+        if verbose {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&buf[..n]);
+            let _ = out.flush();
+            continue;
+        }
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end();
+                if let Some(pos) = text.find("LAB: ") {
+                    println!("  [{label}] {}", &text[pos..]);
+                }
+                line.clear();
+            } else {
+                line.push(b);
+            }
+        }
+    }
+    let _ = log.flush();
+}
+
+fn read_rc(path: &Path) -> (Option<i32>, Option<String>) {
+    let Ok(text) = fs::read_to_string(path) else {
+        return (None, None);
+    };
+    let mut lines = text.lines();
+    let rc = lines.next().and_then(|l| l.trim().parse().ok());
+    let note = lines
+        .filter_map(|l| l.strip_prefix("note: "))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    (rc, (!note.is_empty()).then(|| note.join("; ")))
+}
+
+fn read_outcome(dir: &Path, name: &str) -> ScenarioOutcome {
+    let (probes_rc, _) = read_rc(&dir.parent().unwrap_or(dir).join("probes.rc"));
+    let (refwatch_rc, refwatch_note) = read_rc(&dir.join("refwatch.rc"));
+    let (workload_rc, _) = read_rc(&dir.join("workload.rc"));
+    ScenarioOutcome {
+        name: name.to_owned(),
+        probes_rc,
+        refwatch_rc,
+        refwatch_note,
+        workload_rc,
+    }
+}
+
+/// The guest's `/init`.
+fn init_script(run: &LabRun, module_paths: &[String]) -> String {
+    let mut s = String::new();
+    s.push_str(
+        r#"#!/bin/sh
+# refwatch lab guest init (generated by cargo xtask lab)
+export PATH=/bin:/sbin
+say() { echo "LAB: $*"; }
+up() { cut -d' ' -f1 /proc/uptime; }
+finish() {
+    dmesg > /out/dmesg.txt 2>&1
+    uname -a > /out/uname.txt 2>&1
+    cat /proc/mounts > /out/mounts.txt 2>&1
+    if [ -b /dev/vda ]; then
+        tar -cf /dev/vda -C /out . || say "FAIL: tar to /dev/vda (exit $?)"
+    else
+        say "FAIL: no /dev/vda for the results"
+    fi
+    sync
+    say "done"
+    poweroff -f
+    sleep 10
+}
+fail() {
+    say "FAIL: $*"
+    echo "$*" > /out/lab-error.txt
+    finish
+}
+# wait_for TEST-ARGS... : up to 10 s for a condition
+wait_for() {
+    n=0
+    while ! test "$@"; do
+        n=$((n + 1))
+        [ $n -gt 100 ] && return 1
+        usleep 100000
+    done
+    return 0
+}
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /out /tmp /mnt/dax
+say "init started, uptime $(up) s, kernel $(uname -r)"
+mount -t tracefs tracefs /sys/kernel/tracing || say "warning: cannot mount tracefs"
+mount -t debugfs debugfs /sys/kernel/debug || say "warning: cannot mount debugfs"
+mount -t bpf bpf /sys/fs/bpf || say "warning: cannot mount bpffs"
+
+"#,
+    );
+    for path in module_paths {
+        s.push_str(&format!(
+            "insmod {path} || fail \"insmod {path} (exit $?)\"\n"
+        ));
+    }
+    s.push_str(&format!(
+        r#"say "modules loaded (uptime $(up) s)"
+
+wait_for -b /dev/vda || fail "/dev/vda (out disk) did not appear"
+wait_for -b /dev/vdb || fail "/dev/vdb (scratch disk) did not appear"
+[ "$(cat /sys/block/vda/size)" = "{out_sectors}" ] || fail "/dev/vda is not the {out_mib} MiB out disk ($(cat /sys/block/vda/size) sectors)"
+[ "$(cat /sys/block/vdb/size)" = "{scratch_sectors}" ] || fail "/dev/vdb is not the {scratch_mib} MiB scratch disk ($(cat /sys/block/vdb/size) sectors)"
+wait_for -b /dev/pmem0 || fail "/dev/pmem0 did not appear (memmap=256M!1G, nd_e820, nd_pmem)"
+{mke2fs} -q -t ext4 -b 4096 -F /dev/pmem0 > /out/mke2fs.txt 2>&1 || fail "mke2fs /dev/pmem0 (exit $?): $(tail -n 2 /out/mke2fs.txt)"
+mount -t ext4 -o dax /dev/pmem0 /mnt/dax || fail "mount -o dax /dev/pmem0 (exit $?): $(dmesg | tail -n 2)"
+opts=$(awk '$2 == "/mnt/dax" {{ print $4 }}' /proc/mounts)
+case ",$opts," in
+    *,dax,*|*,dax=always,*) ;;
+    *) fail "ext4 on /dev/pmem0 is mounted without DAX (options: $opts)" ;;
+esac
+if [ -e /sys/block/pmem0/queue/dax ] && [ "$(cat /sys/block/pmem0/queue/dax)" != 1 ]; then
+    fail "/dev/pmem0 does not support DAX (queue/dax = $(cat /sys/block/pmem0/queue/dax))"
+fi
+say "fs-dax ready: /dev/pmem0 on /mnt/dax ($opts)"
+
+run_scenario() {{
+    S=$1
+    D=/out/$S
+    mkdir -p $D
+    say "scenario $S start (uptime $(up) s)"
+    {refwatch} &
+    RW=$!
+    note=""
+    n=0
+    while [ ! -e $D/ready ]; do
+        if ! kill -0 $RW 2>/dev/null; then
+            note="exited before ready"
+            break
+        fi
+        n=$((n + 1))
+        if [ $n -gt {ready_ticks} ]; then
+            note="not ready after {ready_secs} s"
+            break
+        fi
+        usleep 100000
+    done
+    if [ -n "$note" ]; then
+        say "scenario $S: refwatch $note (uptime $(up) s)"
+    else
+        say "scenario $S: refwatch ready (uptime $(up) s)"
+    fi
+    if [ "$note" = "exited before ready" ]; then
+        wait $RW
+        echo $? > $D/refwatch.rc
+        echo "note: $note" >> $D/refwatch.rc
+        RW=""
+    fi
+    workload $S --dir /mnt/dax --pages {pages} --hold-secs {hold} --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
+    WL=$!
+    # During a hold, keep a copy of the recording as it stands then (it is
+    # flushed every second), for `refwatch report --fail-on-stuck`.
+    n=0
+    while kill -0 $WL 2>/dev/null; do
+        if [ -e $D/recording ] && grep -q "^workload: hold_start " $D/workload.out; then
+            sleep {snap}
+            cp $D/recording $D/recording.during-hold
+            say "scenario $S: recording copied during the hold (uptime $(up) s)"
+            break
+        fi
+        n=$((n + 1))
+        [ $n -gt 1200 ] && break
+        usleep 50000
+    done
+    wait $WL
+    wrc=$?
+    echo $wrc > $D/workload.rc
+    sleep 1
+    if [ -n "$RW" ]; then
+        kill -INT $RW 2>/dev/null
+        n=0
+        while kill -0 $RW 2>/dev/null; do
+            n=$((n + 1))
+            if [ $n -gt {stop_ticks} ]; then
+                kill -KILL $RW 2>/dev/null
+                note="${{note:+$note; }}SIGKILL after {stop_secs} s"
+                break
+            fi
+            usleep 100000
+        done
+        wait $RW
+        echo $? > $D/refwatch.rc
+        [ -n "$note" ] && echo "note: $note" >> $D/refwatch.rc
+    fi
+    say "scenario $S end: workload rc $wrc, refwatch rc $(head -n 1 $D/refwatch.rc) (uptime $(up) s)"
+}}
+
+"#,
+        out_sectors = OUT_DISK_BYTES / 512,
+        out_mib = OUT_DISK_BYTES >> 20,
+        scratch_sectors = SCRATCH_DISK_BYTES / 512,
+        scratch_mib = SCRATCH_DISK_BYTES >> 20,
+        mke2fs = initramfs::MKE2FS,
+        refwatch = refwatch_cmd("$D"),
+        ready_ticks = u64::from(run.ready_secs) * 10,
+        ready_secs = run.ready_secs,
+        pages = run.pages,
+        hold = run.hold_secs,
+        stop_ticks = u64::from(STOP_SECS) * 10,
+        snap = DETECTOR_SECS + 1,
+        stop_secs = STOP_SECS,
+    ));
+    s.push_str("refwatch probes > /out/probes.txt 2>&1\necho $? > /out/probes.rc\nsay \"probes done (uptime $(up) s)\"\n");
+    for scenario in &run.scenarios {
+        s.push_str(&format!("run_scenario {scenario}\n"));
+    }
+    s.push_str("say \"all scenarios finished\"\nfinish\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refwatch_records_into_the_scenario_folder() {
+        let c = refwatch_cmd("/out/dax-hold");
+        assert!(
+            c.starts_with("refwatch record -o /out/dax-hold/recording "),
+            "{c}"
+        );
+        for part in [
+            "--jsonl /out/dax-hold/events.jsonl",
+            "--ready-file /out/dax-hold/ready",
+            "--held-secs 1",
+            "> /out/dax-hold/refwatch.out 2>&1",
+        ] {
+            assert!(c.contains(part), "{part} missing from {c}");
+        }
+    }
+
+    #[test]
+    fn init_runs_each_scenario_once() {
+        let run = LabRun::new(KernelId::Debian6_1, &["dax-hold", "dax-splice"]);
+        let init = init_script(&run, &["/lib/modules/ext4.ko".to_owned()]);
+        assert!(init.starts_with("#!/bin/sh\n"));
+        assert!(init.contains("insmod /lib/modules/ext4.ko ||"));
+        assert_eq!(init.matches("\nrun_scenario dax-hold\n").count(), 1);
+        assert_eq!(init.matches("\nrun_scenario dax-splice\n").count(), 1);
+        assert!(init.contains("--pages 16 --hold-secs 3"));
+        assert_eq!(
+            init.matches("refwatch probes >").count(),
+            1,
+            "probes once per boot"
+        );
+        assert_eq!(init.matches("recording.during-hold").count(), 1);
+    }
+
+    #[test]
+    fn escapes_are_stripped() {
+        assert_eq!(
+            strip_escapes("\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS\nLAB: x"),
+            "SeaBIOS\nLAB: x"
+        );
+    }
+
+    #[test]
+    fn scenario_names_are_checked() {
+        for s in SCENARIOS {
+            assert!(parse_scenario(s).is_ok());
+        }
+        assert!(parse_scenario("dax-nope").is_err());
+    }
+
+    #[test]
+    fn rc_files_parse() {
+        let dir = std::env::temp_dir().join(format!("xtask-lab-rc-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("scratch dir");
+        fs::write(dir.join("a"), "130\nnote: SIGKILL after 30 s\n").expect("write");
+        fs::write(dir.join("b"), "0\n").expect("write");
+        assert_eq!(
+            read_rc(&dir.join("a")),
+            (Some(130), Some("SIGKILL after 30 s".to_owned()))
+        );
+        assert_eq!(read_rc(&dir.join("b")), (Some(0), None));
+        assert_eq!(read_rc(&dir.join("missing")), (None, None));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

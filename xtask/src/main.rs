@@ -1,0 +1,211 @@
+//! refwatch's task runner: machine setup, Debian kernels, and the lab VM.
+//!
+//! Run it as `cargo xtask <command>`; `cargo xtask --help` lists the commands.
+
+mod checks;
+mod cmd;
+mod cpio;
+mod initramfs;
+mod kernels;
+mod lab;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::kernels::KernelId;
+use crate::lab::{Accel, LabRun};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    about = "refwatch's setup, lab VM, tests and benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what this machine lacks: Debian packages, rust-src, bpf-linker.
+    Setup,
+    /// Fetch the Debian kernels into the cache (once) and list them.
+    Kernels(KernelsArgs),
+    /// Boot a kernel in qemu and run workload scenarios under refwatch.
+    Lab(LabArgs),
+    /// Run every test: fmt, clippy, unit tests and the lab matrix.
+    Test(TestArgs),
+    /// Run the demo (not yet available).
+    Demo(PendingArgs),
+    /// Run the benchmarks (not yet available).
+    Bench(PendingArgs),
+}
+
+#[derive(Args)]
+struct KernelsArgs {
+    /// Ask the archive for the newest upload and replace the cached kernel when it moved.
+    #[arg(long)]
+    refresh: bool,
+    /// Only this kernel (default: all).
+    #[arg(long, value_enum)]
+    kernel: Option<KernelId>,
+}
+
+#[derive(Args)]
+struct LabArgs {
+    /// Kernel to boot.
+    #[arg(long, value_enum)]
+    kernel: KernelId,
+    /// Scenarios to run, comma separated, in order.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = lab::parse_scenario)]
+    scenario: Vec<String>,
+    /// Pages the workload maps per scenario.
+    #[arg(long, default_value_t = lab::DEFAULT_PAGES)]
+    pages: u32,
+    /// Seconds the workload holds its references.
+    #[arg(long, default_value_t = lab::DEFAULT_HOLD_SECS)]
+    hold_secs: u32,
+    /// qemu accelerator (KVM hangs on some hosts).
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    accel: Accel,
+    /// Kill the guest after this many seconds.
+    #[arg(long, default_value_t = lab::DEFAULT_TIMEOUT_SECS)]
+    timeout_secs: u64,
+    /// Seconds the guest waits for refwatch's ready file.
+    #[arg(long, default_value_t = lab::DEFAULT_READY_SECS)]
+    ready_secs: u32,
+    /// Use this static refwatch binary instead of building it.
+    #[arg(long)]
+    refwatch_bin: Option<PathBuf>,
+    /// Use this static workload binary instead of building it.
+    #[arg(long)]
+    workload_bin: Option<PathBuf>,
+    /// Also stream the guest console to the terminal.
+    #[arg(long)]
+    verbose: bool,
+    /// Results folder (replaced if it holds an earlier lab run).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Skip fmt and clippy.
+    #[arg(long)]
+    no_static: bool,
+    /// Skip the unit tests.
+    #[arg(long)]
+    no_unit: bool,
+    /// Skip the lab matrix.
+    #[arg(long)]
+    no_lab: bool,
+    /// Only the lab matrix.
+    #[arg(long, conflicts_with_all = ["no_lab"])]
+    lab_only: bool,
+    /// Lab kernels (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    kernel: Vec<KernelId>,
+    /// Where lab results go.
+    #[arg(long, default_value = "target/lab")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct PendingArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    if !matches!(command, Command::Setup) {
+        setup::ensure(false)?;
+    }
+    match command {
+        Command::Setup => setup::ensure(true)?,
+        Command::Kernels(args) => kernels_command(&args)?,
+        Command::Lab(args) => lab_command(args)?,
+        Command::Test(args) => {
+            let opts = test::TestOptions {
+                static_checks: !args.no_static && !args.lab_only,
+                unit: !args.no_unit && !args.lab_only,
+                lab: !args.no_lab,
+                kernels: if args.kernel.is_empty() {
+                    KernelId::ALL.to_vec()
+                } else {
+                    args.kernel
+                },
+                out: test::workspace_root().join(&args.out),
+            };
+            return test::run(&opts);
+        }
+        Command::Demo(_) => return Ok(pending("demo")),
+        Command::Bench(_) => return Ok(pending("bench")),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pending(name: &str) -> ExitCode {
+    eprintln!("cargo xtask {name}: not yet available");
+    ExitCode::FAILURE
+}
+
+fn kernels_command(args: &KernelsArgs) -> anyhow::Result<()> {
+    let ids: Vec<KernelId> = match args.kernel {
+        Some(id) => vec![id],
+        None => KernelId::ALL.to_vec(),
+    };
+    let mut infos = Vec::new();
+    for id in ids {
+        let info = if args.refresh {
+            kernels::refresh(id)?
+        } else {
+            kernels::ensure(id)?
+        };
+        infos.push(info);
+    }
+    println!();
+    println!(
+        "{:<14} {:<10} {:<24} package version",
+        "kernel", "suite", "release"
+    );
+    for info in &infos {
+        println!(
+            "{:<14} {:<10} {:<24} {}",
+            info.id, info.suite, info.release, info.version
+        );
+    }
+    Ok(())
+}
+
+fn lab_command(args: LabArgs) -> anyhow::Result<()> {
+    let run = LabRun {
+        kernel: args.kernel,
+        scenarios: args.scenario,
+        pages: args.pages,
+        hold_secs: args.hold_secs,
+        accel: args.accel,
+        timeout_secs: args.timeout_secs,
+        ready_secs: args.ready_secs,
+        refwatch_bin: args.refwatch_bin,
+        workload_bin: args.workload_bin,
+        verbose: args.verbose,
+    };
+    let result = lab::run(&run, &args.out)?;
+    println!("{}", result.summary());
+    Ok(())
+}

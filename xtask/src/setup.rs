@@ -1,0 +1,254 @@
+//! `cargo xtask setup`: installs what a fresh Debian 12 machine lacks.
+//!
+//! Idempotent; when everything is present it runs no apt and no cargo
+//! install, only a few quick queries.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd;
+
+/// Debian packages the lab needs on the host.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "kmod",
+    "e2fsprogs",
+    "xz-utils",
+    "zstd",
+];
+
+/// The bpf-linker feature matching the nightly toolchain's LLVM major version.
+const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
+
+/// The cache folder: `$REFWATCH_CACHE`, else `$HOME/.cache/refwatch`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("REFWATCH_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".cache").join("refwatch"),
+        None => std::env::temp_dir().join("refwatch-cache"),
+    }
+}
+
+fn bpf_linker_root() -> PathBuf {
+    cache_dir().join("bpf-linker")
+}
+
+fn llvm_prefix() -> PathBuf {
+    cache_dir().join("llvm-nightly")
+}
+
+/// PATH with the cached bpf-linker first, for cargo builds of the eBPF crate.
+pub fn env_path() -> OsString {
+    let mut dirs = vec![bpf_linker_root().join("bin")];
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).unwrap_or_else(|_| std::env::var_os("PATH").unwrap_or_default())
+}
+
+/// Makes sure everything is installed. `verbose` reports each item.
+pub fn ensure(verbose: bool) -> Result<()> {
+    let started = Instant::now();
+    let cache = cache_dir();
+    fs::create_dir_all(&cache).with_context(|| format!("create {}", cache.display()))?;
+
+    let mut changed = false;
+    changed |= ensure_debian_packages(verbose)?;
+    changed |= ensure_rust_src(verbose)?;
+    changed |= ensure_bpf_linker(verbose)?;
+
+    if verbose || changed {
+        println!(
+            "setup: {} ({:.1} s, cache {})",
+            if changed {
+                "done"
+            } else {
+                "everything present"
+            },
+            started.elapsed().as_secs_f64(),
+            cache.display()
+        );
+    }
+    Ok(())
+}
+
+fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|out| {
+            out.status.success() && String::from_utf8_lossy(&out.stdout).ends_with(" installed")
+        })
+        .unwrap_or(false)
+}
+
+fn ensure_debian_packages(verbose: bool) -> Result<bool> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
+    if missing.is_empty() {
+        if verbose {
+            println!(
+                "setup: Debian packages present: {}",
+                DEBIAN_PACKAGES.join(" ")
+            );
+        }
+        return Ok(false);
+    }
+    println!("setup: installing Debian packages: {}", missing.join(" "));
+    cmd::streamed(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    cmd::streamed(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let still: Vec<&str> = missing.into_iter().filter(|p| !is_installed(p)).collect();
+    if !still.is_empty() {
+        bail!("apt-get install left packages missing: {}", still.join(" "));
+    }
+    Ok(true)
+}
+
+fn nightly_installed() -> bool {
+    Command::new("rustup")
+        .args(["run", "nightly", "rustc", "-V"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn ensure_rust_src(verbose: bool) -> Result<bool> {
+    let mut changed = false;
+    if !nightly_installed() {
+        println!("setup: installing the nightly Rust toolchain");
+        cmd::streamed(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+        changed = true;
+    }
+    let installed = cmd::stdout(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if installed.lines().any(|l| l.trim() == "rust-src") {
+        if verbose {
+            println!("setup: rust-src present for nightly");
+        }
+        return Ok(changed);
+    }
+    println!("setup: adding rust-src to the nightly toolchain");
+    cmd::streamed(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))?;
+    Ok(true)
+}
+
+/// The nightly toolchain's own LLVM shared library (`lib/libLLVM.so.<ver>-rust-…`).
+fn nightly_libllvm() -> Result<PathBuf> {
+    let sysroot = cmd::stdout(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let entries = fs::read_dir(&lib).with_context(|| format!("read {}", lib.display()))?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib.display()))
+}
+
+fn ensure_bpf_linker(verbose: bool) -> Result<bool> {
+    let root = bpf_linker_root();
+    let binary = root.join("bin").join("bpf-linker");
+    let stamp = root.join("nightly-version");
+    let link = llvm_prefix().join("lib").join("libLLVM.so");
+
+    let nightly = cmd::stdout(Command::new("rustc").args(["+nightly", "-V"]))?
+        .trim()
+        .to_owned();
+    let libllvm = nightly_libllvm()?;
+
+    let link_ok = fs::read_link(&link).is_ok_and(|target| target == libllvm) && libllvm.is_file();
+    let stamp_text = fs::read_to_string(&stamp).ok();
+    let stamp_ok = match &stamp_text {
+        Some(text) => text.trim() == nightly,
+        // A linker built before stamps existed: adopt it when its LLVM link still holds.
+        None => true,
+    };
+    if binary.is_file() && link_ok && stamp_ok {
+        if stamp_text.is_none() {
+            fs::write(&stamp, format!("{nightly}\n"))
+                .with_context(|| format!("write {}", stamp.display()))?;
+        }
+        if verbose {
+            println!("setup: bpf-linker present ({nightly})");
+        }
+        return Ok(false);
+    }
+
+    println!("setup: building bpf-linker against {nightly} (about a minute)");
+    let lib_dir = llvm_prefix().join("lib");
+    fs::create_dir_all(&lib_dir).with_context(|| format!("create {}", lib_dir.display()))?;
+    if fs::symlink_metadata(&link).is_ok() {
+        fs::remove_file(&link).with_context(|| format!("remove {}", link.display()))?;
+    }
+    std::os::unix::fs::symlink(&libllvm, &link)
+        .with_context(|| format!("symlink {} -> {}", link.display(), libllvm.display()))?;
+    cmd::streamed(
+        Command::new("cargo")
+            .args([
+                "+nightly",
+                "install",
+                "bpf-linker",
+                "--force",
+                "--no-default-features",
+                "--features",
+                BPF_LINKER_LLVM_FEATURE,
+                "--root",
+            ])
+            .arg(&root)
+            .env("LLVM_PREFIX", llvm_prefix()),
+    )?;
+    if !binary.is_file() {
+        bail!(
+            "cargo install bpf-linker finished but {} is missing",
+            binary.display()
+        );
+    }
+    fs::write(&stamp, format!("{nightly}\n"))
+        .with_context(|| format!("write {}", stamp.display()))?;
+    Ok(true)
+}
