@@ -15,6 +15,8 @@ pub const DEFAULT_HISTORY: usize = 256;
 pub const DEFAULT_MAX_PFNS: usize = 1 << 20;
 /// GUP's pin bias on small folios.
 pub const PIN_BIAS: i32 = 1024;
+/// Event time after which [`Tracker::apply`] runs the time-based detectors.
+const ADVANCE_EVERY_NS: u64 = 50_000_000;
 /// Events kept in an episode when no holder is known.
 const LAST_EVENTS: usize = 5;
 
@@ -211,6 +213,7 @@ pub struct Tracker {
     events: u64,
     evicted: u64,
     now_ns: u64,
+    last_advance_ns: u64,
 }
 
 impl Tracker {
@@ -226,6 +229,7 @@ impl Tracker {
             events: 0,
             evicted: 0,
             now_ns: 0,
+            last_advance_ns: 0,
         }
     }
 
@@ -236,7 +240,7 @@ impl Tracker {
         if !self.pages.contains_key(&ev.pfn) && self.pages.len() >= self.max_pfns {
             self.evict();
         }
-        let rules = self.rules.clone();
+        let rules = &self.rules;
         let history_cap = self.history_cap;
         let page = self.pages.entry(ev.pfn).or_insert_with(|| Page {
             pfn: ev.pfn,
@@ -363,12 +367,17 @@ impl Tracker {
             self.open(pfn, d, start, reason);
         }
         self.refresh_holders(pfn);
-        self.advance(ev.ts_ns);
+        // The time-based detectors walk every referenced page: run them when
+        // event time has moved on enough, and on every tick (`advance`).
+        if ev.ts_ns >= self.last_advance_ns.saturating_add(ADVANCE_EVERY_NS) {
+            self.advance(ev.ts_ns);
+        }
     }
 
     /// Runs the time-based detectors at `now_ns` (monotonic, like event times).
     pub fn advance(&mut self, now_ns: u64) {
         self.now_ns = self.now_ns.max(now_ns);
+        self.last_advance_ns = self.now_ns;
         let now = self.now_ns;
         let th = self.thresholds;
         let mut to_open = Vec::new();

@@ -1,6 +1,7 @@
 //! Kernels for the lab VM: Debian's packaged kernels, fetched once into the
 //! cache with a private apt configuration (the machine's apt sources are
-//! never changed) and reused until `cargo xtask kernels --refresh`.
+//! never changed) and reused until `cargo xtask kernels --refresh`, and
+//! kernels built here from Debian's source package (see [`crate::kbuild`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -32,6 +33,11 @@ pub enum KernelId {
     #[value(name = "debian-7.2")]
     #[serde(rename = "debian-7.2")]
     Debian7_2,
+    /// Linux 7.2 built here from sid's `linux-source-7.2` with TEST_HMM
+    /// (device-private memory), everything built in.
+    #[value(name = "hmm-7.2")]
+    #[serde(rename = "hmm-7.2")]
+    Hmm7_2,
 }
 
 /// Where a kernel comes from. A self-built kernel (e.g. one with TEST_HMM)
@@ -40,13 +46,29 @@ pub enum KernelId {
 pub enum KernelSource {
     /// `linux-image-amd64` from a Debian suite.
     Debian { suite: &'static str },
+    /// Built by `cargo xtask kernel` from `package` (a `linux-source-*`
+    /// package of `suite`), `make tinyconfig` and the fragment
+    /// `xtask/kernel/<id>.config`; no modules.
+    Built {
+        suite: &'static str,
+        package: &'static str,
+    },
 }
 
 impl KernelId {
+    /// The Debian kernels: the default test matrix.
     pub const ALL: [KernelId; 3] = [
         KernelId::Debian6_1,
         KernelId::Debian6_12,
         KernelId::Debian7_2,
+    ];
+
+    /// Every kernel the lab can boot, self-built ones included.
+    pub const LAB: [KernelId; 4] = [
+        KernelId::Debian6_1,
+        KernelId::Debian6_12,
+        KernelId::Debian7_2,
+        KernelId::Hmm7_2,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +76,7 @@ impl KernelId {
             KernelId::Debian6_1 => "debian-6.1",
             KernelId::Debian6_12 => "debian-6.12",
             KernelId::Debian7_2 => "debian-7.2",
+            KernelId::Hmm7_2 => "hmm-7.2",
         }
     }
 
@@ -62,7 +85,16 @@ impl KernelId {
             KernelId::Debian6_1 => KernelSource::Debian { suite: "bookworm" },
             KernelId::Debian6_12 => KernelSource::Debian { suite: "trixie" },
             KernelId::Debian7_2 => KernelSource::Debian { suite: "sid" },
+            KernelId::Hmm7_2 => KernelSource::Built {
+                suite: "sid",
+                package: "linux-source-7.2",
+            },
         }
+    }
+
+    /// True when the kernel has the HMM test driver (`/dev/hmm_dmirror*`).
+    pub fn has_test_hmm(self) -> bool {
+        matches!(self, KernelId::Hmm7_2)
     }
 }
 
@@ -76,11 +108,11 @@ impl std::str::FromStr for KernelId {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        KernelId::ALL
+        KernelId::LAB
             .into_iter()
             .find(|k| k.name() == s)
             .with_context(|| {
-                let names: Vec<&str> = KernelId::ALL.iter().map(|k| k.name()).collect();
+                let names: Vec<&str> = KernelId::LAB.iter().map(|k| k.name()).collect();
                 format!("unknown kernel `{s}` (known: {})", names.join(", "))
             })
     }
@@ -99,17 +131,24 @@ pub struct Package {
 pub struct KernelInfo {
     pub id: KernelId,
     pub suite: String,
-    /// Version of the `linux-image-amd64` meta package that was resolved.
+    /// Version of the `linux-image-amd64` meta package that was resolved
+    /// (for a self-built kernel: of its source package).
     pub version: String,
-    /// The packages extracted, image first.
+    /// The packages extracted, image first (for a self-built kernel: the
+    /// source package).
     pub packages: Vec<Package>,
     /// `uname -r` of the kernel (the `lib/modules` folder name).
     pub release: String,
     pub vmlinuz: PathBuf,
-    pub modules_dir: PathBuf,
+    /// `None` for a kernel without modules (everything built in).
+    #[serde(default)]
+    pub modules_dir: Option<PathBuf>,
     pub config: Option<PathBuf>,
-    /// Seconds since the epoch when it was fetched.
+    /// Seconds since the epoch when it was fetched (or built).
     pub fetched_at: u64,
+    /// A self-built kernel's build: fragment digest, build time, etc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<crate::kbuild::BuildInfo>,
     #[serde(skip)]
     pub dir: PathBuf,
 }
@@ -119,8 +158,8 @@ impl KernelInfo {
         self.dir.join(&self.vmlinuz)
     }
 
-    pub fn modules_path(&self) -> PathBuf {
-        self.dir.join(&self.modules_dir)
+    pub fn modules_path(&self) -> Option<PathBuf> {
+        self.modules_dir.as_ref().map(|m| self.dir.join(m))
     }
 
     #[allow(dead_code, reason = "for callers that check kernel options")]
@@ -130,6 +169,21 @@ impl KernelInfo {
 
     /// One line naming the kernel and its package version.
     pub fn describe(&self) -> String {
+        if let Some(build) = &self.build {
+            return format!(
+                "{} = {} built from {} {} ({}) with {}, fragment sha256 {}",
+                self.id,
+                self.release,
+                self.packages
+                    .first()
+                    .map(|p| p.name.as_str())
+                    .unwrap_or("?"),
+                self.version,
+                self.suite,
+                build.fragment,
+                build.fragment_digest
+            );
+        }
         format!(
             "{} = {} {} (linux-image-amd64 {}, {})",
             self.id,
@@ -148,8 +202,14 @@ impl KernelInfo {
 
     /// Resolves `wanted` modules to files in load order (dependencies
     /// first), using modules.dep; built-in ones are reported, not loaded.
+    /// A kernel without modules has all of them built in.
     pub fn resolve_modules(&self, wanted: &[ModuleWant]) -> Result<ModulePlan> {
-        let dir = self.modules_path();
+        let Some(dir) = self.modules_path() else {
+            return Ok(ModulePlan {
+                builtin: wanted.iter().map(|w| normalize(w.name)).collect(),
+                ..ModulePlan::default()
+            });
+        };
         let dep_file = dir.join("modules.dep");
         let dep_text = fs::read_to_string(&dep_file)
             .with_context(|| format!("read {}", dep_file.display()))?;
@@ -264,23 +324,28 @@ pub fn module_name(path: &str) -> Option<String> {
     (!stem.is_empty()).then(|| normalize(stem))
 }
 
-fn kernels_dir() -> PathBuf {
+pub(crate) fn kernels_dir() -> PathBuf {
     setup::cache_dir().join("kernels")
 }
 
-fn kernel_dir(id: KernelId) -> PathBuf {
+pub(crate) fn kernel_dir(id: KernelId) -> PathBuf {
     kernels_dir().join(id.name())
 }
 
 /// The cached kernel, if a complete one is there.
 pub fn cached(id: KernelId) -> Option<KernelInfo> {
+    if let KernelSource::Built { .. } = id.source() {
+        return crate::kbuild::cached(id);
+    }
     let dir = kernel_dir(id);
     let text = fs::read_to_string(dir.join("kernel.json")).ok()?;
     let mut info: KernelInfo = serde_json::from_str(&text).ok()?;
     info.dir = dir;
     (info.id == id
         && info.vmlinuz_path().is_file()
-        && info.modules_path().join("modules.dep").is_file())
+        && info
+            .modules_path()
+            .is_some_and(|m| m.join("modules.dep").is_file()))
     .then_some(info)
 }
 
@@ -298,6 +363,7 @@ pub fn ensure(id: KernelId) -> Result<KernelInfo> {
             let packages = apt.resolve(suite)?;
             fetch(id, suite, &apt, packages)
         }
+        KernelSource::Built { suite, package } => crate::kbuild::build(id, suite, package, false),
     }
 }
 
@@ -320,6 +386,7 @@ pub fn refresh(id: KernelId) -> Result<KernelInfo> {
             }
             fetch(id, suite, &apt, resolved)
         }
+        KernelSource::Built { suite, package } => crate::kbuild::build(id, suite, package, true),
     }
 }
 
@@ -394,12 +461,13 @@ fn fetch(id: KernelId, suite: &str, apt: &Apt, resolved: Resolved) -> Result<Ker
         packages: resolved.packages,
         release,
         vmlinuz: vmlinuz_rel,
-        modules_dir: modules_rel,
+        modules_dir: Some(modules_rel),
         config: config_rel,
         fetched_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        build: None,
         dir: PathBuf::new(),
     };
     let json = serde_json::to_string_pretty(&info).context("encode kernel.json")?;
@@ -445,12 +513,12 @@ fn find_release(root: &Path) -> Result<String> {
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
 /// apt with a private configuration under `<cache>/apt`.
-struct Apt {
+pub(crate) struct Apt {
     dir: PathBuf,
 }
 
 impl Apt {
-    fn new() -> Result<Apt> {
+    pub(crate) fn new() -> Result<Apt> {
         let dir = setup::cache_dir().join("apt");
         for sub in ["lists/partial", "cache/archives/partial"] {
             let path = dir.join(sub);
@@ -511,7 +579,7 @@ impl Apt {
     }
 
     /// `apt-get update` at most once per xtask run.
-    fn update_once(&self) -> Result<()> {
+    pub(crate) fn update_once(&self) -> Result<()> {
         if APT_UPDATED.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -530,7 +598,7 @@ impl Apt {
     }
 
     /// The version of `package` that `suite` has.
-    fn version_in(&self, package: &str, suite: &str) -> Result<String> {
+    pub(crate) fn version_in(&self, package: &str, suite: &str) -> Result<String> {
         let text = cmd::stdout(self.cache().args(["madison", package]))?;
         for line in text.lines() {
             let cols: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -547,7 +615,7 @@ impl Apt {
     }
 
     /// Names `package=version` depends on (Depends and PreDepends only).
-    fn depends(&self, package: &str, version: &str) -> Result<Vec<String>> {
+    pub(crate) fn depends(&self, package: &str, version: &str) -> Result<Vec<String>> {
         let text = cmd::stdout(
             self.cache()
                 .args(["depends", &format!("{package}={version}")]),
@@ -611,7 +679,7 @@ impl Apt {
         })
     }
 
-    fn download(&self, package: &Package, dest: &Path) -> Result<PathBuf> {
+    pub(crate) fn download(&self, package: &Package, dest: &Path) -> Result<PathBuf> {
         cmd::output(
             self.get()
                 .args([

@@ -5,7 +5,9 @@
 mod checks;
 mod cmd;
 mod cpio;
+mod demo;
 mod initramfs;
+mod kbuild;
 mod kernels;
 mod lab;
 mod setup;
@@ -35,12 +37,15 @@ enum Command {
     Setup,
     /// Fetch the Debian kernels into the cache (once) and list them.
     Kernels(KernelsArgs),
+    /// Build a lab kernel from Debian's kernel source (hmm-7.2: TEST_HMM,
+    /// device-private memory); a cached build takes seconds.
+    Kernel(KernelArgs),
     /// Boot a kernel in qemu and run workload scenarios under refwatch.
     Lab(LabArgs),
     /// Run every test: fmt, clippy, unit tests and the lab matrix.
     Test(TestArgs),
-    /// Run the demo (not yet available).
-    Demo(PendingArgs),
+    /// refwatch's main job in the lab VM: stuck fs-dax pages, their holder, the TUI.
+    Demo(DemoArgs),
     /// Run the benchmarks (not yet available).
     Bench(PendingArgs),
 }
@@ -53,6 +58,16 @@ struct KernelsArgs {
     /// Only this kernel (default: all).
     #[arg(long, value_enum)]
     kernel: Option<KernelId>,
+}
+
+#[derive(Args)]
+struct KernelArgs {
+    /// The kernel to build.
+    #[arg(long, value_enum, default_value_t = KernelId::Hmm7_2)]
+    kernel: KernelId,
+    /// Ask the archive for the newest source upload and rebuild when it moved.
+    #[arg(long)]
+    refresh: bool,
 }
 
 #[derive(Args)]
@@ -115,6 +130,19 @@ struct TestArgs {
 }
 
 #[derive(Args)]
+struct DemoArgs {
+    /// Kernel to boot.
+    #[arg(long, value_enum, default_value = "debian-6.12")]
+    kernel: KernelId,
+    /// Print only; do not open the TUI.
+    #[arg(long)]
+    no_tui: bool,
+    /// Where results go.
+    #[arg(long, default_value = "target/demo")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
 struct PendingArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     rest: Vec<String>,
@@ -138,6 +166,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Setup => setup::ensure(true)?,
         Command::Kernels(args) => kernels_command(&args)?,
+        Command::Kernel(args) => kernel_command(&args)?,
         Command::Lab(args) => lab_command(args)?,
         Command::Test(args) => {
             let opts = test::TestOptions {
@@ -153,7 +182,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             return test::run(&opts);
         }
-        Command::Demo(_) => return Ok(pending("demo")),
+        Command::Demo(args) => {
+            let out = test::workspace_root().join(&args.out);
+            return demo::run(args.kernel, &out, !args.no_tui);
+        }
         Command::Bench(_) => return Ok(pending("bench")),
     }
     Ok(ExitCode::SUCCESS)
@@ -189,6 +221,28 @@ fn kernels_command(args: &KernelsArgs) -> anyhow::Result<()> {
             info.id, info.suite, info.release, info.version
         );
     }
+    Ok(())
+}
+
+fn kernel_command(args: &KernelArgs) -> anyhow::Result<()> {
+    let kernels::KernelSource::Built { .. } = args.kernel.source() else {
+        anyhow::bail!(
+            "kernel {} is a Debian package, not built here (`cargo xtask kernels` fetches it)",
+            args.kernel
+        );
+    };
+    let started = std::time::Instant::now();
+    let info = if args.refresh {
+        kernels::refresh(args.kernel)?
+    } else {
+        kernels::ensure(args.kernel)?
+    };
+    println!("{}", kbuild::build_summary(&info));
+    println!(
+        "kernel {}: ready in {:.1} s",
+        args.kernel,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

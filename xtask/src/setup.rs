@@ -92,21 +92,28 @@ fn is_installed(package: &str) -> bool {
 }
 
 fn ensure_debian_packages(verbose: bool) -> Result<bool> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    let changed = install_missing(DEBIAN_PACKAGES, "setup")?;
+    if !changed && verbose {
+        println!(
+            "setup: Debian packages present: {}",
+            DEBIAN_PACKAGES.join(" ")
+        );
+    }
+    Ok(changed)
+}
+
+/// Installs those of `packages` that are not installed, from the machine's
+/// own apt sources; `who` prefixes the message. True when it installed any.
+pub fn install_missing(packages: &[&str], who: &str) -> Result<bool> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !is_installed(p))
         .collect();
     if missing.is_empty() {
-        if verbose {
-            println!(
-                "setup: Debian packages present: {}",
-                DEBIAN_PACKAGES.join(" ")
-            );
-        }
         return Ok(false);
     }
-    println!("setup: installing Debian packages: {}", missing.join(" "));
+    println!("{who}: installing Debian packages: {}", missing.join(" "));
     cmd::streamed(
         Command::new("apt-get")
             .args(["update", "-q"])
