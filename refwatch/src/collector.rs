@@ -77,6 +77,8 @@ struct Outputs<'a> {
 /// headless loop ([`run`]) and the TUI both drive it.
 pub struct Collector<'a> {
     ring: AsyncFd<RingBuf<MapData>>,
+    /// Kernel-side aya-log lines, forwarded into refwatch's own log.
+    klog: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
     counters: PerCpuArray<MapData, u64>,
     out: Outputs<'a>,
     pub tracker: Tracker,
@@ -102,6 +104,18 @@ impl<'a> Collector<'a> {
         // for as long as the `AsyncFd` owns the ring buffer.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow!("register the ring buffer with tokio: {e}"))?;
+        let klog = match aya_log::EbpfLogger::init(&mut loaded.ebpf) {
+            // SAFETY: the logger owns its ring buffer fd, open and unchanged
+            // for as long as the `AsyncFd` owns the logger.
+            Ok(l) => Some(
+                unsafe { AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }
+                    .map_err(|e| anyhow!("register the kernel log with tokio: {e}"))?,
+            ),
+            Err(e) => {
+                log::warn!("kernel-side log not available: {e}");
+                None
+            }
+        };
         let out = Outputs {
             jsonl: match &opts.jsonl {
                 Some(p) => Some(BufWriter::new(
@@ -124,6 +138,7 @@ impl<'a> Collector<'a> {
         };
         Ok(Self {
             ring,
+            klog,
             counters,
             out,
             tracker: Tracker::new(
@@ -137,19 +152,34 @@ impl<'a> Collector<'a> {
     }
 
     /// Waits until the ring buffer has data, then decodes everything in it.
+    /// Kernel log lines that arrive meanwhile go to refwatch's log.
     pub async fn readable(&mut self) -> Result<()> {
-        let mut guard = self
-            .ring
-            .readable_mut()
-            .await
-            .context("wait for ring buffer")?;
-        drain(
-            guard.get_inner_mut(),
-            &mut self.tracker,
-            &mut self.totals,
-            &mut self.out,
-        )?;
-        guard.clear_ready();
+        let Self {
+            ring,
+            klog,
+            tracker,
+            totals,
+            out,
+            ..
+        } = self;
+        let klog_ready = async {
+            match klog.as_mut() {
+                Some(k) => k.readable_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("wait for ring buffer")?;
+                drain(guard.get_inner_mut(), tracker, totals, out)?;
+                guard.clear_ready();
+            }
+            guard = klog_ready => {
+                let mut guard = guard.context("wait for the kernel log")?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        }
         Ok(())
     }
 

@@ -40,8 +40,14 @@ pub struct Format {
 }
 
 /// Symbolizes a stack; unknown addresses are shown only with raw pointers.
+/// Leading frames that do not symbolize (refwatch's own BPF program and its
+/// trampoline) are left out.
 pub fn stack_strings(stack: &[u64], syms: &Kallsyms, fmt: Format) -> Vec<String> {
-    stack
+    let first = stack
+        .iter()
+        .position(|a| syms.symbolize(*a).is_some())
+        .unwrap_or(stack.len());
+    stack[first..]
         .iter()
         .map(|a| match syms.symbolize(*a) {
             Some(s) if fmt.raw_pointers => format!("{s} ({a:#x})"),
@@ -113,7 +119,8 @@ mod tests {
 
     #[test]
     fn kernel_pointers_stay_hidden_by_default() {
-        let syms = Kallsyms::parse("ffffffff81000000 T gup_put_folio\n");
+        let syms =
+            Kallsyms::parse("ffffffff81000000 T gup_put_folio\nffffffff81001000 T next_fn\n");
         // Synthetic event, as the decoder would produce it.
         let ev = PageEvent {
             ts_ns: 5,
@@ -132,7 +139,8 @@ mod tests {
             nr_pages: 1,
             ret: None,
             aux: 1,
-            stack: vec![0xffff_ffff_8100_0010, 0xdead],
+            // A BPF frame first (not in kallsyms), then kernel text, then junk.
+            stack: vec![0xffff_ffff_c012_3456, 0xffff_ffff_8100_0010, 0xdead],
         };
         let ev = decode(&to_bytes(&to_raw(&ev))).expect("decode");
         let j = to_json(&ev, "gup_put_folio", &syms, Format::default());

@@ -5,6 +5,9 @@ use std::{collections::HashMap, fs, path::Path};
 
 use anyhow::{Context as _, Result, bail};
 
+/// Offsets beyond this are not taken as inside the preceding symbol.
+const MAX_FUNCTION_SIZE: u64 = 1 << 20;
+
 /// Parsed kallsyms.
 #[derive(Debug, Default, Clone)]
 pub struct Kallsyms {
@@ -79,11 +82,17 @@ impl Kallsyms {
     /// every known symbol.
     pub fn symbolize(&self, addr: u64) -> Option<String> {
         let idx = self.text.partition_point(|(a, _)| *a <= addr);
-        if idx == 0 {
+        // Before the first or after the last symbol (BPF programs and
+        // trampolines loaded later are not in the table): unknown.
+        if idx == 0 || idx == self.text.len() {
             return None;
         }
         let (start, name) = &self.text[idx - 1];
-        Some(format!("{name}+{:#x}", addr - start))
+        let off = addr - start;
+        if off > MAX_FUNCTION_SIZE {
+            return None;
+        }
+        Some(format!("{name}+{off:#x}"))
     }
 }
 
@@ -98,6 +107,7 @@ ffffffff81234100 t gup_put_folio
 ffffffff81234200 t dax_folio_put.isra.0
 ffffffff82000000 D vmemmap_base
 ffffffffc0000000 t dmirror_devmem_free\t[test_hmm]
+ffffffffc0000400 t dmirror_fops_open\t[test_hmm]
 ";
 
     #[test]
@@ -115,6 +125,9 @@ ffffffffc0000000 t dmirror_devmem_free\t[test_hmm]
             Some("free_zone_device_folio+0x10")
         );
         assert_eq!(k.symbolize(0xffff_ffff_8000_0000), None);
+        // Far past a symbol, or past the last one: a BPF program, not kernel text.
+        assert_eq!(k.symbolize(0xffff_ffff_8123_4100 + (2 << 20)), None);
+        assert_eq!(k.symbolize(0xffff_ffff_c100_0000), None);
         assert_eq!(
             k.symbolize(0xffff_ffff_c000_0004).as_deref(),
             Some("dmirror_devmem_free+0x4")

@@ -62,7 +62,7 @@ macro_rules! entry_exit {
             } else {
                 0
             };
-            $crate::probes::on_entry($hook, a0, a1);
+            $crate::probes::on_entry(&ctx, $hook, a0, a1);
             0
         }
 
@@ -81,7 +81,7 @@ macro_rules! entry_exit {
             } else {
                 0
             };
-            $crate::probes::on_entry($hook, a0, a1);
+            $crate::probes::on_entry(&ctx, $hook, a0, a1);
             0
         }
 
@@ -109,7 +109,7 @@ pub fn raw_arg<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
 
 /// Entry of a hook: resolve the page, remember its refcount for the exit.
 #[inline(always)]
-pub fn on_entry(hook: u32, ptr: u64, aux: u64) {
+pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
     let Some(p) = device_page(ptr) else {
         count(counter::FILTERED);
         return;
@@ -126,6 +126,12 @@ pub fn on_entry(hook: u32, ptr: u64, aux: u64) {
     };
     if INFLIGHT.insert(key(hook), pending, 0).is_err() {
         count(counter::INFLIGHT_FULL);
+        aya_log_ebpf::warn!(
+            ctx,
+            "in-flight table full: hook {} on pfn {} not followed to its exit",
+            hook,
+            p.pfn
+        );
     }
 }
 
