@@ -253,6 +253,80 @@ fn replay_in_a_terminal() {
     assert!(Path::new(log.trim()).exists(), "{log}");
 }
 
+/// A recording made in the lab VM on Debian's 6.12 kernel (REAL kernel
+/// events): `refwatch record` during the `dax-hold` scenario, copied while
+/// a pipe still held references on 16 fs-dax pages.
+const LAB_RECORDING: &str = "tests/data/lab-debian-6.12-dax-hold-during.rec";
+
+#[test]
+fn replay_a_lab_recording() {
+    let recording = Path::new(env!("CARGO_MANIFEST_DIR")).join(LAB_RECORDING);
+    let text = std::fs::read_to_string(&recording).expect("the lab recording");
+    // What the screen must show, taken from the recording itself.
+    let mut pfns = std::collections::BTreeSet::new();
+    let mut kernel = String::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        match v["type"].as_str() {
+            Some("header") => kernel = v["kernel"].as_str().expect("kernel").to_string(),
+            Some("event") => {
+                pfns.insert(v["pfn"].as_u64().expect("pfn"));
+            }
+            _ => {}
+        }
+    }
+    let first = *pfns.iter().next().expect("events in the lab recording");
+    let bin = Path::new(env!("CARGO_BIN_EXE_refwatch"));
+    let dir = Tmux::dir_of("lab-replay");
+    let command = format!(
+        "cd {dir} && TMPDIR={dir} {bin} replay {rec} --paused; echo refwatch-exit=$?",
+        dir = quote(&dir),
+        bin = quote(bin),
+        rec = quote(&recording),
+    );
+    let Some(t) = Tmux::start("lab-replay", &command, 120, 35) else {
+        eprintln!("skipped: tmux is not installed (apt-get install -y tmux)");
+        return;
+    };
+    let s = t.wait_for("⏸ paused");
+    assert!(
+        s.contains(&kernel),
+        "kernel {kernel} not in the header: {s}"
+    );
+    t.keys(&["]"]);
+    let s = t.wait_for("■ end");
+    // Every page the pipe holds is stuck, sorted first, held by the workload.
+    assert!(s.contains(&format!("stuck {}", pfns.len())), "{s}");
+    let first_row = s
+        .lines()
+        .find(|l| l.starts_with("● 0x"))
+        .expect("a stuck table row");
+    assert!(
+        first_row.starts_with(&format!("● {first:#x}"))
+            && first_row.contains("workload/")
+            && first_row.contains("held"),
+        "{s}"
+    );
+    // The detail pane names the holder and its kernel stack (vmsplice's GUP).
+    assert!(s.contains("held since"), "{s}");
+    assert!(s.contains("holders: workload/"), "{s}");
+    assert!(s.contains("__do_sys_vmsplice+0x"), "{s}");
+    t.keys(&["q"]);
+    let start = Instant::now();
+    let code = loop {
+        if let Some(c) = t.exit_status() {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no exit on q:\n{}",
+            t.screen()
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, 0, "{}", t.transcript());
+}
+
 /// Writes the synthetic recording the test above replays.
 #[test]
 #[ignore = "regenerates tests/data/synthetic-dax-hold.rec"]
