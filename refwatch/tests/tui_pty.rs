@@ -154,10 +154,8 @@ fn replay_in_a_terminal() {
         bin = quote(bin),
         rec = quote(&recording),
     );
-    let Some(t) = Tmux::start("replay", &command, 100, 30) else {
-        eprintln!("skipped: tmux is not installed (apt-get install -y tmux)");
-        return;
-    };
+    let t = Tmux::start("replay", &command, 100, 30)
+        .expect("tmux is not installed: `cargo xtask setup` installs it");
 
     // Paused at the start: nothing replayed yet.
     let s = t.wait_for("⏸ paused");
@@ -284,10 +282,8 @@ fn replay_a_lab_recording() {
         bin = quote(bin),
         rec = quote(&recording),
     );
-    let Some(t) = Tmux::start("lab-replay", &command, 120, 35) else {
-        eprintln!("skipped: tmux is not installed (apt-get install -y tmux)");
-        return;
-    };
+    let t = Tmux::start("lab-replay", &command, 120, 35)
+        .expect("tmux is not installed: `cargo xtask setup` installs it");
     let s = t.wait_for("⏸ paused");
     assert!(
         s.contains(&kernel),

@@ -13,8 +13,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd;
 
-/// Debian packages the lab needs on the host.
+/// Debian packages the lab (and the TUI's terminal test: tmux) need on the host.
 const DEBIAN_PACKAGES: &[&str] = &[
+    "tmux",
     "qemu-system-x86",
     "busybox-static",
     "cpio",
