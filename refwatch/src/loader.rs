@@ -1,5 +1,7 @@
 //! Loading the kernel programs with the layout, and attaching them per plan.
 
+use std::path::Path;
+
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -49,7 +51,18 @@ pub fn load(layout: &Layout, plan: &[Resolved]) -> Result<Loaded> {
     let mut ebpf = EbpfLoader::new()
         .override_global("LAYOUT", &layout.raw, true)
         .load(OBJECT)
-        .context("load refwatch's kernel programs (BPF_PROG_LOAD / map create)")?;
+        .map_err(|e| {
+            let hint =
+                if format!("{e:#}").contains("relocating") && !Path::new("/proc/net").exists() {
+                    " (this kernel has no networking: the loader detects global-data support \
+                 with a socket-filter program, which needs CONFIG_NET)"
+                } else {
+                    ""
+                };
+            anyhow::Error::new(e).context(format!(
+                "load refwatch's kernel programs (BPF_PROG_LOAD / map create){hint}"
+            ))
+        })?;
     let btf = Btf::from_sys_fs().ok();
     let mut rows = Vec::new();
     for r in plan {
