@@ -568,7 +568,7 @@ fn ensure_pahole(apt: &Apt, suite: &str) -> Result<Pahole> {
 }
 
 fn pahole_version(wrapper: &Path) -> Result<String> {
-    Ok(cmd::stdout(&mut Command::new(wrapper).arg("--version"))?
+    Ok(cmd::stdout(Command::new(wrapper).arg("--version"))?
         .trim()
         .to_owned())
 }

@@ -181,7 +181,10 @@ impl KernelInfo {
                 self.version,
                 self.suite,
                 build.fragment,
-                build.fragment_digest
+                build
+                    .fragment_digest
+                    .get(..12)
+                    .unwrap_or(&build.fragment_digest)
             );
         }
         format!(

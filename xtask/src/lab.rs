@@ -21,13 +21,27 @@ use crate::initramfs;
 use crate::kernels::{self, KernelId, KernelInfo, ModuleWant};
 use crate::setup;
 
-/// Every scenario the workload knows, in a sensible run order.
+/// The fs-dax scenarios, which every lab kernel runs, in a sensible order.
 pub const SCENARIOS: &[&str] = &[
     "dax-splice",
     "dax-hold",
     "dax-direct-io",
     "dax-truncate-pinned",
 ];
+
+/// The device-private scenarios: only for kernels with the HMM test driver
+/// (`/dev/hmm_dmirror0`), see [`scenarios_for`].
+pub const HMM_SCENARIOS: &[&str] = &["hmm-migrate", "hmm-release", "hmm-blocked", "hmm-leak"];
+
+/// The scenarios `kernel` runs, in run order: the fs-dax ones, then the
+/// device-private ones where the kernel has the HMM test driver.
+pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
+    let mut all = SCENARIOS.to_vec();
+    if kernel.has_test_hmm() {
+        all.extend_from_slice(HMM_SCENARIOS);
+    }
+    all
+}
 
 pub const DEFAULT_PAGES: u32 = 16;
 pub const DEFAULT_HOLD_SECS: u32 = 3;
@@ -97,12 +111,13 @@ pub const DETECTOR_SECS: u32 = 1;
 
 /// clap value parser for scenario names.
 pub fn parse_scenario(name: &str) -> Result<String, String> {
-    if SCENARIOS.contains(&name) {
+    if SCENARIOS.contains(&name) || HMM_SCENARIOS.contains(&name) {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {})",
-            SCENARIOS.join(", ")
+            "unknown scenario (known: {}, {})",
+            SCENARIOS.join(", "),
+            HMM_SCENARIOS.join(", ")
         ))
     }
 }
@@ -322,6 +337,13 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
     }
     for s in &run.scenarios {
         parse_scenario(s).map_err(|e| anyhow::anyhow!("scenario `{s}`: {e}"))?;
+        if !scenarios_for(run.kernel).contains(&s.as_str()) {
+            bail!(
+                "scenario `{s}` needs the HMM test driver, which kernel {} lacks (it runs: {})",
+                run.kernel,
+                scenarios_for(run.kernel).join(", ")
+            );
+        }
     }
     prepare_out_dir(out)?;
     let kernel = kernels::ensure(run.kernel)?;
@@ -724,7 +746,7 @@ if [ -e /sys/block/pmem0/queue/dax ] && [ "$(cat /sys/block/pmem0/queue/dax)" !=
     fail "/dev/pmem0 does not support DAX (queue/dax = $(cat /sys/block/pmem0/queue/dax))"
 fi
 say "fs-dax ready: /dev/pmem0 on /mnt/dax ($opts)"
-
+{hmm_check}
 run_scenario() {{
     S=$1
     D=/out/$S
@@ -810,6 +832,12 @@ run_scenario() {{
         stop_ticks = u64::from(STOP_SECS) * 10,
         snap = DETECTOR_SECS + 1,
         stop_secs = STOP_SECS,
+        hmm_check = if run.scenarios.iter().any(|s| HMM_SCENARIOS.contains(&s.as_str())) {
+            "wait_for -c /dev/hmm_dmirror0 || fail \"/dev/hmm_dmirror0 did not appear (CONFIG_TEST_HMM)\"\n\
+             say \"HMM test driver ready: $(ls /dev | grep hmm_dmirror | tr '\\n' ' ')\"\n"
+        } else {
+            ""
+        },
     ));
     s.push_str("refwatch probes > /out/probes.txt 2>&1\necho $? > /out/probes.rc\nsay \"probes done (uptime $(up) s)\"\n");
     for scenario in &run.scenarios {
@@ -855,6 +883,23 @@ mod tests {
             "probes once per boot"
         );
         assert_eq!(init.matches("recording.during-hold").count(), 1);
+    }
+
+    #[test]
+    fn hmm_scenarios_only_where_the_driver_is() {
+        for kernel in KernelId::ALL {
+            assert_eq!(scenarios_for(kernel), SCENARIOS, "{kernel}");
+        }
+        let hmm = scenarios_for(KernelId::Hmm7_2);
+        assert!(SCENARIOS.iter().all(|s| hmm.contains(s)));
+        assert!(HMM_SCENARIOS.iter().all(|s| hmm.contains(s)));
+        assert!(parse_scenario("hmm-leak").is_ok());
+
+        let run = LabRun::new(KernelId::Hmm7_2, &["hmm-migrate"]);
+        let init = init_script(&run, &[]);
+        assert!(init.contains("wait_for -c /dev/hmm_dmirror0 ||"));
+        let run = LabRun::new(KernelId::Debian6_1, &["dax-hold"]);
+        assert!(!init_script(&run, &[]).contains("hmm_dmirror"));
     }
 
     #[test]

@@ -14,6 +14,23 @@
 //! - `dax-truncate-pinned`: like `dax-hold`, while a second thread truncates
 //!   the file, which should block until the pipe lets go of the pages.
 //!
+//! The `hmm-*` scenarios use device-private memory of the HMM test driver
+//! (`CONFIG_TEST_HMM`, `/dev/hmm_dmirror0`) instead: an anonymous buffer of
+//! `--pages` pages is filled with the pattern and migrated to the device
+//! (its pages become ZONE_DEVICE device-private pages), and then:
+//!
+//! - `hmm-migrate`: read through the device, touch from the CPU (which
+//!   migrates the pages back to RAM), unmap.
+//! - `hmm-release`: unmap while the pages live on the device.
+//! - `hmm-blocked`: one page is held by a pipe (`vmsplice`), so it does not
+//!   migrate; release the pipe and migrate again.
+//! - `hmm-leak`: a forked child keeps the device pages mapped after the
+//!   parent unmapped them, for `--hold-secs`, then exits.
+//!
+//! For the `hmm-*` scenarios the report's PFNs are the device PFNs, read
+//! from the swap-type entries `/proc/self/pagemap` shows for device-private
+//! pages.
+//!
 //! Each step is stamped with `CLOCK_MONOTONIC` (the clock of the kernel's
 //! `bpf_ktime_get_ns`), printed as `workload: <mark> <ns>` and written with
 //! the PFNs to a JSON report (`--out`), so that a test can match refwatch's
@@ -60,6 +77,8 @@ const PAGEMAP_PRESENT: u64 = 1 << 63;
 const MAX_IOVECS: usize = 1024;
 /// Block device written by `dax-direct-io` when `--bdev` is not given.
 const DEFAULT_BDEV: &str = "/dev/vdb";
+/// The HMM test driver's first device.
+const DEFAULT_HMM_DEVICE: &str = "/dev/hmm_dmirror0";
 /// How long the truncate thread may take to get going.
 const TRUNCATE_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a truncate may stay blocked after the pipe was closed before the
@@ -89,14 +108,13 @@ struct Cli {
     /// Where to write the JSON report.
     #[arg(long)]
     out: PathBuf,
+    /// HMM test driver device used by the `hmm-*` scenarios.
+    #[arg(long, default_value = DEFAULT_HMM_DEVICE)]
+    device: PathBuf,
 }
 
 /// The scenarios, named on the command line in kebab case (`dax-splice`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[expect(
-    clippy::enum_variant_names,
-    reason = "the variants spell the scenario names, which all start with dax-"
-)]
 enum Scenario {
     /// vmsplice the pages into a pipe, drain it, unmap.
     DaxSplice,
@@ -106,6 +124,14 @@ enum Scenario {
     DaxDirectIo,
     /// Hold the full pipe while another thread truncates the file.
     DaxTruncatePinned,
+    /// Migrate to device memory, read through the device, touch from the CPU.
+    HmmMigrate,
+    /// Migrate to device memory, then unmap while the pages are there.
+    HmmRelease,
+    /// One page held by a pipe does not migrate; release it and retry.
+    HmmBlocked,
+    /// A forked child keeps device pages mapped after the parent unmapped them.
+    HmmLeak,
 }
 
 impl Scenario {
@@ -116,6 +142,10 @@ impl Scenario {
             Scenario::DaxHold => "dax-hold",
             Scenario::DaxDirectIo => "dax-direct-io",
             Scenario::DaxTruncatePinned => "dax-truncate-pinned",
+            Scenario::HmmMigrate => "hmm-migrate",
+            Scenario::HmmRelease => "hmm-release",
+            Scenario::HmmBlocked => "hmm-blocked",
+            Scenario::HmmLeak => "hmm-leak",
         }
     }
 }
@@ -173,6 +203,10 @@ fn run_scenario(cli: &Cli, run: &mut Run) -> Result<()> {
         Scenario::DaxHold => dax_hold(cli, run),
         Scenario::DaxDirectIo => dax_direct_io(cli, run),
         Scenario::DaxTruncatePinned => dax_truncate_pinned(cli, run),
+        Scenario::HmmMigrate => hmm_migrate(cli, run),
+        Scenario::HmmRelease => hmm_release(cli, run),
+        Scenario::HmmBlocked => hmm_blocked(cli, run),
+        Scenario::HmmLeak => hmm_leak(cli, run),
     }
 }
 
@@ -414,6 +448,676 @@ impl TruncateReturn {
             }
             TruncateReturn::AfterPipeClosed => "returned after the pipe was closed",
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HMM scenarios (device-private memory of the HMM test driver)
+// ---------------------------------------------------------------------------
+
+/// `hmm-migrate`: migrate to the device, read through the device, touch from
+/// the CPU (the pages fault back to RAM), unmap, close the device.
+fn hmm_migrate(cli: &Cli, run: &mut Run) -> Result<()> {
+    let (dev, mapping) = prepare_hmm_pages(cli, run)?;
+    let pages = mapping.len() / PAGE_SIZE;
+    migrate_all_to_device(&dev, &mapping, run)?;
+
+    run.marks.mark("device_read")?;
+    let (cmd, data) = dev
+        .read(&mapping)
+        .context("HMM_DMIRROR_READ of the device-resident buffer")?;
+    check_pattern(&data).context("data the device read from its own memory")?;
+    ensure!(
+        cmd.cpages == pages as u64,
+        "HMM_DMIRROR_READ copied {} of {pages} pages",
+        cmd.cpages
+    );
+    run.note(format!(
+        "HMM_DMIRROR_READ: {} pages, {} device faults, data intact",
+        cmd.cpages, cmd.faults
+    ));
+
+    run.marks.mark("cpu_touch_start")?;
+    check_pattern(mapping.as_slice()).context("data read by the CPU after the migration")?;
+    run.marks.mark("cpu_touch_end")?;
+    let back = dev.snapshot(&mapping)?;
+    let still: Vec<usize> = (0..pages).filter(|&i| is_device_local(back[i])).collect();
+    ensure!(
+        still.is_empty(),
+        "pages {still:?} are still on the device after the CPU touched them"
+    );
+    let locations = read_locations(mapping.addr(), pages)?;
+    ensure!(
+        locations.iter().all(|l| matches!(l, PageLocation::Ram(_))),
+        "after the CPU touch, pagemap shows {locations:?}"
+    );
+    run.note(format!(
+        "after the CPU touch every page is back in RAM (snapshot {})",
+        describe_perm(back[0])
+    ));
+
+    mapping.unmap()?;
+    run.marks.mark("unmap")?;
+    dev.close(run)
+}
+
+/// `hmm-release`: migrate to the device, then unmap while the pages are
+/// there (the driver gets them back through its `folio_free` callback).
+fn hmm_release(cli: &Cli, run: &mut Run) -> Result<()> {
+    let (dev, mapping) = prepare_hmm_pages(cli, run)?;
+    migrate_all_to_device(&dev, &mapping, run)?;
+    mapping.unmap()?;
+    run.marks.mark("unmap")?;
+    dev.close(run)
+}
+
+/// `hmm-blocked`: a pipe holds one page (`vmsplice`), so migrating the
+/// buffer leaves that page in RAM; after the pipe is drained and closed a
+/// second migration takes it too.
+fn hmm_blocked(cli: &Cli, run: &mut Run) -> Result<()> {
+    let (dev, mapping) = prepare_hmm_pages(cli, run)?;
+    let pages = mapping.len() / PAGE_SIZE;
+    let blocked = pages / 2;
+    let page_addr = mapping.addr() + blocked * PAGE_SIZE;
+
+    let pipe = Pipe::for_bytes(PAGE_SIZE, run)?;
+    pipe.vmsplice_range(page_addr, PAGE_SIZE)?;
+    run.marks.mark("splice")?;
+    run.note(format!(
+        "page {blocked} of {pages} is held by a pipe (vmsplice) during the first migration"
+    ));
+
+    run.marks.mark("blocked_migrate")?;
+    let first = dev.migrate_to_dev(&mapping);
+    let perms = dev.snapshot(&mapping)?;
+    let on_device: Vec<usize> = (0..pages).filter(|&i| is_device_local(perms[i])).collect();
+    run.note(format!(
+        "first HMM_DMIRROR_MIGRATE_TO_DEV: {}; snapshot: {} of {pages} pages on the device, page {blocked} {}",
+        describe_migrate(&first),
+        on_device.len(),
+        describe_perm(perms[blocked])
+    ));
+    let locations = read_locations(mapping.addr(), pages)?;
+    let mut pfns: Vec<Option<u64>> = locations.iter().map(PageLocation::device_pfn).collect();
+    ensure!(
+        !is_device_local(perms[blocked]),
+        "page {blocked} migrated although the pipe held it"
+    );
+    ensure!(
+        on_device.len() == pages - 1,
+        "{} pages migrated, expected {} (all but page {blocked})",
+        on_device.len(),
+        pages - 1
+    );
+    run.note(format!(
+        "cpages (migrated pages) is {} = N-1 with the pipe holding page {blocked}",
+        on_device.len()
+    ));
+
+    let data = pipe.drain(PAGE_SIZE)?;
+    drop(pipe);
+    run.marks.mark("released")?;
+    let expected: Vec<u8> = (0..PAGE_SIZE).map(|o| pattern_byte(blocked, o)).collect();
+    ensure!(
+        data == expected,
+        "the pipe returned other data than page {blocked}"
+    );
+
+    run.marks.mark("retry_migrate")?;
+    let second = dev.migrate_to_dev(&mapping);
+    let perms = dev.snapshot(&mapping)?;
+    let on_device = (0..pages).filter(|&i| is_device_local(perms[i])).count();
+    run.note(format!(
+        "second HMM_DMIRROR_MIGRATE_TO_DEV: {}; snapshot: {on_device} of {pages} pages on the device",
+        describe_migrate(&second)
+    ));
+    ensure!(
+        on_device == pages,
+        "after the pipe was closed only {on_device} of {pages} pages migrated"
+    );
+    let locations = read_locations(mapping.addr(), pages)?;
+    pfns[blocked] = locations[blocked].device_pfn();
+    run.pfns = pfns
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p.with_context(|| format!("page {i} has no device PFN in pagemap")))
+        .collect::<Result<_>>()?;
+    note_device_ranges(run);
+
+    run.marks.mark("cpu_touch_start")?;
+    check_pattern(mapping.as_slice()).context("data read by the CPU after the migrations")?;
+    run.marks.mark("cpu_touch_end")?;
+    mapping.unmap()?;
+    run.marks.mark("unmap")?;
+    dev.close(run)
+}
+
+/// `hmm-leak`: after the migration a forked child shares the device pages
+/// (fork copies the device-private entries and takes a reference on each
+/// page); the parent unmaps, the child lingers for `--hold-secs`, exits, and
+/// only then do the pages go back to the driver.
+///
+/// A pipe cannot hold device-private pages: `vmsplice` takes its references
+/// with GUP, which faults such a page back to RAM first (device-private pages
+/// cannot be pinned), so the pipe would hold a RAM copy. The child's page
+/// table is what keeps the device pages referenced here.
+fn hmm_leak(cli: &Cli, run: &mut Run) -> Result<()> {
+    let (dev, mapping) = prepare_hmm_pages(cli, run)?;
+    let pages = mapping.len() / PAGE_SIZE;
+    migrate_all_to_device(&dev, &mapping, run)?;
+    run.note(
+        "vmsplice of a device-private page would fault it back to RAM (GUP cannot pin device-private pages); \
+         the lingering child keeps the device pages through the page table fork() copied"
+            .to_owned(),
+    );
+
+    let to_child = Pipe::blocking()?;
+    let to_parent = Pipe::blocking()?;
+    let device_pfns = run.pfns.clone();
+    // SAFETY: the workload is single-threaded here; the child only reads
+    // pagemap, talks over the pipes and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error()).context("fork");
+    }
+    if pid == 0 {
+        let code = leak_child(&mapping, &device_pfns, &to_child, &to_parent, cli.hold_secs);
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let child = Child(pid);
+
+    let mapped = to_parent
+        .read_u64()
+        .context("the child's first report (its mapping)")?;
+    run.marks.mark("child_start")?;
+    run.note(format!(
+        "child {pid} maps {mapped} of {pages} pages as the same device-private pages"
+    ));
+    ensure!(
+        mapped == pages as u64,
+        "the child maps only {mapped} of {pages} pages on the device"
+    );
+
+    mapping.unmap()?;
+    run.marks.mark("parent_unmap")?;
+    let hold_start = run.marks.mark("hold_start")?;
+    sleep_until(deadline_after(hold_start, cli.hold_secs))?;
+    run.marks.mark("hold_end")?;
+
+    to_child.write_u64(1).context("tell the child to exit")?;
+    let still = to_parent
+        .read_u64()
+        .context("the child's second report (its mapping at the end of the hold)")?;
+    run.note(format!(
+        "at the end of the hold the child still mapped {still} of {pages} pages on the device"
+    ));
+    let status = child.wait()?;
+    run.marks.mark("child_exit")?;
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child ended with wait status {status:#x}"
+    );
+    ensure!(
+        still == pages as u64,
+        "the child lost {} device pages during the hold",
+        pages as u64 - still
+    );
+    dev.close(run)
+}
+
+/// The lingering child of `hmm-leak`. Never touches the buffer (that would
+/// migrate the pages back); returns the exit code.
+fn leak_child(
+    mapping: &Mapping,
+    device_pfns: &[u64],
+    to_child: &Pipe,
+    to_parent: &Pipe,
+    hold_secs: u64,
+) -> i32 {
+    let pages = mapping.len() / PAGE_SIZE;
+    let count = || -> u64 {
+        read_locations(mapping.addr(), pages)
+            .map(|locs| {
+                locs.iter()
+                    .zip(device_pfns)
+                    .filter(|(l, pfn)| l.device_pfn() == Some(**pfn))
+                    .count() as u64
+            })
+            .unwrap_or(0)
+    };
+    if to_parent.write_u64(count()).is_err() {
+        return 2;
+    }
+    // The parent says when to go; if it died, leave after a while anyway.
+    let timeout = Duration::from_secs(hold_secs.saturating_mul(2).saturating_add(60));
+    if !to_child.wait_readable(timeout) {
+        return 3;
+    }
+    let _ = to_child.read_u64();
+    if to_parent.write_u64(count()).is_err() {
+        return 4;
+    }
+    0
+}
+
+/// A child process, waited for on drop if not before.
+struct Child(libc::pid_t);
+
+impl Child {
+    /// Waits for the child; returns its wait status.
+    fn wait(self) -> Result<libc::c_int> {
+        let pid = self.0;
+        std::mem::forget(self);
+        let mut status = 0;
+        loop {
+            // SAFETY: `status` is writable; `pid` is our child.
+            let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+            if rc == pid {
+                return Ok(status);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err).with_context(|| format!("waitpid {pid}"));
+            }
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // Only on failure paths: do not leave the child behind.
+        // SAFETY: plain syscalls on our own child.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// Opens the device (mark `device_open`), maps and fills an anonymous
+/// buffer of `--pages` pages (mark `touched`) and notes its RAM PFNs.
+fn prepare_hmm_pages(cli: &Cli, run: &mut Run) -> Result<(Dmirror, Mapping)> {
+    let pages = usize::try_from(cli.pages).context("--pages does not fit in usize")?;
+    let len = pages
+        .checked_mul(PAGE_SIZE)
+        .context("--pages is too large")?;
+    let dev = Dmirror::open(&cli.device)?;
+    run.marks.mark("device_open")?;
+    let mut mapping = Mapping::anonymous(len)?;
+    // Base pages only: a THP would migrate as one compound page.
+    // SAFETY: advice on our own mapping; no memory is accessed.
+    let rc = unsafe { libc::madvise(mapping.addr, len, libc::MADV_NOHUGEPAGE) };
+    if rc != 0 {
+        run.note(format!(
+            "madvise(MADV_NOHUGEPAGE) failed: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    fill_pattern(mapping.as_mut_slice());
+    run.marks.mark("touched")?;
+    let ram: Vec<u64> = read_pfns(mapping.addr(), pages)?;
+    run.note(format!(
+        "buffer of {pages} anonymous pages at {:#x}, RAM PFNs {:#x}..",
+        mapping.addr(),
+        ram.first().copied().unwrap_or(0)
+    ));
+    Ok((dev, mapping))
+}
+
+/// Migrates the whole buffer to the device (marks `migrate_start`,
+/// `migrate_end`), checks it all went and the data with it, and records the
+/// device PFNs in `run.pfns`.
+fn migrate_all_to_device(dev: &Dmirror, mapping: &Mapping, run: &mut Run) -> Result<()> {
+    let pages = mapping.len() / PAGE_SIZE;
+    run.marks.mark("migrate_start")?;
+    let (cmd, data) = dev
+        .migrate_to_dev(mapping)
+        .context("HMM_DMIRROR_MIGRATE_TO_DEV")?;
+    run.marks.mark("migrate_end")?;
+    ensure!(
+        cmd.cpages == pages as u64,
+        "HMM_DMIRROR_MIGRATE_TO_DEV migrated {} of {pages} pages",
+        cmd.cpages
+    );
+    check_pattern(&data).context("device copy after HMM_DMIRROR_MIGRATE_TO_DEV")?;
+    let perms = dev.snapshot(mapping)?;
+    let off: Vec<usize> = (0..pages).filter(|&i| !is_device_local(perms[i])).collect();
+    ensure!(
+        off.is_empty(),
+        "after the migration pages {off:?} are not on the device (first: {})",
+        off.first()
+            .map_or(String::new(), |&i| describe_perm(perms[i]))
+    );
+    let locations = read_locations(mapping.addr(), pages)?;
+    run.pfns = locations
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.device_pfn().with_context(|| {
+                format!("page {i} is not a device-private entry in pagemap: {l:?}")
+            })
+        })
+        .collect::<Result<_>>()?;
+    run.note(format!(
+        "HMM_DMIRROR_MIGRATE_TO_DEV: {pages} pages on the device (snapshot {}), data intact",
+        describe_perm(perms[0])
+    ));
+    note_device_ranges(run);
+    Ok(())
+}
+
+/// Notes the driver's device-private PFN ranges (its `hmm_dmirror` regions
+/// in /proc/iomem) and whether the recorded PFNs lie in them.
+fn note_device_ranges(run: &mut Run) {
+    let Ok(text) = fs::read_to_string("/proc/iomem") else {
+        return;
+    };
+    let ranges: Vec<(u64, u64)> = text
+        .lines()
+        .filter(|l| l.contains("hmm_dmirror"))
+        .filter_map(|l| {
+            let (span, _) = l.trim().split_once(" : ")?;
+            let (a, b) = span.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()? / PAGE_SIZE as u64,
+                u64::from_str_radix(b, 16).ok()? / PAGE_SIZE as u64,
+            ))
+        })
+        .collect();
+    if ranges.is_empty() {
+        return;
+    }
+    let inside = run
+        .pfns
+        .iter()
+        .filter(|&&p| ranges.iter().any(|&(a, b)| p >= a && p <= b))
+        .count();
+    let text: Vec<String> = ranges
+        .iter()
+        .map(|(a, b)| format!("{a:#x}-{b:#x}"))
+        .collect();
+    run.note(format!(
+        "device-private PFN ranges (hmm_dmirror in /proc/iomem): {}; {inside} of {} recorded PFNs inside",
+        text.join(", "),
+        run.pfns.len()
+    ));
+}
+
+/// Where a page of a mapping is, according to /proc/self/pagemap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PageLocation {
+    /// Present, with this PFN.
+    Ram(u64),
+    /// A device-private entry for this PFN.
+    Device { pfn: u64, writable: bool },
+    /// Some other swap-type entry (swap type, offset).
+    OtherSwap(u64, u64),
+    /// Nothing mapped.
+    None,
+}
+
+impl PageLocation {
+    fn decode(raw: u64) -> Self {
+        let entry = PagemapEntry::decode(raw);
+        if entry.present {
+            return PageLocation::Ram(entry.pfn);
+        }
+        if !entry.swapped {
+            return PageLocation::None;
+        }
+        // The frame field of a swap-type entry is type | offset << 5, the
+        // offset being the PFN for PFN-carrying entries (fs/proc/task_mmu.c).
+        let kind = entry.pfn & ((1 << SWP_TYPE_BITS) - 1);
+        let offset = entry.pfn >> SWP_TYPE_BITS;
+        match kind {
+            SWP_DEVICE_WRITE => PageLocation::Device {
+                pfn: offset,
+                writable: true,
+            },
+            SWP_DEVICE_READ => PageLocation::Device {
+                pfn: offset,
+                writable: false,
+            },
+            _ => PageLocation::OtherSwap(kind, offset),
+        }
+    }
+
+    fn device_pfn(&self) -> Option<u64> {
+        match self {
+            PageLocation::Device { pfn, .. } => Some(*pfn),
+            _ => None,
+        }
+    }
+}
+
+/// Bits of the swap type in a pagemap swap entry (`MAX_SWAPFILES_SHIFT`).
+const SWP_TYPE_BITS: u32 = 5;
+/// Swap types of device-private entries: the last types below the PTE
+/// marker type (31): `SWP_DEVICE_WRITE` 28, `SWP_DEVICE_READ` 29
+/// (`SWP_DEVICE_EXCLUSIVE` 30), whatever the other options.
+const SWP_DEVICE_WRITE: u64 = 28;
+const SWP_DEVICE_READ: u64 = 29;
+
+/// Reads where each of `pages` pages at `addr` is from /proc/self/pagemap.
+fn read_locations(addr: usize, pages: usize) -> Result<Vec<PageLocation>> {
+    const PAGEMAP: &str = "/proc/self/pagemap";
+    let pagemap = File::open(PAGEMAP).with_context(|| format!("open {PAGEMAP}"))?;
+    let mut raw = vec![0u8; pages * 8];
+    let offset = (addr / PAGE_SIZE) as u64 * 8;
+    pagemap
+        .read_exact_at(&mut raw, offset)
+        .with_context(|| format!("pread {} bytes at {offset:#x} of {PAGEMAP}", raw.len()))?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|bytes| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(bytes);
+            PageLocation::decode(u64::from_ne_bytes(word))
+        })
+        .collect())
+}
+
+/// True when a SNAPSHOT byte says the page is device-private memory of the
+/// device asked.
+fn is_device_local(perm: u8) -> bool {
+    perm != hmm::PROT_ERROR && perm & 0xf0 == hmm::PROT_DEV_PRIVATE_LOCAL
+}
+
+/// A SNAPSHOT byte in words, e.g. `DEV_PRIVATE_LOCAL|W`.
+fn describe_perm(perm: u8) -> String {
+    if perm == hmm::PROT_ERROR {
+        return "ERROR".to_owned();
+    }
+    let place = match perm & 0xf0 {
+        0x00 => "SYS",
+        hmm::PROT_ZERO => "ZERO",
+        hmm::PROT_DEV_PRIVATE_LOCAL => "DEV_PRIVATE_LOCAL",
+        hmm::PROT_DEV_PRIVATE_REMOTE => "DEV_PRIVATE_REMOTE",
+        hmm::PROT_DEV_COHERENT_LOCAL => "DEV_COHERENT_LOCAL",
+        hmm::PROT_DEV_COHERENT_REMOTE => "DEV_COHERENT_REMOTE",
+        _ => "?",
+    };
+    let access = if perm & hmm::PROT_WRITE != 0 {
+        "|W"
+    } else if perm & hmm::PROT_READ != 0 {
+        "|R"
+    } else {
+        "|NONE"
+    };
+    format!("{place}{access}")
+}
+
+/// An ioctl outcome for the notes.
+fn describe_migrate(result: &io::Result<(hmm::DmirrorCmd, Vec<u8>)>) -> String {
+    match result {
+        Ok((cmd, _)) => format!("ok, cpages {}", cmd.cpages),
+        // The driver reads the range back after migrating and fails with
+        // ENOENT at the first page it has no copy of.
+        Err(err) => format!("{err} (the driver's read-back stops at a page left in RAM)"),
+    }
+}
+
+/// The HMM test driver's ioctl interface (`lib/test_hmm_uapi.h`).
+mod hmm {
+    /// `struct hmm_dmirror_cmd`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct DmirrorCmd {
+        /// (in) user address the device reads/writes.
+        pub addr: u64,
+        /// (in) user address data is copied to/from.
+        pub ptr: u64,
+        /// (in) pages.
+        pub npages: u64,
+        /// (out) pages copied.
+        pub cpages: u64,
+        /// (out) device page faults.
+        pub faults: u64,
+    }
+
+    // <asm-generic/ioctl.h>: nr 8 bits, type 8, size 14, dir 2.
+    const IOC_NRSHIFT: u64 = 0;
+    const IOC_TYPESHIFT: u64 = 8;
+    const IOC_SIZESHIFT: u64 = 16;
+    const IOC_DIRSHIFT: u64 = 30;
+    const IOC_WRITE: u64 = 1;
+    const IOC_READ: u64 = 2;
+
+    /// `_IOWR(ty, nr, struct hmm_dmirror_cmd)`.
+    const fn iowr(ty: u8, nr: u8) -> u64 {
+        ((IOC_READ | IOC_WRITE) << IOC_DIRSHIFT)
+            | ((size_of::<DmirrorCmd>() as u64) << IOC_SIZESHIFT)
+            | ((ty as u64) << IOC_TYPESHIFT)
+            | ((nr as u64) << IOC_NRSHIFT)
+    }
+
+    pub const READ: u64 = iowr(b'H', 0x00);
+    #[allow(dead_code, reason = "the whole interface, for later scenarios")]
+    pub const WRITE: u64 = iowr(b'H', 0x01);
+    pub const MIGRATE_TO_DEV: u64 = iowr(b'H', 0x02);
+    #[allow(dead_code, reason = "the whole interface, for later scenarios")]
+    pub const MIGRATE_TO_SYS: u64 = iowr(b'H', 0x03);
+    pub const SNAPSHOT: u64 = iowr(b'H', 0x04);
+    #[allow(dead_code, reason = "the whole interface, for later scenarios")]
+    pub const EXCLUSIVE: u64 = iowr(b'H', 0x05);
+    #[allow(dead_code, reason = "the whole interface, for later scenarios")]
+    pub const CHECK_EXCLUSIVE: u64 = iowr(b'H', 0x06);
+    #[allow(dead_code, reason = "the whole interface, for later scenarios")]
+    pub const RELEASE: u64 = iowr(b'H', 0x07);
+    #[allow(dead_code, reason = "the whole interface, for later scenarios")]
+    pub const FLAGS: u64 = iowr(b'H', 0x08);
+
+    // SNAPSHOT bytes.
+    pub const PROT_ERROR: u8 = 0xff;
+    pub const PROT_READ: u8 = 0x01;
+    pub const PROT_WRITE: u8 = 0x02;
+    pub const PROT_ZERO: u8 = 0x10;
+    pub const PROT_DEV_PRIVATE_LOCAL: u8 = 0x20;
+    pub const PROT_DEV_PRIVATE_REMOTE: u8 = 0x30;
+    pub const PROT_DEV_COHERENT_LOCAL: u8 = 0x40;
+    pub const PROT_DEV_COHERENT_REMOTE: u8 = 0x50;
+}
+
+/// An open HMM test driver device. Closing it evicts every device page
+/// still in use back to RAM (the driver scans its whole chunk).
+#[derive(Debug)]
+struct Dmirror {
+    file: File,
+    path: PathBuf,
+}
+
+impl Dmirror {
+    fn open(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| {
+                format!(
+                    "open {} (needs a kernel with CONFIG_TEST_HMM, e.g. the lab's hmm-7.2)",
+                    path.display()
+                )
+            })?;
+        Ok(Dmirror {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
+    /// One ioctl with `cmd`, retried on EINTR; returns the updated command.
+    fn ioctl(&self, request: u64, mut cmd: hmm::DmirrorCmd) -> io::Result<hmm::DmirrorCmd> {
+        loop {
+            // SAFETY: `cmd` is a valid hmm_dmirror_cmd the driver reads and
+            // writes; the buffers it points at were sized by the caller.
+            let rc = unsafe {
+                libc::ioctl(
+                    self.file.as_raw_fd(),
+                    request as _,
+                    &mut cmd as *mut hmm::DmirrorCmd,
+                )
+            };
+            if rc == 0 {
+                return Ok(cmd);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// An ioctl over the whole of `mapping` with a buffer of `out_len` bytes
+    /// for the driver's output.
+    fn over(
+        &self,
+        request: u64,
+        mapping: &Mapping,
+        out_len: usize,
+    ) -> io::Result<(hmm::DmirrorCmd, Vec<u8>)> {
+        let mut out = vec![0u8; out_len];
+        let cmd = hmm::DmirrorCmd {
+            addr: mapping.addr() as u64,
+            ptr: out.as_mut_ptr() as u64,
+            npages: (mapping.len() / PAGE_SIZE) as u64,
+            ..hmm::DmirrorCmd::default()
+        };
+        let cmd = self.ioctl(request, cmd)?;
+        Ok((cmd, out))
+    }
+
+    /// HMM_DMIRROR_MIGRATE_TO_DEV; the buffer holds the device's copy.
+    fn migrate_to_dev(&self, mapping: &Mapping) -> io::Result<(hmm::DmirrorCmd, Vec<u8>)> {
+        self.over(hmm::MIGRATE_TO_DEV, mapping, mapping.len())
+    }
+
+    /// HMM_DMIRROR_READ: the device reads the buffer.
+    fn read(&self, mapping: &Mapping) -> io::Result<(hmm::DmirrorCmd, Vec<u8>)> {
+        self.over(hmm::READ, mapping, mapping.len())
+    }
+
+    /// HMM_DMIRROR_SNAPSHOT: one `HMM_DMIRROR_PROT_*` byte per page.
+    fn snapshot(&self, mapping: &Mapping) -> Result<Vec<u8>> {
+        let pages = mapping.len() / PAGE_SIZE;
+        let (cmd, perms) = self
+            .over(hmm::SNAPSHOT, mapping, pages)
+            .context("HMM_DMIRROR_SNAPSHOT")?;
+        ensure!(
+            cmd.cpages == pages as u64,
+            "HMM_DMIRROR_SNAPSHOT covered {} of {pages} pages",
+            cmd.cpages
+        );
+        Ok(perms)
+    }
+
+    /// Closes the device (mark `device_closed`).
+    fn close(self, run: &mut Run) -> Result<()> {
+        let path = self.path.clone();
+        drop(self);
+        run.marks
+            .mark("device_closed")
+            .with_context(|| format!("after closing {}", path.display()))?;
+        Ok(())
     }
 }
 
@@ -962,18 +1666,24 @@ impl Pipe {
     /// vmsplices the whole mapping into the pipe, one iovec per page,
     /// without SPLICE_F_GIFT: the pipe takes a reference on every page.
     fn vmsplice_from(&self, mapping: &Mapping) -> Result<()> {
-        let len = mapping.len();
+        self.vmsplice_range(mapping.addr(), mapping.len())
+    }
+
+    /// vmsplices `len` bytes at `addr` (inside a live mapping of ours) into
+    /// the pipe, one iovec per page.
+    fn vmsplice_range(&self, addr: usize, len: usize) -> Result<()> {
         let mut done = 0;
         while done < len {
             let iovecs: Vec<libc::iovec> = splice_spans(len, done, MAX_IOVECS)
                 .into_iter()
                 .map(|(offset, span)| libc::iovec {
-                    iov_base: (mapping.addr() + offset) as *mut libc::c_void,
+                    iov_base: (addr + offset) as *mut libc::c_void,
                     iov_len: span,
                 })
                 .collect();
-            // SAFETY: every iovec lies inside `mapping`, which stays mapped
-            // for the call; vmsplice only reads the iovec array.
+            // SAFETY: every iovec lies inside a mapping of the caller's,
+            // which stays mapped for the call; vmsplice only reads the
+            // iovec array.
             let rc = unsafe {
                 libc::vmsplice(
                     self.write.as_raw_fd(),
@@ -990,6 +1700,47 @@ impl Pipe {
             done += rc as usize;
         }
         Ok(())
+    }
+
+    /// A blocking pipe for messages between a parent and its child.
+    fn blocking() -> Result<Self> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error()).context("pipe2");
+        }
+        // SAFETY: pipe2 succeeded, so both are open descriptors owned by
+        // nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        Ok(Pipe {
+            read: File::from(read),
+            write: File::from(write),
+        })
+    }
+
+    /// Writes one message.
+    fn write_u64(&self, value: u64) -> io::Result<()> {
+        (&self.write).write_all(&value.to_le_bytes())
+    }
+
+    /// Reads one message.
+    fn read_u64(&self) -> io::Result<u64> {
+        let mut bytes = [0u8; 8];
+        (&self.read).read_exact(&mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// True when the read end becomes readable within `timeout`.
+    fn wait_readable(&self, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.read.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
     }
 
     /// Reads exactly `len` bytes out of the pipe.
@@ -1100,6 +1851,52 @@ mod tests {
             TruncateReturn::classify(25, 10, 20),
             TruncateReturn::AfterPipeClosed
         );
+    }
+
+    #[test]
+    fn hmm_ioctl_numbers_match_the_header() {
+        // _IOWR('H', nr, struct hmm_dmirror_cmd) with a 40-byte struct.
+        assert_eq!(size_of::<hmm::DmirrorCmd>(), 40);
+        assert_eq!(hmm::READ, 0xc028_4800);
+        assert_eq!(hmm::WRITE, 0xc028_4801);
+        assert_eq!(hmm::MIGRATE_TO_DEV, 0xc028_4802);
+        assert_eq!(hmm::MIGRATE_TO_SYS, 0xc028_4803);
+        assert_eq!(hmm::SNAPSHOT, 0xc028_4804);
+        assert_eq!(hmm::FLAGS, 0xc028_4808);
+    }
+
+    #[test]
+    fn pagemap_device_private_entries_decode() {
+        // frame = type | pfn << 5, PM_SWAP set, not present.
+        let raw = PAGEMAP_SWAPPED | (0xfcf_0003 << 5) | SWP_DEVICE_WRITE;
+        assert_eq!(
+            PageLocation::decode(raw),
+            PageLocation::Device {
+                pfn: 0xfcf_0003,
+                writable: true
+            }
+        );
+        let raw = PAGEMAP_SWAPPED | (0x42 << 5) | SWP_DEVICE_READ;
+        assert_eq!(PageLocation::decode(raw).device_pfn(), Some(0x42));
+        let raw = PAGEMAP_SWAPPED | (7 << 5) | 1;
+        assert_eq!(PageLocation::decode(raw), PageLocation::OtherSwap(1, 7));
+        assert_eq!(
+            PageLocation::decode(PAGEMAP_PRESENT | 0x99),
+            PageLocation::Ram(0x99)
+        );
+        assert_eq!(PageLocation::decode(0), PageLocation::None);
+    }
+
+    #[test]
+    fn snapshot_bytes_read_as_words() {
+        assert!(is_device_local(0x22));
+        assert!(!is_device_local(0x32));
+        assert!(!is_device_local(0xff));
+        assert!(!is_device_local(0x02));
+        assert_eq!(describe_perm(0x22), "DEV_PRIVATE_LOCAL|W");
+        assert_eq!(describe_perm(0x02), "SYS|W");
+        assert_eq!(describe_perm(0x01), "SYS|R");
+        assert_eq!(describe_perm(0xff), "ERROR");
     }
 
     #[test]
