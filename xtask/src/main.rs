@@ -46,8 +46,8 @@ enum Command {
     Test(TestArgs),
     /// refwatch's main job in the lab VM: stuck fs-dax pages, their holder, the TUI.
     Demo(DemoArgs),
-    /// Run the benchmarks (not yet available).
-    Bench(PendingArgs),
+    /// Run a criterion benchmark of the refwatch crate: pipeline or render.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -143,9 +143,11 @@ struct DemoArgs {
 }
 
 #[derive(Args)]
-struct PendingArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+struct BenchArgs {
+    /// `pipeline` (decode + per-PFN update, synthetic events) or `render`
+    /// (a TUI frame with 1 M tracked PFNs, synthetic state).
+    #[arg(value_parser = ["pipeline", "render"])]
+    name: String,
 }
 
 fn main() -> ExitCode {
@@ -186,14 +188,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let out = test::workspace_root().join(&args.out);
             return demo::run(args.kernel, &out, !args.no_tui);
         }
-        Command::Bench(_) => return Ok(pending("bench")),
+        Command::Bench(args) => {
+            let status = std::process::Command::new("cargo")
+                .args(["bench", "-p", "refwatch", "--bench", &args.name])
+                .current_dir(test::workspace_root())
+                .env("PATH", setup::env_path())
+                .status()?;
+            return Ok(if status.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn pending(name: &str) -> ExitCode {
-    eprintln!("cargo xtask {name}: not yet available");
-    ExitCode::FAILURE
 }
 
 fn kernels_command(args: &KernelsArgs) -> anyhow::Result<()> {
