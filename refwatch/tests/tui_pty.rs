@@ -119,6 +119,22 @@ impl Tmux {
             .find_map(|l| l.strip_prefix("refwatch-exit="))
             .and_then(|c| c.trim().parse().ok())
     }
+
+    /// Waits (10 s at most) for the program to exit; its status.
+    fn wait_exit(&self) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(c) = self.exit_status() {
+                return c;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "refwatch did not exit; the screen:\n{}",
+                self.screen()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Tmux {
@@ -224,18 +240,7 @@ fn replay_in_a_terminal() {
 
     // q quits, restores the terminal and names the log file.
     t.keys(&["q"]);
-    let start = Instant::now();
-    let code = loop {
-        if let Some(c) = t.exit_status() {
-            break c;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "refwatch did not exit on q; the screen:\n{}",
-            t.screen()
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+    let code = t.wait_exit();
     let s = t.transcript();
     assert_eq!(code, 0, "{s}");
     assert!(!s.contains("PFN"), "the alternate screen was left: {s}");
@@ -308,18 +313,7 @@ fn replay_a_lab_recording() {
     assert!(s.contains("holders: workload/"), "{s}");
     assert!(s.contains("__do_sys_vmsplice+0x"), "{s}");
     t.keys(&["q"]);
-    let start = Instant::now();
-    let code = loop {
-        if let Some(c) = t.exit_status() {
-            break c;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no exit on q:\n{}",
-            t.screen()
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+    let code = t.wait_exit();
     assert_eq!(code, 0, "{}", t.transcript());
 }
 
