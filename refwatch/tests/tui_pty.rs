@@ -139,6 +139,20 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
+        // A failed assertion leaves the program running: end the pane's
+        // whole process group before the server, so nothing outlives the test.
+        if let Ok(out) = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["list-panes", "-a", "-F", "#{pane_pid}"])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .output();
+            }
+        }
         let _ = Command::new("tmux")
             .arg("-S")
             .arg(&self.socket)
