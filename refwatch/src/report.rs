@@ -150,7 +150,7 @@ pub fn text(r: &Report) -> String {
             Some(t) => format!(
                 "until +{:.3}s ({:.3}s)",
                 rel(t),
-                (t - e.start_ns) as f64 / 1e9
+                t.saturating_sub(e.start_ns) as f64 / 1e9
             ),
             None => "still open at the end".into(),
         };
