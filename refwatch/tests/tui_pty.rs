@@ -93,13 +93,18 @@ impl Tmux {
         self.tmux(&args);
     }
 
-    /// Waits until the screen satisfies `ok`; panics with the screen if it never does.
+    /// Waits until the screen satisfies `ok` and has settled (the same a
+    /// moment later: a capture can catch a frame half drawn, the rest of it
+    /// still on its way to tmux); panics with the screen if it never does.
     fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
             let s = self.screen();
             if ok(&s) {
-                return s;
+                thread::sleep(Duration::from_millis(50));
+                if self.screen() == s {
+                    return s;
+                }
             }
             if start.elapsed() > Duration::from_secs(15) {
                 panic!("timed out waiting for {what}; the screen:\n{s}");
@@ -164,6 +169,76 @@ impl Drop for Tmux {
 
 fn quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+/// The pid of the `refwatch` started with `--log-file log` (each test logs
+/// to a file of its own), from /proc; waits for it (10 s at most).
+fn pid_of(log: &Path) -> u32 {
+    let bin = Path::new(env!("CARGO_BIN_EXE_refwatch"));
+    let start = Instant::now();
+    loop {
+        let found = std::fs::read_dir("/proc")
+            .expect("read /proc")
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                    return false;
+                };
+                let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+                args.first()
+                    .is_some_and(|a| *a == bin.as_os_str().as_encoded_bytes())
+                    && args.windows(2).any(|w| {
+                        w[0] == b"--log-file" && w[1] == log.as_os_str().as_encoded_bytes()
+                    })
+            });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no refwatch process logging to {}",
+            log.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` still runs (a zombie has exited: nothing may reap it once
+/// its parent is gone).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+        st.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
+}
+
+/// Waits (5 s at most, looking every 10 ms) for `pid` to exit; how long it
+/// took. A process still running then is killed, and the test fails.
+fn wait_gone(pid: u32, since: Instant) -> Duration {
+    while running(pid) {
+        if since.elapsed() > Duration::from_secs(5) {
+            let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .output();
+            panic!("refwatch (pid {pid}) still ran 5 s later: {st}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    since.elapsed()
+}
+
+/// The replay's command line in a test's directory: logs to `log` there.
+fn replay_command(dir: &Path, log: &Path, args: &str) -> String {
+    let recording = Path::new(env!("CARGO_MANIFEST_DIR")).join(RECORDING);
+    format!(
+        "cd {dir} && TMPDIR={dir} {bin} replay {rec} {args} --log-file {log}",
+        dir = quote(dir),
+        bin = quote(Path::new(env!("CARGO_BIN_EXE_refwatch"))),
+        rec = quote(&recording),
+        log = quote(log),
+    )
 }
 
 #[test]
@@ -268,6 +343,120 @@ fn replay_in_a_terminal() {
         "the log is in TMPDIR: {log}"
     );
     assert!(Path::new(log.trim()).exists(), "{log}");
+}
+
+/// The terminal goes away under a paused replay (`tmux kill-server`: the
+/// pty is hung up, the shell and refwatch get SIGHUP): refwatch exits at
+/// once, saying why in its log. (It used to spin in crossterm's read of
+/// the dead terminal, ignoring SIGTERM, for ever.) Replays the synthetic
+/// recording.
+#[test]
+fn replay_exits_when_its_terminal_is_killed() {
+    let dir = Tmux::dir_of("hangup");
+    let log = dir.join("refwatch.log");
+    let command = format!(
+        "{}; echo refwatch-exit=$?",
+        replay_command(&dir, &log, "--paused")
+    );
+    let t = Tmux::start("hangup", &command, 100, 30)
+        .expect("tmux is not installed: `cargo xtask setup` installs it");
+    t.wait_for("⏸ paused");
+    let pid = pid_of(&log);
+
+    let killed = Instant::now();
+    t.tmux(&["kill-server"]);
+    let took = wait_gone(pid, killed);
+    eprintln!(
+        "refwatch exited {} ms after tmux kill-server",
+        took.as_millis()
+    );
+    let text = std::fs::read_to_string(&log).expect("read the log");
+    assert!(
+        text.contains("[ERROR] refwatch::tui: the terminal hung up")
+            && text.contains(": replay stopped at event 0 of 55"),
+        "{text}"
+    );
+}
+
+/// The same with nothing to signal refwatch: the shell ignores SIGHUP (so
+/// it outlives the terminal and writes down refwatch's exit status), and
+/// refwatch, playing, must notice the dead terminal by itself. It exits 1,
+/// no panic. Replays the synthetic recording.
+#[test]
+fn replay_exits_when_its_terminal_hangs_up_without_sighup() {
+    let dir = Tmux::dir_of("hangup-nosig");
+    let log = dir.join("refwatch.log");
+    let status = dir.join("exit");
+    let command = format!(
+        "trap '' HUP; {}; echo $? > {}",
+        replay_command(&dir, &log, "--speed 0.05"),
+        quote(&status)
+    );
+    let t = Tmux::start("hangup-nosig", &command, 100, 30)
+        .expect("tmux is not installed: `cargo xtask setup` installs it");
+    t.wait_for("▶ playing");
+    let pid = pid_of(&log);
+
+    let killed = Instant::now();
+    t.tmux(&["kill-server"]);
+    let took = wait_gone(pid, killed);
+    eprintln!(
+        "refwatch exited {} ms after tmux kill-server (no SIGHUP)",
+        took.as_millis()
+    );
+    let start = Instant::now();
+    let code = loop {
+        if let Some(c) = std::fs::read_to_string(&status)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the shell wrote no exit status"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&log).expect("read the log");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("[ERROR] refwatch::tui: the terminal ")
+            && text.contains(": replay stopped at event ")
+            && !text.contains("SIGHUP"),
+        "{text}"
+    );
+}
+
+/// SIGTERM ends a playing replay: the terminal is restored and the summary
+/// printed. Replays the synthetic recording.
+#[test]
+fn sigterm_ends_a_running_replay() {
+    let dir = Tmux::dir_of("sigterm");
+    let log = dir.join("refwatch.log");
+    let command = format!(
+        "{}; echo refwatch-exit=$?",
+        replay_command(&dir, &log, "--speed 0.05")
+    );
+    let t = Tmux::start("sigterm", &command, 100, 30)
+        .expect("tmux is not installed: `cargo xtask setup` installs it");
+    t.wait_for("▶ playing");
+    let pid = pid_of(&log);
+
+    let sent = Instant::now();
+    let out = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .output()
+        .expect("run kill");
+    assert!(out.status.success(), "{out:?}");
+    let took = wait_gone(pid, sent);
+    eprintln!("refwatch exited {} ms after SIGTERM", took.as_millis());
+    let code = t.wait_exit();
+    let s = t.transcript();
+    assert_eq!(code, 0, "{s}");
+    assert!(!s.contains("PID"), "the alternate screen was left: {s}");
+    assert!(s.contains("refwatch: replayed "), "{s}");
+    assert!(s.contains(" of 55 events of "), "{s}");
 }
 
 /// A recording made in the lab VM on Debian's 6.12 kernel (REAL kernel

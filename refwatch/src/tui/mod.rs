@@ -2,17 +2,22 @@
 //!
 //! [`model`] holds the state and handles keys without a terminal, [`render`]
 //! draws it (`impl Widget for &App`, never changing it), and the runners here
-//! drive both from one `tokio::select!` over the UI tick, terminal events, the
-//! collector (or the replay clock) and SIGINT/SIGTERM.
+//! drive both from one `tokio::select!` over the UI tick, the keys ([`input`]),
+//! SIGWINCH, the collector (or the replay clock) and SIGINT/SIGTERM/SIGHUP.
+//! When the terminal goes away ([`tty`]: SIGHUP, a hang-up or error on its
+//! input, a failed draw) they stop and return an error, so refwatch exits
+//! non-zero.
 
 pub mod detail;
 pub mod export;
 pub mod fmt;
+pub mod input;
 pub mod keys;
 pub mod model;
 pub mod render;
 pub mod replay;
 pub mod synthetic;
+pub mod tty;
 pub mod view;
 
 #[cfg(test)]
@@ -23,28 +28,20 @@ use std::{
     fs::OpenOptions,
     path::PathBuf,
     process::ExitCode,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
-use ratatui::{
-    DefaultTerminal,
-    crossterm::event::{self, Event},
-};
+use anyhow::{Context as _, Result, anyhow};
+use ratatui::{DefaultTerminal, crossterm::event::Event};
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
     time::MissedTickBehavior,
 };
 
 pub use model::{App, Command, Feed, HeaderInfo, HookLine, ReplayStatus, Stacks, Stats};
 pub use replay::Replay;
 
+use self::input::{Incoming, Input};
 use crate::{
     cli::{Command as CliCommand, ReplayArgs},
     collector::{self, Collector, Totals, monotonic_ns},
@@ -85,7 +82,11 @@ pub fn default_log_file(cmd: &CliCommand) -> Option<PathBuf> {
 }
 
 /// The terminal while the TUI runs; restored when dropped (and on panic,
-/// by the hook `ratatui::try_init` installs).
+/// by the hook `ratatui::try_init` installs). Restoring a terminal that is
+/// gone fails: that is logged, never printed, and stdout and stderr are
+/// first pointed away from it (see [`tty::detach_dead_outputs`]), as the
+/// `Terminal` prints its own failure to show the cursor, and `eprintln!`
+/// panics when stderr is that dead terminal.
 struct Term {
     terminal: DefaultTerminal,
 }
@@ -95,7 +96,7 @@ impl Term {
         match ratatui::try_init() {
             Ok(terminal) => Ok(Self { terminal }),
             Err(e) => {
-                ratatui::restore();
+                let _ = ratatui::try_restore();
                 Err(e).context("set up the terminal (is stdout a terminal? use --headless)")
             }
         }
@@ -114,65 +115,49 @@ impl Term {
             .map(|s| (s.width, s.height))
             .unwrap_or((80, 24))
     }
+
+    /// The event of a SIGWINCH: the terminal's new size.
+    fn resized(&self) -> Event {
+        let (w, h) = self.size();
+        Event::Resize(w, h)
+    }
 }
 
 impl Drop for Term {
     fn drop(&mut self) {
-        ratatui::restore();
-    }
-}
-
-/// Terminal events, read on a thread of their own and sent to the loop.
-struct Input {
-    rx: mpsc::UnboundedReceiver<Event>,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Input {
-    fn spawn() -> Result<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = thread::Builder::new()
-            .name("refwatch-input".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    match event::poll(Duration::from_millis(50)) {
-                        Ok(true) => match event::read() {
-                            Ok(ev) => {
-                                if tx.send(ev).is_err() {
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                log::warn!("read terminal event: {e}");
-                                break;
-                            }
-                        },
-                        Ok(false) => {}
-                        Err(e) => {
-                            log::warn!("poll terminal events: {e}");
-                            break;
-                        }
-                    }
-                }
-            })
-            .context("start the terminal input thread")?;
-        Ok(Self {
-            rx,
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Input {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        tty::detach_dead_outputs();
+        if let Err(e) = ratatui::try_restore() {
+            log::debug!("restore the terminal: {e}");
         }
+    }
+}
+
+/// Why a runner's loop ended.
+#[derive(Debug)]
+enum End {
+    /// `q`, SIGINT, SIGTERM or `--duration`.
+    Stop,
+    /// The terminal is gone (why): SIGHUP, a hang-up or error on its input,
+    /// a failed draw.
+    TerminalGone(String),
+}
+
+impl End {
+    /// What an input-channel message (or its end) means.
+    fn of_input(m: Option<Incoming>) -> std::result::Result<Event, End> {
+        match m {
+            Some(Incoming::Key(k)) => Ok(Event::Key(k)),
+            Some(Incoming::Gone(why)) => Err(End::TerminalGone(why)),
+            None => Err(End::TerminalGone("the terminal input ended".into())),
+        }
+    }
+
+    fn sighup() -> Self {
+        End::TerminalGone("the terminal hung up (SIGHUP)".into())
+    }
+
+    fn draw_failed(e: &anyhow::Error) -> Self {
+        End::TerminalGone(format!("the terminal failed: {e:#}"))
     }
 }
 
@@ -226,7 +211,8 @@ fn export_message(r: Result<(PathBuf, usize)>) -> (String, bool) {
 
 /// `refwatch attach` with the TUI: runs until `q`, SIGINT/SIGTERM or
 /// `--duration`, then finishes the collector so the recording and JSON
-/// Lines are complete.
+/// Lines are complete. When the terminal goes away it stops the same way
+/// (outputs complete), then fails with why.
 pub async fn run_live(
     loaded: &mut Loaded,
     syms: &Kallsyms,
@@ -239,11 +225,16 @@ pub async fn run_live(
         .filter(|r| r.attached())
         .filter_map(|r| Some((r.hook?, r.symbol?.to_string())))
         .collect();
-    let mut c = Collector::new(loaded, syms, &opts)?;
-    let format = opts.format;
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
+    let mut winch = signal(SignalKind::window_change()).context("install SIGWINCH handler")?;
+    // The terminal before the collector: when it cannot be had, no output
+    // is started (and none left unfinished).
+    let mut term = Term::start()?;
+    let mut input = Input::spawn()?;
+    let mut c = Collector::new(loaded, syms, &opts)?;
+    let format = opts.format;
     let deadline = opts
         .duration
         .map(|d| tokio::time::Instant::now() + d)
@@ -251,8 +242,6 @@ pub async fn run_live(
 
     let mut app = App::new(info);
     app.export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let mut term = Term::start()?;
-    let mut input = Input::spawn()?;
     let (w, h) = term.size();
     app.resize(w, h);
 
@@ -263,21 +252,28 @@ pub async fn run_live(
     let mut throttle = Throttle::new();
     let mut last_events = 0u64;
     let mut last_second = Instant::now();
-    let mut input_open = true;
     let mut redraw = true;
 
-    // Whatever ends the loop (a key, a signal, an error), the collector is
-    // finished below so the recording and JSON Lines are complete.
-    let result: Result<()> = async {
-        loop {
+    // Whatever ends the loop (a key, a signal, the terminal going away, an
+    // error), the collector is finished below so the recording and JSON
+    // Lines are complete.
+    let result: Result<End> = async {
+        let end = loop {
             if redraw {
-                term.draw(&app)?;
+                if let Err(e) = term.draw(&app) {
+                    break End::draw_failed(&e);
+                }
                 redraw = false;
             }
             let mut cmd = None;
+            let mut ev = None;
             tokio::select! {
                 r = c.readable() => r?,
                 _ = ui.tick() => {
+                    // The input thread watches the terminal's input; this, its output too.
+                    if let Some(why) = input.tty.gone() {
+                        break End::TerminalGone(why);
+                    }
                     if throttle.due() {
                         let feed = Feed {
                             tracker: &c.tracker,
@@ -301,26 +297,32 @@ pub async fn run_live(
                     };
                     last_events = c.totals.events;
                 }
-                ev = input.rx.recv(), if input_open => match ev {
-                    Some(ev) => {
-                        cmd = on_event(&mut app, ev);
-                        let feed = Feed {
-                            tracker: &c.tracker,
-                            stacks: Stacks::Kernel { syms, format, hooks: &hooks },
-                            now_ns: monotonic_ns(),
-                        };
-                        app.sync(&feed);
-                        redraw = true;
-                    }
-                    None => input_open = false,
+                m = input.rx.recv() => match End::of_input(m) {
+                    Ok(e) => ev = Some(e),
+                    Err(end) => break end,
                 },
-                _ = sigint.recv() => break,
-                _ = sigterm.recv() => break,
-                _ = sighup.recv() => break,
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = winch.recv() => ev = Some(term.resized()),
+                _ = sigint.recv() => break End::Stop,
+                _ = sigterm.recv() => break End::Stop,
+                _ = sighup.recv() => break End::sighup(),
+                _ = tokio::time::sleep_until(deadline) => break End::Stop,
+            }
+            if let Some(ev) = ev {
+                cmd = on_event(&mut app, ev);
+                let feed = Feed {
+                    tracker: &c.tracker,
+                    stacks: Stacks::Kernel {
+                        syms,
+                        format,
+                        hooks: &hooks,
+                    },
+                    now_ns: monotonic_ns(),
+                };
+                app.sync(&feed);
+                redraw = true;
             }
             match cmd {
-                Some(Command::Quit) => break,
+                Some(Command::Quit) => break End::Stop,
                 Some(Command::Export(req)) => {
                     let events = export::live_events(&c.tracker, &req.pfns, &hooks, syms, format);
                     let r = export::write(&app.export_dir, &req.label, req.format, events.iter());
@@ -332,16 +334,25 @@ pub async fn run_live(
                 }
                 Some(Command::Replay(_)) | None => {}
             }
-        }
-        Ok(())
+        };
+        Ok(end)
     }
     .await;
     drop(input);
     drop(term);
+    if let Ok(End::TerminalGone(why)) = &result {
+        log::error!("{why}: stopping; finishing the outputs");
+    }
     let finished = c.finish();
-    result?;
+    let end = result?;
     finished?;
-    Ok((c.tracker, c.totals))
+    match end {
+        End::Stop => Ok((c.tracker, c.totals)),
+        End::TerminalGone(why) => {
+            log::error!("{why}: stopped, the outputs are complete");
+            Err(anyhow!("{why}: stopped, the outputs are complete"))
+        }
+    }
 }
 
 /// `refwatch replay FILE`: the same TUI over a recording.
@@ -369,8 +380,16 @@ pub fn run_replay(args: &ReplayArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    let replay = rt.block_on(replay_loop(replay, info))?;
+    let (replay, end) = rt.block_on(replay_loop(replay, info))?;
     let st = replay.status();
+    if let End::TerminalGone(why) = end {
+        let m = format!(
+            "{why}: replay stopped at event {} of {}",
+            st.events_done, st.events_total
+        );
+        log::error!("{m}");
+        return Err(anyhow!(m));
+    }
     println!(
         "refwatch: replayed {} of {} events of {}{}; {} pages, {} stuck at the cursor",
         st.events_done,
@@ -387,10 +406,11 @@ pub fn run_replay(args: &ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<Replay> {
+async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<(Replay, End)> {
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
+    let mut winch = signal(SignalKind::window_change()).context("install SIGWINCH handler")?;
     let mut app = App::new(info);
     app.export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let mut term = Term::start()?;
@@ -401,11 +421,10 @@ async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<Replay> {
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut throttle = Throttle::new();
     let mut last_tick = Instant::now();
-    let mut input_open = true;
     let mut redraw = true;
     let mut changed = true;
 
-    loop {
+    let end = loop {
         if changed && throttle.due() {
             let feed = Feed {
                 tracker: &replay.tracker,
@@ -419,12 +438,19 @@ async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<Replay> {
             redraw = true;
         }
         if redraw {
-            term.draw(&app)?;
+            if let Err(e) = term.draw(&app) {
+                break End::draw_failed(&e);
+            }
             redraw = false;
         }
         let mut cmd = None;
+        let mut ev = None;
         tokio::select! {
             _ = tick.tick() => {
+                // The input thread watches the terminal's input; this, its output too.
+                if let Some(why) = input.tty.gone() {
+                    break End::TerminalGone(why);
+                }
                 let elapsed = last_tick.elapsed();
                 last_tick = Instant::now();
                 if replay.playing {
@@ -432,19 +458,21 @@ async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<Replay> {
                     changed = true;
                 }
             }
-            ev = input.rx.recv(), if input_open => match ev {
-                Some(ev) => {
-                    cmd = on_event(&mut app, ev);
-                    redraw = true;
-                }
-                None => input_open = false,
+            m = input.rx.recv() => match End::of_input(m) {
+                Ok(e) => ev = Some(e),
+                Err(end) => break end,
             },
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = sighup.recv() => break,
+            _ = winch.recv() => ev = Some(term.resized()),
+            _ = sigint.recv() => break End::Stop,
+            _ = sigterm.recv() => break End::Stop,
+            _ = sighup.recv() => break End::sighup(),
+        }
+        if let Some(ev) = ev {
+            cmd = on_event(&mut app, ev);
+            redraw = true;
         }
         match cmd {
-            Some(Command::Quit) => break,
+            Some(Command::Quit) => break End::Stop,
             Some(Command::Replay(rc)) => {
                 replay.command(rc);
                 last_tick = Instant::now();
@@ -472,8 +500,8 @@ async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<Replay> {
             now_ns: replay.cursor_ns,
         };
         app.sync(&feed);
-    }
+    };
     drop(input);
     drop(term);
-    Ok(replay)
+    Ok((replay, end))
 }
