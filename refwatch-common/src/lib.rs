@@ -29,8 +29,19 @@ pub mod kind {
     pub const MIGRATE: u32 = 6;
     /// A DAX layout break found the page busy.
     pub const LAYOUT_WAIT: u32 = 7;
+    /// The refcount was set to a value (`page_ref_set`, a migration's freeze
+    /// and unfreeze): no reference taken or dropped by a holder.
+    pub const SET: u32 = 8;
+    /// A device page map came up (`memremap_pages`); `pfn` is its first
+    /// PFN, `nr_pages` its size.
+    pub const PGMAP_ADD: u32 = 9;
+    /// A device page map is being torn down (`memunmap_pages`).
+    pub const PGMAP_REMOVE: u32 = 10;
+    /// A task that touched device pages while forking finished the fork;
+    /// `ret` is the child's pid, `pfn` is 0.
+    pub const FORK: u32 = 11;
     /// Largest valid kind.
-    pub const MAX: u32 = LAYOUT_WAIT;
+    pub const MAX: u32 = FORK;
 }
 
 /// Where an event came from (`Event::hook`): one value per logical hook, not
@@ -63,8 +74,40 @@ pub mod hook {
     /// `__bio_release_pages` (block I/O done with pages it took plain
     /// references on; drops them inline with `folio_put_refs`).
     pub const BIO_RELEASE: u32 = 13;
+    /// `migrate_vma_setup` (context of the per-page migration events).
+    pub const MIGRATE_VMA_SETUP: u32 = 14;
+    /// `migrate_vma_finalize`.
+    pub const MIGRATE_VMA_FINALIZE: u32 = 15;
+    /// `migrate_device_range` / `migrate_device_pfns` (driver eviction).
+    pub const MIGRATE_DEVICE_RANGE: u32 = 16;
+    /// `migrate_device_finalize`.
+    pub const MIGRATE_DEVICE_FINALIZE: u32 = 17;
+    /// `remove_migration_ptes` inside a device migration: one page's result.
+    pub const REMOVE_MIGRATION_PTES: u32 = 18;
+    /// `folio_migrate_mapping` returning -EAGAIN (copy-stage refusal).
+    pub const FOLIO_MIGRATE_MAPPING: u32 = 19;
+    /// `page_ref_set` tracepoint (precise mode).
+    pub const PAGE_REF_SET: u32 = 20;
+    /// `page_ref_mod` tracepoint.
+    pub const PAGE_REF_MOD: u32 = 21;
+    /// `page_ref_mod_and_test` tracepoint.
+    pub const PAGE_REF_MOD_AND_TEST: u32 = 22;
+    /// `page_ref_mod_and_return` tracepoint.
+    pub const PAGE_REF_MOD_AND_RETURN: u32 = 23;
+    /// `page_ref_mod_unless` tracepoint (successful try-gets only).
+    pub const PAGE_REF_MOD_UNLESS: u32 = 24;
+    /// `page_ref_freeze` tracepoint.
+    pub const PAGE_REF_FREEZE: u32 = 25;
+    /// `page_ref_unfreeze` tracepoint.
+    pub const PAGE_REF_UNFREEZE: u32 = 26;
+    /// `memremap_pages` (a device page map comes up).
+    pub const MEMREMAP: u32 = 27;
+    /// `memunmap_pages` (a device page map is torn down).
+    pub const MEMUNMAP: u32 = 28;
+    /// `kernel_clone` (fork): references taken while it runs belong to the child.
+    pub const KERNEL_CLONE: u32 = 29;
     /// Number of hook ids + 1 (for tables indexed by hook).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 30;
 }
 
 /// `Event::flags` bits.
@@ -77,6 +120,12 @@ pub mod flags {
     pub const HAS_MAPCOUNT: u32 = 1 << 2;
     /// `ret` is valid.
     pub const HAS_RET: u32 = 1 << 3;
+    /// Emitted later than it happened: a GUP reference on a system page that
+    /// was remembered and reported when a migration of the page failed.
+    pub const LATE: u32 = 1 << 4;
+    /// Seen while the task was forking (`kernel_clone`): a reference taken
+    /// then belongs to the child the fork creates.
+    pub const FORKING: u32 = 1 << 5;
 }
 
 /// Stable page-map types (`Event::pgmap_type`), translated in the kernel from
@@ -94,6 +143,9 @@ pub mod pgmap {
     pub const GENERIC: u32 = 4;
     /// `MEMORY_DEVICE_PCI_P2PDMA`.
     pub const P2PDMA: u32 = 5;
+    /// Not a device page: system RAM seen as the source or destination of a
+    /// device migration.
+    pub const SYSTEM: u32 = 6;
 }
 
 /// One observation of a ZONE_DEVICE page, as the kernel programs emit it into
@@ -109,8 +161,14 @@ pub struct Event {
     pub page: u64,
     /// Return value of the hooked function where `HAS_RET`.
     pub ret: i64,
-    /// Kind-specific: the `refs` argument of put/grab paths, or the busy range start.
+    /// Kind-specific: the `refs` argument of put/grab paths, the busy range
+    /// start, or a migration's destination PFN (+1; 0 = none).
     pub aux: u64,
+    /// Kind-specific: for migrations, [`migrate`] stage, direction and result.
+    pub aux2: u64,
+    /// Address of the page map's free callback (`ops->folio_free` or
+    /// `ops->page_free`), or of its `ops` when it has none; 0 when unknown.
+    pub owner: u64,
     /// Thread id.
     pub pid: u32,
     /// Process id.
@@ -141,8 +199,39 @@ pub struct Event {
     pub stack: [u64; MAX_STACK],
 }
 
+/// Migration details packed in `Event::aux2`: bits 0–7 stage, 8–15
+/// direction, 16–23 result.
+pub mod migrate {
+    /// Restored during `migrate_vma_setup`/`migrate_device_range` (the page
+    /// could not be isolated or unmapped: unexpected references).
+    pub const STAGE_SETUP: u64 = 1;
+    /// Result at finalize (moved, or restored).
+    pub const STAGE_FINALIZE: u64 = 2;
+    /// Copy stage refused (`folio_migrate_mapping` -EAGAIN).
+    pub const STAGE_COPY: u64 = 3;
+    /// Direction not known.
+    pub const DIR_UNKNOWN: u64 = 0;
+    /// System memory to device memory (`MIGRATE_VMA_SELECT_SYSTEM`).
+    pub const DIR_TO_DEVICE: u64 = 1;
+    /// Device memory back to system memory (`SELECT_DEVICE_*`, no fault page).
+    pub const DIR_TO_RAM: u64 = 2;
+    /// A CPU fault pulling a device page back (`migrate_to_ram`).
+    pub const DIR_FAULT: u64 = 3;
+    /// Driver eviction by PFN (`migrate_device_range`/`_pfns`).
+    pub const DIR_EVICT: u64 = 4;
+    /// The page moved.
+    pub const RESULT_MOVED: u64 = 1;
+    /// The page stayed where it was.
+    pub const RESULT_FAILED: u64 = 2;
+
+    /// Packs stage, direction and result.
+    pub const fn pack(stage: u64, dir: u64, result: u64) -> u64 {
+        (stage & 0xff) | (dir & 0xff) << 8 | (result & 0xff) << 16
+    }
+}
+
 /// Size of [`Event`] on the wire.
-pub const EVENT_SIZE: usize = 5 * 8 + 12 * 4 + COMM_LEN + MAX_STACK * 8;
+pub const EVENT_SIZE: usize = 7 * 8 + 12 * 4 + COMM_LEN + MAX_STACK * 8;
 const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
 
 impl Event {
@@ -154,6 +243,8 @@ impl Event {
             page: 0,
             ret: 0,
             aux: 0,
+            aux2: 0,
+            owner: 0,
             pid: 0,
             tgid: 0,
             cpu: 0,
@@ -216,11 +307,29 @@ pub struct KernelLayout {
     pub off_bv_len: u32,
     /// `offsetof(struct bio_vec, bv_offset)`.
     pub off_bv_offset: u32,
+    /// `offsetof(struct dev_pagemap, ops)`.
+    pub off_pgmap_ops: u32,
+    /// Offset of the free callback in `struct dev_pagemap_ops` (`folio_free`
+    /// or `page_free`).
+    pub off_ops_free: u32,
+    /// `offsetof(struct migrate_vma, flags)`.
+    pub off_mv_flags: u32,
+    /// `offsetof(struct migrate_vma, fault_page)`.
+    pub off_mv_fault_page: u32,
+    /// Non-zero: remember GUP references on system pages (for naming who
+    /// blocks a migration to device memory).
+    pub ram_holders: u32,
+    /// `MIGRATE_VMA_SELECT_SYSTEM` bit.
+    pub select_system: u32,
+    /// `offsetof(struct dev_pagemap, range)` (its first physical range).
+    pub off_pgmap_range: u32,
+    /// Kept zero (alignment).
+    pub reserved: u32,
     /// Raw `enum memory_type` value → stable [`pgmap`] value.
     pub memtype: [u32; 8],
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 3 * 8 + 16 * 4 + 8 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 3 * 8 + 24 * 4 + 8 * 4);
 
 impl KernelLayout {
     /// All zero: programs loaded with it emit nothing (zone check never matches
@@ -246,6 +355,14 @@ impl KernelLayout {
             off_bv_page: 0,
             off_bv_len: 0,
             off_bv_offset: 0,
+            off_pgmap_ops: 0,
+            off_ops_free: 0,
+            off_mv_flags: 0,
+            off_mv_fault_page: 0,
+            ram_holders: 0,
+            select_system: 1,
+            off_pgmap_range: 0,
+            reserved: 0,
             memtype: [0; 8],
         }
     }
@@ -263,8 +380,12 @@ pub mod counter {
     pub const INFLIGHT_FULL: u32 = 3;
     /// Bios whose device pages were noted for their release.
     pub const BIOS: u32 = 4;
+    /// GUP references on system pages remembered (`--ram-holders`).
+    pub const RAM_GETS: u32 = 5;
+    /// Migration page arrays longer than the programs follow.
+    pub const MIGRATE_TRUNCATED: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 7;
 }
 
 #[cfg(feature = "user")]

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use refwatch_common::{Event, MAX_STACK, counter, flags};
 
-use crate::{COUNTERS, EVENTS, page::layout};
+use crate::{COUNTERS, EVENTS, FORKING, page::layout};
 
 /// Adds one to counter `idx` of this CPU.
 #[inline(always)]
@@ -30,6 +30,8 @@ pub struct Fields {
     pub mapcount: Option<i32>,
     pub ret: Option<i64>,
     pub aux: u64,
+    pub aux2: u64,
+    pub owner: u64,
     pub nr_pages: u32,
     pub stack: bool,
 }
@@ -56,15 +58,21 @@ pub fn emit<C: EbpfContext>(ctx: &C, f: &Fields) {
     if f.ret.is_some() {
         fl |= flags::HAS_RET;
     }
+    if let Some(forking) = FORKING.get_ptr_mut(pid_tgid) {
+        fl |= flags::FORKING;
+        // SAFETY: this thread's own entry.
+        unsafe { *forking = 1 };
+    }
     let want_stack = f.stack && layout!(stacks) != 0;
     // SAFETY: `ev` points at a reserved ring-buffer slot of `size_of::<Event>()`
     // bytes that only this program writes until it is submitted.
     unsafe {
-        (*ev).ts_ns = generated::bpf_ktime_get_ns();
         (*ev).pfn = f.pfn;
         (*ev).page = f.head;
         (*ev).ret = f.ret.unwrap_or(0);
         (*ev).aux = f.aux;
+        (*ev).aux2 = f.aux2;
+        (*ev).owner = f.owner;
         (*ev).pid = pid_tgid as u32;
         (*ev).tgid = (pid_tgid >> 32) as u32;
         (*ev).cpu = generated::bpf_get_smp_processor_id();
@@ -91,6 +99,10 @@ pub fn emit<C: EbpfContext>(ctx: &C, f: &Fields) {
             (*ev).stack = [0; MAX_STACK];
         }
         (*ev).stack_bytes = n as u32;
+        // Last: the stack walk can take long (milliseconds under emulation),
+        // and the time should be close to the operation that follows the
+        // hook, where other tracers of the same tracepoint stamp it.
+        (*ev).ts_ns = generated::bpf_ktime_get_ns();
     }
     entry.submit(0);
     count(counter::SUBMITTED);

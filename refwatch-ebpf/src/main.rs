@@ -31,6 +31,15 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// Settings userspace changes after attaching: index 0 is non-zero when the
+/// page_ref tracepoints are attached (precise mode).
+#[map]
+static SETTINGS: aya_ebpf::maps::Array<u32> = aya_ebpf::maps::Array::with_max_entries(1, 0);
+
+/// Threads inside `kernel_clone`: value 1 once they touched a device page.
+#[map]
+static FORKING: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+
 /// Entry state of hooks that emit at exit, keyed by thread and hook.
 #[map]
 static INFLIGHT: HashMap<u64, pending::Pending> = HashMap::with_max_entries(16384, 0);

@@ -22,10 +22,12 @@ pub struct DevicePage {
     pub pfn: u64,
     /// Stable page-map type.
     pub pgmap_type: u32,
+    /// The page map's free callback (or its ops), see `Event::owner`.
+    pub owner: u64,
 }
 
 #[inline(always)]
-fn read_u64(addr: u64) -> Option<u64> {
+pub fn read_u64(addr: u64) -> Option<u64> {
     // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
     unsafe { bpf_probe_read_kernel(addr as *const u64) }.ok()
 }
@@ -55,31 +57,79 @@ pub fn device_page(ptr: u64) -> Option<DevicePage> {
     if size == 0 {
         return None;
     }
-    let base_addr = layout!(vmemmap_base_addr);
-    let base = if base_addr != 0 {
-        read_u64(base_addr)?
-    } else {
-        layout!(vmemmap_start)
-    };
+    let base = vmemmap_base()?;
     if head < base {
         return None;
     }
     let pfn = (head - base) / size;
-    let pgmap_type = read_u64(head + layout!(off_pgmap) as u64)
-        .filter(|p| *p != 0)
-        .and_then(|p| read_i32(p + layout!(off_pgmap_type) as u64))
-        .map(|raw| {
-            let idx = (raw as u32 & 7) as usize;
-            // SAFETY: constant index within the array; volatile for the same
-            // reason as `cfg!`.
-            unsafe { core::ptr::read_volatile(&raw const LAYOUT.memtype[idx]) }
-        })
-        .unwrap_or(pgmap::UNKNOWN);
+    let pgmap_ptr = read_u64(head + layout!(off_pgmap) as u64).unwrap_or(0);
     Some(DevicePage {
         head,
         pfn,
-        pgmap_type,
+        pgmap_type: pgmap_type(pgmap_ptr),
+        owner: owner(pgmap_ptr),
     })
+}
+
+/// The stable type of the page map at `pgmap_ptr`.
+#[inline(always)]
+pub fn pgmap_type(pgmap_ptr: u64) -> u32 {
+    if pgmap_ptr == 0 {
+        return pgmap::UNKNOWN;
+    }
+    read_i32(pgmap_ptr + layout!(off_pgmap_type) as u64)
+        .map(|raw| {
+            let idx = (raw as u32 & 7) as usize;
+            // SAFETY: index within the array; volatile for the same reason as
+            // `layout!`.
+            unsafe { core::ptr::read_volatile(&raw const LAYOUT.memtype[idx]) }
+        })
+        .unwrap_or(pgmap::UNKNOWN)
+}
+
+/// The page map's free callback, or its `ops` when it has none (fs-dax), or 0.
+#[inline(always)]
+pub fn owner(pgmap_ptr: u64) -> u64 {
+    if pgmap_ptr == 0 || layout!(off_pgmap_ops) == 0 {
+        return 0;
+    }
+    let ops = read_u64(pgmap_ptr + layout!(off_pgmap_ops) as u64).unwrap_or(0);
+    if ops == 0 {
+        return 0;
+    }
+    match read_u64(ops + layout!(off_ops_free) as u64) {
+        Some(f) if f != 0 => f,
+        _ => ops,
+    }
+}
+
+/// Start of the `struct page` array.
+#[inline(always)]
+fn vmemmap_base() -> Option<u64> {
+    let base_addr = layout!(vmemmap_base_addr);
+    if base_addr != 0 {
+        read_u64(base_addr)
+    } else {
+        Some(layout!(vmemmap_start))
+    }
+}
+
+/// Any page (device or not): its head page and PFN.
+#[inline(always)]
+pub fn any_page(ptr: u64) -> Option<(u64, u64)> {
+    let size = layout!(page_struct_size);
+    if ptr == 0 || size == 0 {
+        return None;
+    }
+    let head = head_of(
+        ptr,
+        read_u64(ptr + layout!(off_compound_head) as u64).unwrap_or(0),
+    );
+    let base = vmemmap_base()?;
+    if head < base {
+        return None;
+    }
+    Some((head, (head - base) / size))
 }
 
 /// The head page of `page` from its `compound_head`/`compound_info` word:

@@ -12,6 +12,8 @@ pub struct Pending {
     pub pfn: u64,
     /// Hook argument kept for the event (`refs`, …).
     pub aux: u64,
+    /// See `Event::owner`.
+    pub owner: u64,
     /// `_refcount` at entry.
     pub before: i32,
     /// Stable page-map type.

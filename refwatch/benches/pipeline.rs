@@ -36,6 +36,11 @@ fn synthetic_records() -> Vec<Vec<u8>> {
                 nr_pages: 1,
                 ret: None,
                 aux: 1,
+                aux2: 0,
+                owner: 0,
+                late: false,
+                forking: false,
+                role: refwatch::event::Role::Other,
                 stack: vec![
                     0xffff_ffff_8100_0000,
                     0xffff_ffff_8100_1000,

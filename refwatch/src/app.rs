@@ -44,10 +44,10 @@ fn prepare(args: &ProbeArgs, stacks: bool) -> Result<Prepared> {
     require_root()?;
     let kallsyms = Kallsyms::read(Path::new(KALLSYMS))?;
     let btf = KernelBtf::open(Path::new(VMLINUX_BTF))?;
-    let layout =
-        layout::resolve(&btf, &kallsyms, stacks).context("read the kernel layout from BTF")?;
+    let layout = layout::resolve(&btf, &kallsyms, stacks, args.ram_holders)
+        .context("read the kernel layout from BTF")?;
     let caps = KernelCaps::probe();
-    let plan = plan::resolve(&kallsyms, &btf, &caps, args.mode);
+    let plan = plan::resolve(&kallsyms, &btf, &caps, args.mode, !args.no_precise);
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
@@ -73,12 +73,12 @@ fn attach_all(p: &Prepared) -> Result<Loaded> {
 /// The plan as a table.
 pub fn plan_table(rows: &[PlanRow]) -> String {
     let mut out = format!(
-        "{:<14} {:<12} {:<34} {:<7} {}\n",
+        "{:<18} {:<12} {:<34} {:<7} {}\n",
         "HOOK", "EVENTS", "SYMBOL", "MODE", "STATUS"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<14} {:<12} {:<34} {:<7} {}\n",
+            "{:<18} {:<12} {:<34} {:<7} {}\n",
             r.logical,
             r.events,
             r.symbol.unwrap_or("-"),
@@ -86,7 +86,7 @@ pub fn plan_table(rows: &[PlanRow]) -> String {
             r.status
         ));
         for n in &r.notes {
-            out.push_str(&format!("{:<14}   note: {n}\n", ""));
+            out.push_str(&format!("{:<18}   note: {n}\n", ""));
         }
     }
     out
@@ -113,6 +113,7 @@ pub fn probes(args: &ProbeArgs) -> Result<ExitCode> {
     print!("{}", plan_table(&loaded.rows));
     let n = loaded.rows.iter().filter(|r| r.attached()).count();
     println!("{n} of {} hooks attached", loaded.rows.len());
+    println!("references: {}", loaded.mode_words());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -150,9 +151,10 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
     });
     let n = loaded.rows.iter().filter(|r| r.attached()).count();
     println!(
-        "refwatch: kernel {}, {n} of {} hooks attached; {}; Ctrl-C to stop",
+        "refwatch: kernel {}, {n} of {} hooks attached; references: {}; {}; Ctrl-C to stop",
         p.release,
         loaded.rows.len(),
+        loaded.mode_words(),
         rules.basis
     );
     let header = recording_path.map(|path| {
@@ -165,6 +167,7 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
                 started_ns: collector::monotonic_ns(),
                 rules: rules.clone(),
                 thresholds,
+                precise: loaded.precise,
                 hooks: loaded
                     .rows
                     .iter()

@@ -85,7 +85,7 @@ pub struct ExportArgs {
     #[arg(long)]
     pub pfn: Option<String>,
     /// Only these page-map types (private, coherent, fsdax, generic, p2pdma).
-    #[arg(long = "type", value_parser = ["private", "coherent", "fsdax", "generic", "p2pdma", "unknown"])]
+    #[arg(long = "type", value_parser = ["private", "coherent", "fsdax", "generic", "p2pdma", "system", "unknown"])]
     pub types: Vec<String>,
     /// Write here instead of stdout.
     #[arg(short, long, value_name = "FILE")]
@@ -136,6 +136,15 @@ pub struct ProbeArgs {
     /// Attach mode: fentry/fexit where possible, kprobes otherwise (auto), or force one.
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: ModeChoice,
+    /// Do not use the page_ref tracepoints (precise mode, on by default where
+    /// the kernel has them: CONFIG_DEBUG_PAGE_REF); watch the get/put functions.
+    #[arg(long)]
+    pub no_precise: bool,
+    /// Remember GUP references on system (non-device) pages, so a migration
+    /// to device memory that fails on a page names who holds it. Costs a map
+    /// update and a stack walk per GUP grab of any page.
+    #[arg(long)]
+    pub ram_holders: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -19,7 +19,7 @@ use tokio::{
 };
 
 use crate::{
-    event::{decode, pgmap_name},
+    event::{decode, pgmap_name, role_of},
     jsonl::{Format, stack_strings, to_json},
     kallsyms::Kallsyms,
     loader::Loaded,
@@ -246,11 +246,14 @@ impl<'a> Collector<'a> {
     }
 }
 
-/// Headless: runs until SIGINT/SIGTERM (or `duration`), then flushes everything.
+/// Headless: runs until SIGINT/SIGTERM/SIGHUP (or `duration`), then flushes
+/// everything. A hang-up (the terminal went away) also points dead outputs at
+/// /dev/null first, so the final lines cannot fail.
 pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<(Tracker, Totals)> {
     let mut c = Collector::new(loaded, syms, &opts)?;
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
     let start = Instant::now();
     let deadline = opts
         .duration
@@ -284,6 +287,11 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => {
+                crate::tui::tty::detach_dead_outputs();
+                log::warn!("terminal hung up: stopping and saving what was asked for");
+                break;
+            }
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
@@ -302,8 +310,11 @@ fn drain(
 ) -> Result<()> {
     while let Some(item) = ring.next() {
         match decode(&item) {
-            Ok(ev) => {
+            Ok(mut ev) => {
                 totals.events += 1;
+                if !ev.stack.is_empty() {
+                    ev.role = role_of(ev.stack.iter().filter_map(|a| out.syms.symbolize(*a)));
+                }
                 if out.jsonl.is_some() || out.rec.is_some() {
                     let sym = out.symbols.get(&ev.hook).copied().unwrap_or("?");
                     let j = to_json(&ev, sym, out.syms, out.format);

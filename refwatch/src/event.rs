@@ -37,6 +37,14 @@ pub enum Kind {
     Free,
     Migrate,
     LayoutWait,
+    /// The refcount was set (init, a migration's freeze/unfreeze).
+    Set,
+    /// A device page map came up.
+    PgmapAdd,
+    /// A device page map is being torn down.
+    PgmapRemove,
+    /// A fork that took references on device pages finished (`ret` = child).
+    Fork,
 }
 
 impl TryFrom<u32> for Kind {
@@ -50,6 +58,10 @@ impl TryFrom<u32> for Kind {
             kind::FREE => Self::Free,
             kind::MIGRATE => Self::Migrate,
             kind::LAYOUT_WAIT => Self::LayoutWait,
+            kind::SET => Self::Set,
+            kind::PGMAP_ADD => Self::PgmapAdd,
+            kind::PGMAP_REMOVE => Self::PgmapRemove,
+            kind::FORK => Self::Fork,
             other => return Err(DecodeError::UnknownKind(other)),
         })
     }
@@ -66,22 +78,31 @@ impl Kind {
             Self::Free => "free",
             Self::Migrate => "migrate",
             Self::LayoutWait => "layout_wait",
+            Self::Set => "set",
+            Self::PgmapAdd => "pgmap_add",
+            Self::PgmapRemove => "pgmap_remove",
+            Self::Fork => "fork",
         }
     }
 
+    /// Every kind, in wire order.
+    pub const ALL: [Kind; 11] = [
+        Self::Get,
+        Self::Put,
+        Self::Pin,
+        Self::Unpin,
+        Self::Free,
+        Self::Migrate,
+        Self::LayoutWait,
+        Self::Set,
+        Self::PgmapAdd,
+        Self::PgmapRemove,
+        Self::Fork,
+    ];
+
     /// Inverse of [`Kind::name`].
     pub fn from_name(s: &str) -> Option<Self> {
-        [
-            Self::Get,
-            Self::Put,
-            Self::Pin,
-            Self::Unpin,
-            Self::Free,
-            Self::Migrate,
-            Self::LayoutWait,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
+        Self::ALL.into_iter().find(|k| k.name() == s)
     }
 
     /// Wire value.
@@ -94,6 +115,10 @@ impl Kind {
             Self::Free => kind::FREE,
             Self::Migrate => kind::MIGRATE,
             Self::LayoutWait => kind::LAYOUT_WAIT,
+            Self::Set => kind::SET,
+            Self::PgmapAdd => kind::PGMAP_ADD,
+            Self::PgmapRemove => kind::PGMAP_REMOVE,
+            Self::Fork => kind::FORK,
         }
     }
 }
@@ -106,13 +131,180 @@ pub fn pgmap_name(t: u32) -> &'static str {
         pgmap::FSDAX => "fsdax",
         pgmap::GENERIC => "generic",
         pgmap::P2PDMA => "p2pdma",
+        pgmap::SYSTEM => "system",
         _ => "unknown",
     }
 }
 
 /// Inverse of [`pgmap_name`].
 pub fn pgmap_from_name(s: &str) -> Option<u32> {
-    (0..=pgmap::P2PDMA).find(|t| pgmap_name(*t) == s)
+    (0..=pgmap::SYSTEM).find(|t| pgmap_name(*t) == s)
+}
+
+/// Stage of a migration event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Restored while the migration was being set up (not isolated/unmapped).
+    Setup,
+    /// Outcome at finalize.
+    Finalize,
+    /// Refused at the copy stage (`folio_migrate_mapping` -EAGAIN).
+    Copy,
+    Unknown,
+}
+
+/// Direction of a migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    ToDevice,
+    ToRam,
+    /// A CPU fault pulling a device page back.
+    Fault,
+    /// Driver eviction by PFN.
+    Evict,
+    Unknown,
+}
+
+/// What a migration event says about its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Migration {
+    pub stage: Stage,
+    pub direction: Direction,
+    /// Whether the page moved.
+    pub moved: bool,
+    /// Destination PFN when it moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_pfn: Option<u64>,
+    /// `extra_count` the copy stage was called with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_count: Option<u32>,
+}
+
+impl Migration {
+    /// Decodes `aux`/`aux2` of a migration event.
+    pub fn from_aux(aux: u64, aux2: u64) -> Self {
+        use refwatch_common::migrate as m;
+        let stage = match aux2 & 0xff {
+            m::STAGE_SETUP => Stage::Setup,
+            m::STAGE_FINALIZE => Stage::Finalize,
+            m::STAGE_COPY => Stage::Copy,
+            _ => Stage::Unknown,
+        };
+        let direction = match (aux2 >> 8) & 0xff {
+            m::DIR_TO_DEVICE => Direction::ToDevice,
+            m::DIR_TO_RAM => Direction::ToRam,
+            m::DIR_FAULT => Direction::Fault,
+            m::DIR_EVICT => Direction::Evict,
+            _ => Direction::Unknown,
+        };
+        Self {
+            stage,
+            direction,
+            moved: (aux2 >> 16) & 0xff == m::RESULT_MOVED,
+            dst_pfn: aux.checked_sub(1),
+            extra_count: (stage == Stage::Copy).then_some(((aux2 >> 24) & 0xff) as u32),
+        }
+    }
+
+    /// Inverse of [`Migration::from_aux`].
+    pub fn to_aux(&self) -> (u64, u64) {
+        use refwatch_common::migrate as m;
+        let stage = match self.stage {
+            Stage::Setup => m::STAGE_SETUP,
+            Stage::Finalize => m::STAGE_FINALIZE,
+            Stage::Copy => m::STAGE_COPY,
+            Stage::Unknown => 0,
+        };
+        let dir = match self.direction {
+            Direction::ToDevice => m::DIR_TO_DEVICE,
+            Direction::ToRam => m::DIR_TO_RAM,
+            Direction::Fault => m::DIR_FAULT,
+            Direction::Evict => m::DIR_EVICT,
+            Direction::Unknown => m::DIR_UNKNOWN,
+        };
+        let result = if self.moved {
+            m::RESULT_MOVED
+        } else {
+            m::RESULT_FAILED
+        };
+        let extra = u64::from(self.extra_count.unwrap_or(0) & 0xff) << 24;
+        (
+            self.dst_pfn.map_or(0, |p| p + 1),
+            m::pack(stage, dir, result) | extra,
+        )
+    }
+
+    /// Human words for the direction.
+    pub fn direction_words(&self) -> &'static str {
+        match self.direction {
+            Direction::ToDevice => "to device memory",
+            Direction::ToRam => "back to system memory",
+            Direction::Fault => "back to system memory on a CPU fault",
+            Direction::Evict => "out of device memory (driver eviction)",
+            Direction::Unknown => "",
+        }
+    }
+}
+
+/// What a reference change did to the page's mappings, judged from the
+/// kernel functions on its stack: a reference a page-table entry holds is
+/// taken where the entry is installed and dropped where it is zapped, far
+/// apart and often by another task, so holders are matched by role first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Role {
+    #[default]
+    Other,
+    /// Installs a page-table entry (fault, fork, migration restore).
+    Map,
+    /// Zaps page-table entries (munmap, exit, unmapping for migration).
+    Unmap,
+}
+
+/// Functions that install a page-table entry holding a reference.
+const MAP_FUNCTIONS: &[&str] = &[
+    "insert_page_into_pte_locked",
+    "insert_page",
+    "vmf_insert_page_mkwrite",
+    "set_pte_range",
+    "do_set_pmd",
+    "do_anonymous_page",
+    "copy_page_range",
+    "copy_present_pte",
+    "copy_nonpresent_pte",
+    "remove_migration_pte",
+    "migrate_vma_insert_page",
+];
+
+/// Functions that drop the references of zapped page-table entries.
+const UNMAP_FUNCTIONS: &[&str] = &[
+    "__zap_vma_range",
+    "zap_pte_range",
+    "zap_present_ptes",
+    "zap_nonpresent_ptes",
+    "unmap_page_range",
+    "unmap_vmas",
+    "free_pages_and_swap_cache",
+    "tlb_batch_pages_flush",
+    "tlb_flush_mmu",
+    "try_to_migrate_one",
+    "try_to_unmap_one",
+];
+
+/// The role of an event from its symbolized stack (`name+0xoff`, innermost
+/// first): the innermost frame that installs or zaps page-table entries.
+pub fn role_of<S: AsRef<str>>(frames: impl IntoIterator<Item = S>) -> Role {
+    for f in frames {
+        let name = f.as_ref().split('+').next().unwrap_or_default();
+        if MAP_FUNCTIONS.contains(&name) {
+            return Role::Map;
+        }
+        if UNMAP_FUNCTIONS.contains(&name) {
+            return Role::Unmap;
+        }
+    }
+    Role::Other
 }
 
 /// A decoded event.
@@ -134,7 +326,23 @@ pub struct PageEvent {
     pub nr_pages: u32,
     pub ret: Option<i64>,
     pub aux: u64,
+    pub aux2: u64,
+    /// Address of the page map's free callback (or ops); 0 when unknown.
+    pub owner: u64,
+    /// Reported later than it happened (a remembered system-page reference).
+    pub late: bool,
+    /// Seen while the task was forking: a reference taken belongs to the child.
+    pub forking: bool,
+    /// Set by whoever can symbolize the stack ([`role_of`]).
+    pub role: Role,
     pub stack: Vec<u64>,
+}
+
+impl PageEvent {
+    /// Migration details of a migration event.
+    pub fn migration(&self) -> Option<Migration> {
+        (self.kind == Kind::Migrate).then(|| Migration::from_aux(self.aux, self.aux2))
+    }
 }
 
 /// Decodes one ring-buffer record: length check, then an unaligned read.
@@ -174,6 +382,11 @@ pub fn from_raw(raw: &Event) -> Result<PageEvent, DecodeError> {
         nr_pages: raw.nr_pages,
         ret: has(flags::HAS_RET).then_some(raw.ret),
         aux: raw.aux,
+        aux2: raw.aux2,
+        owner: raw.owner,
+        late: has(flags::LATE),
+        forking: has(flags::FORKING),
+        role: Role::Other,
         stack: raw.stack[..frames]
             .iter()
             .copied()
@@ -211,7 +424,15 @@ pub fn to_raw(ev: &PageEvent) -> Event {
         fl |= flags::HAS_RET;
         raw.ret = v;
     }
+    if ev.late {
+        fl |= flags::LATE;
+    }
+    if ev.forking {
+        fl |= flags::FORKING;
+    }
     raw.flags = fl;
+    raw.aux2 = ev.aux2;
+    raw.owner = ev.owner;
     raw.pgmap_type = ev.pgmap_type;
     raw.nr_pages = ev.nr_pages;
     raw.aux = ev.aux;
@@ -255,6 +476,11 @@ mod tests {
             nr_pages: 1,
             ret: Some(1),
             aux: 1,
+            aux2: 7,
+            owner: 0xffff_ffff_8200_0000,
+            late: true,
+            forking: true,
+            role: Role::Other,
             stack: vec![0xffff_ffff_8100_0000, 0xffff_ffff_8100_0100],
         }
     }
@@ -322,5 +548,65 @@ mod tests {
         assert_eq!(pgmap_name(pgmap::FSDAX), "fsdax");
         assert_eq!(pgmap_from_name("private"), Some(pgmap::PRIVATE));
         assert_eq!(pgmap_from_name("nope"), None);
+        assert_eq!(pgmap_from_name("system"), Some(pgmap::SYSTEM));
+        for k in Kind::ALL {
+            assert_eq!(Kind::try_from(k.raw()), Ok(k));
+            assert_eq!(Kind::from_name(k.name()), Some(k));
+        }
+    }
+
+    #[test]
+    fn roles_come_from_the_innermost_known_frame() {
+        assert_eq!(
+            role_of([
+                "page_ref_mod+0x4e",
+                "copy_page_range+0x1bea",
+                "dup_mmap+0x35f"
+            ]),
+            Role::Map
+        );
+        assert_eq!(
+            role_of([
+                "folios_put_refs+0x1f9",
+                "free_pages_and_swap_cache+0x138",
+                "tlb_batch_pages_flush+0x58"
+            ]),
+            Role::Unmap
+        );
+        assert_eq!(
+            role_of(["try_grab_folio_fast+0x26e", "gup_fast_fallback+0x516"]),
+            Role::Other
+        );
+        assert_eq!(role_of(Vec::<String>::new()), Role::Other);
+    }
+
+    #[test]
+    fn migration_details_round_trip() {
+        for m in [
+            Migration {
+                stage: Stage::Finalize,
+                direction: Direction::ToDevice,
+                moved: true,
+                dst_pfn: Some(0x1_0000_0010),
+                extra_count: None,
+            },
+            Migration {
+                stage: Stage::Setup,
+                direction: Direction::Evict,
+                moved: false,
+                dst_pfn: None,
+                extra_count: None,
+            },
+            Migration {
+                stage: Stage::Copy,
+                direction: Direction::Fault,
+                moved: false,
+                dst_pfn: Some(0),
+                extra_count: Some(1),
+            },
+        ] {
+            let (aux, aux2) = m.to_aux();
+            assert_eq!(Migration::from_aux(aux, aux2), m);
+        }
     }
 }

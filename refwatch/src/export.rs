@@ -102,7 +102,7 @@ pub fn write<'a>(
 }
 
 /// CSV columns.
-pub const CSV_HEADER: [&str; 15] = [
+pub const CSV_HEADER: [&str; 21] = [
     "ts_ns",
     "cpu",
     "pid",
@@ -118,6 +118,12 @@ pub const CSV_HEADER: [&str; 15] = [
     "symbol",
     "ret",
     "stack",
+    "owner",
+    "migration_stage",
+    "migration_direction",
+    "migration_moved",
+    "migration_dst_pfn",
+    "flags",
 ];
 
 fn quote(s: &str) -> String {
@@ -149,7 +155,35 @@ fn csv_row(e: &JsonEvent) -> Vec<String> {
         quote(&e.symbol),
         opt(e.ret),
         quote(&e.stack.join(";")),
+        quote(e.owner.as_deref().unwrap_or_default()),
+        opt(e.migration.map(|m| enum_name(&m.stage))),
+        opt(e.migration.map(|m| enum_name(&m.direction))),
+        opt(e.migration.map(|m| m.moved)),
+        opt(e
+            .migration
+            .and_then(|m| m.dst_pfn)
+            .map(|p| format!("{p:#x}"))),
+        [(e.late, "late"), (e.forking, "forking")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()
+            .join(";"),
     ]
+}
+
+/// The serde name of a unit enum value (`to_device`).
+fn enum_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Inverse of [`enum_name`].
+fn enum_from<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .with_context(|| format!("unknown value {s:?}"))
 }
 
 /// Splits one CSV record (RFC 4180 quoting).
@@ -191,6 +225,22 @@ pub fn csv_parse_row(line: &str) -> Result<JsonEvent> {
             Ok(Some(s.parse()?))
         }
     };
+    let migration = if f[16].is_empty() {
+        None
+    } else {
+        Some(crate::event::Migration {
+            stage: enum_from(&f[16])?,
+            direction: enum_from(&f[17])?,
+            moved: f[18].parse()?,
+            dst_pfn: if f[19].is_empty() {
+                None
+            } else {
+                Some(parse_num(&f[19])?)
+            },
+            extra_count: None,
+        })
+    };
+    let flags: Vec<&str> = f[20].split(';').collect();
     Ok(JsonEvent {
         ts_ns: f[0].parse()?,
         cpu: f[1].parse()?,
@@ -211,6 +261,10 @@ pub fn csv_parse_row(line: &str) -> Result<JsonEvent> {
         } else {
             f[14].split(';').map(str::to_string).collect()
         },
+        owner: (!f[15].is_empty()).then(|| f[15].clone()),
+        migration,
+        late: flags.contains(&"late"),
+        forking: flags.contains(&"forking"),
         page: None,
     })
 }
@@ -218,15 +272,24 @@ pub fn csv_parse_row(line: &str) -> Result<JsonEvent> {
 /// Chrome trace JSON (opens in ui.perfetto.dev): one thread track per PFN with
 /// instant events, and one counter track per PFN for its refcount.
 pub fn perfetto(events: &[&JsonEvent]) -> serde_json::Value {
+    // Page maps and forks are not page events: they go on track 0.
+    let per_page =
+        |e: &JsonEvent| !matches!(e.event.as_str(), "fork" | "pgmap_add" | "pgmap_remove");
     let mut tids: BTreeMap<u64, u64> = BTreeMap::new();
-    for e in events {
+    for e in events.iter().filter(|e| per_page(e)) {
         let n = tids.len() as u64 + 1;
         tids.entry(e.pfn).or_insert(n);
     }
-    let mut out = vec![json!({
-        "name": "process_name", "ph": "M", "pid": 1, "tid": 0,
-        "args": {"name": "refwatch: ZONE_DEVICE pages"}
-    })];
+    let mut out = vec![
+        json!({
+            "name": "process_name", "ph": "M", "pid": 1, "tid": 0,
+            "args": {"name": "refwatch: ZONE_DEVICE pages"}
+        }),
+        json!({
+            "name": "thread_name", "ph": "M", "pid": 1, "tid": 0,
+            "args": {"name": "page maps and forks"}
+        }),
+    ];
     for (pfn, tid) in &tids {
         out.push(json!({
             "name": "thread_name", "ph": "M", "pid": 1, "tid": tid,
@@ -235,7 +298,8 @@ pub fn perfetto(events: &[&JsonEvent]) -> serde_json::Value {
     }
     for e in events {
         let ts = e.ts_ns as f64 / 1000.0;
-        let tid = tids[&e.pfn];
+        let page = per_page(e);
+        let tid = if page { tids[&e.pfn] } else { 0 };
         out.push(json!({
             "name": e.event, "ph": "i", "s": "t", "ts": ts, "pid": 1, "tid": tid,
             "args": {
@@ -244,10 +308,16 @@ pub fn perfetto(events: &[&JsonEvent]) -> serde_json::Value {
                 "refcount_after": e.refcount_after,
                 "task": format!("{} ({})", e.comm, e.tgid),
                 "symbol": e.symbol,
+                "owner": e.owner,
+                "migration": e.migration,
                 "stack": e.stack.join("\n"),
             }
         }));
-        if let Some(rc) = e.refcount_after.or(e.refcount_before) {
+        // A migration's refcount includes the migration's own reference.
+        if page
+            && e.event != "migrate"
+            && let Some(rc) = e.refcount_after.or(e.refcount_before)
+        {
             out.push(json!({
                 "name": format!("refcount pfn {:#x}", e.pfn), "ph": "C", "ts": ts, "pid": 1,
                 "args": {"refcount": rc}
@@ -284,6 +354,10 @@ mod tests {
                 symbol: "gup_put_folio".into(),
                 ret: if i == 1 { Some(-11) } else { None },
                 stack: vec!["a+0x1".into(), "b+0x2".into()],
+                owner: None,
+                migration: None,
+                late: false,
+                forking: false,
                 page: None,
             })
             .collect()
@@ -317,6 +391,60 @@ mod tests {
         assert_eq!(back, ev);
     }
 
+    /// Synthetic migration, late get and fork events (not from a kernel).
+    fn device_events() -> Vec<JsonEvent> {
+        let mut ev = events();
+        ev[0].event = "migrate".into();
+        ev[0].owner = Some("dmirror_devmem_free".into());
+        ev[0].migration = Some(crate::event::Migration {
+            stage: crate::event::Stage::Finalize,
+            direction: crate::event::Direction::ToDevice,
+            moved: true,
+            dst_pfn: Some(0xfcf_fff0),
+            extra_count: None,
+        });
+        ev[1].late = true;
+        ev[2].forking = true;
+        ev[3].event = "fork".into();
+        ev[3].pfn = 0;
+        ev[3].ret = Some(4242);
+        ev
+    }
+
+    #[test]
+    fn new_fields_round_trip_through_every_format() {
+        let ev = device_events();
+        let mut buf = Vec::new();
+        write(ExportFormat::Csv, ev.iter(), &mut buf).expect("write");
+        let text = String::from_utf8(buf).expect("utf8");
+        let back: Vec<JsonEvent> = text
+            .lines()
+            .skip(1)
+            .map(|l| csv_parse_row(l).expect("row"))
+            .collect();
+        assert_eq!(back, ev);
+        let mut buf = Vec::new();
+        write(ExportFormat::Jsonl, ev.iter(), &mut buf).expect("write");
+        let back: Vec<JsonEvent> = String::from_utf8(buf)
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("line"))
+            .collect();
+        assert_eq!(back, ev);
+        let mut buf = Vec::new();
+        write(ExportFormat::Perfetto, ev.iter(), &mut buf).expect("write");
+        let v: serde_json::Value = serde_json::from_slice(&buf).expect("json");
+        let te = v["traceEvents"].as_array().expect("array");
+        let fork = te.iter().find(|e| e["name"] == "fork").expect("fork");
+        assert_eq!(fork["tid"], 0, "forks go on the page-map track");
+        let mig = te.iter().find(|e| e["name"] == "migrate").expect("migrate");
+        assert_eq!(mig["args"]["migration"]["direction"], "to_device");
+        assert_eq!(mig["args"]["owner"], "dmirror_devmem_free");
+        // No refcount sample from a migration (its count is transient) nor a fork.
+        let counters = te.iter().filter(|e| e["ph"] == "C").count();
+        assert_eq!(counters, 2);
+    }
+
     #[test]
     fn perfetto_has_a_counter_track_per_pfn() {
         let ev = events();
@@ -336,7 +464,7 @@ mod tests {
         assert_eq!(counters[0]["args"]["refcount"], 1);
         assert_eq!(instants[3]["name"], "free");
         let threads = te.iter().filter(|e| e["name"] == "thread_name").count();
-        assert_eq!(threads, 2);
+        assert_eq!(threads, 3, "two PFN tracks and the page-map track");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    event::{Kind, PageEvent, pgmap_name},
+    event::{Kind, Migration, PageEvent, pgmap_name},
     kallsyms::Kallsyms,
 };
 
@@ -28,6 +28,21 @@ pub struct JsonEvent {
     pub ret: Option<i64>,
     /// Kernel stack as `symbol+0xoff`, innermost first.
     pub stack: Vec<String>,
+    /// The page map's owner: its free callback (`dmirror_devmem_free`), or
+    /// its ops when it has none (`fsdax_pagemap_ops`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Migration events: stage, direction, result and destination PFN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<Migration>,
+    /// Reported later than it happened: a GUP reference on a system page,
+    /// remembered and reported when a migration of that page failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
+    /// Seen while the task was forking: a reference taken then belongs to
+    /// the child (named by the `fork` event that follows).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forking: bool,
     /// Raw `struct page` address, only with `--raw-pointers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<String>,
@@ -40,18 +55,35 @@ pub struct Format {
 }
 
 /// Symbolizes a stack; unknown addresses are shown only with raw pointers.
-/// Leading frames that do not symbolize (refwatch's own BPF program and its
-/// trampoline) are left out.
+/// refwatch's own frames are left out: leading frames that do not symbolize
+/// (its BPF program), BPF trampolines anywhere (its fentry/fexit hooks), and
+/// the tracepoint plumbing a `tp_btf` program is called through.
 pub fn stack_strings(stack: &[u64], syms: &Kallsyms, fmt: Format) -> Vec<String> {
-    let first = stack
+    const PLUMBING: [&str; 5] = [
+        "bpf_trampoline_",
+        "bpf_trace_run",
+        "__bpf_trace_",
+        "__traceiter_",
+        "__page_ref_",
+    ];
+    let named: Vec<(u64, Option<String>)> =
+        stack.iter().map(|a| (*a, syms.symbolize(*a))).collect();
+    let first = named
         .iter()
-        .position(|a| syms.symbolize(*a).is_some())
-        .unwrap_or(stack.len());
-    stack[first..]
+        .position(|(_, s)| {
+            s.as_deref()
+                .is_some_and(|s| !PLUMBING.iter().any(|p| s.starts_with(p)))
+        })
+        .unwrap_or(named.len());
+    named[first..]
         .iter()
-        .map(|a| match syms.symbolize(*a) {
+        .filter(|(_, s)| {
+            !s.as_deref()
+                .is_some_and(|s| s.starts_with("bpf_trampoline_"))
+        })
+        .map(|(a, s)| match s {
             Some(s) if fmt.raw_pointers => format!("{s} ({a:#x})"),
-            Some(s) => s,
+            Some(s) => s.clone(),
             None if fmt.raw_pointers => format!("{a:#x}"),
             None => "?".to_string(),
         })
@@ -76,7 +108,26 @@ pub fn to_json(ev: &PageEvent, symbol: &str, syms: &Kallsyms, fmt: Format) -> Js
         symbol: symbol.to_string(),
         ret: ev.ret,
         stack: stack_strings(&ev.stack, syms, fmt),
+        owner: owner_name(ev.owner, syms, fmt),
+        migration: ev.migration(),
+        late: ev.late,
+        forking: ev.forking,
         page: fmt.raw_pointers.then(|| format!("{:#x}", ev.page)),
+    }
+}
+
+/// The owner's symbol; its address only with raw pointers.
+pub fn owner_name(addr: u64, syms: &Kallsyms, fmt: Format) -> Option<String> {
+    if addr == 0 {
+        return None;
+    }
+    match syms.name_at(addr) {
+        Some(n) => Some(n.to_string()),
+        None => match syms.symbolize(addr) {
+            Some(s) => Some(s),
+            None if fmt.raw_pointers => Some(format!("{addr:#x}")),
+            None => Some("?".into()),
+        },
     }
 }
 
@@ -91,6 +142,7 @@ impl JsonEvent {
 /// symbolized in the recording; the replayed event carries none (callers look
 /// them up by `(pfn, ts_ns, pid)`). `None` for an unknown event name.
 pub fn to_page_event(j: &JsonEvent) -> Option<PageEvent> {
+    let (aux, aux2) = j.migration.map_or((0, 0), |m| m.to_aux());
     Some(PageEvent {
         ts_ns: j.ts_ns,
         pfn: j.pfn,
@@ -100,14 +152,19 @@ pub fn to_page_event(j: &JsonEvent) -> Option<PageEvent> {
         cpu: j.cpu,
         comm: j.comm.clone(),
         kind: Kind::from_name(&j.event)?,
-        hook: 0,
+        hook: crate::plan::hook_of_symbol(&j.symbol).unwrap_or(0),
         refcount_before: j.refcount_before,
         refcount_after: j.refcount_after,
         mapcount: j.mapcount,
         pgmap_type: crate::event::pgmap_from_name(&j.pgmap_type).unwrap_or(0),
         nr_pages: j.nr_pages,
         ret: j.ret,
-        aux: 0,
+        aux,
+        aux2,
+        owner: 0,
+        late: j.late,
+        forking: j.forking,
+        role: crate::event::role_of(&j.stack),
         stack: Vec::new(),
     })
 }
@@ -116,6 +173,32 @@ pub fn to_page_event(j: &JsonEvent) -> Option<PageEvent> {
 mod tests {
     use super::*;
     use crate::event::{PageEvent, decode, to_bytes, to_raw};
+
+    #[test]
+    fn refwatch_own_frames_are_left_out() {
+        let syms = Kallsyms::parse(
+            "ffffffff81000000 t bpf_trampoline_6442501886\nffffffff81001000 T bpf_trace_run2\nffffffff81002000 T __traceiter_page_ref_mod\nffffffff81003000 T __page_ref_mod\nffffffff81004000 T copy_page_range\nffffffff81005000 T kernel_clone\nffffffff81006000 T __do_sys_clone\nffffffff81007000 T end\n",
+        );
+        let stack = [
+            0xffff_ffff_c000_0010,
+            0xffff_ffff_8100_0f37,
+            0xffff_ffff_8100_10ed,
+            0xffff_ffff_8100_2030,
+            0xffff_ffff_8100_304e,
+            0xffff_ffff_8100_4bea,
+            0xffff_ffff_8100_50d0,
+            0xffff_ffff_8100_0cf6,
+            0xffff_ffff_8100_6055,
+        ];
+        assert_eq!(
+            stack_strings(&stack, &syms, Format::default()),
+            vec![
+                "copy_page_range+0xbea".to_string(),
+                "kernel_clone+0xd0".into(),
+                "__do_sys_clone+0x55".into()
+            ]
+        );
+    }
 
     #[test]
     fn kernel_pointers_stay_hidden_by_default() {
@@ -139,6 +222,11 @@ mod tests {
             nr_pages: 1,
             ret: None,
             aux: 1,
+            aux2: 0,
+            owner: 0xffff_ffff_8100_0000,
+            late: false,
+            forking: false,
+            role: crate::event::Role::Other,
             // A BPF frame first (not in kallsyms), then kernel text, then junk.
             stack: vec![0xffff_ffff_c012_3456, 0xffff_ffff_8100_0010, 0xdead],
         };

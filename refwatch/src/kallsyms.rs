@@ -17,6 +17,8 @@ pub struct Kallsyms {
     text: Vec<(u64, String)>,
     /// Names with a compiler suffix (`foo.isra.0`), by base name.
     clones: HashMap<String, Vec<String>>,
+    /// address → name (first seen), every symbol type, for exact lookups.
+    exact: HashMap<u64, String>,
 }
 
 impl Kallsyms {
@@ -49,6 +51,9 @@ impl Kallsyms {
                 continue;
             };
             k.by_name.entry(name.to_string()).or_insert(addr);
+            if addr != 0 {
+                k.exact.entry(addr).or_insert_with(|| name.to_string());
+            }
             if let Some((base, _)) = name.split_once('.') {
                 k.clones
                     .entry(base.to_string())
@@ -61,6 +66,11 @@ impl Kallsyms {
         }
         k.text.sort_unstable();
         k
+    }
+
+    /// The symbol that starts exactly at `addr` (functions and data alike).
+    pub fn name_at(&self, addr: u64) -> Option<&str> {
+        self.exact.get(&addr).map(String::as_str)
     }
 
     /// Address of `name`, if listed with a non-zero address.

@@ -116,6 +116,13 @@ impl KernelBtf {
         bail!("{st_name}.{member} is not an array in this kernel's BTF")
     }
 
+    /// Whether BTF has a type (any kind) called `name`.
+    pub fn has_type(&self, name: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(name)
+            .is_ok_and(|t| !t.is_empty())
+    }
+
     /// The parameter types of function `name` as C-ish strings
     /// (`struct page *`, `int`, …); `None` when BTF has no such function.
     pub fn func_params(&self, name: &str) -> Option<Vec<String>> {
@@ -244,6 +251,7 @@ pub fn resolve(
     btf: &KernelBtf,
     kallsyms: &crate::kallsyms::Kallsyms,
     stacks: bool,
+    ram_holders: bool,
 ) -> Result<Layout> {
     let page = btf.struct_def("page").context("struct page")?;
     let size = page.size() as u64;
@@ -303,6 +311,39 @@ pub fn resolve(
             ))
         })
         .unwrap_or((0, 0, 0, 0));
+    // Page map owner and range; migration arguments. Optional: without them
+    // events carry no owner and migrations no direction.
+    let pgmap = btf.struct_def("dev_pagemap").ok();
+    let off_pgmap_ops = pgmap
+        .as_ref()
+        .and_then(|p| btf.member_offset(p, "ops"))
+        .unwrap_or(0);
+    let off_pgmap_range = pgmap
+        .as_ref()
+        .and_then(|p| btf.member_offset(p, "range"))
+        .unwrap_or(0);
+    let off_ops_free = btf
+        .struct_def("dev_pagemap_ops")
+        .ok()
+        .and_then(|o| {
+            btf.member_offset(&o, "folio_free")
+                .or_else(|| btf.member_offset(&o, "page_free"))
+        })
+        .unwrap_or(0);
+    let mv = btf.struct_def("migrate_vma").ok();
+    let off_mv_flags = mv
+        .as_ref()
+        .and_then(|m| btf.member_offset(m, "flags"))
+        .unwrap_or(0);
+    let off_mv_fault_page = mv
+        .as_ref()
+        .and_then(|m| btf.member_offset(m, "fault_page"))
+        .unwrap_or(0);
+    let select_system = btf
+        .enum_values("migrate_vma_direction")
+        .ok()
+        .and_then(|v| v.get("MIGRATE_VMA_SELECT_SYSTEM").copied())
+        .unwrap_or(1) as u32;
     let (vmemmap_base_addr, vmemmap_from) = match kallsyms.address("vmemmap_base") {
         Some(a) => (a, "kallsyms vmemmap_base (read in the kernel)".to_string()),
         None => (
@@ -331,6 +372,14 @@ pub fn resolve(
             off_bv_page,
             off_bv_len,
             off_bv_offset,
+            off_pgmap_ops,
+            off_ops_free,
+            off_mv_flags,
+            off_mv_fault_page,
+            ram_holders: u32::from(ram_holders),
+            select_system,
+            off_pgmap_range,
+            reserved: 0,
             memtype: memtype_table(&memtypes),
         },
         pgmap_from,

@@ -5,12 +5,13 @@ use std::path::Path;
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{FEntry, FExit, KProbe, Program},
+    maps::Array,
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program},
 };
 
 use crate::{
     layout::Layout,
-    plan::{Candidate, Mode, Resolved},
+    plan::{Candidate, Class, Mode, Resolved},
 };
 
 /// The kernel object built by `build.rs`.
@@ -39,9 +40,25 @@ impl PlanRow {
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub rows: Vec<PlanRow>,
+    /// Every page_ref tracepoint is attached: gets and puts come from them.
+    pub precise: bool,
 }
 
-/// Loads the object with `layout` and attaches every resolved hook.
+impl Loaded {
+    /// How references are observed, for humans.
+    pub fn mode_words(&self) -> &'static str {
+        if self.precise {
+            "precise (page_ref tracepoints: every get and put)"
+        } else {
+            "functions (get/put where a kernel function is on the path)"
+        }
+    }
+}
+
+/// Loads the object with `layout` and attaches every resolved hook. The
+/// page_ref tracepoints go first: when all of them attach (precise mode),
+/// the hooks they cover are left out, except the GUP grabs when
+/// `layout.raw.ram_holders` asks for system-page holders.
 pub fn load(layout: &Layout, plan: &[Resolved]) -> Result<Loaded> {
     if OBJECT.is_empty() {
         return Err(anyhow!(
@@ -64,8 +81,79 @@ pub fn load(layout: &Layout, plan: &[Resolved]) -> Result<Loaded> {
             ))
         })?;
     let btf = Btf::from_sys_fs().ok();
-    let mut rows = Vec::new();
-    for r in plan {
+    let mut rows: Vec<Option<PlanRow>> = vec![None; plan.len()];
+    let is_tp = |r: &Resolved| r.logical.class == Class::PageRef;
+    let mut tp_rows = 0;
+    let mut tp_attached = 0;
+    for (i, r) in plan.iter().enumerate().filter(|(_, r)| is_tp(r)) {
+        let row = attach_row(&mut ebpf, btf.as_ref(), r);
+        tp_rows += 1;
+        tp_attached += usize::from(row.attached());
+        rows[i] = Some(row);
+    }
+    let precise = tp_rows > 0 && tp_attached == tp_rows;
+    if tp_attached > 0 && !precise {
+        // Half a precise mode would count some references twice.
+        for (i, r) in plan.iter().enumerate().filter(|(_, r)| is_tp(r)) {
+            for name in [r.choice.as_ref().and_then(|c| c.0.progs.tp_btf)]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(p) = ebpf.program_mut(name) {
+                    let _ = unload(p);
+                }
+            }
+            if let Some(row) = rows[i].as_mut()
+                && row.mode.take().is_some()
+            {
+                row.status = "detached: not every page_ref tracepoint attached".into();
+            }
+        }
+    }
+    if precise {
+        let mut settings: Array<_, u32> = Array::try_from(
+            ebpf.map_mut("SETTINGS")
+                .ok_or_else(|| anyhow!("map SETTINGS missing from the kernel object"))?,
+        )?;
+        settings
+            .set(0, 1, 0)
+            .context("switch the kernel programs to precise mode")?;
+    }
+    let ram_holders = layout.raw.ram_holders != 0;
+    for (i, r) in plan.iter().enumerate().filter(|(_, r)| !is_tp(r)) {
+        let covered = match r.logical.class {
+            Class::Refs => true,
+            Class::Grab => !ram_holders,
+            _ => false,
+        };
+        if precise && covered {
+            rows[i] = Some(PlanRow {
+                logical: r.logical.name,
+                events: r.logical.events,
+                symbol: r.choice.as_ref().map(|c| c.0.symbol),
+                hook: None,
+                mode: None,
+                status: "covered by precise mode (page_ref tracepoints)".into(),
+                notes: Vec::new(),
+            });
+            continue;
+        }
+        let mut row = attach_row(&mut ebpf, btf.as_ref(), r);
+        if precise && r.logical.class == Class::Grab && row.attached() {
+            row.status = "attached (precise mode: remembers system-page references only)".into();
+        }
+        rows[i] = Some(row);
+    }
+    Ok(Loaded {
+        ebpf,
+        rows: rows.into_iter().flatten().collect(),
+        precise,
+    })
+}
+
+/// Attaches one resolved hook in the first mode that works.
+fn attach_row(ebpf: &mut Ebpf, btf: Option<&Btf>, r: &Resolved) -> PlanRow {
+    {
         let mut row = PlanRow {
             logical: r.logical.name,
             events: r.logical.events,
@@ -80,14 +168,13 @@ pub fn load(layout: &Layout, plan: &[Resolved]) -> Result<Loaded> {
                 Some(why) => why.clone(),
                 None => "not attached: no usable symbol on this kernel".into(),
             };
-            rows.push(row);
-            continue;
+            return row;
         };
         row.symbol = Some(cand.symbol);
         row.hook = Some(cand.hook);
         let mut errors = Vec::new();
         for mode in modes {
-            match attach(&mut ebpf, btf.as_ref(), cand, *mode) {
+            match attach(ebpf, btf, cand, *mode) {
                 Ok(()) => {
                     row.mode = Some(*mode);
                     break;
@@ -102,15 +189,15 @@ pub fn load(layout: &Layout, plan: &[Resolved]) -> Result<Loaded> {
         };
         row.notes
             .extend(errors.into_iter().filter(|_| row.mode.is_some()));
-        rows.push(row);
+        row
     }
-    Ok(Loaded { ebpf, rows })
 }
 
 fn attach(ebpf: &mut Ebpf, btf: Option<&Btf>, cand: &Candidate, mode: Mode) -> Result<()> {
     let (entry, exit) = match mode {
         Mode::Fentry => (cand.progs.fentry, cand.progs.fexit),
         Mode::Kprobe => (cand.progs.kprobe, cand.progs.kretprobe),
+        Mode::TpBtf => (cand.progs.tp_btf, None),
     };
     // Exit first: an entry without its exit would leave records behind.
     let mut done: Vec<&'static str> = Vec::new();
@@ -151,6 +238,11 @@ fn attach_one(prog: &mut Program, btf: Option<&Btf>, symbol: &str, mode: Mode) -
             p.load()?;
             p.attach(symbol, 0)?;
         }
+        (Mode::TpBtf, Program::BtfTracePoint(p)) => {
+            let btf = btf.ok_or_else(|| anyhow!("no kernel BTF for tp_btf"))?;
+            load_tp(p, symbol, btf)?;
+            p.attach()?;
+        }
         (_, other) => {
             return Err(anyhow!(
                 "program of unexpected type {:?}",
@@ -169,8 +261,13 @@ fn load_fexit(p: &mut FExit, symbol: &str, btf: &Btf) -> Result<()> {
     p.load(symbol, btf).map_err(Into::into)
 }
 
+fn load_tp(p: &mut BtfTracePoint, tracepoint: &str, btf: &Btf) -> Result<()> {
+    p.load(tracepoint, btf).map_err(Into::into)
+}
+
 fn unload(p: &mut Program) -> Result<()> {
     match p {
+        Program::BtfTracePoint(p) => p.unload()?,
         Program::FEntry(p) => p.unload()?,
         Program::FExit(p) => p.unload()?,
         Program::KProbe(p) => KProbe::unload(p)?,

@@ -15,6 +15,8 @@ pub struct Progs {
     pub fexit: Option<&'static str>,
     pub kprobe: Option<&'static str>,
     pub kretprobe: Option<&'static str>,
+    /// A `tp_btf` program (tracepoint hooks only).
+    pub tp_btf: Option<&'static str>,
 }
 
 const fn pair(stem: &'static [&'static str; 4]) -> Progs {
@@ -23,6 +25,27 @@ const fn pair(stem: &'static [&'static str; 4]) -> Progs {
         fexit: Some(stem[1]),
         kprobe: Some(stem[2]),
         kretprobe: Some(stem[3]),
+        tp_btf: None,
+    }
+}
+
+const fn entry_only(fentry: &'static str, kprobe: &'static str) -> Progs {
+    Progs {
+        fentry: Some(fentry),
+        fexit: None,
+        kprobe: Some(kprobe),
+        kretprobe: None,
+        tp_btf: None,
+    }
+}
+
+const fn tracepoint(prog: &'static str) -> Progs {
+    Progs {
+        fentry: None,
+        fexit: None,
+        kprobe: None,
+        kretprobe: None,
+        tp_btf: Some(prog),
     }
 }
 
@@ -46,6 +69,22 @@ pub struct Logical {
     pub candidates: &'static [Candidate],
     /// Not needed where the kernel has this symbol (another hook covers it).
     pub unless: Option<&'static str>,
+    /// What kind of hook this is.
+    pub class: Class,
+}
+
+/// Kinds of logical hooks, for precise mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Takes or drops references: the page_ref tracepoints cover it in precise mode.
+    Refs,
+    /// GUP grabs: like `Refs`, but kept in precise mode with `--ram-holders`
+    /// (they remember references on system pages).
+    Grab,
+    /// Everything else (frees, migrations, layout waits, page maps).
+    Other,
+    /// A page_ref tracepoint (precise mode).
+    PageRef,
 }
 
 const PUT_DEVMAP: Progs = pair(&[
@@ -103,18 +142,54 @@ const DEV_INIT: Progs = pair(&[
     "kprobe_dev_init",
     "kretprobe_dev_init",
 ]);
-const FOLIO_PUT: Progs = Progs {
-    fentry: Some("fentry_folio_put"),
-    fexit: None,
-    kprobe: Some("kprobe_folio_put"),
-    kretprobe: None,
-};
+const FOLIO_PUT: Progs = entry_only("fentry_folio_put", "kprobe_folio_put");
 const DAX_BUSY: Progs = Progs {
     fentry: None,
     fexit: Some("fexit_dax_busy"),
     kprobe: None,
     kretprobe: Some("kretprobe_dax_busy"),
+    tp_btf: None,
 };
+const MV_SETUP: Progs = pair(&[
+    "fentry_mv_setup",
+    "fexit_mv_setup",
+    "kprobe_mv_setup",
+    "kretprobe_mv_setup",
+]);
+const MV_FINALIZE: Progs = pair(&[
+    "fentry_mv_finalize",
+    "fexit_mv_finalize",
+    "kprobe_mv_finalize",
+    "kretprobe_mv_finalize",
+]);
+const MD_RANGE: Progs = pair(&[
+    "fentry_md_range",
+    "fexit_md_range",
+    "kprobe_md_range",
+    "kretprobe_md_range",
+]);
+const MD_PFNS: Progs = pair(&[
+    "fentry_md_pfns",
+    "fexit_md_pfns",
+    "kprobe_md_pfns",
+    "kretprobe_md_pfns",
+]);
+const MD_FINALIZE: Progs = pair(&[
+    "fentry_md_finalize",
+    "fexit_md_finalize",
+    "kprobe_md_finalize",
+    "kretprobe_md_finalize",
+]);
+const RM_PTES: Progs = entry_only("fentry_rm_ptes", "kprobe_rm_ptes");
+const FMM: Progs = Progs {
+    fentry: None,
+    fexit: Some("fexit_fmm"),
+    kprobe: None,
+    kretprobe: None,
+    tp_btf: None,
+};
+const MEMREMAP: Progs = entry_only("fentry_memremap", "kprobe_memremap");
+const MEMUNMAP: Progs = entry_only("fentry_memunmap", "kprobe_memunmap");
 
 const BIO_RELEASE: Progs = pair(&[
     "fentry_bio_release",
@@ -126,10 +201,21 @@ const BIO_RELEASE: Progs = pair(&[
 const PAGE: &str = "struct page *";
 const FOLIO: &str = "struct folio *";
 
+/// The hook id of a kernel symbol refwatch attaches to (replays rebuild
+/// events from their recorded symbol).
+pub fn hook_of_symbol(symbol: &str) -> Option<u32> {
+    LOGICAL
+        .iter()
+        .flat_map(|l| l.candidates)
+        .find(|c| c.symbol == symbol)
+        .map(|c| c.hook)
+}
+
 /// Every logical hook refwatch knows, in plan order.
 pub const LOGICAL: &[Logical] = &[
     Logical {
         name: "fsdax-put",
+        class: Class::Refs,
         events: "put unpin",
         unless: None,
         candidates: &[
@@ -149,6 +235,7 @@ pub const LOGICAL: &[Logical] = &[
     },
     Logical {
         name: "free",
+        class: Class::Other,
         events: "free",
         unless: None,
         candidates: &[
@@ -168,6 +255,7 @@ pub const LOGICAL: &[Logical] = &[
     },
     Logical {
         name: "last-put",
+        class: Class::Refs,
         events: "put",
         unless: None,
         candidates: &[Candidate {
@@ -179,6 +267,7 @@ pub const LOGICAL: &[Logical] = &[
     },
     Logical {
         name: "gup-put",
+        class: Class::Refs,
         events: "put unpin",
         unless: None,
         candidates: &[Candidate {
@@ -190,6 +279,7 @@ pub const LOGICAL: &[Logical] = &[
     },
     Logical {
         name: "unpin-page",
+        class: Class::Refs,
         events: "unpin",
         unless: None,
         candidates: &[Candidate {
@@ -201,6 +291,7 @@ pub const LOGICAL: &[Logical] = &[
     },
     Logical {
         name: "unpin-folio",
+        class: Class::Refs,
         events: "unpin",
         unless: None,
         candidates: &[Candidate {
@@ -212,6 +303,7 @@ pub const LOGICAL: &[Logical] = &[
     },
     Logical {
         name: "bio-release",
+        class: Class::Refs,
         events: "put",
         unless: Some("unpin_user_folio"),
         candidates: &[Candidate {
@@ -223,6 +315,7 @@ pub const LOGICAL: &[Logical] = &[
     },
     Logical {
         name: "gup-grab",
+        class: Class::Grab,
         events: "get pin",
         unless: None,
         candidates: &[
@@ -242,6 +335,7 @@ pub const LOGICAL: &[Logical] = &[
     },
     Logical {
         name: "gup-grab-fast",
+        class: Class::Grab,
         events: "get pin",
         unless: None,
         candidates: &[Candidate {
@@ -253,6 +347,7 @@ pub const LOGICAL: &[Logical] = &[
     },
     Logical {
         name: "gup-grab-page",
+        class: Class::Grab,
         events: "get pin",
         unless: None,
         candidates: &[Candidate {
@@ -264,6 +359,7 @@ pub const LOGICAL: &[Logical] = &[
     },
     Logical {
         name: "device-init",
+        class: Class::Refs,
         events: "get",
         unless: None,
         candidates: &[Candidate {
@@ -275,6 +371,7 @@ pub const LOGICAL: &[Logical] = &[
     },
     Logical {
         name: "dax-busy",
+        class: Class::Other,
         events: "layout_wait",
         unless: None,
         candidates: &[Candidate {
@@ -282,6 +379,215 @@ pub const LOGICAL: &[Logical] = &[
             first_arg: None,
             hook: hook::DAX_LAYOUT_BUSY,
             progs: DAX_BUSY,
+        }],
+    },
+    Logical {
+        name: "migrate-setup",
+        events: "migrate",
+        unless: None,
+        class: Class::Other,
+        candidates: &[Candidate {
+            symbol: "migrate_vma_setup",
+            first_arg: None,
+            hook: hook::MIGRATE_VMA_SETUP,
+            progs: MV_SETUP,
+        }],
+    },
+    Logical {
+        name: "migrate-final",
+        events: "migrate",
+        unless: None,
+        class: Class::Other,
+        candidates: &[Candidate {
+            symbol: "migrate_vma_finalize",
+            first_arg: None,
+            hook: hook::MIGRATE_VMA_FINALIZE,
+            progs: MV_FINALIZE,
+        }],
+    },
+    Logical {
+        name: "evict-range",
+        events: "migrate",
+        unless: None,
+        class: Class::Other,
+        candidates: &[Candidate {
+            symbol: "migrate_device_range",
+            first_arg: None,
+            hook: hook::MIGRATE_DEVICE_RANGE,
+            progs: MD_RANGE,
+        }],
+    },
+    Logical {
+        name: "evict-pfns",
+        events: "migrate",
+        unless: None,
+        class: Class::Other,
+        candidates: &[Candidate {
+            symbol: "migrate_device_pfns",
+            first_arg: None,
+            hook: hook::MIGRATE_DEVICE_RANGE,
+            progs: MD_PFNS,
+        }],
+    },
+    Logical {
+        name: "evict-final",
+        events: "migrate",
+        unless: None,
+        class: Class::Other,
+        candidates: &[Candidate {
+            symbol: "migrate_device_finalize",
+            first_arg: None,
+            hook: hook::MIGRATE_DEVICE_FINALIZE,
+            progs: MD_FINALIZE,
+        }],
+    },
+    Logical {
+        name: "migrate-page",
+        events: "migrate",
+        unless: None,
+        class: Class::Other,
+        candidates: &[Candidate {
+            symbol: "remove_migration_ptes",
+            first_arg: Some(FOLIO),
+            hook: hook::REMOVE_MIGRATION_PTES,
+            progs: RM_PTES,
+        }],
+    },
+    Logical {
+        name: "migrate-copy",
+        events: "migrate",
+        unless: None,
+        class: Class::Other,
+        candidates: &[Candidate {
+            symbol: "folio_migrate_mapping",
+            first_arg: None,
+            hook: hook::FOLIO_MIGRATE_MAPPING,
+            progs: FMM,
+        }],
+    },
+    Logical {
+        name: "pgmap-add",
+        events: "pgmap_add",
+        unless: None,
+        class: Class::Other,
+        candidates: &[Candidate {
+            symbol: "memremap_pages",
+            first_arg: None,
+            hook: hook::MEMREMAP,
+            progs: MEMREMAP,
+        }],
+    },
+    Logical {
+        name: "pgmap-remove",
+        events: "pgmap_remove",
+        unless: None,
+        class: Class::Other,
+        candidates: &[Candidate {
+            symbol: "memunmap_pages",
+            first_arg: None,
+            hook: hook::MEMUNMAP,
+            progs: MEMUNMAP,
+        }],
+    },
+    Logical {
+        name: "fork",
+        events: "fork",
+        unless: None,
+        class: Class::Other,
+        candidates: &[Candidate {
+            symbol: "kernel_clone",
+            first_arg: None,
+            hook: hook::KERNEL_CLONE,
+            progs: pair(&[
+                "fentry_clone",
+                "fexit_clone",
+                "kprobe_clone",
+                "kretprobe_clone",
+            ]),
+        }],
+    },
+    Logical {
+        name: "ref-set",
+        events: "get put set",
+        unless: None,
+        class: Class::PageRef,
+        candidates: &[Candidate {
+            symbol: "page_ref_set",
+            first_arg: None,
+            hook: hook::PAGE_REF_SET,
+            progs: tracepoint("tp_ref_set"),
+        }],
+    },
+    Logical {
+        name: "ref-mod",
+        events: "get put set",
+        unless: None,
+        class: Class::PageRef,
+        candidates: &[Candidate {
+            symbol: "page_ref_mod",
+            first_arg: None,
+            hook: hook::PAGE_REF_MOD,
+            progs: tracepoint("tp_ref_mod"),
+        }],
+    },
+    Logical {
+        name: "ref-mod-and-test",
+        events: "get put set",
+        unless: None,
+        class: Class::PageRef,
+        candidates: &[Candidate {
+            symbol: "page_ref_mod_and_test",
+            first_arg: None,
+            hook: hook::PAGE_REF_MOD_AND_TEST,
+            progs: tracepoint("tp_ref_mod_and_test"),
+        }],
+    },
+    Logical {
+        name: "ref-mod-and-return",
+        events: "get put set",
+        unless: None,
+        class: Class::PageRef,
+        candidates: &[Candidate {
+            symbol: "page_ref_mod_and_return",
+            first_arg: None,
+            hook: hook::PAGE_REF_MOD_AND_RETURN,
+            progs: tracepoint("tp_ref_mod_and_return"),
+        }],
+    },
+    Logical {
+        name: "ref-mod-unless",
+        events: "get put set",
+        unless: None,
+        class: Class::PageRef,
+        candidates: &[Candidate {
+            symbol: "page_ref_mod_unless",
+            first_arg: None,
+            hook: hook::PAGE_REF_MOD_UNLESS,
+            progs: tracepoint("tp_ref_mod_unless"),
+        }],
+    },
+    Logical {
+        name: "ref-freeze",
+        events: "get put set",
+        unless: None,
+        class: Class::PageRef,
+        candidates: &[Candidate {
+            symbol: "page_ref_freeze",
+            first_arg: None,
+            hook: hook::PAGE_REF_FREEZE,
+            progs: tracepoint("tp_ref_freeze"),
+        }],
+    },
+    Logical {
+        name: "ref-unfreeze",
+        events: "get put set",
+        unless: None,
+        class: Class::PageRef,
+        candidates: &[Candidate {
+            symbol: "page_ref_unfreeze",
+            first_arg: None,
+            hook: hook::PAGE_REF_UNFREEZE,
+            progs: tracepoint("tp_ref_unfreeze"),
         }],
     },
 ];
@@ -302,6 +608,8 @@ pub enum ModeChoice {
 pub enum Mode {
     Fentry,
     Kprobe,
+    /// A BTF-typed tracepoint program.
+    TpBtf,
 }
 
 impl Mode {
@@ -309,6 +617,7 @@ impl Mode {
         match self {
             Self::Fentry => "fentry",
             Self::Kprobe => "kprobe",
+            Self::TpBtf => "tp_btf",
         }
     }
 }
@@ -359,17 +668,54 @@ pub struct Resolved {
     pub skipped: Option<String>,
 }
 
-/// Chooses a symbol and modes for every logical hook.
+/// Chooses a symbol and modes for every logical hook; the page_ref
+/// tracepoints only when `precise` is asked for.
 pub fn resolve(
     kallsyms: &Kallsyms,
     btf: &KernelBtf,
     caps: &KernelCaps,
     choice: ModeChoice,
+    precise: bool,
 ) -> Vec<Resolved> {
     LOGICAL
         .iter()
-        .map(|l| resolve_one(l, kallsyms, |s| btf.func_params(s), caps, choice))
+        .map(|l| match l.class {
+            Class::PageRef => {
+                resolve_tracepoint(l, |tp| btf.has_type(&format!("btf_trace_{tp}")), precise)
+            }
+            _ => resolve_one(l, kallsyms, |s| btf.func_params(s), caps, choice),
+        })
         .collect()
+}
+
+/// [`resolve`] for a page_ref tracepoint; `has` says whether the kernel's
+/// BTF knows the tracepoint (`btf_trace_<name>`, present only when the
+/// tracepoint is built, i.e. with `CONFIG_DEBUG_PAGE_REF`).
+pub fn resolve_tracepoint(
+    logical: &'static Logical,
+    has: impl Fn(&str) -> bool,
+    precise: bool,
+) -> Resolved {
+    let mut r = Resolved {
+        logical,
+        choice: None,
+        notes: Vec::new(),
+        skipped: None,
+    };
+    let Some(cand) = logical.candidates.first() else {
+        return r;
+    };
+    if !precise {
+        r.skipped = Some("precise mode off (--no-precise)".into());
+    } else if !has(cand.symbol) {
+        r.skipped = Some(format!(
+            "tracepoint {} not in this kernel (CONFIG_DEBUG_PAGE_REF is off): precise mode unavailable",
+            cand.symbol
+        ));
+    } else {
+        r.choice = Some((*cand, vec![Mode::TpBtf]));
+    }
+    r
 }
 
 /// [`resolve`] for one hook, with BTF prototypes given as a function (tests).
@@ -474,6 +820,45 @@ mod tests {
 
     fn by_name(n: &str) -> &'static Logical {
         LOGICAL.iter().find(|l| l.name == n).expect("logical hook")
+    }
+
+    #[test]
+    fn tracepoints_need_btf_and_the_flag() {
+        let l = by_name("ref-mod");
+        let r = resolve_tracepoint(l, |tp| tp == "page_ref_mod", true);
+        assert_eq!(r.choice.map(|c| c.1), Some(vec![Mode::TpBtf]));
+        let r = resolve_tracepoint(l, |_| false, true);
+        assert!(r.choice.is_none());
+        assert!(
+            r.skipped
+                .is_some_and(|s| s.contains("CONFIG_DEBUG_PAGE_REF"))
+        );
+        let r = resolve_tracepoint(l, |_| true, false);
+        assert!(r.skipped.is_some_and(|s| s.contains("--no-precise")));
+    }
+
+    #[test]
+    fn every_program_name_is_unique() {
+        let mut seen = HashSet::new();
+        for l in LOGICAL {
+            for c in l.candidates {
+                let p = c.progs;
+                for name in [p.fentry, p.fexit, p.kprobe, p.kretprobe, p.tp_btf]
+                    .into_iter()
+                    .flatten()
+                {
+                    // The same program may serve two candidates of one hook.
+                    if seen.contains(&(name, l.name)) {
+                        continue;
+                    }
+                    assert!(
+                        !seen.iter().any(|(n, o)| *n == name && *o != l.name),
+                        "{name} used by two logical hooks"
+                    );
+                    seen.insert((name, l.name));
+                }
+            }
+        }
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct Header {
     pub started_ns: u64,
     pub rules: Rules,
     pub thresholds: Thresholds,
+    /// References came from the page_ref tracepoints (every get and put).
+    #[serde(default)]
+    pub precise: bool,
     pub hooks: Vec<HookRecord>,
 }
 
@@ -215,6 +218,7 @@ mod tests {
                 "ffffffff81000000 T zone_device_page_init\n",
             )),
             thresholds: Thresholds::default(),
+            precise: false,
             hooks: vec![],
         }
     }
@@ -237,6 +241,10 @@ mod tests {
             symbol: "try_grab_folio".into(),
             ret: None,
             stack: vec!["f+0x1".into()],
+            owner: None,
+            migration: None,
+            late: false,
+            forking: false,
             page: None,
         }
     }

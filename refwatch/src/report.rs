@@ -22,6 +22,9 @@ pub struct HolderOut {
     pub ts_ns: u64,
     pub event: String,
     pub stack: Vec<String>,
+    /// The reference was taken by this parent process while it forked the holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<u32>,
 }
 
 /// One episode in the report.
@@ -30,6 +33,9 @@ pub struct EpisodeOut {
     pub pfn: u64,
     pub pgmap_type: String,
     pub detector: String,
+    /// The page map's owner (free callback or ops symbol), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub reason: String,
     pub start_ns: u64,
     pub detected_ns: u64,
@@ -60,6 +66,7 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
     let th = thresholds.unwrap_or(rec.header.thresholds);
     let mut t = Tracker::new(rec.header.rules.clone(), th, 64, usize::MAX);
     let mut by_key: HashMap<(u64, u64, u32), &JsonEvent> = HashMap::new();
+    let mut owners: HashMap<u64, &str> = HashMap::new();
     for line in &rec.lines {
         match line {
             Line::Event(j) => {
@@ -67,6 +74,9 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
                     bail!("recording has an unknown event name {:?}", j.event);
                 };
                 by_key.insert((j.pfn, j.ts_ns, j.pid), j);
+                if let Some(o) = &j.owner {
+                    owners.insert(j.pfn, o);
+                }
                 t.apply(&ev);
             }
             Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => t.advance(*now_ns),
@@ -82,6 +92,7 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
             pfn: e.pfn,
             pgmap_type: pgmap_name(e.pgmap_type).into(),
             detector: e.detector.name().into(),
+            owner: owners.get(&e.pfn).map(|o| (*o).to_string()),
             reason: e.reason.clone(),
             start_ns: e.start_ns,
             detected_ns: e.detected_ns,
@@ -95,9 +106,10 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
                     comm: h.comm.clone(),
                     ts_ns: h.ts_ns,
                     event: h.kind.name().into(),
-                    stack: json_of(e.pfn, h.ts_ns, h.pid)
+                    stack: json_of(e.pfn, h.ts_ns, h.taken_by())
                         .map(|j| j.stack)
                         .unwrap_or_default(),
+                    forked_from: h.forked_from.map(|(tgid, _)| tgid),
                 })
                 .collect(),
             holder_note: e.holder_note.clone(),
@@ -154,8 +166,12 @@ pub fn text(r: &Report) -> String {
             ),
             None => "still open at the end".into(),
         };
+        let owner = e
+            .owner
+            .as_ref()
+            .map_or(String::new(), |o| format!(", owner {o}"));
         out.push_str(&format!(
-            "pfn {:#x} ({}) {}: from +{:.3}s {end}\n  {}\n",
+            "pfn {:#x} ({}{owner}) {}: from +{:.3}s {end}\n  {}\n",
             e.pfn,
             e.pgmap_type,
             e.detector,
@@ -163,8 +179,11 @@ pub fn text(r: &Report) -> String {
             e.reason
         ));
         for h in &e.holders {
+            let fork = h.forked_from.map_or(String::new(), |p| {
+                format!(", taken for it by its parent pid {p} while forking")
+            });
             out.push_str(&format!(
-                "  holder: {} pid {} ({}) at +{:.3}s\n",
+                "  holder: {} pid {} ({}{fork}) at +{:.3}s\n",
                 h.comm,
                 h.pid,
                 h.event,

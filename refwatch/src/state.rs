@@ -4,10 +4,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::{
-    event::{Kind, PageEvent, pgmap_name},
+    event::{Kind, PageEvent, Role, Stage, pgmap_name},
     rules::Rules,
 };
-use refwatch_common::pgmap;
+use refwatch_common::{hook, pgmap};
 
 /// Default number of events kept per PFN.
 pub const DEFAULT_HISTORY: usize = 256;
@@ -111,12 +111,19 @@ pub struct Holder {
     pub kind: Kind,
     pub refs: i32,
     pub stack: Vec<u64>,
+    /// Taken by this parent (tgid, tid) while forking the holder.
+    pub forked_from: Option<(u32, u32)>,
+    /// Taken while forking; the child is not known yet.
+    pub fork_pending: bool,
+    /// Whether a page-table entry holds this reference.
+    pub role: Role,
 }
 
 impl Holder {
     fn from_event(ev: &PageEvent) -> Self {
         let refs = match (ev.refcount_before, ev.refcount_after) {
             (Some(b), Some(a)) if a > b => a - b,
+            (None, Some(a)) if ev.kind == Kind::Set => a,
             _ => 1,
         };
         Self {
@@ -124,11 +131,35 @@ impl Holder {
             pid: ev.pid,
             tgid: ev.tgid,
             comm: ev.comm.clone(),
-            kind: ev.kind,
+            kind: if ev.kind == Kind::Set {
+                Kind::Get
+            } else {
+                ev.kind
+            },
             refs,
             stack: ev.stack.clone(),
+            forked_from: None,
+            fork_pending: ev.forking,
+            role: ev.role,
         }
     }
+
+    /// The thread whose event took the reference (its stack is that event's).
+    pub fn taken_by(&self) -> u32 {
+        self.forked_from.map_or(self.pid, |(_, tid)| tid)
+    }
+}
+
+/// A device page map refwatch saw come up or go away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgmapInfo {
+    pub first_pfn: u64,
+    pub pages: u64,
+    pub pgmap_type: u32,
+    /// Free callback (or ops) address; 0 when unknown.
+    pub owner: u64,
+    pub added_ns: Option<u64>,
+    pub removed_ns: Option<u64>,
 }
 
 /// One stuck period of one page under one detector.
@@ -165,7 +196,9 @@ pub struct Page {
     pub state: PageState,
     pub state_since_ns: u64,
     /// Events seen per kind (index: wire kind value).
-    pub counts: [u64; 8],
+    pub counts: [u64; 12],
+    /// The page map's free callback (or ops) address; 0 when unknown.
+    pub owner: u64,
     pub last_kind: Kind,
     pub last_comm: String,
     /// The most recent events, oldest first, bounded.
@@ -203,6 +236,11 @@ impl Page {
 #[derive(Debug, Clone)]
 pub struct Tracker {
     pages: HashMap<u64, Page>,
+    /// Page maps seen coming up or going away.
+    pub pgmaps: Vec<PgmapInfo>,
+    /// Threads that took references while forking → the PFNs, until the
+    /// fork event names the child.
+    fork_pending: HashMap<u32, Vec<u64>>,
     /// PFNs with outstanding references (candidates for time-based detectors).
     hot: HashSet<u64>,
     pub episodes: Vec<Episode>,
@@ -220,6 +258,8 @@ impl Tracker {
     pub fn new(rules: Rules, thresholds: Thresholds, history_cap: usize, max_pfns: usize) -> Self {
         Self {
             pages: HashMap::new(),
+            pgmaps: Vec::new(),
+            fork_pending: HashMap::new(),
             hot: HashSet::new(),
             episodes: Vec::new(),
             rules,
@@ -237,6 +277,11 @@ impl Tracker {
     pub fn apply(&mut self, ev: &PageEvent) {
         self.events += 1;
         self.now_ns = self.now_ns.max(ev.ts_ns);
+        match ev.kind {
+            Kind::PgmapAdd | Kind::PgmapRemove => return self.apply_pgmap(ev),
+            Kind::Fork => return self.apply_fork(ev),
+            _ => {}
+        }
         if !self.pages.contains_key(&ev.pfn) && self.pages.len() >= self.max_pfns {
             self.evict();
         }
@@ -251,7 +296,8 @@ impl Tracker {
             mapcount: None,
             state: PageState::Idle,
             state_since_ns: ev.ts_ns,
-            counts: [0; 8],
+            counts: [0; 12],
+            owner: 0,
             last_kind: ev.kind,
             last_comm: String::new(),
             history: VecDeque::new(),
@@ -266,13 +312,20 @@ impl Tracker {
             page.pgmap_type = ev.pgmap_type;
         }
         page.last_ns = page.last_ns.max(ev.ts_ns);
-        if let Some(rc) = ev.refcount_after.or(ev.refcount_before) {
-            page.refcount = Some(rc);
+        if ev.owner != 0 {
+            page.owner = ev.owner;
         }
-        if ev.mapcount.is_some() {
-            page.mapcount = ev.mapcount;
+        // A migration event's refcount includes the migration's own
+        // transient reference: history only.
+        if ev.kind != Kind::Migrate {
+            if let Some(rc) = ev.refcount_after.or(ev.refcount_before) {
+                page.refcount = Some(rc);
+            }
+            if ev.mapcount.is_some() {
+                page.mapcount = ev.mapcount;
+            }
         }
-        page.counts[(ev.kind.raw() as usize).min(7)] += 1;
+        page.counts[(ev.kind.raw() as usize).min(11)] += 1;
         page.last_kind = ev.kind;
         page.last_comm.clone_from(&ev.comm);
         if page.history.len() == history_cap {
@@ -280,12 +333,43 @@ impl Tracker {
         }
         page.history.push_back(ev.clone());
 
+        let mut forked = false;
         match ev.kind {
-            Kind::Get | Kind::Pin => page.holders.push(Holder::from_event(ev)),
+            Kind::Get | Kind::Pin => {
+                page.holders.push(Holder::from_event(ev));
+                forked = ev.forking;
+            }
             Kind::Put | Kind::Unpin => drop_holder(&mut page.holders, ev),
             Kind::Free => page.holders.clear(),
-            Kind::Migrate | Kind::LayoutWait => {}
+            // `set_page_count`: whatever was held before is gone; a device
+            // page allocation sets its first reference this way.
+            Kind::Set if ev.hook == hook::PAGE_REF_SET => {
+                page.holders.clear();
+                if ev.refcount_after.is_some_and(|a| a > 0) {
+                    page.holders.push(Holder::from_event(ev));
+                }
+            }
+            Kind::Set
+            | Kind::Migrate
+            | Kind::LayoutWait
+            | Kind::PgmapAdd
+            | Kind::PgmapRemove
+            | Kind::Fork => {}
         }
+        let system = page.pgmap_type == pgmap::SYSTEM;
+        if forked {
+            self.fork_pending.entry(ev.pid).or_default().push(ev.pfn);
+        }
+        if system {
+            // Only migrations are followed on system pages (their other
+            // references are not watched): no refcount-based detectors.
+            self.apply_migration(ev);
+            self.refresh_holders(ev.pfn);
+            return;
+        }
+        let Some(page) = self.pages.get_mut(&ev.pfn) else {
+            return;
+        };
 
         let outstanding = match page.refcount {
             Some(rc) if ev.kind != Kind::Free => {
@@ -297,7 +381,15 @@ impl Tracker {
         let mut to_open: Vec<(Detector, u64, String)> = Vec::new();
         let mut to_close: Vec<Detector> = Vec::new();
         if outstanding == 0 {
-            page.holders.clear();
+            // Nothing beyond idle and mappings: only references that
+            // mappings hold can be left (where mappings hold references).
+            let mappings_hold = rules.fsdax_mapping_refs
+                && matches!(
+                    page.pgmap_type,
+                    pgmap::FSDAX | pgmap::GENERIC | pgmap::P2PDMA
+                );
+            page.holders
+                .retain(|h| mappings_hold && h.role == Role::Map);
             page.outstanding_since = None;
             page.pinned_since = None;
             page.unmapped_since = None;
@@ -306,6 +398,7 @@ impl Tracker {
                 Detector::Pinned,
                 Detector::UnmappedNotFreed,
                 Detector::LayoutWait,
+                Detector::Orphaned,
             ]);
             self.hot.remove(&ev.pfn);
         } else {
@@ -360,17 +453,167 @@ impl Tracker {
             page.state_since_ns = ev.ts_ns;
         }
         let pfn = ev.pfn;
+        if ev.kind == Kind::Free {
+            to_close.push(Detector::MigrationBlocked);
+        }
         for d in to_close {
             self.close(pfn, d, ev.ts_ns);
         }
         for (d, start, reason) in to_open {
             self.open(pfn, d, start, reason);
         }
+        self.apply_migration(ev);
         self.refresh_holders(pfn);
         // The time-based detectors walk every referenced page: run them when
         // event time has moved on enough, and on every tick (`advance`).
         if ev.ts_ns >= self.last_advance_ns.saturating_add(ADVANCE_EVERY_NS) {
             self.advance(ev.ts_ns);
+        }
+    }
+
+    /// A migration event: a moved page clears `migration-blocked` (and the
+    /// event joins the destination's history); a page that stayed with more
+    /// references than the migration expects opens it.
+    fn apply_migration(&mut self, ev: &PageEvent) {
+        let Some(m) = ev.migration() else {
+            return;
+        };
+        if m.moved {
+            self.close(ev.pfn, Detector::MigrationBlocked, ev.ts_ns);
+            let cap = self.history_cap;
+            if let Some(dst) = m.dst_pfn
+                && dst != ev.pfn
+                && let Some(d) = self.pages.get_mut(&dst)
+            {
+                if d.history.len() == cap {
+                    d.history.pop_front();
+                }
+                d.history.push_back(ev.clone());
+            }
+            return;
+        }
+        let mappings = ev.mapcount.map_or(0, |m| (m + 1).max(0));
+        // When a page is restored the migration still holds one reference
+        // of its own (dropped right after), a system page one more for the
+        // per-CPU LRU batch it is put back through; each mapping holds one.
+        let own = if ev.pgmap_type == pgmap::SYSTEM { 2 } else { 1 };
+        let expected = own + mappings;
+        let rc = ev.refcount_after.or(ev.refcount_before);
+        let extra = rc.map(|r| r - expected);
+        let dir = m.direction_words();
+        let reason = match m.stage {
+            Stage::Copy => format!(
+                "migration {dir} refused at the copy stage (folio_migrate_mapping -EAGAIN): refcount {} is not the count the migration expected{}",
+                rc.map_or("?".into(), |r| r.to_string()),
+                m.extra_count
+                    .map_or(String::new(), |x| format!(" (extra_count {x})"))
+            ),
+            _ if extra.is_some_and(|e| e > 0) => format!(
+                "migration {dir} left this page behind ({} stage, by {} pid {}): refcount {}, the migration expected {expected} ({own} of its own + {mappings} mapping(s)): {} extra reference(s)",
+                if m.stage == Stage::Setup {
+                    "setup"
+                } else {
+                    "finalize"
+                },
+                ev.comm,
+                ev.tgid,
+                rc.unwrap_or(0),
+                extra.unwrap_or(0)
+            ),
+            // Failed for another reason (no destination page, a race): not
+            // a reference problem.
+            _ => return,
+        };
+        self.open(ev.pfn, Detector::MigrationBlocked, ev.ts_ns, reason);
+        if let Some(p) = self.pages.get(&ev.pfn)
+            && p.pgmap_type == pgmap::SYSTEM
+            && p.holders.is_empty()
+            && let Some(idx) = p.open.get(&Detector::MigrationBlocked)
+            && let Some(ep) = self.episodes.get_mut(*idx)
+        {
+            ep.holder_note = Some(
+                "a system page: refwatch names GUP holders of system pages only when run with --ram-holders, and other references (page cache, kernel users) not at all"
+                    .into(),
+            );
+        }
+    }
+
+    /// A page map came up or is going away; references still outstanding on
+    /// its pages when it goes are `orphaned`.
+    fn apply_pgmap(&mut self, ev: &PageEvent) {
+        let first = ev.pfn;
+        let pages = u64::from(ev.nr_pages);
+        let known = self
+            .pgmaps
+            .iter()
+            .position(|p| p.first_pfn == first && p.pages == pages);
+        let idx = known.unwrap_or_else(|| {
+            self.pgmaps.push(PgmapInfo {
+                first_pfn: first,
+                pages,
+                pgmap_type: ev.pgmap_type,
+                owner: ev.owner,
+                added_ns: None,
+                removed_ns: None,
+            });
+            self.pgmaps.len() - 1
+        });
+        let info = &mut self.pgmaps[idx];
+        if ev.kind == Kind::PgmapAdd {
+            info.added_ns = Some(ev.ts_ns);
+            info.removed_ns = None;
+            return;
+        }
+        info.removed_ns = Some(ev.ts_ns);
+        let mut hit: Vec<(u64, i32)> = self
+            .pages
+            .values()
+            .filter(|p| p.pfn >= first && p.pfn < first + pages && p.outstanding > 0)
+            .map(|p| (p.pfn, p.outstanding))
+            .collect();
+        hit.sort_unstable();
+        for (pfn, n) in hit {
+            self.open(
+                pfn,
+                Detector::Orphaned,
+                ev.ts_ns,
+                format!(
+                    "its page map (PFNs {first:#x}..{:#x}) is being torn down by {} (pid {}) while {n} reference(s) are outstanding",
+                    first + pages,
+                    ev.comm,
+                    ev.tgid
+                ),
+            );
+        }
+    }
+
+    /// A fork finished: references its parent thread took while forking
+    /// belong to the child.
+    fn apply_fork(&mut self, ev: &PageEvent) {
+        let Some(child) = ev.ret.and_then(|c| u32::try_from(c).ok()) else {
+            return;
+        };
+        let Some(pfns) = self.fork_pending.remove(&ev.pid) else {
+            return;
+        };
+        let fix = |h: &mut Holder| {
+            if h.fork_pending && h.pid == ev.pid {
+                h.fork_pending = false;
+                h.forked_from = Some((h.tgid, h.pid));
+                h.pid = child;
+                h.tgid = child;
+            }
+        };
+        for pfn in pfns {
+            let Some(page) = self.pages.get_mut(&pfn) else {
+                continue;
+            };
+            page.holders.iter_mut().for_each(fix);
+            for idx in page.open.values() {
+                if let Some(ep) = self.episodes.get_mut(*idx) {
+                    ep.holders.iter_mut().for_each(fix);
+                }
+            }
         }
     }
 
@@ -599,19 +842,32 @@ fn secs(ns: u64) -> String {
     format!("{:.1}s", ns as f64 / 1e9)
 }
 
-/// Removes the holder a drop most likely matches: same class (pin/unpin,
-/// get/put) and same process first, then same class. A drop that matches no
-/// holder removes nothing (its get was not observable).
+/// Removes the holder a drop most likely matches. A drop that zaps a
+/// page-table entry matches only a reference an entry holds ([`Role::Map`]),
+/// any other drop another reference first, then any; within that, same class
+/// (pin/unpin, get/put) and same process first, then same class, the most
+/// recent first. A drop that matches no holder removes nothing (its get was
+/// not observable).
 fn drop_holder(holders: &mut Vec<Holder>, ev: &PageEvent) {
     let want = if ev.kind == Kind::Unpin {
         Kind::Pin
     } else {
         Kind::Get
     };
+    let mapping = |h: &Holder| h.role == Role::Map;
+    let same_role = |h: &Holder| mapping(h) == (ev.role == Role::Unmap);
     let pos = holders
         .iter()
-        .rposition(|h| h.kind == want && h.tgid == ev.tgid)
-        .or_else(|| holders.iter().rposition(|h| h.kind == want));
+        .rposition(|h| h.kind == want && same_role(h) && h.tgid == ev.tgid)
+        .or_else(|| holders.iter().rposition(|h| h.kind == want && same_role(h)));
+    // A zap only drops what an entry held; other drops may match anything.
+    let pos = match pos {
+        None if ev.role != Role::Unmap => holders
+            .iter()
+            .rposition(|h| h.kind == want && h.tgid == ev.tgid)
+            .or_else(|| holders.iter().rposition(|h| h.kind == want)),
+        p => p,
+    };
     if let Some(i) = pos {
         holders.remove(i);
     }
@@ -686,6 +942,11 @@ mod tests {
             nr_pages: 1,
             ret: None,
             aux: 0,
+            aux2: 0,
+            owner: 0,
+            late: false,
+            forking: false,
+            role: crate::event::Role::Other,
             stack: vec![0xffff_ffff_8100_0000 + u64::from(tgid)],
         }
     }
@@ -820,5 +1081,209 @@ mod tests {
         assert!(t.len() <= 10, "{}", t.len());
         assert!(t.evicted() >= 40);
         assert!(t.page(1000).is_some(), "a referenced page is never evicted");
+    }
+
+    /// Synthetic migration event (not from a kernel).
+    fn migration(
+        ts: u64,
+        pfn: u64,
+        moved: bool,
+        stage: Stage,
+        rc: i32,
+        pgmap_type: u32,
+    ) -> PageEvent {
+        let m = crate::event::Migration {
+            stage,
+            direction: crate::event::Direction::ToDevice,
+            moved,
+            dst_pfn: moved.then_some(0x10_0000 + pfn),
+            extra_count: (stage == Stage::Copy).then_some(0),
+        };
+        let (aux, aux2) = m.to_aux();
+        let mut e = ev(ts, pfn, Kind::Migrate, rc, rc, 1);
+        e.comm = "migrator".into();
+        e.pgmap_type = pgmap_type;
+        e.aux = aux;
+        e.aux2 = aux2;
+        e
+    }
+
+    #[test]
+    fn migration_blocked_names_the_remembered_holder_and_clears_on_success() {
+        let mut t = Tracker::new(rules_7_2(), th(), 16, 100);
+        // A remembered GUP reference on a system page (synthetic).
+        let mut get = ev(S, 0x100, Kind::Get, 0, 2, 7);
+        get.late = true;
+        get.pgmap_type = pgmap::SYSTEM;
+        get.refcount_before = None;
+        t.apply(&get);
+        // Restored at setup: refcount 3 unmapped (the migration's own, the
+        // LRU batch's, and one too many).
+        t.apply(&migration(
+            2 * S,
+            0x100,
+            false,
+            Stage::Setup,
+            3,
+            pgmap::SYSTEM,
+        ));
+        let p = t.page(0x100).expect("page");
+        assert_eq!(p.flags(), vec![Detector::MigrationBlocked]);
+        let e = &t.episodes[0];
+        assert!(e.reason.contains("1 extra reference"), "{}", e.reason);
+        assert_eq!(e.holders.len(), 1);
+        assert_eq!(e.holders[0].tgid, 7);
+        // No time-based detector ever runs on a system page.
+        t.advance(100 * S);
+        assert_eq!(t.episodes.len(), 1);
+        // The retry moves it.
+        t.apply(&migration(
+            101 * S,
+            0x100,
+            true,
+            Stage::Finalize,
+            1,
+            pgmap::SYSTEM,
+        ));
+        assert!(!t.page(0x100).expect("page").stuck());
+        assert_eq!(t.episodes[0].end_ns, Some(101 * S));
+    }
+
+    #[test]
+    fn a_failure_without_extra_references_is_not_blocking() {
+        let mut t = Tracker::new(rules_7_2(), th(), 16, 100);
+        t.apply(&migration(
+            S,
+            0x200,
+            false,
+            Stage::Finalize,
+            2,
+            pgmap::SYSTEM,
+        ));
+        assert!(t.episodes.is_empty());
+        // Copy-stage refusals are reference problems by definition.
+        t.apply(&migration(
+            2 * S,
+            0x201,
+            false,
+            Stage::Copy,
+            3,
+            pgmap::PRIVATE,
+        ));
+        assert_eq!(t.episodes.len(), 1);
+        assert!(t.episodes[0].reason.contains("-EAGAIN"));
+        let e = &t.episodes[0];
+        assert_eq!(e.detector, Detector::MigrationBlocked);
+    }
+
+    #[test]
+    fn a_moved_page_joins_the_destination_history_and_keeps_its_refcount() {
+        let mut t = Tracker::new(rules_7_2(), th(), 16, 100);
+        let mut init = ev(S, 0x10_0300, Kind::Get, 0, 1, 1);
+        init.pgmap_type = pgmap::PRIVATE;
+        t.apply(&init);
+        t.apply(&migration(
+            2 * S,
+            0x300,
+            true,
+            Stage::Finalize,
+            2,
+            pgmap::SYSTEM,
+        ));
+        let d = t.page(0x10_0300).expect("destination");
+        assert_eq!(d.history.len(), 2);
+        assert_eq!(d.history[1].kind, Kind::Migrate);
+        // The migration's transient reference is not the page's refcount.
+        assert_eq!(t.page(0x300).expect("source").refcount, None);
+    }
+
+    #[test]
+    fn a_zap_drops_the_mapping_reference_not_the_pipe_one() {
+        // The fs-dax sequence seen in precise mode on 7.2 (synthetic copy):
+        // fault +1, map +1, fault -1, vmsplice +1, munmap -1.
+        let mut t = Tracker::new(rules_7_2(), th(), 16, 100);
+        let with = |mut e: PageEvent, role: Role| {
+            e.role = role;
+            e
+        };
+        t.apply(&ev(S, 0x600, Kind::Get, 0, 1, 5));
+        t.apply(&with(ev(S + 1, 0x600, Kind::Get, 1, 2, 5), Role::Map));
+        // Mapped now: nothing beyond the mapping's reference.
+        t.apply(&mapped(ev(S + 2, 0x600, Kind::Put, 2, 1, 5), 0));
+        assert_eq!(t.page(0x600).expect("page").holders.len(), 1);
+        t.apply(&mapped(ev(S + 3, 0x600, Kind::Get, 1, 2, 5), 0));
+        t.apply(&with(ev(S + 4, 0x600, Kind::Put, 2, 1, 5), Role::Unmap));
+        let h = &t.page(0x600).expect("page").holders;
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!((h[0].ts_ns, h[0].role), (S + 3, Role::Other));
+    }
+
+    #[test]
+    fn references_taken_while_forking_belong_to_the_child() {
+        let mut t = Tracker::new(rules_7_2(), th(), 16, 100);
+        let private = |mut e: PageEvent| {
+            e.pgmap_type = pgmap::PRIVATE;
+            e
+        };
+        let mut set = private(ev(S, 0x400, Kind::Set, 0, 1, 10));
+        set.refcount_before = None;
+        set.hook = hook::PAGE_REF_SET;
+        t.apply(&set);
+        let mut get = private(ev(2 * S, 0x400, Kind::Get, 1, 2, 10));
+        get.forking = true;
+        t.apply(&get);
+        let mut fork = ev(2 * S + 1, 0, Kind::Fork, 0, 0, 10);
+        fork.ret = Some(11);
+        t.apply(&fork);
+        // The parent unmaps: its own reference goes.
+        t.apply(&private(ev(3 * S, 0x400, Kind::Put, 2, 1, 10)));
+        t.advance(10 * S);
+        let p = t.page(0x400).expect("page");
+        assert!(p.flags().contains(&Detector::Held), "{:?}", p.flags());
+        let h = &p.holders;
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!((h[0].tgid, h[0].forked_from), (11, Some((10, 10))));
+        assert_eq!(h[0].taken_by(), 10);
+        let e = t
+            .episodes
+            .iter()
+            .find(|e| e.detector == Detector::Held)
+            .expect("held");
+        assert!(
+            e.holders
+                .iter()
+                .any(|h| h.tgid == 11 && h.forked_from == Some((10, 10))),
+            "{:?}",
+            e.holders
+        );
+        // The child exits.
+        t.apply(&private(ev(11 * S, 0x400, Kind::Put, 1, 0, 11)));
+        assert!(!t.page(0x400).expect("page").stuck());
+    }
+
+    #[test]
+    fn pages_still_referenced_when_their_map_goes_are_orphaned() {
+        let mut t = Tracker::new(rules_7_2(), th(), 16, 100);
+        let mut get = ev(S, 0x505, Kind::Get, 0, 1, 3);
+        get.pgmap_type = pgmap::PRIVATE;
+        t.apply(&get);
+        let mut idle = ev(S, 0x506, Kind::Put, 1, 0, 3);
+        idle.pgmap_type = pgmap::PRIVATE;
+        t.apply(&idle);
+        let mut down = ev(2 * S, 0x500, Kind::PgmapRemove, 0, 0, 4);
+        down.nr_pages = 16;
+        down.pgmap_type = pgmap::PRIVATE;
+        t.apply(&down);
+        assert_eq!(t.pgmaps.len(), 1);
+        assert_eq!(
+            t.page(0x505).expect("page").flags(),
+            vec![Detector::Orphaned]
+        );
+        assert!(!t.page(0x506).expect("page").stuck());
+        assert!(t.page(0x500).is_none(), "a page map event is not a page");
+        let mut put = ev(3 * S, 0x505, Kind::Put, 1, 0, 3);
+        put.pgmap_type = pgmap::PRIVATE;
+        t.apply(&put);
+        assert!(!t.page(0x505).expect("page").stuck());
     }
 }

@@ -221,6 +221,8 @@ extern "C" fn exit_step(i: u64, _ctx: *mut c_void) -> i64 {
             mapcount: None,
             ret: None,
             aux: 1,
+            aux2: 0,
+            owner: 0,
             nr_pages: 1,
             stack: false,
         },

@@ -47,6 +47,8 @@ fn on_busy<C: aya_ebpf::EbpfContext>(ctx: &C, page: u64, start: u64) {
             mapcount: mapcount(p.head),
             ret: None,
             aux: start,
+            aux2: 0,
+            owner: p.owner,
             nr_pages: 1,
             stack: true,
         },

@@ -46,6 +46,8 @@ fn on_folio_put<C: aya_ebpf::EbpfContext>(ctx: &C, folio: u64) {
             mapcount: mapcount(p.head),
             ret: None,
             aux: 1,
+            aux2: 0,
+            owner: p.owner,
             nr_pages: 1,
             stack: true,
         },

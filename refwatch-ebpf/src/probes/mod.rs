@@ -6,11 +6,15 @@
 mod bio_release;
 mod dax_layout;
 mod folio_put;
+mod fork;
 mod free;
 mod grab;
 mod gup_put;
 mod init;
+mod migrate;
+mod page_ref;
 mod put_devmap;
+mod ram_gets;
 mod unpin;
 
 use aya_ebpf::EbpfContext;
@@ -110,15 +114,25 @@ pub fn raw_arg<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
 /// Entry of a hook: resolve the page, remember its refcount for the exit.
 #[inline(always)]
 pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
+    let grab = GET_HOOKS.contains(&hook) && hook != hook::ZONE_DEVICE_INIT;
     let Some(p) = device_page(ptr) else {
+        if grab {
+            ram_gets::remember(ctx, hook, ptr, aux);
+        }
         count(counter::FILTERED);
         return;
     };
+    let refs_hook = GET_HOOKS.contains(&hook) || DROP_HOOKS.contains(&hook);
+    if refs_hook && crate::SETTINGS.get(0).is_some_and(|v| *v != 0) {
+        // Precise mode: the page_ref tracepoints report this page's references.
+        return;
+    }
     let before = refcount(p.head);
     let pending = Pending {
         head: p.head,
         pfn: p.pfn,
         aux,
+        owner: p.owner,
         before: before.unwrap_or(0),
         pgmap_type: p.pgmap_type,
         covered: 0,
@@ -164,6 +178,8 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
         mapcount: mapcount(p.head),
         ret,
         aux: p.aux,
+        aux2: 0,
+        owner: p.owner,
         nr_pages: 1,
         stack: true,
     };

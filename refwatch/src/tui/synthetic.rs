@@ -178,6 +178,10 @@ pub fn event(
             Kind::Free => hook::FREE_ZONE_DEVICE,
             Kind::Migrate => hook::FOLIO_PUT,
             Kind::LayoutWait => hook::DAX_LAYOUT_BUSY,
+            Kind::Set => hook::PAGE_REF_SET,
+            Kind::PgmapAdd => hook::MEMREMAP,
+            Kind::PgmapRemove => hook::MEMUNMAP,
+            Kind::Fork => hook::KERNEL_CLONE,
         },
         refcount_before: Some(before),
         refcount_after: Some(after),
@@ -186,6 +190,11 @@ pub fn event(
         nr_pages: 1,
         ret: None,
         aux: 0,
+        aux2: 0,
+        owner: 0,
+        late: false,
+        forking: false,
+        role: crate::event::Role::Other,
         stack: match kind {
             Kind::Get | Kind::Pin => GET_STACK.to_vec(),
             _ => PUT_STACK.to_vec(),
@@ -368,6 +377,10 @@ fn json(ev: &PageEvent, symbol: &str, stack: &[&str]) -> JsonEvent {
         symbol: symbol.into(),
         ret: ev.ret,
         stack: stack.iter().map(|s| (*s).to_string()).collect(),
+        owner: None,
+        migration: None,
+        late: false,
+        forking: false,
         page: None,
     }
 }
@@ -399,6 +412,7 @@ pub fn dax_hold_recording() -> (Header, Vec<Line>) {
         started_ns: T0,
         rules: rules(),
         thresholds: Thresholds::default(),
+        precise: false,
         hooks: hooks()
             .into_iter()
             .map(|h| HookRecord {
