@@ -45,7 +45,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
                 "dax_layout_busy_page_range",
             ],
         },
-        "debian-7.2" | "hmm-7.2" => KernelFacts {
+        "debian-7.2" => KernelFacts {
             fsdax_idle: 0,
             dio_pins: true,
             must_attach: &[
@@ -53,6 +53,24 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
                 "__folio_put",
                 "gup_put_folio",
                 "dax_layout_busy_page_range",
+            ],
+        },
+        // Built with CONFIG_DEBUG_PAGE_REF: precise mode, the get/put
+        // functions are covered by the page_ref tracepoints.
+        "hmm-7.2" => KernelFacts {
+            fsdax_idle: 0,
+            dio_pins: true,
+            must_attach: &[
+                "free_zone_device_folio",
+                "dax_layout_busy_page_range",
+                "migrate_vma_setup",
+                "migrate_vma_finalize",
+                "remove_migration_ptes",
+                "kernel_clone",
+                "page_ref_set",
+                "page_ref_mod",
+                "page_ref_mod_and_test",
+                "page_ref_mod_unless",
             ],
         },
         other => bail!("no facts for kernel {other}"),
@@ -64,6 +82,8 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
 pub struct Workload {
     pub pfns: Vec<u64>,
     pub marks: BTreeMap<String, u64>,
+    /// `held_ram_pfn`, `child_pid`, … where the scenario reports them.
+    pub facts: BTreeMap<String, u64>,
 }
 
 impl Workload {
@@ -72,6 +92,13 @@ impl Workload {
             .get(name)
             .copied()
             .with_context(|| format!("workload.json has no mark {name}"))
+    }
+
+    pub fn fact(&self, name: &str) -> Result<u64> {
+        self.facts
+            .get(name)
+            .copied()
+            .with_context(|| format!("workload.json has no fact {name}"))
     }
 }
 
@@ -95,7 +122,15 @@ pub fn read_workload(dir: &Path) -> Result<Workload> {
         .iter()
         .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
         .collect();
-    Ok(Workload { pfns, marks })
+    let facts = v["facts"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Workload { pfns, marks, facts })
 }
 
 /// One event of `events.jsonl`, the fields the checks use.
@@ -108,6 +143,12 @@ pub struct Ev {
     pub after: Option<i64>,
     pub pgmap_type: String,
     pub symbol: String,
+    pub comm: String,
+    pub owner: Option<String>,
+    /// `migration` object of migration events.
+    pub migration: Option<Value>,
+    pub late: bool,
+    pub stack: Vec<String>,
 }
 
 pub fn read_events(path: &Path) -> Result<Vec<Ev>> {
@@ -140,6 +181,18 @@ pub fn read_events(path: &Path) -> Result<Vec<Ev>> {
             after: v["refcount_after"].as_i64(),
             pgmap_type: v["pgmap_type"].as_str().context("pgmap_type")?.to_string(),
             symbol: v["symbol"].as_str().unwrap_or_default().to_string(),
+            comm: v["comm"].as_str().unwrap_or_default().to_string(),
+            owner: v["owner"].as_str().map(str::to_string),
+            migration: v.get("migration").filter(|m| m.is_object()).cloned(),
+            late: v["late"].as_bool().unwrap_or(false),
+            stack: v["stack"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
         });
     }
     Ok(out)
@@ -274,6 +327,189 @@ pub fn check_scenario(kernel: &str, scenario: &str, dir: &Path) -> Result<Vec<St
     Ok(bad)
 }
 
+/// A migration event's direction, whether it moved, and its destination.
+fn migration_of(e: &Ev) -> Option<(&str, bool, Option<u64>, &str)> {
+    let m = e.migration.as_ref()?;
+    Some((
+        m["direction"].as_str()?,
+        m["moved"].as_bool()?,
+        m["dst_pfn"].as_u64(),
+        m["stage"].as_str()?,
+    ))
+}
+
+/// Checks one device-private scenario (`hmm-*`, `functions`: refwatch ran
+/// with `--no-precise`) in `dir`: refwatch's events against the workload's
+/// account, and the ground truth comparison the lab wrote.
+pub fn check_hmm(scenario: &str, functions: bool, dir: &Path) -> Result<Vec<String>> {
+    let w = read_workload(dir)?;
+    let events = read_events(&dir.join("events.jsonl"))?;
+    let mut bad = Vec::new();
+    let device: BTreeSet<u64> = w.pfns.iter().copied().collect();
+    if device.len() != w.pfns.len() || device.is_empty() {
+        bad.push(format!(
+            "workload reported {} device PFNs, {} distinct",
+            w.pfns.len(),
+            device.len()
+        ));
+    }
+    let private: Vec<&Ev> = events
+        .iter()
+        .filter(|e| e.pgmap_type == "private")
+        .collect();
+    let seen: BTreeSet<u64> = private.iter().map(|e| e.pfn).collect();
+    let missing: Vec<_> = device.difference(&seen).collect();
+    if !missing.is_empty() {
+        bad.push(format!("device PFNs without events: {missing:#x?}"));
+    }
+    let stray: Vec<_> = seen.difference(&device).collect();
+    if !stray.is_empty() {
+        bad.push(format!(
+            "events on device-private PFNs the workload does not own: {stray:#x?}"
+        ));
+    }
+    let owners: BTreeSet<&str> = private.iter().filter_map(|e| e.owner.as_deref()).collect();
+    if owners != BTreeSet::from(["dmirror_devmem_free"]) {
+        bad.push(format!(
+            "owner of the device pages: {owners:?}, expected the test driver's dmirror_devmem_free"
+        ));
+    }
+    // Every page moved to the device, its destination one of the device PFNs.
+    let to_device: BTreeSet<u64> = events
+        .iter()
+        .filter_map(|e| match migration_of(e)? {
+            ("to_device", true, Some(dst), _) => Some(dst),
+            _ => None,
+        })
+        .collect();
+    if to_device != device {
+        bad.push(format!(
+            "pages moved to the device: {} with destinations {:#x?}, expected the {} device PFNs",
+            to_device.len(),
+            to_device.difference(&device).collect::<Vec<_>>(),
+            device.len()
+        ));
+    }
+    let freed: BTreeSet<u64> = private
+        .iter()
+        .filter(|e| e.event == "free")
+        .map(|e| e.pfn)
+        .collect();
+    if freed != device {
+        let never: Vec<_> = device.difference(&freed).collect();
+        bad.push(format!(
+            "device PFNs never freed to the driver: {never:#x?}"
+        ));
+    }
+    let failed: Vec<&Ev> = events
+        .iter()
+        .filter(|e| migration_of(e).is_some_and(|(_, moved, _, _)| !moved))
+        .collect();
+    match scenario {
+        "hmm-migrate" => {
+            let back: BTreeSet<u64> = events
+                .iter()
+                .filter(|e| {
+                    migration_of(e).is_some_and(|(dir, moved, _, _)| dir == "fault" && moved)
+                })
+                .map(|e| e.pfn)
+                .collect();
+            if back != device {
+                bad.push(format!(
+                    "CPU faults moved {} device pages back, expected all {}",
+                    back.len(),
+                    device.len()
+                ));
+            }
+        }
+        "hmm-blocked" => {
+            let held = w.fact("held_ram_pfn")?;
+            let on: Vec<(u64, &str, &str)> = failed
+                .iter()
+                .filter_map(|e| {
+                    let (dir, _, _, stage) = migration_of(e)?;
+                    Some((e.pfn, dir, stage))
+                })
+                .collect();
+            if on != [(held, "to_device", "setup")] {
+                bad.push(format!(
+                    "failed migrations {on:#x?}, expected exactly the held page {held:#x} (to_device, setup)"
+                ));
+            }
+            let late = events
+                .iter()
+                .find(|e| e.late && e.pfn == held && e.event == "get");
+            match late {
+                Some(e)
+                    if e.comm == "workload" && e.stack.iter().any(|f| f.contains("vmsplice")) => {}
+                other => bad.push(format!(
+                    "no remembered vmsplice reference on the held page {held:#x}: {other:?}"
+                )),
+            }
+        }
+        _ => {
+            if !failed.is_empty() {
+                bad.push(format!("{} failed page migrations", failed.len()));
+            }
+        }
+    }
+    bad.extend(check_groundtruth(functions, dir)?);
+    Ok(bad)
+}
+
+/// The lab's ground truth comparison: every refcount refwatch reported
+/// matches the page_ref tracepoints; in precise mode every get and put was seen.
+pub fn check_groundtruth(functions: bool, dir: &Path) -> Result<Vec<String>> {
+    let p = dir.join("groundtruth.json");
+    let g: Value = serde_json::from_slice(
+        &fs::read(&p).with_context(|| format!("read {} (the lab writes it)", p.display()))?,
+    )
+    .with_context(|| format!("parse {}", p.display()))?;
+    let n = |k: &str| g[k].as_u64().unwrap_or(0);
+    let mut bad = Vec::new();
+    let mode = g["mode"].as_str().unwrap_or_default();
+    let want = if functions { "functions" } else { "precise" };
+    if mode != want {
+        bad.push(format!("ground truth mode {mode}, expected {want}"));
+    }
+    if n("truth_events") == 0 || n("observations") == 0 {
+        bad.push("no truth events or no observations to compare".into());
+    }
+    if n("mismatched") != 0 {
+        bad.push(format!(
+            "{} of {} refcount observations differ from the page_ref truth, first: {}",
+            n("mismatched"),
+            n("observations"),
+            g["mismatches"][0]
+        ));
+    }
+    for k in ["truth_lost", "truth_overwritten", "seen_dropped"] {
+        if n(k) != 0 {
+            bad.push(format!("{k}: {}", n(k)));
+        }
+    }
+    if !functions && (n("seen_gets"), n("seen_puts")) != (n("truth_gets"), n("truth_puts")) {
+        bad.push(format!(
+            "precise mode saw {}/{} gets and {}/{} puts",
+            n("seen_gets"),
+            n("truth_gets"),
+            n("seen_puts"),
+            n("truth_puts")
+        ));
+    }
+    println!(
+        "    ground truth ({mode}): {}/{} observations match ({} before the truth), gets {}/{}, puts {}/{}",
+        n("matched"),
+        n("observations"),
+        n("before_truth"),
+        n("seen_gets"),
+        n("truth_gets"),
+        n("seen_puts"),
+        n("truth_puts")
+    );
+    Ok(bad)
+}
+
 /// Checks `refwatch probes` output for a kernel.
 pub fn check_probes(kernel: &str, dir: &Path) -> Result<Vec<String>> {
     let f = facts(kernel)?;
@@ -282,6 +518,9 @@ pub fn check_probes(kernel: &str, dir: &Path) -> Result<Vec<String>> {
     let mut bad = Vec::new();
     if rc.trim() != "0" {
         bad.push(format!("refwatch probes exited {}", rc.trim()));
+    }
+    if kernel == "hmm-7.2" && !text.contains("references: precise") {
+        bad.push("refwatch probes does not report precise mode".into());
     }
     for sym in f.must_attach {
         let ok = text.lines().any(|l| {

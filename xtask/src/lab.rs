@@ -33,12 +33,36 @@ pub const SCENARIOS: &[&str] = &[
 /// (`/dev/hmm_dmirror0`), see [`scenarios_for`].
 pub const HMM_SCENARIOS: &[&str] = &["hmm-migrate", "hmm-release", "hmm-blocked", "hmm-leak"];
 
+/// Suffix of a scenario run with refwatch in function mode (`--no-precise`),
+/// e.g. `hmm-migrate+functions`: the same workload, compared against the
+/// same ground truth, so both modes are measured.
+pub const FUNCTIONS: &str = "+functions";
+
+/// The device-private scenarios again, in function mode.
+pub const HMM_FUNCTIONS: &[&str] = &[
+    "hmm-migrate+functions",
+    "hmm-release+functions",
+    "hmm-blocked+functions",
+    "hmm-leak+functions",
+];
+
+/// The workload scenario of a run name and whether refwatch runs in
+/// function mode.
+pub fn split_variant(run: &str) -> (&str, bool) {
+    match run.strip_suffix(FUNCTIONS) {
+        Some(base) => (base, true),
+        None => (run, false),
+    }
+}
+
 /// The scenarios `kernel` runs, in run order: the fs-dax ones, then the
-/// device-private ones where the kernel has the HMM test driver.
+/// device-private ones (precise mode, then function mode) where the kernel
+/// has the HMM test driver.
 pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
     let mut all = SCENARIOS.to_vec();
     if kernel.has_test_hmm() {
         all.extend_from_slice(HMM_SCENARIOS);
+        all.extend_from_slice(HMM_FUNCTIONS);
     }
     all
 }
@@ -96,12 +120,12 @@ const MODULES: &[ModuleWant] = &[
 
 /// The command line that starts refwatch in the guest for one scenario,
 /// `scenario_dir` being that scenario's result folder.
-pub fn refwatch_cmd(scenario_dir: &str) -> String {
+pub fn refwatch_cmd(scenario_dir: &str, extra_flags: &str) -> String {
     let d = scenario_dir;
     format!(
         "refwatch record -o {d}/recording --jsonl {d}/events.jsonl --ready-file {d}/ready \
          --log-file {d}/refwatch.log --held-secs {t} --pinned-secs {t} --unmapped-secs {t} \
-         --summary-secs 0 > {d}/refwatch.out 2>&1",
+         --summary-secs 0 --ram-holders {extra_flags} > {d}/refwatch.out 2>&1",
         t = DETECTOR_SECS
     )
 }
@@ -111,11 +135,12 @@ pub const DETECTOR_SECS: u32 = 1;
 
 /// clap value parser for scenario names.
 pub fn parse_scenario(name: &str) -> Result<String, String> {
-    if SCENARIOS.contains(&name) || HMM_SCENARIOS.contains(&name) {
+    let base = split_variant(name).0;
+    if SCENARIOS.contains(&base) || HMM_SCENARIOS.contains(&base) {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {}, {})",
+            "unknown scenario (known: {}, {}; add {FUNCTIONS} to run refwatch without precise mode)",
             SCENARIOS.join(", "),
             HMM_SCENARIOS.join(", ")
         ))
@@ -155,6 +180,10 @@ pub struct LabRun {
     pub workload_bin: Option<PathBuf>,
     /// Stream the whole guest console to the terminal (else only `LAB:` lines).
     pub verbose: bool,
+    /// A guest shell script run instead of the scenarios (after the fs-dax
+    /// mount and `refwatch probes`, before the results are written); what it
+    /// writes under `/out` comes back to the host. For `cargo xtask bench`.
+    pub script: Option<String>,
 }
 
 impl LabRun {
@@ -172,6 +201,7 @@ impl LabRun {
             refwatch_bin: None,
             workload_bin: None,
             verbose: false,
+            script: None,
         }
     }
 }
@@ -332,7 +362,7 @@ pub fn build_guest_binaries(
 /// Boots `run.kernel`, runs the scenarios, and leaves the results in `out`.
 pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
     let started = Instant::now();
-    if run.scenarios.is_empty() {
+    if run.scenarios.is_empty() && run.script.is_none() {
         bail!("lab: no scenario given (known: {})", SCENARIOS.join(", "));
     }
     for s in &run.scenarios {
@@ -438,6 +468,25 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
         .iter()
         .map(|name| read_outcome(&out.join(name), name))
         .collect();
+    for name in &run.scenarios {
+        let dir = out.join(name);
+        if dir.join("page_ref.trace").is_file() {
+            let mode = recorded_mode(&dir);
+            match crate::groundtruth::write_for_dir(&dir, mode) {
+                Ok(g) => println!(
+                    "lab {}: {name}: ground truth ({mode}): {} of {} refcount observations match, gets {}/{} puts {}/{} seen",
+                    run.kernel,
+                    g.matched,
+                    g.observations - g.before_truth,
+                    g.seen_gets,
+                    g.truth_gets,
+                    g.seen_puts,
+                    g.truth_puts
+                ),
+                Err(e) => println!("lab {}: {name}: no ground truth: {e:#}", run.kernel),
+            }
+        }
+    }
     let image = kernel.packages.first();
     let result = LabResult {
         kernel: run.kernel,
@@ -455,6 +504,19 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
     fs::write(out.join("lab.json"), json + "\n")
         .with_context(|| format!("write {}/lab.json", out.display()))?;
     Ok(result)
+}
+
+/// How refwatch observed references in a scenario, from its recording's
+/// header: "precise" (page_ref tracepoints) or "functions".
+pub fn recorded_mode(dir: &Path) -> &'static str {
+    let header = fs::read_to_string(dir.join("recording"))
+        .ok()
+        .and_then(|t| t.lines().next().map(str::to_owned))
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok());
+    match header.and_then(|h| h.get("precise").and_then(|p| p.as_bool())) {
+        Some(true) => "precise",
+        _ => "functions",
+    }
 }
 
 /// Makes `out` an empty folder. A folder that holds anything but an earlier
@@ -747,8 +809,40 @@ if [ -e /sys/block/pmem0/queue/dax ] && [ "$(cat /sys/block/pmem0/queue/dax)" !=
 fi
 say "fs-dax ready: /dev/pmem0 on /mnt/dax ($opts)"
 {hmm_check}
+# The page_ref tracepoints through tracefs, independent of refwatch: the
+# ground truth for device pages (PFNs above the last System RAM range).
+T=/sys/kernel/tracing
+truth_start() {{
+    [ -d $T/events/page_ref ] || return 0
+    ramend=$(awk '$NF == "RAM" && $(NF-1) == "System" {{ split($1, a, "-"); e = a[2] }} END {{ print e }}' /proc/iomem)
+    [ -n "$ramend" ] || {{ say "warning: no System RAM in /proc/iomem"; return 0; }}
+    minpfn=$(( (0x$ramend + 1) >> 12 ))
+    echo 0 > $T/tracing_on
+    echo mono > $T/trace_clock
+    echo 16384 > $T/buffer_size_kb
+    for e in $T/events/page_ref/page_ref_*; do
+        case $e in
+            *_unless) echo "pfn >= $minpfn && ret != 0" > $e/filter ;;
+            *) echo "pfn >= $minpfn" > $e/filter ;;
+        esac
+    done
+    echo 1 > $T/events/page_ref/enable
+    echo > $T/trace
+    echo 1 > $T/tracing_on
+    TRUTH=1
+}}
+truth_stop() {{
+    [ -n "$TRUTH" ] || return 0
+    echo 0 > $T/tracing_on
+    cat $T/trace > $1/page_ref.trace
+    echo 0 > $T/events/page_ref/enable
+    TRUTH=""
+}}
+
 run_scenario() {{
     S=$1
+    W=$2
+    F=$3
     D=/out/$S
     mkdir -p $D
     say "scenario $S start (uptime $(up) s)"
@@ -779,7 +873,8 @@ run_scenario() {{
         echo "note: $note" >> $D/refwatch.rc
         RW=""
     fi
-    workload $S --dir /mnt/dax --pages {pages} --hold-secs {hold} --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
+    case $W in hmm-*) truth_start ;; esac
+    workload $W --dir /mnt/dax --pages {pages} --hold-secs {hold} --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
     WL=$!
     # During a hold, keep a copy of the recording as it stands then (it is
     # flushed every second), for `refwatch report --fail-on-stuck`.
@@ -799,6 +894,7 @@ run_scenario() {{
     wrc=$?
     echo $wrc > $D/workload.rc
     sleep 1
+    truth_stop $D
     if [ -n "$RW" ]; then
         kill -INT $RW 2>/dev/null
         n=0
@@ -824,7 +920,7 @@ run_scenario() {{
         scratch_sectors = SCRATCH_DISK_BYTES / 512,
         scratch_mib = SCRATCH_DISK_BYTES >> 20,
         mke2fs = initramfs::MKE2FS,
-        refwatch = refwatch_cmd("$D"),
+        refwatch = refwatch_cmd("$D", "$F"),
         ready_ticks = u64::from(run.ready_secs) * 10,
         ready_secs = run.ready_secs,
         pages = run.pages,
@@ -832,7 +928,11 @@ run_scenario() {{
         stop_ticks = u64::from(STOP_SECS) * 10,
         snap = DETECTOR_SECS + 1,
         stop_secs = STOP_SECS,
-        hmm_check = if run.scenarios.iter().any(|s| HMM_SCENARIOS.contains(&s.as_str())) {
+        hmm_check = if run
+            .scenarios
+            .iter()
+            .any(|s| HMM_SCENARIOS.contains(&split_variant(s).0))
+        {
             "wait_for -c /dev/hmm_dmirror0 || fail \"/dev/hmm_dmirror0 did not appear (CONFIG_TEST_HMM)\"\n\
              say \"HMM test driver ready: $(ls /dev | grep hmm_dmirror | tr '\\n' ' ')\"\n"
         } else {
@@ -840,8 +940,19 @@ run_scenario() {{
         },
     ));
     s.push_str("refwatch probes > /out/probes.txt 2>&1\necho $? > /out/probes.rc\nsay \"probes done (uptime $(up) s)\"\n");
+    if let Some(script) = &run.script {
+        s.push_str("# the run's own script (LabRun::script) instead of the scenarios\n");
+        s.push_str(script);
+        if !script.ends_with('\n') {
+            s.push('\n');
+        }
+        s.push_str("say \"script finished\"\nfinish\n");
+        return s;
+    }
     for scenario in &run.scenarios {
-        s.push_str(&format!("run_scenario {scenario}\n"));
+        let (workload, functions) = split_variant(scenario);
+        let flags = if functions { "--no-precise" } else { "" };
+        s.push_str(&format!("run_scenario {scenario} {workload} \"{flags}\"\n"));
     }
     s.push_str("say \"all scenarios finished\"\nfinish\n");
     s
@@ -853,7 +964,7 @@ mod tests {
 
     #[test]
     fn refwatch_records_into_the_scenario_folder() {
-        let c = refwatch_cmd("/out/dax-hold");
+        let c = refwatch_cmd("/out/dax-hold", "");
         assert!(
             c.starts_with("refwatch record -o /out/dax-hold/recording "),
             "{c}"
@@ -874,8 +985,16 @@ mod tests {
         let init = init_script(&run, &["/lib/modules/ext4.ko".to_owned()]);
         assert!(init.starts_with("#!/bin/sh\n"));
         assert!(init.contains("insmod /lib/modules/ext4.ko ||"));
-        assert_eq!(init.matches("\nrun_scenario dax-hold\n").count(), 1);
-        assert_eq!(init.matches("\nrun_scenario dax-splice\n").count(), 1);
+        assert_eq!(
+            init.matches("\nrun_scenario dax-hold dax-hold \"\"\n")
+                .count(),
+            1
+        );
+        assert_eq!(
+            init.matches("\nrun_scenario dax-splice dax-splice \"\"\n")
+                .count(),
+            1
+        );
         assert!(init.contains("--pages 16 --hold-secs 3"));
         assert_eq!(
             init.matches("refwatch probes >").count(),
@@ -883,6 +1002,22 @@ mod tests {
             "probes once per boot"
         );
         assert_eq!(init.matches("recording.during-hold").count(), 1);
+    }
+
+    #[test]
+    fn a_script_replaces_the_scenarios() {
+        let mut run = LabRun::new(KernelId::Debian6_12, &["dax-hold"]);
+        run.script = Some("echo bench > /out/bench.txt".to_owned());
+        let init = init_script(&run, &[]);
+        assert!(!init.contains("\nrun_scenario dax-hold"));
+        let probes = init.find("refwatch probes >").expect("probes line");
+        let mount = init.find("mount -t ext4 -o dax").expect("dax mount");
+        let script = init
+            .find("\necho bench > /out/bench.txt\n")
+            .expect("the script");
+        let end = init.rfind("\nfinish\n").expect("finish");
+        assert!(mount < probes && probes < script && script < end);
+        assert!(init.ends_with("say \"script finished\"\nfinish\n"));
     }
 
     #[test]
@@ -894,6 +1029,15 @@ mod tests {
         assert!(SCENARIOS.iter().all(|s| hmm.contains(s)));
         assert!(HMM_SCENARIOS.iter().all(|s| hmm.contains(s)));
         assert!(parse_scenario("hmm-leak").is_ok());
+        assert!(parse_scenario("hmm-leak+functions").is_ok());
+        assert_eq!(split_variant("hmm-leak+functions"), ("hmm-leak", true));
+        let mut run = LabRun::new(KernelId::Hmm7_2, &["hmm-blocked+functions"]);
+        run.pages = 4;
+        let init = init_script(&run, &[]);
+        assert!(
+            init.contains("\nrun_scenario hmm-blocked+functions hmm-blocked \"--no-precise\"\n")
+        );
+        assert!(init.contains("/dev/hmm_dmirror0"));
 
         let run = LabRun::new(KernelId::Hmm7_2, &["hmm-migrate"]);
         let init = init_script(&run, &[]);

@@ -2,10 +2,12 @@
 //!
 //! Run it as `cargo xtask <command>`; `cargo xtask --help` lists the commands.
 
+mod bench;
 mod checks;
 mod cmd;
 mod cpio;
 mod demo;
+mod groundtruth;
 mod initramfs;
 mod kbuild;
 mod kernels;
@@ -46,8 +48,19 @@ enum Command {
     Test(TestArgs),
     /// refwatch's main job in the lab VM: stuck fs-dax pages, their holder, the TUI.
     Demo(DemoArgs),
-    /// Run a criterion benchmark of the refwatch crate: pipeline or render.
+    /// Benchmarks: criterion benches of the refwatch crate (pipeline, render)
+    /// and refwatch's overhead on a real kernel in the lab VM (overhead).
     Bench(BenchArgs),
+    /// Compare scenario folders of a lab run with their page_ref ground truth
+    /// again (the lab does this itself; writes DIR/groundtruth.json).
+    Groundtruth(GroundtruthArgs),
+}
+
+#[derive(Args)]
+struct GroundtruthArgs {
+    /// Scenario folders holding page_ref.trace, recording and workload.json.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -144,10 +157,42 @@ struct DemoArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// `pipeline` (decode + per-PFN update, synthetic events) or `render`
-    /// (a TUI frame with 1 M tracked PFNs, synthetic state).
-    #[arg(value_parser = ["pipeline", "render"])]
-    name: String,
+    #[command(subcommand)]
+    which: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// criterion: decode + per-PFN update, synthetic events.
+    Pipeline,
+    /// criterion: a TUI frame with 1 M tracked PFNs, synthetic state.
+    Render,
+    /// A put-heavy workload on anonymous and fs-dax pages with and without
+    /// refwatch attached, in one lab boot; median slowdown per target.
+    Overhead(OverheadArgs),
+}
+
+#[derive(Args)]
+struct OverheadArgs {
+    /// Kernel to boot.
+    #[arg(long, value_enum, default_value = "debian-6.12")]
+    kernel: KernelId,
+    /// Rounds (each: one run without and one with refwatch, per target).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    secs: u64,
+    /// qemu accelerator (KVM hangs on some hosts).
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    accel: Accel,
+    /// Results folder (replaced if it holds an earlier lab run); the
+    /// summary goes to DIR/overhead.json.
+    #[arg(long, default_value = "target/bench/overhead")]
+    out: PathBuf,
+    /// Use this static refwatch binary instead of building it.
+    #[arg(long)]
+    refwatch_bin: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -176,7 +221,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 unit: !args.no_unit && !args.lab_only,
                 lab: !args.no_lab,
                 kernels: if args.kernel.is_empty() {
-                    KernelId::ALL.to_vec()
+                    KernelId::LAB.to_vec()
                 } else {
                     args.kernel
                 },
@@ -184,13 +229,48 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             return test::run(&opts);
         }
+        Command::Groundtruth(args) => {
+            for dir in &args.dirs {
+                let mode = lab::recorded_mode(dir);
+                let g = groundtruth::write_for_dir(dir, mode)?;
+                println!(
+                    "{}: {mode}: {} observations, {} matched, {} mismatched, {} before the truth; gets {}/{}, puts {}/{} seen",
+                    dir.display(),
+                    g.observations,
+                    g.matched,
+                    g.mismatched,
+                    g.before_truth,
+                    g.seen_gets,
+                    g.truth_gets,
+                    g.seen_puts,
+                    g.truth_puts
+                );
+            }
+        }
         Command::Demo(args) => {
             let out = test::workspace_root().join(&args.out);
             return demo::run(args.kernel, &out, !args.no_tui);
         }
+        Command::Bench(BenchArgs {
+            which: BenchCommand::Overhead(args),
+        }) => {
+            return bench::overhead(&bench::OverheadOptions {
+                kernel: args.kernel,
+                rounds: args.rounds,
+                secs: args.secs,
+                accel: args.accel,
+                out: test::workspace_root().join(&args.out),
+                refwatch_bin: args.refwatch_bin,
+            });
+        }
         Command::Bench(args) => {
+            let name = match args.which {
+                BenchCommand::Pipeline => "pipeline",
+                BenchCommand::Render => "render",
+                BenchCommand::Overhead(_) => unreachable!("handled above"),
+            };
             let status = std::process::Command::new("cargo")
-                .args(["bench", "-p", "refwatch", "--bench", &args.name])
+                .args(["bench", "-p", "refwatch", "--bench", name])
                 .current_dir(test::workspace_root())
                 .env("PATH", setup::env_path())
                 .status()?;
@@ -266,6 +346,7 @@ fn lab_command(args: LabArgs) -> anyhow::Result<()> {
         refwatch_bin: args.refwatch_bin,
         workload_bin: args.workload_bin,
         verbose: args.verbose,
+        script: None,
     };
     let result = lab::run(&run, &args.out)?;
     println!("{}", result.summary());

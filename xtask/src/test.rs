@@ -163,7 +163,8 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
         "== lab {name}: all scenarios in one boot → {}",
         out.display()
     );
-    let run = LabRun::new(kernel, lab::SCENARIOS);
+    let scenarios = lab::scenarios_for(kernel);
+    let run = LabRun::new(kernel, &scenarios);
     let result = match lab::run(&run, &out) {
         Ok(r) => r,
         Err(e) => {
@@ -177,19 +178,25 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
         &format!("lab {name} probes"),
         checks::check_probes(&name, &out),
     );
-    for s in lab::SCENARIOS {
+    for s in &scenarios {
         let dir = out.join(s);
+        let (workload, functions) = lab::split_variant(s);
         let rc = postprocess(&refwatch, &dir);
         let mut problems = Vec::new();
         if let Err(e) = &rc {
             problems.push(format!("{e:#}"));
         }
-        match checks::check_scenario(&name, s, &dir) {
+        let checked = if workload.starts_with("hmm-") {
+            checks::check_hmm(workload, functions, &dir)
+        } else {
+            checks::check_scenario(&name, s, &dir)
+        };
+        match checked {
             Ok(p) => problems.extend(p),
             Err(e) => problems.push(format!("{e:#}")),
         }
         if rc.is_ok() {
-            match check_report(&refwatch, &name, s, &dir) {
+            match check_report(&refwatch, &name, workload, functions, &dir) {
                 Ok(p) => problems.extend(p),
                 Err(e) => problems.push(format!("{e:#}")),
             }
@@ -225,7 +232,13 @@ fn fail_on_stuck(refwatch: &Path, file: &Path) -> Result<i32> {
 }
 
 /// Checks on refwatch's own report of the scenario.
-fn check_report(refwatch: &Path, kernel: &str, scenario: &str, dir: &Path) -> Result<Vec<String>> {
+fn check_report(
+    refwatch: &Path,
+    kernel: &str,
+    scenario: &str,
+    functions: bool,
+    dir: &Path,
+) -> Result<Vec<String>> {
     let w = checks::read_workload(dir)?;
     let report: Value = serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
     let episodes = report["episodes"]
@@ -309,6 +322,95 @@ fn check_report(refwatch: &Path, kernel: &str, scenario: &str, dir: &Path) -> Re
                     100.0 * named as f64 / episodes.len() as f64
                 }
             );
+        }
+        "hmm-blocked" => {
+            let held = w.fact("held_ram_pfn")?;
+            let released = w.mark("released")?;
+            let retried = w.mark("cpu_touch_start")?;
+            let blocked: Vec<&Value> = episodes
+                .iter()
+                .filter(|e| e["detector"] == "migration-blocked")
+                .collect();
+            let ok = match blocked.as_slice() {
+                [e] => {
+                    e["pfn"].as_u64() == Some(held)
+                        && e["end_ns"]
+                            .as_u64()
+                            .is_some_and(|end| end >= released && end <= retried)
+                        && e["holders"].as_array().is_some_and(|h| {
+                            h.iter().any(|h| {
+                                h["comm"] == "workload"
+                                    && h["stack"].as_array().is_some_and(|s| {
+                                        s.iter().any(|f| {
+                                            f.as_str().is_some_and(|f| f.contains("vmsplice"))
+                                        })
+                                    })
+                            })
+                        })
+                }
+                _ => false,
+            };
+            if !ok {
+                bad.push(format!(
+                    "expected one migration-blocked episode on the held page {held:#x}, naming the vmsplice holder and cleared by the retry; got {}",
+                    serde_json::to_string(&blocked)?
+                ));
+            }
+            if let Some(e) = blocked.first() {
+                println!("    {kernel} {scenario}: {}", e["reason"]);
+            }
+        }
+        "hmm-leak" => {
+            let child = w.fact("child_pid")?;
+            let hold_end = w.mark("hold_end")?;
+            // The child's last reference goes as it exits, a little before
+            // the parent sees it gone.
+            let child_exit = w.mark("child_exit")?;
+            let mut named = 0;
+            for pfn in &w.pfns {
+                let eps = eps_of(*pfn, &["held", "unmapped-not-freed"]);
+                let flagged = eps.iter().any(|e| {
+                    e["detected_ns"].as_u64().is_some_and(|d| d < hold_end)
+                        && e["end_ns"]
+                            .as_u64()
+                            .is_some_and(|end| end >= hold_end && end <= child_exit)
+                });
+                if !flagged {
+                    bad.push(format!(
+                        "pfn {pfn:#x}: not flagged while the child lived and cleared when it exited"
+                    ));
+                }
+                let by_child = eps.iter().any(|e| {
+                    e["holders"]
+                        .as_array()
+                        .is_some_and(|h| h.iter().any(|h| h["pid"].as_u64() == Some(child)))
+                });
+                named += usize::from(by_child);
+                // Only the page_ref tracepoints see fork copy the references.
+                if !functions && !by_child {
+                    bad.push(format!(
+                        "pfn {pfn:#x}: the child (pid {child}) is not named as holder"
+                    ));
+                }
+            }
+            println!(
+                "    {kernel} {scenario}{}: child named as holder on {named} of {} pages",
+                if functions { " (functions)" } else { "" },
+                w.pfns.len()
+            );
+            let rc = fail_on_stuck(refwatch, &dir.join("recording.during-hold"))?;
+            if rc != 3 {
+                bad.push(format!(
+                    "report --fail-on-stuck exited {rc} on the recording taken during the hold, expected 3"
+                ));
+            }
+        }
+        "hmm-migrate" | "hmm-release" if !episodes.is_empty() => {
+            bad.push(format!(
+                "{} episodes where nothing was held: {}",
+                episodes.len(),
+                episodes[0]["reason"]
+            ));
         }
         _ => {}
     }

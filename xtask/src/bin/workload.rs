@@ -38,8 +38,14 @@
 //!
 //! The syscalls work on ordinary pages too, so every scenario can be tried on
 //! a tmpfs or ext4 directory of the host (PFNs need root).
+//!
+//! `workload bench-put --target anon|dax --secs S --out FILE [--dir DIR]` is
+//! not a scenario but the load of `cargo xtask bench overhead`: it takes and
+//! drops page references in a loop for S seconds and reports the rate (see
+//! [`bench_put`]).
 
 use std::{
+    collections::BTreeMap,
     ffi::CString,
     fs::{self, File, OpenOptions},
     io::{self, Read, Write},
@@ -87,7 +93,10 @@ const TRUNCATE_END_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Command line of the workload.
 #[derive(Debug, Parser)]
-#[command(about = "Drive fs-dax ZONE_DEVICE pages for refwatch's lab tests")]
+#[command(
+    about = "Drive fs-dax ZONE_DEVICE pages for refwatch's lab tests",
+    after_help = "The overhead benchmark's load: `workload bench-put --help`."
+)]
 struct Cli {
     /// What to do with the pages.
     #[arg(value_enum)]
@@ -151,6 +160,9 @@ impl Scenario {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "bench-put") {
+        return bench_put::main(std::env::args_os().skip(2));
+    }
     let cli = Cli::parse();
     let mut run = Run::default();
     let result = run_scenario(&cli, &mut run);
@@ -168,6 +180,7 @@ fn main() -> ExitCode {
         ok: result.is_ok(),
         error: result.as_ref().err().map(|err| format!("{err:#}")),
         notes: &run.notes,
+        facts: &run.facts,
     };
     let written = write_json_atomically(&cli.out, &report);
 
@@ -523,6 +536,8 @@ fn hmm_blocked(cli: &Cli, run: &mut Run) -> Result<()> {
     let pipe = Pipe::for_bytes(PAGE_SIZE, run)?;
     pipe.vmsplice_range(page_addr, PAGE_SIZE)?;
     run.marks.mark("splice")?;
+    let held = read_pfns(page_addr, 1)?;
+    run.facts.insert("held_ram_pfn", held[0]);
     run.note(format!(
         "page {blocked} of {pages} is held by a pipe (vmsplice) during the first migration"
     ));
@@ -626,6 +641,7 @@ fn hmm_leak(cli: &Cli, run: &mut Run) -> Result<()> {
         unsafe { libc::_exit(code) };
     }
     let child = Child(pid);
+    run.facts.insert("child_pid", pid as u64);
 
     let mapped = to_parent
         .read_u64()
@@ -1234,6 +1250,8 @@ struct Run {
     marks: Marks,
     pfns: Vec<u64>,
     notes: Vec<String>,
+    /// Facts a check needs beyond the PFNs (`held_ram_pfn`, `child_pid`).
+    facts: BTreeMap<&'static str, u64>,
 }
 
 impl Run {
@@ -1255,6 +1273,8 @@ struct Report<'a> {
     ok: bool,
     error: Option<String>,
     notes: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    facts: &'a BTreeMap<&'static str, u64>,
 }
 
 /// Serialises marks as a JSON object whose keys keep the order of the steps.
@@ -1273,7 +1293,7 @@ impl Serialize for MarkList<'_> {
 
 /// Writes `report` to a temporary file beside `out`, syncs it, then renames
 /// it over `out`, so readers never see half a report.
-fn write_json_atomically(out: &Path, report: &Report<'_>) -> Result<()> {
+fn write_json_atomically(out: &Path, report: &impl Serialize) -> Result<()> {
     let name = out
         .file_name()
         .with_context(|| format!("--out {} has no file name", out.display()))?;
@@ -1753,6 +1773,261 @@ impl Pipe {
     }
 }
 
+// ---------------------------------------------------------------------------
+// bench-put: the load of `cargo xtask bench overhead`
+// ---------------------------------------------------------------------------
+
+/// `workload bench-put`: a loop that does little but take and drop page
+/// references, through the kernel paths refwatch hooks.
+///
+/// One iteration `vmsplice`s 8 bytes of each of `--pages` pages into a pipe
+/// (GUP-fast takes one reference per page: `try_grab_folio_fast` on 6.10+)
+/// and reads the pipe empty (each pipe buffer's release drops it again:
+/// `put_page`, which for fs-dax pages before 6.15 goes through
+/// `__put_devmap_managed_folio_refs`). Only 8 bytes per page are copied, so
+/// the references dominate the cost. On `dax` pages (a `MAP_SHARED` file in
+/// `--dir`, which must be DAX) refwatch's hooks fire on both sides; on `anon`
+/// pages the GUP hook is entered and filtered out as not ZONE_DEVICE, and
+/// the put of a still-mapped anonymous page reaches no hooked function.
+///
+/// ops = references taken + references dropped (2 per page and iteration).
+/// Writes `{target, secs, ops, ops_per_sec, …}` to `--out`.
+mod bench_put {
+    use super::*;
+
+    /// Bytes of each page that go through the pipe.
+    const SPAN: usize = 8;
+
+    /// Command line of `workload bench-put`.
+    #[derive(Debug, Parser)]
+    #[command(
+        name = "workload bench-put",
+        about = "Take and drop page references in a loop (refwatch's overhead benchmark)"
+    )]
+    pub(super) struct BenchPutCli {
+        /// Ordinary anonymous pages, or fs-dax pages of a file in --dir.
+        #[arg(long, value_enum)]
+        pub target: Target,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        pub secs: u64,
+        /// Where to write the JSON result.
+        #[arg(long)]
+        pub out: PathBuf,
+        /// Directory on a DAX filesystem for `--target dax`.
+        #[arg(long, default_value = "/mnt/dax")]
+        pub dir: PathBuf,
+        /// Pages per iteration (one vmsplice call: at most 1024).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=MAX_IOVECS as i64))]
+        pub pages: u32,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    pub(super) enum Target {
+        /// Private anonymous memory (not ZONE_DEVICE: refwatch filters it out).
+        Anon,
+        /// A MAP_SHARED file on a DAX filesystem (fs-dax ZONE_DEVICE pages).
+        Dax,
+    }
+
+    impl Target {
+        fn name(self) -> &'static str {
+            match self {
+                Target::Anon => "anon",
+                Target::Dax => "dax",
+            }
+        }
+    }
+
+    /// The JSON written to `--out`.
+    #[derive(Debug, Serialize)]
+    pub(super) struct BenchResult {
+        pub target: &'static str,
+        /// Measured duration of the loop.
+        pub secs: f64,
+        pub requested_secs: u64,
+        pub pages: u32,
+        pub iterations: u64,
+        /// Page references taken plus page references dropped.
+        pub ops: u64,
+        pub ops_per_sec: f64,
+        pub notes: Vec<String>,
+    }
+
+    pub(super) fn main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
+        let cli = BenchPutCli::parse_from(std::iter::once("workload bench-put".into()).chain(args));
+        let result =
+            run(&cli).and_then(|result| write_json_atomically(&cli.out, &result).map(|()| result));
+        match result {
+            Ok(r) => {
+                println!(
+                    "bench-put: target {}, {} pages, {} iterations, {} ops in {:.3} s: {:.0} ops/s",
+                    r.target, r.pages, r.iterations, r.ops, r.secs, r.ops_per_sec
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                println!("workload: FAILED: {err:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn run(cli: &BenchPutCli) -> Result<BenchResult> {
+        check_page_size()?;
+        let mut notes = Run::default();
+        let pages = usize::try_from(cli.pages).context("--pages does not fit in usize")?;
+        let len = pages * PAGE_SIZE;
+        // The file (for dax) must outlive the mapping.
+        let (file, mut mapping) = match cli.target {
+            Target::Anon => {
+                let mapping = Mapping::anonymous(len)?;
+                // Base pages, as the fs-dax file has.
+                // SAFETY: advice on our own mapping; no memory is accessed.
+                if unsafe { libc::madvise(mapping.addr, len, libc::MADV_NOHUGEPAGE) } != 0 {
+                    notes.note(format!(
+                        "madvise(MADV_NOHUGEPAGE): {}",
+                        io::Error::last_os_error()
+                    ));
+                }
+                (None, mapping)
+            }
+            Target::Dax => {
+                let file = ScratchFile::create(&cli.dir, len)?;
+                match is_dax(file.path())? {
+                    Some(true) => {}
+                    Some(false) => bail!(
+                        "{} is not DAX: its pages would not be ZONE_DEVICE pages (mount with -o dax)",
+                        file.path().display()
+                    ),
+                    None => notes.note("the kernel does not report STATX_ATTR_DAX".to_owned()),
+                }
+                let mapping = Mapping::shared_file(file.file(), len)
+                    .with_context(|| format!("mapping {}", file.path().display()))?;
+                (Some(file), mapping)
+            }
+        };
+        fill_pattern(mapping.as_mut_slice());
+        let pipe = Pipe::for_bytes(len, &mut notes)?;
+        let iovecs: Vec<libc::iovec> = (0..pages)
+            .map(|i| libc::iovec {
+                iov_base: (mapping.addr() + i * PAGE_SIZE) as *mut libc::c_void,
+                iov_len: SPAN,
+            })
+            .collect();
+        let mut buf = vec![0u8; pages * SPAN];
+
+        let start = monotonic_ns().context("clock_gettime")?;
+        let deadline = deadline_after(start, cli.secs);
+        let mut iterations = 0u64;
+        let end = loop {
+            splice_all(&pipe, &iovecs)?;
+            read_all(&pipe, &mut buf)?;
+            if iterations == 0 {
+                check_spans(&buf)?;
+            }
+            iterations += 1;
+            let now = monotonic_ns().context("clock_gettime")?;
+            if now >= deadline {
+                break now;
+            }
+        };
+        check_spans(&buf)?;
+        drop(pipe);
+        mapping.unmap()?;
+        if let Some(file) = file {
+            file.remove()?;
+        }
+
+        let secs = end.saturating_sub(start) as f64 / 1e9;
+        let ops = iterations * pages as u64 * 2;
+        Ok(BenchResult {
+            target: cli.target.name(),
+            secs,
+            requested_secs: cli.secs,
+            pages: cli.pages,
+            iterations,
+            ops,
+            ops_per_sec: ops as f64 / secs,
+            notes: notes.notes,
+        })
+    }
+
+    /// vmsplices every span into the pipe (one reference per page).
+    fn splice_all(pipe: &Pipe, iovecs: &[libc::iovec]) -> Result<()> {
+        let total = iovecs.len() * SPAN;
+        let mut done = 0;
+        while done < total {
+            // A partial vmsplice (not expected: the pipe has a slot per
+            // page) resumes where it stopped.
+            let rest: Vec<libc::iovec>;
+            let batch = if done == 0 {
+                iovecs
+            } else {
+                let (first, skip) = (done / SPAN, done % SPAN);
+                rest = iovecs[first..]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let skip = if i == 0 { skip } else { 0 };
+                        libc::iovec {
+                            iov_base: (v.iov_base as usize + skip) as *mut libc::c_void,
+                            iov_len: v.iov_len - skip,
+                        }
+                    })
+                    .collect();
+                &rest
+            };
+            // SAFETY: every iovec lies inside the caller's live mapping;
+            // vmsplice only reads the iovec array.
+            let rc = unsafe {
+                libc::vmsplice(
+                    pipe.write.as_raw_fd(),
+                    batch.as_ptr(),
+                    batch.len(),
+                    libc::SPLICE_F_NONBLOCK,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error())
+                    .with_context(|| format!("vmsplice after {done} of {total} bytes"));
+            }
+            ensure!(
+                rc > 0,
+                "vmsplice moved nothing after {done} of {total} bytes"
+            );
+            done += rc as usize;
+        }
+        Ok(())
+    }
+
+    /// Reads the pipe empty into `buf` (dropping the pipe's references).
+    fn read_all(pipe: &Pipe, buf: &mut [u8]) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = (&pipe.read)
+                .read(&mut buf[done..])
+                .with_context(|| format!("read the pipe after {done} of {} bytes", buf.len()))?;
+            ensure!(n > 0, "the pipe ended after {done} of {} bytes", buf.len());
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Checks that span `i` of `buf` holds the start of page `i`.
+    fn check_spans(buf: &[u8]) -> Result<()> {
+        for (page, span) in buf.chunks(SPAN).enumerate() {
+            for (offset, &found) in span.iter().enumerate() {
+                ensure!(
+                    found == pattern_byte(page, offset),
+                    "the pipe carried wrong data for page {page} at offset {offset}"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1918,11 +2193,37 @@ mod tests {
             ok: false,
             error: Some("boom".to_owned()),
             notes: &notes,
+            facts: &BTreeMap::new(),
         };
         let json = serde_json::to_string(&report)?;
         assert_eq!(
             json,
             r#"{"scenario":"dax-hold","pages":2,"hold_secs":3,"pfns":[256,257],"marks":{"start":30,"touched":10,"end":20},"ok":false,"error":"boom","notes":["a note"]}"#
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn bench_put_cli_parses() -> Result<()> {
+        use bench_put::{BenchPutCli, Target};
+        let cli = BenchPutCli::try_parse_from([
+            "workload bench-put",
+            "--target",
+            "dax",
+            "--secs",
+            "2",
+            "--out",
+            "o.json",
+        ])?;
+        assert_eq!((cli.target, cli.secs, cli.pages), (Target::Dax, 2, 256));
+        assert_eq!(cli.dir, PathBuf::from("/mnt/dax"));
+        let cli =
+            BenchPutCli::try_parse_from(["workload bench-put", "--target", "anon", "--out", "o"])?;
+        assert_eq!((cli.target, cli.secs), (Target::Anon, 3));
+        assert!(BenchPutCli::try_parse_from(["w", "--target", "x", "--out", "o"]).is_err());
+        assert!(
+            BenchPutCli::try_parse_from(["w", "--target", "anon", "--out", "o", "--pages", "1025"])
+                .is_err()
         );
         Ok(())
     }

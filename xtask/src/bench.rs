@@ -1,0 +1,628 @@
+//! `cargo xtask bench overhead`: what refwatch attached costs a put-heavy
+//! workload on a real kernel.
+//!
+//! One lab boot (see [`crate::lab`]) runs `workload bench-put` on ordinary
+//! anonymous pages and on fs-dax pages (`/mnt/dax`), in rounds: per round and
+//! target one run without refwatch and one with `refwatch record` attached
+//! (started for that run, waited for until its ready file exists, stopped
+//! with SIGINT after it), the order of the two alternating from round to
+//! round. A round's ratio is ops/s without over ops/s with (= time per
+//! operation with / without); the result per target is the median over the
+//! rounds, compared with the goal (≤ 1.03 on anon pages, which refwatch's
+//! in-kernel filter drops, ≤ 1.15 on fs-dax pages, whose every reference
+//! becomes an event). A missed goal is reported, not an error.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    cmd,
+    kernels::KernelId,
+    lab::{self, Accel, LabRun},
+};
+
+/// The targets, in run order, with their goal for the median ratio.
+pub const TARGETS: &[(&str, f64)] = &[("anon", 1.03), ("dax", 1.15)];
+
+/// Seconds of the unmeasured warm-up run per target.
+const WARMUP_SECS: u64 = 1;
+
+/// Where refwatch records in the guest (RAM; deleted after each run).
+const GUEST_RECORDING: &str = "/tmp/refwatch-bench.rec";
+const GUEST_READY: &str = "/tmp/refwatch-bench.ready";
+
+/// What `cargo xtask bench overhead` was asked for.
+#[derive(Debug, Clone)]
+pub struct OverheadOptions {
+    pub kernel: KernelId,
+    pub rounds: u32,
+    pub secs: u64,
+    pub accel: Accel,
+    pub out: PathBuf,
+    /// Prebuilt static refwatch; built from the workspace when `None`.
+    pub refwatch_bin: Option<PathBuf>,
+}
+
+/// One run of `workload bench-put` as it reported itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PutRun {
+    pub target: String,
+    pub secs: f64,
+    pub ops: u64,
+    pub ops_per_sec: f64,
+    #[serde(default)]
+    pub iterations: u64,
+    #[serde(default)]
+    pub pages: u32,
+}
+
+/// What refwatch said about one attached run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RefwatchRun {
+    /// Exit code after SIGINT.
+    pub rc: Option<i32>,
+    pub note: Option<String>,
+    /// From the recording's `end` line (`None`: no clean end).
+    pub events: Option<u64>,
+    pub dropped: Option<u64>,
+    /// Hook entries on pages that are not ZONE_DEVICE, which the in-kernel
+    /// filter returned on (refwatch's `kernel counters` log line).
+    pub filtered: Option<u64>,
+    /// Size of the recording.
+    pub recording_bytes: Option<u64>,
+    /// (events + dropped) per operation of the attached run: ~1 when every
+    /// reference taken or dropped reached refwatch's ring buffer (fs-dax),
+    /// 0 when the filter dropped them all (anon).
+    pub seen_per_op: Option<f64>,
+}
+
+/// One round of one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub target: String,
+    pub round: u32,
+    /// `"without,with"` or `"with,without"`.
+    pub order: &'static str,
+    pub without: PutRun,
+    pub with: PutRun,
+    pub refwatch: RefwatchRun,
+    /// ops/s without ÷ ops/s with.
+    pub ratio: f64,
+}
+
+/// The result per target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetSummary {
+    pub target: String,
+    pub rounds: usize,
+    pub median_ratio: f64,
+    pub min_ratio: f64,
+    pub max_ratio: f64,
+    pub goal: f64,
+    pub met: bool,
+}
+
+/// `DIR/overhead.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverheadReport {
+    pub kernel: KernelId,
+    pub release: String,
+    pub package_version: String,
+    pub accel: Accel,
+    pub rounds: u32,
+    pub secs: u64,
+    /// `/proc/loadavg` of the host before and after the boot.
+    pub host_loadavg_before: String,
+    pub host_loadavg_after: String,
+    pub runs: Vec<Round>,
+    pub summary: Vec<TargetSummary>,
+    pub all_goals_met: bool,
+}
+
+/// The order of the two runs in `round` (1-based): without first in odd
+/// rounds, with first in even ones.
+fn with_first(round: u32) -> bool {
+    round.is_multiple_of(2)
+}
+
+/// Run names: `anon-r2-without`, `anon-r2-with`, `anon-r2-refwatch`.
+fn run_name(target: &str, round: u32, what: &str) -> String {
+    format!("{target}-r{round}-{what}")
+}
+
+/// The median of `values` (the mean of the middle two for an even count);
+/// `None` when empty or when a value is not a number.
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() || values.iter().any(|v| v.is_nan()) {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    Some(if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    })
+}
+
+/// A round's ratio: time per operation with refwatch over without, i.e.
+/// ops/s without over ops/s with.
+pub fn ratio(without_ops_per_sec: f64, with_ops_per_sec: f64) -> f64 {
+    without_ops_per_sec / with_ops_per_sec
+}
+
+/// Median, extremes and verdict of each target's rounds, in [`TARGETS`] order.
+pub fn summarize(rounds: &[Round]) -> Vec<TargetSummary> {
+    TARGETS
+        .iter()
+        .filter_map(|&(target, goal)| {
+            let ratios: Vec<f64> = rounds
+                .iter()
+                .filter(|r| r.target == target)
+                .map(|r| r.ratio)
+                .collect();
+            let median_ratio = median(&ratios)?;
+            Some(TargetSummary {
+                target: target.to_owned(),
+                rounds: ratios.len(),
+                median_ratio,
+                min_ratio: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                max_ratio: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                goal,
+                met: median_ratio <= goal,
+            })
+        })
+        .collect()
+}
+
+/// The guest script: a warm-up run per target, then the rounds.
+fn guest_script(rounds: u32, secs: u64) -> String {
+    let mut s = format!(
+        r#"B=/out/bench
+mkdir -p $B
+# bench_put NAME TARGET SECS
+bench_put() {{
+    workload bench-put --target $2 --secs $3 --dir /mnt/dax --out $B/$1.json > $B/$1.out 2>&1
+    rc=$?
+    echo $rc > $B/$1.rc
+    [ $rc = 0 ] || fail "workload bench-put $1 failed (exit $rc): $(grep -v '^workload note' $B/$1.out | tail -n 1)"
+    say "bench $1: $(grep '^bench-put:' $B/$1.out | tail -n 1 | sed 's/.*: //') (uptime $(up) s)"
+}}
+# rw_start NAME: refwatch record in the background, until its ready file exists
+rw_start() {{
+    RWN=$1
+    rm -f {rec} {ready}
+    refwatch record -o {rec} --ready-file {ready} --log-file $B/$RWN.log --summary-secs 0 > $B/$RWN.out 2>&1 &
+    RW=$!
+    n=0
+    while [ ! -e {ready} ]; do
+        if ! kill -0 $RW 2>/dev/null; then
+            wait $RW
+            fail "refwatch record for $RWN exited before ready (exit $?): $(tail -n 1 $B/$RWN.out)"
+        fi
+        n=$((n + 1))
+        [ $n -gt {ready_ticks} ] && fail "refwatch record for $RWN not ready after {ready_secs} s"
+        usleep 100000
+    done
+}}
+# rw_stop: SIGINT, wait (SIGKILL after {stop_secs} s), keep the recording's last line
+rw_stop() {{
+    kill -INT $RW 2>/dev/null
+    note=""
+    n=0
+    while kill -0 $RW 2>/dev/null; do
+        n=$((n + 1))
+        if [ $n -gt {stop_ticks} ]; then
+            kill -KILL $RW 2>/dev/null
+            note="SIGKILL after {stop_secs} s"
+            break
+        fi
+        usleep 100000
+    done
+    wait $RW
+    rc=$?
+    echo $rc > $B/$RWN.rc
+    [ -n "$note" ] && echo "note: $note" >> $B/$RWN.rc
+    tail -n 1 {rec} > $B/$RWN.end 2>/dev/null
+    wc -c < {rec} > $B/$RWN.size 2>/dev/null
+    rm -f {rec} {ready}
+    say "bench $RWN: refwatch rc $rc${{note:+ ($note)}}, $(cut -c1-100 $B/$RWN.end) (uptime $(up) s)"
+}}
+say "bench: warm-up (uptime $(up) s)"
+"#,
+        rec = GUEST_RECORDING,
+        ready = GUEST_READY,
+        ready_ticks = u64::from(lab::DEFAULT_READY_SECS) * 10,
+        ready_secs = lab::DEFAULT_READY_SECS,
+        stop_ticks = 300,
+        stop_secs = 30,
+    );
+    for &(target, _) in TARGETS {
+        s.push_str(&format!(
+            "bench_put warmup-{target} {target} {WARMUP_SECS}\n"
+        ));
+    }
+    for round in 1..=rounds {
+        s.push_str(&format!("say \"bench: round {round} of {rounds}\"\n"));
+        for &(target, _) in TARGETS {
+            let without = format!(
+                "bench_put {} {target} {secs}\n",
+                run_name(target, round, "without")
+            );
+            let with = format!(
+                "rw_start {}\nbench_put {} {target} {secs}\nrw_stop\n",
+                run_name(target, round, "refwatch"),
+                run_name(target, round, "with")
+            );
+            if with_first(round) {
+                s.push_str(&with);
+                s.push_str(&without);
+            } else {
+                s.push_str(&without);
+                s.push_str(&with);
+            }
+        }
+    }
+    s.push_str("say \"bench: all rounds done\"\n");
+    s
+}
+
+fn read_put(dir: &Path, name: &str) -> Result<PutRun> {
+    let path = dir.join(format!("{name}.json"));
+    let text = fs::read_to_string(&path).with_context(|| {
+        let out = fs::read(dir.join(format!("{name}.out"))).unwrap_or_default();
+        format!(
+            "no result of workload run {name} ({}); its output: {}",
+            path.display(),
+            cmd::tail(&out, 3)
+        )
+    })?;
+    let run: PutRun =
+        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    if !(run.ops_per_sec.is_finite() && run.ops_per_sec > 0.0) {
+        bail!(
+            "workload run {name} measured {} ops/s ({} ops in {} s)",
+            run.ops_per_sec,
+            run.ops,
+            run.secs
+        );
+    }
+    Ok(run)
+}
+
+fn read_refwatch(dir: &Path, name: &str) -> RefwatchRun {
+    let read = |ext: &str| fs::read_to_string(dir.join(format!("{name}.{ext}"))).ok();
+    let mut run = RefwatchRun::default();
+    if let Some(text) = read("rc") {
+        let mut lines = text.lines();
+        run.rc = lines.next().and_then(|l| l.trim().parse().ok());
+        run.note = lines
+            .filter_map(|l| l.strip_prefix("note: "))
+            .next()
+            .map(str::to_owned);
+    }
+    if let Some(end) = read("end")
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t.trim()).ok())
+        .filter(|v| v["type"] == "end")
+    {
+        run.events = end["events"].as_u64();
+        run.dropped = end["dropped"].as_u64();
+    }
+    run.recording_bytes = read("size").and_then(|t| t.trim().parse().ok());
+    run.filtered = read("log").and_then(|log| counter_in_log(&log, "filtered"));
+    run
+}
+
+/// Counter `name` of the last `kernel counters: submitted N lost N filtered
+/// N …` line of refwatch's log.
+fn counter_in_log(log: &str, name: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains("kernel counters:"))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == name)?;
+    words.next()?.parse().ok()
+}
+
+/// Reads every round's results from `dir` (the guest's `/out/bench`).
+fn read_rounds(dir: &Path, rounds: u32) -> Result<Vec<Round>> {
+    let mut all = Vec::new();
+    for &(target, _) in TARGETS {
+        for round in 1..=rounds {
+            let without = read_put(dir, &run_name(target, round, "without"))?;
+            let with = read_put(dir, &run_name(target, round, "with"))?;
+            let name = run_name(target, round, "refwatch");
+            let mut refwatch = read_refwatch(dir, &name);
+            refwatch.seen_per_op = match (refwatch.events, refwatch.dropped) {
+                (Some(e), Some(d)) if with.ops > 0 => Some((e + d) as f64 / with.ops as f64),
+                _ => None,
+            };
+            if refwatch.rc != Some(0) {
+                let log = fs::read(dir.join(format!("{name}.log"))).unwrap_or_default();
+                bail!(
+                    "refwatch in run {name} ended with {}{}; its log ends: {}",
+                    refwatch
+                        .rc
+                        .map_or("no exit code".to_owned(), |rc| format!("exit code {rc}")),
+                    refwatch
+                        .note
+                        .as_ref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default(),
+                    cmd::tail(&log, 3)
+                );
+            }
+            if target == "dax" && refwatch.events == Some(0) {
+                bail!(
+                    "refwatch recorded no event during {}: its hooks did not fire on the fs-dax pages, so this does not measure its overhead",
+                    run_name(target, round, "with")
+                );
+            }
+            all.push(Round {
+                target: target.to_owned(),
+                round,
+                order: if with_first(round) {
+                    "with,without"
+                } else {
+                    "without,with"
+                },
+                ratio: ratio(without.ops_per_sec, with.ops_per_sec),
+                without,
+                with,
+                refwatch,
+            });
+        }
+    }
+    Ok(all)
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The table printed at the end.
+pub fn render(report: &OverheadReport) -> String {
+    let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    let mut t = format!(
+        "refwatch overhead on {} (uname -r {}, package {}), qemu {}, {} rounds × {} s per run\n\
+         host load average before/after: {} / {}\n\n",
+        report.kernel,
+        report.release,
+        report.package_version,
+        match report.accel {
+            Accel::Tcg => "TCG",
+            Accel::Kvm => "KVM",
+        },
+        report.rounds,
+        report.secs,
+        report.host_loadavg_before,
+        report.host_loadavg_after,
+    );
+    t.push_str(&format!(
+        "{:<7}{:>6}  {:<13}{:>15}{:>15}{:>8}{:>10}{:>10}{:>8}{:>10}\n",
+        "target",
+        "round",
+        "order",
+        "without ops/s",
+        "with ops/s",
+        "ratio",
+        "events",
+        "dropped",
+        "seen/op",
+        "filtered"
+    ));
+    for r in &report.runs {
+        t.push_str(&format!(
+            "{:<7}{:>6}  {:<13}{:>15.0}{:>15.0}{:>8.3}{:>10}{:>10}{:>8}{:>10}\n",
+            r.target,
+            r.round,
+            r.order,
+            r.without.ops_per_sec,
+            r.with.ops_per_sec,
+            r.ratio,
+            opt(r.refwatch.events),
+            opt(r.refwatch.dropped),
+            r.refwatch
+                .seen_per_op
+                .map_or("-".to_owned(), |v| format!("{v:.2}")),
+            opt(r.refwatch.filtered)
+        ));
+    }
+    t.push('\n');
+    t.push_str(&format!(
+        "{:<7}{:>14}{:>17}{:>8}  verdict\n",
+        "target", "median ratio", "min–max", "goal"
+    ));
+    for s in &report.summary {
+        t.push_str(&format!(
+            "{:<7}{:>14.3}{:>17}{:>8}  {}\n",
+            s.target,
+            s.median_ratio,
+            format!("{:.3}–{:.3}", s.min_ratio, s.max_ratio),
+            format!("≤ {:.2}", s.goal),
+            if s.met { "goal met" } else { "goal not met" }
+        ));
+    }
+    t.push_str(
+        "ratio = ops/s without refwatch ÷ ops/s with (time per reference with ÷ without); \
+         ops = page references taken + dropped; events/dropped: refwatch's count \
+         (dropped: ring buffer full); seen/op = (events + dropped) ÷ ops of the attached run; \
+         filtered: hook entries on non-device pages\n",
+    );
+    t
+}
+
+/// `cargo xtask bench overhead`.
+pub fn overhead(opts: &OverheadOptions) -> Result<ExitCode> {
+    if opts.rounds == 0 || opts.secs == 0 {
+        bail!("--rounds and --secs must be at least 1");
+    }
+    println!(
+        "bench overhead: {} rounds × {} s per run on {} in one lab boot (qemu {}: boot ~1 min, then ~{} s)",
+        opts.rounds,
+        opts.secs,
+        opts.kernel,
+        match opts.accel {
+            Accel::Tcg => "TCG",
+            Accel::Kvm => "KVM",
+        },
+        estimate_secs(opts.rounds, opts.secs)
+    );
+    let mut run = LabRun::new(opts.kernel, &[]);
+    run.accel = opts.accel;
+    run.refwatch_bin.clone_from(&opts.refwatch_bin);
+    run.script = Some(guest_script(opts.rounds, opts.secs));
+    run.timeout_secs =
+        lab::DEFAULT_TIMEOUT_SECS.max(300 + 2 * estimate_secs(opts.rounds, opts.secs));
+    let before = loadavg();
+    let result = lab::run(&run, &opts.out)?;
+    let after = loadavg();
+    let bench_dir = opts.out.join("bench");
+    let runs = read_rounds(&bench_dir, opts.rounds)
+        .with_context(|| format!("results in {}", bench_dir.display()))?;
+    let summary = summarize(&runs);
+    let report = OverheadReport {
+        kernel: opts.kernel,
+        release: result.release,
+        package_version: result.package_version,
+        accel: opts.accel,
+        rounds: opts.rounds,
+        secs: opts.secs,
+        host_loadavg_before: before,
+        host_loadavg_after: after,
+        all_goals_met: summary.iter().all(|s| s.met),
+        runs,
+        summary,
+    };
+    println!("\n{}", render(&report));
+    let path = opts.out.join("overhead.json");
+    let json = serde_json::to_string_pretty(&report).context("encode overhead.json")?;
+    fs::write(&path, json + "\n").with_context(|| format!("write {}", path.display()))?;
+    println!(
+        "{}; results in {}",
+        if report.all_goals_met {
+            "every goal met"
+        } else {
+            "goal not met (see the table)"
+        },
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rough guest seconds after boot: warm-up, then per round and target two
+/// runs plus starting (~6 s under TCG) and stopping refwatch.
+fn estimate_secs(rounds: u32, secs: u64) -> u64 {
+    let targets = TARGETS.len() as u64;
+    targets * (WARMUP_SECS + 1) + u64::from(rounds) * targets * (2 * (secs + 1) + 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(target: &str, ops_per_sec: f64) -> PutRun {
+        PutRun {
+            target: target.to_owned(),
+            secs: 2.0,
+            ops: (ops_per_sec * 2.0) as u64,
+            ops_per_sec,
+            iterations: 0,
+            pages: 256,
+        }
+    }
+
+    fn round(target: &str, n: u32, without: f64, with: f64) -> Round {
+        Round {
+            target: target.to_owned(),
+            round: n,
+            order: "without,with",
+            ratio: ratio(without, with),
+            without: put(target, without),
+            with: put(target, with),
+            refwatch: RefwatchRun::default(),
+        }
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[1.5]), Some(1.5));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[1.0, f64::NAN]), None);
+    }
+
+    #[test]
+    fn ratios_and_medians_per_target() {
+        // anon: ratios 1.0, 1.05, 1.02 → median 1.02 ≤ 1.03.
+        // dax: ratios 2.0, 1.25, 1.1 → median 1.25 > 1.15.
+        let rounds = [
+            round("anon", 1, 1000.0, 1000.0),
+            round("dax", 1, 500.0, 250.0),
+            round("anon", 2, 1050.0, 1000.0),
+            round("dax", 2, 500.0, 400.0),
+            round("anon", 3, 1020.0, 1000.0),
+            round("dax", 3, 550.0, 500.0),
+        ];
+        assert!((rounds[1].ratio - 2.0).abs() < 1e-12);
+        let s = summarize(&rounds);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].target.as_str(), s[0].rounds), ("anon", 3));
+        assert!((s[0].median_ratio - 1.02).abs() < 1e-12, "{s:?}");
+        assert!((s[0].min_ratio - 1.0).abs() < 1e-12);
+        assert!((s[0].max_ratio - 1.05).abs() < 1e-12);
+        assert!(s[0].met);
+        assert_eq!(s[1].target, "dax");
+        assert!((s[1].median_ratio - 1.25).abs() < 1e-12, "{s:?}");
+        assert!(!s[1].met);
+        assert_eq!(s[1].goal, 1.15);
+    }
+
+    #[test]
+    fn script_alternates_the_order_and_brackets_each_attached_run() {
+        let s = guest_script(2, 3);
+        assert_eq!(s.matches("\nbench_put ").count(), 2 + 2 * 2 * 2);
+        assert!(s.contains("\nbench_put warmup-dax dax 1\n"));
+        // Round 1 without first, round 2 with first.
+        let pos = |p: &str| s.find(p).unwrap_or_else(|| panic!("{p} missing"));
+        assert!(pos("bench_put anon-r1-without ") < pos("rw_start anon-r1-refwatch\n"));
+        assert!(pos("rw_start anon-r2-refwatch\n") < pos("bench_put anon-r2-without "));
+        assert!(s.contains("rw_start dax-r2-refwatch\nbench_put dax-r2-with dax 3\nrw_stop\n"));
+        assert!(s.contains("refwatch record -o /tmp/refwatch-bench.rec "));
+        assert!(s.contains("--summary-secs 0"));
+    }
+
+    #[test]
+    fn refwatch_results_parse() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("scratch dir");
+        fs::write(dir.join("x.rc"), "0\n").expect("write");
+        fs::write(
+            dir.join("x.end"),
+            "{\"type\":\"end\",\"now_ns\":5,\"events\":1200,\"dropped\":7}\n",
+        )
+        .expect("write");
+        fs::write(dir.join("x.size"), "4096\n").expect("write");
+        fs::write(
+            dir.join("x.log"),
+            "[INFO] refwatch::collector: kernel counters: submitted 0 lost 0 filtered 890138 in-flight full 0 bios 0\n",
+        )
+        .expect("write");
+        let r = read_refwatch(&dir, "x");
+        assert_eq!(
+            (r.rc, r.events, r.dropped, r.recording_bytes, r.filtered),
+            (Some(0), Some(1200), Some(7), Some(4096), Some(890138))
+        );
+        let none = read_refwatch(&dir, "missing");
+        assert_eq!((none.rc, none.events), (None, None));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
