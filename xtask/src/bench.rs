@@ -28,7 +28,10 @@ use crate::{
 };
 
 /// The targets, in run order, with their goal for the median ratio.
-pub const TARGETS: &[(&str, f64)] = &[("anon", 1.03), ("dax", 1.15)];
+/// `free` is the put-heavy loop on ordinary pages the 1.03 goal is about
+/// (every freed page passes a hooked put path); `anon` is the GUP-heavy worst
+/// case (every reference passes the hooked GUP grab), held to the same goal.
+pub const TARGETS: &[(&str, f64)] = &[("free", 1.03), ("anon", 1.03), ("dax", 1.15)];
 
 /// Seconds of the unmeasured warm-up run per target.
 const WARMUP_SECS: u64 = 1;
@@ -589,7 +592,8 @@ mod tests {
     #[test]
     fn script_alternates_the_order_and_brackets_each_attached_run() {
         let s = guest_script(2, 3);
-        assert_eq!(s.matches("\nbench_put ").count(), 2 + 2 * 2 * 2);
+        let targets = TARGETS.len();
+        assert_eq!(s.matches("\nbench_put ").count(), targets + 2 * targets * 2);
         assert!(s.contains("\nbench_put warmup-dax dax 1\n"));
         // Round 1 without first, round 2 with first.
         let pos = |p: &str| s.find(p).unwrap_or_else(|| panic!("{p} missing"));

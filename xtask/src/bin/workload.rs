@@ -1824,6 +1824,10 @@ mod bench_put {
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
     pub(super) enum Target {
+        /// Ordinary pages freed one by one: pipe buffers filled by write(2)
+        /// and drained by read(2), each read dropping the last reference of
+        /// a freshly allocated page (`__folio_put`, hooked and filtered).
+        Free,
         /// Private anonymous memory (not ZONE_DEVICE: refwatch filters it out).
         Anon,
         /// A MAP_SHARED file on a DAX filesystem (fs-dax ZONE_DEVICE pages).
@@ -1833,6 +1837,7 @@ mod bench_put {
     impl Target {
         fn name(self) -> &'static str {
             match self {
+                Target::Free => "free",
                 Target::Anon => "anon",
                 Target::Dax => "dax",
             }
@@ -1878,8 +1883,12 @@ mod bench_put {
         let mut notes = Run::default();
         let pages = usize::try_from(cli.pages).context("--pages does not fit in usize")?;
         let len = pages * PAGE_SIZE;
+        if cli.target == Target::Free {
+            return run_free(cli, pages, notes);
+        }
         // The file (for dax) must outlive the mapping.
         let (file, mut mapping) = match cli.target {
+            Target::Free => unreachable!("handled above"),
             Target::Anon => {
                 let mapping = Mapping::anonymous(len)?;
                 // Base pages, as the fs-dax file has.
@@ -1951,6 +1960,63 @@ mod bench_put {
             ops_per_sec: ops as f64 / secs,
             notes: notes.notes,
         })
+    }
+
+    /// `--target free`: whole pages written into the pipe and read back; the
+    /// pipe allocates a page per buffer and frees it when it is read (one
+    /// page it keeps for reuse). One op is one page freed.
+    fn run_free(cli: &BenchPutCli, pages: usize, mut notes: Run) -> Result<BenchResult> {
+        let len = pages * PAGE_SIZE;
+        let src: Vec<u8> = (0..len)
+            .map(|o| pattern_byte(o / PAGE_SIZE, o % PAGE_SIZE))
+            .collect();
+        let mut buf = vec![0u8; len];
+        let pipe = Pipe::for_bytes(len, &mut notes)?;
+        let start = monotonic_ns().context("clock_gettime")?;
+        let deadline = deadline_after(start, cli.secs);
+        let mut iterations = 0u64;
+        let end = loop {
+            write_all(&pipe, &src)?;
+            read_all(&pipe, &mut buf)?;
+            if iterations == 0 {
+                ensure!(buf == src, "the pipe returned other data than was written");
+            }
+            iterations += 1;
+            let now = monotonic_ns().context("clock_gettime")?;
+            if now >= deadline {
+                break now;
+            }
+        };
+        ensure!(buf == src, "the pipe returned other data than was written");
+        let secs = end.saturating_sub(start) as f64 / 1e9;
+        let ops = iterations * pages as u64;
+        Ok(BenchResult {
+            target: cli.target.name(),
+            secs,
+            requested_secs: cli.secs,
+            pages: cli.pages,
+            iterations,
+            ops,
+            ops_per_sec: ops as f64 / secs,
+            notes: notes.notes,
+        })
+    }
+
+    /// Writes all of `data` into the (large enough) pipe.
+    fn write_all(pipe: &Pipe, data: &[u8]) -> Result<()> {
+        let mut done = 0;
+        while done < data.len() {
+            let n = (&pipe.write)
+                .write(&data[done..])
+                .with_context(|| format!("write the pipe after {done} of {} bytes", data.len()))?;
+            ensure!(
+                n > 0,
+                "the pipe took nothing after {done} of {} bytes",
+                data.len()
+            );
+            done += n;
+        }
+        Ok(())
     }
 
     /// vmsplices every span into the pipe (one reference per page).
@@ -2221,6 +2287,8 @@ mod tests {
             BenchPutCli::try_parse_from(["workload bench-put", "--target", "anon", "--out", "o"])?;
         assert_eq!((cli.target, cli.secs), (Target::Anon, 3));
         assert!(BenchPutCli::try_parse_from(["w", "--target", "x", "--out", "o"]).is_err());
+        let cli = BenchPutCli::try_parse_from(["w", "--target", "free", "--out", "o"])?;
+        assert_eq!(cli.target, Target::Free);
         assert!(
             BenchPutCli::try_parse_from(["w", "--target", "anon", "--out", "o", "--pages", "1025"])
                 .is_err()
