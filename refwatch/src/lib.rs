@@ -13,6 +13,7 @@ pub mod collector;
 #[allow(unsafe_code)]
 pub mod event;
 pub mod export;
+pub mod fasthash;
 pub mod jsonl;
 pub mod kallsyms;
 pub mod layout;

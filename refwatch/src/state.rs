@@ -1,10 +1,11 @@
 //! Per-PFN state built from the event stream, and the detectors that flag
 //! stuck pages. Pure: no I/O, time only comes from events and [`Tracker::advance`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crate::{
     event::{Kind, PageEvent, Role, Stage, pgmap_name},
+    fasthash::{FastMap, FastSet},
     rules::Rules,
 };
 use refwatch_common::{hook, pgmap};
@@ -235,14 +236,14 @@ impl Page {
 /// All tracked pages, and every episode so far.
 #[derive(Debug, Clone)]
 pub struct Tracker {
-    pages: HashMap<u64, Page>,
+    pages: FastMap<u64, Page>,
     /// Page maps seen coming up or going away.
     pub pgmaps: Vec<PgmapInfo>,
     /// Threads that took references while forking → the PFNs, until the
     /// fork event names the child.
-    fork_pending: HashMap<u32, Vec<u64>>,
+    fork_pending: FastMap<u32, Vec<u64>>,
     /// PFNs with outstanding references (candidates for time-based detectors).
-    hot: HashSet<u64>,
+    hot: FastSet<u64>,
     pub episodes: Vec<Episode>,
     pub rules: Rules,
     pub thresholds: Thresholds,
@@ -257,10 +258,10 @@ pub struct Tracker {
 impl Tracker {
     pub fn new(rules: Rules, thresholds: Thresholds, history_cap: usize, max_pfns: usize) -> Self {
         Self {
-            pages: HashMap::new(),
+            pages: FastMap::default(),
             pgmaps: Vec::new(),
-            fork_pending: HashMap::new(),
-            hot: HashSet::new(),
+            fork_pending: FastMap::default(),
+            hot: FastSet::default(),
             episodes: Vec::new(),
             rules,
             thresholds,
@@ -282,7 +283,7 @@ impl Tracker {
             Kind::Fork => return self.apply_fork(ev),
             _ => {}
         }
-        if !self.pages.contains_key(&ev.pfn) && self.pages.len() >= self.max_pfns {
+        if self.pages.len() >= self.max_pfns && !self.pages.contains_key(&ev.pfn) {
             self.evict();
         }
         let rules = &self.rules;
@@ -378,8 +379,8 @@ impl Tracker {
             _ => 0,
         };
         page.outstanding = outstanding;
-        let mut to_open: Vec<(Detector, u64, String)> = Vec::new();
-        let mut to_close: Vec<Detector> = Vec::new();
+        let mut to_open: Option<(Detector, u64, String)> = None;
+        let mut to_close = Detectors::default();
         if outstanding == 0 {
             // Nothing beyond idle and mappings: only references that
             // mappings hold can be left (where mappings hold references).
@@ -393,13 +394,15 @@ impl Tracker {
             page.outstanding_since = None;
             page.pinned_since = None;
             page.unmapped_since = None;
-            to_close.extend([
+            for d in [
                 Detector::Held,
                 Detector::Pinned,
                 Detector::UnmappedNotFreed,
                 Detector::LayoutWait,
                 Detector::Orphaned,
-            ]);
+            ] {
+                to_close.insert(d);
+            }
             self.hot.remove(&ev.pfn);
         } else {
             page.outstanding_since.get_or_insert(ev.ts_ns);
@@ -407,7 +410,7 @@ impl Tracker {
                 page.pinned_since.get_or_insert(ev.ts_ns);
             } else {
                 page.pinned_since = None;
-                to_close.push(Detector::Pinned);
+                to_close.insert(Detector::Pinned);
             }
             let leak_visible = match page.pgmap_type {
                 pgmap::FSDAX => rules.fsdax_mapping_refs,
@@ -418,10 +421,10 @@ impl Tracker {
                 page.unmapped_since.get_or_insert(ev.ts_ns);
             } else {
                 page.unmapped_since = None;
-                to_close.push(Detector::UnmappedNotFreed);
+                to_close.insert(Detector::UnmappedNotFreed);
             }
             if ev.kind == Kind::LayoutWait {
-                to_open.push((
+                to_open = Some((
                     Detector::LayoutWait,
                     ev.ts_ns,
                     format!(
@@ -454,12 +457,19 @@ impl Tracker {
         }
         let pfn = ev.pfn;
         if ev.kind == Kind::Free {
-            to_close.push(Detector::MigrationBlocked);
+            to_close.insert(Detector::MigrationBlocked);
         }
-        for d in to_close {
-            self.close(pfn, d, ev.ts_ns);
+        // Most pages have nothing open: no episode to look at.
+        if !page.open.is_empty() {
+            for d in to_close.iter() {
+                if let Some(idx) = page.open.remove(&d)
+                    && let Some(ep) = self.episodes.get_mut(idx)
+                {
+                    ep.end_ns = Some(ev.ts_ns);
+                }
+            }
         }
-        for (d, start, reason) in to_open {
+        if let Some((d, start, reason)) = to_open {
             self.open(pfn, d, start, reason);
         }
         self.apply_migration(ev);
@@ -835,6 +845,23 @@ impl Tracker {
             ));
         }
         out
+    }
+}
+
+/// A set of detectors.
+#[derive(Debug, Clone, Copy, Default)]
+struct Detectors(u8);
+
+impl Detectors {
+    fn insert(&mut self, d: Detector) {
+        self.0 |= 1 << d as u8;
+    }
+
+    /// In [`Detector::ALL`] order.
+    fn iter(self) -> impl Iterator<Item = Detector> {
+        Detector::ALL
+            .into_iter()
+            .filter(move |d| self.0 & (1 << *d as u8) != 0)
     }
 }
 
