@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use refwatch::{
-    event::{Kind, PageEvent, decode, to_bytes, to_raw},
+    event::{Decoder, Kind, PageEvent, to_bytes, to_raw},
     kallsyms::Kallsyms,
     rules::Rules,
     state::{Thresholds, Tracker},
@@ -46,7 +46,8 @@ fn synthetic_records() -> Vec<Vec<u8>> {
                     0xffff_ffff_8100_1000,
                     0xffff_ffff_8100_2000,
                     0xffff_ffff_8100_3000,
-                ],
+                ]
+                .into(),
             };
             to_bytes(&to_raw(&ev))
         })
@@ -60,10 +61,12 @@ fn bench(c: &mut Criterion) {
     ));
     let mut g = c.benchmark_group("pipeline (synthetic events)");
     g.throughput(Throughput::Elements(EVENTS as u64));
+    // The decoder lives as long as the collector: its stack interner is warm.
+    let mut decoder = Decoder::default();
     g.bench_function("decode", |b| {
         b.iter(|| {
             for r in &records {
-                black_box(decode(r).ok());
+                black_box(decoder.decode(r).ok());
             }
         })
     });
@@ -72,7 +75,7 @@ fn bench(c: &mut Criterion) {
             || Tracker::new(rules.clone(), Thresholds::default(), 256, 1 << 20),
             |t| {
                 for r in &records {
-                    if let Ok(ev) = decode(r) {
+                    if let Ok(ev) = decoder.decode(r) {
                         t.apply(&ev);
                     }
                 }
@@ -80,6 +83,29 @@ fn bench(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
+    // Steady state, as a long-running collector is in: the tracker lives
+    // on and every page's history is full, so each event replaces the
+    // page's oldest (4096 pages × 256 events of history).
+    let mut steady = Tracker::new(rules.clone(), Thresholds::default(), 256, 1 << 20);
+    for _ in 0..(256 * 4096 / EVENTS + 1) {
+        for r in &records {
+            if let Ok(ev) = decoder.decode(r) {
+                steady.apply(&ev);
+            }
+        }
+    }
+    g.bench_function(
+        "decode + per-PFN update, steady state (full histories)",
+        |b| {
+            b.iter(|| {
+                for r in &records {
+                    if let Ok(ev) = decoder.decode(r) {
+                        steady.apply(&ev);
+                    }
+                }
+            })
+        },
+    );
     g.finish();
 }
 

@@ -19,7 +19,7 @@ use tokio::{
 };
 
 use crate::{
-    event::{decode, pgmap_name, role_of},
+    event::{Decoder, pgmap_name, role_of},
     jsonl::{Format, stack_strings, to_json},
     kallsyms::Kallsyms,
     loader::Loaded,
@@ -70,6 +70,8 @@ struct Outputs<'a> {
     rec: Option<recording::Writer>,
     symbols: HashMap<u32, &'static str>,
     syms: &'a Kallsyms,
+    /// Shares equal stacks between events.
+    decoder: Decoder,
     format: Format,
 }
 
@@ -134,6 +136,7 @@ impl<'a> Collector<'a> {
                 .filter_map(|r| Some((r.hook?, r.symbol?)))
                 .collect(),
             syms,
+            decoder: Decoder::default(),
             format: opts.format,
         };
         Ok(Self {
@@ -309,7 +312,7 @@ fn drain(
     out: &mut Outputs<'_>,
 ) -> Result<()> {
     while let Some(item) = ring.next() {
-        match decode(&item) {
+        match out.decoder.decode(&item) {
             Ok(mut ev) => {
                 totals.events += 1;
                 if !ev.stack.is_empty() {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    event::{Kind, Migration, PageEvent, pgmap_name},
+    event::{Kind, Migration, PageEvent, Stack, pgmap_name},
     kallsyms::Kallsyms,
 };
 
@@ -97,7 +97,7 @@ pub fn to_json(ev: &PageEvent, symbol: &str, syms: &Kallsyms, fmt: Format) -> Js
         cpu: ev.cpu,
         pid: ev.pid,
         tgid: ev.tgid,
-        comm: ev.comm.clone(),
+        comm: ev.comm.to_string(),
         pfn: ev.pfn,
         event: ev.kind.name().to_string(),
         refcount_before: ev.refcount_before,
@@ -150,7 +150,7 @@ pub fn to_page_event(j: &JsonEvent) -> Option<PageEvent> {
         pid: j.pid,
         tgid: j.tgid,
         cpu: j.cpu,
-        comm: j.comm.clone(),
+        comm: j.comm.as_str().into(),
         kind: Kind::from_name(&j.event)?,
         hook: crate::plan::hook_of_symbol(&j.symbol).unwrap_or(0),
         refcount_before: j.refcount_before,
@@ -165,7 +165,7 @@ pub fn to_page_event(j: &JsonEvent) -> Option<PageEvent> {
         late: j.late,
         forking: j.forking,
         role: crate::event::role_of(&j.stack),
-        stack: Vec::new(),
+        stack: Stack::default(),
     })
 }
 
@@ -228,7 +228,7 @@ mod tests {
             forking: false,
             role: crate::event::Role::Other,
             // A BPF frame first (not in kallsyms), then kernel text, then junk.
-            stack: vec![0xffff_ffff_c012_3456, 0xffff_ffff_8100_0010, 0xdead],
+            stack: vec![0xffff_ffff_c012_3456, 0xffff_ffff_8100_0010, 0xdead].into(),
         };
         let ev = decode(&to_bytes(&to_raw(&ev))).expect("decode");
         let j = to_json(&ev, "gup_put_folio", &syms, Format::default());

@@ -103,7 +103,7 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
                 .map(|h| HolderOut {
                     pid: h.tgid,
                     tid: h.pid,
-                    comm: h.comm.clone(),
+                    comm: h.comm.to_string(),
                     ts_ns: h.ts_ns,
                     event: h.kind.name().into(),
                     stack: json_of(e.pfn, h.ts_ns, h.taken_by())

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::{
-    event::{Kind, PageEvent, Role, Stage, pgmap_name},
+    event::{Comm, Kind, PageEvent, Role, Stack, Stage, pgmap_name},
     fasthash::{FastMap, FastSet},
     rules::Rules,
 };
@@ -108,10 +108,10 @@ pub struct Holder {
     pub ts_ns: u64,
     pub pid: u32,
     pub tgid: u32,
-    pub comm: String,
+    pub comm: Comm,
     pub kind: Kind,
     pub refs: i32,
-    pub stack: Vec<u64>,
+    pub stack: Stack,
     /// Taken by this parent (tgid, tid) while forking the holder.
     pub forked_from: Option<(u32, u32)>,
     /// Taken while forking; the child is not known yet.
@@ -201,7 +201,7 @@ pub struct Page {
     /// The page map's free callback (or ops) address; 0 when unknown.
     pub owner: u64,
     pub last_kind: Kind,
-    pub last_comm: String,
+    pub last_comm: Comm,
     /// The most recent events, oldest first, bounded.
     pub history: VecDeque<PageEvent>,
     /// References beyond idle and mappings.
@@ -300,7 +300,7 @@ impl Tracker {
             counts: [0; 12],
             owner: 0,
             last_kind: ev.kind,
-            last_comm: String::new(),
+            last_comm: Comm::default(),
             history: VecDeque::new(),
             outstanding: 0,
             outstanding_since: None,
@@ -959,7 +959,7 @@ mod tests {
             pid: tgid,
             tgid,
             cpu: 0,
-            comm: format!("task{tgid}"),
+            comm: format!("task{tgid}").into(),
             kind,
             hook: 0,
             refcount_before: Some(before),
@@ -974,7 +974,7 @@ mod tests {
             late: false,
             forking: false,
             role: crate::event::Role::Other,
-            stack: vec![0xffff_ffff_8100_0000 + u64::from(tgid)],
+            stack: vec![0xffff_ffff_8100_0000 + u64::from(tgid)].into(),
         }
     }
 

@@ -196,8 +196,8 @@ pub fn event(
         forking: false,
         role: crate::event::Role::Other,
         stack: match kind {
-            Kind::Get | Kind::Pin => GET_STACK.to_vec(),
-            _ => PUT_STACK.to_vec(),
+            Kind::Get | Kind::Pin => GET_STACK[..].into(),
+            _ => PUT_STACK[..].into(),
         },
     }
 }
@@ -366,7 +366,7 @@ fn json(ev: &PageEvent, symbol: &str, stack: &[&str]) -> JsonEvent {
         cpu: ev.cpu,
         pid: ev.pid,
         tgid: ev.tgid,
-        comm: ev.comm.clone(),
+        comm: ev.comm.to_string(),
         pfn: ev.pfn,
         event: ev.kind.name().into(),
         refcount_before: ev.refcount_before,
