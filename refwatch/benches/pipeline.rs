@@ -1,13 +1,18 @@
 //! Decode + per-PFN update throughput on one core (goal: ≥ 10 M events/s).
 //! The events are SYNTHETIC ring-buffer records built with the wire encoder
 //! (`event::to_raw`), not kernel events: a get/put pattern over 4096 fs-dax
-//! PFNs with 4-frame stacks, as refwatch sees under a busy workload.
+//! PFNs with 4-frame stacks, as refwatch sees under a busy workload, and a
+//! SYNTHETIC kallsyms naming those frames for the JSON encoding.
 
-use std::hint::black_box;
+use std::{
+    hint::black_box,
+    io::{self, BufWriter, Write as _},
+};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use refwatch::{
-    event::{Decoder, Kind, PageEvent, to_bytes, to_raw},
+    event::{Decoder, Kind, PageEvent, role_of, to_bytes, to_raw},
+    jsonl::{DEFAULT_SYMBOL_CACHE, Format, Symbolizer, to_json},
     kallsyms::Kallsyms,
     rules::Rules,
     state::{Thresholds, Tracker},
@@ -54,11 +59,23 @@ fn synthetic_records() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// SYNTHETIC kallsyms: the hook and a function around each frame of the
+/// synthetic stacks (`synthetic_fN+0x40`), for the JSON encoding.
+fn synthetic_kallsyms() -> Kallsyms {
+    let mut text = String::from("ffffffff81000000 T __put_devmap_managed_page_refs\n");
+    for n in 0..8u64 {
+        text.push_str(&format!(
+            "{:x} T synthetic_f{n}\n",
+            0xffff_ffff_8100_0fc0 + n * 0x1000
+        ));
+    }
+    Kallsyms::parse(&text)
+}
+
 fn bench(c: &mut Criterion) {
     let records = synthetic_records();
-    let rules = Rules::from_kernel(&Kallsyms::parse(
-        "ffffffff81000000 T __put_devmap_managed_page_refs\n",
-    ));
+    let syms = synthetic_kallsyms();
+    let rules = Rules::from_kernel(&syms);
     let mut g = c.benchmark_group("pipeline (synthetic events)");
     g.throughput(Throughput::Elements(EVENTS as u64));
     // The decoder lives as long as the collector: its stack interner is warm.
@@ -106,6 +123,56 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
+    // What `refwatch record` does per event (collector::drain): decode, role
+    // from the symbolized stack, JSON line, per-PFN update; the line goes to
+    // a buffered sink. Once with the per-address symbol cache the collector
+    // uses, once symbolizing every frame anew.
+    let fmt = Format::default();
+    let mut symbolizer = Symbolizer::new(&syms, DEFAULT_SYMBOL_CACHE);
+    g.bench_function("decode + update + JSON line (symbol cache)", |b| {
+        b.iter_batched_ref(
+            || {
+                (
+                    Tracker::new(rules.clone(), Thresholds::default(), 256, 1 << 20),
+                    BufWriter::with_capacity(1 << 16, io::sink()),
+                )
+            },
+            |(t, out)| {
+                for r in &records {
+                    if let Ok(mut ev) = decoder.decode(r) {
+                        ev.role = symbolizer.role(&ev.stack);
+                        let j = symbolizer.to_json(&ev, "__put_devmap_managed_page_refs", fmt);
+                        serde_json::to_writer(&mut *out, &j).expect("JSON line");
+                        out.write_all(b"\n").expect("JSON line");
+                        t.apply(&ev);
+                    }
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("decode + update + JSON line (no symbol cache)", |b| {
+        b.iter_batched_ref(
+            || {
+                (
+                    Tracker::new(rules.clone(), Thresholds::default(), 256, 1 << 20),
+                    BufWriter::with_capacity(1 << 16, io::sink()),
+                )
+            },
+            |(t, out)| {
+                for r in &records {
+                    if let Ok(mut ev) = decoder.decode(r) {
+                        ev.role = role_of(ev.stack.iter().filter_map(|a| syms.symbolize(*a)));
+                        let j = to_json(&ev, "__put_devmap_managed_page_refs", &syms, fmt);
+                        serde_json::to_writer(&mut *out, &j).expect("JSON line");
+                        out.write_all(b"\n").expect("JSON line");
+                        t.apply(&ev);
+                    }
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
     g.finish();
 }
 

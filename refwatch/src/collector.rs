@@ -19,8 +19,8 @@ use tokio::{
 };
 
 use crate::{
-    event::{Decoder, pgmap_name, role_of},
-    jsonl::{Format, stack_strings, to_json},
+    event::{Decoder, pgmap_name},
+    jsonl::{DEFAULT_SYMBOL_CACHE, Format, Symbolizer, stack_strings},
     kallsyms::Kallsyms,
     loader::Loaded,
     recording::{self, Line},
@@ -69,7 +69,9 @@ struct Outputs<'a> {
     jsonl: Option<BufWriter<File>>,
     rec: Option<recording::Writer>,
     symbols: HashMap<u32, &'static str>,
-    syms: &'a Kallsyms,
+    /// Kallsyms with a per-address cache: every frame of every event is
+    /// symbolized (roles, exports).
+    syms: Symbolizer<'a>,
     /// Shares equal stacks between events.
     decoder: Decoder,
     format: Format,
@@ -135,7 +137,7 @@ impl<'a> Collector<'a> {
                 .filter(|r| r.attached())
                 .filter_map(|r| Some((r.hook?, r.symbol?)))
                 .collect(),
-            syms,
+            syms: Symbolizer::new(syms, DEFAULT_SYMBOL_CACHE),
             decoder: Decoder::default(),
             format: opts.format,
         };
@@ -316,11 +318,11 @@ fn drain(
             Ok(mut ev) => {
                 totals.events += 1;
                 if !ev.stack.is_empty() {
-                    ev.role = role_of(ev.stack.iter().filter_map(|a| out.syms.symbolize(*a)));
+                    ev.role = out.syms.role(&ev.stack);
                 }
                 if out.jsonl.is_some() || out.rec.is_some() {
                     let sym = out.symbols.get(&ev.hook).copied().unwrap_or("?");
-                    let j = to_json(&ev, sym, out.syms, out.format);
+                    let j = out.syms.to_json(&ev, sym, out.format);
                     if let Some(w) = out.jsonl.as_mut() {
                         serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
                         w.write_all(b"\n").context("write JSON line")?;

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    event::{Kind, Migration, PageEvent, Stack, pgmap_name},
+    event::{Kind, Migration, PageEvent, Role, Stack, pgmap_name, role_of},
+    fasthash::FastMap,
     kallsyms::Kallsyms,
 };
 
@@ -59,6 +60,14 @@ pub struct Format {
 /// (its BPF program), BPF trampolines anywhere (its fentry/fexit hooks), and
 /// the tracepoint plumbing a `tp_btf` program is called through.
 pub fn stack_strings(stack: &[u64], syms: &Kallsyms, fmt: Format) -> Vec<String> {
+    let named: Vec<(u64, Option<String>)> =
+        stack.iter().map(|a| (*a, syms.symbolize(*a))).collect();
+    let named: Vec<(u64, Option<&str>)> = named.iter().map(|(a, s)| (*a, s.as_deref())).collect();
+    format_stack(&named, fmt)
+}
+
+/// [`stack_strings`] of frames already symbolized.
+fn format_stack(named: &[(u64, Option<&str>)], fmt: Format) -> Vec<String> {
     const PLUMBING: [&str; 5] = [
         "bpf_trampoline_",
         "bpf_trace_run",
@@ -66,24 +75,16 @@ pub fn stack_strings(stack: &[u64], syms: &Kallsyms, fmt: Format) -> Vec<String>
         "__traceiter_",
         "__page_ref_",
     ];
-    let named: Vec<(u64, Option<String>)> =
-        stack.iter().map(|a| (*a, syms.symbolize(*a))).collect();
     let first = named
         .iter()
-        .position(|(_, s)| {
-            s.as_deref()
-                .is_some_and(|s| !PLUMBING.iter().any(|p| s.starts_with(p)))
-        })
+        .position(|(_, s)| s.is_some_and(|s| !PLUMBING.iter().any(|p| s.starts_with(p))))
         .unwrap_or(named.len());
     named[first..]
         .iter()
-        .filter(|(_, s)| {
-            !s.as_deref()
-                .is_some_and(|s| s.starts_with("bpf_trampoline_"))
-        })
+        .filter(|(_, s)| !s.is_some_and(|s| s.starts_with("bpf_trampoline_")))
         .map(|(a, s)| match s {
             Some(s) if fmt.raw_pointers => format!("{s} ({a:#x})"),
-            Some(s) => s.clone(),
+            Some(s) => (*s).to_string(),
             None if fmt.raw_pointers => format!("{a:#x}"),
             None => "?".to_string(),
         })
@@ -92,6 +93,18 @@ pub fn stack_strings(stack: &[u64], syms: &Kallsyms, fmt: Format) -> Vec<String>
 
 /// Builds the exported form of an event.
 pub fn to_json(ev: &PageEvent, symbol: &str, syms: &Kallsyms, fmt: Format) -> JsonEvent {
+    let stack = stack_strings(&ev.stack, syms, fmt);
+    json_with(ev, symbol, fmt, stack, owner_name(ev.owner, syms, fmt))
+}
+
+/// The exported form of an event with its stack and owner already named.
+fn json_with(
+    ev: &PageEvent,
+    symbol: &str,
+    fmt: Format,
+    stack: Vec<String>,
+    owner: Option<String>,
+) -> JsonEvent {
     JsonEvent {
         ts_ns: ev.ts_ns,
         cpu: ev.cpu,
@@ -107,12 +120,105 @@ pub fn to_json(ev: &PageEvent, symbol: &str, syms: &Kallsyms, fmt: Format) -> Js
         nr_pages: ev.nr_pages,
         symbol: symbol.to_string(),
         ret: ev.ret,
-        stack: stack_strings(&ev.stack, syms, fmt),
-        owner: owner_name(ev.owner, syms, fmt),
+        stack,
+        owner,
         migration: ev.migration(),
         late: ev.late,
         forking: ev.forking,
         page: fmt.raw_pointers.then(|| format!("{:#x}", ev.page)),
+    }
+}
+
+/// Default bound on the addresses a [`Symbolizer`] remembers.
+pub const DEFAULT_SYMBOL_CACHE: usize = 1 << 16;
+
+/// [`Kallsyms::symbolize`] with a per-address cache, for the consumer that
+/// symbolizes every frame of every event (`record`, `--jsonl`, roles): a
+/// kernel's stacks return to few distinct addresses, and events to few page
+/// map owners. Bounded: forgets everything when full. Gives exactly what the
+/// uncached functions give.
+#[derive(Debug, Clone)]
+pub struct Symbolizer<'a> {
+    syms: &'a Kallsyms,
+    cache: FastMap<u64, Option<Box<str>>>,
+    /// [`owner_name`] by address and `raw_pointers`.
+    owners: FastMap<(u64, bool), Option<Box<str>>>,
+    cap: usize,
+}
+
+impl<'a> Symbolizer<'a> {
+    pub fn new(syms: &'a Kallsyms, cap: usize) -> Self {
+        Self {
+            syms,
+            cache: FastMap::default(),
+            owners: FastMap::default(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Addresses remembered now.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Makes sure every address of `stack` is in the cache (clearing it
+    /// first when the stack might not fit, never in the middle).
+    fn fill(&mut self, stack: &[u64]) {
+        if self.cache.len() + stack.len() > self.cap {
+            self.cache.clear();
+        }
+        for a in stack {
+            if !self.cache.contains_key(a) {
+                self.cache
+                    .insert(*a, self.syms.symbolize(*a).map(String::into_boxed_str));
+            }
+        }
+    }
+
+    /// `symbol+0xoff` of an address [`Symbolizer::fill`] put in the cache.
+    fn cached_name(&self, addr: u64) -> Option<&str> {
+        self.cache.get(&addr).and_then(|s| s.as_deref())
+    }
+
+    /// [`Kallsyms::symbolize`].
+    pub fn symbolize(&mut self, addr: u64) -> Option<&str> {
+        self.fill(&[addr]);
+        self.cached_name(addr)
+    }
+
+    /// [`stack_strings`].
+    pub fn stack_strings(&mut self, stack: &[u64], fmt: Format) -> Vec<String> {
+        self.fill(stack);
+        let named: Vec<(u64, Option<&str>)> =
+            stack.iter().map(|a| (*a, self.cached_name(*a))).collect();
+        format_stack(&named, fmt)
+    }
+
+    /// [`role_of`](crate::event::role_of) the symbolized stack.
+    pub fn role(&mut self, stack: &[u64]) -> Role {
+        self.fill(stack);
+        role_of(stack.iter().filter_map(|a| self.cached_name(*a)))
+    }
+
+    /// [`owner_name`].
+    pub fn owner_name(&mut self, addr: u64, fmt: Format) -> Option<String> {
+        let key = (addr, fmt.raw_pointers);
+        if let Some(name) = self.owners.get(&key) {
+            return name.as_deref().map(str::to_owned);
+        }
+        if self.owners.len() >= self.cap {
+            self.owners.clear();
+        }
+        let name = owner_name(addr, self.syms, fmt);
+        self.owners.insert(key, name.as_deref().map(Box::from));
+        name
+    }
+
+    /// [`to_json`].
+    pub fn to_json(&mut self, ev: &PageEvent, symbol: &str, fmt: Format) -> JsonEvent {
+        let stack = self.stack_strings(&ev.stack, fmt);
+        let owner = self.owner_name(ev.owner, fmt);
+        json_with(ev, symbol, fmt, stack, owner)
     }
 }
 
@@ -198,6 +304,97 @@ mod tests {
                 "__do_sys_clone+0x55".into()
             ]
         );
+    }
+
+    /// The cached symbolizer gives exactly what the uncached functions give,
+    /// also when its bound makes it forget.
+    #[test]
+    fn the_symbol_cache_changes_nothing() {
+        let syms = Kallsyms::parse(
+            "ffffffff81000000 t bpf_trampoline_6442501886\nffffffff81001000 T bpf_trace_run2\nffffffff81002000 T __traceiter_page_ref_mod\nffffffff81003000 T __page_ref_mod\nffffffff81004000 T copy_page_range\nffffffff81005000 T zap_pte_range\nffffffff81006000 T __do_sys_clone\nffffffff81007000 T end\n",
+        );
+        let stacks: [&[u64]; 5] = [
+            &[
+                0xffff_ffff_c000_0010,
+                0xffff_ffff_8100_0f37,
+                0xffff_ffff_8100_10ed,
+                0xffff_ffff_8100_2030,
+                0xffff_ffff_8100_304e,
+                0xffff_ffff_8100_4bea,
+                0xffff_ffff_8100_6055,
+            ],
+            &[0xffff_ffff_8100_5010, 0xffff_ffff_8100_6001, 0xdead],
+            &[0xffff_ffff_8100_0cf6, 0xffff_ffff_8100_4000],
+            &[0xffff_ffff_c000_0010],
+            &[],
+        ];
+        for cap in [1, 3, DEFAULT_SYMBOL_CACHE] {
+            let mut cached = Symbolizer::new(&syms, cap);
+            for round in 0..3 {
+                for stack in stacks {
+                    for fmt in [Format::default(), Format { raw_pointers: true }] {
+                        assert_eq!(
+                            cached.stack_strings(stack, fmt),
+                            stack_strings(stack, &syms, fmt),
+                            "cap {cap} round {round} {stack:x?}"
+                        );
+                    }
+                    assert_eq!(
+                        cached.role(stack),
+                        role_of(stack.iter().filter_map(|a| syms.symbolize(*a)))
+                    );
+                    for a in stack {
+                        assert_eq!(cached.symbolize(*a), syms.symbolize(*a).as_deref());
+                    }
+                    assert!(
+                        cached.cached() <= cap.max(stack.len()),
+                        "{}",
+                        cached.cached()
+                    );
+                }
+            }
+        }
+        let mut cached = Symbolizer::new(&syms, 16);
+        let ev = PageEvent {
+            ts_ns: 5,
+            pfn: 0x40001,
+            page: 0xffff_ea00_0100_0040,
+            pid: 2,
+            tgid: 1,
+            cpu: 0,
+            comm: "dd".into(),
+            kind: Kind::Get,
+            hook: refwatch_common::hook::TRY_GRAB_FOLIO,
+            refcount_before: Some(1),
+            refcount_after: Some(2),
+            mapcount: Some(0),
+            pgmap_type: refwatch_common::pgmap::FSDAX,
+            nr_pages: 1,
+            ret: Some(1),
+            aux: 1,
+            aux2: 0,
+            owner: 0xffff_ffff_8100_6000,
+            late: false,
+            forking: true,
+            role: Role::Map,
+            stack: stacks[0].into(),
+        };
+        for owner in [0, 0xffff_ffff_8100_6000, 0xffff_ffff_8100_0000, 0xdead] {
+            for fmt in [Format::default(), Format { raw_pointers: true }] {
+                for _ in 0..2 {
+                    assert_eq!(cached.owner_name(owner, fmt), owner_name(owner, &syms, fmt));
+                }
+            }
+        }
+        for fmt in [Format::default(), Format { raw_pointers: true }] {
+            let want = to_json(&ev, "try_grab_folio", &syms, fmt);
+            let got = cached.to_json(&ev, "try_grab_folio", fmt);
+            assert_eq!(got, want);
+            assert_eq!(
+                serde_json::to_string(&got).expect("json"),
+                serde_json::to_string(&want).expect("json")
+            );
+        }
     }
 
     #[test]
