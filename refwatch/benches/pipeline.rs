@@ -100,6 +100,21 @@ fn bench(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
+    // The same with one event of history per page (`--history 1`): what
+    // keeping 256 full events per page costs.
+    g.bench_function("decode + per-PFN update, --history 1", |b| {
+        b.iter_batched_ref(
+            || Tracker::new(rules.clone(), Thresholds::default(), 1, 1 << 20),
+            |t| {
+                for r in &records {
+                    if let Ok(ev) = decoder.decode(r) {
+                        t.apply(&ev);
+                    }
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
     // Steady state, as a long-running collector is in: the tracker lives
     // on and every page's history is full, so each event replaces the
     // page's oldest (4096 pages × 256 events of history).
