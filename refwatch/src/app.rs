@@ -144,6 +144,7 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
         crate::tui::HeaderInfo::live(
             &p.release,
             args.probe.mode,
+            loaded.precise,
             &loaded.rows,
             &rules,
             collector::monotonic_ns(),

@@ -57,6 +57,7 @@ impl HeaderInfo {
     pub fn live(
         kernel: &str,
         mode: ModeChoice,
+        precise: bool,
         rows: &[PlanRow],
         rules: &Rules,
         t0_ns: u64,
@@ -64,6 +65,8 @@ impl HeaderInfo {
         let mode = clap::ValueEnum::to_possible_value(&mode)
             .map(|v| v.get_name().to_string())
             .unwrap_or_default();
+        // How references are observed: the page_ref tracepoints, or functions.
+        let mode = format!("{mode}, {}", if precise { "precise" } else { "functions" });
         Self {
             kernel: kernel.to_string(),
             source: "live".into(),
@@ -89,7 +92,11 @@ impl HeaderInfo {
         Self {
             kernel: h.kernel.clone(),
             source: name.to_string(),
-            mode: "recorded".into(),
+            mode: if h.precise {
+                "recorded, precise".into()
+            } else {
+                "recorded".into()
+            },
             hooks: h
                 .hooks
                 .iter()
