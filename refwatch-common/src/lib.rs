@@ -382,10 +382,8 @@ pub mod counter {
     pub const BIOS: u32 = 4;
     /// GUP references on system pages remembered (`--ram-holders`).
     pub const RAM_GETS: u32 = 5;
-    /// Migration page arrays longer than the programs follow.
-    pub const MIGRATE_TRUNCATED: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 6;
 }
 
 #[cfg(feature = "user")]

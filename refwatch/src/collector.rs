@@ -228,12 +228,13 @@ impl<'a> Collector<'a> {
             })
             .collect();
         log::info!(
-            "kernel counters: submitted {} lost {} filtered {} in-flight full {} bios {}",
-            all[0],
-            all[1],
-            all[2],
-            all[3],
-            all[4]
+            "kernel counters: submitted {} lost {} filtered {} in-flight full {} bios {} system-page grabs remembered {}",
+            all[counter::SUBMITTED as usize],
+            all[counter::DROPPED as usize],
+            all[counter::FILTERED as usize],
+            all[counter::INFLIGHT_FULL as usize],
+            all[counter::BIOS as usize],
+            all[counter::RAM_GETS as usize]
         );
         if let Some(mut w) = self.out.jsonl.take() {
             w.flush().context("flush JSON lines")?;
