@@ -490,6 +490,13 @@ impl Tracker {
         };
         if m.moved {
             self.close(ev.pfn, Detector::MigrationBlocked, ev.ts_ns);
+            // A system page's remembered holders (their drops are not
+            // watched) are done with once it moved.
+            if let Some(p) = self.pages.get_mut(&ev.pfn)
+                && p.pgmap_type == pgmap::SYSTEM
+            {
+                p.holders.clear();
+            }
             let cap = self.history_cap;
             if let Some(dst) = m.dst_pfn
                 && dst != ev.pfn
@@ -1173,6 +1180,7 @@ mod tests {
             pgmap::SYSTEM,
         ));
         assert!(!t.page(0x100).expect("page").stuck());
+        assert!(t.page(0x100).expect("page").holders.is_empty());
         assert_eq!(t.episodes[0].end_ns, Some(101 * S));
     }
 

@@ -80,7 +80,8 @@ pub fn remember<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, refs: u64) {
     }
 }
 
-/// Emits the remembered grab of `pfn`, if any, as a late `get` event.
+/// Emits the remembered grab of `pfn`, if any, as a late `get` event, and
+/// forgets it.
 #[inline(always)]
 pub fn report(pfn: u64, refcount: Option<i32>) {
     // SAFETY: read-only use of the map value; a concurrent update only makes
@@ -133,4 +134,7 @@ pub fn report(pfn: u64, refcount: Option<i32>) {
     }
     entry.submit(0);
     count(counter::SUBMITTED);
+    // Reported once: userspace keeps it as the page's holder until the
+    // page moves.
+    let _ = RAM_GETS.remove(pfn);
 }
