@@ -199,6 +199,9 @@ fn attach(ebpf: &mut Ebpf, btf: Option<&Btf>, cand: &Candidate, mode: Mode) -> R
         Mode::Kprobe => (cand.progs.kprobe, cand.progs.kretprobe),
         Mode::TpBtf => (cand.progs.tp_btf, None),
     };
+    if entry.is_none() && exit.is_none() {
+        return Err(anyhow!("no {} program for {}", mode.name(), cand.symbol));
+    }
     // Exit first: an entry without its exit would leave records behind.
     let mut done: Vec<&'static str> = Vec::new();
     let result = (|| -> Result<()> {

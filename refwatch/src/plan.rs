@@ -779,11 +779,19 @@ pub fn resolve_one(
             }
             _ => true,
         };
-        if fentry_ok && choice != ModeChoice::Kprobe {
+        let p = cand.progs;
+        let has_fentry = p.fentry.is_some() || p.fexit.is_some();
+        let has_kprobe = p.kprobe.is_some() || p.kretprobe.is_some();
+        if fentry_ok && choice != ModeChoice::Kprobe && has_fentry {
             modes.push(Mode::Fentry);
         }
         if choice != ModeChoice::Fentry {
-            if caps.kprobes {
+            if !has_kprobe {
+                notes.push(format!(
+                    "{}: refwatch has no kprobe program for it (it needs fexit's arguments at return)",
+                    cand.symbol
+                ));
+            } else if caps.kprobes {
                 modes.push(Mode::Kprobe);
             } else {
                 notes.push("kprobes are not built into this kernel (CONFIG_KPROBES)".into());
@@ -875,6 +883,34 @@ mod tests {
         let (c, modes) = r.choice.expect("chosen");
         assert_eq!(c.hook, hook::TRY_GRAB_FOLIO_PAGE);
         assert_eq!(modes, vec![Mode::Fentry, Mode::Kprobe]);
+    }
+
+    #[test]
+    fn a_mode_without_programs_is_not_offered() {
+        let k = Kallsyms::parse("ffffffff81000000 T folio_migrate_mapping\n");
+        let proto = |_: &str| Some(vec!["struct address_space *".to_string()]);
+        let traceable = caps(true, &["folio_migrate_mapping"]);
+        let r = resolve_one(
+            by_name("migrate-copy"),
+            &k,
+            proto,
+            &traceable,
+            ModeChoice::Kprobe,
+        );
+        assert!(r.choice.is_none(), "{:?}", r.choice);
+        assert!(
+            r.notes.iter().any(|n| n.contains("no kprobe program")),
+            "{:?}",
+            r.notes
+        );
+        let r = resolve_one(
+            by_name("migrate-copy"),
+            &k,
+            proto,
+            &traceable,
+            ModeChoice::Auto,
+        );
+        assert_eq!(r.choice.map(|c| c.1), Some(vec![Mode::Fentry]));
     }
 
     #[test]

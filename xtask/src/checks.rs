@@ -522,14 +522,40 @@ pub fn check_probes(kernel: &str, dir: &Path) -> Result<Vec<String>> {
     if kernel == "hmm-7.2" && !text.contains("references: precise") {
         bad.push("refwatch probes does not report precise mode".into());
     }
-    for sym in f.must_attach {
-        let ok = text.lines().any(|l| {
-            l.split_whitespace().any(|w| w == *sym)
+    let attached = |text: &str, sym: &str, mode: Option<&str>| {
+        text.lines().any(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.contains(&sym)
+                && mode.is_none_or(|m| words.contains(&m))
                 && l.trim_end().ends_with("attached")
                 && !l.contains("not attached")
-        });
-        if !ok {
+        })
+    };
+    for sym in f.must_attach {
+        if !attached(&text, sym, None) {
             bad.push(format!("refwatch probes does not show {sym} attached"));
+        }
+    }
+    // `--mode kprobe`: the same hooks through kprobes (tracepoints stay tp_btf).
+    let text =
+        fs::read_to_string(dir.join("probes-kprobe.txt")).context("read probes-kprobe.txt")?;
+    let rc = fs::read_to_string(dir.join("probes-kprobe.rc")).unwrap_or_default();
+    if rc.trim() != "0" {
+        bad.push(format!(
+            "refwatch probes --mode kprobe exited {}",
+            rc.trim()
+        ));
+    }
+    for sym in f.must_attach {
+        let mode = if sym.starts_with("page_ref_") {
+            "tp_btf"
+        } else {
+            "kprobe"
+        };
+        if !attached(&text, sym, Some(mode)) {
+            bad.push(format!(
+                "refwatch probes --mode kprobe does not show {sym} attached by {mode}"
+            ));
         }
     }
     Ok(bad)

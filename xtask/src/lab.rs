@@ -939,7 +939,9 @@ run_scenario() {{
             ""
         },
     ));
-    s.push_str("refwatch probes > /out/probes.txt 2>&1\necho $? > /out/probes.rc\nsay \"probes done (uptime $(up) s)\"\n");
+    s.push_str("refwatch probes > /out/probes.txt 2>&1\necho $? > /out/probes.rc\n");
+    // The kprobe fallback, which fentry-capable kernels never use otherwise.
+    s.push_str("refwatch probes --mode kprobe > /out/probes-kprobe.txt 2>&1\necho $? > /out/probes-kprobe.rc\nsay \"probes done (uptime $(up) s)\"\n");
     if let Some(script) = &run.script {
         s.push_str("# the run's own script (LabRun::script) instead of the scenarios\n");
         s.push_str(script);
