@@ -6,7 +6,10 @@ use aya_ebpf::{
 };
 use refwatch_common::{Event, MAX_STACK, counter, flags};
 
-use crate::{COUNTERS, EVENTS, FORKING, page::layout};
+use crate::{
+    COUNTERS, EVENTS, FORKING,
+    page::{DevicePage, layout, mapcount, refcount},
+};
 
 /// Adds one to counter `idx` of this CPU.
 #[inline(always)]
@@ -34,6 +37,32 @@ pub struct Fields {
     pub owner: u64,
     pub nr_pages: u32,
     pub stack: bool,
+}
+
+impl Fields {
+    /// An event about the device page `p`: its refcount (as both before and
+    /// after) and mapcount read now, one page, a stack; callers change what
+    /// differs.
+    #[inline(always)]
+    pub fn about(kind: u32, hook: u32, p: &DevicePage) -> Self {
+        let now = refcount(p.head);
+        Self {
+            kind,
+            hook,
+            pfn: p.pfn,
+            head: p.head,
+            pgmap_type: p.pgmap_type,
+            before: now,
+            after: now,
+            mapcount: mapcount(p.head),
+            ret: None,
+            aux: 0,
+            aux2: 0,
+            owner: p.owner,
+            nr_pages: 1,
+            stack: true,
+        }
+    }
 }
 
 /// Reserves, fills and submits one event; counts a drop when the ring is full.

@@ -19,14 +19,18 @@ pub struct Progs {
     pub tp_btf: Option<&'static str>,
 }
 
-const fn pair(stem: &'static [&'static str; 4]) -> Progs {
-    Progs {
-        fentry: Some(stem[0]),
-        fexit: Some(stem[1]),
-        kprobe: Some(stem[2]),
-        kretprobe: Some(stem[3]),
-        tp_btf: None,
-    }
+/// The four programs of a hook with entry and exit, named
+/// `fentry_<stem>`, `fexit_<stem>`, `kprobe_<stem>`, `kretprobe_<stem>`.
+macro_rules! pair {
+    ($stem:literal) => {
+        Progs {
+            fentry: Some(concat!("fentry_", $stem)),
+            fexit: Some(concat!("fexit_", $stem)),
+            kprobe: Some(concat!("kprobe_", $stem)),
+            kretprobe: Some(concat!("kretprobe_", $stem)),
+            tp_btf: None,
+        }
+    };
 }
 
 const fn entry_only(fentry: &'static str, kprobe: &'static str) -> Progs {
@@ -87,61 +91,16 @@ pub enum Class {
     PageRef,
 }
 
-const PUT_DEVMAP: Progs = pair(&[
-    "fentry_put_devmap",
-    "fexit_put_devmap",
-    "kprobe_put_devmap",
-    "kretprobe_put_devmap",
-]);
-const FREE: Progs = pair(&["fentry_free", "fexit_free", "kprobe_free", "kretprobe_free"]);
-const GUP_PUT: Progs = pair(&[
-    "fentry_gup_put",
-    "fexit_gup_put",
-    "kprobe_gup_put",
-    "kretprobe_gup_put",
-]);
-const UNPIN_PAGE: Progs = pair(&[
-    "fentry_unpin_page",
-    "fexit_unpin_page",
-    "kprobe_unpin_page",
-    "kretprobe_unpin_page",
-]);
-const UNPIN_FOLIO: Progs = pair(&[
-    "fentry_unpin_folio",
-    "fexit_unpin_folio",
-    "kprobe_unpin_folio",
-    "kretprobe_unpin_folio",
-]);
-const GRAB_FOLIO: Progs = pair(&[
-    "fentry_grab_folio",
-    "fexit_grab_folio",
-    "kprobe_grab_folio",
-    "kretprobe_grab_folio",
-]);
-const GRAB_FOLIO_PAGE: Progs = pair(&[
-    "fentry_grab_folio_page",
-    "fexit_grab_folio_page",
-    "kprobe_grab_folio_page",
-    "kretprobe_grab_folio_page",
-]);
-const GRAB_FAST: Progs = pair(&[
-    "fentry_grab_fast",
-    "fexit_grab_fast",
-    "kprobe_grab_fast",
-    "kretprobe_grab_fast",
-]);
-const GRAB_PAGE: Progs = pair(&[
-    "fentry_grab_page",
-    "fexit_grab_page",
-    "kprobe_grab_page",
-    "kretprobe_grab_page",
-]);
-const DEV_INIT: Progs = pair(&[
-    "fentry_dev_init",
-    "fexit_dev_init",
-    "kprobe_dev_init",
-    "kretprobe_dev_init",
-]);
+const PUT_DEVMAP: Progs = pair!("put_devmap");
+const FREE: Progs = pair!("free");
+const GUP_PUT: Progs = pair!("gup_put");
+const UNPIN_PAGE: Progs = pair!("unpin_page");
+const UNPIN_FOLIO: Progs = pair!("unpin_folio");
+const GRAB_FOLIO: Progs = pair!("grab_folio");
+const GRAB_FOLIO_PAGE: Progs = pair!("grab_folio_page");
+const GRAB_FAST: Progs = pair!("grab_fast");
+const GRAB_PAGE: Progs = pair!("grab_page");
+const DEV_INIT: Progs = pair!("dev_init");
 const FOLIO_PUT: Progs = entry_only("fentry_folio_put", "kprobe_folio_put");
 const DAX_BUSY: Progs = Progs {
     fentry: None,
@@ -150,36 +109,11 @@ const DAX_BUSY: Progs = Progs {
     kretprobe: Some("kretprobe_dax_busy"),
     tp_btf: None,
 };
-const MV_SETUP: Progs = pair(&[
-    "fentry_mv_setup",
-    "fexit_mv_setup",
-    "kprobe_mv_setup",
-    "kretprobe_mv_setup",
-]);
-const MV_FINALIZE: Progs = pair(&[
-    "fentry_mv_finalize",
-    "fexit_mv_finalize",
-    "kprobe_mv_finalize",
-    "kretprobe_mv_finalize",
-]);
-const MD_RANGE: Progs = pair(&[
-    "fentry_md_range",
-    "fexit_md_range",
-    "kprobe_md_range",
-    "kretprobe_md_range",
-]);
-const MD_PFNS: Progs = pair(&[
-    "fentry_md_pfns",
-    "fexit_md_pfns",
-    "kprobe_md_pfns",
-    "kretprobe_md_pfns",
-]);
-const MD_FINALIZE: Progs = pair(&[
-    "fentry_md_finalize",
-    "fexit_md_finalize",
-    "kprobe_md_finalize",
-    "kretprobe_md_finalize",
-]);
+const MV_SETUP: Progs = pair!("mv_setup");
+const MV_FINALIZE: Progs = pair!("mv_finalize");
+const MD_RANGE: Progs = pair!("md_range");
+const MD_PFNS: Progs = pair!("md_pfns");
+const MD_FINALIZE: Progs = pair!("md_finalize");
 const RM_PTES: Progs = entry_only("fentry_rm_ptes", "kprobe_rm_ptes");
 const FMM: Progs = Progs {
     fentry: None,
@@ -191,12 +125,7 @@ const FMM: Progs = Progs {
 const MEMREMAP: Progs = entry_only("fentry_memremap", "kprobe_memremap");
 const MEMUNMAP: Progs = entry_only("fentry_memunmap", "kprobe_memunmap");
 
-const BIO_RELEASE: Progs = pair(&[
-    "fentry_bio_release",
-    "fexit_bio_release",
-    "kprobe_bio_release",
-    "kretprobe_bio_release",
-]);
+const BIO_RELEASE: Progs = pair!("bio_release");
 
 const PAGE: &str = "struct page *";
 const FOLIO: &str = "struct folio *";
@@ -498,12 +427,7 @@ pub const LOGICAL: &[Logical] = &[
             symbol: "kernel_clone",
             first_arg: None,
             hook: hook::KERNEL_CLONE,
-            progs: pair(&[
-                "fentry_clone",
-                "fexit_clone",
-                "kprobe_clone",
-                "kretprobe_clone",
-            ]),
+            progs: pair!("clone"),
         }],
     },
     Logical {

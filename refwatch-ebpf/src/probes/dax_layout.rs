@@ -11,7 +11,7 @@ use refwatch_common::{hook, kind};
 
 use crate::{
     emit::{Fields, emit},
-    page::{device_page, mapcount, refcount},
+    page::device_page,
 };
 
 #[fexit]
@@ -33,24 +33,11 @@ fn on_busy<C: aya_ebpf::EbpfContext>(ctx: &C, page: u64, start: u64) {
     let Some(p) = device_page(page) else {
         return;
     };
-    let now = refcount(p.head);
     emit(
         ctx,
         &Fields {
-            kind: kind::LAYOUT_WAIT,
-            hook: hook::DAX_LAYOUT_BUSY,
-            pfn: p.pfn,
-            head: p.head,
-            pgmap_type: p.pgmap_type,
-            before: now,
-            after: now,
-            mapcount: mapcount(p.head),
-            ret: None,
             aux: start,
-            aux2: 0,
-            owner: p.owner,
-            nr_pages: 1,
-            stack: true,
+            ..Fields::about(kind::LAYOUT_WAIT, hook::DAX_LAYOUT_BUSY, &p)
         },
     );
 }

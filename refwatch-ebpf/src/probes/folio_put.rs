@@ -10,7 +10,7 @@ use refwatch_common::{counter, hook, kind};
 
 use crate::{
     emit::{Fields, count, emit},
-    page::{device_page, mapcount, refcount},
+    page::device_page,
 };
 
 #[fentry]
@@ -32,24 +32,14 @@ fn on_folio_put<C: aya_ebpf::EbpfContext>(ctx: &C, folio: u64) {
         count(counter::FILTERED);
         return;
     };
-    let after = refcount(p.head);
+    let f = Fields::about(kind::PUT, hook::FOLIO_PUT, &p);
     emit(
         ctx,
         &Fields {
-            kind: kind::PUT,
-            hook: hook::FOLIO_PUT,
-            pfn: p.pfn,
-            head: p.head,
-            pgmap_type: p.pgmap_type,
-            before: after.map(|a| a + 1),
-            after,
-            mapcount: mapcount(p.head),
-            ret: None,
+            // The count is already 0: the last reference went at entry.
+            before: f.after.map(|a| a + 1),
             aux: 1,
-            aux2: 0,
-            owner: p.owner,
-            nr_pages: 1,
-            stack: true,
+            ..f
         },
     );
 }

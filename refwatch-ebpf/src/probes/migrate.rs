@@ -173,22 +173,16 @@ fn on_page<C: EbpfContext>(ctx: &C, src: u64, dst: u64) {
     let Some(m) = (unsafe { MIGRATING.get(bpf_get_current_pid_tgid()) }).copied() else {
         return;
     };
-    let Some((head, pfn)) = any_page(src) else {
+    let moved = dst != 0 && dst != src;
+    let Some(f) = page_fields(
+        hook::REMOVE_MIGRATION_PTES,
+        src,
+        if moved { dst } else { 0 },
+    ) else {
         return;
     };
-    let moved = dst != 0 && dst != src;
-    let (src_type, src_owner) = kind_of(head);
-    let mut owner = src_owner;
-    let mut aux = 0;
-    if moved && let Some((dhead, dpfn)) = any_page(dst) {
-        aux = dpfn + 1;
-        if owner == 0 {
-            owner = kind_of(dhead).1;
-        }
-    }
-    let rc = refcount(head);
-    if !moved && src_type == pgmap::SYSTEM {
-        ram_gets::report(pfn, rc);
+    if !moved && f.pgmap_type == pgmap::SYSTEM {
+        ram_gets::report(f.pfn, f.after);
     }
     let result = if moved {
         migrate::RESULT_MOVED
@@ -198,22 +192,45 @@ fn on_page<C: EbpfContext>(ctx: &C, src: u64, dst: u64) {
     emit(
         ctx,
         &Fields {
-            kind: kind::MIGRATE,
-            hook: hook::REMOVE_MIGRATION_PTES,
-            pfn,
-            head,
-            pgmap_type: src_type,
-            before: rc,
-            after: rc,
-            mapcount: mapcount(head),
             ret: Some(if moved { 0 } else { EBUSY }),
-            aux,
             aux2: migrate::pack(m.stage, m.dir, result),
-            owner,
-            nr_pages: 1,
             stack: !moved,
+            ..f
         },
     );
+}
+
+/// A migration event about the page `src` (device or system), its refcount
+/// and mapcount read now; `aux` is the destination `dst`'s PFN + 1 (0: none)
+/// and the owner the source's page map's, or else the destination's.
+#[inline(always)]
+fn page_fields(hook: u32, src: u64, dst: u64) -> Option<Fields> {
+    let (head, pfn) = any_page(src)?;
+    let (pgmap_type, mut owner) = kind_of(head);
+    let mut aux = 0;
+    if let Some((dhead, dpfn)) = any_page(dst) {
+        aux = dpfn + 1;
+        if owner == 0 {
+            owner = kind_of(dhead).1;
+        }
+    }
+    let rc = refcount(head);
+    Some(Fields {
+        kind: kind::MIGRATE,
+        hook,
+        pfn,
+        head,
+        pgmap_type,
+        before: rc,
+        after: rc,
+        mapcount: mapcount(head),
+        ret: None,
+        aux,
+        aux2: 0,
+        owner,
+        nr_pages: 1,
+        stack: true,
+    })
 }
 
 /// `int folio_migrate_mapping(struct address_space *, struct folio *dst,
@@ -230,41 +247,21 @@ pub fn fexit_fmm(ctx: FExitContext) -> i32 {
     let extra: u64 = raw_arg(&ctx, 3);
     // SAFETY: read-only copy of this thread's entry.
     let m = unsafe { MIGRATING.get(bpf_get_current_pid_tgid()) }.copied();
-    let Some((head, pfn)) = any_page(src) else {
+    let Some(f) = page_fields(hook::FOLIO_MIGRATE_MAPPING, src, dst) else {
         return 0;
     };
-    let (src_type, mut owner) = kind_of(head);
-    if m.is_none() && src_type == pgmap::SYSTEM {
+    if m.is_none() && f.pgmap_type == pgmap::SYSTEM {
         // An ordinary (NUMA, compaction) migration of system memory.
         return 0;
     }
-    let mut aux = 0;
-    if let Some((dhead, dpfn)) = any_page(dst) {
-        aux = dpfn + 1;
-        if owner == 0 {
-            owner = kind_of(dhead).1;
-        }
-    }
-    let rc = refcount(head);
     let dir = m.map_or(migrate::DIR_UNKNOWN, |m| m.dir);
     emit(
         &ctx,
         &Fields {
-            kind: kind::MIGRATE,
-            hook: hook::FOLIO_MIGRATE_MAPPING,
-            pfn,
-            head,
-            pgmap_type: src_type,
-            before: rc,
-            after: rc,
-            mapcount: mapcount(head),
             ret: Some(EAGAIN),
-            aux,
             aux2: migrate::pack(migrate::STAGE_COPY, dir, migrate::RESULT_FAILED)
                 | (extra & 0xff) << 24,
-            owner,
-            nr_pages: 1,
-            stack: true,
+            ..f
         },
     );
     0

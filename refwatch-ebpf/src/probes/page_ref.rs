@@ -16,7 +16,7 @@ use refwatch_common::{counter, hook, kind};
 
 use crate::{
     emit::{Fields, count, emit},
-    page::{device_page, mapcount, refcount},
+    page::device_page,
 };
 
 use super::{GUP_PIN_COUNTING_BIAS, raw_arg};
@@ -27,7 +27,8 @@ fn on_ref<C: EbpfContext>(ctx: &C, hook: u32, page: u64, v: i32, ret: i32) {
         count(counter::FILTERED);
         return;
     };
-    let after = refcount(p.head);
+    let f = Fields::about(kind::SET, hook, &p);
+    let after = f.after;
     let (k, before) = match hook {
         hook::PAGE_REF_SET | hook::PAGE_REF_UNFREEZE => (kind::SET, None),
         hook::PAGE_REF_FREEZE => {
@@ -56,19 +57,9 @@ fn on_ref<C: EbpfContext>(ctx: &C, hook: u32, page: u64, v: i32, ret: i32) {
         ctx,
         &Fields {
             kind: k,
-            hook,
-            pfn: p.pfn,
-            head: p.head,
-            pgmap_type: p.pgmap_type,
             before,
-            after,
-            mapcount: mapcount(p.head),
-            ret: None,
             aux: v as i64 as u64,
-            aux2: 0,
-            owner: p.owner,
-            nr_pages: 1,
-            stack: true,
+            ..f
         },
     );
 }

@@ -1701,25 +1701,33 @@ impl Pipe {
                     iov_len: span,
                 })
                 .collect();
-            // SAFETY: every iovec lies inside a mapping of the caller's,
-            // which stays mapped for the call; vmsplice only reads the
-            // iovec array.
-            let rc = unsafe {
-                libc::vmsplice(
-                    self.write.as_raw_fd(),
-                    iovecs.as_ptr(),
-                    iovecs.len(),
-                    libc::SPLICE_F_NONBLOCK,
-                )
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error())
-                    .with_context(|| format!("vmsplice after {done} of {len} bytes"));
-            }
-            ensure!(rc > 0, "vmsplice moved nothing after {done} of {len} bytes");
-            done += rc as usize;
+            done += self.vmsplice_once(&iovecs, done, len)?;
         }
         Ok(())
+    }
+
+    /// One non-blocking vmsplice of `iovecs` (each inside a mapping of the
+    /// caller's that stays mapped for the call); the bytes it moved, at
+    /// least one. `done` and `total` only word the errors.
+    fn vmsplice_once(&self, iovecs: &[libc::iovec], done: usize, total: usize) -> Result<usize> {
+        // SAFETY: see above; vmsplice only reads the iovec array.
+        let rc = unsafe {
+            libc::vmsplice(
+                self.write.as_raw_fd(),
+                iovecs.as_ptr(),
+                iovecs.len(),
+                libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("vmsplice after {done} of {total} bytes"));
+        }
+        ensure!(
+            rc > 0,
+            "vmsplice moved nothing after {done} of {total} bytes"
+        );
+        Ok(rc as usize)
     }
 
     /// A blocking pipe for messages between a parent and its child.
@@ -1859,6 +1867,22 @@ mod bench_put {
         pub notes: Vec<String>,
     }
 
+    impl BenchResult {
+        fn new(cli: &BenchPutCli, iterations: u64, ops: u64, elapsed_ns: u64, notes: Run) -> Self {
+            let secs = elapsed_ns as f64 / 1e9;
+            Self {
+                target: cli.target.name(),
+                secs,
+                requested_secs: cli.secs,
+                pages: cli.pages,
+                iterations,
+                ops,
+                ops_per_sec: ops as f64 / secs,
+                notes: notes.notes,
+            }
+        }
+    }
+
     pub(super) fn main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
         let cli = BenchPutCli::parse_from(std::iter::once("workload bench-put".into()).chain(args));
         let result =
@@ -1948,18 +1972,15 @@ mod bench_put {
             file.remove()?;
         }
 
-        let secs = end.saturating_sub(start) as f64 / 1e9;
+        // A reference taken and one dropped per page and iteration.
         let ops = iterations * pages as u64 * 2;
-        Ok(BenchResult {
-            target: cli.target.name(),
-            secs,
-            requested_secs: cli.secs,
-            pages: cli.pages,
+        Ok(BenchResult::new(
+            cli,
             iterations,
             ops,
-            ops_per_sec: ops as f64 / secs,
-            notes: notes.notes,
-        })
+            end.saturating_sub(start),
+            notes,
+        ))
     }
 
     /// `--target free`: whole pages written into the pipe and read back; the
@@ -1988,18 +2009,13 @@ mod bench_put {
             }
         };
         ensure!(buf == src, "the pipe returned other data than was written");
-        let secs = end.saturating_sub(start) as f64 / 1e9;
-        let ops = iterations * pages as u64;
-        Ok(BenchResult {
-            target: cli.target.name(),
-            secs,
-            requested_secs: cli.secs,
-            pages: cli.pages,
+        Ok(BenchResult::new(
+            cli,
             iterations,
-            ops,
-            ops_per_sec: ops as f64 / secs,
-            notes: notes.notes,
-        })
+            iterations * pages as u64,
+            end.saturating_sub(start),
+            notes,
+        ))
     }
 
     /// Writes all of `data` into the (large enough) pipe.
@@ -2044,25 +2060,8 @@ mod bench_put {
                     .collect();
                 &rest
             };
-            // SAFETY: every iovec lies inside the caller's live mapping;
-            // vmsplice only reads the iovec array.
-            let rc = unsafe {
-                libc::vmsplice(
-                    pipe.write.as_raw_fd(),
-                    batch.as_ptr(),
-                    batch.len(),
-                    libc::SPLICE_F_NONBLOCK,
-                )
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error())
-                    .with_context(|| format!("vmsplice after {done} of {total} bytes"));
-            }
-            ensure!(
-                rc > 0,
-                "vmsplice moved nothing after {done} of {total} bytes"
-            );
-            done += rc as usize;
+            // Every iovec lies inside the caller's live mapping.
+            done += pipe.vmsplice_once(batch, done, total)?;
         }
         Ok(())
     }
