@@ -153,44 +153,42 @@ pub fn load(layout: &Layout, plan: &[Resolved]) -> Result<Loaded> {
 
 /// Attaches one resolved hook in the first mode that works.
 fn attach_row(ebpf: &mut Ebpf, btf: Option<&Btf>, r: &Resolved) -> PlanRow {
-    {
-        let mut row = PlanRow {
-            logical: r.logical.name,
-            events: r.logical.events,
-            symbol: None,
-            hook: None,
-            mode: None,
-            status: String::new(),
-            notes: r.notes.clone(),
+    let mut row = PlanRow {
+        logical: r.logical.name,
+        events: r.logical.events,
+        symbol: None,
+        hook: None,
+        mode: None,
+        status: String::new(),
+        notes: r.notes.clone(),
+    };
+    let Some((cand, modes)) = &r.choice else {
+        row.status = match &r.skipped {
+            Some(why) => why.clone(),
+            None => "not attached: no usable symbol on this kernel".into(),
         };
-        let Some((cand, modes)) = &r.choice else {
-            row.status = match &r.skipped {
-                Some(why) => why.clone(),
-                None => "not attached: no usable symbol on this kernel".into(),
-            };
-            return row;
-        };
-        row.symbol = Some(cand.symbol);
-        row.hook = Some(cand.hook);
-        let mut errors = Vec::new();
-        for mode in modes {
-            match attach(ebpf, btf, cand, *mode) {
-                Ok(()) => {
-                    row.mode = Some(*mode);
-                    break;
-                }
-                Err(e) => errors.push(format!("{} refused: {e:#}", mode.name())),
+        return row;
+    };
+    row.symbol = Some(cand.symbol);
+    row.hook = Some(cand.hook);
+    let mut errors = Vec::new();
+    for mode in modes {
+        match attach(ebpf, btf, cand, *mode) {
+            Ok(()) => {
+                row.mode = Some(*mode);
+                break;
             }
+            Err(e) => errors.push(format!("{} refused: {e:#}", mode.name())),
         }
-        row.status = if row.mode.is_some() {
-            "attached".into()
-        } else {
-            format!("not attached: {}", errors.join("; "))
-        };
-        row.notes
-            .extend(errors.into_iter().filter(|_| row.mode.is_some()));
-        row
     }
+    row.status = if row.mode.is_some() {
+        "attached".into()
+    } else {
+        format!("not attached: {}", errors.join("; "))
+    };
+    row.notes
+        .extend(errors.into_iter().filter(|_| row.mode.is_some()));
+    row
 }
 
 fn attach(ebpf: &mut Ebpf, btf: Option<&Btf>, cand: &Candidate, mode: Mode) -> Result<()> {
