@@ -510,6 +510,34 @@ pub fn check_groundtruth(functions: bool, dir: &Path) -> Result<Vec<String>> {
     Ok(bad)
 }
 
+/// Every hook the recording in `dir` says was attached used `mode` (or
+/// `tp_btf`, for tracepoints), and at least one did.
+pub fn check_recorded_modes(dir: &Path, mode: &str) -> Result<Vec<String>> {
+    let p = dir.join("recording");
+    let text = fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?;
+    let header: Value = serde_json::from_str(text.lines().next().unwrap_or_default())
+        .with_context(|| format!("{}: header", p.display()))?;
+    let hooks = header["hooks"]
+        .as_array()
+        .context("recording header: hooks")?;
+    let mut bad = Vec::new();
+    let mut used = 0;
+    for h in hooks {
+        match h["mode"].as_str() {
+            Some(m) if m == mode => used += 1,
+            Some("tp_btf") | None => {}
+            Some(other) => bad.push(format!(
+                "hook {} attached by {other}, expected {mode}",
+                h["logical"]
+            )),
+        }
+    }
+    if used == 0 {
+        bad.push(format!("no hook attached by {mode}"));
+    }
+    Ok(bad)
+}
+
 /// Checks `refwatch probes` output for a kernel.
 pub fn check_probes(kernel: &str, dir: &Path) -> Result<Vec<String>> {
     let f = facts(kernel)?;

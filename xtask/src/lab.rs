@@ -46,23 +46,57 @@ pub const HMM_FUNCTIONS: &[&str] = &[
     "hmm-leak+functions",
 ];
 
-/// The workload scenario of a run name and whether refwatch runs in
-/// function mode.
-pub fn split_variant(run: &str) -> (&str, bool) {
-    match run.strip_suffix(FUNCTIONS) {
-        Some(base) => (base, true),
-        None => (run, false),
+/// Suffix of a scenario run with refwatch forced onto kprobes
+/// (`--mode kprobe`), e.g. `dax-hold+kprobe`: the fallback for kernels whose
+/// BPF trampolines do not work, exercised end to end.
+pub const KPROBE: &str = "+kprobe";
+
+/// The fs-dax scenarios again through kprobes (kernels without precise mode).
+pub const DAX_KPROBE: &[&str] = &["dax-hold+kprobe", "dax-direct-io+kprobe"];
+
+/// How refwatch runs for a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// Defaults: precise mode where the kernel has it, fentry where it works.
+    Default,
+    /// `--no-precise`.
+    Functions,
+    /// `--mode kprobe`.
+    Kprobe,
+}
+
+impl Variant {
+    /// refwatch's extra flags.
+    pub fn flags(self) -> &'static str {
+        match self {
+            Variant::Default => "",
+            Variant::Functions => "--no-precise",
+            Variant::Kprobe => "--mode kprobe",
+        }
+    }
+}
+
+/// The workload scenario of a run name and how refwatch runs.
+pub fn split_variant(run: &str) -> (&str, Variant) {
+    if let Some(base) = run.strip_suffix(FUNCTIONS) {
+        (base, Variant::Functions)
+    } else if let Some(base) = run.strip_suffix(KPROBE) {
+        (base, Variant::Kprobe)
+    } else {
+        (run, Variant::Default)
     }
 }
 
 /// The scenarios `kernel` runs, in run order: the fs-dax ones, then the
 /// device-private ones (precise mode, then function mode) where the kernel
-/// has the HMM test driver.
+/// has the HMM test driver, else two fs-dax ones again through kprobes.
 pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
     let mut all = SCENARIOS.to_vec();
     if kernel.has_test_hmm() {
         all.extend_from_slice(HMM_SCENARIOS);
         all.extend_from_slice(HMM_FUNCTIONS);
+    } else {
+        all.extend_from_slice(DAX_KPROBE);
     }
     all
 }
@@ -140,7 +174,7 @@ pub fn parse_scenario(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {}, {}; add {FUNCTIONS} to run refwatch without precise mode)",
+            "unknown scenario (known: {}, {}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes)",
             SCENARIOS.join(", "),
             HMM_SCENARIOS.join(", ")
         ))
@@ -952,9 +986,11 @@ run_scenario() {{
         return s;
     }
     for scenario in &run.scenarios {
-        let (workload, functions) = split_variant(scenario);
-        let flags = if functions { "--no-precise" } else { "" };
-        s.push_str(&format!("run_scenario {scenario} {workload} \"{flags}\"\n"));
+        let (workload, variant) = split_variant(scenario);
+        s.push_str(&format!(
+            "run_scenario {scenario} {workload} \"{}\"\n",
+            variant.flags()
+        ));
     }
     s.push_str("say \"all scenarios finished\"\nfinish\n");
     s
@@ -1025,14 +1061,24 @@ mod tests {
     #[test]
     fn hmm_scenarios_only_where_the_driver_is() {
         for kernel in KernelId::ALL {
-            assert_eq!(scenarios_for(kernel), SCENARIOS, "{kernel}");
+            let all = scenarios_for(kernel);
+            assert_eq!(&all[..SCENARIOS.len()], SCENARIOS, "{kernel}");
+            assert_eq!(&all[SCENARIOS.len()..], DAX_KPROBE, "{kernel}");
         }
         let hmm = scenarios_for(KernelId::Hmm7_2);
         assert!(SCENARIOS.iter().all(|s| hmm.contains(s)));
         assert!(HMM_SCENARIOS.iter().all(|s| hmm.contains(s)));
         assert!(parse_scenario("hmm-leak").is_ok());
         assert!(parse_scenario("hmm-leak+functions").is_ok());
-        assert_eq!(split_variant("hmm-leak+functions"), ("hmm-leak", true));
+        assert_eq!(
+            split_variant("hmm-leak+functions"),
+            ("hmm-leak", Variant::Functions)
+        );
+        assert_eq!(
+            split_variant("dax-hold+kprobe"),
+            ("dax-hold", Variant::Kprobe)
+        );
+        assert!(parse_scenario("dax-hold+kprobe").is_ok());
         let mut run = LabRun::new(KernelId::Hmm7_2, &["hmm-blocked+functions"]);
         run.pages = 4;
         let init = init_script(&run, &[]);

@@ -180,7 +180,8 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
     );
     for s in &scenarios {
         let dir = out.join(s);
-        let (workload, functions) = lab::split_variant(s);
+        let (workload, variant) = lab::split_variant(s);
+        let functions = variant == lab::Variant::Functions;
         let rc = postprocess(&refwatch, &dir);
         let mut problems = Vec::new();
         if let Err(e) = &rc {
@@ -189,7 +190,16 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
         let checked = if workload.starts_with("hmm-") {
             checks::check_hmm(workload, functions, &dir)
         } else {
-            checks::check_scenario(&name, s, &dir)
+            checks::check_scenario(&name, workload, &dir)
+        };
+        let checked = match (checked, variant) {
+            (Ok(mut p), lab::Variant::Kprobe) => {
+                checks::check_recorded_modes(&dir, "kprobe").map(|q| {
+                    p.extend(q);
+                    p
+                })
+            }
+            (c, _) => c,
         };
         match checked {
             Ok(p) => problems.extend(p),
