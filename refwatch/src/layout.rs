@@ -116,6 +116,15 @@ impl KernelBtf {
         bail!("{st_name}.{member} is not an array in this kernel's BTF")
     }
 
+    /// Offset of the first of `members` that struct `st_name` has, 0 when
+    /// the struct or all of them are missing (for optional fields).
+    pub fn optional_offset(&self, st_name: &str, members: &[&str]) -> u32 {
+        self.struct_def(st_name)
+            .ok()
+            .and_then(|st| members.iter().find_map(|m| self.member_offset(&st, m)))
+            .unwrap_or(0)
+    }
+
     /// Whether BTF has a type (any kind) called `name`.
     pub fn has_type(&self, name: &str) -> bool {
         self.btf
@@ -313,32 +322,11 @@ pub fn resolve(
         .unwrap_or((0, 0, 0, 0));
     // Page map owner and range; migration arguments. Optional: without them
     // events carry no owner and migrations no direction.
-    let pgmap = btf.struct_def("dev_pagemap").ok();
-    let off_pgmap_ops = pgmap
-        .as_ref()
-        .and_then(|p| btf.member_offset(p, "ops"))
-        .unwrap_or(0);
-    let off_pgmap_range = pgmap
-        .as_ref()
-        .and_then(|p| btf.member_offset(p, "range"))
-        .unwrap_or(0);
-    let off_ops_free = btf
-        .struct_def("dev_pagemap_ops")
-        .ok()
-        .and_then(|o| {
-            btf.member_offset(&o, "folio_free")
-                .or_else(|| btf.member_offset(&o, "page_free"))
-        })
-        .unwrap_or(0);
-    let mv = btf.struct_def("migrate_vma").ok();
-    let off_mv_flags = mv
-        .as_ref()
-        .and_then(|m| btf.member_offset(m, "flags"))
-        .unwrap_or(0);
-    let off_mv_fault_page = mv
-        .as_ref()
-        .and_then(|m| btf.member_offset(m, "fault_page"))
-        .unwrap_or(0);
+    let off_pgmap_ops = btf.optional_offset("dev_pagemap", &["ops"]);
+    let off_pgmap_range = btf.optional_offset("dev_pagemap", &["range"]);
+    let off_ops_free = btf.optional_offset("dev_pagemap_ops", &["folio_free", "page_free"]);
+    let off_mv_flags = btf.optional_offset("migrate_vma", &["flags"]);
+    let off_mv_fault_page = btf.optional_offset("migrate_vma", &["fault_page"]);
     let select_system = btf
         .enum_values("migrate_vma_direction")
         .ok()

@@ -490,9 +490,7 @@ fn hmm_migrate(cli: &Cli, run: &mut Run) -> Result<()> {
         cmd.cpages, cmd.faults
     ));
 
-    run.marks.mark("cpu_touch_start")?;
-    check_pattern(mapping.as_slice()).context("data read by the CPU after the migration")?;
-    run.marks.mark("cpu_touch_end")?;
+    cpu_touch(&mapping, run, "the migration")?;
     let back = dev.snapshot(&mapping)?;
     let still: Vec<usize> = (0..pages).filter(|&i| is_device_local(back[i])).collect();
     ensure!(
@@ -509,9 +507,7 @@ fn hmm_migrate(cli: &Cli, run: &mut Run) -> Result<()> {
         describe_perm(back[0])
     ));
 
-    mapping.unmap()?;
-    run.marks.mark("unmap")?;
-    dev.close(run)
+    unmap_and_close(dev, mapping, run)
 }
 
 /// `hmm-release`: migrate to the device, then unmap while the pages are
@@ -519,9 +515,7 @@ fn hmm_migrate(cli: &Cli, run: &mut Run) -> Result<()> {
 fn hmm_release(cli: &Cli, run: &mut Run) -> Result<()> {
     let (dev, mapping) = prepare_hmm_pages(cli, run)?;
     migrate_all_to_device(&dev, &mapping, run)?;
-    mapping.unmap()?;
-    run.marks.mark("unmap")?;
-    dev.close(run)
+    unmap_and_close(dev, mapping, run)
 }
 
 /// `hmm-blocked`: a pipe holds one page (`vmsplice`), so migrating the
@@ -599,12 +593,8 @@ fn hmm_blocked(cli: &Cli, run: &mut Run) -> Result<()> {
         .collect::<Result<_>>()?;
     note_device_ranges(run);
 
-    run.marks.mark("cpu_touch_start")?;
-    check_pattern(mapping.as_slice()).context("data read by the CPU after the migrations")?;
-    run.marks.mark("cpu_touch_end")?;
-    mapping.unmap()?;
-    run.marks.mark("unmap")?;
-    dev.close(run)
+    cpu_touch(&mapping, run, "the migrations")?;
+    unmap_and_close(dev, mapping, run)
 }
 
 /// `hmm-leak`: after the migration a forked child shares the device pages
@@ -753,6 +743,23 @@ impl Drop for Child {
 
 /// Opens the device (mark `device_open`), maps and fills an anonymous
 /// buffer of `--pages` pages (mark `touched`) and notes its RAM PFNs.
+/// Reads the whole buffer with the CPU (device pages fault back to RAM) and
+/// checks the data, between the marks `cpu_touch_start` and `cpu_touch_end`.
+fn cpu_touch(mapping: &Mapping, run: &mut Run, after: &str) -> Result<()> {
+    run.marks.mark("cpu_touch_start")?;
+    check_pattern(mapping.as_slice())
+        .with_context(|| format!("data read by the CPU after {after}"))?;
+    run.marks.mark("cpu_touch_end")?;
+    Ok(())
+}
+
+/// The end of an HMM scenario: unmap the buffer (mark `unmap`), close the device.
+fn unmap_and_close(dev: Dmirror, mapping: Mapping, run: &mut Run) -> Result<()> {
+    mapping.unmap()?;
+    run.marks.mark("unmap")?;
+    dev.close(run)
+}
+
 fn prepare_hmm_pages(cli: &Cli, run: &mut Run) -> Result<(Dmirror, Mapping)> {
     let pages = usize::try_from(cli.pages).context("--pages does not fit in usize")?;
     let len = pages
