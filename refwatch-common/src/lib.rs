@@ -51,7 +51,8 @@ pub mod hook {
     pub const PUT_DEVMAP_REFS: u32 = 1;
     /// `free_zone_device_page` / `free_zone_device_folio`.
     pub const FREE_ZONE_DEVICE: u32 = 2;
-    /// `__folio_put`.
+    /// `__folio_put`: only in recordings of earlier versions (the free hook
+    /// reports the last put now).
     pub const FOLIO_PUT: u32 = 3;
     /// `gup_put_folio` (static; out of line on the kernels seen).
     pub const GUP_PUT_FOLIO: u32 = 4;

@@ -101,7 +101,6 @@ const GRAB_FOLIO_PAGE: Progs = pair!("grab_folio_page");
 const GRAB_FAST: Progs = pair!("grab_fast");
 const GRAB_PAGE: Progs = pair!("grab_page");
 const DEV_INIT: Progs = pair!("dev_init");
-const FOLIO_PUT: Progs = entry_only("fentry_folio_put", "kprobe_folio_put");
 const DAX_BUSY: Progs = Progs {
     fentry: None,
     fexit: Some("fexit_dax_busy"),
@@ -138,7 +137,18 @@ pub fn hook_of_symbol(symbol: &str) -> Option<u32> {
         .flat_map(|l| l.candidates)
         .find(|c| c.symbol == symbol)
         .map(|c| c.hook)
+        .or_else(|| {
+            RETIRED
+                .iter()
+                .find(|(s, _)| *s == symbol)
+                .map(|&(_, hook)| hook)
+        })
 }
+
+/// Symbols earlier versions attached to, for their recordings: `__folio_put`
+/// (the last put is now reported by the free hook, which only device pages
+/// reach).
+const RETIRED: &[(&str, u32)] = &[("__folio_put", hook::FOLIO_PUT)];
 
 /// Every logical hook refwatch knows, in plan order.
 pub const LOGICAL: &[Logical] = &[
@@ -165,7 +175,7 @@ pub const LOGICAL: &[Logical] = &[
     Logical {
         name: "free",
         class: Class::Other,
-        events: "free",
+        events: "put free",
         unless: None,
         candidates: &[
             Candidate {
@@ -181,18 +191,6 @@ pub const LOGICAL: &[Logical] = &[
                 progs: FREE,
             },
         ],
-    },
-    Logical {
-        name: "last-put",
-        class: Class::Refs,
-        events: "put",
-        unless: None,
-        candidates: &[Candidate {
-            symbol: "__folio_put",
-            first_arg: Some(FOLIO),
-            hook: hook::FOLIO_PUT,
-            progs: FOLIO_PUT,
-        }],
     },
     Logical {
         name: "gup-put",

@@ -50,7 +50,6 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
             dio_pins: true,
             must_attach: &[
                 "free_zone_device_folio",
-                "__folio_put",
                 "gup_put_folio",
                 "dax_layout_busy_page_range",
             ],

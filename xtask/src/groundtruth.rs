@@ -68,8 +68,8 @@
 //! its own clock reading. In precise mode refwatch's BPF program runs first
 //! at a `page_ref` tracepoint (and takes a stack) and tracefs stamps the
 //! event after it; in functions mode refwatch may stamp an operation after
-//! it (a function it hooks does the refcount change inside, `__folio_put`
-//! runs after the last put). Under qemu TCG on a loaded host the vCPU may be
+//! it (a function it hooks does the refcount change inside; the last put is
+//! reported when the page reaches `free_zone_device_folio`). Under qemu TCG on a loaded host the vCPU may be
 //! descheduled in between, so the two stamps of one operation lie up to
 //! ~10 ms apart, while several operations on one page may happen within a
 //! few ms. A symmetric time window around each observation cannot tell these
@@ -1638,7 +1638,7 @@ mod tests {
             "{:#?}",
             gt.mismatches
         );
-        // The put reported at __folio_put, after the last put.
+        // The put reported when the page is freed, after the last put.
         assert_eq!(gt.max_slack_used_ns, 59_290_099_799 - 59_289_560_999);
 
         // Synthetic: set to 1 at 100 ms, 2 at 101 ms, 1 at 102 ms, 0 at

@@ -5,7 +5,6 @@
 
 mod bio_release;
 mod dax_layout;
-mod folio_put;
 mod fork;
 mod free;
 mod grab;
@@ -122,10 +121,14 @@ pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
         count(counter::FILTERED);
         return;
     };
+    let precise = crate::SETTINGS.get(0).is_some_and(|v| *v != 0);
     let refs_hook = GET_HOOKS.contains(&hook) || DROP_HOOKS.contains(&hook);
-    if refs_hook && crate::SETTINGS.get(0).is_some_and(|v| *v != 0) {
+    if refs_hook && precise {
         // Precise mode: the page_ref tracepoints report this page's references.
         return;
+    }
+    if hook == hook::FREE_ZONE_DEVICE && !precise {
+        last_put(ctx, &p);
     }
     let before = refcount(p.head);
     let pending = Pending {
@@ -222,6 +225,34 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
         }
     }
     emit(ctx, &f);
+}
+
+/// The page is being freed to its owner: its last reference just went.
+/// Reported here rather than in `__folio_put`, which every folio of the
+/// system passes through when freed (the hottest put path there is), while
+/// `free_zone_device_*` sees only device pages; it also sees the last puts of
+/// batched releases (`folios_put_refs`) that never enter `__folio_put`. A
+/// drop hook still in flight on this thread and page (`gup_put_folio`,
+/// `unpin_user_*`) reports the drop itself at its exit.
+#[inline(always)]
+fn last_put<C: EbpfContext>(ctx: &C, p: &crate::page::DevicePage) {
+    let enclosed = DROP_HOOKS.iter().any(|&h| {
+        // SAFETY: entries of this thread only (the key holds the tid).
+        unsafe { INFLIGHT.get(key(h)) }.is_some_and(|o| o.head == p.head)
+    });
+    if enclosed {
+        return;
+    }
+    let f = Fields::about(kind::PUT, hook::FREE_ZONE_DEVICE, p);
+    emit(
+        ctx,
+        &Fields {
+            // The count is already 0: the last reference went just before.
+            before: f.after.map(|a| a + 1),
+            aux: 1,
+            ..f
+        },
+    );
 }
 
 /// Marks the pending entries of the other hooks in `family` on this thread

@@ -1841,7 +1841,7 @@ mod bench_put {
     pub(super) enum Target {
         /// Ordinary pages freed one by one: pipe buffers filled by write(2)
         /// and drained by read(2), each read dropping the last reference of
-        /// a freshly allocated page (`__folio_put`, hooked and filtered).
+        /// a freshly allocated page (`__folio_put`, which refwatch does not hook).
         Free,
         /// Private anonymous memory (not ZONE_DEVICE: refwatch filters it out).
         Anon,
