@@ -50,6 +50,29 @@ pub struct OverheadOptions {
     pub out: PathBuf,
     /// Prebuilt static refwatch; built from the workspace when `None`.
     pub refwatch_bin: Option<PathBuf>,
+    /// The targets to run (names from [`TARGETS`]), in [`TARGETS`] order.
+    pub targets: Vec<&'static str>,
+    /// Extra arguments for `refwatch record` (ablations, e.g. `--no-stacks`).
+    pub refwatch_args: Vec<String>,
+}
+
+/// The [`TARGETS`] named in `names` (all when empty), in [`TARGETS`] order.
+pub fn select_targets(names: &[String]) -> Result<Vec<&'static str>> {
+    if let Some(bad) = names.iter().find(|n| !TARGETS.iter().any(|(t, _)| t == n)) {
+        bail!(
+            "unknown target {bad:?}: the targets are {}",
+            TARGETS
+                .iter()
+                .map(|(t, _)| *t)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(TARGETS
+        .iter()
+        .map(|&(t, _)| t)
+        .filter(|t| names.is_empty() || names.iter().any(|n| n == t))
+        .collect())
 }
 
 /// One run of `workload bench-put` as it reported itself.
@@ -120,6 +143,8 @@ pub struct OverheadReport {
     pub accel: Accel,
     pub rounds: u32,
     pub secs: u64,
+    /// Extra arguments `refwatch record` ran with.
+    pub refwatch_args: Vec<String>,
     /// `/proc/loadavg` of the host before and after the boot.
     pub host_loadavg_before: String,
     pub host_loadavg_after: String,
@@ -186,7 +211,11 @@ pub fn summarize(rounds: &[Round]) -> Vec<TargetSummary> {
 }
 
 /// The guest script: a warm-up run per target, then the rounds.
-fn guest_script(rounds: u32, secs: u64) -> String {
+fn guest_script(rounds: u32, secs: u64, targets: &[&str], refwatch_args: &[String]) -> String {
+    let extra: String = refwatch_args
+        .iter()
+        .map(|a| format!(" '{}'", a.replace('\'', "'\\''")))
+        .collect();
     let mut s = format!(
         r#"B=/out/bench
 mkdir -p $B
@@ -202,7 +231,7 @@ bench_put() {{
 rw_start() {{
     RWN=$1
     rm -f {rec} {ready}
-    refwatch record -o {rec} --ready-file {ready} --log-file $B/$RWN.log --summary-secs 0 > $B/$RWN.out 2>&1 &
+    refwatch record -o {rec} --ready-file {ready} --log-file $B/$RWN.log --summary-secs 0{extra} > $B/$RWN.out 2>&1 &
     RW=$!
     n=0
     while [ ! -e {ready} ]; do
@@ -247,14 +276,14 @@ say "bench: warm-up (uptime $(up) s)"
         stop_ticks = 300,
         stop_secs = 30,
     );
-    for &(target, _) in TARGETS {
+    for &target in targets {
         s.push_str(&format!(
             "bench_put warmup-{target} {target} {WARMUP_SECS}\n"
         ));
     }
     for round in 1..=rounds {
         s.push_str(&format!("say \"bench: round {round} of {rounds}\"\n"));
-        for &(target, _) in TARGETS {
+        for &target in targets {
             let without = format!(
                 "bench_put {} {target} {secs}\n",
                 run_name(target, round, "without")
@@ -333,9 +362,9 @@ fn counter_in_log(log: &str, name: &str) -> Option<u64> {
 }
 
 /// Reads every round's results from `dir` (the guest's `/out/bench`).
-fn read_rounds(dir: &Path, rounds: u32) -> Result<Vec<Round>> {
+fn read_rounds(dir: &Path, rounds: u32, targets: &[&str]) -> Result<Vec<Round>> {
     let mut all = Vec::new();
-    for &(target, _) in TARGETS {
+    for &target in targets {
         for round in 1..=rounds {
             let without = read_put(dir, &run_name(target, round, "without"))?;
             let with = read_put(dir, &run_name(target, round, "with"))?;
@@ -395,7 +424,7 @@ pub fn render(report: &OverheadReport) -> String {
     let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
     let mut t = format!(
         "refwatch overhead on {} (uname -r {}, package {}), qemu {}, {} rounds × {} s per run\n\
-         host load average before/after: {} / {}\n\n",
+         host load average before/after: {} / {}{}\n\n",
         report.kernel,
         report.release,
         report.package_version,
@@ -407,6 +436,14 @@ pub fn render(report: &OverheadReport) -> String {
         report.secs,
         report.host_loadavg_before,
         report.host_loadavg_after,
+        if report.refwatch_args.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\nrefwatch record ran with: {}",
+                report.refwatch_args.join(" ")
+            )
+        },
     );
     t.push_str(&format!(
         "{:<7}{:>6}  {:<13}{:>15}{:>15}{:>8}{:>10}{:>10}{:>8}{:>10}\n",
@@ -476,19 +513,24 @@ pub fn overhead(opts: &OverheadOptions) -> Result<ExitCode> {
             Accel::Tcg => "TCG",
             Accel::Kvm => "KVM",
         },
-        estimate_secs(opts.rounds, opts.secs)
+        estimate_secs(opts.rounds, opts.secs, opts.targets.len())
     );
     let mut run = LabRun::new(opts.kernel, &[]);
     run.accel = opts.accel;
     run.refwatch_bin.clone_from(&opts.refwatch_bin);
-    run.script = Some(guest_script(opts.rounds, opts.secs));
-    run.timeout_secs =
-        lab::DEFAULT_TIMEOUT_SECS.max(300 + 2 * estimate_secs(opts.rounds, opts.secs));
+    run.script = Some(guest_script(
+        opts.rounds,
+        opts.secs,
+        &opts.targets,
+        &opts.refwatch_args,
+    ));
+    run.timeout_secs = lab::DEFAULT_TIMEOUT_SECS
+        .max(300 + 2 * estimate_secs(opts.rounds, opts.secs, opts.targets.len()));
     let before = loadavg();
     let result = lab::run(&run, &opts.out)?;
     let after = loadavg();
     let bench_dir = opts.out.join("bench");
-    let runs = read_rounds(&bench_dir, opts.rounds)
+    let runs = read_rounds(&bench_dir, opts.rounds, &opts.targets)
         .with_context(|| format!("results in {}", bench_dir.display()))?;
     let summary = summarize(&runs);
     let report = OverheadReport {
@@ -498,6 +540,7 @@ pub fn overhead(opts: &OverheadOptions) -> Result<ExitCode> {
         accel: opts.accel,
         rounds: opts.rounds,
         secs: opts.secs,
+        refwatch_args: opts.refwatch_args.clone(),
         host_loadavg_before: before,
         host_loadavg_after: after,
         all_goals_met: summary.iter().all(|s| s.met),
@@ -522,8 +565,8 @@ pub fn overhead(opts: &OverheadOptions) -> Result<ExitCode> {
 
 /// Rough guest seconds after boot: warm-up, then per round and target two
 /// runs plus starting (~6 s under TCG) and stopping refwatch.
-fn estimate_secs(rounds: u32, secs: u64) -> u64 {
-    let targets = TARGETS.len() as u64;
+fn estimate_secs(rounds: u32, secs: u64, targets: usize) -> u64 {
+    let targets = targets as u64;
     targets * (WARMUP_SECS + 1) + u64::from(rounds) * targets * (2 * (secs + 1) + 8)
 }
 
@@ -591,7 +634,8 @@ mod tests {
 
     #[test]
     fn script_alternates_the_order_and_brackets_each_attached_run() {
-        let s = guest_script(2, 3);
+        let all: Vec<&str> = TARGETS.iter().map(|(t, _)| *t).collect();
+        let s = guest_script(2, 3, &all, &[]);
         let targets = TARGETS.len();
         assert_eq!(s.matches("\nbench_put ").count(), targets + 2 * targets * 2);
         assert!(s.contains("\nbench_put warmup-dax dax 1\n"));
@@ -602,6 +646,28 @@ mod tests {
         assert!(s.contains("rw_start dax-r2-refwatch\nbench_put dax-r2-with dax 3\nrw_stop\n"));
         assert!(s.contains("refwatch record -o /tmp/refwatch-bench.rec "));
         assert!(s.contains("--summary-secs 0"));
+    }
+
+    #[test]
+    fn a_subset_of_targets_and_extra_refwatch_arguments() -> Result<()> {
+        let targets = select_targets(&["dax".to_owned(), "free".to_owned()])?;
+        assert_eq!(targets, ["free", "dax"]);
+        assert_eq!(select_targets(&[])?.len(), TARGETS.len());
+        let err = select_targets(&["nope".to_owned()]).expect_err("unknown target");
+        assert!(err.to_string().contains("free, anon, dax"), "{err}");
+        let s = guest_script(
+            1,
+            2,
+            &targets,
+            &["--no-stacks".to_owned(), "it's".to_owned()],
+        );
+        assert!(!s.contains("anon"));
+        assert!(s.contains("bench_put dax-r1-with dax 2\n"));
+        assert!(
+            s.contains("--summary-secs 0 '--no-stacks' 'it'\\''s' > "),
+            "{s}"
+        );
+        Ok(())
     }
 
     #[test]

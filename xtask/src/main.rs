@@ -193,6 +193,13 @@ struct OverheadArgs {
     /// Use this static refwatch binary instead of building it.
     #[arg(long)]
     refwatch_bin: Option<PathBuf>,
+    /// Run only these targets (free, anon, dax; comma-separated).
+    #[arg(long = "target", value_delimiter = ',')]
+    targets: Vec<String>,
+    /// An extra argument for `refwatch record`, e.g. `--refwatch-arg=--no-stacks`
+    /// (repeatable; for ablations).
+    #[arg(long = "refwatch-arg", allow_hyphen_values = true)]
+    refwatch_args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -254,7 +261,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchArgs {
             which: BenchCommand::Overhead(args),
         }) => {
+            let targets = bench::select_targets(&args.targets)?;
             return bench::overhead(&bench::OverheadOptions {
+                targets,
+                refwatch_args: args.refwatch_args,
                 kernel: args.kernel,
                 rounds: args.rounds,
                 secs: args.secs,
