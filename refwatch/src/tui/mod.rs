@@ -34,7 +34,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use ratatui::{DefaultTerminal, crossterm::event::Event};
 use tokio::{
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     time::MissedTickBehavior,
 };
 
@@ -161,6 +161,41 @@ impl End {
     }
 }
 
+/// What reaches a TUI loop from outside its own clocks: keys and resizes,
+/// and SIGINT/SIGTERM/SIGHUP, which end it. The live and the replay loop
+/// each wait on it in one `select!` arm.
+struct Outside {
+    sigint: Signal,
+    sigterm: Signal,
+    sighup: Signal,
+    winch: Signal,
+}
+
+impl Outside {
+    fn install() -> Result<Self> {
+        let on = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("install {name} handler"))
+        };
+        Ok(Self {
+            sigint: on(SignalKind::interrupt(), "SIGINT")?,
+            sigterm: on(SignalKind::terminate(), "SIGTERM")?,
+            sighup: on(SignalKind::hangup(), "SIGHUP")?,
+            winch: on(SignalKind::window_change(), "SIGWINCH")?,
+        })
+    }
+
+    /// The next key or resize, or why the loop ends.
+    async fn next(&mut self, input: &mut Input, term: &Term) -> std::result::Result<Event, End> {
+        tokio::select! {
+            m = input.rx.recv() => End::of_input(m),
+            _ = self.winch.recv() => Ok(term.resized()),
+            _ = self.sigint.recv() => Err(End::Stop),
+            _ = self.sigterm.recv() => Err(End::Stop),
+            _ = self.sighup.recv() => Err(End::sighup()),
+        }
+    }
+}
+
 /// Rebuilds of the table's rows cost O(tracked PFNs): they happen at most
 /// every 250 ms, and less often when they are slow (4× their cost, ≤ 2 s).
 struct Throttle {
@@ -225,10 +260,7 @@ pub async fn run_live(
         .filter(|r| r.attached())
         .filter_map(|r| Some((r.hook?, r.symbol?.to_string())))
         .collect();
-    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
-    let mut winch = signal(SignalKind::window_change()).context("install SIGWINCH handler")?;
+    let mut outside = Outside::install()?;
     // The terminal before the collector: when it cannot be had, no output
     // is started (and none left unfinished).
     let mut term = Term::start()?;
@@ -297,14 +329,10 @@ pub async fn run_live(
                     };
                     last_events = c.totals.events;
                 }
-                m = input.rx.recv() => match End::of_input(m) {
+                o = outside.next(&mut input, &term) => match o {
                     Ok(e) => ev = Some(e),
                     Err(end) => break end,
                 },
-                _ = winch.recv() => ev = Some(term.resized()),
-                _ = sigint.recv() => break End::Stop,
-                _ = sigterm.recv() => break End::Stop,
-                _ = sighup.recv() => break End::sighup(),
                 _ = tokio::time::sleep_until(deadline) => break End::Stop,
             }
             if let Some(ev) = ev {
@@ -407,10 +435,7 @@ pub fn run_replay(args: &ReplayArgs) -> Result<ExitCode> {
 }
 
 async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<(Replay, End)> {
-    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
-    let mut winch = signal(SignalKind::window_change()).context("install SIGWINCH handler")?;
+    let mut outside = Outside::install()?;
     let mut app = App::new(info);
     app.export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let mut term = Term::start()?;
@@ -458,14 +483,10 @@ async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<(Replay, En
                     changed = true;
                 }
             }
-            m = input.rx.recv() => match End::of_input(m) {
+            o = outside.next(&mut input, &term) => match o {
                 Ok(e) => ev = Some(e),
                 Err(end) => break end,
             },
-            _ = winch.recv() => ev = Some(term.resized()),
-            _ = sigint.recv() => break End::Stop,
-            _ = sigterm.recv() => break End::Stop,
-            _ = sighup.recv() => break End::sighup(),
         }
         if let Some(ev) = ev {
             cmd = on_event(&mut app, ev);
