@@ -131,6 +131,16 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
     let thresholds = args.thresholds.apply(Thresholds::default())?;
     let p = prepare(&args.probe, !args.no_stacks)?;
     let rules = Rules::from_kernel(&p.kallsyms);
+    // Run-time statistics stay on while this descriptor is open.
+    let _stats_on = if args.prog_stats {
+        Some(aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| {
+            anyhow::anyhow!(
+                "--prog-stats: the kernel refused to turn on BPF run-time statistics ({e}); they need Linux 5.8+ and root"
+            )
+        })?)
+    } else {
+        None
+    };
     let mut loaded = attach_all(&p)?;
     log::info!(
         "kernel {}: attached\n{}",
@@ -230,6 +240,11 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
     );
     if !use_tui {
         print!("{}", tracker.summary_table());
+    }
+    if args.prog_stats {
+        let text = loader::prog_stats_text(&loader::prog_stats(&loaded.ebpf));
+        log::info!("kernel program statistics:\n{text}");
+        print!("{text}");
     }
     if let Some(j) = &args.jsonl {
         println!("refwatch: events written to {}", j.display());

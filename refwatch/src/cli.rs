@@ -167,6 +167,11 @@ pub struct AttachArgs {
     /// Do not capture kernel stacks.
     #[arg(long)]
     pub no_stacks: bool,
+    /// Have the kernel time refwatch's programs while attached (BPF run-time
+    /// statistics; this adds two clock reads per program run) and print how
+    /// often each ran and how long it took, at the end.
+    #[arg(long)]
+    pub prog_stats: bool,
     /// Show raw kernel addresses (struct page pointers, unsymbolized frames).
     /// Off by default: they defeat KASLR.
     #[arg(long)]

@@ -276,3 +276,85 @@ fn unload(p: &mut Program) -> Result<()> {
     }
     Ok(())
 }
+
+/// How often one of refwatch's kernel programs ran and for how long, as the
+/// kernel counts it while BPF run-time statistics are on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgStat {
+    pub program: String,
+    pub runs: u64,
+    pub run_ns: u64,
+}
+
+impl ProgStat {
+    /// Mean nanoseconds per run (0 when it never ran).
+    pub fn ns_per_run(&self) -> u64 {
+        self.run_ns.checked_div(self.runs).unwrap_or(0)
+    }
+}
+
+/// The statistics of every loaded program that ran, busiest first.
+pub fn prog_stats(ebpf: &Ebpf) -> Vec<ProgStat> {
+    let mut stats: Vec<ProgStat> = ebpf
+        .programs()
+        .filter_map(|(name, prog)| {
+            let info = prog.info().ok()?;
+            (info.run_count() > 0).then(|| ProgStat {
+                program: name.to_owned(),
+                runs: info.run_count(),
+                run_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+            })
+        })
+        .collect();
+    stats.sort_by(|a, b| b.run_ns.cmp(&a.run_ns).then(a.program.cmp(&b.program)));
+    stats
+}
+
+/// The lines `refwatch attach/record --prog-stats` prints at the end.
+pub fn prog_stats_text(stats: &[ProgStat]) -> String {
+    let mut t = String::new();
+    for s in stats {
+        t.push_str(&format!(
+            "refwatch: program {}: {} runs, {} ns, {} ns/run\n",
+            s.program,
+            s.runs,
+            s.run_ns,
+            s.ns_per_run()
+        ));
+    }
+    if stats.is_empty() {
+        t.push_str("refwatch: program statistics: no program ran\n");
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_statistics_lines() {
+        let stats = [
+            ProgStat {
+                program: "fexit_grab_fast".into(),
+                runs: 4,
+                run_ns: 10_002,
+            },
+            ProgStat {
+                program: "fentry_free".into(),
+                runs: 0,
+                run_ns: 0,
+            },
+        ];
+        assert_eq!(stats[0].ns_per_run(), 2500);
+        assert_eq!(stats[1].ns_per_run(), 0);
+        assert_eq!(
+            prog_stats_text(&stats[..1]),
+            "refwatch: program fexit_grab_fast: 4 runs, 10002 ns, 2500 ns/run\n"
+        );
+        assert_eq!(
+            prog_stats_text(&[]),
+            "refwatch: program statistics: no program ran\n"
+        );
+    }
+}

@@ -183,8 +183,9 @@ struct OverheadArgs {
     /// Seconds per run.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
     secs: u64,
-    /// qemu accelerator (KVM hangs on some hosts).
-    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    /// qemu accelerator. The default counts guest time in instructions, so
+    /// the host's load does not move the ratios (KVM hangs on some hosts).
+    #[arg(long, value_enum, default_value_t = Accel::TcgIcount)]
     accel: Accel,
     /// Results folder (replaced if it holds an earlier lab run); the
     /// summary goes to DIR/overhead.json.
