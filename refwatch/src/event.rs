@@ -1,6 +1,6 @@
 //! Decoding events from the ring buffer, and their stable names.
 
-use std::{fmt, ops::Deref, rc::Rc};
+use std::{fmt, hash::BuildHasher as _, ops::Deref, rc::Rc};
 
 use refwatch_common::{COMM_LEN, EVENT_SIZE, Event, MAX_STACK, flags, kind, pgmap};
 
@@ -402,7 +402,12 @@ impl AsRef<str> for Comm {
 
 impl PartialEq for Comm {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        match (&self.long, &other.long) {
+            // A name is inline exactly when it can be (at most 16 bytes, no
+            // NUL), NUL-padded: equal names have equal bytes.
+            (None, None) => u128::from_ne_bytes(self.bytes) == u128::from_ne_bytes(other.bytes),
+            _ => self.as_str() == other.as_str(),
+        }
     }
 }
 
@@ -451,13 +456,21 @@ impl fmt::Debug for Comm {
 /// pipeline`), a third of the 100 ns an event may take in all. Events,
 /// pages and the tracker are therefore not `Send`; should they ever need to
 /// cross threads, this becomes an `Arc`.
+///
+/// One thin pointer (8 bytes, not the 16 of an `Rc<[u64]>`): a page's
+/// history keeps one per event, in 48-byte entries. Reading the frames
+/// follows one more pointer, which only symbolizing and interning do.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Stack(Option<Rc<[u64]>>);
+pub struct Stack(Option<Rc<Frames>>);
+
+/// The frames behind a [`Stack`]'s pointer.
+#[derive(PartialEq, Eq, Hash)]
+struct Frames(Box<[u64]>);
 
 impl Stack {
     /// The frames.
     pub fn frames(&self) -> &[u64] {
-        self.0.as_deref().unwrap_or_default()
+        self.0.as_deref().map_or(&[], |f| &f.0)
     }
 
     /// Whether `self` and `other` are the same allocation (both empty counts).
@@ -479,13 +492,13 @@ impl Deref for Stack {
 
 impl From<&[u64]> for Stack {
     fn from(frames: &[u64]) -> Self {
-        Self((!frames.is_empty()).then(|| Rc::from(frames)))
+        Self((!frames.is_empty()).then(|| Rc::new(Frames(frames.into()))))
     }
 }
 
 impl From<Vec<u64>> for Stack {
     fn from(frames: Vec<u64>) -> Self {
-        Self((!frames.is_empty()).then(|| Rc::from(frames)))
+        Self((!frames.is_empty()).then(|| Rc::new(Frames(frames.into_boxed_slice()))))
     }
 }
 
@@ -504,8 +517,46 @@ pub const DEFAULT_INTERNED_STACKS: usize = 1 << 16;
 /// later events is lost).
 #[derive(Debug, Clone)]
 pub struct StackInterner {
-    set: FastSet<Rc<[u64]>>,
+    set: FastSet<Interned>,
+    /// The stacks interned last, direct-mapped by hash: most events repeat
+    /// a recent stack, found here with one compare instead of a probe of
+    /// `set`.
+    recent: Vec<Option<Rc<Frames>>>,
     cap: usize,
+}
+
+/// Slots of [`StackInterner::recent`] (a power of two).
+const RECENT_STACKS: usize = 64;
+
+/// A remembered stack, looked up by its frames.
+#[derive(Debug, Clone)]
+struct Interned(Rc<Frames>);
+
+impl std::borrow::Borrow<[u64]> for Interned {
+    fn borrow(&self) -> &[u64] {
+        &self.0.0
+    }
+}
+
+// Hashes and compares as its frames, as `Borrow` requires.
+impl std::hash::Hash for Interned {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.0.hash(state);
+    }
+}
+
+impl PartialEq for Interned {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.0 == other.0.0
+    }
+}
+
+impl Eq for Interned {}
+
+impl fmt::Debug for Frames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
 }
 
 impl Default for StackInterner {
@@ -518,6 +569,7 @@ impl StackInterner {
     pub fn new(cap: usize) -> Self {
         Self {
             set: FastSet::default(),
+            recent: vec![None; RECENT_STACKS],
             cap: cap.max(2),
         }
     }
@@ -527,17 +579,29 @@ impl StackInterner {
         if frames.is_empty() {
             return Stack::default();
         }
-        if let Some(s) = self.set.get(frames) {
+        let slot = (self.set.hasher().hash_one(frames) as usize) % RECENT_STACKS;
+        if let Some(s) = &self.recent[slot]
+            && same_frames(&s.0, frames)
+        {
             return Stack(Some(Rc::clone(s)));
         }
-        if self.set.len() >= self.cap {
-            self.set.retain(|s| Rc::strong_count(s) > 1);
-            if self.set.len() > self.cap / 2 {
-                self.set.clear();
+        let s = match self.set.get(frames) {
+            Some(s) => Rc::clone(&s.0),
+            None => {
+                if self.set.len() >= self.cap {
+                    // What only the cache holds counts as unheld.
+                    self.recent.fill(None);
+                    self.set.retain(|s| Rc::strong_count(&s.0) > 1);
+                    if self.set.len() > self.cap / 2 {
+                        self.set.clear();
+                    }
+                }
+                let s = Rc::new(Frames(frames.into()));
+                self.set.insert(Interned(Rc::clone(&s)));
+                s
             }
-        }
-        let s: Rc<[u64]> = Rc::from(frames);
-        self.set.insert(Rc::clone(&s));
+        };
+        self.recent[slot] = Some(Rc::clone(&s));
         Stack(Some(s))
     }
 
@@ -549,6 +613,12 @@ impl StackInterner {
     pub fn is_empty(&self) -> bool {
         self.set.is_empty()
     }
+}
+
+/// `a == b`, inline: stacks are a few words, shorter than a `memcmp` call.
+#[inline]
+fn same_frames(a: &[u64], b: &[u64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Decodes ring-buffer records without allocating per event: equal stacks
@@ -563,7 +633,11 @@ impl Decoder {
         Self { stacks }
     }
 
-    /// [`decode`], with the stack interned.
+    /// [`decode`], with the stack interned. Inline, so that the event is
+    /// built in its caller's place: returned from a call, its 152 bytes,
+    /// just written field by field, were copied whole (a `memmove` that
+    /// waits on those stores), which took half of decoding.
+    #[inline]
     pub fn decode(&mut self, bytes: &[u8]) -> Result<PageEvent, DecodeError> {
         decode_with(bytes, |frames| self.stacks.intern(frames))
     }
@@ -659,7 +733,8 @@ impl Wire<'_> {
 }
 
 /// Decodes a record; `stack` makes the stack from its non-zero frames.
-#[inline]
+/// Always inline, for [`Decoder::decode`]'s sake.
+#[inline(always)]
 fn decode_with(
     bytes: &[u8],
     stack: impl FnOnce(&[u64]) -> Stack,

@@ -1,14 +1,14 @@
 //! Per-PFN state built from the event stream, and the detectors that flag
 //! stuck pages. Pure: no I/O, time only comes from events and [`Tracker::advance`].
 
-use std::collections::{HashMap, VecDeque};
+use std::{collections::VecDeque, rc::Rc};
 
 use crate::{
     event::{Comm, Kind, PageEvent, Role, Stack, Stage, pgmap_name},
     fasthash::{FastMap, FastSet},
     rules::Rules,
 };
-use refwatch_common::{hook, pgmap};
+use refwatch_common::{flags, hook, pgmap};
 
 /// Default number of events kept per PFN.
 pub const DEFAULT_HISTORY: usize = 256;
@@ -183,6 +183,442 @@ pub struct Episode {
     pub last_events: Vec<PageEvent>,
 }
 
+/// A page's most recent events, oldest first, bounded, kept compactly: a
+/// history holds up to `--history` events for each of up to `--max-pfns`
+/// pages, and every event is written into one, so its size is most of the
+/// per-event cost in memory traffic. An entry is 48 bytes where a
+/// [`PageEvent`] is 152: the thread (pid, tgid, CPU, name) is shared
+/// between the entries of one thread, the time is kept relative to the
+/// page's first event, and what a page's events have in common (its PFN,
+/// `struct page` address and owner, one page, no `aux2`, small `aux`, hook
+/// and type) is left out; the few events that differ keep those fields in a
+/// side queue. [`History::iter`] and [`History::get`] give back the events
+/// exactly as they were applied.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// The page's PFN, and the `page`, `owner` and time of its first event:
+    /// what entries without rare fields are relative to.
+    pfn: u64,
+    page: u64,
+    owner: u64,
+    base_ns: u64,
+    entries: Blocks,
+    /// The rare fields of the entries flagged [`RARE`], in their order.
+    rare: RareQueue,
+}
+
+/// Boxed, and only once needed: most pages never have a rare event, and
+/// every page has a history.
+type RareQueue = Option<Box<VecDeque<Rare>>>;
+
+/// One event of a [`History`].
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Nanoseconds from [`History::base_ns`] (signed, bits 0–55) and the
+    /// flag bits (56–63: [`ENTRY_FLAGS`] and [`RARE`]).
+    head: u64,
+    /// 0 unless `flags::HAS_RET`.
+    ret: i64,
+    stack: Stack,
+    task: Rc<Task>,
+    /// 0 unless the matching `flags::HAS_*` bit is set.
+    refcount_before: i32,
+    refcount_after: i32,
+    mapcount: i32,
+    kind: Kind,
+    /// The event's hook and page-map type unless [`RARE`].
+    hook: u8,
+    pgmap_type: u8,
+    /// The role (bits 0–1) and, unless [`RARE`], `aux` (bits 2–7).
+    misc: u8,
+}
+
+/// What an entry costs per event: less than a cache line.
+const _: () = assert!(std::mem::size_of::<Entry>() <= 48);
+
+/// The wire flags an entry keeps (all below bit 6).
+const ENTRY_FLAGS: u32 = flags::HAS_BEFORE
+    | flags::HAS_AFTER
+    | flags::HAS_MAPCOUNT
+    | flags::HAS_RET
+    | flags::LATE
+    | flags::FORKING;
+/// Entry flag: the event's [`Rare`] fields are in the side queue.
+const RARE: u32 = 1 << 6;
+const _: () = assert!(ENTRY_FLAGS < RARE);
+/// Where an entry's flags start in its `head`.
+const FLAGS_SHIFT: u32 = 56;
+/// Largest `aux` an entry keeps inline.
+const AUX_INLINE: u64 = 0x3f;
+
+/// Entries per block of a [`Blocks`] (log2): what a page with a few events
+/// takes.
+const BLOCK_SHIFT: u32 = 3;
+
+/// A queue of history entries in fixed-size blocks: growing it never copies
+/// entries (a page's history grows from nothing to `--history` events, and
+/// a vector's doublings would copy and leave behind almost twice what it
+/// keeps), and the block the oldest entries leave is reused for the newest.
+#[derive(Debug, Clone)]
+struct Blocks {
+    blocks: VecDeque<Box<[Option<Entry>]>>,
+    /// A block emptied at the front, kept for the next one needed at the back.
+    spare: Option<Box<[Option<Entry>]>>,
+    /// Slot of the oldest entry in the first block.
+    head: usize,
+    len: usize,
+    /// Slots per block: `1 << shift`.
+    shift: u32,
+}
+
+impl Blocks {
+    fn new(shift: u32) -> Self {
+        Self {
+            blocks: VecDeque::new(),
+            spare: None,
+            head: 0,
+            len: 0,
+            shift,
+        }
+    }
+
+    fn block(&self) -> usize {
+        1 << self.shift
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Block and slot of the `i`th entry.
+    fn slot(&self, i: usize) -> (usize, usize) {
+        let at = self.head + i;
+        (at >> self.shift, at & (self.block() - 1))
+    }
+
+    fn get(&self, i: usize) -> Option<&Entry> {
+        if i >= self.len() {
+            return None;
+        }
+        let (b, s) = self.slot(i);
+        self.blocks.get(b)?.get(s)?.as_ref()
+    }
+
+    fn back(&self) -> Option<&Entry> {
+        self.get(self.len().checked_sub(1)?)
+    }
+
+    /// Oldest first.
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.blocks
+            .iter()
+            .flat_map(|b| b.iter())
+            .skip(self.head)
+            .take(self.len())
+            .filter_map(Option::as_ref)
+    }
+
+    fn pop_front(&mut self) -> Option<Entry> {
+        if self.len == 0 {
+            return None;
+        }
+        let e = self.blocks.front_mut()?.get_mut(self.head)?.take();
+        self.head += 1;
+        self.len -= 1;
+        if self.head == self.block() {
+            self.head = 0;
+            self.spare = self.blocks.pop_front();
+        }
+        e
+    }
+
+    fn push_back(&mut self, e: Entry) {
+        let (b, s) = self.slot(self.len());
+        if b == self.blocks.len() {
+            let block = self
+                .spare
+                .take()
+                .unwrap_or_else(|| (0..self.block()).map(|_| None).collect());
+            self.blocks.push_back(block);
+        }
+        if let Some(slot) = self.blocks.get_mut(b).and_then(|blk| blk.get_mut(s)) {
+            *slot = Some(e);
+            self.len += 1;
+        }
+    }
+}
+
+/// An event's fields that differ from its page's usual ones, whole.
+#[derive(Debug, Clone)]
+struct Rare {
+    ts_ns: u64,
+    pfn: u64,
+    page: u64,
+    owner: u64,
+    aux: u64,
+    aux2: u64,
+    hook: u32,
+    pgmap_type: u32,
+    nr_pages: u32,
+}
+
+/// The thread of an event, shared between the history entries it made.
+#[derive(Debug, PartialEq, Eq)]
+struct Task {
+    pid: u32,
+    tgid: u32,
+    cpu: u32,
+    comm: Comm,
+}
+
+impl Entry {
+    fn flags(&self) -> u32 {
+        (self.head >> FLAGS_SHIFT) as u32
+    }
+
+    fn is_rare(&self) -> bool {
+        self.flags() & RARE != 0
+    }
+}
+
+impl History {
+    /// An empty history of at most `cap` events for the page whose first
+    /// event is `first`.
+    fn new(first: &PageEvent, cap: usize) -> Self {
+        Self {
+            pfn: first.pfn,
+            page: first.page,
+            owner: first.owner,
+            base_ns: first.ts_ns,
+            // Blocks no larger than the history: one entry for `--history 1`.
+            entries: Blocks::new(
+                cap.clamp(1, 1 << BLOCK_SHIFT)
+                    .next_power_of_two()
+                    .trailing_zeros(),
+            ),
+            rare: None,
+        }
+    }
+
+    /// Events kept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The `i`th event, oldest first.
+    pub fn get(&self, i: usize) -> Option<PageEvent> {
+        let e = self.entries.get(i)?;
+        let rare = if e.is_rare() {
+            let before = self.entries.iter().take(i).filter(|e| e.is_rare()).count();
+            self.rare.as_ref().and_then(|r| r.get(before))
+        } else {
+            None
+        };
+        Some(self.event(e, rare))
+    }
+
+    /// The most recent event.
+    pub fn last(&self) -> Option<PageEvent> {
+        let e = self.entries.back()?;
+        let rare = match &self.rare {
+            Some(r) if e.is_rare() => r.back(),
+            _ => None,
+        };
+        Some(self.event(e, rare))
+    }
+
+    /// The events, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = PageEvent> + '_ {
+        let mut rare = self.rare.iter().flat_map(|r| r.iter());
+        self.entries.iter().map(move |e| {
+            let r = if e.is_rare() { rare.next() } else { None };
+            self.event(e, r)
+        })
+    }
+
+    /// Appends `ev` (from `task`), dropping the oldest event beyond `cap`.
+    fn push(&mut self, ev: &PageEvent, task: Rc<Task>, cap: usize) {
+        if self.entries.len() >= cap
+            && let Some(old) = self.entries.pop_front()
+            && old.is_rare()
+            && let Some(r) = &mut self.rare
+        {
+            r.pop_front();
+        }
+        // Signed 56 bits: more than a year either way.
+        let delta = ev.ts_ns.wrapping_sub(self.base_ns) as i64;
+        let delta_fits = (delta << 8) >> 8 == delta;
+        let small = (u8::try_from(ev.hook), u8::try_from(ev.pgmap_type));
+        let (hook, pgmap_type, aux, rare) = match small {
+            (Ok(hook), Ok(pgmap_type))
+                if delta_fits
+                    && ev.pfn == self.pfn
+                    && ev.page == self.page
+                    && ev.owner == self.owner
+                    && ev.aux <= AUX_INLINE
+                    && ev.aux2 == 0
+                    && ev.nr_pages == 1 =>
+            {
+                (hook, pgmap_type, ev.aux as u8, 0)
+            }
+            _ => {
+                self.rare.get_or_insert_default().push_back(Rare {
+                    ts_ns: ev.ts_ns,
+                    pfn: ev.pfn,
+                    page: ev.page,
+                    owner: ev.owner,
+                    aux: ev.aux,
+                    aux2: ev.aux2,
+                    hook: ev.hook,
+                    pgmap_type: ev.pgmap_type,
+                    nr_pages: ev.nr_pages,
+                });
+                (0, 0, 0, RARE)
+            }
+        };
+        let flag = |v: bool, bit: u32| if v { bit } else { 0 };
+        let fl = flag(ev.refcount_before.is_some(), flags::HAS_BEFORE)
+            | flag(ev.refcount_after.is_some(), flags::HAS_AFTER)
+            | flag(ev.mapcount.is_some(), flags::HAS_MAPCOUNT)
+            | flag(ev.ret.is_some(), flags::HAS_RET)
+            | flag(ev.late, flags::LATE)
+            | flag(ev.forking, flags::FORKING)
+            | rare;
+        let role = match ev.role {
+            Role::Other => 0,
+            Role::Map => 1,
+            Role::Unmap => 2,
+        };
+        self.entries.push_back(Entry {
+            head: (delta as u64 & ((1 << FLAGS_SHIFT) - 1)) | u64::from(fl) << FLAGS_SHIFT,
+            ret: ev.ret.unwrap_or(0),
+            stack: ev.stack.clone(),
+            task,
+            refcount_before: ev.refcount_before.unwrap_or(0),
+            refcount_after: ev.refcount_after.unwrap_or(0),
+            mapcount: ev.mapcount.unwrap_or(0),
+            kind: ev.kind,
+            hook,
+            pgmap_type,
+            misc: role | aux << 2,
+        });
+    }
+
+    /// The event `e` (with its rare fields `rare`) was made from.
+    fn event(&self, e: &Entry, rare: Option<&Rare>) -> PageEvent {
+        let fl = e.flags();
+        let has = |bit: u32| fl & bit != 0;
+        let (ts_ns, pfn, page, owner, aux, aux2, hook, pgmap_type, nr_pages) = match rare {
+            Some(r) => (
+                r.ts_ns,
+                r.pfn,
+                r.page,
+                r.owner,
+                r.aux,
+                r.aux2,
+                r.hook,
+                r.pgmap_type,
+                r.nr_pages,
+            ),
+            None => (
+                // Sign-extends the 56-bit delta.
+                self.base_ns
+                    .wrapping_add((((e.head << 8) as i64) >> 8) as u64),
+                self.pfn,
+                self.page,
+                self.owner,
+                u64::from(e.misc >> 2),
+                0,
+                u32::from(e.hook),
+                u32::from(e.pgmap_type),
+                1,
+            ),
+        };
+        PageEvent {
+            ts_ns,
+            pfn,
+            page,
+            pid: e.task.pid,
+            tgid: e.task.tgid,
+            cpu: e.task.cpu,
+            comm: e.task.comm.clone(),
+            kind: e.kind,
+            hook,
+            refcount_before: has(flags::HAS_BEFORE).then_some(e.refcount_before),
+            refcount_after: has(flags::HAS_AFTER).then_some(e.refcount_after),
+            mapcount: has(flags::HAS_MAPCOUNT).then_some(e.mapcount),
+            pgmap_type,
+            nr_pages,
+            ret: has(flags::HAS_RET).then_some(e.ret),
+            aux,
+            aux2,
+            owner,
+            late: has(flags::LATE),
+            forking: has(flags::FORKING),
+            role: match e.misc & 3 {
+                1 => Role::Map,
+                2 => Role::Unmap,
+                _ => Role::Other,
+            },
+            stack: e.stack.clone(),
+        }
+    }
+}
+
+/// Shares one [`Task`] between the history entries of a thread on a CPU:
+/// a small direct-mapped cache by (pid, CPU), so bounded by construction.
+/// Two threads that meet in one slot each get a task of their own in turn
+/// (more memory, never a wrong name).
+#[derive(Debug, Clone)]
+struct Tasks {
+    slots: Vec<Option<Rc<Task>>>,
+}
+
+/// Slots of [`Tasks`] (a power of two).
+const TASK_SLOTS: usize = 256;
+
+impl Tasks {
+    fn new() -> Self {
+        Self {
+            slots: vec![None; TASK_SLOTS],
+        }
+    }
+
+    /// The shared task of `ev`.
+    fn of(&mut self, ev: &PageEvent) -> Rc<Task> {
+        let key = (u64::from(ev.pid) << 32 | u64::from(ev.cpu)).wrapping_mul(FIB);
+        let i = (key >> 56) as usize % TASK_SLOTS;
+        match &self.slots[i] {
+            Some(t)
+                if t.pid == ev.pid && t.cpu == ev.cpu && t.tgid == ev.tgid && t.comm == ev.comm =>
+            {
+                Rc::clone(t)
+            }
+            _ => {
+                let t = Rc::new(Task {
+                    pid: ev.pid,
+                    tgid: ev.tgid,
+                    cpu: ev.cpu,
+                    comm: ev.comm.clone(),
+                });
+                self.slots[i] = Some(Rc::clone(&t));
+                t
+            }
+        }
+    }
+}
+
+/// 2^64 / φ: multiplying by it spreads keys over the high bits.
+const FIB: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// What refwatch knows of one page.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -203,7 +639,7 @@ pub struct Page {
     pub last_kind: Kind,
     pub last_comm: Comm,
     /// The most recent events, oldest first, bounded.
-    pub history: VecDeque<PageEvent>,
+    pub history: History,
     /// References beyond idle and mappings.
     pub outstanding: i32,
     pub outstanding_since: Option<u64>,
@@ -211,7 +647,7 @@ pub struct Page {
     pub unmapped_since: Option<u64>,
     pub holders: Vec<Holder>,
     /// Open episodes: detector → index in [`Tracker::episodes`].
-    pub open: HashMap<Detector, usize>,
+    pub open: FastMap<Detector, usize>,
 }
 
 impl Page {
@@ -236,12 +672,16 @@ impl Page {
 /// All tracked pages, and every episode so far.
 #[derive(Debug, Clone)]
 pub struct Tracker {
-    pages: FastMap<u64, Page>,
+    /// Boxed: the table stays small (16-byte slots), and growing it moves
+    /// pointers, not pages.
+    pages: FastMap<u64, Box<Page>>,
     /// Page maps seen coming up or going away.
     pub pgmaps: Vec<PgmapInfo>,
     /// Threads that took references while forking → the PFNs, until the
     /// fork event names the child.
     fork_pending: FastMap<u32, Vec<u64>>,
+    /// The threads of the events in the histories.
+    tasks: Tasks,
     /// PFNs with outstanding references (candidates for time-based detectors).
     hot: FastSet<u64>,
     pub episodes: Vec<Episode>,
@@ -261,6 +701,7 @@ impl Tracker {
             pages: FastMap::default(),
             pgmaps: Vec::new(),
             fork_pending: FastMap::default(),
+            tasks: Tasks::new(),
             hot: FastSet::default(),
             episodes: Vec::new(),
             rules,
@@ -288,26 +729,29 @@ impl Tracker {
         }
         let rules = &self.rules;
         let history_cap = self.history_cap;
-        let page = self.pages.entry(ev.pfn).or_insert_with(|| Page {
-            pfn: ev.pfn,
-            pgmap_type: ev.pgmap_type,
-            first_ns: ev.ts_ns,
-            last_ns: ev.ts_ns,
-            refcount: None,
-            mapcount: None,
-            state: PageState::Idle,
-            state_since_ns: ev.ts_ns,
-            counts: [0; 12],
-            owner: 0,
-            last_kind: ev.kind,
-            last_comm: Comm::default(),
-            history: VecDeque::new(),
-            outstanding: 0,
-            outstanding_since: None,
-            pinned_since: None,
-            unmapped_since: None,
-            holders: Vec::new(),
-            open: HashMap::new(),
+        let task = self.tasks.of(ev);
+        let page = self.pages.entry(ev.pfn).or_insert_with(|| {
+            Box::new(Page {
+                pfn: ev.pfn,
+                pgmap_type: ev.pgmap_type,
+                first_ns: ev.ts_ns,
+                last_ns: ev.ts_ns,
+                refcount: None,
+                mapcount: None,
+                state: PageState::Idle,
+                state_since_ns: ev.ts_ns,
+                counts: [0; 12],
+                owner: 0,
+                last_kind: ev.kind,
+                last_comm: Comm::default(),
+                history: History::new(ev, history_cap),
+                outstanding: 0,
+                outstanding_since: None,
+                pinned_since: None,
+                unmapped_since: None,
+                holders: Vec::new(),
+                open: FastMap::default(),
+            })
         });
         if page.pgmap_type == pgmap::UNKNOWN {
             page.pgmap_type = ev.pgmap_type;
@@ -329,14 +773,15 @@ impl Tracker {
         page.counts[(ev.kind.raw() as usize).min(11)] += 1;
         page.last_kind = ev.kind;
         page.last_comm.clone_from(&ev.comm);
-        if page.history.len() == history_cap {
-            page.history.pop_front();
-        }
-        page.history.push_back(ev.clone());
 
         let mut forked = false;
         match ev.kind {
             Kind::Get | Kind::Pin => {
+                // Room for one at first (not the vector's usual four): most
+                // pages have at most one holder at a time.
+                if page.holders.capacity() == 0 {
+                    page.holders.reserve_exact(1);
+                }
                 page.holders.push(Holder::from_event(ev));
                 forked = ev.forking;
             }
@@ -357,6 +802,9 @@ impl Tracker {
             | Kind::PgmapRemove
             | Kind::Fork => {}
         }
+        // After the holders: the loads of a page not in cache that those
+        // wait for overlap with the history's.
+        page.history.push(ev, task, history_cap);
         let system = page.pgmap_type == pgmap::SYSTEM;
         if forked {
             self.fork_pending.entry(ev.pid).or_default().push(ev.pfn);
@@ -368,16 +816,15 @@ impl Tracker {
             self.refresh_holders(ev.pfn);
             return;
         }
-        let Some(page) = self.pages.get_mut(&ev.pfn) else {
-            return;
-        };
-
         let outstanding = match page.refcount {
             Some(rc) if ev.kind != Kind::Free => {
                 rules.outstanding(page.pgmap_type, rc, page.mapcount)
             }
             _ => 0,
         };
+        // `hot` holds exactly the pages with references outstanding: it
+        // changes only when that does.
+        let was_hot = page.outstanding != 0;
         page.outstanding = outstanding;
         let mut to_open: Option<(Detector, u64, String)> = None;
         let mut to_close = Detectors::default();
@@ -403,7 +850,9 @@ impl Tracker {
             ] {
                 to_close.insert(d);
             }
-            self.hot.remove(&ev.pfn);
+            if was_hot {
+                self.hot.remove(&ev.pfn);
+            }
         } else {
             page.outstanding_since.get_or_insert(ev.ts_ns);
             if outstanding >= PIN_BIAS {
@@ -437,7 +886,9 @@ impl Tracker {
                     ),
                 ));
             }
-            self.hot.insert(ev.pfn);
+            if !was_hot {
+                self.hot.insert(ev.pfn);
+            }
         }
         let state = if ev.kind == Kind::Free {
             match page.pgmap_type {
@@ -469,11 +920,15 @@ impl Tracker {
                 }
             }
         }
+        // Only open episodes learn of holders: most events have none to tell.
+        let may_be_open = !page.open.is_empty() || to_open.is_some() || ev.kind == Kind::Migrate;
         if let Some((d, start, reason)) = to_open {
             self.open(pfn, d, start, reason);
         }
         self.apply_migration(ev);
-        self.refresh_holders(pfn);
+        if may_be_open {
+            self.refresh_holders(pfn);
+        }
         // The time-based detectors walk every referenced page: run them when
         // event time has moved on enough, and on every tick (`advance`).
         if ev.ts_ns >= self.last_advance_ns.saturating_add(ADVANCE_EVERY_NS) {
@@ -502,10 +957,7 @@ impl Tracker {
                 && dst != ev.pfn
                 && let Some(d) = self.pages.get_mut(&dst)
             {
-                if d.history.len() == cap {
-                    d.history.pop_front();
-                }
-                d.history.push_back(ev.clone());
+                d.history.push(ev, self.tasks.of(ev), cap);
             }
             return;
         }
@@ -769,11 +1221,11 @@ impl Tracker {
     }
 
     pub fn page(&self, pfn: u64) -> Option<&Page> {
-        self.pages.get(&pfn)
+        self.pages.get(&pfn).map(|p| &**p)
     }
 
     pub fn pages(&self) -> impl Iterator<Item = &Page> {
-        self.pages.values()
+        self.pages.values().map(|p| &**p)
     }
 
     pub fn len(&self) -> usize {
@@ -798,14 +1250,14 @@ impl Tracker {
 
     /// Pages any detector flags now.
     pub fn stuck(&self) -> Vec<&Page> {
-        let mut v: Vec<&Page> = self.pages.values().filter(|p| p.stuck()).collect();
+        let mut v: Vec<&Page> = self.pages().filter(|p| p.stuck()).collect();
         v.sort_by_key(|p| p.pfn);
         v
     }
 
     /// Pages sorted by PFN.
     pub fn pages_sorted(&self) -> Vec<&Page> {
-        let mut v: Vec<&Page> = self.pages.values().collect();
+        let mut v: Vec<&Page> = self.pages().collect();
         v.sort_by_key(|p| p.pfn);
         v
     }
@@ -908,13 +1360,11 @@ fn drop_holder(holders: &mut Vec<Holder>, ev: &PageEvent) {
 }
 
 fn holders_of(page: &Page) -> (Vec<Holder>, Option<String>, Vec<PageEvent>) {
+    let kept = page.history.len();
     let last: Vec<PageEvent> = page
         .history
         .iter()
-        .rev()
-        .take(LAST_EVENTS)
-        .rev()
-        .cloned()
+        .skip(kept.saturating_sub(LAST_EVENTS))
         .collect();
     if page.holders.is_empty() {
         (
@@ -999,7 +1449,7 @@ mod tests {
         }
         let p = t.page(7).expect("tracked");
         assert_eq!(p.history.len(), 3);
-        assert_eq!(p.history.back().map(|e| e.kind), Some(Kind::Put));
+        assert_eq!(p.history.last().map(|e| e.kind), Some(Kind::Put));
         assert_eq!(p.counts[Kind::Get.raw() as usize], 10);
         assert_eq!(p.refcount, Some(1));
         assert_eq!(p.state, PageState::Idle);
@@ -1010,6 +1460,93 @@ mod tests {
             table.lines().nth(1).is_some_and(|l| l.starts_with("0x7 ")),
             "{table}"
         );
+    }
+
+    /// The compact history gives back every event exactly as applied,
+    /// including fields that differ from the page's usual ones.
+    #[test]
+    fn history_keeps_events_exactly() {
+        // 24 of 40 kept: rare events leave with theirs.
+        let mut t = Tracker::new(rules_6_1(), th(), 24, 100);
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut applied = Vec::new();
+        for i in 0..40u64 {
+            let mut e = ev(
+                1000 + i,
+                9,
+                Kind::ALL[(i % 8) as usize],
+                1,
+                2,
+                (i % 3) as u32,
+            );
+            e.page = 0xffff_ea00_0000_0240;
+            e.owner = 0xffff_ffff_8200_0000;
+            e.aux = 1;
+            e.cpu = (next() % 4) as u32;
+            e.role = [Role::Other, Role::Map, Role::Unmap][(i % 3) as usize];
+            e.hook = (i % 29) as u32 + 1;
+            let r = next();
+            e.refcount_before = (r & 1 != 0).then_some((r >> 8) as i32 % 2048);
+            e.refcount_after = (r & 2 != 0).then_some((r >> 20) as i32 % 2048);
+            e.mapcount = (r & 4 != 0).then_some(-1);
+            e.ret = (r & 8 != 0).then_some(r as i64);
+            e.late = r & 16 != 0;
+            e.forking = r & 32 != 0;
+            match i % 7 {
+                1 => e.aux = u64::MAX,
+                2 => e.aux2 = 7,
+                3 => e.nr_pages = 512,
+                4 => e.owner = 0,
+                5 => e.hook = 1000,
+                6 => e.comm = "a-name-longer-than-sixteen-bytes".into(),
+                _ => {}
+            }
+            if i == 20 {
+                e.pgmap_type = 300;
+                e.stack = Stack::default();
+            }
+            // Earlier than the page's first event, far later (kept whole),
+            // and at the end of time.
+            if i == 33 {
+                e.ts_ns = 0;
+            }
+            if i == 35 {
+                e.ts_ns = 1 << 60;
+            }
+            if i == 37 {
+                e.ts_ns = u64::MAX;
+            }
+            t.apply(&e);
+            applied.push(e);
+        }
+        let p = t.page(9).expect("tracked");
+        let kept: Vec<PageEvent> = p.history.iter().collect();
+        assert_eq!(kept, applied[applied.len() - 24..]);
+        for (i, want) in applied[applied.len() - 24..].iter().enumerate() {
+            assert_eq!(p.history.get(i).as_ref(), Some(want), "event {i}");
+        }
+        assert_eq!(p.history.last().as_ref(), applied.last());
+        assert_eq!(p.history.get(24), None);
+        // Any bound, whole blocks or not.
+        for cap in [1, 2, 3, 5, 8, 9, 17] {
+            let mut t = Tracker::new(rules_6_1(), th(), cap, 100);
+            let events: Vec<PageEvent> = (0..30)
+                .map(|i| ev(i, 4, [Kind::Get, Kind::Put][i as usize % 2], 1, 2, 1))
+                .collect();
+            for e in &events {
+                t.apply(e);
+            }
+            let p = t.page(4).expect("tracked");
+            let kept: Vec<PageEvent> = p.history.iter().collect();
+            assert_eq!(kept, events[30 - cap..], "--history {cap}");
+            assert_eq!(p.history.len(), cap);
+        }
     }
 
     /// dax-hold on a 1-based kernel: a pipe holds the page past the threshold.
@@ -1227,7 +1764,7 @@ mod tests {
         ));
         let d = t.page(0x10_0300).expect("destination");
         assert_eq!(d.history.len(), 2);
-        assert_eq!(d.history[1].kind, Kind::Migrate);
+        assert_eq!(d.history.get(1).map(|e| e.kind), Some(Kind::Migrate));
         // The migration's transient reference is not the page's refcount.
         assert_eq!(t.page(0x300).expect("source").refcount, None);
     }

@@ -246,12 +246,12 @@ fn summary(app: &App, d: &DetailSnap) -> Vec<Line<'static>> {
 /// The highest refcount in each of `columns` equal time slices from the
 /// first kept event to now (so short spikes stay visible), and that maximum.
 fn samples(app: &App, d: &DetailSnap, columns: usize) -> (Vec<Option<u64>>, u64) {
-    let h = &d.page.history;
-    let Some(first) = h.front() else {
+    let h = &d.events;
+    let Some(first) = h.first() else {
         return (Vec::new(), 0);
     };
     let start = first.ts_ns;
-    let end = app.now_ns.max(h.back().map_or(start, |e| e.ts_ns));
+    let end = app.now_ns.max(h.last().map_or(start, |e| e.ts_ns));
     let span = u128::from(end.saturating_sub(start).max(1));
     let mut out = Vec::with_capacity(columns);
     let mut j = 0;
@@ -297,13 +297,13 @@ fn sparkline(app: &App, d: &DetailSnap, area: Rect, buf: &mut Buffer) {
 
 fn chart(app: &App, d: &DetailSnap, area: Rect, buf: &mut Buffer) {
     let t0 = app.info.t0_ns;
-    let h = &d.page.history;
-    let Some(first) = h.front() else {
+    let h = &d.events;
+    let Some(first) = h.first() else {
         return;
     };
     let secs = |ns: u64| ns.saturating_sub(t0) as f64 / 1e9;
     let start = first.ts_ns;
-    let end = app.now_ns.max(h.back().map_or(start, |e| e.ts_ns));
+    let end = app.now_ns.max(h.last().map_or(start, |e| e.ts_ns));
     // A step line: each change holds until the next event.
     let mut points: Vec<(f64, f64)> = Vec::with_capacity(h.len() * 2 + 1);
     let mut last: Option<f64> = None;
@@ -354,7 +354,7 @@ fn chart(app: &App, d: &DetailSnap, area: Rect, buf: &mut Buffer) {
 
 fn events(app: &App, d: &DetailSnap, area: Rect, buf: &mut Buffer) {
     let focused = app.focus == Focus::Events;
-    let h = &d.page.history;
+    let h = &d.events;
     let rows_h = area.height.saturating_sub(1) as usize;
     let Some(sel) = app.selected_event() else {
         Paragraph::new(Line::styled("no events kept", DIM)).render(area, buf);
@@ -424,7 +424,7 @@ fn stack(app: &App, d: &DetailSnap, area: Rect, buf: &mut Buffer, side: bool) {
     let Some(i) = app.selected_event() else {
         return;
     };
-    let (Some(ev), Some((symbol, frames))) = (d.page.history.get(i), d.stacks.get(i)) else {
+    let (Some(ev), Some((symbol, frames))) = (d.events.get(i), d.stacks.get(i)) else {
         return;
     };
     let mut lines = vec![Line::from(vec![

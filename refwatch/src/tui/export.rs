@@ -87,7 +87,7 @@ pub fn live_events(
         .flat_map(|page| page.history.iter())
         .map(|ev| {
             let sym = hooks.get(&ev.hook).map_or("?", String::as_str);
-            to_json(ev, sym, syms, format)
+            to_json(&ev, sym, syms, format)
         })
         .collect();
     out.sort_by_key(|e| (e.ts_ns, e.pfn));

@@ -200,6 +200,8 @@ pub struct Feed<'a> {
 #[derive(Debug, Clone)]
 pub struct DetailSnap {
     pub page: Page,
+    /// The page's history, as events.
+    pub events: Vec<PageEvent>,
     /// Per history event: the function it was seen in and its stack.
     pub stacks: Vec<(String, Vec<String>)>,
     /// Episodes open now, by detector.
@@ -527,8 +529,10 @@ impl App {
         } else {
             None
         };
+        let events: Vec<PageEvent> = page.history.iter().collect();
         self.detail = Some(DetailSnap {
-            stacks: page.history.iter().map(|e| feed.stacks.of(e)).collect(),
+            stacks: events.iter().map(|e| feed.stacks.of(e)).collect(),
+            events,
             page: page.clone(),
             open,
             last_closed,
