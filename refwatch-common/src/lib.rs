@@ -107,8 +107,18 @@ pub mod hook {
     pub const MEMUNMAP: u32 = 28;
     /// `kernel_clone` (fork): references taken while it runs belong to the child.
     pub const KERNEL_CLONE: u32 = 29;
+    /// `vmf_insert_page_mkwrite` (6.15+: a fs-dax fault maps the page and
+    /// the mapping holds a reference).
+    pub const MAP_INSERT: u32 = 30;
+    /// `vmf_insert_folio_pmd` (the same for a PMD mapping).
+    pub const MAP_INSERT_PMD: u32 = 31;
+    /// `vmf_insert_folio_pud` (the same for a PUD mapping).
+    pub const MAP_INSERT_PUD: u32 = 32;
+    /// `folios_put_refs` (a batch drop, e.g. the unmap of fs-dax mappings on
+    /// 6.15+).
+    pub const BATCH_PUT: u32 = 33;
     /// Number of hook ids + 1 (for tables indexed by hook).
-    pub const COUNT: u32 = 30;
+    pub const COUNT: u32 = 34;
 }
 
 /// `Event::flags` bits.
@@ -324,13 +334,17 @@ pub struct KernelLayout {
     pub select_system: u32,
     /// `offsetof(struct dev_pagemap, range)` (its first physical range).
     pub off_pgmap_range: u32,
+    /// `offsetof(struct folio_batch, nr)` (a byte).
+    pub off_fbatch_nr: u32,
+    /// `offsetof(struct folio_batch, folios)`; 0 without `struct folio_batch`.
+    pub off_fbatch_folios: u32,
     /// Kept zero (alignment).
     pub reserved: u32,
     /// Raw `enum memory_type` value → stable [`pgmap`] value.
     pub memtype: [u32; 8],
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 3 * 8 + 24 * 4 + 8 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 3 * 8 + 26 * 4 + 8 * 4);
 
 impl KernelLayout {
     /// All zero: programs loaded with it emit nothing (zone check never matches
@@ -363,6 +377,8 @@ impl KernelLayout {
             ram_holders: 0,
             select_system: 1,
             off_pgmap_range: 0,
+            off_fbatch_nr: 0,
+            off_fbatch_folios: 0,
             reserved: 0,
             memtype: [0; 8],
         }

@@ -65,9 +65,55 @@ impl Fields {
     }
 }
 
+/// A context for events emitted outside the program's own frame (from a
+/// `bpf_loop` callback): no stack of its own.
+pub struct NoCtx;
+
+impl EbpfContext for NoCtx {
+    fn as_ptr(&self) -> *mut core::ffi::c_void {
+        core::ptr::null_mut()
+    }
+}
+
+/// A kernel stack taken once for several events: a batch hook emits one
+/// event per page from a `bpf_loop` callback, where its context is not at
+/// hand.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SharedStack {
+    /// What `bpf_get_stack` returned (bytes, or a negative error).
+    pub bytes: i64,
+    pub frames: [u64; MAX_STACK],
+}
+
+impl SharedStack {
+    /// Takes this program's stack into `self` (nothing when stacks are off).
+    #[inline(always)]
+    pub fn take<C: EbpfContext>(&mut self, ctx: &C) {
+        self.bytes = 0;
+        if layout!(stacks) != 0 {
+            // SAFETY: `frames` is `MAX_STACK * 8` bytes of map memory.
+            self.bytes = unsafe {
+                generated::bpf_get_stack(
+                    ctx.as_ptr(),
+                    (&raw mut self.frames).cast(),
+                    (MAX_STACK * 8) as u32,
+                    0,
+                )
+            };
+        }
+    }
+}
+
 /// Reserves, fills and submits one event; counts a drop when the ring is full.
 #[inline(always)]
 pub fn emit<C: EbpfContext>(ctx: &C, f: &Fields) {
+    emit_with(ctx, f, None);
+}
+
+/// [`emit`], with the stack from `shared` when given.
+#[inline(always)]
+pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStack>) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(counter::DROPPED);
         return;
@@ -115,7 +161,12 @@ pub fn emit<C: EbpfContext>(ctx: &C, f: &Fields) {
         (*ev).nr_pages = f.nr_pages;
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         let mut n: i64 = 0;
-        if want_stack {
+        if let Some(s) = shared {
+            if f.stack && s.bytes > 0 {
+                (*ev).stack = s.frames;
+                n = s.bytes;
+            }
+        } else if want_stack {
             n = generated::bpf_get_stack(
                 ctx.as_ptr(),
                 (&raw mut (*ev).stack).cast(),

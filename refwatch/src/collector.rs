@@ -318,11 +318,9 @@ fn drain(
         match out.decoder.decode(&item) {
             Ok(mut ev) => {
                 totals.events += 1;
-                if !ev.stack.is_empty() {
-                    ev.role = out.syms.role(&ev.stack);
-                }
+                let sym = out.symbols.get(&ev.hook).copied().unwrap_or("?");
+                ev.role = out.syms.role_in(sym, &ev.stack);
                 if out.jsonl.is_some() || out.rec.is_some() {
-                    let sym = out.symbols.get(&ev.hook).copied().unwrap_or("?");
                     let j = out.syms.to_json(&ev, sym, out.format);
                     if let Some(w) = out.jsonl.as_mut() {
                         serde_json::to_writer(&mut *w, &j).context("write JSON line")?;

@@ -269,6 +269,8 @@ const MAP_FUNCTIONS: &[&str] = &[
     "insert_page_into_pte_locked",
     "insert_page",
     "vmf_insert_page_mkwrite",
+    "vmf_insert_folio_pmd",
+    "vmf_insert_folio_pud",
     "set_pte_range",
     "do_set_pmd",
     "do_anonymous_page",
@@ -296,6 +298,8 @@ const UNMAP_FUNCTIONS: &[&str] = &[
 
 /// The role of an event from its symbolized stack (`name+0xoff`, innermost
 /// first): the innermost frame that installs or zaps page-table entries.
+/// Callers put the hooked function first: a hook's own stack starts at its
+/// caller.
 pub fn role_of<S: AsRef<str>>(frames: impl IntoIterator<Item = S>) -> Role {
     for f in frames {
         let name = f.as_ref().split('+').next().unwrap_or_default();

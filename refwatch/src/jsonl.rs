@@ -200,6 +200,15 @@ impl<'a> Symbolizer<'a> {
         role_of(stack.iter().filter_map(|a| self.cached_name(*a)))
     }
 
+    /// The role of an event seen in `symbol` (the hooked function, which its
+    /// own stack does not show) with `stack`.
+    pub fn role_in(&mut self, symbol: &str, stack: &[u64]) -> Role {
+        match role_of([symbol]) {
+            Role::Other => self.role(stack),
+            own => own,
+        }
+    }
+
     /// [`owner_name`].
     pub fn owner_name(&mut self, addr: u64, fmt: Format) -> Option<String> {
         let key = (addr, fmt.raw_pointers);
@@ -270,7 +279,9 @@ pub fn to_page_event(j: &JsonEvent) -> Option<PageEvent> {
         owner: 0,
         late: j.late,
         forking: j.forking,
-        role: crate::event::role_of(&j.stack),
+        role: crate::event::role_of(
+            std::iter::once(j.symbol.as_str()).chain(j.stack.iter().map(String::as_str)),
+        ),
         stack: Stack::default(),
     })
 }

@@ -327,6 +327,10 @@ pub fn resolve(
     let off_ops_free = btf.optional_offset("dev_pagemap_ops", &["folio_free", "page_free"]);
     let off_mv_flags = btf.optional_offset("migrate_vma", &["flags"]);
     let off_mv_fault_page = btf.optional_offset("migrate_vma", &["fault_page"]);
+    // Batch drops (`folios_put_refs`); `nr` is the first member, so 0 is a
+    // real offset there: the batch hook checks `folios`.
+    let off_fbatch_nr = btf.optional_offset("folio_batch", &["nr"]);
+    let off_fbatch_folios = btf.optional_offset("folio_batch", &["folios"]);
     let select_system = btf
         .enum_values("migrate_vma_direction")
         .ok()
@@ -367,6 +371,8 @@ pub fn resolve(
             ram_holders: u32::from(ram_holders),
             select_system,
             off_pgmap_range,
+            off_fbatch_nr,
+            off_fbatch_folios,
             reserved: 0,
             memtype: memtype_table(&memtypes),
         },

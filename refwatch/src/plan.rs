@@ -101,6 +101,9 @@ const GRAB_FOLIO_PAGE: Progs = pair!("grab_folio_page");
 const GRAB_FAST: Progs = pair!("grab_fast");
 const GRAB_PAGE: Progs = pair!("grab_page");
 const DEV_INIT: Progs = pair!("dev_init");
+const MAP_INSERT: Progs = pair!("map_insert");
+const MAP_INSERT_PMD: Progs = pair!("map_insert_pmd");
+const MAP_INSERT_PUD: Progs = pair!("map_insert_pud");
 const DAX_BUSY: Progs = Progs {
     fentry: None,
     fexit: Some("fexit_dax_busy"),
@@ -125,8 +128,10 @@ const MEMREMAP: Progs = entry_only("fentry_memremap", "kprobe_memremap");
 const MEMUNMAP: Progs = entry_only("fentry_memunmap", "kprobe_memunmap");
 
 const BIO_RELEASE: Progs = pair!("bio_release");
+const BATCH_PUT: Progs = pair!("batch_put");
 
 const PAGE: &str = "struct page *";
+const VM_FAULT: &str = "struct vm_fault *";
 const FOLIO: &str = "struct folio *";
 
 /// The hook id of a kernel symbol refwatch attaches to (replays rebuild
@@ -241,6 +246,19 @@ pub const LOGICAL: &[Logical] = &[
         }],
     },
     Logical {
+        name: "batch-put",
+        class: Class::Refs,
+        events: "put",
+        // Before 6.15 the batch's fs-dax drops go through the devmap put.
+        unless: Some("__put_devmap_managed_folio_refs"),
+        candidates: &[Candidate {
+            symbol: "folios_put_refs",
+            first_arg: Some("struct folio_batch *"),
+            hook: hook::BATCH_PUT,
+            progs: BATCH_PUT,
+        }],
+    },
+    Logical {
         name: "gup-grab",
         class: Class::Grab,
         events: "get pin",
@@ -294,6 +312,42 @@ pub const LOGICAL: &[Logical] = &[
             first_arg: Some(PAGE),
             hook: hook::ZONE_DEVICE_INIT,
             progs: DEV_INIT,
+        }],
+    },
+    Logical {
+        name: "map-get",
+        class: Class::Refs,
+        events: "get",
+        unless: None,
+        candidates: &[Candidate {
+            symbol: "vmf_insert_page_mkwrite",
+            first_arg: Some(VM_FAULT),
+            hook: hook::MAP_INSERT,
+            progs: MAP_INSERT,
+        }],
+    },
+    Logical {
+        name: "map-get-pmd",
+        class: Class::Refs,
+        events: "get",
+        unless: None,
+        candidates: &[Candidate {
+            symbol: "vmf_insert_folio_pmd",
+            first_arg: Some(VM_FAULT),
+            hook: hook::MAP_INSERT_PMD,
+            progs: MAP_INSERT_PMD,
+        }],
+    },
+    Logical {
+        name: "map-get-pud",
+        class: Class::Refs,
+        events: "get",
+        unless: None,
+        candidates: &[Candidate {
+            symbol: "vmf_insert_folio_pud",
+            first_arg: Some(VM_FAULT),
+            hook: hook::MAP_INSERT_PUD,
+            progs: MAP_INSERT_PUD,
         }],
     },
     Logical {

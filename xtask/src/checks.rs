@@ -52,6 +52,8 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
                 "free_zone_device_folio",
                 "gup_put_folio",
                 "dax_layout_busy_page_range",
+                "vmf_insert_page_mkwrite",
+                "folios_put_refs",
             ],
         },
         // Built with CONFIG_DEBUG_PAGE_REF: precise mode, the get/put
@@ -251,6 +253,9 @@ pub fn check_scenario(kernel: &str, scenario: &str, dir: &Path) -> Result<Vec<St
             )),
         }
     }
+    if f.fsdax_idle == 0 && scenario == "dax-hold" {
+        bad.extend(check_mapping_refs(&dax, &touched, w.mark("hold_end")?));
+    }
     match scenario {
         "dax-hold" | "dax-truncate-pinned" => {
             let hold_start = w.mark("hold_start")?;
@@ -324,6 +329,39 @@ pub fn check_scenario(kernel: &str, scenario: &str, dir: &Path) -> Result<Vec<St
         _ => {}
     }
     Ok(bad)
+}
+
+/// Where fs-dax mappings hold references (0-based fs-dax, 6.15+): every
+/// touched page shows the fault's mapping reference taken (in
+/// `vmf_insert_*`) and, before the hold ends, the munmap dropping it while
+/// the pipe still holds the page (a put by the zap, still referenced after).
+fn check_mapping_refs(dax: &[&Ev], touched: &BTreeSet<u64>, hold_end: u64) -> Vec<String> {
+    fn names(e: &Ev) -> impl Iterator<Item = &str> {
+        std::iter::once(e.symbol.as_str()).chain(
+            e.stack
+                .iter()
+                .map(|f| f.split('+').next().unwrap_or_default()),
+        )
+    }
+    let mut bad = Vec::new();
+    for pfn in touched {
+        let mapped = dax.iter().any(|e| {
+            e.pfn == *pfn && e.event == "get" && names(e).any(|n| n.starts_with("vmf_insert_"))
+        });
+        let unmapped = dax.iter().any(|e| {
+            e.pfn == *pfn
+                && e.event == "put"
+                && e.ts < hold_end
+                && e.after.is_some_and(|a| a >= 1)
+                && names(e).any(|n| n == "__zap_vma_range" || n == "free_pages_and_swap_cache")
+        });
+        if !mapped || !unmapped {
+            bad.push(format!(
+                "pfn {pfn:#x}: expected the mapping's reference taken by the fault (vmf_insert_*) and dropped by the munmap during the hold; taken: {mapped}, dropped: {unmapped}"
+            ));
+        }
+    }
+    bad
 }
 
 /// A migration event's direction, whether it moved, and its destination.

@@ -6,7 +6,6 @@
 //! only place those drops can be seen. Entry notes every device page of the
 //! bio with its refcount; exit reports each page whose refcount went down.
 use aya_ebpf::{
-    EbpfContext,
     cty::c_void,
     helpers::{bpf_probe_read_kernel, generated::bpf_loop},
     macros::map,
@@ -15,7 +14,7 @@ use aya_ebpf::{
 use refwatch_common::{counter, hook, kind};
 
 use crate::{
-    emit::{Fields, count, emit},
+    emit::{Fields, NoCtx, count, emit},
     page::{device_page, layout, refcount},
     pending::key,
 };
@@ -162,16 +161,6 @@ extern "C" fn entry_step(_i: u64, ctx: *mut c_void) -> i64 {
     b.types[i] = d.pgmap_type;
     w.n += 1;
     if w.n as usize >= MAX_BATCH { 1 } else { 0 }
-}
-
-/// A context for events emitted outside the program's own frame; they carry
-/// no stack.
-struct NoCtx;
-
-impl EbpfContext for NoCtx {
-    fn as_ptr(&self) -> *mut c_void {
-        core::ptr::null_mut()
-    }
 }
 
 #[inline(always)]

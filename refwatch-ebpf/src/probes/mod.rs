@@ -3,6 +3,7 @@
 //! kprobe/kretprobe) for the running kernel. The logic shared by all hooks is
 //! here; the entry points are thin.
 
+mod batch_put;
 mod bio_release;
 mod dax_layout;
 mod fork;
@@ -10,6 +11,7 @@ mod free;
 mod grab;
 mod gup_put;
 mod init;
+mod map_insert;
 mod migrate;
 mod page_ref;
 mod put_devmap;
@@ -38,20 +40,35 @@ const DROP_HOOKS: [u32; 4] = [
 ];
 
 /// Hooks that take references.
-const GET_HOOKS: [u32; 5] = [
+const GET_HOOKS: [u32; 8] = [
     hook::TRY_GRAB_FOLIO,
     hook::TRY_GRAB_FOLIO_PAGE,
     hook::TRY_GRAB_FOLIO_FAST,
     hook::TRY_GRAB_PAGE,
     hook::ZONE_DEVICE_INIT,
+    hook::MAP_INSERT,
+    hook::MAP_INSERT_PMD,
+    hook::MAP_INSERT_PUD,
+];
+
+/// The GUP grabs: they also remember references on system pages
+/// (`--ram-holders`).
+const GUP_GRABS: [u32; 4] = [
+    hook::TRY_GRAB_FOLIO,
+    hook::TRY_GRAB_FOLIO_PAGE,
+    hook::TRY_GRAB_FOLIO_FAST,
+    hook::TRY_GRAB_PAGE,
 ];
 
 /// Generates the four entry points of a hook that records at entry and emits
-/// at exit: fentry + fexit (BTF trampolines) and kprobe + kretprobe.
+/// at exit: fentry + fexit (BTF trampolines) and kprobe + kretprobe. The page
+/// (or folio) is argument `page_arg` (0 unless given); with `args = 2` the
+/// argument after it is kept as the event's `aux`.
 macro_rules! entry_exit {
     (
         hook = $hook:expr,
         args = $nargs:literal,
+        $(page_arg = $page_arg:literal,)?
         fentry = $fentry:ident,
         fexit = $fexit:ident,
         kprobe = $kprobe:ident,
@@ -59,9 +76,10 @@ macro_rules! entry_exit {
     ) => {
         #[aya_ebpf::macros::fentry]
         pub fn $fentry(ctx: aya_ebpf::programs::FEntryContext) -> i32 {
-            let a0: u64 = $crate::probes::raw_arg(&ctx, 0);
+            let first: usize = 0 $(+ $page_arg)?;
+            let a0: u64 = $crate::probes::raw_arg(&ctx, first);
             let a1: u64 = if $nargs > 1 {
-                $crate::probes::raw_arg(&ctx, 1)
+                $crate::probes::raw_arg(&ctx, first + 1)
             } else {
                 0
             };
@@ -78,9 +96,10 @@ macro_rules! entry_exit {
 
         #[aya_ebpf::macros::kprobe]
         pub fn $kprobe(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
-            let a0: u64 = ctx.arg(0).unwrap_or(0);
+            let first: usize = 0 $(+ $page_arg)?;
+            let a0: u64 = ctx.arg(first).unwrap_or(0);
             let a1: u64 = if $nargs > 1 {
-                ctx.arg(1).unwrap_or(0)
+                ctx.arg(first + 1).unwrap_or(0)
             } else {
                 0
             };
@@ -113,9 +132,8 @@ pub fn raw_arg<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
 /// Entry of a hook: resolve the page, remember its refcount for the exit.
 #[inline(always)]
 pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
-    let grab = GET_HOOKS.contains(&hook) && hook != hook::ZONE_DEVICE_INIT;
     let Some(p) = device_page(ptr) else {
-        if grab {
+        if GUP_GRABS.contains(&hook) {
             ram_gets::remember(ctx, hook, ptr, aux);
         }
         count(counter::FILTERED);
