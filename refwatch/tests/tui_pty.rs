@@ -266,7 +266,7 @@ fn replay_in_a_terminal() {
     let s = t.wait_for("⏸ paused");
     assert!(s.contains("synthetic-dax-hold.rec"), "{s}");
     assert!(s.contains("event 0/55"), "{s}");
-    assert!(s.contains("probes 7/9, 2 missing"), "{s}");
+    assert!(s.contains("probes 6/8, 2 missing"), "{s}");
 
     // To the end: the page the pipe still holds is first, marked and named.
     t.keys(&["]"]);

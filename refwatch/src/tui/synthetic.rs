@@ -86,11 +86,10 @@ pub fn hooks() -> Vec<HookLine> {
         ),
         h(
             "free",
-            "free",
+            "put free",
             Some("free_zone_device_page"),
             Some("fentry"),
         ),
-        h("last-put", "put", Some("__folio_put"), Some("kprobe")),
         h(
             "gup-put",
             "put unpin",
@@ -127,7 +126,7 @@ pub fn hook_symbols() -> HashMap<u32, String> {
         (hook::PUT_DEVMAP_REFS, "__put_devmap_managed_page_refs"),
         (hook::UNPIN_USER_PAGE, "unpin_user_page"),
         (hook::FREE_ZONE_DEVICE, "free_zone_device_page"),
-        (hook::FOLIO_PUT, "__folio_put"),
+        (hook::REMOVE_MIGRATION_PTES, "remove_migration_ptes"),
         (hook::DAX_LAYOUT_BUSY, "dax_layout_busy_page_range"),
     ]
     .into_iter()
@@ -176,7 +175,7 @@ pub fn event(
             Kind::Put => hook::PUT_DEVMAP_REFS,
             Kind::Unpin => hook::UNPIN_USER_PAGE,
             Kind::Free => hook::FREE_ZONE_DEVICE,
-            Kind::Migrate => hook::FOLIO_PUT,
+            Kind::Migrate => hook::REMOVE_MIGRATION_PTES,
             Kind::LayoutWait => hook::DAX_LAYOUT_BUSY,
             Kind::Set => hook::PAGE_REF_SET,
             Kind::PgmapAdd => hook::MEMREMAP,
@@ -479,8 +478,8 @@ pub fn dax_hold_recording() -> (Header, Vec<Line>) {
             &event(ts, 0x80000, kind, b, a, 1500, "hmm-test", private),
             match kind {
                 Kind::Get => "zone_device_page_init",
-                Kind::Free => "free_zone_device_page",
-                _ => "__folio_put",
+                Kind::Free | Kind::Put => "free_zone_device_page",
+                _ => "remove_migration_ptes",
             },
             &[],
         )
