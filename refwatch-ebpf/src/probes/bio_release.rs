@@ -9,43 +9,19 @@ use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_probe_read_kernel, generated::bpf_loop},
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::PerCpuArray,
 };
-use refwatch_common::{counter, hook, kind};
+use refwatch_common::{counter, hook};
 
-use crate::{
-    emit::{Fields, NoCtx, count, emit},
-    page::{device_page, layout, refcount},
-    pending::key,
-};
+use super::batch::{self, MAX_BATCH};
+use crate::{emit::count, page::device_page, page::layout};
 
 /// Steps of the walk over a bio (one per page, one per bio vector).
 const MAX_STEPS: u32 = 160;
-/// Device pages remembered per bio (a power of two).
-const MAX_BATCH: usize = 64;
-
-/// The device pages of one bio at entry.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Batch {
-    n: u32,
-    _pad: u32,
-    heads: [u64; MAX_BATCH],
-    pfns: [u64; MAX_BATCH],
-    before: [i32; MAX_BATCH],
-    types: [u32; MAX_BATCH],
-}
-
-#[map]
-static BATCH_SCRATCH: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
-
 /// Never written: an all-zero walk start whose values the verifier cannot
 /// know (see `on_entry`).
 #[map]
 static WALK_START: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
-
-#[map]
-static BATCHES: HashMap<u64, Batch> = HashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
 fn read<T>(addr: u64) -> Option<T> {
@@ -95,18 +71,7 @@ fn on_entry(bio: u64) {
     // SAFETY: `entry_step` has the callback signature bpf_loop expects and
     // `w` outlives the call.
     unsafe { bpf_loop(MAX_STEPS, entry_step as *mut c_void, (&raw mut w).cast(), 0) };
-    if w.n == 0 {
-        return;
-    }
-    let Some(b) = BATCH_SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's scratch slot, filled by `entry_step` just now.
-    let b = unsafe { &mut *b };
-    b.n = w.n as u32;
-    if BATCHES.insert(key(hook::BIO_RELEASE), b, 0).is_err() {
-        count(counter::INFLIGHT_FULL);
-    } else {
+    if w.n > 0 && batch::keep(hook::BIO_RELEASE, w.n) {
         count(counter::BIOS);
     }
 }
@@ -145,78 +110,15 @@ extern "C" fn entry_step(_i: u64, ctx: *mut c_void) -> i64 {
         count(counter::FILTERED);
         return 0;
     };
-    let Some(b) = BATCH_SCRATCH.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: this CPU's scratch slot.
-    let b = unsafe { &mut *b };
-    let n = w.n as usize;
-    if n > 0 && b.heads[(n - 1) & (MAX_BATCH - 1)] == d.head {
+    // A page of several vectors (or a folio of several pages) once.
+    if w.n > 0 && batch::noted_head(w.n - 1) == Some(d.head) {
         return 0;
     }
-    let i = n & (MAX_BATCH - 1);
-    b.heads[i] = d.head;
-    b.pfns[i] = d.pfn;
-    b.before[i] = refcount(d.head).unwrap_or(i32::MIN);
-    b.types[i] = d.pgmap_type;
+    if !batch::note(w.n, &d) {
+        return 1;
+    }
     w.n += 1;
     if w.n as usize >= MAX_BATCH { 1 } else { 0 }
-}
-
-#[inline(always)]
-fn on_exit() {
-    let k = key(hook::BIO_RELEASE);
-    let Some(b) = BATCHES.get_ptr(k) else {
-        return;
-    };
-    // SAFETY: entry of this thread (the key holds the tid).
-    let n = unsafe { (*b).n };
-    let mut idx: u64 = 0;
-    // SAFETY: `exit_step` has the callback signature bpf_loop expects.
-    unsafe {
-        bpf_loop(
-            n.min(MAX_BATCH as u32),
-            exit_step as *mut c_void,
-            (&raw mut idx).cast(),
-            0,
-        )
-    };
-    let _ = BATCHES.remove(k);
-}
-
-/// Reports page `i` of this thread's batch if its refcount went down.
-extern "C" fn exit_step(i: u64, _ctx: *mut c_void) -> i64 {
-    let Some(b) = BATCHES.get_ptr(key(hook::BIO_RELEASE)) else {
-        return 1;
-    };
-    // SAFETY: entry of this thread, alive until `on_exit` removes it.
-    let b = unsafe { &*b };
-    let i = i as usize & (MAX_BATCH - 1);
-    let before = b.before[i];
-    let after = refcount(b.heads[i]);
-    if before == i32::MIN || after.is_none_or(|a| a >= before) {
-        return 0;
-    }
-    emit(
-        &NoCtx,
-        &Fields {
-            kind: kind::PUT,
-            hook: hook::BIO_RELEASE,
-            pfn: b.pfns[i],
-            head: b.heads[i],
-            pgmap_type: b.types[i],
-            before: Some(before),
-            after,
-            mapcount: None,
-            ret: None,
-            aux: 1,
-            aux2: 0,
-            owner: 0,
-            nr_pages: 1,
-            stack: false,
-        },
-    );
-    0
 }
 
 #[aya_ebpf::macros::fentry]
@@ -226,8 +128,8 @@ pub fn fentry_bio_release(ctx: aya_ebpf::programs::FEntryContext) -> i32 {
 }
 
 #[aya_ebpf::macros::fexit]
-pub fn fexit_bio_release(_ctx: aya_ebpf::programs::FExitContext) -> i32 {
-    on_exit();
+pub fn fexit_bio_release(ctx: aya_ebpf::programs::FExitContext) -> i32 {
+    batch::report(&ctx, hook::BIO_RELEASE, false, false);
     0
 }
 
@@ -238,7 +140,7 @@ pub fn kprobe_bio_release(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
 }
 
 #[aya_ebpf::macros::kretprobe]
-pub fn kretprobe_bio_release(_ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
-    on_exit();
+pub fn kretprobe_bio_release(ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
+    batch::report(&ctx, hook::BIO_RELEASE, false, false);
     0
 }

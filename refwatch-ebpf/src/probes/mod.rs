@@ -3,6 +3,7 @@
 //! kprobe/kretprobe) for the running kernel. The logic shared by all hooks is
 //! here; the entry points are thin.
 
+mod batch;
 mod batch_put;
 mod bio_release;
 mod dax_layout;
