@@ -117,8 +117,13 @@ pub mod hook {
     /// `folios_put_refs` (a batch drop, e.g. the unmap of fs-dax mappings on
     /// 6.15+).
     pub const BATCH_PUT: u32 = 33;
+    /// `ext4_wait_dax_page`: a layout break sleeps on the busy page
+    /// `dax_layout_busy_page_range` gave it last.
+    pub const LAYOUT_SLEEP: u32 = 34;
+    /// `xfs_wait_dax_page` (the same on XFS).
+    pub const LAYOUT_SLEEP_XFS: u32 = 35;
     /// Number of hook ids + 1 (for tables indexed by hook).
-    pub const COUNT: u32 = 34;
+    pub const COUNT: u32 = 36;
 }
 
 /// `Event::flags` bits.

@@ -111,6 +111,8 @@ const DAX_BUSY: Progs = Progs {
     kretprobe: Some("kretprobe_dax_busy"),
     tp_btf: None,
 };
+const LAYOUT_SLEEP: Progs = entry_only("fentry_layout_sleep", "kprobe_layout_sleep");
+const LAYOUT_SLEEP_XFS: Progs = entry_only("fentry_layout_sleep_xfs", "kprobe_layout_sleep_xfs");
 const MV_SETUP: Progs = pair!("mv_setup");
 const MV_FINALIZE: Progs = pair!("mv_finalize");
 const MD_RANGE: Progs = pair!("md_range");
@@ -360,6 +362,30 @@ pub const LOGICAL: &[Logical] = &[
             first_arg: None,
             hook: hook::DAX_LAYOUT_BUSY,
             progs: DAX_BUSY,
+        }],
+    },
+    Logical {
+        name: "dax-sleep-ext4",
+        class: Class::Other,
+        events: "layout_wait",
+        unless: None,
+        candidates: &[Candidate {
+            symbol: "ext4_wait_dax_page",
+            first_arg: Some("struct inode *"),
+            hook: hook::LAYOUT_SLEEP,
+            progs: LAYOUT_SLEEP,
+        }],
+    },
+    Logical {
+        name: "dax-sleep-xfs",
+        class: Class::Other,
+        events: "layout_wait",
+        unless: None,
+        candidates: &[Candidate {
+            symbol: "xfs_wait_dax_page",
+            first_arg: Some("struct inode *"),
+            hook: hook::LAYOUT_SLEEP_XFS,
+            progs: LAYOUT_SLEEP_XFS,
         }],
     },
     Logical {
