@@ -19,7 +19,7 @@ use tokio::{
 };
 
 use crate::{
-    event::{Decoder, pgmap_name},
+    event::{Decoder, Role, pgmap_name, role_of},
     jsonl::{DEFAULT_SYMBOL_CACHE, Format, Symbolizer, stack_strings},
     kallsyms::Kallsyms,
     loader::Loaded,
@@ -69,6 +69,9 @@ struct Outputs<'a> {
     jsonl: Option<BufWriter<File>>,
     rec: Option<recording::Writer>,
     symbols: HashMap<u32, &'static str>,
+    /// Hooks whose own function says the role (`vmf_insert_*`: Map), which
+    /// their stacks, starting at the caller, do not show.
+    hook_roles: HashMap<u32, Role>,
     /// Kallsyms with a per-address cache: every frame of every event is
     /// symbolized (roles, exports).
     syms: Symbolizer<'a>,
@@ -136,6 +139,13 @@ impl<'a> Collector<'a> {
                 .iter()
                 .filter(|r| r.attached())
                 .filter_map(|r| Some((r.hook?, r.symbol?)))
+                .collect(),
+            hook_roles: loaded
+                .rows
+                .iter()
+                .filter(|r| r.attached())
+                .filter_map(|r| Some((r.hook?, role_of([r.symbol?]))))
+                .filter(|(_, role)| *role != Role::Other)
                 .collect(),
             syms: Symbolizer::new(syms, DEFAULT_SYMBOL_CACHE),
             decoder: Decoder::default(),
@@ -318,9 +328,13 @@ fn drain(
         match out.decoder.decode(&item) {
             Ok(mut ev) => {
                 totals.events += 1;
-                let sym = out.symbols.get(&ev.hook).copied().unwrap_or("?");
-                ev.role = out.syms.role_in(sym, &ev.stack);
+                ev.role = match out.hook_roles.get(&ev.hook) {
+                    Some(role) => *role,
+                    None if ev.stack.is_empty() => Role::Other,
+                    None => out.syms.role(&ev.stack),
+                };
                 if out.jsonl.is_some() || out.rec.is_some() {
+                    let sym = out.symbols.get(&ev.hook).copied().unwrap_or("?");
                     let j = out.syms.to_json(&ev, sym, out.format);
                     if let Some(w) = out.jsonl.as_mut() {
                         serde_json::to_writer(&mut *w, &j).context("write JSON line")?;

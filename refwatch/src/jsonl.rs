@@ -200,15 +200,6 @@ impl<'a> Symbolizer<'a> {
         role_of(stack.iter().filter_map(|a| self.cached_name(*a)))
     }
 
-    /// The role of an event seen in `symbol` (the hooked function, which its
-    /// own stack does not show) with `stack`.
-    pub fn role_in(&mut self, symbol: &str, stack: &[u64]) -> Role {
-        match role_of([symbol]) {
-            Role::Other => self.role(stack),
-            own => own,
-        }
-    }
-
     /// [`owner_name`].
     pub fn owner_name(&mut self, addr: u64, fmt: Format) -> Option<String> {
         let key = (addr, fmt.raw_pointers);
@@ -406,6 +397,36 @@ mod tests {
                 serde_json::to_string(&want).expect("json")
             );
         }
+    }
+
+    #[test]
+    fn replayed_events_take_their_role_from_the_hooked_function_and_the_stack() {
+        let line = |symbol: &str, stack: &str| {
+            format!(
+                r#"{{"ts_ns":1,"cpu":0,"pid":2,"tgid":2,"comm":"w","pfn":3,"event":"get","refcount_before":1,"refcount_after":2,"mapcount":0,"pgmap_type":"fsdax","nr_pages":1,"symbol":"{symbol}","ret":null,"stack":[{stack}]}}"#
+            )
+        };
+        let role = |symbol: &str, stack: &str| {
+            let j: JsonEvent = serde_json::from_str(&line(symbol, stack)).expect("parse");
+            to_page_event(&j).expect("known event").role
+        };
+        // A mapping hook's stack starts at its caller: the hook says Map.
+        assert_eq!(
+            role("vmf_insert_page_mkwrite", r#""dax_fault_iter+0x3f1""#),
+            Role::Map
+        );
+        // A batch put from a zap: the stack says Unmap.
+        assert_eq!(
+            role(
+                "folios_put_refs",
+                r#""free_pages_and_swap_cache+0x19f","tlb_flush_mmu+0x52","__zap_vma_range+0xdfa""#
+            ),
+            Role::Unmap
+        );
+        assert_eq!(
+            role("try_grab_folio_fast", r#""gup_fast_fallback+0x5a2""#),
+            Role::Other
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What the batch hooks (`__bio_release_pages`, `folios_put_refs`) share:
 //! entry notes the device pages of the batch with their refcount, exit
-//! reports each whose refcount went down, walking the batch with `bpf_loop`
+//! reports each whose refcount went down and did not reach 0 (the free hook
+//! reports that last put), walking the batch with `bpf_loop`
 //! (the verifier checks a step once; a plain loop with an event in each pass
 //! took it minutes under emulation).
 use aya_ebpf::{
@@ -94,17 +95,15 @@ pub fn keep(hook: u32, n: u64) -> bool {
 #[repr(C)]
 struct ExitWalk {
     hook: u32,
-    /// Leave out pages that reached 0 (the free hook reported that put).
-    skip_freed: u32,
     /// Events carry the stack in `BATCH_STACK`.
     with_stack: u32,
-    _pad: u32,
 }
 
 /// At `hook`'s exit: reports every page of this thread's batch whose
-/// refcount went down, with this program's stack when `with_stack`.
+/// refcount went down (and not to 0), with this program's stack when
+/// `with_stack`.
 #[inline(always)]
-pub fn report<C: EbpfContext>(ctx: &C, hook: u32, skip_freed: bool, with_stack: bool) {
+pub fn report<C: EbpfContext>(ctx: &C, hook: u32, with_stack: bool) {
     let k = key(hook);
     let Some(b) = BATCHES.get_ptr(k) else {
         return;
@@ -117,9 +116,7 @@ pub fn report<C: EbpfContext>(ctx: &C, hook: u32, skip_freed: bool, with_stack: 
     }
     let mut w = ExitWalk {
         hook,
-        skip_freed: skip_freed as u32,
         with_stack: with_stack as u32,
-        _pad: 0,
     };
     // SAFETY: `exit_step` has the callback signature bpf_loop expects and
     // `w` outlives the call.
@@ -134,8 +131,8 @@ pub fn report<C: EbpfContext>(ctx: &C, hook: u32, skip_freed: bool, with_stack: 
     let _ = BATCHES.remove(k);
 }
 
-/// Reports page `i` of the batch if its refcount went down (and, with
-/// `skip_freed`, did not reach 0).
+/// Reports page `i` of the batch if its refcount went down and did not
+/// reach 0.
 extern "C" fn exit_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `ExitWalk` that `report` handed to bpf_loop.
     let w = unsafe { &*(ctx as *const ExitWalk) };
@@ -147,7 +144,7 @@ extern "C" fn exit_step(i: u64, ctx: *mut c_void) -> i64 {
     let i = i as usize & (MAX_BATCH - 1);
     let (head, before) = (b.heads[i], b.before[i]);
     let after = refcount(head);
-    let gone = |a: i32| a >= before || (w.skip_freed != 0 && a <= 0);
+    let gone = |a: i32| a >= before || a <= 0;
     if before == i32::MIN || after.is_none_or(gone) {
         return 0;
     }

@@ -90,7 +90,7 @@ pub fn fentry_batch_put(ctx: aya_ebpf::programs::FEntryContext) -> i32 {
 
 #[aya_ebpf::macros::fexit]
 pub fn fexit_batch_put(ctx: aya_ebpf::programs::FExitContext) -> i32 {
-    batch::report(&ctx, hook::BATCH_PUT, true, true);
+    batch::report(&ctx, hook::BATCH_PUT, true);
     0
 }
 
@@ -102,6 +102,6 @@ pub fn kprobe_batch_put(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
 
 #[aya_ebpf::macros::kretprobe]
 pub fn kretprobe_batch_put(ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
-    batch::report(&ctx, hook::BATCH_PUT, true, true);
+    batch::report(&ctx, hook::BATCH_PUT, true);
     0
 }

@@ -4,7 +4,8 @@
 //! one reference per page with the inline `folio_put_refs`, bypassing the
 //! fs-dax devmap put, so on kernels whose direct I/O does not pin this is the
 //! only place those drops can be seen. Entry notes every device page of the
-//! bio with its refcount; exit reports each page whose refcount went down.
+//! bio with its refcount; exit reports each page whose refcount went down
+//! (see [`super::batch`]).
 use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_probe_read_kernel, generated::bpf_loop},
@@ -129,7 +130,7 @@ pub fn fentry_bio_release(ctx: aya_ebpf::programs::FEntryContext) -> i32 {
 
 #[aya_ebpf::macros::fexit]
 pub fn fexit_bio_release(ctx: aya_ebpf::programs::FExitContext) -> i32 {
-    batch::report(&ctx, hook::BIO_RELEASE, false, false);
+    batch::report(&ctx, hook::BIO_RELEASE, false);
     0
 }
 
@@ -141,6 +142,6 @@ pub fn kprobe_bio_release(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
 
 #[aya_ebpf::macros::kretprobe]
 pub fn kretprobe_bio_release(ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
-    batch::report(&ctx, hook::BIO_RELEASE, false, false);
+    batch::report(&ctx, hook::BIO_RELEASE, false);
     0
 }
