@@ -1845,6 +1845,9 @@ mod bench_put {
         Free,
         /// Private anonymous memory (not ZONE_DEVICE: refwatch filters it out).
         Anon,
+        /// Ordinary pages faulted in and unmapped: munmap frees them in
+        /// batches (`folios_put_refs`, hooked on 6.15+ and filtered).
+        Unmap,
         /// A MAP_SHARED file on a DAX filesystem (fs-dax ZONE_DEVICE pages).
         Dax,
     }
@@ -1854,6 +1857,7 @@ mod bench_put {
             match self {
                 Target::Free => "free",
                 Target::Anon => "anon",
+                Target::Unmap => "unmap",
                 Target::Dax => "dax",
             }
         }
@@ -1914,12 +1918,14 @@ mod bench_put {
         let mut notes = Run::default();
         let pages = usize::try_from(cli.pages).context("--pages does not fit in usize")?;
         let len = pages * PAGE_SIZE;
-        if cli.target == Target::Free {
-            return run_free(cli, pages, notes);
+        match cli.target {
+            Target::Free => return run_free(cli, pages, notes),
+            Target::Unmap => return run_unmap(cli, pages, notes),
+            _ => {}
         }
         // The file (for dax) must outlive the mapping.
         let (file, mut mapping) = match cli.target {
-            Target::Free => unreachable!("handled above"),
+            Target::Free | Target::Unmap => unreachable!("handled above"),
             Target::Anon => {
                 let mapping = Mapping::anonymous(len)?;
                 // Base pages, as the fs-dax file has.
@@ -2016,6 +2022,49 @@ mod bench_put {
             }
         };
         ensure!(buf == src, "the pipe returned other data than was written");
+        Ok(BenchResult::new(
+            cli,
+            iterations,
+            iterations * pages as u64,
+            end.saturating_sub(start),
+            notes,
+        ))
+    }
+
+    /// `--target unmap`: map `pages` anonymous base pages, write one byte of
+    /// each (a fault allocates it), unmap them all (the unmap frees them in
+    /// batches). One op is one page freed.
+    fn run_unmap(cli: &BenchPutCli, pages: usize, mut notes: Run) -> Result<BenchResult> {
+        let len = pages * PAGE_SIZE;
+        let start = monotonic_ns().context("clock_gettime")?;
+        let deadline = deadline_after(start, cli.secs);
+        let mut iterations = 0u64;
+        let end = loop {
+            let mut mapping = Mapping::anonymous(len)?;
+            // Base pages, as the other targets have.
+            // SAFETY: advice on our own mapping; no memory is accessed.
+            let rc = unsafe { libc::madvise(mapping.addr, len, libc::MADV_NOHUGEPAGE) };
+            if rc != 0 && iterations == 0 {
+                notes.note(format!(
+                    "madvise(MADV_NOHUGEPAGE): {}",
+                    io::Error::last_os_error()
+                ));
+            }
+            let bytes = mapping.as_mut_slice();
+            for p in 0..pages {
+                bytes[p * PAGE_SIZE] = pattern_byte(p, 0);
+            }
+            ensure!(
+                (0..pages).all(|p| bytes[p * PAGE_SIZE] == pattern_byte(p, 0)),
+                "a page lost what was written to it"
+            );
+            mapping.unmap()?;
+            iterations += 1;
+            let now = monotonic_ns().context("clock_gettime")?;
+            if now >= deadline {
+                break now;
+            }
+        };
         Ok(BenchResult::new(
             cli,
             iterations,
