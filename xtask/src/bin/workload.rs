@@ -1963,21 +1963,14 @@ mod bench_put {
             .collect();
         let mut buf = vec![0u8; pages * SPAN];
 
-        let start = monotonic_ns().context("clock_gettime")?;
-        let deadline = deadline_after(start, cli.secs);
-        let mut iterations = 0u64;
-        let end = loop {
+        let (iterations, elapsed_ns) = timed(cli.secs, |iteration| {
             splice_all(&pipe, &iovecs)?;
             read_all(&pipe, &mut buf)?;
-            if iterations == 0 {
+            if iteration == 0 {
                 check_spans(&buf)?;
             }
-            iterations += 1;
-            let now = monotonic_ns().context("clock_gettime")?;
-            if now >= deadline {
-                break now;
-            }
-        };
+            Ok(())
+        })?;
         check_spans(&buf)?;
         drop(pipe);
         mapping.unmap()?;
@@ -1987,13 +1980,7 @@ mod bench_put {
 
         // A reference taken and one dropped per page and iteration.
         let ops = iterations * pages as u64 * 2;
-        Ok(BenchResult::new(
-            cli,
-            iterations,
-            ops,
-            end.saturating_sub(start),
-            notes,
-        ))
+        Ok(BenchResult::new(cli, iterations, ops, elapsed_ns, notes))
     }
 
     /// `--target free`: whole pages written into the pipe and read back; the
@@ -2006,29 +1993,17 @@ mod bench_put {
             .collect();
         let mut buf = vec![0u8; len];
         let pipe = Pipe::for_bytes(len, &mut notes)?;
-        let start = monotonic_ns().context("clock_gettime")?;
-        let deadline = deadline_after(start, cli.secs);
-        let mut iterations = 0u64;
-        let end = loop {
+        let (iterations, elapsed_ns) = timed(cli.secs, |iteration| {
             write_all(&pipe, &src)?;
             read_all(&pipe, &mut buf)?;
-            if iterations == 0 {
+            if iteration == 0 {
                 ensure!(buf == src, "the pipe returned other data than was written");
             }
-            iterations += 1;
-            let now = monotonic_ns().context("clock_gettime")?;
-            if now >= deadline {
-                break now;
-            }
-        };
+            Ok(())
+        })?;
         ensure!(buf == src, "the pipe returned other data than was written");
-        Ok(BenchResult::new(
-            cli,
-            iterations,
-            iterations * pages as u64,
-            end.saturating_sub(start),
-            notes,
-        ))
+        let ops = iterations * pages as u64;
+        Ok(BenchResult::new(cli, iterations, ops, elapsed_ns, notes))
     }
 
     /// `--target unmap`: map `pages` anonymous base pages, write one byte of
@@ -2036,15 +2011,12 @@ mod bench_put {
     /// batches). One op is one page freed.
     fn run_unmap(cli: &BenchPutCli, pages: usize, mut notes: Run) -> Result<BenchResult> {
         let len = pages * PAGE_SIZE;
-        let start = monotonic_ns().context("clock_gettime")?;
-        let deadline = deadline_after(start, cli.secs);
-        let mut iterations = 0u64;
-        let end = loop {
+        let (iterations, elapsed_ns) = timed(cli.secs, |iteration| {
             let mut mapping = Mapping::anonymous(len)?;
             // Base pages, as the other targets have.
             // SAFETY: advice on our own mapping; no memory is accessed.
             let rc = unsafe { libc::madvise(mapping.addr, len, libc::MADV_NOHUGEPAGE) };
-            if rc != 0 && iterations == 0 {
+            if rc != 0 && iteration == 0 {
                 notes.note(format!(
                     "madvise(MADV_NOHUGEPAGE): {}",
                     io::Error::last_os_error()
@@ -2058,20 +2030,26 @@ mod bench_put {
                 (0..pages).all(|p| bytes[p * PAGE_SIZE] == pattern_byte(p, 0)),
                 "a page lost what was written to it"
             );
-            mapping.unmap()?;
+            mapping.unmap()
+        })?;
+        let ops = iterations * pages as u64;
+        Ok(BenchResult::new(cli, iterations, ops, elapsed_ns, notes))
+    }
+
+    /// Runs `step` (given its iteration number) until `secs` seconds have
+    /// passed; returns the iterations done and the nanoseconds they took.
+    fn timed(secs: u64, mut step: impl FnMut(u64) -> Result<()>) -> Result<(u64, u64)> {
+        let start = monotonic_ns().context("clock_gettime")?;
+        let deadline = deadline_after(start, secs);
+        let mut iterations = 0u64;
+        loop {
+            step(iterations)?;
             iterations += 1;
             let now = monotonic_ns().context("clock_gettime")?;
             if now >= deadline {
-                break now;
+                return Ok((iterations, now.saturating_sub(start)));
             }
-        };
-        Ok(BenchResult::new(
-            cli,
-            iterations,
-            iterations * pages as u64,
-            end.saturating_sub(start),
-            notes,
-        ))
+        }
     }
 
     /// Writes all of `data` into the (large enough) pipe.
