@@ -32,6 +32,19 @@ pub fn read_u64(addr: u64) -> Option<u64> {
     unsafe { bpf_probe_read_kernel(addr as *const u64) }.ok()
 }
 
+/// A plain load from `addr`.
+///
+/// # Safety
+/// Only for addresses the verifier knows as BTF-typed kernel pointers plus a
+/// constant (an fentry/fexit argument, a field of one): it turns such a load
+/// into a fault-safe one and checks the offset against the type. Anything
+/// else is rejected at load time, or is not a valid address.
+#[inline(always)]
+pub unsafe fn typed_load<T: Copy>(addr: u64) -> T {
+    // SAFETY: as the caller promises; volatile keeps the load as written.
+    unsafe { core::ptr::read_volatile(addr as *const T) }
+}
+
 #[inline(always)]
 fn read_i32(addr: u64) -> Option<i32> {
     // SAFETY: as above.

@@ -10,6 +10,7 @@
 //! refcount went down and did not reach 0 (the free hook reports the last
 //! put), all with the one stack exit takes (see [`super::batch`]).
 use aya_ebpf::{
+    EbpfContext,
     cty::c_void,
     helpers::{bpf_probe_read_kernel, generated::bpf_loop},
 };
@@ -18,7 +19,7 @@ use refwatch_common::{counter, hook};
 use super::batch::{self, MAX_BATCH};
 use crate::{
     emit::count,
-    page::{device_page, layout, read_u64},
+    page::{device_page, layout, read_u64, typed_load},
 };
 
 /// Folios in a `folio_batch` at most (`PAGEVEC_SIZE` is 31).
@@ -82,8 +83,53 @@ extern "C" fn entry_step(i: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
+/// Whether the batch at the fentry's typed `fbatch` argument holds a device
+/// folio. This runs for every batch every unmap in the system frees, so it
+/// reads through the BTF-typed pointers the verifier gives an fentry
+/// (one fault-safe load each, no helper call), unrolled so each offset is
+/// a constant to the verifier (the layout is a frozen read-only global).
+/// `PAGEVEC_SIZE` is 31 on every kernel with `folios_put_refs`.
+#[inline(always)]
+fn has_device_folio(ctx: &aya_ebpf::programs::FEntryContext) -> bool {
+    // SAFETY: argument 0 of `folios_put_refs`, read from the tracing context;
+    // the verifier types it as `struct folio_batch *`.
+    let fbatch = unsafe { typed_load::<u64>(ctx.as_ptr() as u64) };
+    let folios = fbatch + layout!(off_fbatch_folios) as u64;
+    let nr_addr = fbatch + layout!(off_fbatch_nr) as u64;
+    // SAFETY: a field of the typed batch.
+    let nr = unsafe { typed_load::<u8>(nr_addr) };
+    let off_flags = layout!(off_flags) as u64;
+    let (shift, mask, device) = (
+        layout!(zones_shift),
+        layout!(zones_mask) as u64,
+        layout!(zone_device) as u64,
+    );
+    macro_rules! check {
+        ($($i:literal)*) => {$(
+            if $i >= nr {
+                return false;
+            }
+            // SAFETY: element $i (< nr <= 31) of the typed `folios` array,
+            // then the flags of the typed folio it points to.
+            let flags = unsafe {
+                let folio = typed_load::<u64>(folios + $i * 8);
+                typed_load::<u64>(folio + off_flags)
+            };
+            if (flags >> shift) & mask == device {
+                return true;
+            }
+        )*};
+    }
+    check!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30);
+    false
+}
+
 #[aya_ebpf::macros::fentry]
 pub fn fentry_batch_put(ctx: aya_ebpf::programs::FEntryContext) -> i32 {
+    if !has_device_folio(&ctx) {
+        count(counter::FILTERED);
+        return 0;
+    }
     on_entry(super::raw_arg(&ctx, 0));
     0
 }

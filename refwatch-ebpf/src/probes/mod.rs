@@ -25,7 +25,7 @@ use refwatch_common::{counter, hook, kind};
 use crate::{
     INFLIGHT,
     emit::{Fields, count, emit},
-    page::{device_page, mapcount, refcount},
+    page::{device_page, layout, mapcount, refcount, typed_load},
     pending::{Pending, key},
 };
 
@@ -78,6 +78,10 @@ macro_rules! entry_exit {
         #[aya_ebpf::macros::fentry]
         pub fn $fentry(ctx: aya_ebpf::programs::FEntryContext) -> i32 {
             let first: usize = 0 $(+ $page_arg)?;
+            if $crate::probes::typed_filtered(&ctx, $hook, first) {
+                $crate::emit::count(refwatch_common::counter::FILTERED);
+                return 0;
+            }
             let a0: u64 = $crate::probes::raw_arg(&ctx, first);
             let a1: u64 = if $nargs > 1 {
                 $crate::probes::raw_arg(&ctx, first + 1)
@@ -90,6 +94,9 @@ macro_rules! entry_exit {
 
         #[aya_ebpf::macros::fexit]
         pub fn $fexit(ctx: aya_ebpf::programs::FExitContext) -> i32 {
+            if $crate::probes::typed_filtered(&ctx, $hook, 0 $(+ $page_arg)?) {
+                return 0;
+            }
             let ret: Option<i64> = ctx.ret::<i64>().ok();
             $crate::probes::on_exit(&ctx, $hook, ret);
             0
@@ -128,6 +135,28 @@ pub fn raw_arg<C: EbpfContext>(ctx: &C, n: usize) -> u64 {
     // SAFETY: `slot` is within the tracing context (the callers only read the
     // hooked function's declared arguments); the helper checks the read.
     unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(slot) }.unwrap_or(0)
+}
+
+/// The first filter of the fentry/fexit programs: whether argument `n`, a
+/// `struct page *` or `struct folio *`, is a page outside ZONE_DEVICE that
+/// `hook` need not look at. These hooks sit on paths every page of the
+/// system takes (GUP, unmapping), so the check reads the page's flags through
+/// the BTF-typed argument (a fault-safe load the verifier checks against the
+/// type) instead of helper calls. The GUP grabs look at every page when
+/// system-page holders are asked for (`--ram-holders`).
+#[inline(always)]
+pub fn typed_filtered<C: EbpfContext>(ctx: &C, hook: u32, n: usize) -> bool {
+    if GUP_GRABS.contains(&hook) && layout!(ram_holders) != 0 {
+        return false;
+    }
+    let slot = ctx.as_ptr() as u64 + 8 * n as u64;
+    // SAFETY: argument `n` of the traced function, a typed page or folio
+    // pointer (every hook built with `entry_exit!`).
+    let page = unsafe { typed_load::<u64>(slot) };
+    let flags_addr = page + layout!(off_flags) as u64;
+    // SAFETY: the flags word of that page (a NULL page reads as 0).
+    let flags = unsafe { typed_load::<u64>(flags_addr) };
+    (flags >> layout!(zones_shift)) & layout!(zones_mask) as u64 != layout!(zone_device) as u64
 }
 
 /// Entry of a hook: resolve the page, remember its refcount for the exit.
