@@ -41,6 +41,7 @@ pub const TARGETS: &[(&str, Option<f64>)] = &[
     ("unmap", Some(1.03)),
     ("anon", None),
     ("dax", Some(1.15)),
+    ("dax-unmap", Some(1.15)),
 ];
 
 /// Seconds of the unmeasured warm-up run per target.
@@ -175,6 +176,23 @@ pub struct TargetSummary {
     /// `None`: measured without a goal.
     pub goal: Option<f64>,
     pub met: Option<bool>,
+    /// Events refwatch recorded over the attached runs (`None` if unknown).
+    pub events: Option<u64>,
+}
+
+impl TargetSummary {
+    /// The verdict. An fs-dax target without a single event measured only
+    /// the filters: its pages took no reference refwatch could see (fs-dax
+    /// mappings hold none before 6.15).
+    pub fn verdict(&self) -> &'static str {
+        let silent = self.target.starts_with("dax") && self.events == Some(0);
+        match (self.met, silent) {
+            (Some(true), true) => "goal met, but no event: nothing to observe on this kernel",
+            (Some(true), false) => "goal met",
+            (Some(false), _) => "goal not met",
+            (None, _) => "no goal (worst case)",
+        }
+    }
 }
 
 /// `DIR/overhead.json`.
@@ -248,6 +266,11 @@ pub fn summarize(rounds: &[Round]) -> Vec<TargetSummary> {
                 max_ratio: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                 goal,
                 met: goal.map(|g| median_ratio <= g),
+                events: rounds
+                    .iter()
+                    .filter(|r| r.target == target)
+                    .map(|r| r.refwatch.events)
+                    .sum(),
             })
         })
         .collect()
@@ -491,7 +514,7 @@ pub fn render(report: &OverheadReport) -> String {
         },
     );
     t.push_str(&format!(
-        "{:<7}{:>6}  {:<13}{:>15}{:>15}{:>8}{:>10}{:>10}{:>8}{:>10}\n",
+        "{:<10}{:>6}  {:<13}{:>15}{:>15}{:>8}{:>10}{:>10}{:>8}{:>10}\n",
         "target",
         "round",
         "order",
@@ -505,7 +528,7 @@ pub fn render(report: &OverheadReport) -> String {
     ));
     for r in &report.runs {
         t.push_str(&format!(
-            "{:<7}{:>6}  {:<13}{:>15.0}{:>15.0}{:>8.3}{:>10}{:>10}{:>8}{:>10}\n",
+            "{:<10}{:>6}  {:<13}{:>15.0}{:>15.0}{:>8.3}{:>10}{:>10}{:>8}{:>10}\n",
             r.target,
             r.round,
             r.order,
@@ -523,21 +546,17 @@ pub fn render(report: &OverheadReport) -> String {
     t.push('\n');
     t.push_str(&programs_text(report));
     t.push_str(&format!(
-        "{:<7}{:>14}{:>17}{:>8}  verdict\n",
+        "{:<10}{:>14}{:>17}{:>8}  verdict\n",
         "target", "median ratio", "min–max", "goal"
     ));
     for s in &report.summary {
         t.push_str(&format!(
-            "{:<7}{:>14.3}{:>17}{:>8}  {}\n",
+            "{:<10}{:>14.3}{:>17}{:>8}  {}\n",
             s.target,
             s.median_ratio,
             format!("{:.3}–{:.3}", s.min_ratio, s.max_ratio),
             s.goal.map_or("-".to_owned(), |g| format!("≤ {g:.2}")),
-            match s.met {
-                Some(true) => "goal met",
-                Some(false) => "goal not met",
-                None => "no goal (worst case)",
-            }
+            s.verdict()
         ));
     }
     t.push_str(
@@ -714,6 +733,33 @@ mod tests {
         assert_eq!(s[1].target, "dax");
         assert!((s[1].median_ratio - 1.25).abs() < 1e-12, "{s:?}");
         assert_eq!((s[1].goal, s[1].met), (Some(1.15), Some(false)));
+    }
+
+    #[test]
+    fn an_fs_dax_target_without_events_says_so() {
+        let with_events = |target: &str, events: u64| {
+            let mut r = round(target, 1, 1000.0, 1000.0);
+            r.refwatch.events = Some(events);
+            r
+        };
+        let s = summarize(&[
+            with_events("unmap", 0),
+            with_events("dax-unmap", 0),
+            with_events("dax", 7),
+        ]);
+        let verdicts: Vec<&str> = s.iter().map(TargetSummary::verdict).collect();
+        assert_eq!(
+            verdicts,
+            // In TARGETS order: unmap, dax, dax-unmap.
+            [
+                "goal met",
+                "goal met",
+                "goal met, but no event: nothing to observe on this kernel"
+            ]
+        );
+        // Unknown event counts (no `end` line) do not count as silence.
+        let s = summarize(&[round("dax-unmap", 1, 1000.0, 1000.0)]);
+        assert_eq!((s[0].events, s[0].verdict()), (None, "goal met"));
     }
 
     #[test]

@@ -194,7 +194,7 @@ struct OverheadArgs {
     /// Use this static refwatch binary instead of building it.
     #[arg(long)]
     refwatch_bin: Option<PathBuf>,
-    /// Run only these targets (free, anon, dax; comma-separated).
+    /// Run only these targets (free, unmap, anon, dax, dax-unmap; comma-separated).
     #[arg(long = "target", value_delimiter = ',')]
     targets: Vec<String>,
     /// An extra argument for `refwatch record`, e.g. `--refwatch-arg=--no-stacks`

@@ -1850,6 +1850,11 @@ mod bench_put {
         Unmap,
         /// A MAP_SHARED file on a DAX filesystem (fs-dax ZONE_DEVICE pages).
         Dax,
+        /// `unmap` on fs-dax pages: a DAX file's pages mapped, faulted in and
+        /// unmapped (on 6.15+ each fault takes a page reference and the
+        /// munmap drops it: two events per page; before, the mappings take
+        /// none).
+        DaxUnmap,
     }
 
     impl Target {
@@ -1859,6 +1864,7 @@ mod bench_put {
                 Target::Anon => "anon",
                 Target::Unmap => "unmap",
                 Target::Dax => "dax",
+                Target::DaxUnmap => "dax-unmap",
             }
         }
     }
@@ -1921,11 +1927,12 @@ mod bench_put {
         match cli.target {
             Target::Free => return run_free(cli, pages, notes),
             Target::Unmap => return run_unmap(cli, pages, notes),
+            Target::DaxUnmap => return run_dax_unmap(cli, pages, notes),
             _ => {}
         }
         // The file (for dax) must outlive the mapping.
         let (file, mut mapping) = match cli.target {
-            Target::Free | Target::Unmap => unreachable!("handled above"),
+            Target::Free | Target::Unmap | Target::DaxUnmap => unreachable!("handled above"),
             Target::Anon => {
                 let mapping = Mapping::anonymous(len)?;
                 // Base pages, as the fs-dax file has.
@@ -1939,15 +1946,7 @@ mod bench_put {
                 (None, mapping)
             }
             Target::Dax => {
-                let file = ScratchFile::create(&cli.dir, len)?;
-                match is_dax(file.path())? {
-                    Some(true) => {}
-                    Some(false) => bail!(
-                        "{} is not DAX: its pages would not be ZONE_DEVICE pages (mount with -o dax)",
-                        file.path().display()
-                    ),
-                    None => notes.note("the kernel does not report STATX_ATTR_DAX".to_owned()),
-                }
+                let file = dax_file(&cli.dir, len, &mut notes)?;
                 let mapping = Mapping::shared_file(file.file(), len)
                     .with_context(|| format!("mapping {}", file.path().display()))?;
                 (Some(file), mapping)
@@ -2034,6 +2033,47 @@ mod bench_put {
         })?;
         let ops = iterations * pages as u64;
         Ok(BenchResult::new(cli, iterations, ops, elapsed_ns, notes))
+    }
+
+    /// `--target dax-unmap`: `unmap` on a DAX file's pages: map `pages`
+    /// pages of it shared, write one byte of each (a fault maps it), unmap
+    /// them all. One op is one page mapped and unmapped.
+    fn run_dax_unmap(cli: &BenchPutCli, pages: usize, mut notes: Run) -> Result<BenchResult> {
+        let len = pages * PAGE_SIZE;
+        let file = dax_file(&cli.dir, len, &mut notes)?;
+        let (iterations, elapsed_ns) = timed(cli.secs, |iteration| {
+            let mut mapping = Mapping::shared_file(file.file(), len)
+                .with_context(|| format!("mapping {}", file.path().display()))?;
+            // A byte that changes from one iteration to the next.
+            let at = iteration as usize % PAGE_SIZE;
+            let bytes = mapping.as_mut_slice();
+            for p in 0..pages {
+                bytes[p * PAGE_SIZE] = pattern_byte(p, at);
+            }
+            ensure!(
+                (0..pages).all(|p| bytes[p * PAGE_SIZE] == pattern_byte(p, at)),
+                "a page lost what was written to it"
+            );
+            mapping.unmap()
+        })?;
+        file.remove()?;
+        let ops = iterations * pages as u64;
+        Ok(BenchResult::new(cli, iterations, ops, elapsed_ns, notes))
+    }
+
+    /// A scratch file of `len` bytes in `dir`, which must be on a DAX
+    /// filesystem (its pages are then fs-dax ZONE_DEVICE pages).
+    fn dax_file(dir: &Path, len: usize, notes: &mut Run) -> Result<ScratchFile> {
+        let file = ScratchFile::create(dir, len)?;
+        match is_dax(file.path())? {
+            Some(true) => {}
+            Some(false) => bail!(
+                "{} is not DAX: its pages would not be ZONE_DEVICE pages (mount with -o dax)",
+                file.path().display()
+            ),
+            None => notes.note("the kernel does not report STATX_ATTR_DAX".to_owned()),
+        }
+        Ok(file)
     }
 
     /// Runs `step` (given its iteration number) until `secs` seconds have
