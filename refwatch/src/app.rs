@@ -129,7 +129,7 @@ pub fn record(args: &RecordArgs) -> Result<ExitCode> {
 
 fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode> {
     let thresholds = args.thresholds.apply(Thresholds::default())?;
-    let p = prepare(&args.probe, !args.no_stacks)?;
+    let mut p = prepare(&args.probe, !args.no_stacks)?;
     let rules = Rules::from_kernel(&p.kallsyms);
     // Run-time statistics stay on while this descriptor is open.
     let _stats_on = if args.prog_stats {
@@ -142,6 +142,12 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
         None
     };
     let mut loaded = attach_all(&p)?;
+    // Name the trampolines attaching just made: their frames in stacks are
+    // then left out by name instead of showing as unknown.
+    match p.kallsyms.add_bpf_symbols(Path::new(KALLSYMS)) {
+        Ok(n) => log::info!("{n} BPF symbols (trampolines, programs) added after attaching"),
+        Err(e) => log::warn!("BPF symbols after attaching: {e:#}; their frames stay unknown"),
+    }
     log::info!(
         "kernel {}: attached\n{}",
         p.release,

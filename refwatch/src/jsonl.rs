@@ -68,7 +68,8 @@ pub fn stack_strings(stack: &[u64], syms: &Kallsyms, fmt: Format) -> Vec<String>
 
 /// [`stack_strings`] of frames already symbolized.
 fn format_stack(named: &[(u64, Option<&str>)], fmt: Format) -> Vec<String> {
-    const PLUMBING: [&str; 5] = [
+    const PLUMBING: [&str; 6] = [
+        "bpf_prog_",
         "bpf_trampoline_",
         "bpf_trace_run",
         "__bpf_trace_",
@@ -304,6 +305,33 @@ mod tests {
                 "copy_page_range+0xbea".to_string(),
                 "kernel_clone+0xd0".into(),
                 "__do_sys_clone+0x55".into()
+            ]
+        );
+    }
+
+    /// What a fexit program's stack looks like once the BPF symbols are
+    /// known: the program, then its trampoline, then the hooked function's
+    /// caller; a second hooked function further down has a trampoline
+    /// frame too.
+    #[test]
+    fn fexit_program_and_trampoline_frames_are_left_out() {
+        let syms = Kallsyms::parse(
+            "ffffffff81004000 T gup_fast_fallback\nffffffff81005000 T __bio_release_pages\nffffffff81006000 T vfs_write\nffffffff81007000 T end\nffffffffc0001000 t bpf_prog_841fde42410005f3_fexit_grab_fast\nffffffffc0003000 t bpf_trampoline_6442491234\nffffffffc0005000 t bpf_trampoline_6442491999\nffffffffc0006000 t zz_last\n",
+        );
+        let stack = [
+            0xffff_ffff_c000_17bc,
+            0xffff_ffff_c000_305e,
+            0xffff_ffff_8100_45a2,
+            0xffff_ffff_c000_5040,
+            0xffff_ffff_8100_5140,
+            0xffff_ffff_8100_6281,
+        ];
+        assert_eq!(
+            stack_strings(&stack, &syms, Format::default()),
+            vec![
+                "gup_fast_fallback+0x5a2".to_string(),
+                "__bio_release_pages+0x140".into(),
+                "vfs_write+0x281".into()
             ]
         );
     }

@@ -19,7 +19,14 @@ pub struct Kallsyms {
     clones: HashMap<String, Vec<String>>,
     /// address → name (first seen), every symbol type, for exact lookups.
     exact: HashMap<u64, String>,
+    /// Starts of the BPF symbols added after attaching (see
+    /// [`Kallsyms::add_bpf_symbols`]).
+    bpf: std::collections::HashSet<u64>,
 }
+
+/// A BPF trampoline or program image is at most this long; it is the bound
+/// for a BPF symbol that is the last one listed.
+const MAX_BPF_IMAGE: u64 = 4096;
 
 impl Kallsyms {
     /// Reads `/proc/kallsyms`. Fails when every address reads as zero (not root,
@@ -68,6 +75,34 @@ impl Kallsyms {
         k
     }
 
+    /// Adds the BPF symbols `path` lists now (`[bpf]`: programs and the
+    /// trampolines attaching made), so the frames of refwatch's own
+    /// trampolines in stacks are named (and left out by name) instead of
+    /// unknown. Returns how many were added.
+    pub fn add_bpf_symbols(&mut self, path: &Path) -> Result<usize> {
+        let text = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let bpf: String = text
+            .lines()
+            .filter(|l| l.ends_with("[bpf]"))
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        let added = Self::parse(&bpf);
+        let known: std::collections::HashSet<u64> = self.text.iter().map(|(a, _)| *a).collect();
+        let mut n = 0;
+        for (addr, name) in added.text {
+            if known.contains(&addr) {
+                continue;
+            }
+            self.exact.entry(addr).or_insert_with(|| name.clone());
+            self.by_name.entry(name.clone()).or_insert(addr);
+            self.text.push((addr, name));
+            self.bpf.insert(addr);
+            n += 1;
+        }
+        self.text.sort_unstable();
+        Ok(n)
+    }
+
     /// The symbol that starts exactly at `addr` (functions and data alike).
     pub fn name_at(&self, addr: u64) -> Option<&str> {
         self.exact.get(&addr).map(String::as_str)
@@ -92,14 +127,15 @@ impl Kallsyms {
     /// every known symbol.
     pub fn symbolize(&self, addr: u64) -> Option<String> {
         let idx = self.text.partition_point(|(a, _)| *a <= addr);
-        // Before the first or after the last symbol (BPF programs and
-        // trampolines loaded later are not in the table): unknown.
-        if idx == 0 || idx == self.text.len() {
+        // Before the first or after the last symbol: unknown, unless the
+        // last is a BPF image that holds the address.
+        if idx == 0 {
             return None;
         }
         let (start, name) = &self.text[idx - 1];
         let off = addr - start;
-        if off > MAX_FUNCTION_SIZE {
+        let last = idx == self.text.len();
+        if off > MAX_FUNCTION_SIZE || (last && !(self.bpf.contains(start) && off < MAX_BPF_IMAGE)) {
             return None;
         }
         Some(format!("{name}+{off:#x}"))
@@ -119,6 +155,36 @@ ffffffff82000000 D vmemmap_base
 ffffffffc0000000 t dmirror_devmem_free\t[test_hmm]
 ffffffffc0000400 t dmirror_fops_open\t[test_hmm]
 ";
+
+    #[test]
+    fn bpf_symbols_added_after_attaching_name_their_frames() -> Result<()> {
+        let mut k = Kallsyms::parse(SAMPLE);
+        let tramp = 0xffff_ffff_c000_8000u64;
+        assert_eq!(k.symbolize(tramp + 0x5e), None);
+        let dir =
+            std::env::temp_dir().join(format!("refwatch-kallsyms-bpf-{}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        let path = dir.join("kallsyms");
+        fs::write(
+            &path,
+            format!(
+                "{SAMPLE}ffffffffc0004000 t bpf_prog_0123456789abcdef_fexit_free\t[bpf]\n\
+                 {tramp:x} t bpf_trampoline_6442491234\t[bpf]\n"
+            ),
+        )?;
+        assert_eq!(k.add_bpf_symbols(&path)?, 2);
+        assert_eq!(
+            k.symbolize(tramp + 0x5e).as_deref(),
+            Some("bpf_trampoline_6442491234+0x5e")
+        );
+        // The last symbol still bounds what it can hold.
+        assert_eq!(k.symbolize(tramp + MAX_BPF_IMAGE), None);
+        assert_eq!(k.address("bpf_trampoline_6442491234"), Some(tramp));
+        // Adding again adds nothing twice.
+        assert_eq!(k.add_bpf_symbols(&path)?, 0);
+        fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
 
     #[test]
     fn lookups() {
