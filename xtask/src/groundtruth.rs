@@ -71,7 +71,7 @@
 //! it (a function it hooks does the refcount change inside; the last put is
 //! reported when the page reaches `free_zone_device_folio`). Under qemu TCG on a loaded host the vCPU may be
 //! descheduled in between, so the two stamps of one operation lie up to
-//! ~10 ms apart, while several operations on one page may happen within a
+//! ~10 ms apart (23 ms once, with the host's other core busy), while several operations on one page may happen within a
 //! few ms. A symmetric time window around each observation cannot tell these
 //! apart: too narrow and the same operation mismatches, too wide and a stale
 //! or future count hides behind it. What "the refcount at that moment" means
@@ -84,7 +84,7 @@
 //! are taken in recording order with a cursor `c` into its truth states,
 //! starting at `s_0`. State `s_j` is *plausible* at `t` when its span
 //! widened by the slack, `[T_j - S, T_j+1 + 999 ns + S]` (S = `slack_ns`,
-//! default 20 ms; no start for `s_0`, no end for `s_n`), contains `t`. An
+//! default 40 ms; no start for `s_0`, no end for `s_n`), contains `t`. An
 //! observation `(t, v)` is:
 //!
 //! - **matched** by the first state `s_j` with `j >= c`, count `v` and
@@ -144,8 +144,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Default slack: refwatch and tracefs stamp one operation at most this far
-/// apart (up to ~10 ms seen under qemu TCG on a loaded host).
-pub const DEFAULT_SLACK_NS: u64 = 20_000_000;
+/// apart (up to ~10 ms seen under qemu TCG on a loaded host; 23 ms once,
+/// a free hook's last put stamped after its stack walk while the host's
+/// other core was busy).
+pub const DEFAULT_SLACK_NS: u64 = 40_000_000;
 /// tracefs output of the scenario, in its folder.
 pub const TRACE_FILE: &str = "page_ref.trace";
 /// refwatch's recording, in the scenario folder.
@@ -1662,8 +1664,10 @@ mod tests {
         assert_eq!(one(100_400 * US, 2), (0, 1, 0));
         // s_1 keeps its priority, even before the set.
         assert_eq!(one(99_000 * US, 1), (1, 0, 0));
-        // Long after the start may hold: a mismatch.
-        assert_eq!(one(125_000 * US, 5), (0, 0, 1));
+        // Long after the start may hold (beyond the set + the slack): a
+        // mismatch.
+        const _: () = assert!(145_000 * US > 100_000 * US + DEFAULT_SLACK_NS);
+        assert_eq!(one(145_000 * US, 5), (0, 0, 1));
     }
 
     #[test]
