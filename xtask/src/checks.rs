@@ -20,8 +20,9 @@ pub struct KernelFacts {
     pub fsdax_idle: i64,
     /// Direct I/O pins (FOLL_PIN) its pages; older kernels take plain references.
     pub dio_pins: bool,
-    /// ext4's layout-break wait callback (`ext4_wait_dax_page`) is out of
-    /// line (it is inlined before 6.15), so a sleeping truncate is seen.
+    /// The file systems' layout-break wait callbacks (`ext4_wait_dax_page`,
+    /// `xfs_wait_dax_page`) are out of line (they are inlined before 6.15),
+    /// so a sleeping truncate is seen.
     pub wait_callback: bool,
     /// Symbols `refwatch probes` must report attached.
     pub must_attach: &'static [&'static str],
@@ -61,6 +62,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
                 "vmf_insert_page_mkwrite",
                 "folios_put_refs",
                 "ext4_wait_dax_page",
+                "xfs_wait_dax_page",
             ],
         },
         // Built with CONFIG_DEBUG_PAGE_REF: precise mode, the get/put
@@ -208,8 +210,9 @@ pub fn read_events(path: &Path) -> Result<Vec<Ev>> {
     Ok(out)
 }
 
-/// Checks one scenario's results in `dir` for `kernel`. Returns the problems.
-pub fn check_scenario(kernel: &str, scenario: &str, dir: &Path) -> Result<Vec<String>> {
+/// Checks one scenario's results in `dir` for `kernel`, its files on the
+/// file system `fs` (`ext4` or `xfs`). Returns the problems.
+pub fn check_scenario(kernel: &str, scenario: &str, fs: &str, dir: &Path) -> Result<Vec<String>> {
     let f = facts(kernel)?;
     let w = read_workload(dir)?;
     let events = read_events(&dir.join("events.jsonl"))?;
@@ -303,21 +306,33 @@ pub fn check_scenario(kernel: &str, scenario: &str, dir: &Path) -> Result<Vec<St
                         "expected layout_wait events on held PFNs during the truncate, got {waits:#x?}"
                     ));
                 }
-                // The truncate went to sleep on a held page (ext4's wait
-                // callback, out of line from 6.15), not only found it busy.
+                // The layout break came through this file system's own code
+                // (`ext4_break_layouts`, `xfs_break_dax_layouts`, …).
+                let through_fs = dax.iter().any(|e| {
+                    e.event == "layout_wait"
+                        && e.stack.iter().any(|f| f.starts_with(&format!("{fs}_")))
+                });
+                if !through_fs {
+                    bad.push(format!(
+                        "no layout_wait came through {fs}: no {fs}_* frame in their stacks"
+                    ));
+                }
+                // The truncate went to sleep on a held page (the file
+                // system's wait callback, out of line from 6.15), not only
+                // found it busy.
+                let wait_symbol = format!("{fs}_wait_dax_page");
                 let slept = !f.wait_callback
                     || dax.iter().any(|e| {
                         e.event == "layout_wait"
-                            && e.symbol == "ext4_wait_dax_page"
+                            && e.symbol == wait_symbol
                             && e.ts >= t0
                             && e.ts <= t1
                             && touched.contains(&e.pfn)
                     });
                 if !slept {
-                    bad.push(
-                        "expected the truncate to sleep on a held PFN (layout_wait in ext4_wait_dax_page)"
-                            .into(),
-                    );
+                    bad.push(format!(
+                        "expected the truncate to sleep on a held PFN (layout_wait in {wait_symbol})"
+                    ));
                 }
                 if t1 < hold_end {
                     bad.push(format!(

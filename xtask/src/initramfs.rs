@@ -1,6 +1,6 @@
 //! The lab's initramfs, written in-process as an uncompressed `newc` cpio:
-//! busybox and its applet links, e2fsprogs' real mke2fs with its shared
-//! libraries, the kernel modules (decompressed), the two guest binaries and
+//! busybox and its applet links, e2fsprogs' real mke2fs and xfsprogs'
+//! mkfs.xfs with their shared libraries, the kernel modules (decompressed), the two guest binaries and
 //! `/init`.
 
 use std::fs::{self, File};
@@ -19,6 +19,8 @@ const BUSYBOX: &str = "/bin/busybox";
 /// Host mke2fs (Debian e2fsprogs). busybox has its own mke2fs; the guest
 /// calls this one by full path.
 pub const MKE2FS: &str = "/sbin/mke2fs";
+/// Host mkfs.xfs (Debian xfsprogs), for the XFS variant of the scenarios.
+pub const MKFS_XFS: &str = "/sbin/mkfs.xfs";
 
 /// Applets /init uses, linked in /bin.
 const APPLETS: &[&str] = &[
@@ -28,7 +30,7 @@ const APPLETS: &[&str] = &[
     "timeout", "touch", "tr", "true", "umount", "uname", "uptime", "usleep", "wc", "[",
 ];
 
-/// What goes into the archive besides busybox and mke2fs.
+/// What goes into the archive besides busybox and the mkfs tools.
 pub struct Contents<'a> {
     /// The `/init` script.
     pub init: &'a str,
@@ -66,8 +68,12 @@ pub fn build(contents: &Contents<'_>, out: &Path) -> Result<u64> {
             .with_context(ctx)?;
     }
 
-    add_host_file(&mut w, Path::new(MKE2FS), MKE2FS, 0o755)?;
-    for lib in shared_libraries(Path::new(MKE2FS))? {
+    let mut libs = std::collections::BTreeSet::new();
+    for tool in [MKE2FS, MKFS_XFS] {
+        add_host_file(&mut w, Path::new(tool), tool, 0o755)?;
+        libs.extend(shared_libraries(Path::new(tool))?);
+    }
+    for lib in libs {
         let inside = lib.to_string_lossy().into_owned();
         add_host_file(&mut w, &lib, &inside, 0o755)?;
     }

@@ -21,6 +21,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "cpio",
     "kmod",
     "e2fsprogs",
+    "xfsprogs",
     "xz-utils",
     "zstd",
 ];

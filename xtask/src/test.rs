@@ -190,7 +190,12 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
         let checked = if workload.starts_with("hmm-") {
             checks::check_hmm(workload, functions, &dir)
         } else {
-            checks::check_scenario(&name, workload, &dir)
+            let fs = if variant == lab::Variant::Xfs {
+                "xfs"
+            } else {
+                "ext4"
+            };
+            checks::check_scenario(&name, workload, fs, &dir)
         };
         let checked = match (checked, variant) {
             (Ok(mut p), lab::Variant::Kprobe) => {
