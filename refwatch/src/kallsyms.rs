@@ -24,8 +24,10 @@ pub struct Kallsyms {
     bpf: std::collections::HashSet<u64>,
 }
 
-/// A BPF trampoline or program image is at most this long; it is the bound
-/// for a BPF symbol that is the last one listed.
+/// How far past a BPF symbol that is the last one listed an address is still
+/// taken as inside it: a trampoline image is one page. A program's image can
+/// be longer, but its frame is the innermost one, which stacks leave out
+/// whether it is named or not.
 const MAX_BPF_IMAGE: u64 = 4096;
 
 impl Kallsyms {

@@ -308,9 +308,9 @@ pub fn check_scenario(kernel: &str, scenario: &str, fs: &str, dir: &Path) -> Res
                 }
                 // The layout break came through this file system's own code
                 // (`ext4_break_layouts`, `xfs_break_dax_layouts`, …).
+                let fs_prefix = format!("{fs}_");
                 let through_fs = dax.iter().any(|e| {
-                    e.event == "layout_wait"
-                        && e.stack.iter().any(|f| f.starts_with(&format!("{fs}_")))
+                    e.event == "layout_wait" && e.stack.iter().any(|f| f.starts_with(&fs_prefix))
                 });
                 if !through_fs {
                     bad.push(format!(

@@ -1,7 +1,7 @@
 //! The lab's initramfs, written in-process as an uncompressed `newc` cpio:
 //! busybox and its applet links, e2fsprogs' real mke2fs and xfsprogs'
-//! mkfs.xfs with their shared libraries, the kernel modules (decompressed), the two guest binaries and
-//! `/init`.
+//! mkfs.xfs with their shared libraries, the kernel modules (decompressed),
+//! the two guest binaries and `/init`.
 
 use std::fs::{self, File};
 use std::io::BufWriter;
