@@ -528,10 +528,11 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
     }
     if let Some(line) = console_text.lines().find(|l| l.contains("Kernel panic")) {
         bail!(
-            "lab {}: guest kernel panicked: {} (console: {})",
+            "lab {}: guest kernel panicked: {} (console: {})\n{}",
             run.kernel,
             line.trim(),
-            console.display()
+            console.display(),
+            oops_report(&console_text)
         );
     }
     if let Err(err) = extracted {
@@ -645,6 +646,34 @@ fn sparse_file(path: &Path, size: u64) -> Result<()> {
 }
 
 /// The last console lines, without terminal escape sequences.
+/// The kernel's report that led to a panic: from the first `BUG:`, `Oops`,
+/// `general protection fault` or `WARNING:` line to the panic line, at most
+/// [`OOPS_LINES`] lines, so a run whose console is gone (a CI clone) still
+/// shows where the guest died.
+fn oops_report(text: &str) -> String {
+    let text = strip_escapes(text);
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(end) = lines.iter().position(|l| l.contains("Kernel panic")) else {
+        return String::new();
+    };
+    let start = lines[..end]
+        .iter()
+        .position(|l| {
+            ["BUG:", "Oops", "general protection fault", "WARNING:"]
+                .iter()
+                .any(|m| l.contains(m))
+        })
+        .unwrap_or(end);
+    let start = start.max(end.saturating_sub(OOPS_LINES - 1));
+    lines[start..=end]
+        .iter()
+        .map(|l| format!("    | {}", l.trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const OOPS_LINES: usize = 80;
+
 fn console_tail(text: &str) -> String {
     cmd::tail(strip_escapes(text).as_bytes(), 8)
 }
@@ -1087,6 +1116,35 @@ run_scenario() {{
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oops_report_runs_from_the_first_report_line_to_the_panic() {
+        let console = "LAB: scenario hmm-migrate start\n\
+            [   41.7] BUG: kernel NULL pointer dereference, address: 0000000000000008\n\
+            [   41.7] RIP: 0010:dmirror_devmem_free+0x12/0x40\n\
+            [   41.7] Kernel panic - not syncing: Fatal exception in interrupt\n\
+            [   41.8] ---[ end Kernel panic ]---\n";
+        let report = oops_report(console);
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines.len(), 3, "{report}");
+        assert!(lines[0].contains("BUG: kernel NULL pointer"), "{report}");
+        assert!(lines[1].contains("dmirror_devmem_free+0x12"), "{report}");
+        assert!(lines[2].contains("Fatal exception in interrupt"), "{report}");
+        assert_eq!(oops_report("LAB: done\n"), "");
+    }
+
+    #[test]
+    fn oops_report_is_bounded() {
+        let mut console = String::from("Oops: 0000 [#1] SMP\n");
+        for i in 0..500 {
+            console.push_str(&format!("frame {i}\n"));
+        }
+        console.push_str("Kernel panic - not syncing: Fatal exception\n");
+        let report = oops_report(&console);
+        assert_eq!(report.lines().count(), OOPS_LINES);
+        assert!(report.lines().last().unwrap().contains("Kernel panic"));
+        assert!(report.lines().next().unwrap().contains("frame 421"), "{report}");
+    }
 
     #[test]
     fn refwatch_records_into_the_scenario_folder() {
