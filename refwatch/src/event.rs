@@ -1,10 +1,10 @@
 //! Decoding events from the ring buffer, and their stable names.
 
-use std::{fmt, hash::BuildHasher as _, ops::Deref, rc::Rc};
+use std::{fmt, hash::Hasher as _, ops::Deref, rc::Rc};
 
 use refwatch_common::{COMM_LEN, EVENT_SIZE, Event, MAX_STACK, flags, kind, pgmap};
 
-use crate::fasthash::FastSet;
+use crate::fasthash::{FastHasher, FastSet};
 
 /// Why bytes could not be decoded into an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,11 +317,31 @@ pub fn role_of<S: AsRef<str>>(frames: impl IntoIterator<Item = S>) -> Role {
 /// kernel reports (at most 16 bytes of UTF-8 without NUL), shared for
 /// anything else (a name with invalid bytes, decoded lossily, or a longer
 /// one read back from JSON). Compares, hashes and prints as its text.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct Comm {
     /// The name when inline, NUL-padded; all zero when `long` holds it.
     bytes: [u8; COMM_LEN],
     long: Option<Rc<String>>,
+}
+
+impl Clone for Comm {
+    fn clone(&self) -> Self {
+        Self {
+            bytes: self.bytes,
+            long: self.long.clone(),
+        }
+    }
+
+    /// An inline name over an inline name is a copy of its bytes (a
+    /// page's last name is set this way on every event).
+    #[inline]
+    fn clone_from(&mut self, source: &Self) {
+        if self.long.is_none() && source.long.is_none() {
+            self.bytes = source.bytes;
+        } else {
+            *self = source.clone();
+        }
+    }
 }
 
 impl Comm {
@@ -340,26 +360,35 @@ impl Comm {
     /// The kernel's `comm` bytes up to the first NUL, lossily as UTF-8.
     #[inline]
     fn from_kernel(comm: &[u8; COMM_LEN]) -> Self {
-        // All 16 bytes at once: the first NUL (the lowest byte flagged by
-        // the classic has-zero-byte test is exact), then ASCII up to it.
-        const ONES: u128 = u128::MAX / 0xff;
-        const HIGH: u128 = ONES << 7;
-        let x = u128::from_le_bytes(*comm);
-        let zeros = x.wrapping_sub(ONES) & !x & HIGH;
-        let len = (zeros.trailing_zeros() / 8) as usize;
-        let name = if len >= COMM_LEN {
-            x
-        } else {
-            x & ((1u128 << (len * 8)) - 1)
-        };
-        if name & HIGH == 0 {
+        // Eight bytes at a time, without a branch: the bytes before the
+        // first NUL (the lowest byte flagged by the classic has-zero-byte
+        // test is exact), then ASCII up to it.
+        const ONES: u64 = u64::MAX / 0xff;
+        const HIGH: u64 = ONES << 7;
+        let (lo, hi) = comm.split_at(COMM_LEN / 2);
+        let word = |b: &[u8]| b.first_chunk().map_or(0, |b| u64::from_le_bytes(*b));
+        let (lo, hi) = (word(lo), word(hi));
+        let zeros = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+        // All ones below the first NUL's byte; all ones without a NUL.
+        let before_nul = |z: u64| ((z & z.wrapping_neg()) >> 7).wrapping_sub(1);
+        let (zlo, zhi) = (zeros(lo), zeros(hi));
+        let lo = lo & before_nul(zlo);
+        let hi = if zlo == 0 { hi & before_nul(zhi) } else { 0 };
+        if (lo | hi) & HIGH == 0 {
             // What the kernel almost always has: as it is, inline.
-            return Self {
-                bytes: name.to_le_bytes(),
-                long: None,
-            };
+            let mut bytes = [0; COMM_LEN];
+            bytes[..COMM_LEN / 2].copy_from_slice(&lo.to_le_bytes());
+            bytes[COMM_LEN / 2..].copy_from_slice(&hi.to_le_bytes());
+            return Self { bytes, long: None };
         }
-        let len = len.min(COMM_LEN);
+        Self::from_kernel_lossy(comm)
+    }
+
+    /// [`Comm::from_kernel`] for a name that is not ASCII.
+    #[cold]
+    #[inline(never)]
+    fn from_kernel_lossy(comm: &[u8; COMM_LEN]) -> Self {
+        let len = comm.iter().position(|b| *b == 0).unwrap_or(COMM_LEN);
         Self::from(String::from_utf8_lossy(&comm[..len]).as_ref())
     }
 }
@@ -462,7 +491,7 @@ impl fmt::Debug for Comm {
 /// cross threads, this becomes an `Arc`.
 ///
 /// One thin pointer (8 bytes, not the 16 of an `Rc<[u64]>`): a page's
-/// history keeps one per event, in 48-byte entries. Reading the frames
+/// history keeps one per event, in 32-byte entries. Reading the frames
 /// follows one more pointer, which only symbolizing and interning do.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Stack(Option<Rc<Frames>>);
@@ -473,6 +502,7 @@ struct Frames(Box<[u64]>);
 
 impl Stack {
     /// The frames.
+    #[inline]
     pub fn frames(&self) -> &[u64] {
         self.0.as_deref().map_or(&[], |f| &f.0)
     }
@@ -580,15 +610,29 @@ impl StackInterner {
 
     /// The shared stack equal to `frames`.
     pub fn intern(&mut self, frames: &[u64]) -> Stack {
+        self.intern_hashed(frames, recent_hash(frames.iter().copied()))
+    }
+
+    /// [`StackInterner::intern`], with the frames' [`recent_hash`]
+    /// already taken (the decoder takes it as it reads them).
+    #[inline]
+    fn intern_hashed(&mut self, frames: &[u64], hash: u64) -> Stack {
         if frames.is_empty() {
             return Stack::default();
         }
-        let slot = (self.set.hasher().hash_one(frames) as usize) % RECENT_STACKS;
-        if let Some(s) = &self.recent[slot]
+        let slot = hash as usize % RECENT_STACKS;
+        if let Some(Some(s)) = self.recent.get(slot)
             && same_frames(&s.0, frames)
         {
             return Stack(Some(Rc::clone(s)));
         }
+        self.intern_slow(frames, slot)
+    }
+
+    /// A stack not in [`StackInterner::recent`]: from the set, or new;
+    /// then in `recent[slot]`.
+    #[inline(never)]
+    fn intern_slow(&mut self, frames: &[u64], slot: usize) -> Stack {
         let s = match self.set.get(frames) {
             Some(s) => Rc::clone(&s.0),
             None => {
@@ -605,7 +649,9 @@ impl StackInterner {
                 s
             }
         };
-        self.recent[slot] = Some(Rc::clone(&s));
+        if let Some(r) = self.recent.get_mut(slot) {
+            *r = Some(Rc::clone(&s));
+        }
         Stack(Some(s))
     }
 
@@ -619,6 +665,15 @@ impl StackInterner {
     }
 }
 
+/// Which slot of [`StackInterner::recent`] a stack's frames take (modulo
+/// its size).
+#[inline]
+fn recent_hash(frames: impl Iterator<Item = u64>) -> u64 {
+    let mut h = FastHasher::default();
+    frames.for_each(|f| h.write_u64(f));
+    h.finish()
+}
+
 /// `a == b`, inline: stacks are a few words, shorter than a `memcmp` call.
 #[inline]
 fn same_frames(a: &[u64], b: &[u64]) -> bool {
@@ -630,11 +685,22 @@ fn same_frames(a: &[u64], b: &[u64]) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct Decoder {
     stacks: StackInterner,
+    /// The stack of the record decoded last: events often come in runs
+    /// from one place, and a record whose frames are these is this stack
+    /// after a compare of its bytes, before any hashing or copying.
+    last: Stack,
+    /// The name of the record decoded last, as in the record and decoded:
+    /// runs of events come from one task.
+    last_comm: ([u8; COMM_LEN], Comm),
 }
 
 impl Decoder {
     pub fn new(stacks: StackInterner) -> Self {
-        Self { stacks }
+        Self {
+            stacks,
+            last: Stack::default(),
+            last_comm: Default::default(),
+        }
     }
 
     /// [`decode`], with the stack interned. Inline, so that the event is
@@ -643,8 +709,35 @@ impl Decoder {
     /// waits on those stores), which took half of decoding.
     #[inline]
     pub fn decode(&mut self, bytes: &[u8]) -> Result<PageEvent, DecodeError> {
-        decode_with(bytes, |frames| self.stacks.intern(frames))
+        let Self {
+            stacks,
+            last,
+            last_comm,
+        } = self;
+        decode_with(
+            bytes,
+            |wire| {
+                if !wire.is(last) {
+                    *last = intern(stacks, &wire);
+                }
+                last.clone()
+            },
+            |comm| {
+                if *comm != last_comm.0 {
+                    *last_comm = (*comm, Comm::from_kernel(comm));
+                }
+                last_comm.1.clone()
+            },
+        )
     }
+}
+
+/// The interned stack of a record (whose stack is not the last one's).
+#[inline(never)]
+fn intern(stacks: &mut StackInterner, wire: &WireStack<'_>) -> Stack {
+    let mut buf = [0; FRAMES_BUF];
+    let (frames, hash) = wire.frames(&mut buf);
+    stacks.intern_hashed(frames, hash)
 }
 
 /// A decoded event.
@@ -688,7 +781,14 @@ impl PageEvent {
 /// Decodes one ring-buffer record. The stack gets an allocation of its own;
 /// [`Decoder`] shares equal ones.
 pub fn decode(bytes: &[u8]) -> Result<PageEvent, DecodeError> {
-    decode_with(bytes, |frames| Stack::from(frames))
+    decode_with(
+        bytes,
+        |wire| {
+            let mut buf = [0; FRAMES_BUF];
+            Stack::from(wire.frames(&mut buf).0)
+        },
+        Comm::from_kernel,
+    )
 }
 
 /// Converts a wire event.
@@ -736,12 +836,63 @@ impl Wire<'_> {
     }
 }
 
-/// Decodes a record; `stack` makes the stack from its non-zero frames.
-/// Always inline, for [`Decoder::decode`]'s sake.
+/// Room for a record's frames: a power of two, so that indexing it needs
+/// no bounds check.
+const FRAMES_BUF: usize = MAX_STACK.next_power_of_two();
+
+/// A record's stack as it is in the record: whole frames, some maybe zero
+/// (left out of the event's stack).
+struct WireStack<'a>(&'a [u8]);
+
+impl WireStack<'_> {
+    /// The frames, native-endian.
+    #[inline]
+    fn words(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0
+            .chunks_exact(8)
+            .map(|c| c.first_chunk().map_or(0, |w| u64::from_ne_bytes(*w)))
+    }
+
+    /// Whether the stack is `stack` (whose frames are never zero, so a
+    /// record with a zero frame is not).
+    #[inline]
+    fn is(&self, stack: &Stack) -> bool {
+        let frames = stack.frames();
+        // Compared as bytes, with one `bcmp`: no frame-by-frame loop.
+        // SAFETY: the frames' bytes, in memory order (native-endian, as
+        // the record's): any bytes are valid `u8`s, and the length covers
+        // exactly the frames.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(frames.as_ptr().cast::<u8>(), size_of_val(frames))
+        };
+        self.0 == bytes
+    }
+
+    /// The non-zero frames, in `buf`, and their [`recent_hash`], taken as
+    /// they are read.
+    #[inline]
+    fn frames<'b>(&self, buf: &'b mut [u64; FRAMES_BUF]) -> (&'b [u64], u64) {
+        let mut n = 0;
+        let mut hash = FastHasher::default();
+        for a in self.words() {
+            // Zero frames are left out: the next frame takes their place.
+            buf[n % FRAMES_BUF] = a;
+            if a != 0 {
+                n += 1;
+                hash.write_u64(a);
+            }
+        }
+        (buf.get(..n).unwrap_or_default(), hash.finish())
+    }
+}
+
+/// Decodes a record; `stack` and `comm` make the event's stack and name
+/// from the record's. Always inline, for [`Decoder::decode`]'s sake.
 #[inline(always)]
 fn decode_with(
     bytes: &[u8],
-    stack: impl FnOnce(&[u64]) -> Stack,
+    stack: impl FnOnce(WireStack<'_>) -> Stack,
+    comm: impl FnOnce(&[u8; COMM_LEN]) -> Comm,
 ) -> Result<PageEvent, DecodeError> {
     let Some(w) = bytes.first_chunk::<EVENT_SIZE>() else {
         return Err(DecodeError::Truncated { got: bytes.len() });
@@ -752,15 +903,10 @@ fn decode_with(
     if !stack_bytes.is_multiple_of(8) || stack_bytes as usize > MAX_STACK * 8 {
         return Err(DecodeError::BadStack(stack_bytes));
     }
-    let mut frames = [0u64; MAX_STACK];
-    let mut n = 0;
-    for i in 0..stack_bytes as usize / 8 {
-        let a = w.u64(at!(stack) + i * 8);
-        if a != 0 {
-            frames[n] = a;
-            n += 1;
-        }
-    }
+    // The stack first: the other fields then go straight into the event,
+    // not held across the interning.
+    let frames = at!(stack)..at!(stack) + stack_bytes as usize;
+    let stack = stack(WireStack(w.0.get(frames).unwrap_or_default()));
     let fl = w.u32(at!(flags));
     let has = |bit: u32| fl & bit != 0;
     Ok(PageEvent {
@@ -770,7 +916,7 @@ fn decode_with(
         pid: w.u32(at!(pid)),
         tgid: w.u32(at!(tgid)),
         cpu: w.u32(at!(cpu)),
-        comm: Comm::from_kernel(&w.bytes::<COMM_LEN>(at!(comm))),
+        comm: comm(&w.bytes::<COMM_LEN>(at!(comm))),
         kind,
         hook: w.u32(at!(hook)),
         refcount_before: has(flags::HAS_BEFORE).then(|| w.i32(at!(refcount_before))),
@@ -785,7 +931,7 @@ fn decode_with(
         late: has(flags::LATE),
         forking: has(flags::FORKING),
         role: Role::Other,
-        stack: stack(&frames[..n]),
+        stack,
     })
 }
 

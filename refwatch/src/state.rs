@@ -4,7 +4,7 @@
 use std::{collections::VecDeque, rc::Rc};
 
 use crate::{
-    event::{Comm, Kind, PageEvent, Role, Stack, Stage, pgmap_name},
+    event::{Comm, Kind, Migration, PageEvent, Role, Stack, Stage, pgmap_name},
     fasthash::{FastMap, FastSet},
     rules::Rules,
 };
@@ -186,55 +186,110 @@ pub struct Episode {
 /// A page's most recent events, oldest first, bounded, kept compactly: a
 /// history holds up to `--history` events for each of up to `--max-pfns`
 /// pages, and every event is written into one, so its size is most of the
-/// per-event cost in memory traffic. An entry is 48 bytes where a
+/// per-event cost in memory traffic. An entry is 32 bytes where a
 /// [`PageEvent`] is 152: the thread (pid, tgid, CPU, name) is shared
-/// between the entries of one thread, the time is kept relative to the
-/// page's first event, and what a page's events have in common (its PFN,
-/// `struct page` address and owner, one page, no `aux2`, small `aux`, hook
-/// and type) is left out; the few events that differ keep those fields in a
-/// side queue. [`History::iter`] and [`History::get`] give back the events
+/// between the entries of one thread, the time is kept as the step from
+/// the page's previous event, small numbers (refcount step, mapcount, hook,
+/// `aux`, return value) are kept narrow, and what a page's events have in
+/// common (its PFN, `struct page` address, owner and type, one page, no
+/// `aux2`) is left out. What does not fit goes, whole, to a side queue of
+/// words: a return value that is not a small number (8 bytes), a step of
+/// more than an hour (8 bytes), an event unlike the page's others (64
+/// bytes). [`History::iter`] and [`History::get`] give back the events
 /// exactly as they were applied.
 #[derive(Debug, Clone)]
 pub struct History {
-    /// The page's PFN, and the `page`, `owner` and time of its first event:
-    /// what entries without rare fields are relative to.
+    /// The PFN, `struct page` address, owner and page-map type of the
+    /// page's first event: what entries without [`X_EXT`] have.
     pfn: u64,
     page: u64,
     owner: u64,
-    base_ns: u64,
-    entries: Blocks,
-    /// The rare fields of the entries flagged [`RARE`], in their order.
-    rare: RareQueue,
+    pgmap_type: u32,
+    /// Time of the newest event: the others' are steps back from it.
+    last_ns: u64,
+    entries: Ring,
+    /// The words of the entries that keep some beyond their 32 bytes
+    /// ([`Entry::extra_len`]), in their order.
+    extras: Extras,
 }
 
-/// Boxed, and only once needed: most pages never have a rare event, and
-/// every page has a history.
-type RareQueue = Option<Box<VecDeque<Rare>>>;
+/// Boxed, and only once needed: many pages never have an event with more
+/// than an entry keeps, and every page has a history.
+type Extras = Option<Box<VecDeque<u64>>>;
 
-/// One event of a [`History`].
+/// One event of a [`History`]: two words of packed fields and the shared
+/// stack and thread. Fields that do not fit are in [`History::extras`],
+/// flagged in `head`.
 #[derive(Debug, Clone)]
 struct Entry {
-    /// Nanoseconds from [`History::base_ns`] (signed, bits 0–55) and the
-    /// flag bits (56–63: [`ENTRY_FLAGS`] and [`RARE`]).
+    /// Bits 0–42: nanoseconds since the page's previous event (signed;
+    /// unless [`X_STEP`]); 43–48: the return value (signed; unless
+    /// [`X_RET`]); 49–54: the wire flags ([`ENTRY_FLAGS`]); 55–58: the
+    /// kind; 59–60: the role; 61–63: [`X_RET`], [`X_STEP`], [`X_EXT`].
     head: u64,
-    /// 0 unless `flags::HAS_RET`.
-    ret: i64,
+    /// Bits 0–31: the refcount after (before when there is no after);
+    /// 32–43: before minus after, when both; 44–51: the mapcount; 52–57:
+    /// the hook; 58–63: `aux` (signed). All but the first unless [`X_EXT`].
+    refs: u64,
     stack: Stack,
     task: Rc<Task>,
-    /// 0 unless the matching `flags::HAS_*` bit is set.
-    refcount_before: i32,
-    refcount_after: i32,
-    mapcount: i32,
-    kind: Kind,
-    /// The event's hook and page-map type unless [`RARE`].
-    hook: u8,
-    pgmap_type: u8,
-    /// The role (bits 0–1) and, unless [`RARE`], `aux` (bits 2–7).
-    misc: u8,
 }
 
-/// What an entry costs per event: less than a cache line.
-const _: () = assert!(std::mem::size_of::<Entry>() <= 48);
+/// Half a cache line per event.
+const _: () = assert!(std::mem::size_of::<Entry>() <= 32);
+
+/// A field of `bits` bits at `shift` in a word of an [`Entry`].
+#[derive(Clone, Copy)]
+struct Field {
+    shift: u32,
+    bits: u32,
+}
+
+impl Field {
+    /// Whether `v` fits, signed.
+    #[inline]
+    fn fits(self, v: i64) -> bool {
+        (v << (64 - self.bits)) >> (64 - self.bits) == v
+    }
+
+    /// `v`, truncated to the field, in place.
+    #[inline]
+    fn put(self, v: i64) -> u64 {
+        (v as u64 & ((1 << self.bits) - 1)) << self.shift
+    }
+
+    /// The field of `word`, sign-extended.
+    fn get(self, word: u64) -> i64 {
+        ((word >> self.shift) << (64 - self.bits)) as i64 >> (64 - self.bits)
+    }
+
+    /// The field of `word`, unsigned.
+    fn get_unsigned(self, word: u64) -> u64 {
+        (word >> self.shift) & ((1 << self.bits) - 1)
+    }
+}
+
+// `Entry::head`.
+const STEP: Field = Field { shift: 0, bits: 43 };
+const RET: Field = Field { shift: 43, bits: 6 };
+const FLAGS_SHIFT: u32 = 49;
+const KIND_SHIFT: u32 = 55;
+const ROLE_SHIFT: u32 = 59;
+/// The return value is the entry's first extra word.
+const X_RET: u64 = 1 << 61;
+/// The step (all 64 bits) is the next extra word.
+const X_STEP: u64 = 1 << 62;
+/// The event's fields unlike its page's follow, whole ([`EXT_WORDS`]).
+const X_EXT: u64 = 1 << 63;
+
+// `Entry::refs`.
+const BEFORE_STEP: Field = Field {
+    shift: 32,
+    bits: 12,
+};
+const MAPCOUNT: Field = Field { shift: 44, bits: 8 };
+const HOOK: Field = Field { shift: 52, bits: 6 };
+const AUX: Field = Field { shift: 58, bits: 6 };
 
 /// The wire flags an entry keeps (all below bit 6).
 const ENTRY_FLAGS: u32 = flags::HAS_BEFORE
@@ -243,47 +298,76 @@ const ENTRY_FLAGS: u32 = flags::HAS_BEFORE
     | flags::HAS_RET
     | flags::LATE
     | flags::FORKING;
-/// Entry flag: the event's [`Rare`] fields are in the side queue.
-const RARE: u32 = 1 << 6;
-const _: () = assert!(ENTRY_FLAGS < RARE);
-/// Where an entry's flags start in its `head`.
-const FLAGS_SHIFT: u32 = 56;
-/// Largest `aux` an entry keeps inline.
-const AUX_INLINE: u64 = 0x3f;
+const _: () = assert!(ENTRY_FLAGS < 1 << (KIND_SHIFT - FLAGS_SHIFT));
+const _: () = assert!(Kind::ALL.len() <= 1 << (ROLE_SHIFT - KIND_SHIFT));
+// An entry keeps the kind as its place in `Kind::ALL`.
+const _: () = {
+    let mut i = 0;
+    while i < Kind::ALL.len() {
+        assert!(Kind::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
-/// Entries per block of a [`Blocks`] (log2): what a page with a few events
-/// takes.
-const BLOCK_SHIFT: u32 = 3;
+/// An event's fields that differ from its page's usual ones (or do not
+/// fit an entry), whole: refcount before and mapcount, PFN, `struct page`,
+/// owner, `aux`, `aux2`, hook and page-map type, pages.
+const EXT_WORDS: usize = 8;
 
-/// A queue of history entries in fixed-size blocks: growing it never copies
-/// entries (a page's history grows from nothing to `--history` events, and
-/// a vector's doublings would copy and leave behind almost twice what it
-/// keeps), and the block the oldest entries leave is reused for the newest.
-#[derive(Debug, Clone)]
-struct Blocks {
-    blocks: VecDeque<Box<[Option<Entry>]>>,
-    /// A block emptied at the front, kept for the next one needed at the back.
-    spare: Option<Box<[Option<Entry>]>>,
-    /// Slot of the oldest entry in the first block.
-    head: usize,
-    len: usize,
-    /// Slots per block: `1 << shift`.
-    shift: u32,
-}
+/// Most extra words an entry has: return value, step, [`EXT_WORDS`].
+const MAX_EXTRA: usize = 2 + EXT_WORDS;
 
-impl Blocks {
-    fn new(shift: u32) -> Self {
-        Self {
-            blocks: VecDeque::new(),
-            spare: None,
-            head: 0,
-            len: 0,
-            shift,
-        }
+impl Entry {
+    /// Words of [`History::extras`] that are this entry's.
+    #[inline]
+    fn extra_len(&self) -> usize {
+        usize::from(self.head & X_RET != 0)
+            + usize::from(self.head & X_STEP != 0)
+            + usize::from(self.head & X_EXT != 0) * EXT_WORDS
     }
 
-    fn block(&self) -> usize {
-        1 << self.shift
+    /// Nanoseconds since the page's previous event, with the entry's
+    /// extra words `x`.
+    fn step(&self, x: &[u64]) -> u64 {
+        if self.head & X_STEP != 0 {
+            x.get(usize::from(self.head & X_RET != 0))
+                .copied()
+                .unwrap_or_default()
+        } else {
+            STEP.get(self.head) as u64
+        }
+    }
+}
+
+/// Entries per block of a [`Ring`] (log2).
+const BLOCK_SHIFT: u32 = 3;
+const BLOCK: usize = 1 << BLOCK_SHIFT;
+
+/// History entries, oldest first from `head`, in fixed-size blocks: it
+/// grows a block at a time until it holds `--history` entries, then each
+/// new entry takes the place of the oldest. Blocks, not one allocation:
+/// growing never copies entries (a page's history grows from nothing to
+/// `--history` events), a page with a few events takes a block, and blocks
+/// are allocated in the order events come, so the entries of pages busy at
+/// the same time are near each other in memory (one vector per page puts
+/// every page's newest entry a whole history away from the next page's).
+#[derive(Debug, Clone)]
+struct Ring {
+    /// [`BLOCK`] slots each, but for a last one no larger than the
+    /// history needs (one entry for `--history 1`).
+    blocks: Vec<Box<[Option<Entry>]>>,
+    /// Slot of the oldest entry (0 until full).
+    head: usize,
+    len: usize,
+}
+
+impl Ring {
+    fn new() -> Self {
+        Self {
+            blocks: Vec::new(),
+            head: 0,
+            len: 0,
+        }
     }
 
     fn len(&self) -> usize {
@@ -294,76 +378,60 @@ impl Blocks {
         self.len == 0
     }
 
-    /// Block and slot of the `i`th entry.
-    fn slot(&self, i: usize) -> (usize, usize) {
-        let at = self.head + i;
-        (at >> self.shift, at & (self.block() - 1))
-    }
-
+    /// The `i`th entry, oldest first.
     fn get(&self, i: usize) -> Option<&Entry> {
-        if i >= self.len() {
+        if i >= self.len {
             return None;
         }
-        let (b, s) = self.slot(i);
-        self.blocks.get(b)?.get(s)?.as_ref()
+        let at = self.head + i;
+        let at = if at >= self.len { at - self.len } else { at };
+        self.blocks.get(at / BLOCK)?.get(at % BLOCK)?.as_ref()
     }
 
     fn back(&self) -> Option<&Entry> {
-        self.get(self.len().checked_sub(1)?)
+        self.get(self.len.checked_sub(1)?)
     }
 
     /// Oldest first.
     fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.blocks
+        let slots = self
+            .blocks
             .iter()
             .flat_map(|b| b.iter())
-            .skip(self.head)
-            .take(self.len())
-            .filter_map(Option::as_ref)
+            .take(self.len)
+            .filter_map(Option::as_ref);
+        slots.clone().skip(self.head).chain(slots.take(self.head))
     }
 
-    fn pop_front(&mut self) -> Option<Entry> {
-        if self.len == 0 {
-            return None;
-        }
-        let e = self.blocks.front_mut()?.get_mut(self.head)?.take();
-        self.head += 1;
-        self.len -= 1;
-        if self.head == self.block() {
-            self.head = 0;
-            self.spare = self.blocks.pop_front();
-        }
-        e
-    }
-
-    fn push_back(&mut self, e: Entry) {
-        let (b, s) = self.slot(self.len());
-        if b == self.blocks.len() {
-            let block = self
-                .spare
-                .take()
-                .unwrap_or_else(|| (0..self.block()).map(|_| None).collect());
-            self.blocks.push_back(block);
-        }
-        if let Some(slot) = self.blocks.get_mut(b).and_then(|blk| blk.get_mut(s)) {
-            *slot = Some(e);
+    /// The slot for one more entry: at `cap` entries, the oldest's.
+    #[inline]
+    fn next_slot(&mut self, cap: usize) -> Option<&mut Option<Entry>> {
+        let at = if self.len < cap {
+            if self.len == self.blocks.len() * BLOCK {
+                self.grow(cap);
+            }
             self.len += 1;
-        }
+            self.len - 1
+        } else {
+            let at = self.head;
+            self.head = if at + 1 >= self.len { 0 } else { at + 1 };
+            at
+        };
+        self.blocks
+            .get_mut(at / BLOCK)
+            .and_then(|b| b.get_mut(at % BLOCK))
     }
-}
 
-/// An event's fields that differ from its page's usual ones, whole.
-#[derive(Debug, Clone)]
-struct Rare {
-    ts_ns: u64,
-    pfn: u64,
-    page: u64,
-    owner: u64,
-    aux: u64,
-    aux2: u64,
-    hook: u32,
-    pgmap_type: u32,
-    nr_pages: u32,
+    /// One more block, for a history of at most `cap` entries.
+    #[inline(never)]
+    fn grow(&mut self, cap: usize) {
+        let room = cap - self.len;
+        self.blocks.push(if room >= BLOCK {
+            Box::new([const { None }; BLOCK])
+        } else {
+            vec![None; room].into_boxed_slice()
+        });
+    }
 }
 
 /// The thread of an event, shared between the history entries it made.
@@ -375,32 +443,17 @@ struct Task {
     comm: Comm,
 }
 
-impl Entry {
-    fn flags(&self) -> u32 {
-        (self.head >> FLAGS_SHIFT) as u32
-    }
-
-    fn is_rare(&self) -> bool {
-        self.flags() & RARE != 0
-    }
-}
-
 impl History {
-    /// An empty history of at most `cap` events for the page whose first
-    /// event is `first`.
-    fn new(first: &PageEvent, cap: usize) -> Self {
+    /// An empty history for the page whose first event is `first`.
+    fn new(first: &PageEvent) -> Self {
         Self {
             pfn: first.pfn,
             page: first.page,
             owner: first.owner,
-            base_ns: first.ts_ns,
-            // Blocks no larger than the history: one entry for `--history 1`.
-            entries: Blocks::new(
-                cap.clamp(1, 1 << BLOCK_SHIFT)
-                    .next_power_of_two()
-                    .trailing_zeros(),
-            ),
-            rare: None,
+            pgmap_type: first.pgmap_type,
+            last_ns: first.ts_ns,
+            entries: Ring::new(),
+            extras: None,
         }
     }
 
@@ -415,133 +468,208 @@ impl History {
 
     /// The `i`th event, oldest first.
     pub fn get(&self, i: usize) -> Option<PageEvent> {
-        let e = self.entries.get(i)?;
-        let rare = if e.is_rare() {
-            let before = self.entries.iter().take(i).filter(|e| e.is_rare()).count();
-            self.rare.as_ref().and_then(|r| r.get(before))
-        } else {
-            None
-        };
-        Some(self.event(e, rare))
+        self.iter().nth(i)
     }
 
     /// The most recent event.
     pub fn last(&self) -> Option<PageEvent> {
         let e = self.entries.back()?;
-        let rare = match &self.rare {
-            Some(r) if e.is_rare() => r.back(),
-            _ => None,
-        };
-        Some(self.event(e, rare))
+        let n = self.extras.as_ref().map_or(0, |x| x.len());
+        let x = self.extra_words(n.saturating_sub(e.extra_len()), e);
+        Some(self.event(e, &x, self.last_ns))
     }
 
     /// The events, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = PageEvent> + '_ {
-        let mut rare = self.rare.iter().flat_map(|r| r.iter());
-        self.entries.iter().map(move |e| {
-            let r = if e.is_rare() { rare.next() } else { None };
-            self.event(e, r)
+        // Each entry keeps its step from the one before: the oldest's time
+        // is the newest's less the steps between them.
+        let mut at = 0;
+        let mut steps = 0u64;
+        for (i, e) in self.entries.iter().enumerate() {
+            if i > 0 {
+                steps = steps.wrapping_add(e.step(&self.extra_words(at, e)));
+            }
+            at += e.extra_len();
+        }
+        let mut ts = self.last_ns.wrapping_sub(steps);
+        let mut at = 0;
+        self.entries.iter().enumerate().map(move |(i, e)| {
+            let x = self.extra_words(at, e);
+            at += e.extra_len();
+            if i > 0 {
+                ts = ts.wrapping_add(e.step(&x));
+            }
+            self.event(e, &x, ts)
         })
     }
 
-    /// Appends `ev` (from `task`), dropping the oldest event beyond `cap`.
-    fn push(&mut self, ev: &PageEvent, task: Rc<Task>, cap: usize) {
-        if self.entries.len() >= cap
-            && let Some(old) = self.entries.pop_front()
-            && old.is_rare()
-            && let Some(r) = &mut self.rare
-        {
-            r.pop_front();
-        }
-        // Signed 56 bits: more than a year either way.
-        let delta = ev.ts_ns.wrapping_sub(self.base_ns) as i64;
-        let delta_fits = (delta << 8) >> 8 == delta;
-        let small = (u8::try_from(ev.hook), u8::try_from(ev.pgmap_type));
-        let (hook, pgmap_type, aux, rare) = match small {
-            (Ok(hook), Ok(pgmap_type))
-                if delta_fits
-                    && ev.pfn == self.pfn
-                    && ev.page == self.page
-                    && ev.owner == self.owner
-                    && ev.aux <= AUX_INLINE
-                    && ev.aux2 == 0
-                    && ev.nr_pages == 1 =>
+    /// The extra words of `e`, from word `at` of [`History::extras`].
+    fn extra_words(&self, at: usize, e: &Entry) -> [u64; MAX_EXTRA] {
+        let mut x = [0; MAX_EXTRA];
+        if let Some(q) = &self.extras {
+            for (w, v) in x
+                .iter_mut()
+                .zip(q.range(at.min(q.len())..).take(e.extra_len()))
             {
-                (hook, pgmap_type, ev.aux as u8, 0)
+                *w = *v;
             }
-            _ => {
-                self.rare.get_or_insert_default().push_back(Rare {
-                    ts_ns: ev.ts_ns,
-                    pfn: ev.pfn,
-                    page: ev.page,
-                    owner: ev.owner,
-                    aux: ev.aux,
-                    aux2: ev.aux2,
-                    hook: ev.hook,
-                    pgmap_type: ev.pgmap_type,
-                    nr_pages: ev.nr_pages,
-                });
-                (0, 0, 0, RARE)
-            }
+        }
+        x
+    }
+
+    /// Appends `ev` (from `task`), dropping the oldest event beyond `cap`.
+    #[inline]
+    fn push(&mut self, ev: &PageEvent, task: Rc<Task>, cap: usize) {
+        let step = ev.ts_ns.wrapping_sub(self.last_ns) as i64;
+        self.last_ns = ev.ts_ns;
+        let ret = ev.ret.unwrap_or(0);
+        let aux = ev.aux as i64;
+        let before_step = match (ev.refcount_before, ev.refcount_after) {
+            (Some(b), Some(a)) => i64::from(b) - i64::from(a),
+            _ => 0,
         };
-        let flag = |v: bool, bit: u32| if v { bit } else { 0 };
+        let mapcount = ev.mapcount.map_or(0, i64::from);
+        let flag = |v: bool, bit: u32| u64::from(v) * u64::from(bit);
         let fl = flag(ev.refcount_before.is_some(), flags::HAS_BEFORE)
             | flag(ev.refcount_after.is_some(), flags::HAS_AFTER)
             | flag(ev.mapcount.is_some(), flags::HAS_MAPCOUNT)
             | flag(ev.ret.is_some(), flags::HAS_RET)
             | flag(ev.late, flags::LATE)
-            | flag(ev.forking, flags::FORKING)
-            | rare;
-        let role = match ev.role {
+            | flag(ev.forking, flags::FORKING);
+        let role: u64 = match ev.role {
             Role::Other => 0,
             Role::Map => 1,
             Role::Unmap => 2,
         };
-        self.entries.push_back(Entry {
-            head: (delta as u64 & ((1 << FLAGS_SHIFT) - 1)) | u64::from(fl) << FLAGS_SHIFT,
-            ret: ev.ret.unwrap_or(0),
-            stack: ev.stack.clone(),
+        // Both words first, so that little else is live after. The fields
+        // kept elsewhere are written too, truncated, and not read.
+        let head = STEP.put(step)
+            | RET.put(ret)
+            | fl << FLAGS_SHIFT
+            | (ev.kind as u64) << KIND_SHIFT
+            | role << ROLE_SHIFT;
+        let refs = u64::from(ev.refcount_after.or(ev.refcount_before).unwrap_or(0) as u32)
+            | BEFORE_STEP.put(before_step)
+            | MAPCOUNT.put(mapcount)
+            | HOOK.put(i64::from(ev.hook))
+            | AUX.put(aux);
+        // An event like most of the page's: the same page, owner, `struct
+        // page` and type, one page, no `aux2`, and numbers that fit.
+        // Tested at once, without a branch for each.
+        let ext = (ev.pfn ^ self.pfn)
+            | (ev.page ^ self.page)
+            | (ev.owner ^ self.owner)
+            | u64::from(ev.pgmap_type ^ self.pgmap_type)
+            | ev.aux2
+            | u64::from(ev.nr_pages ^ 1)
+            | u64::from(ev.hook >> HOOK.bits)
+            | u64::from(!(AUX.fits(aux) & BEFORE_STEP.fits(before_step) & MAPCOUNT.fits(mapcount)))
+            != 0;
+        let out = (u64::from(!RET.fits(ret)) * X_RET)
+            | (u64::from(!STEP.fits(step)) * X_STEP)
+            | (u64::from(ext) * X_EXT);
+        if out != 0 {
+            self.push_extras(ev, out, step, ret);
+        }
+        let stack = ev.stack.clone();
+        let Some(slot) = self.entries.next_slot(cap) else {
+            return;
+        };
+        // The oldest event leaves with its extra words (the queue's front).
+        let gone = slot.as_ref().map_or(0, Entry::extra_len);
+        if gone > 0
+            && let Some(q) = &mut self.extras
+        {
+            q.drain(..gone.min(q.len()));
+        }
+        // Written in place (the oldest dropped there).
+        *slot = Some(Entry {
+            head: head | out,
+            refs,
+            stack,
             task,
-            refcount_before: ev.refcount_before.unwrap_or(0),
-            refcount_after: ev.refcount_after.unwrap_or(0),
-            mapcount: ev.mapcount.unwrap_or(0),
-            kind: ev.kind,
-            hook,
-            pgmap_type,
-            misc: role | aux << 2,
         });
     }
 
-    /// The event `e` (with its rare fields `rare`) was made from.
-    fn event(&self, e: &Entry, rare: Option<&Rare>) -> PageEvent {
-        let fl = e.flags();
+    /// Keeps the fields of `ev` its entry cannot (`out`: [`X_RET`],
+    /// [`X_STEP`], [`X_EXT`]), in that order.
+    #[cold]
+    #[inline(never)]
+    fn push_extras(&mut self, ev: &PageEvent, out: u64, step: i64, ret: i64) {
+        let q = self.extras.get_or_insert_default();
+        if out & X_RET != 0 {
+            q.push_back(ret as u64);
+        }
+        if out & X_STEP != 0 {
+            q.push_back(step as u64);
+        }
+        if out & X_EXT != 0 {
+            let pair = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
+            q.extend([
+                pair(
+                    ev.refcount_before.unwrap_or(0) as u32,
+                    ev.mapcount.unwrap_or(0) as u32,
+                ),
+                ev.pfn,
+                ev.page,
+                ev.owner,
+                ev.aux,
+                ev.aux2,
+                pair(ev.hook, ev.pgmap_type),
+                u64::from(ev.nr_pages),
+            ]);
+        }
+    }
+
+    /// The event `e` (with its extra words `x`) was made from, at `ts_ns`.
+    fn event(&self, e: &Entry, x: &[u64], ts_ns: u64) -> PageEvent {
+        let fl = (e.head >> FLAGS_SHIFT) as u32;
         let has = |bit: u32| fl & bit != 0;
-        let (ts_ns, pfn, page, owner, aux, aux2, hook, pgmap_type, nr_pages) = match rare {
-            Some(r) => (
-                r.ts_ns,
-                r.pfn,
-                r.page,
-                r.owner,
-                r.aux,
-                r.aux2,
-                r.hook,
-                r.pgmap_type,
-                r.nr_pages,
-            ),
-            None => (
-                // Sign-extends the 56-bit delta.
-                self.base_ns
-                    .wrapping_add((((e.head << 8) as i64) >> 8) as u64),
-                self.pfn,
-                self.page,
-                self.owner,
-                u64::from(e.misc >> 2),
-                0,
-                u32::from(e.hook),
-                u32::from(e.pgmap_type),
-                1,
-            ),
+        let mut x = x.iter().copied();
+        let ret = if e.head & X_RET != 0 {
+            x.next().unwrap_or_default() as i64
+        } else {
+            RET.get(e.head)
         };
+        if e.head & X_STEP != 0 {
+            x.next();
+        }
+        let after = e.refs as u32 as i32;
+        let (before, mapcount, pfn, page, owner, aux, aux2, hook, pgmap_type, nr_pages) =
+            if e.head & X_EXT != 0 {
+                let mut w = || x.next().unwrap_or_default();
+                let (refs, pfn, page, owner, aux, aux2, types, nr_pages) =
+                    (w(), w(), w(), w(), w(), w(), w(), w());
+                (
+                    refs as u32 as i32,
+                    (refs >> 32) as u32 as i32,
+                    pfn,
+                    page,
+                    owner,
+                    aux,
+                    aux2,
+                    types as u32,
+                    (types >> 32) as u32,
+                    nr_pages as u32,
+                )
+            } else {
+                (
+                    if has(flags::HAS_AFTER) {
+                        after.wrapping_add(BEFORE_STEP.get(e.refs) as i32)
+                    } else {
+                        after
+                    },
+                    MAPCOUNT.get(e.refs) as i32,
+                    self.pfn,
+                    self.page,
+                    self.owner,
+                    AUX.get(e.refs) as u64,
+                    0,
+                    HOOK.get_unsigned(e.refs) as u32,
+                    self.pgmap_type,
+                    1,
+                )
+            };
         PageEvent {
             ts_ns,
             pfn,
@@ -550,20 +678,20 @@ impl History {
             tgid: e.task.tgid,
             cpu: e.task.cpu,
             comm: e.task.comm.clone(),
-            kind: e.kind,
+            kind: Kind::ALL[(e.head >> KIND_SHIFT) as usize & 0xf],
             hook,
-            refcount_before: has(flags::HAS_BEFORE).then_some(e.refcount_before),
-            refcount_after: has(flags::HAS_AFTER).then_some(e.refcount_after),
-            mapcount: has(flags::HAS_MAPCOUNT).then_some(e.mapcount),
+            refcount_before: has(flags::HAS_BEFORE).then_some(before),
+            refcount_after: has(flags::HAS_AFTER).then_some(after),
+            mapcount: has(flags::HAS_MAPCOUNT).then_some(mapcount),
             pgmap_type,
             nr_pages,
-            ret: has(flags::HAS_RET).then_some(e.ret),
+            ret: has(flags::HAS_RET).then_some(ret),
             aux,
             aux2,
             owner,
             late: has(flags::LATE),
             forking: has(flags::FORKING),
-            role: match e.misc & 3 {
+            role: match (e.head >> ROLE_SHIFT) & 3 {
                 1 => Role::Map,
                 2 => Role::Unmap,
                 _ => Role::Other,
@@ -593,64 +721,104 @@ impl Tasks {
     }
 
     /// The shared task of `ev`.
+    #[inline]
     fn of(&mut self, ev: &PageEvent) -> Rc<Task> {
         let key = (u64::from(ev.pid) << 32 | u64::from(ev.cpu)).wrapping_mul(FIB);
         let i = (key >> 56) as usize % TASK_SLOTS;
-        match &self.slots[i] {
-            Some(t)
+        match self.slots.get(i) {
+            Some(Some(t))
                 if t.pid == ev.pid && t.cpu == ev.cpu && t.tgid == ev.tgid && t.comm == ev.comm =>
             {
                 Rc::clone(t)
             }
-            _ => {
-                let t = Rc::new(Task {
-                    pid: ev.pid,
-                    tgid: ev.tgid,
-                    cpu: ev.cpu,
-                    comm: ev.comm.clone(),
-                });
-                self.slots[i] = Some(Rc::clone(&t));
-                t
-            }
+            _ => self.insert(i, ev),
         }
+    }
+
+    /// A new task for `ev`, in slot `i`.
+    #[cold]
+    #[inline(never)]
+    fn insert(&mut self, i: usize, ev: &PageEvent) -> Rc<Task> {
+        let t = Rc::new(Task {
+            pid: ev.pid,
+            tgid: ev.tgid,
+            cpu: ev.cpu,
+            comm: ev.comm.clone(),
+        });
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = Some(Rc::clone(&t));
+        }
+        t
     }
 }
 
 /// 2^64 / φ: multiplying by it spreads keys over the high bits.
 const FIB: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// What refwatch knows of one page.
+/// What refwatch knows of one page. In C order, what every event reads
+/// or writes first: an event touches the first five cache lines of a page,
+/// not most of the seven it spans.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct Page {
-    pub pfn: u64,
-    pub pgmap_type: u32,
-    pub first_ns: u64,
-    pub last_ns: u64,
+    /// The most recent events, oldest first, bounded.
+    pub history: History,
+    pub holders: Vec<Holder>,
+    pub last_comm: Comm,
     /// Last known refcount.
     pub refcount: Option<i32>,
     /// Last known raw `_mapcount`.
     pub mapcount: Option<i32>,
-    pub state: PageState,
+    pub last_ns: u64,
     pub state_since_ns: u64,
-    /// Events seen per kind (index: wire kind value).
-    pub counts: [u64; 12],
     /// The page map's free callback (or ops) address; 0 when unknown.
     pub owner: u64,
-    pub last_kind: Kind,
-    pub last_comm: Comm,
-    /// The most recent events, oldest first, bounded.
-    pub history: History,
-    /// References beyond idle and mappings.
-    pub outstanding: i32,
     pub outstanding_since: Option<u64>,
     pub pinned_since: Option<u64>,
     pub unmapped_since: Option<u64>,
-    pub holders: Vec<Holder>,
+    /// References beyond idle and mappings.
+    pub outstanding: i32,
+    pub pgmap_type: u32,
+    pub state: PageState,
+    pub last_kind: Kind,
+    /// Listed in [`Tracker::hot`].
+    hot: bool,
     /// Open episodes: detector → index in [`Tracker::episodes`].
     pub open: FastMap<Detector, usize>,
+    /// Events seen per kind (index: wire kind value).
+    pub counts: [u64; 12],
+    pub pfn: u64,
+    pub first_ns: u64,
 }
 
 impl Page {
+    /// A page first seen in `ev`.
+    #[inline(never)]
+    fn new(ev: &PageEvent) -> Box<Self> {
+        Box::new(Page {
+            pfn: ev.pfn,
+            pgmap_type: ev.pgmap_type,
+            first_ns: ev.ts_ns,
+            last_ns: ev.ts_ns,
+            refcount: None,
+            mapcount: None,
+            state: PageState::Idle,
+            state_since_ns: ev.ts_ns,
+            counts: [0; 12],
+            owner: 0,
+            last_kind: ev.kind,
+            last_comm: Comm::default(),
+            history: History::new(ev),
+            outstanding: 0,
+            outstanding_since: None,
+            pinned_since: None,
+            unmapped_since: None,
+            holders: Vec::new(),
+            open: FastMap::default(),
+            hot: false,
+        })
+    }
+
     /// The most recent holder, if any.
     pub fn holder(&self) -> Option<&Holder> {
         self.holders.last()
@@ -682,7 +850,9 @@ pub struct Tracker {
     fork_pending: FastMap<u32, Vec<u64>>,
     /// The threads of the events in the histories.
     tasks: Tasks,
-    /// PFNs with outstanding references (candidates for time-based detectors).
+    /// PFNs with outstanding references (candidates for time-based
+    /// detectors), and those whose references went since the detectors
+    /// last ran: they leave then, not on every drop (see [`Page::hot`]).
     hot: FastSet<u64>,
     pub episodes: Vec<Episode>,
     pub rules: Rules,
@@ -730,29 +900,7 @@ impl Tracker {
         let rules = &self.rules;
         let history_cap = self.history_cap;
         let task = self.tasks.of(ev);
-        let page = self.pages.entry(ev.pfn).or_insert_with(|| {
-            Box::new(Page {
-                pfn: ev.pfn,
-                pgmap_type: ev.pgmap_type,
-                first_ns: ev.ts_ns,
-                last_ns: ev.ts_ns,
-                refcount: None,
-                mapcount: None,
-                state: PageState::Idle,
-                state_since_ns: ev.ts_ns,
-                counts: [0; 12],
-                owner: 0,
-                last_kind: ev.kind,
-                last_comm: Comm::default(),
-                history: History::new(ev, history_cap),
-                outstanding: 0,
-                outstanding_since: None,
-                pinned_since: None,
-                unmapped_since: None,
-                holders: Vec::new(),
-                open: FastMap::default(),
-            })
-        });
+        let page = self.pages.entry(ev.pfn).or_insert_with(|| Page::new(ev));
         if page.pgmap_type == pgmap::UNKNOWN {
             page.pgmap_type = ev.pgmap_type;
         }
@@ -807,14 +955,10 @@ impl Tracker {
         page.history.push(ev, task, history_cap);
         let system = page.pgmap_type == pgmap::SYSTEM;
         if forked {
-            self.fork_pending.entry(ev.pid).or_default().push(ev.pfn);
+            note_fork(&mut self.fork_pending, ev);
         }
         if system {
-            // Only migrations are followed on system pages (their other
-            // references are not watched): no refcount-based detectors.
-            self.apply_migration(ev);
-            self.refresh_holders(ev.pfn);
-            return;
+            return self.apply_system(ev);
         }
         let outstanding = match page.refcount {
             Some(rc) if ev.kind != Kind::Free => {
@@ -822,9 +966,6 @@ impl Tracker {
             }
             _ => 0,
         };
-        // `hot` holds exactly the pages with references outstanding: it
-        // changes only when that does.
-        let was_hot = page.outstanding != 0;
         page.outstanding = outstanding;
         let mut to_open: Option<(Detector, u64, String)> = None;
         let mut to_close = Detectors::default();
@@ -836,8 +977,10 @@ impl Tracker {
                     page.pgmap_type,
                     pgmap::FSDAX | pgmap::GENERIC | pgmap::P2PDMA
                 );
-            page.holders
-                .retain(|h| mappings_hold && h.role == Role::Map);
+            if !page.holders.is_empty() {
+                page.holders
+                    .retain(|h| mappings_hold && h.role == Role::Map);
+            }
             page.outstanding_since = None;
             page.pinned_since = None;
             page.unmapped_since = None;
@@ -849,9 +992,6 @@ impl Tracker {
                 Detector::Orphaned,
             ] {
                 to_close.insert(d);
-            }
-            if was_hot {
-                self.hot.remove(&ev.pfn);
             }
         } else {
             page.outstanding_since.get_or_insert(ev.ts_ns);
@@ -873,20 +1013,11 @@ impl Tracker {
                 to_close.insert(Detector::UnmappedNotFreed);
             }
             if ev.kind == Kind::LayoutWait {
-                to_open = Some((
-                    Detector::LayoutWait,
-                    ev.ts_ns,
-                    format!(
-                        "a DAX layout break (truncate or hole punch) by {} (pid {}) waits for this page: refcount {}, {} reference(s) beyond idle {}",
-                        ev.comm,
-                        ev.tgid,
-                        page.refcount.map_or("?".into(), |r| r.to_string()),
-                        outstanding,
-                        rules.idle(page.pgmap_type)
-                    ),
-                ));
+                to_open = Some(layout_wait(ev, page, rules));
             }
-            if !was_hot {
+            // A page taken and dropped over and over is listed once.
+            if !page.hot {
+                page.hot = true;
                 self.hot.insert(ev.pfn);
             }
         }
@@ -912,20 +1043,16 @@ impl Tracker {
         }
         // Most pages have nothing open: no episode to look at.
         if !page.open.is_empty() {
-            for d in to_close.iter() {
-                if let Some(idx) = page.open.remove(&d)
-                    && let Some(ep) = self.episodes.get_mut(idx)
-                {
-                    ep.end_ns = Some(ev.ts_ns);
-                }
-            }
+            close_all(page, &mut self.episodes, to_close, ev.ts_ns);
         }
         // Only open episodes learn of holders: most events have none to tell.
         let may_be_open = !page.open.is_empty() || to_open.is_some() || ev.kind == Kind::Migrate;
         if let Some((d, start, reason)) = to_open {
             self.open(pfn, d, start, reason);
         }
-        self.apply_migration(ev);
+        if let Some(m) = ev.migration() {
+            self.apply_migration(ev, m);
+        }
         if may_be_open {
             self.refresh_holders(pfn);
         }
@@ -936,13 +1063,22 @@ impl Tracker {
         }
     }
 
+    /// The rest of an event on a system page: only migrations are followed
+    /// there (their other references are not watched), no refcount-based
+    /// detectors.
+    #[cold]
+    #[inline(never)]
+    fn apply_system(&mut self, ev: &PageEvent) {
+        if let Some(m) = ev.migration() {
+            self.apply_migration(ev, m);
+        }
+        self.refresh_holders(ev.pfn);
+    }
+
     /// A migration event: a moved page clears `migration-blocked` (and the
     /// event joins the destination's history); a page that stayed with more
     /// references than the migration expects opens it.
-    fn apply_migration(&mut self, ev: &PageEvent) {
-        let Some(m) = ev.migration() else {
-            return;
-        };
+    fn apply_migration(&mut self, ev: &PageEvent, m: Migration) {
         if m.moved {
             self.close(ev.pfn, Detector::MigrationBlocked, ev.ts_ns);
             // A system page's remembered holders (their drops are not
@@ -1093,10 +1229,17 @@ impl Tracker {
         let now = self.now_ns;
         let th = self.thresholds;
         let mut to_open = Vec::new();
-        for pfn in &self.hot {
-            let Some(p) = self.pages.get(pfn) else {
-                continue;
+        let pages = &mut self.pages;
+        self.hot.retain(|pfn| {
+            // Pages with nothing outstanding any more (or gone) leave.
+            let Some(p) = pages.get_mut(pfn) else {
+                return false;
             };
+            p.hot = p.outstanding != 0;
+            if !p.hot {
+                return false;
+            }
+            let p = &**p;
             let idle = self.rules.idle(p.pgmap_type);
             let rc = p.refcount.map_or("?".into(), |r| r.to_string());
             if let Some(since) = p.outstanding_since
@@ -1144,7 +1287,8 @@ impl Tracker {
                     ),
                 ));
             }
-        }
+            true
+        });
         to_open.sort_by_key(|(pfn, d, ..)| (*pfn, *d));
         for (pfn, d, since, reason) in to_open {
             self.open(pfn, d, since, reason);
@@ -1324,6 +1468,45 @@ impl Detectors {
     }
 }
 
+/// Notes that `ev`'s thread took a reference while forking: it belongs to
+/// the child the fork event names.
+#[cold]
+#[inline(never)]
+fn note_fork(pending: &mut FastMap<u32, Vec<u64>>, ev: &PageEvent) {
+    pending.entry(ev.pid).or_default().push(ev.pfn);
+}
+
+/// The episode a layout break waiting on `page` opens.
+#[cold]
+#[inline(never)]
+fn layout_wait(ev: &PageEvent, page: &Page, rules: &Rules) -> (Detector, u64, String) {
+    (
+        Detector::LayoutWait,
+        ev.ts_ns,
+        format!(
+            "a DAX layout break (truncate or hole punch) by {} (pid {}) waits for this page: refcount {}, {} reference(s) beyond idle {}",
+            ev.comm,
+            ev.tgid,
+            page.refcount.map_or("?".into(), |r| r.to_string()),
+            page.outstanding,
+            rules.idle(page.pgmap_type)
+        ),
+    )
+}
+
+/// Ends the episodes of `page` that `to_close` names, at `ts_ns`.
+#[cold]
+#[inline(never)]
+fn close_all(page: &mut Page, episodes: &mut [Episode], to_close: Detectors, ts_ns: u64) {
+    for d in to_close.iter() {
+        if let Some(idx) = page.open.remove(&d)
+            && let Some(ep) = episodes.get_mut(idx)
+        {
+            ep.end_ns = Some(ts_ns);
+        }
+    }
+}
+
 fn secs(ns: u64) -> String {
     format!("{:.1}s", ns as f64 / 1e9)
 }
@@ -1354,8 +1537,11 @@ fn drop_holder(holders: &mut Vec<Holder>, ev: &PageEvent) {
             .or_else(|| holders.iter().rposition(|h| h.kind == want)),
         p => p,
     };
-    if let Some(i) = pos {
-        holders.remove(i);
+    match pos {
+        // The most recent, mostly: nothing to shift.
+        Some(i) if i + 1 == holders.len() => drop(holders.pop()),
+        Some(i) => drop(holders.remove(i)),
+        None => {}
     }
 }
 
@@ -1546,6 +1732,51 @@ mod tests {
             let kept: Vec<PageEvent> = p.history.iter().collect();
             assert_eq!(kept, events[30 - cap..], "--history {cap}");
             assert_eq!(p.history.len(), cap);
+        }
+    }
+
+    /// Events whose fields go to the side queue leave it with their
+    /// entries, whichever is oldest when: every bound, times far apart and
+    /// back, large return values and fields unlike the page's.
+    #[test]
+    fn history_side_words_leave_with_their_events() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for cap in [1, 2, 3, 7, 8, 9, 16] {
+            let mut t = Tracker::new(rules_6_1(), th(), cap, 100);
+            let mut applied = Vec::new();
+            let mut ts: u64 = 5 * S;
+            for i in 0..60u64 {
+                let r = next();
+                // Steps of nanoseconds to days, some backwards.
+                ts = match r % 5 {
+                    0 => ts.wrapping_add(r >> 20),
+                    1 => ts.wrapping_sub(r >> 44),
+                    _ => ts + (r >> 50),
+                };
+                let mut e = ev(ts, 6, Kind::ALL[(r >> 8) as usize % 8], 1, 2, 3);
+                e.ret = (r & 1 != 0).then_some(if r & 2 != 0 { (r >> 3) as i64 } else { -3 });
+                e.aux = [1, u64::MAX, 31, 32, r][(r >> 12) as usize % 5];
+                e.mapcount = [None, Some(-1), Some(127), Some(128)][(r >> 16) as usize % 4];
+                e.refcount_before = [None, Some(1), Some(1 << 20)][(r >> 20) as usize % 3];
+                if i % 11 == 3 {
+                    e.owner = r;
+                }
+                applied.push(e.clone());
+                t.apply(&e);
+                let p = t.page(6).expect("tracked");
+                let kept = applied.len().min(cap);
+                let want = &applied[applied.len() - kept..];
+                let got: Vec<PageEvent> = p.history.iter().collect();
+                assert_eq!(got, want, "--history {cap}, event {i}");
+                assert_eq!(p.history.last().as_ref(), want.last());
+                assert_eq!(p.history.get(0).as_ref(), want.first());
+            }
         }
     }
 
