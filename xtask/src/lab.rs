@@ -1154,9 +1154,17 @@ mod tests {
         console.push_str("Kernel panic - not syncing: Fatal exception\n");
         let report = oops_report(&console);
         assert_eq!(report.lines().count(), OOPS_LINES);
-        assert!(report.lines().last().unwrap().contains("Kernel panic"));
         assert!(
-            report.lines().next().unwrap().contains("frame 421"),
+            report
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains("Kernel panic"))
+        );
+        assert!(
+            report
+                .lines()
+                .next()
+                .is_some_and(|l| l.contains("frame 421")),
             "{report}"
         );
     }
