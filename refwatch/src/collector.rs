@@ -87,10 +87,17 @@ pub struct Collector<'a> {
     /// Kernel-side aya-log lines, forwarded into refwatch's own log.
     klog: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
     counters: PerCpuArray<MapData, u64>,
+    /// When to read the ring buffer unasked: the programs wake the reader
+    /// only once a quarter of it waits (see the kernel side's `submit`).
+    poll: tokio::time::Interval,
     out: Outputs<'a>,
     pub tracker: Tracker,
     pub totals: Totals,
 }
+
+/// How often the ring buffer is read when no wakeup came: what the kernel
+/// submitted without waking the reader shows this late at most.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
 impl<'a> Collector<'a> {
     /// Takes the maps of `loaded` and opens the outputs.
@@ -151,10 +158,13 @@ impl<'a> Collector<'a> {
             decoder: Decoder::default(),
             format: opts.format,
         };
+        let mut poll = tokio::time::interval(DRAIN_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Self {
             ring,
             klog,
             counters,
+            poll,
             out,
             tracker: Tracker::new(
                 opts.rules.clone(),
@@ -166,12 +176,14 @@ impl<'a> Collector<'a> {
         })
     }
 
-    /// Waits until the ring buffer has data, then decodes everything in it.
-    /// Kernel log lines that arrive meanwhile go to refwatch's log.
+    /// Waits until the ring buffer wakes refwatch or [`DRAIN_EVERY`] has
+    /// passed, then decodes everything in it. Kernel log lines that arrive
+    /// meanwhile go to refwatch's log.
     pub async fn readable(&mut self) -> Result<()> {
         let Self {
             ring,
             klog,
+            poll,
             tracker,
             totals,
             out,
@@ -189,6 +201,7 @@ impl<'a> Collector<'a> {
                 drain(guard.get_inner_mut(), tracker, totals, out)?;
                 guard.clear_ready();
             }
+            _ = poll.tick() => drain(ring.get_mut(), tracker, totals, out)?,
             guard = klog_ready => {
                 let mut guard = guard.context("wait for the kernel log")?;
                 guard.get_inner_mut().flush();

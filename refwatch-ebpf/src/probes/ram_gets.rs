@@ -132,7 +132,7 @@ pub fn report(pfn: u64, refcount: Option<i32>) {
         }
         (*ev).stack_bytes = n;
     }
-    entry.submit(0);
+    crate::emit::submit(entry);
     count(counter::SUBMITTED);
     // Reported once: userspace keeps it as the page's holder until the
     // page moves.
