@@ -654,7 +654,6 @@ fn sparse_file(path: &Path, size: u64) -> Result<()> {
         .with_context(|| format!("size {} to {size} bytes", path.display()))
 }
 
-/// The last console lines, without terminal escape sequences.
 /// The kernel's report that led to a panic: from the first `BUG:`, `Oops`,
 /// `general protection fault` or `WARNING:` line to the panic line, at most
 /// [`OOPS_LINES`] lines, so a run whose console is gone (a CI clone) still
@@ -683,6 +682,7 @@ fn oops_report(text: &str) -> String {
 
 const OOPS_LINES: usize = 80;
 
+/// The last console lines, without terminal escape sequences.
 fn console_tail(text: &str) -> String {
     cmd::tail(strip_escapes(text).as_bytes(), 8)
 }
