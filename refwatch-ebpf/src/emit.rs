@@ -7,7 +7,7 @@ use aya_ebpf::{
 use refwatch_common::{Event, MAX_STACK, counter, flags};
 
 use crate::{
-    COUNTERS, EVENTS, FORKING, busy,
+    COUNTERS, EVENTS, FORKING,
     page::{DevicePage, layout, mapcount, refcount},
 };
 
@@ -153,9 +153,7 @@ pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStac
     if f.ret.is_some() {
         fl |= flags::HAS_RET;
     }
-    if busy::count(busy::FORKS) != 0
-        && let Some(forking) = FORKING.get_ptr_mut(pid_tgid)
-    {
+    if let Some(forking) = FORKING.get_ptr_mut(pid_tgid) {
         fl |= flags::FORKING;
         // SAFETY: this thread's own entry.
         unsafe { *forking = 1 };

@@ -6,10 +6,8 @@
 //! offsets are not compiled in: userspace reads them from the running kernel's
 //! BTF and sets the `LAYOUT` global before loading.
 #![no_std]
-#![feature(asm_experimental_arch)]
 #![no_main]
 
-mod busy;
 mod emit;
 mod page;
 mod pending;
@@ -37,10 +35,6 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 /// page_ref tracepoints are attached (precise mode).
 #[map]
 static SETTINGS: aya_ebpf::maps::Array<u32> = aya_ebpf::maps::Array::with_max_entries(1, 0);
-
-/// In-flight entries per kind, see [`busy`].
-#[map]
-static BUSY: aya_ebpf::maps::Array<u64> = aya_ebpf::maps::Array::with_max_entries(busy::KINDS, 0);
 
 /// Threads inside `kernel_clone`: value 1 once they touched a device page.
 #[map]

@@ -13,27 +13,21 @@ use aya_ebpf::{
 use refwatch_common::{hook, kind, pgmap};
 
 use crate::{
-    FORKING, busy,
+    FORKING,
     emit::{Fields, emit},
 };
 
 #[inline(always)]
 fn on_entry() {
-    if FORKING.insert(bpf_get_current_pid_tgid(), 0, 0).is_ok() {
-        busy::enter(busy::FORKS);
-    }
+    let _ = FORKING.insert(bpf_get_current_pid_tgid(), 0, 0);
 }
 
 #[inline(always)]
 fn on_exit<C: EbpfContext>(ctx: &C, child: i64) {
     let k = bpf_get_current_pid_tgid();
     // SAFETY: read-only copy of this thread's entry.
-    let Some(touched) = unsafe { FORKING.get(k) }.copied() else {
-        return;
-    };
-    if FORKING.remove(k).is_ok() {
-        busy::leave(busy::FORKS);
-    }
+    let touched = unsafe { FORKING.get(k) }.copied().unwrap_or(0);
+    let _ = FORKING.remove(k);
     if touched == 0 || child <= 0 {
         return;
     }

@@ -23,7 +23,7 @@ use aya_ebpf::EbpfContext;
 use refwatch_common::{counter, hook, kind};
 
 use crate::{
-    INFLIGHT, busy,
+    INFLIGHT,
     emit::{Fields, count, emit},
     page::{device_page, layout, mapcount, refcount, typed_load},
     pending::{Pending, key},
@@ -159,18 +159,6 @@ pub fn typed_filtered<C: EbpfContext>(ctx: &C, hook: u32, n: usize) -> bool {
     (flags >> layout!(zones_shift)) & layout!(zones_mask) as u64 != layout!(zone_device) as u64
 }
 
-/// Which [`busy`] count `hook`'s in-flight entries are in.
-#[inline(always)]
-fn busy_kind(hook: u32) -> Option<u32> {
-    if GET_HOOKS.contains(&hook) {
-        Some(busy::GETS)
-    } else if DROP_HOOKS.contains(&hook) {
-        Some(busy::DROPS)
-    } else {
-        None
-    }
-}
-
 /// Entry of a hook: resolve the page, remember its refcount for the exit.
 #[inline(always)]
 pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
@@ -201,11 +189,7 @@ pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
         covered: 0,
         has_before: before.is_some() as u32,
     };
-    if INFLIGHT.insert(key(hook), pending, 0).is_ok() {
-        if let Some(kind) = busy_kind(hook) {
-            busy::enter(kind);
-        }
-    } else {
+    if INFLIGHT.insert(key(hook), pending, 0).is_err() {
         count(counter::INFLIGHT_FULL);
         aya_log_ebpf::warn!(
             ctx,
@@ -224,11 +208,7 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
     let Some(p) = (unsafe { INFLIGHT.get(k) }).copied() else {
         return;
     };
-    if INFLIGHT.remove(k).is_ok()
-        && let Some(kind) = busy_kind(hook)
-    {
-        busy::leave(kind);
-    }
+    let _ = INFLIGHT.remove(k);
     if p.covered != 0 {
         return;
     }
@@ -276,7 +256,7 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
             let mut unpin = hook == hook::UNPIN_USER_PAGE
                 || hook == hook::UNPIN_USER_FOLIO
                 || -delta >= GUP_PIN_COUNTING_BIAS;
-            unpin |= cover_outer(&DROP_HOOKS, busy::DROPS, hook, p.head, true);
+            unpin |= cover_outer(&DROP_HOOKS, hook, p.head, true);
             f.kind = if unpin { kind::UNPIN } else { kind::PUT };
         }
         _ => {
@@ -284,7 +264,7 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
                 // The grab failed or raced; nothing was taken.
                 return;
             }
-            cover_outer(&GET_HOOKS, busy::GETS, hook, p.head, false);
+            cover_outer(&GET_HOOKS, hook, p.head, false);
             f.kind = if delta >= GUP_PIN_COUNTING_BIAS {
                 kind::PIN
             } else {
@@ -304,11 +284,10 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
 /// `unpin_user_*`) reports the drop itself at its exit.
 #[inline(always)]
 fn last_put<C: EbpfContext>(ctx: &C, p: &crate::page::DevicePage) {
-    let enclosed = busy::count(busy::DROPS) != 0
-        && DROP_HOOKS.iter().any(|&h| {
-            // SAFETY: entries of this thread only (the key holds the tid).
-            unsafe { INFLIGHT.get(key(h)) }.is_some_and(|o| o.head == p.head)
-        });
+    let enclosed = DROP_HOOKS.iter().any(|&h| {
+        // SAFETY: entries of this thread only (the key holds the tid).
+        unsafe { INFLIGHT.get(key(h)) }.is_some_and(|o| o.head == p.head)
+    });
     if enclosed {
         return;
     }
@@ -324,15 +303,11 @@ fn last_put<C: EbpfContext>(ctx: &C, p: &crate::page::DevicePage) {
     );
 }
 
-/// Marks the pending entries of the other hooks in `family` (counted as
-/// `busy_kind`, the exiting hook's own entry already out) on this thread and
-/// page as covered. Returns whether one of them is an unpin entry point.
+/// Marks the pending entries of the other hooks in `family` on this thread
+/// and page as covered. Returns whether one of them is an unpin entry point.
 #[inline(always)]
-fn cover_outer(family: &[u32], busy_kind: u32, me: u32, head: u64, track_unpin: bool) -> bool {
+fn cover_outer(family: &[u32], me: u32, head: u64, track_unpin: bool) -> bool {
     let mut unpin = false;
-    if busy::count(busy_kind) == 0 {
-        return false;
-    }
     for &outer in family {
         if outer == me {
             continue;
