@@ -245,7 +245,7 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
         tracker.evicted()
     );
     if !use_tui {
-        print!("{}", tracker.summary_table());
+        print!("{}", crate::report::summary_table(&tracker));
     }
     if args.prog_stats {
         let text = loader::prog_stats_text(&loader::prog_stats(&loaded.ebpf));

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    event::pgmap_name,
+    event::{Kind, pgmap_name},
     jsonl::{JsonEvent, to_page_event},
     recording::{Line, Recording},
     state::{Thresholds, Tracker},
@@ -214,6 +214,50 @@ pub fn text(r: &Report) -> String {
     } else {
         let pfns: Vec<String> = r.stuck_at_end.iter().map(|p| format!("{p:#x}")).collect();
         out.push_str(&format!("stuck at the end: {}\n", pfns.join(" ")));
+    }
+    out
+}
+
+/// A readable per-PFN table.
+pub fn summary_table(tracker: &Tracker) -> String {
+    let mut out = format!(
+        "{:<12} {:<8} {:>6} {:>4} {:>4} {:>4} {:>5} {:>4} {:>5} {:>8}  {:<10} {:<11} {:<16} {}\n",
+        "PFN",
+        "TYPE",
+        "EVENTS",
+        "GET",
+        "PUT",
+        "PIN",
+        "UNPIN",
+        "FREE",
+        "WAIT",
+        "REFCOUNT",
+        "STATE",
+        "LAST",
+        "TASK",
+        "FLAGS"
+    );
+    for p in tracker.pages_sorted() {
+        let c = |k: Kind| p.counts[k.raw() as usize];
+        let total: u64 = p.counts.iter().sum();
+        let flags: Vec<&str> = p.flags().iter().map(|d| d.name()).collect();
+        out.push_str(&format!(
+            "{:<12} {:<8} {:>6} {:>4} {:>4} {:>4} {:>5} {:>4} {:>5} {:>8}  {:<10} {:<11} {:<16} {}\n",
+            format!("{:#x}", p.pfn),
+            pgmap_name(p.pgmap_type),
+            total,
+            c(Kind::Get),
+            c(Kind::Put),
+            c(Kind::Pin),
+            c(Kind::Unpin),
+            c(Kind::Free),
+            c(Kind::LayoutWait),
+            p.refcount.map_or("?".to_string(), |r| r.to_string()),
+            p.state.name(),
+            p.last_kind.name(),
+            p.last_comm,
+            flags.join(","),
+        ));
     }
     out
 }

@@ -1,0 +1,189 @@
+//! The time-based detectors, and opening and closing episodes.
+
+use super::{Detector, Episode, PIN_BIAS, Page, Tracker, holders::holders_of};
+use crate::{event::PageEvent, rules::Rules};
+
+impl Tracker {
+    /// Runs the time-based detectors at `now_ns` (monotonic, like event times).
+    pub fn advance(&mut self, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
+        self.last_advance_ns = self.now_ns;
+        let now = self.now_ns;
+        let th = self.thresholds;
+        let mut to_open = Vec::new();
+        let pages = &mut self.pages;
+        self.hot.retain(|pfn| {
+            // Pages with nothing outstanding any more (or gone) leave.
+            let Some(p) = pages.get_mut(pfn) else {
+                return false;
+            };
+            p.hot = p.outstanding != 0;
+            if !p.hot {
+                return false;
+            }
+            let p = &**p;
+            let idle = self.rules.idle(p.pgmap_type);
+            let rc = p.refcount.map_or("?".into(), |r| r.to_string());
+            if let Some(since) = p.outstanding_since
+                && now.saturating_sub(since) >= th.held_ns
+                && !p.open.contains_key(&Detector::Held)
+            {
+                to_open.push((
+                    *pfn,
+                    Detector::Held,
+                    since,
+                    format!(
+                        "{} reference(s) beyond idle (refcount {rc}, idle {idle}) held for more than {}",
+                        p.outstanding,
+                        secs(th.held_ns)
+                    ),
+                ));
+            }
+            if let Some(since) = p.pinned_since
+                && now.saturating_sub(since) >= th.pinned_ns
+                && !p.open.contains_key(&Detector::Pinned)
+            {
+                to_open.push((
+                    *pfn,
+                    Detector::Pinned,
+                    since,
+                    format!(
+                        "refcount {rc} carries the GUP pin bias ({} pin(s)) for more than {}",
+                        p.outstanding / PIN_BIAS,
+                        secs(th.pinned_ns)
+                    ),
+                ));
+            }
+            if let Some(since) = p.unmapped_since
+                && now.saturating_sub(since) >= th.unmapped_ns
+                && !p.open.contains_key(&Detector::UnmappedNotFreed)
+            {
+                to_open.push((
+                    *pfn,
+                    Detector::UnmappedNotFreed,
+                    since,
+                    format!(
+                        "unmapped but not freed for more than {}: refcount {rc}, {} reference(s) left",
+                        secs(th.unmapped_ns),
+                        p.outstanding
+                    ),
+                ));
+            }
+            true
+        });
+        to_open.sort_by_key(|(pfn, d, ..)| (*pfn, *d));
+        for (pfn, d, since, reason) in to_open {
+            self.open(pfn, d, since, reason);
+        }
+    }
+
+    pub(super) fn open(&mut self, pfn: u64, d: Detector, start_ns: u64, reason: String) {
+        let now = self.now_ns;
+        let Some(page) = self.pages.get_mut(&pfn) else {
+            return;
+        };
+        if page.open.contains_key(&d) {
+            return;
+        }
+        let (holders, holder_note, last_events) = holders_of(page);
+        self.episodes.push(Episode {
+            pfn,
+            pgmap_type: page.pgmap_type,
+            detector: d,
+            reason,
+            start_ns,
+            detected_ns: now,
+            end_ns: None,
+            holders,
+            holder_note,
+            last_events,
+        });
+        page.open.insert(d, self.episodes.len() - 1);
+    }
+
+    pub(super) fn close(&mut self, pfn: u64, d: Detector, ts: u64) {
+        if let Some(page) = self.pages.get_mut(&pfn)
+            && let Some(idx) = page.open.remove(&d)
+            && let Some(ep) = self.episodes.get_mut(idx)
+        {
+            ep.end_ns = Some(ts);
+        }
+    }
+
+    /// Open episodes learn of holders that appear while they are open.
+    pub(super) fn refresh_holders(&mut self, pfn: u64) {
+        let Some(page) = self.pages.get(&pfn) else {
+            return;
+        };
+        if page.holders.is_empty() {
+            return;
+        }
+        for idx in page.open.values() {
+            if let Some(ep) = self.episodes.get_mut(*idx) {
+                for h in &page.holders {
+                    if !ep.holders.contains(h) {
+                        ep.holders.push(h.clone());
+                        ep.holder_note = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A set of detectors.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Detectors(u8);
+
+impl Detectors {
+    pub(super) fn insert(&mut self, d: Detector) {
+        self.0 |= 1 << d as u8;
+    }
+
+    /// In [`Detector::ALL`] order.
+    fn iter(self) -> impl Iterator<Item = Detector> {
+        Detector::ALL
+            .into_iter()
+            .filter(move |d| self.0 & (1 << *d as u8) != 0)
+    }
+}
+
+/// The episode a layout break waiting on `page` opens.
+#[cold]
+#[inline(never)]
+pub(super) fn layout_wait(ev: &PageEvent, page: &Page, rules: &Rules) -> (Detector, u64, String) {
+    (
+        Detector::LayoutWait,
+        ev.ts_ns,
+        format!(
+            "a DAX layout break (truncate or hole punch) by {} (pid {}) waits for this page: refcount {}, {} reference(s) beyond idle {}",
+            ev.comm,
+            ev.tgid,
+            page.refcount.map_or("?".into(), |r| r.to_string()),
+            page.outstanding,
+            rules.idle(page.pgmap_type)
+        ),
+    )
+}
+
+/// Ends the episodes of `page` that `to_close` names, at `ts_ns`.
+#[cold]
+#[inline(never)]
+pub(super) fn close_all(
+    page: &mut Page,
+    episodes: &mut [Episode],
+    to_close: Detectors,
+    ts_ns: u64,
+) {
+    for d in to_close.iter() {
+        if let Some(idx) = page.open.remove(&d)
+            && let Some(ep) = episodes.get_mut(idx)
+        {
+            ep.end_ns = Some(ts_ns);
+        }
+    }
+}
+
+fn secs(ns: u64) -> String {
+    format!("{:.1}s", ns as f64 / 1e9)
+}

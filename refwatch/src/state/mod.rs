@@ -1,0 +1,672 @@
+//! Per-PFN state built from the event stream, and the detectors that flag
+//! stuck pages. Pure: no I/O, time only comes from events and [`Tracker::advance`].
+
+mod detectors;
+mod history;
+mod holders;
+
+use crate::{
+    event::{Comm, Kind, Migration, PageEvent, Role, Stage},
+    fasthash::{FastMap, FastSet},
+    rules::Rules,
+};
+use refwatch_common::{hook, pgmap};
+
+use detectors::{Detectors, close_all, layout_wait};
+pub use history::History;
+use history::Tasks;
+pub use holders::Holder;
+use holders::{drop_holder, note_fork};
+
+/// Default number of events kept per PFN.
+pub const DEFAULT_HISTORY: usize = 256;
+/// Default cap on tracked PFNs.
+pub const DEFAULT_MAX_PFNS: usize = 1 << 20;
+/// GUP's pin bias on small folios.
+pub const PIN_BIAS: i32 = 1024;
+/// Event time after which [`Tracker::apply`] runs the time-based detectors.
+const ADVANCE_EVERY_NS: u64 = 50_000_000;
+/// Events kept in an episode when no holder is known.
+const LAST_EVENTS: usize = 5;
+
+/// Detector thresholds, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Thresholds {
+    pub held_ns: u64,
+    pub pinned_ns: u64,
+    pub unmapped_ns: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            held_ns: 5_000_000_000,
+            pinned_ns: 5_000_000_000,
+            unmapped_ns: 5_000_000_000,
+        }
+    }
+}
+
+/// The detectors, with stable names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Detector {
+    Held,
+    Pinned,
+    UnmappedNotFreed,
+    MigrationBlocked,
+    LayoutWait,
+    Orphaned,
+}
+
+impl Detector {
+    pub const ALL: [Detector; 6] = [
+        Self::Held,
+        Self::Pinned,
+        Self::UnmappedNotFreed,
+        Self::MigrationBlocked,
+        Self::LayoutWait,
+        Self::Orphaned,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Pinned => "pinned",
+            Self::UnmappedNotFreed => "unmapped-not-freed",
+            Self::MigrationBlocked => "migration-blocked",
+            Self::LayoutWait => "layout-wait",
+            Self::Orphaned => "orphaned",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == s)
+    }
+}
+
+/// A page's current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PageState {
+    Idle,
+    Referenced,
+    Pinned,
+    Migrating,
+    /// Went back to its driver (device-private, coherent, P2PDMA).
+    Freed,
+    /// Back at its free value (fs-dax, device-dax).
+    Free,
+}
+
+impl PageState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Referenced => "referenced",
+            Self::Pinned => "pinned",
+            Self::Migrating => "migrating",
+            Self::Freed => "freed",
+            Self::Free => "free",
+        }
+    }
+}
+
+/// A device page map refwatch saw come up or go away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgmapInfo {
+    pub first_pfn: u64,
+    pub pages: u64,
+    pub pgmap_type: u32,
+    /// Free callback (or ops) address; 0 when unknown.
+    pub owner: u64,
+    pub added_ns: Option<u64>,
+    pub removed_ns: Option<u64>,
+}
+
+/// One stuck period of one page under one detector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Episode {
+    pub pfn: u64,
+    pub pgmap_type: u32,
+    pub detector: Detector,
+    pub reason: String,
+    /// When the condition began (e.g. when the references became outstanding).
+    pub start_ns: u64,
+    /// When the detector fired.
+    pub detected_ns: u64,
+    /// When it cleared; `None` while still stuck.
+    pub end_ns: Option<u64>,
+    pub holders: Vec<Holder>,
+    /// Said when no holder could be matched.
+    pub holder_note: Option<String>,
+    /// The page's last events when it was flagged.
+    pub last_events: Vec<PageEvent>,
+}
+
+/// What refwatch knows of one page. In C order, what every event reads
+/// or writes first: an event touches the first five cache lines of a page,
+/// not most of the seven it spans.
+#[derive(Debug, Clone)]
+#[repr(C)]
+pub struct Page {
+    /// The most recent events, oldest first, bounded.
+    pub history: History,
+    pub holders: Vec<Holder>,
+    pub last_comm: Comm,
+    /// Last known refcount.
+    pub refcount: Option<i32>,
+    /// Last known raw `_mapcount`.
+    pub mapcount: Option<i32>,
+    pub last_ns: u64,
+    pub state_since_ns: u64,
+    /// The page map's free callback (or ops) address; 0 when unknown.
+    pub owner: u64,
+    pub outstanding_since: Option<u64>,
+    pub pinned_since: Option<u64>,
+    pub unmapped_since: Option<u64>,
+    /// References beyond idle and mappings.
+    pub outstanding: i32,
+    pub pgmap_type: u32,
+    pub state: PageState,
+    pub last_kind: Kind,
+    /// Listed in [`Tracker::hot`].
+    hot: bool,
+    /// Open episodes: detector → index in [`Tracker::episodes`].
+    pub open: FastMap<Detector, usize>,
+    /// Events seen per kind (index: wire kind value).
+    pub counts: [u64; 12],
+    pub pfn: u64,
+    pub first_ns: u64,
+}
+
+impl Page {
+    /// A page first seen in `ev`.
+    #[inline(never)]
+    fn new(ev: &PageEvent) -> Box<Self> {
+        Box::new(Page {
+            pfn: ev.pfn,
+            pgmap_type: ev.pgmap_type,
+            first_ns: ev.ts_ns,
+            last_ns: ev.ts_ns,
+            refcount: None,
+            mapcount: None,
+            state: PageState::Idle,
+            state_since_ns: ev.ts_ns,
+            counts: [0; 12],
+            owner: 0,
+            last_kind: ev.kind,
+            last_comm: Comm::default(),
+            history: History::new(ev),
+            outstanding: 0,
+            outstanding_since: None,
+            pinned_since: None,
+            unmapped_since: None,
+            holders: Vec::new(),
+            open: FastMap::default(),
+            hot: false,
+        })
+    }
+
+    /// The most recent holder, if any.
+    pub fn holder(&self) -> Option<&Holder> {
+        self.holders.last()
+    }
+
+    /// Whether any detector flags this page now.
+    pub fn stuck(&self) -> bool {
+        !self.open.is_empty()
+    }
+
+    /// Names of the detectors flagging this page, sorted.
+    pub fn flags(&self) -> Vec<Detector> {
+        let mut v: Vec<Detector> = self.open.keys().copied().collect();
+        v.sort();
+        v
+    }
+}
+
+/// All tracked pages, and every episode so far.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    /// Boxed: the table stays small (16-byte slots), and growing it moves
+    /// pointers, not pages.
+    pages: FastMap<u64, Box<Page>>,
+    /// Page maps seen coming up or going away.
+    pub pgmaps: Vec<PgmapInfo>,
+    /// Threads that took references while forking → the PFNs, until the
+    /// fork event names the child.
+    fork_pending: FastMap<u32, Vec<u64>>,
+    /// The threads of the events in the histories.
+    tasks: Tasks,
+    /// PFNs with outstanding references (candidates for time-based
+    /// detectors), and those whose references went since the detectors
+    /// last ran: they leave then, not on every drop (see [`Page::hot`]).
+    hot: FastSet<u64>,
+    pub episodes: Vec<Episode>,
+    pub rules: Rules,
+    pub thresholds: Thresholds,
+    history_cap: usize,
+    max_pfns: usize,
+    events: u64,
+    evicted: u64,
+    now_ns: u64,
+    last_advance_ns: u64,
+}
+
+impl Tracker {
+    pub fn new(rules: Rules, thresholds: Thresholds, history_cap: usize, max_pfns: usize) -> Self {
+        Self {
+            pages: FastMap::default(),
+            pgmaps: Vec::new(),
+            fork_pending: FastMap::default(),
+            tasks: Tasks::new(),
+            hot: FastSet::default(),
+            episodes: Vec::new(),
+            rules,
+            thresholds,
+            history_cap: history_cap.max(1),
+            max_pfns: max_pfns.max(1),
+            events: 0,
+            evicted: 0,
+            now_ns: 0,
+            last_advance_ns: 0,
+        }
+    }
+
+    /// Folds one event in, then runs the time-based detectors up to its time.
+    pub fn apply(&mut self, ev: &PageEvent) {
+        self.events += 1;
+        self.now_ns = self.now_ns.max(ev.ts_ns);
+        match ev.kind {
+            Kind::PgmapAdd | Kind::PgmapRemove => return self.apply_pgmap(ev),
+            Kind::Fork => return self.apply_fork(ev),
+            _ => {}
+        }
+        if self.pages.len() >= self.max_pfns && !self.pages.contains_key(&ev.pfn) {
+            self.evict();
+        }
+        let rules = &self.rules;
+        let history_cap = self.history_cap;
+        let task = self.tasks.of(ev);
+        let page = self.pages.entry(ev.pfn).or_insert_with(|| Page::new(ev));
+        if page.pgmap_type == pgmap::UNKNOWN {
+            page.pgmap_type = ev.pgmap_type;
+        }
+        page.last_ns = page.last_ns.max(ev.ts_ns);
+        if ev.owner != 0 {
+            page.owner = ev.owner;
+        }
+        // A migration event's refcount includes the migration's own
+        // transient reference: history only.
+        if ev.kind != Kind::Migrate {
+            if let Some(rc) = ev.refcount_after.or(ev.refcount_before) {
+                page.refcount = Some(rc);
+            }
+            if ev.mapcount.is_some() {
+                page.mapcount = ev.mapcount;
+            }
+        }
+        page.counts[(ev.kind.raw() as usize).min(11)] += 1;
+        page.last_kind = ev.kind;
+        page.last_comm.clone_from(&ev.comm);
+
+        let mut forked = false;
+        match ev.kind {
+            Kind::Get | Kind::Pin => {
+                // Room for one at first (not the vector's usual four): most
+                // pages have at most one holder at a time.
+                if page.holders.capacity() == 0 {
+                    page.holders.reserve_exact(1);
+                }
+                page.holders.push(Holder::from_event(ev));
+                forked = ev.forking;
+            }
+            Kind::Put | Kind::Unpin => drop_holder(&mut page.holders, ev),
+            Kind::Free => page.holders.clear(),
+            // `set_page_count`: whatever was held before is gone; a device
+            // page allocation sets its first reference this way.
+            Kind::Set if ev.hook == hook::PAGE_REF_SET => {
+                page.holders.clear();
+                if ev.refcount_after.is_some_and(|a| a > 0) {
+                    page.holders.push(Holder::from_event(ev));
+                }
+            }
+            Kind::Set
+            | Kind::Migrate
+            | Kind::LayoutWait
+            | Kind::PgmapAdd
+            | Kind::PgmapRemove
+            | Kind::Fork => {}
+        }
+        // After the holders: the loads of a page not in cache that those
+        // wait for overlap with the history's.
+        page.history.push(ev, task, history_cap);
+        let system = page.pgmap_type == pgmap::SYSTEM;
+        if forked {
+            note_fork(&mut self.fork_pending, ev);
+        }
+        if system {
+            return self.apply_system(ev);
+        }
+        let outstanding = match page.refcount {
+            Some(rc) if ev.kind != Kind::Free => {
+                rules.outstanding(page.pgmap_type, rc, page.mapcount)
+            }
+            _ => 0,
+        };
+        page.outstanding = outstanding;
+        let mut to_open: Option<(Detector, u64, String)> = None;
+        let mut to_close = Detectors::default();
+        if outstanding == 0 {
+            // Nothing beyond idle and mappings: only references that
+            // mappings hold can be left (where mappings hold references).
+            let mappings_hold = rules.fsdax_mapping_refs
+                && matches!(
+                    page.pgmap_type,
+                    pgmap::FSDAX | pgmap::GENERIC | pgmap::P2PDMA
+                );
+            if !page.holders.is_empty() {
+                page.holders
+                    .retain(|h| mappings_hold && h.role == Role::Map);
+            }
+            page.outstanding_since = None;
+            page.pinned_since = None;
+            page.unmapped_since = None;
+            for d in [
+                Detector::Held,
+                Detector::Pinned,
+                Detector::UnmappedNotFreed,
+                Detector::LayoutWait,
+                Detector::Orphaned,
+            ] {
+                to_close.insert(d);
+            }
+        } else {
+            page.outstanding_since.get_or_insert(ev.ts_ns);
+            if outstanding >= PIN_BIAS {
+                page.pinned_since.get_or_insert(ev.ts_ns);
+            } else {
+                page.pinned_since = None;
+                to_close.insert(Detector::Pinned);
+            }
+            let leak_visible = match page.pgmap_type {
+                pgmap::FSDAX => rules.fsdax_mapping_refs,
+                pgmap::PRIVATE | pgmap::COHERENT => rules.private_idle == 0,
+                _ => false,
+            };
+            if leak_visible && page.mapcount == Some(-1) {
+                page.unmapped_since.get_or_insert(ev.ts_ns);
+            } else {
+                page.unmapped_since = None;
+                to_close.insert(Detector::UnmappedNotFreed);
+            }
+            if ev.kind == Kind::LayoutWait {
+                to_open = Some(layout_wait(ev, page, rules));
+            }
+            // A page taken and dropped over and over is listed once.
+            if !page.hot {
+                page.hot = true;
+                self.hot.insert(ev.pfn);
+            }
+        }
+        let state = if ev.kind == Kind::Free {
+            match page.pgmap_type {
+                pgmap::PRIVATE | pgmap::COHERENT | pgmap::P2PDMA => PageState::Freed,
+                _ => PageState::Free,
+            }
+        } else if outstanding >= PIN_BIAS {
+            PageState::Pinned
+        } else if outstanding > 0 {
+            PageState::Referenced
+        } else {
+            PageState::Idle
+        };
+        if state != page.state {
+            page.state = state;
+            page.state_since_ns = ev.ts_ns;
+        }
+        let pfn = ev.pfn;
+        if ev.kind == Kind::Free {
+            to_close.insert(Detector::MigrationBlocked);
+        }
+        // Most pages have nothing open: no episode to look at.
+        if !page.open.is_empty() {
+            close_all(page, &mut self.episodes, to_close, ev.ts_ns);
+        }
+        // Only open episodes learn of holders: most events have none to tell.
+        let may_be_open = !page.open.is_empty() || to_open.is_some() || ev.kind == Kind::Migrate;
+        if let Some((d, start, reason)) = to_open {
+            self.open(pfn, d, start, reason);
+        }
+        if let Some(m) = ev.migration() {
+            self.apply_migration(ev, m);
+        }
+        if may_be_open {
+            self.refresh_holders(pfn);
+        }
+        // The time-based detectors walk every referenced page: run them when
+        // event time has moved on enough, and on every tick (`advance`).
+        if ev.ts_ns >= self.last_advance_ns.saturating_add(ADVANCE_EVERY_NS) {
+            self.advance(ev.ts_ns);
+        }
+    }
+
+    /// The rest of an event on a system page: only migrations are followed
+    /// there (their other references are not watched), no refcount-based
+    /// detectors.
+    #[cold]
+    #[inline(never)]
+    fn apply_system(&mut self, ev: &PageEvent) {
+        if let Some(m) = ev.migration() {
+            self.apply_migration(ev, m);
+        }
+        self.refresh_holders(ev.pfn);
+    }
+
+    /// A migration event: a moved page clears `migration-blocked` (and the
+    /// event joins the destination's history); a page that stayed with more
+    /// references than the migration expects opens it.
+    fn apply_migration(&mut self, ev: &PageEvent, m: Migration) {
+        if m.moved {
+            self.close(ev.pfn, Detector::MigrationBlocked, ev.ts_ns);
+            // A system page's remembered holders (their drops are not
+            // watched) are done with once it moved.
+            if let Some(p) = self.pages.get_mut(&ev.pfn)
+                && p.pgmap_type == pgmap::SYSTEM
+            {
+                p.holders.clear();
+            }
+            let cap = self.history_cap;
+            if let Some(dst) = m.dst_pfn
+                && dst != ev.pfn
+                && let Some(d) = self.pages.get_mut(&dst)
+            {
+                d.history.push(ev, self.tasks.of(ev), cap);
+            }
+            return;
+        }
+        let mappings = ev.mapcount.map_or(0, |m| (m + 1).max(0));
+        // When a page is restored the migration still holds one reference
+        // of its own (dropped right after), a system page one more for the
+        // per-CPU LRU batch it is put back through; each mapping holds one.
+        let own = if ev.pgmap_type == pgmap::SYSTEM { 2 } else { 1 };
+        let expected = own + mappings;
+        let rc = ev.refcount_after.or(ev.refcount_before);
+        let extra = rc.map(|r| r - expected);
+        let dir = m.direction_words();
+        let reason = match m.stage {
+            Stage::Copy => format!(
+                "migration {dir} refused at the copy stage (folio_migrate_mapping -EAGAIN): refcount {} is not the count the migration expected{}",
+                rc.map_or("?".into(), |r| r.to_string()),
+                m.extra_count
+                    .map_or(String::new(), |x| format!(" (extra_count {x})"))
+            ),
+            _ if extra.is_some_and(|e| e > 0) => format!(
+                "migration {dir} left this page behind ({} stage, by {} pid {}): refcount {}, the migration expected {expected} ({own} of its own + {mappings} mapping(s)): {} extra reference(s)",
+                if m.stage == Stage::Setup {
+                    "setup"
+                } else {
+                    "finalize"
+                },
+                ev.comm,
+                ev.tgid,
+                rc.unwrap_or(0),
+                extra.unwrap_or(0)
+            ),
+            // Failed for another reason (no destination page, a race): not
+            // a reference problem.
+            _ => return,
+        };
+        self.open(ev.pfn, Detector::MigrationBlocked, ev.ts_ns, reason);
+        if let Some(p) = self.pages.get(&ev.pfn)
+            && p.pgmap_type == pgmap::SYSTEM
+            && p.holders.is_empty()
+            && let Some(idx) = p.open.get(&Detector::MigrationBlocked)
+            && let Some(ep) = self.episodes.get_mut(*idx)
+        {
+            ep.holder_note = Some(
+                "a system page: refwatch names GUP holders of system pages only when run with --ram-holders, and other references (page cache, kernel users) not at all"
+                    .into(),
+            );
+        }
+    }
+
+    /// A page map came up or is going away; references still outstanding on
+    /// its pages when it goes are `orphaned`.
+    fn apply_pgmap(&mut self, ev: &PageEvent) {
+        let first = ev.pfn;
+        let pages = u64::from(ev.nr_pages);
+        let known = self
+            .pgmaps
+            .iter()
+            .position(|p| p.first_pfn == first && p.pages == pages);
+        let idx = known.unwrap_or_else(|| {
+            self.pgmaps.push(PgmapInfo {
+                first_pfn: first,
+                pages,
+                pgmap_type: ev.pgmap_type,
+                owner: ev.owner,
+                added_ns: None,
+                removed_ns: None,
+            });
+            self.pgmaps.len() - 1
+        });
+        let info = &mut self.pgmaps[idx];
+        if ev.kind == Kind::PgmapAdd {
+            info.added_ns = Some(ev.ts_ns);
+            info.removed_ns = None;
+            return;
+        }
+        info.removed_ns = Some(ev.ts_ns);
+        let mut hit: Vec<(u64, i32)> = self
+            .pages
+            .values()
+            .filter(|p| p.pfn >= first && p.pfn < first + pages && p.outstanding > 0)
+            .map(|p| (p.pfn, p.outstanding))
+            .collect();
+        hit.sort_unstable();
+        for (pfn, n) in hit {
+            self.open(
+                pfn,
+                Detector::Orphaned,
+                ev.ts_ns,
+                format!(
+                    "its page map (PFNs {first:#x}..{:#x}) is being torn down by {} (pid {}) while {n} reference(s) are outstanding",
+                    first + pages,
+                    ev.comm,
+                    ev.tgid
+                ),
+            );
+        }
+    }
+
+    /// A fork finished: references its parent thread took while forking
+    /// belong to the child.
+    fn apply_fork(&mut self, ev: &PageEvent) {
+        let Some(child) = ev.ret.and_then(|c| u32::try_from(c).ok()) else {
+            return;
+        };
+        let Some(pfns) = self.fork_pending.remove(&ev.pid) else {
+            return;
+        };
+        let fix = |h: &mut Holder| {
+            if h.fork_pending && h.pid == ev.pid {
+                h.fork_pending = false;
+                h.forked_from = Some((h.tgid, h.pid));
+                h.pid = child;
+                h.tgid = child;
+            }
+        };
+        for pfn in pfns {
+            let Some(page) = self.pages.get_mut(&pfn) else {
+                continue;
+            };
+            page.holders.iter_mut().for_each(fix);
+            for idx in page.open.values() {
+                if let Some(ep) = self.episodes.get_mut(*idx) {
+                    ep.holders.iter_mut().for_each(fix);
+                }
+            }
+        }
+    }
+
+    /// Drops the longest-idle pages without open episodes (10% of the cap).
+    fn evict(&mut self) {
+        let mut idle: Vec<(u64, u64)> = self
+            .pages
+            .values()
+            .filter(|p| p.open.is_empty() && p.outstanding == 0)
+            .map(|p| (p.last_ns, p.pfn))
+            .collect();
+        idle.sort_unstable();
+        let n = (self.max_pfns / 10).max(1).min(idle.len());
+        for (_, pfn) in idle.into_iter().take(n) {
+            self.pages.remove(&pfn);
+            self.evicted += 1;
+        }
+    }
+
+    pub fn page(&self, pfn: u64) -> Option<&Page> {
+        self.pages.get(&pfn).map(|p| &**p)
+    }
+
+    pub fn pages(&self) -> impl Iterator<Item = &Page> {
+        self.pages.values().map(|p| &**p)
+    }
+
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// Pages any detector flags now.
+    pub fn stuck(&self) -> Vec<&Page> {
+        let mut v: Vec<&Page> = self.pages().filter(|p| p.stuck()).collect();
+        v.sort_by_key(|p| p.pfn);
+        v
+    }
+
+    /// Pages sorted by PFN.
+    pub fn pages_sorted(&self) -> Vec<&Page> {
+        let mut v: Vec<&Page> = self.pages().collect();
+        v.sort_by_key(|p| p.pfn);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests;
