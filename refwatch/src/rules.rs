@@ -63,18 +63,37 @@ impl Rules {
         }
     }
 
-    /// References beyond idle and beyond those its mappings hold.
-    /// `mapcount` is the raw `_mapcount` (−1 = unmapped).
-    pub fn outstanding(&self, pgmap_type: u32, refcount: i32, mapcount: Option<i32>) -> i32 {
-        let mut extra = refcount - self.idle(pgmap_type);
-        // From 6.15 (the fs-dax rework) mappings of fs-dax, device-dax and
-        // P2PDMA pages take references.
-        let mapping_refs = self.fsdax_mapping_refs
-            && matches!(pgmap_type, pgmap::FSDAX | pgmap::GENERIC | pgmap::P2PDMA);
-        if mapping_refs && let Some(m) = mapcount {
-            extra -= (m + 1).max(0);
+    /// Whether each mapping of a page of `pgmap_type` holds a reference of
+    /// its own: device-private and coherent pages always (a migration's
+    /// `remove_migration_pte` and a fork's `copy_nonpresent_pte` take one
+    /// per entry they install, a zap drops it); fs-dax, device-dax and
+    /// P2PDMA pages from 6.15 (the fs-dax rework).
+    pub fn mappings_hold_refs(&self, pgmap_type: u32) -> bool {
+        match pgmap_type {
+            pgmap::PRIVATE | pgmap::COHERENT => true,
+            pgmap::FSDAX | pgmap::GENERIC | pgmap::P2PDMA => self.fsdax_mapping_refs,
+            _ => false,
         }
-        extra.max(0)
+    }
+
+    /// References beyond idle and beyond those its mappings hold.
+    /// `mapcount` is the raw `_mapcount` (−1 = unmapped) as last read;
+    /// `map_refs` the references refwatch saw page-table entries take and
+    /// not yet drop (a fork's copy takes its reference before it counts the
+    /// mapping, so the count read at that get is one short).
+    pub fn outstanding(
+        &self,
+        pgmap_type: u32,
+        refcount: i32,
+        mapcount: Option<i32>,
+        map_refs: i32,
+    ) -> i32 {
+        let mut extra = i64::from(refcount) - i64::from(self.idle(pgmap_type));
+        if self.mappings_hold_refs(pgmap_type) {
+            let mapped = mapcount.map_or(0, |m| (i64::from(m) + 1).max(0));
+            extra -= mapped.max(i64::from(map_refs.max(0)));
+        }
+        i32::try_from(extra.max(0)).unwrap_or(i32::MAX)
     }
 }
 
@@ -90,8 +109,8 @@ mod tests {
         let r = Rules::from_kernel(&k);
         assert_eq!(r.idle(pgmap::FSDAX), 1);
         assert_eq!(r.idle(pgmap::PRIVATE), 0);
-        assert_eq!(r.outstanding(pgmap::FSDAX, 2, Some(0)), 1);
-        assert_eq!(r.outstanding(pgmap::FSDAX, 1, Some(0)), 0);
+        assert_eq!(r.outstanding(pgmap::FSDAX, 2, Some(0), 0), 1);
+        assert_eq!(r.outstanding(pgmap::FSDAX, 1, Some(0), 0), 0);
     }
 
     #[test]
@@ -100,11 +119,48 @@ mod tests {
         let r = Rules::from_kernel(&k);
         assert_eq!(r.idle(pgmap::FSDAX), 0);
         // Mapped once, plus one pipe reference.
-        assert_eq!(r.outstanding(pgmap::FSDAX, 2, Some(0)), 1);
+        assert_eq!(r.outstanding(pgmap::FSDAX, 2, Some(0), 0), 1);
         // Mapped, nothing else.
-        assert_eq!(r.outstanding(pgmap::FSDAX, 1, Some(0)), 0);
+        assert_eq!(r.outstanding(pgmap::FSDAX, 1, Some(0), 0), 0);
         // Unmapped, the pipe still holds it.
-        assert_eq!(r.outstanding(pgmap::FSDAX, 1, Some(-1)), 1);
+        assert_eq!(r.outstanding(pgmap::FSDAX, 1, Some(-1), 0), 1);
         assert_eq!(r.idle(pgmap::GENERIC), 1);
+    }
+
+    #[test]
+    fn device_private_mappings_hold_their_references() {
+        for rules in [
+            "ffffffff81000100 T zone_device_page_init\n",
+            "ffffffff81000000 T __put_devmap_managed_page_refs\nffffffff81000100 T zone_device_page_init\n",
+        ] {
+            let r = Rules::from_kernel(&Kallsyms::parse(rules));
+            // Migrated to the device and mapped by one process: nothing extra.
+            assert_eq!(r.outstanding(pgmap::PRIVATE, 1, Some(0), 1), 0);
+            // Mapped by a parent and a forked child.
+            assert_eq!(r.outstanding(pgmap::PRIVATE, 2, Some(1), 2), 0);
+            // The fork's get read the count before the child's mapping was
+            // counted: the entries' references say two.
+            assert_eq!(r.outstanding(pgmap::PRIVATE, 2, Some(0), 2), 0);
+            // Mapped once, and a pipe holds it.
+            assert_eq!(r.outstanding(pgmap::PRIVATE, 2, Some(0), 1), 1);
+            // Unmapped and still referenced.
+            assert_eq!(r.outstanding(pgmap::PRIVATE, 1, Some(-1), 0), 1);
+        }
+    }
+
+    #[test]
+    fn hostile_counts_do_not_overflow() {
+        let r = Rules::from_kernel(&Kallsyms::parse(
+            "ffffffff81000100 T zone_device_page_init\n",
+        ));
+        assert_eq!(
+            r.outstanding(pgmap::PRIVATE, i32::MAX, Some(i32::MAX), 0),
+            0
+        );
+        assert_eq!(r.outstanding(pgmap::FSDAX, i32::MAX, Some(-1), 0), i32::MAX);
+        assert_eq!(
+            r.outstanding(pgmap::PRIVATE, i32::MIN, Some(i32::MIN), i32::MIN),
+            0
+        );
     }
 }

@@ -17,7 +17,7 @@ impl Tracker {
             let Some(p) = pages.get_mut(pfn) else {
                 return false;
             };
-            p.hot = p.outstanding != 0;
+            p.hot = p.outstanding != 0 || p.kept_since.is_some();
             if !p.hot {
                 return false;
             }
@@ -66,6 +66,22 @@ impl Tracker {
                         "unmapped but not freed for more than {}: refcount {rc}, {} reference(s) left",
                         secs(th.unmapped_ns),
                         p.outstanding
+                    ),
+                ));
+            }
+            if let Some(since) = p.kept_since
+                && now.saturating_sub(since) >= th.held_ns
+                && !p.open.contains_key(&Detector::KeptByChild)
+            {
+                let by = p.migrated_by.unwrap_or(0);
+                to_open.push((
+                    *pfn,
+                    Detector::KeptByChild,
+                    since,
+                    format!(
+                        "device memory kept alive by a process forked from pid {by} for more than {} after pid {by}, which migrated it to the device, unmapped it: refcount {rc}, {} mapping(s)",
+                        secs(th.held_ns),
+                        p.mapcount.map_or("?".into(), |m| (i64::from(m) + 1).to_string())
                     ),
                 ));
             }

@@ -56,16 +56,18 @@ pub enum Detector {
     MigrationBlocked,
     LayoutWait,
     Orphaned,
+    KeptByChild,
 }
 
 impl Detector {
-    pub const ALL: [Detector; 6] = [
+    pub const ALL: [Detector; 7] = [
         Self::Held,
         Self::Pinned,
         Self::UnmappedNotFreed,
         Self::MigrationBlocked,
         Self::LayoutWait,
         Self::Orphaned,
+        Self::KeptByChild,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +78,7 @@ impl Detector {
             Self::MigrationBlocked => "migration-blocked",
             Self::LayoutWait => "layout-wait",
             Self::Orphaned => "orphaned",
+            Self::KeptByChild => "kept-by-child",
         }
     }
 
@@ -165,6 +168,11 @@ pub struct Page {
     pub unmapped_since: Option<u64>,
     /// References beyond idle and mappings.
     pub outstanding: i32,
+    /// The process whose migration to device memory filled this page.
+    pub migrated_by: Option<u32>,
+    /// Since when processes other than [`Page::migrated_by`] keep the page
+    /// mapped, after that process unmapped it.
+    pub kept_since: Option<u64>,
     pub pgmap_type: u32,
     pub state: PageState,
     pub last_kind: Kind,
@@ -197,6 +205,8 @@ impl Page {
             last_comm: Comm::default(),
             history: History::new(ev),
             outstanding: 0,
+            migrated_by: None,
+            kept_since: None,
             outstanding_since: None,
             pinned_since: None,
             unmapped_since: None,
@@ -349,7 +359,9 @@ impl Tracker {
         }
         let outstanding = match page.refcount {
             Some(rc) if ev.kind != Kind::Free => {
-                rules.outstanding(page.pgmap_type, rc, page.mapcount)
+                let map_refs = page.holders.iter().filter(|h| h.role == Role::Map).count();
+                let map_refs = i32::try_from(map_refs).unwrap_or(i32::MAX);
+                rules.outstanding(page.pgmap_type, rc, page.mapcount, map_refs)
             }
             _ => 0,
         };
@@ -359,11 +371,7 @@ impl Tracker {
         if outstanding == 0 {
             // Nothing beyond idle and mappings: only references that
             // mappings hold can be left (where mappings hold references).
-            let mappings_hold = rules.fsdax_mapping_refs
-                && matches!(
-                    page.pgmap_type,
-                    pgmap::FSDAX | pgmap::GENERIC | pgmap::P2PDMA
-                );
+            let mappings_hold = rules.mappings_hold_refs(page.pgmap_type);
             if !page.holders.is_empty() {
                 page.holders
                     .retain(|h| mappings_hold && h.role == Role::Map);
@@ -428,6 +436,19 @@ impl Tracker {
         if ev.kind == Kind::Free {
             to_close.insert(Detector::MigrationBlocked);
         }
+        if kept_by_another(page, ev) {
+            page.kept_since.get_or_insert(ev.ts_ns);
+            if !page.hot {
+                page.hot = true;
+                self.hot.insert(pfn);
+            }
+        } else if page.kept_since.is_some() && !still_kept(page, ev) {
+            page.kept_since = None;
+            to_close.insert(Detector::KeptByChild);
+        }
+        if ev.kind == Kind::Free {
+            page.migrated_by = None;
+        }
         // Most pages have nothing open: no episode to look at.
         if !page.open.is_empty() {
             close_all(page, &mut self.episodes, to_close, ev.ts_ns);
@@ -481,6 +502,9 @@ impl Tracker {
                 && let Some(d) = self.pages.get_mut(&dst)
             {
                 d.history.push(ev, self.tasks.of(ev), cap);
+                if matches!(d.pgmap_type, pgmap::PRIVATE | pgmap::COHERENT) {
+                    d.migrated_by = Some(ev.tgid);
+                }
             }
             return;
         }
@@ -666,6 +690,23 @@ impl Tracker {
         v.sort_by_key(|p| p.pfn);
         v
     }
+}
+
+/// Whether `ev` is the process that migrated a device-private page into
+/// device memory unmapping it while other mappings keep it alive: device
+/// entries are only shared by `fork`, so what keeps it is a child.
+fn kept_by_another(page: &Page, ev: &PageEvent) -> bool {
+    page.migrated_by == Some(ev.tgid)
+        && matches!(ev.kind, Kind::Put)
+        && ev.role == Role::Unmap
+        && still_kept(page, ev)
+}
+
+/// Whether a page another process keeps is still mapped and referenced.
+fn still_kept(page: &Page, ev: &PageEvent) -> bool {
+    ev.kind != Kind::Free
+        && page.refcount.is_some_and(|r| r > 0)
+        && page.mapcount.is_some_and(|m| m >= 0)
 }
 
 #[cfg(test)]

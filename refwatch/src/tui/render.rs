@@ -65,6 +65,7 @@ pub fn detector_color(d: Detector) -> Color {
         Detector::MigrationBlocked => Color::Cyan,
         Detector::LayoutWait => Color::LightRed,
         Detector::Orphaned => Color::Blue,
+        Detector::KeptByChild => Color::LightMagenta,
     }
 }
 

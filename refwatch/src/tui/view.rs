@@ -60,6 +60,7 @@ pub fn detector_bit(d: Detector) -> u8 {
         Detector::MigrationBlocked => 8,
         Detector::LayoutWait => 16,
         Detector::Orphaned => 32,
+        Detector::KeptByChild => 64,
     }
 }
 
