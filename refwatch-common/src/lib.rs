@@ -391,6 +391,9 @@ impl KernelLayout {
 }
 
 /// Index of the per-CPU counters (`COUNTERS` map).
+/// Entries of the kernel's table of PFNs whose events were lost.
+pub const LOST_PFNS: u32 = 65536;
+
 pub mod counter {
     /// Events submitted to the ring buffer.
     pub const SUBMITTED: u32 = 0;
@@ -404,8 +407,10 @@ pub mod counter {
     pub const BIOS: u32 = 4;
     /// GUP references on system pages remembered (`--ram-holders`).
     pub const RAM_GETS: u32 = 5;
+    /// Losses whose PFN could not be noted (the LOST table was full).
+    pub const LOST_UNATTRIBUTED: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 #[cfg(feature = "user")]

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use refwatch_common::{Event, MAX_STACK, counter, flags};
 
 use crate::{
-    COUNTERS, EVENTS, FORKING,
+    COUNTERS, EVENTS, FORKING, LOST,
     page::{DevicePage, layout, mapcount, refcount},
 };
 
@@ -38,6 +38,17 @@ pub fn count(idx: u32) {
         // SAFETY: per-CPU slot of this CPU; programs do not preempt each other
         // on one CPU for the same counter in a way that matters for a statistic.
         unsafe { *slot += 1 };
+    }
+}
+
+/// Notes that an event of `pfn` was lost, for userspace to mark the page's
+/// history with a gap.
+#[inline(always)]
+pub fn note_lost(pfn: u64) {
+    // SAFETY: a helper call without pointers into program memory.
+    let now = unsafe { generated::bpf_ktime_get_ns() };
+    if LOST.insert(pfn, now, 0).is_err() {
+        count(counter::LOST_UNATTRIBUTED);
     }
 }
 
@@ -136,6 +147,7 @@ pub fn emit<C: EbpfContext>(ctx: &C, f: &Fields) {
 pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStack>) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(counter::DROPPED);
+        note_lost(f.pfn);
         return;
     };
     let ev = entry.as_mut_ptr();

@@ -36,6 +36,13 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 #[map]
 static SETTINGS: aya_ebpf::maps::Array<u32> = aya_ebpf::maps::Array::with_max_entries(1, 0);
 
+/// PFNs whose events were lost (ring buffer full, in-flight table full) →
+/// `bpf_ktime_get_ns` of the last loss. Userspace takes the entries out
+/// once a second and marks those pages' histories with a gap; a loss that
+/// finds this table full is counted in [`counter::LOST_UNATTRIBUTED`].
+#[map]
+static LOST: HashMap<u64, u64> = HashMap::with_max_entries(refwatch_common::LOST_PFNS, 0);
+
 /// Threads inside `kernel_clone`: value 1 once they touched a device page.
 #[map]
 static FORKING: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);

@@ -59,8 +59,8 @@ fn prepare(args: &ProbeArgs, stacks: bool) -> Result<Prepared> {
     })
 }
 
-fn attach_all(p: &Prepared) -> Result<Loaded> {
-    let loaded = loader::load(&p.layout, &p.plan)?;
+fn attach_all(p: &Prepared, ring_bytes: u32) -> Result<Loaded> {
+    let loaded = loader::load(&p.layout, &p.plan, ring_bytes)?;
     if !loaded.rows.iter().any(PlanRow::attached) {
         let mut msg = format!("nothing could be attached on kernel {}:\n", p.release);
         msg.push_str(&plan_table(&loaded.rows));
@@ -109,7 +109,7 @@ pub fn probes(args: &ProbeArgs) -> Result<ExitCode> {
         p.layout.raw.zone_device,
         p.layout.vmemmap_from
     );
-    let loaded = attach_all(&p)?;
+    let loaded = attach_all(&p, crate::cli::DEFAULT_RING_BYTES)?;
     print!("{}", plan_table(&loaded.rows));
     let n = loaded.rows.iter().filter(|r| r.attached()).count();
     println!("{n} of {} hooks attached", loaded.rows.len());
@@ -141,7 +141,7 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
     } else {
         None
     };
-    let mut loaded = attach_all(&p)?;
+    let mut loaded = attach_all(&p, args.ring_size)?;
     // Name the trampolines attaching just made: their frames in stacks are
     // then left out by name instead of showing as unknown.
     match p.kallsyms.add_bpf_symbols(Path::new(KALLSYMS)) {
@@ -235,12 +235,14 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
         run.await
     })?;
     println!(
-        "refwatch: {} events, {} pages, {} stuck now, {} episodes, {} lost, {} undecodable, {} evicted",
+        "refwatch: {} events, {} pages, {} stuck now, {} episodes, {} lost, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted",
         totals.events,
         tracker.len(),
         tracker.stuck().len(),
         tracker.episodes.len(),
         totals.dropped,
+        tracker.gapped_pages().len(),
+        tracker.unknown_pages().len(),
         totals.decode_errors,
         tracker.evicted()
     );
@@ -278,13 +280,22 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode> {
     } else {
         print!("{}", report::text(&r));
     }
-    if args.fail_on_stuck && !r.stuck_at_end.is_empty() {
-        eprintln!(
-            "refwatch: {} page(s) still stuck at the end of {}",
-            r.stuck_at_end.len(),
-            args.file.display()
-        );
-        return Ok(ExitCode::from(3));
+    if args.fail_on_stuck {
+        let code = r.fail_on_stuck_code();
+        if code == report::EXIT_STUCK {
+            eprintln!(
+                "refwatch: {} page(s) still stuck at the end of {}",
+                r.stuck_at_end.len(),
+                args.file.display()
+            );
+        } else if code == report::EXIT_UNKNOWN {
+            eprintln!(
+                "refwatch: no page known to be stuck at the end of {}, but {} page(s) are in an unknown state because events were lost",
+                args.file.display(),
+                r.unknown_at_end.len()
+            );
+        }
+        return Ok(ExitCode::from(code));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -68,7 +68,9 @@ pub struct ReportArgs {
     /// The stable JSON form.
     #[arg(long)]
     pub json: bool,
-    /// Exit with status 3 when a page is still stuck at the end of the recording.
+    /// Exit with status 3 when a page is still stuck at the end of the
+    /// recording, else 4 when a page's state is unknown there because events
+    /// were lost.
     #[arg(long)]
     pub fail_on_stuck: bool,
     #[command(flatten)]
@@ -167,6 +169,10 @@ pub struct AttachArgs {
     /// Do not capture kernel stacks.
     #[arg(long)]
     pub no_stacks: bool,
+    /// Size of the kernel's event ring buffer in bytes: a power of two of
+    /// at least one page (4096). A larger ring rides out longer bursts.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BYTES, value_parser = parse_ring_size)]
+    pub ring_size: u32,
     /// Have the kernel time refwatch's programs while attached (BPF run-time
     /// statistics; this adds two clock reads per program run) and print how
     /// often each ran and how long it took, at the end.
@@ -193,4 +199,34 @@ pub struct AttachArgs {
     /// More detail in the log.
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+/// The kernel's event ring buffer unless `--ring-size` says otherwise.
+pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+
+/// `--ring-size`: a power of two from one page to 1 GiB.
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
+    if !n.is_power_of_two() || !(4096..=1 << 30).contains(&n) {
+        return Err(format!(
+            "{n} bytes: the ring buffer size must be a power of two from 4096 to 1073741824"
+        ));
+    }
+    u32::try_from(n).map_err(|_| format!("{n} bytes is too large"))
+}
+
+#[cfg(test)]
+mod ring_size_tests {
+    use super::parse_ring_size;
+
+    #[test]
+    fn ring_sizes_are_powers_of_two_of_at_least_a_page() {
+        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        assert_eq!(parse_ring_size("4194304"), Ok(4 << 20));
+        for bad in ["0", "4095", "6000", "2147483648", "-1", "4k"] {
+            assert!(parse_ring_size(bad).is_err(), "{bad}");
+        }
+    }
 }

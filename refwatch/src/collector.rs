@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use refwatch_common::counter;
 use tokio::{
     io::unix::AsyncFd,
@@ -87,6 +87,10 @@ pub struct Collector<'a> {
     /// Kernel-side aya-log lines, forwarded into refwatch's own log.
     klog: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
     counters: PerCpuArray<MapData, u64>,
+    /// PFNs whose events the kernel lost → time of the last loss.
+    lost: BpfHashMap<MapData, u64, u64>,
+    /// Unattributed losses already marked on every page.
+    unattributed_seen: u64,
     /// When to read the ring buffer unasked: the programs wake the reader
     /// only once a quarter of it waits (see the kernel side's `submit`).
     poll: tokio::time::Interval,
@@ -114,6 +118,13 @@ impl<'a> Collector<'a> {
                 .ok_or_else(|| anyhow!("COUNTERS map missing from the kernel object"))?,
         )
         .context("COUNTERS is not a per-CPU array")?;
+        let lost: BpfHashMap<MapData, u64, u64> = BpfHashMap::try_from(
+            loaded
+                .ebpf
+                .take_map("LOST")
+                .ok_or_else(|| anyhow!("LOST map missing from the kernel object"))?,
+        )
+        .context("LOST is not a hash map")?;
         // SAFETY: the ring buffer owns its map fd, which stays open and the same
         // for as long as the `AsyncFd` owns the ring buffer.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -164,6 +175,8 @@ impl<'a> Collector<'a> {
             ring,
             klog,
             counters,
+            lost,
+            unattributed_seen: 0,
             poll,
             out,
             tracker: Tracker::new(
@@ -213,6 +226,7 @@ impl<'a> Collector<'a> {
 
     /// Once a second: detectors, recording tick, flushes. Returns the events lost so far.
     pub fn tick(&mut self, now: u64) -> Result<u64> {
+        self.take_losses()?;
         self.tracker.advance(now);
         let (dropped, _) = read_counters(&self.counters);
         self.totals.dropped = dropped;
@@ -229,6 +243,47 @@ impl<'a> Collector<'a> {
         Ok(dropped)
     }
 
+    /// Marks the pages whose events the kernel lost since the last call
+    /// with a gap (after reading the events submitted before the losses
+    /// were taken), in the tracker and the recording.
+    fn take_losses(&mut self) -> Result<()> {
+        let pfns: Vec<u64> = self.lost.keys().filter_map(Result::ok).collect();
+        let unattributed = read_counter(&self.counters, counter::LOST_UNATTRIBUTED);
+        if pfns.is_empty() && unattributed == self.unattributed_seen {
+            return Ok(());
+        }
+        drain(
+            self.ring.get_mut(),
+            &mut self.tracker,
+            &mut self.totals,
+            &mut self.out,
+        )?;
+        let mut gaps = Vec::with_capacity(pfns.len());
+        for pfn in pfns {
+            // Taken out first: a loss noted after this read stays for the next.
+            let Ok(ts) = self.lost.get(&pfn, 0) else {
+                continue;
+            };
+            let _ = self.lost.remove(&pfn);
+            gaps.push((ts, Some(pfn)));
+        }
+        if unattributed != self.unattributed_seen {
+            self.unattributed_seen = unattributed;
+            gaps.push((monotonic_ns(), None));
+        }
+        gaps.sort_unstable();
+        for (ts_ns, pfn) in gaps {
+            match pfn {
+                Some(pfn) => self.tracker.apply_gap(pfn, ts_ns),
+                None => self.tracker.apply_gap_everywhere(ts_ns),
+            }
+            if let Some(rec) = self.out.rec.as_mut() {
+                rec.line(&Line::Gap { ts_ns, pfn })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Drains what is left and closes the outputs (the recording gets its `end`).
     pub fn finish(&mut self) -> Result<()> {
         drain(
@@ -237,6 +292,7 @@ impl<'a> Collector<'a> {
             &mut self.totals,
             &mut self.out,
         )?;
+        self.take_losses()?;
         let now = monotonic_ns();
         self.tracker.advance(now);
         let (dropped, filtered) = read_counters(&self.counters);
@@ -395,11 +451,15 @@ fn print_new_episodes(tracker: &Tracker, from: usize, syms: &Kallsyms, fmt: Form
     tracker.episodes.len()
 }
 
+fn read_counter(c: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {
+    c.get(&idx, 0)
+        .map(|vals| vals.iter().copied().sum())
+        .unwrap_or(0)
+}
+
+/// Events lost (every kind: ring buffer full, in-flight or batch table
+/// full) and events filtered in the kernel.
 fn read_counters(c: &PerCpuArray<MapData, u64>) -> (u64, u64) {
-    let sum = |idx: u32| -> u64 {
-        c.get(&idx, 0)
-            .map(|vals| vals.iter().copied().sum())
-            .unwrap_or(0)
-    };
-    (sum(counter::DROPPED), sum(counter::FILTERED))
+    let lost = read_counter(c, counter::DROPPED) + read_counter(c, counter::INFLIGHT_FULL);
+    (lost, read_counter(c, counter::FILTERED))
 }

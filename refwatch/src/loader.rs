@@ -59,7 +59,7 @@ impl Loaded {
 /// page_ref tracepoints go first: when all of them attach (precise mode),
 /// the hooks they cover are left out, except the GUP grabs when
 /// `layout.raw.ram_holders` asks for system-page holders.
-pub fn load(layout: &Layout, plan: &[Resolved]) -> Result<Loaded> {
+pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32) -> Result<Loaded> {
     if OBJECT.is_empty() {
         return Err(anyhow!(
             "this refwatch was built with AYA_BUILD_SKIP=1 and carries no kernel programs; rebuild without it"
@@ -67,6 +67,7 @@ pub fn load(layout: &Layout, plan: &[Resolved]) -> Result<Loaded> {
     }
     let mut ebpf = EbpfLoader::new()
         .override_global("LAYOUT", &layout.raw, true)
+        .map_max_entries("EVENTS", ring_bytes)
         .load(OBJECT)
         .map_err(|e| {
             let hint =

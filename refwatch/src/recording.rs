@@ -57,6 +57,13 @@ pub enum Line {
         now_ns: u64,
         dropped: u64,
     },
+    /// Events of `pfn` (of every page when `None`: the kernel could not
+    /// note which) were lost; the last loss was at `ts_ns`.
+    Gap {
+        ts_ns: u64,
+        #[serde(default)]
+        pfn: Option<u64>,
+    },
     End {
         now_ns: u64,
         events: u64,
@@ -124,6 +131,7 @@ impl Recording {
             .map(|l| match l {
                 Line::Event(e) => e.ts_ns,
                 Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => *now_ns,
+                Line::Gap { ts_ns, .. } => *ts_ns,
                 Line::Header(h) => h.started_ns,
             })
             .max()
@@ -311,5 +319,54 @@ mod tests {
         h.version = VERSION + 1;
         let e = parse(&write(&[Line::Header(h)])[..], "x").expect_err("newer");
         assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    /// Synthetic: a held page whose release was lost, and a page stuck
+    /// with a complete history.
+    #[test]
+    fn gap_lines_reach_the_report_and_its_exit_code() {
+        let mut h = header();
+        h.thresholds = Thresholds {
+            held_ns: 1_000_000_000,
+            pinned_ns: 1_000_000_000,
+            unmapped_ns: 1_000_000_000,
+        };
+        let mut held = event(1_000);
+        held.refcount_before = Some(0);
+        held.refcount_after = Some(1);
+        let lines = vec![
+            Line::Header(h.clone()),
+            Line::Event(held.clone()),
+            Line::Gap {
+                ts_ns: 2_000,
+                pfn: Some(0x1234),
+            },
+            Line::End {
+                now_ns: 10_000_000_000,
+                events: 1,
+                dropped: 1,
+            },
+        ];
+        let r = crate::report::build(&parse(&write(&lines)[..], "x").expect("parse"), None)
+            .expect("report");
+        assert_eq!((r.dropped, r.unknown_at_end.clone()), (1, vec![0x1234]));
+        assert!(r.episodes.is_empty() && r.stuck_at_end.is_empty());
+        assert_eq!(r.gaps.len(), 1);
+        assert_eq!(r.fail_on_stuck_code(), crate::report::EXIT_UNKNOWN);
+        assert!(crate::report::text(&r).contains("1 of them in an unknown state"));
+        // Without the gap the same page is stuck.
+        let lines = vec![
+            Line::Header(h),
+            Line::Event(held),
+            Line::End {
+                now_ns: 10_000_000_000,
+                events: 1,
+                dropped: 0,
+            },
+        ];
+        let r = crate::report::build(&parse(&write(&lines)[..], "x").expect("parse"), None)
+            .expect("report");
+        assert_eq!(r.stuck_at_end, vec![0x1234]);
+        assert_eq!(r.fail_on_stuck_code(), crate::report::EXIT_STUCK);
     }
 }

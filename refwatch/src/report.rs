@@ -43,6 +43,20 @@ pub struct EpisodeOut {
     pub holders: Vec<HolderOut>,
     pub holder_note: Option<String>,
     pub last_events: Vec<JsonEvent>,
+    /// Ended because events of the page were lost: from `end_ns` its state
+    /// is unknown, not known to be fine.
+    #[serde(default)]
+    pub ended_by_loss: bool,
+}
+
+/// A page some of whose events were lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageGaps {
+    pub pfn: u64,
+    /// Losses noted on it.
+    pub gaps: u32,
+    /// Its state is unknown at the end (no event after its last loss).
+    pub unknown: bool,
 }
 
 /// The whole report (the stable `--json` form).
@@ -59,6 +73,43 @@ pub struct Report {
     pub stuck_at_end: Vec<u64>,
     /// Fraction of episodes whose holder was named.
     pub holders_named: f64,
+    /// Events the kernel lost, every kind (the recording's last count).
+    #[serde(default)]
+    pub dropped: u64,
+    /// Pages whose state is unknown at the end because events were lost.
+    #[serde(default)]
+    pub unknown_at_end: Vec<u64>,
+    /// Every page with lost events.
+    #[serde(default)]
+    pub gaps: Vec<PageGaps>,
+}
+
+/// `report --fail-on-stuck`: a page with a known state is stuck at the end.
+pub const EXIT_STUCK: u8 = 3;
+/// `report --fail-on-stuck`: nothing known to be stuck, but some page's
+/// state is unknown because events were lost.
+pub const EXIT_UNKNOWN: u8 = 4;
+
+impl Report {
+    /// The exit code of `report --fail-on-stuck`: [`EXIT_STUCK`], else
+    /// [`EXIT_UNKNOWN`], else 0.
+    pub fn fail_on_stuck_code(&self) -> u8 {
+        if !self.stuck_at_end.is_empty() {
+            EXIT_STUCK
+        } else if !self.unknown_at_end.is_empty() {
+            EXIT_UNKNOWN
+        } else {
+            0
+        }
+    }
+}
+
+/// A recording's `gap` line, applied to `t`.
+pub fn apply_gap(t: &mut Tracker, ts_ns: u64, pfn: Option<u64>) {
+    match pfn {
+        Some(pfn) => t.apply_gap(pfn, ts_ns),
+        None => t.apply_gap_everywhere(ts_ns),
+    }
 }
 
 /// Builds the report; `thresholds` overrides the recorded ones.
@@ -80,6 +131,7 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
                 t.apply(&ev);
             }
             Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => t.advance(*now_ns),
+            Line::Gap { ts_ns, pfn } => apply_gap(&mut t, *ts_ns, *pfn),
             Line::Header(_) => {}
         }
     }
@@ -113,6 +165,7 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
                 })
                 .collect(),
             holder_note: e.holder_note.clone(),
+            ended_by_loss: e.ended_by_loss,
             last_events: e
                 .last_events
                 .iter()
@@ -136,7 +189,30 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
         stuck_at_end: t.stuck().iter().map(|p| p.pfn).collect(),
         episodes,
         holders_named,
+        dropped: last_dropped(rec),
+        unknown_at_end: t.unknown_pages().iter().map(|(pfn, _)| *pfn).collect(),
+        gaps: t
+            .gapped_pages()
+            .into_iter()
+            .map(|(pfn, g)| PageGaps {
+                pfn,
+                gaps: g.gaps,
+                unknown: g.unknown_since.is_some(),
+            })
+            .collect(),
     })
+}
+
+/// The recording's last count of lost events.
+fn last_dropped(rec: &Recording) -> u64 {
+    rec.lines
+        .iter()
+        .filter_map(|l| match l {
+            Line::Tick { dropped, .. } | Line::End { dropped, .. } => Some(*dropped),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The report as text.
@@ -159,6 +235,10 @@ pub fn text(r: &Report) -> String {
     }
     for e in &r.episodes {
         let end = match e.end_ns {
+            Some(t) if e.ended_by_loss => format!(
+                "until +{:.3}s, when events of the page were lost (its state unknown from then)",
+                rel(t)
+            ),
             Some(t) => format!(
                 "until +{:.3}s ({:.3}s)",
                 rel(t),
@@ -208,6 +288,14 @@ pub fn text(r: &Report) -> String {
                 ));
             }
         }
+    }
+    if r.dropped > 0 || !r.gaps.is_empty() {
+        out.push_str(&format!(
+            "{} event(s) lost; {} page(s) with gaps in their history, {} of them in an unknown state at the end (no verdict on those)\n",
+            r.dropped,
+            r.gaps.len(),
+            r.unknown_at_end.len()
+        ));
     }
     if r.stuck_at_end.is_empty() {
         out.push_str("no page is stuck at the end\n");

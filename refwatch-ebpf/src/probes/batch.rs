@@ -86,9 +86,25 @@ pub fn keep(hook: u32, n: u64) -> bool {
     b.n = n as u32;
     if BATCHES.insert(key(hook), b, 0).is_err() {
         count(counter::INFLIGHT_FULL);
+        lost_batch();
         return false;
     }
     true
+}
+
+/// Every page of the batch noted on this CPU loses its event.
+#[inline(always)]
+fn lost_batch() {
+    let Some(b) = BATCH_SCRATCH.get_ptr(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch slot, filled by the entry just now.
+    let b = unsafe { &*b };
+    for i in 0..MAX_BATCH {
+        if i < b.n as usize {
+            crate::emit::note_lost(b.pfns[i]);
+        }
+    }
 }
 
 /// State of [`exit_step`].

@@ -191,6 +191,7 @@ pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
     };
     if INFLIGHT.insert(key(hook), pending, 0).is_err() {
         count(counter::INFLIGHT_FULL);
+        crate::emit::note_lost(p.pfn);
         aya_log_ebpf::warn!(
             ctx,
             "in-flight table full: hook {} on pfn {} not followed to its exit",

@@ -22,6 +22,10 @@ impl Tracker {
                 return false;
             }
             let p = &**p;
+            // No verdict on a page whose state is unknown (events lost).
+            if p.unknown() {
+                return true;
+            }
             let idle = self.rules.idle(p.pgmap_type);
             let rc = p.refcount.map_or("?".into(), |r| r.to_string());
             if let Some(since) = p.outstanding_since
@@ -101,6 +105,11 @@ impl Tracker {
         if page.open.contains_key(&d) {
             return;
         }
+        // A page whose state is unknown gets no verdict from state; a layout
+        // wait or a migration's refusal is the kernel's own word.
+        if page.unknown() && !matches!(d, Detector::LayoutWait | Detector::MigrationBlocked) {
+            return;
+        }
         let (holders, holder_note, last_events) = holders_of(page);
         self.episodes.push(Episode {
             pfn,
@@ -113,6 +122,7 @@ impl Tracker {
             holders,
             holder_note,
             last_events,
+            ended_by_loss: false,
         });
         page.open.insert(d, self.episodes.len() - 1);
     }

@@ -105,16 +105,19 @@ pub(super) fn holders_of(page: &Page) -> (Vec<Holder>, Option<String>, Vec<PageE
         .iter()
         .skip(kept.saturating_sub(LAST_EVENTS))
         .collect();
-    if page.holders.is_empty() {
-        (
-            Vec::new(),
-            Some(
-                "the outstanding reference was taken where this kernel offers no hook (an inline get); see the page's last events"
-                    .into(),
-            ),
-            last,
+    let lost = (page.gaps.gaps > 0).then(|| {
+        format!(
+            "{} loss(es) of this page's events: a reference taken in a lost event has no holder here",
+            page.gaps.gaps
         )
+    });
+    if page.holders.is_empty() {
+        let note = lost.unwrap_or_else(|| {
+            "the outstanding reference was taken where this kernel offers no hook (an inline get); see the page's last events"
+                .into()
+        });
+        (Vec::new(), Some(note), last)
     } else {
-        (page.holders.clone(), None, last)
+        (page.holders.clone(), lost, last)
     }
 }

@@ -4,6 +4,7 @@
 mod detectors;
 mod history;
 mod holders;
+mod loss;
 
 use crate::{
     event::{Comm, Kind, Migration, PageEvent, Role, Stage},
@@ -17,6 +18,7 @@ pub use history::History;
 use history::Tasks;
 pub use holders::Holder;
 use holders::{drop_holder, note_fork};
+pub use loss::{GAP_SLACK_NS, Gaps};
 
 /// Default number of events kept per PFN.
 pub const DEFAULT_HISTORY: usize = 256;
@@ -143,6 +145,9 @@ pub struct Episode {
     pub holder_note: Option<String>,
     /// The page's last events when it was flagged.
     pub last_events: Vec<PageEvent>,
+    /// Ended because events of the page were lost: its state is unknown
+    /// from `end_ns`, not known to be fine.
+    pub ended_by_loss: bool,
 }
 
 /// What refwatch knows of one page. In C order, what every event reads
@@ -184,6 +189,8 @@ pub struct Page {
     pub counts: [u64; 12],
     pub pfn: u64,
     pub first_ns: u64,
+    /// Lost events of this page, and whether its state is unknown now.
+    pub gaps: Gaps,
 }
 
 impl Page {
@@ -213,12 +220,18 @@ impl Page {
             holders: Vec::new(),
             open: FastMap::default(),
             hot: false,
+            gaps: Gaps::default(),
         })
     }
 
     /// The most recent holder, if any.
     pub fn holder(&self) -> Option<&Holder> {
         self.holders.last()
+    }
+
+    /// Whether its state is unknown because events were lost.
+    pub fn unknown(&self) -> bool {
+        self.gaps.unknown_since.is_some()
     }
 
     /// Whether any detector flags this page now.
@@ -252,6 +265,10 @@ pub struct Tracker {
     /// last ran: they leave then, not on every drop (see [`Page::hot`]).
     hot: FastSet<u64>,
     pub episodes: Vec<Episode>,
+    /// Losses on pages not tracked.
+    untracked: loss::Untracked,
+    gaps_total: u64,
+    unattributed: u64,
     pub rules: Rules,
     pub thresholds: Thresholds,
     history_cap: usize,
@@ -271,6 +288,9 @@ impl Tracker {
             tasks: Tasks::new(),
             hot: FastSet::default(),
             episodes: Vec::new(),
+            untracked: loss::Untracked::default(),
+            gaps_total: 0,
+            unattributed: 0,
             rules,
             thresholds,
             history_cap: history_cap.max(1),
@@ -294,10 +314,18 @@ impl Tracker {
         if self.pages.len() >= self.max_pfns && !self.pages.contains_key(&ev.pfn) {
             self.evict();
         }
+        if !self.pages.contains_key(&ev.pfn)
+            && let Some(g) = self.take_untracked(ev.pfn)
+        {
+            let mut page = Page::new(ev);
+            page.gaps = g;
+            self.pages.insert(ev.pfn, page);
+        }
         let rules = &self.rules;
         let history_cap = self.history_cap;
         let task = self.tasks.of(ev);
         let page = self.pages.entry(ev.pfn).or_insert_with(|| Page::new(ev));
+        loss::resync(page, ev.ts_ns);
         if page.pgmap_type == pgmap::UNKNOWN {
             page.pgmap_type = ev.pgmap_type;
         }

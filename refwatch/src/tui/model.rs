@@ -305,6 +305,8 @@ pub struct App {
     /// Tracked pages per page-map type (index: type value).
     pub(crate) counts: [u64; 8],
     pub(crate) stuck: u64,
+    /// Pages whose state is unknown because events were lost.
+    pub(crate) unknown: u64,
     pub(crate) now_ns: u64,
     data_key: Option<(u64, usize, usize, u64)>,
     pub(crate) detail: Option<DetailSnap>,
@@ -338,6 +340,7 @@ impl App {
             order: Vec::new(),
             counts: [0; 8],
             stuck: 0,
+            unknown: 0,
             now_ns: 0,
             data_key: None,
             detail: None,
@@ -429,6 +432,7 @@ impl App {
         self.rows.extend(t.pages().map(Row::from_page));
         self.counts = [0; 8];
         self.stuck = 0;
+        self.unknown = t.unknown_pages().len() as u64;
         for r in &self.rows {
             self.counts[usize::from(r.pgmap_type).min(7)] += 1;
             self.stuck += u64::from(r.stuck());

@@ -162,6 +162,13 @@ fn header(app: &App, area: Rect, buf: &mut Buffer) {
     } else {
         l2.push(Span::raw("0"));
     }
+    if app.unknown > 0 {
+        l2.push(Span::raw(" unknown "));
+        l2.push(Span::styled(
+            format!(" {} ", fmt::count(app.unknown)),
+            Style::new().bold().white().on_red(),
+        ));
+    }
     l2.push(sep());
     l2.push(Span::raw("stuck "));
     if app.stuck > 0 {

@@ -42,6 +42,7 @@ fn line_time(l: &Line) -> Option<u64> {
     match l {
         Line::Event(e) => Some(e.ts_ns),
         Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => Some(*now_ns),
+        Line::Gap { ts_ns, .. } => Some(*ts_ns),
         Line::Header(_) => None,
     }
 }
@@ -125,6 +126,7 @@ impl Replay {
                 self.dropped = *dropped;
                 self.tracker.advance(*now_ns);
             }
+            Line::Gap { ts_ns, pfn } => crate::report::apply_gap(&mut self.tracker, *ts_ns, *pfn),
             Line::Header(_) => {}
         }
         self.pos += 1;
