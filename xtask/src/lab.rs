@@ -295,6 +295,9 @@ pub struct ScenarioOutcome {
     /// "not ready after 60 s", "SIGKILL after 30 s".
     pub refwatch_note: Option<String>,
     pub workload_rc: Option<i32>,
+    /// Why `report.json` could not be written (`refwatch report --json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_error: Option<String>,
 }
 
 /// What a lab run produced; also written to `<out>/lab.json`.
@@ -343,6 +346,9 @@ impl LabResult {
                     .map(|n| format!("  ({n})"))
                     .unwrap_or_default()
             ));
+            if let Some(e) = &s.report_error {
+                text.push_str(&format!("\n  {:<20} no report.json: {e}", ""));
+            }
         }
         text
     }
@@ -566,7 +572,14 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
     let scenarios = run
         .scenarios
         .iter()
-        .map(|name| read_outcome(&out.join(name), name))
+        .map(|name| {
+            let dir = out.join(name);
+            let mut outcome = read_outcome(&dir, name);
+            outcome.report_error = write_report(&bins.refwatch, &dir)
+                .err()
+                .map(|e| format!("{e:#}"));
+            outcome
+        })
         .collect();
     for name in &run.scenarios {
         let dir = out.join(name);
@@ -604,6 +617,19 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
     fs::write(out.join("lab.json"), json + "\n")
         .with_context(|| format!("write {}/lab.json", out.display()))?;
     Ok(result)
+}
+
+/// Leaves `report.json` beside a scenario's recording: the output of
+/// `refwatch report --json` (the guest's static refwatch runs on the host).
+fn write_report(refwatch: &Path, dir: &Path) -> Result<()> {
+    let text = cmd::stdout(
+        Command::new(refwatch)
+            .arg("report")
+            .arg("--json")
+            .arg(dir.join("recording")),
+    )?;
+    let path = dir.join("report.json");
+    fs::write(&path, text).with_context(|| format!("write {}", path.display()))
 }
 
 /// How refwatch observed references in a scenario, from its recording's
@@ -862,6 +888,7 @@ fn read_outcome(dir: &Path, name: &str) -> ScenarioOutcome {
         refwatch_rc,
         refwatch_note,
         workload_rc,
+        report_error: None,
     }
 }
 
