@@ -179,9 +179,36 @@ pub fn refwatch_cmd(scenario_dir: &str, extra_flags: &str) -> String {
     format!(
         "refwatch record -o {d}/recording --jsonl {d}/events.jsonl --ready-file {d}/ready \
          --log-file {d}/refwatch.log --held-secs {t} --pinned-secs {t} --unmapped-secs {t} \
-         --summary-secs 0 --ram-holders {extra_flags} > {d}/refwatch.out 2>&1",
+         --summary-secs 0 {extra_flags} > {d}/refwatch.out 2>&1",
         t = DETECTOR_SECS
     )
+}
+
+/// refwatch's flags a workload needs beyond the defaults, whatever the
+/// variant. The lab runs refwatch with its defaults wherever it can, so that
+/// the default paths are the ones checked: `--ram-holders` switches off the
+/// in-kernel ZONE_DEVICE filter of the GUP grabs (every page's grab is then
+/// looked at and remembered) and, in precise mode, keeps the grab hooks
+/// attached beside the page_ref tracepoints. Only `hmm-blocked` needs it: it
+/// asserts that refwatch names the vmsplice holder of the system-RAM page
+/// the migration to the device left behind (a `late` get, and the holder of
+/// the `migration-blocked` episode).
+pub fn extra_flags(workload: &str) -> &'static str {
+    match workload {
+        "hmm-blocked" => "--ram-holders",
+        _ => "",
+    }
+}
+
+/// All of refwatch's extra flags for a run name (`dax-hold+kprobe`, …): the
+/// variant's, then the workload's.
+pub fn run_flags(run: &str) -> String {
+    let (workload, variant) = split_variant(run);
+    [variant.flags(), extra_flags(workload)]
+        .into_iter()
+        .filter(|f| !f.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Detector threshold refwatch runs with in the lab: well under the hold.
@@ -1142,7 +1169,7 @@ run_scenario() {{
         }
         s.push_str(&format!(
             "run_scenario {scenario} {workload} \"{}\"\n",
-            variant.flags()
+            run_flags(scenario)
         ));
     }
     s.push_str("say \"all scenarios finished\"\nfinish\n");
@@ -1211,6 +1238,29 @@ mod tests {
         ] {
             assert!(c.contains(part), "{part} missing from {c}");
         }
+    }
+
+    #[test]
+    fn only_hmm_blocked_asks_for_ram_holders() {
+        assert!(!refwatch_cmd("/out/x", "").contains("--ram-holders"));
+        assert_eq!(run_flags("hmm-blocked"), "--ram-holders");
+        assert_eq!(
+            run_flags("hmm-blocked+functions"),
+            "--no-precise --ram-holders"
+        );
+        assert_eq!(run_flags("hmm-leak+functions"), "--no-precise");
+        assert_eq!(run_flags("dax-hold+kprobe"), "--mode kprobe");
+        for s in SCENARIOS.iter().chain(HMM_SCENARIOS) {
+            assert_eq!(
+                run_flags(s).contains("--ram-holders"),
+                *s == "hmm-blocked",
+                "{s}"
+            );
+        }
+        let run = LabRun::new(KernelId::Hmm7_2, &["hmm-migrate", "hmm-blocked"]);
+        let init = init_script(&run, &[]);
+        assert!(init.contains("\nrun_scenario hmm-migrate hmm-migrate \"\"\n"));
+        assert!(init.contains("\nrun_scenario hmm-blocked hmm-blocked \"--ram-holders\"\n"));
     }
 
     #[test]
@@ -1305,9 +1355,9 @@ mod tests {
         let mut run = LabRun::new(KernelId::Hmm7_2, &["hmm-blocked+functions"]);
         run.pages = 4;
         let init = init_script(&run, &[]);
-        assert!(
-            init.contains("\nrun_scenario hmm-blocked+functions hmm-blocked \"--no-precise\"\n")
-        );
+        assert!(init.contains(
+            "\nrun_scenario hmm-blocked+functions hmm-blocked \"--no-precise --ram-holders\"\n"
+        ));
         assert!(init.contains("/dev/hmm_dmirror0"));
 
         let run = LabRun::new(KernelId::Hmm7_2, &["hmm-migrate"]);
