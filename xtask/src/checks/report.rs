@@ -8,6 +8,14 @@ use serde_json::Value;
 
 use super::read_workload;
 
+/// The share of a fs-dax hold scenario's episodes that must name a holder.
+const NAMED_MIN_PERCENT: usize = 95;
+
+/// Milliseconds from `from` to `t` (negative before it).
+fn ms_from(from: u64, t: u64) -> i64 {
+    (t as i64 - from as i64) / 1_000_000
+}
+
 /// Exit code of `refwatch report --fail-on-stuck FILE`.
 fn fail_on_stuck(refwatch: &Path, file: &Path) -> Result<i32> {
     let out = Command::new(refwatch)
@@ -68,14 +76,27 @@ pub fn check_report(
             let hold_end = w.mark("hold_end")?;
             for pfn in &w.pfns {
                 let eps = eps_of(*pfn, &["held", "unmapped-not-freed"]);
+                // Flagged during the hold: detected after it began (the
+                // detectors' threshold is far shorter than the hold, and
+                // the pages were unmapped just before it), cleared after.
                 let during = eps.iter().any(|e| {
-                    e["detected_ns"].as_u64().is_some_and(|d| d < hold_end)
+                    e["detected_ns"]
+                        .as_u64()
+                        .is_some_and(|d| d >= hold_start && d < hold_end)
                         && e["end_ns"].as_u64().is_some_and(|end| end >= hold_end)
                 });
                 if !during {
+                    let rel = |k: &str, e: &Value| e[k].as_u64().map(|t| ms_from(hold_start, t));
                     bad.push(format!(
-                        "pfn {pfn:#x}: not flagged held/unmapped-not-freed during the hold and cleared after ({} episodes)",
-                        eps.len()
+                        "pfn {pfn:#x}: not flagged held/unmapped-not-freed during the hold (detected at or after its start, before its end at {} ms) and cleared after; episodes (detector, detected ms, end ms, from the hold's start): {:?}",
+                        ms_from(hold_start, hold_end),
+                        eps.iter()
+                            .map(|e| (
+                                e["detector"].as_str().unwrap_or_default(),
+                                rel("detected_ns", e),
+                                rel("end_ns", e)
+                            ))
+                            .collect::<Vec<_>>()
                     ));
                 }
             }
@@ -97,12 +118,27 @@ pub fn check_report(
                 if !named {
                     bad.push("no layout-wait episode naming the workload as holder".into());
                 }
-                let _ = hold_start;
             }
-            let named = episodes
+            // Everything held here was taken by the workload's vmsplice
+            // (GUP, hooked on every kernel): refwatch must name a holder.
+            let unnamed: Vec<String> = episodes
                 .iter()
-                .filter(|e| e["holders"].as_array().is_some_and(|h| !h.is_empty()))
-                .count();
+                .filter(|e| e["holders"].as_array().is_none_or(|h| h.is_empty()))
+                .map(|e| {
+                    format!(
+                        "{} on {:#x}",
+                        e["detector"].as_str().unwrap_or("?"),
+                        e["pfn"].as_u64().unwrap_or_default()
+                    )
+                })
+                .collect();
+            let named = episodes.len() - unnamed.len();
+            if episodes.is_empty() || named * 100 < NAMED_MIN_PERCENT * episodes.len() {
+                bad.push(format!(
+                    "holder named in {named} of {} episodes, expected at least {NAMED_MIN_PERCENT}%; without: {unnamed:?}",
+                    episodes.len()
+                ));
+            }
             println!(
                 "    {kernel} {scenario}: {} episodes, holder named in {named} ({:.0}%)",
                 episodes.len(),
