@@ -932,6 +932,7 @@ finish() {
     dmesg > /out/dmesg.txt 2>&1
     uname -a > /out/uname.txt 2>&1
     cat /proc/mounts > /out/mounts.txt 2>&1
+    cat /proc/iomem > /out/iomem.txt 2>&1
     if [ -b /dev/vda ]; then
         tar -cf /dev/vda -C /out . || say "FAIL: tar to /dev/vda (exit $?)"
     else
@@ -1014,22 +1015,29 @@ use_fs() {{
 }}
 {hmm_check}
 # The page_ref tracepoints through tracefs, independent of refwatch: the
-# ground truth for device pages (PFNs above the last System RAM range).
+# ground truth for ZONE_DEVICE pages. Device-private PFNs lie above the last
+# System RAM range; the fs-dax PFNs of the memmap=512M!1G region lie below
+# it (RAM continues above 1.5 GiB), so its "Persistent Memory" ranges are
+# added.
 T=/sys/kernel/tracing
 truth_start() {{
     [ -d $T/events/page_ref ] || return 0
     ramend=$(awk '$NF == "RAM" && $(NF-1) == "System" {{ split($1, a, "-"); e = a[2] }} END {{ print e }}' /proc/iomem)
     [ -n "$ramend" ] || {{ say "warning: no System RAM in /proc/iomem"; return 0; }}
-    minpfn=$(( (0x$ramend + 1) >> 12 ))
+    pfns="pfn >= $(( (0x$ramend + 1) >> 12 ))"
+    for r in $(awk '/: Persistent Memory/ {{ print $1 }}' /proc/iomem); do
+        pfns="$pfns || (pfn >= $(( 0x${{r%-*}} >> 12 )) && pfn <= $(( 0x${{r#*-}} >> 12 )))"
+    done
     echo 0 > $T/tracing_on
     echo mono > $T/trace_clock
     echo 16384 > $T/buffer_size_kb
     for e in $T/events/page_ref/page_ref_*; do
         case $e in
-            *_unless) echo "pfn >= $minpfn && ret != 0" > $e/filter ;;
-            *) echo "pfn >= $minpfn" > $e/filter ;;
+            *_unless) echo "($pfns) && ret != 0" > $e/filter ;;
+            *) echo "$pfns" > $e/filter ;;
         esac
     done
+    echo "$pfns" > $D/page_ref.filter
     echo 1 > $T/events/page_ref/enable
     echo > $T/trace
     echo 1 > $T/tracing_on
@@ -1077,7 +1085,7 @@ run_scenario() {{
         echo "note: $note" >> $D/refwatch.rc
         RW=""
     fi
-    case $W in hmm-*) truth_start ;; esac
+    truth_start
     workload $W --dir /mnt/dax --pages {pages} --hold-secs {hold} --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
     WL=$!
     # During a hold, keep a copy of the recording as it stands then (it is

@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, path::Path};
 
 use anyhow::Result;
 
-use super::{Ev, facts, read_events, read_workload};
+use super::{Ev, facts, groundtruth::check_groundtruth, read_events, read_workload};
 
 /// Checks one scenario's results in `dir` for `kernel`, its files on the
 /// file system `fs` (`ext4` or `xfs`). Returns the problems.
@@ -164,6 +164,9 @@ pub fn check_scenario(kernel: &str, scenario: &str, fs: &str, dir: &Path) -> Res
             }
         }
         _ => {}
+    }
+    if f.page_ref_truth {
+        bad.extend(check_groundtruth(false, dir)?);
     }
     Ok(bad)
 }

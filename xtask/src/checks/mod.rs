@@ -35,6 +35,10 @@ pub struct KernelFacts {
     /// `xfs_wait_dax_page`) are out of line (they are inlined before 6.15),
     /// so a sleeping truncate is seen.
     pub wait_callback: bool,
+    /// The kernel has the page_ref tracepoints (`CONFIG_DEBUG_PAGE_REF`):
+    /// refwatch runs in precise mode and the lab records them as ground
+    /// truth for every scenario, the fs-dax ones included.
+    pub page_ref_truth: bool,
     /// Symbols `refwatch probes` must report attached.
     pub must_attach: &'static [&'static str],
 }
@@ -46,6 +50,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
             fsdax_idle: 1,
             dio_pins: false,
             wait_callback: false,
+            page_ref_truth: false,
             must_attach: &[
                 "__put_devmap_managed_page_refs",
                 "try_grab_folio",
@@ -56,6 +61,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
             fsdax_idle: 1,
             dio_pins: true,
             wait_callback: false,
+            page_ref_truth: false,
             must_attach: &[
                 "__put_devmap_managed_folio_refs",
                 "gup_put_folio",
@@ -66,6 +72,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
             fsdax_idle: 0,
             dio_pins: true,
             wait_callback: true,
+            page_ref_truth: false,
             must_attach: &[
                 "free_zone_device_folio",
                 "gup_put_folio",
@@ -82,6 +89,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
             fsdax_idle: 0,
             dio_pins: true,
             wait_callback: true,
+            page_ref_truth: true,
             must_attach: &[
                 "free_zone_device_folio",
                 "dax_layout_busy_page_range",
