@@ -125,6 +125,13 @@
 //! such state, which the cursor takes, may be an earlier one with the same
 //! count), and the largest of these.
 //!
+//! Per PFN (`per_pfn`) the same counts are kept, so that totals cannot hide
+//! a miss on one page behind a duplicate on another: its truth and seen gets
+//! and puts, its recording events, and `last_seen`, the value of its last
+//! observation in recording order (to compare with the count of its last
+//! truth event). `unseen_pfns` lists the PFNs, of the set or not, that have
+//! truth events but no recording event at all.
+//!
 //! `match_rate` is `matched / (observations - before_truth)`, 1.0 when that
 //! is zero. The first 20 mismatches (in recording order) are listed with the
 //! truth events before and after them, the state the cursor was at and the
@@ -205,6 +212,8 @@ pub struct GroundTruth {
     pub seen_events: u64,
     /// Recording events of other PFNs (ignored).
     pub seen_other_pfns: u64,
+    /// PFNs (of the set or not) with truth events and no recording event.
+    pub unseen_pfns: Vec<String>,
     /// refwatch's own drop counter, the highest `dropped` of `tick`/`end`.
     pub seen_dropped: u64,
     pub recording_truncated: bool,
@@ -221,6 +230,15 @@ pub struct GroundTruth {
 pub struct PfnSummary {
     pub pfn: String,
     pub truth_events: u64,
+    pub truth_gets: u64,
+    pub truth_puts: u64,
+    /// Recording events of this PFN, and its gets (`get`, `pin`) and puts
+    /// (`put`, `unpin`).
+    pub seen_events: u64,
+    pub seen_gets: u64,
+    pub seen_puts: u64,
+    /// The value of its last observation, in recording order.
+    pub last_seen: Option<i64>,
     /// The count before the first truth event, when known.
     pub start_count: Option<i64>,
     pub first_truth: Option<TruthPoint>,
@@ -417,6 +435,7 @@ fn compare_named(
         truth_other_pfns: 0,
         seen_events: rec.seen_events,
         seen_other_pfns: rec.other_pfn_events,
+        unseen_pfns: Vec::new(),
         seen_dropped: rec.dropped,
         recording_truncated: rec.truncated_line.is_some(),
         trace_truncated: parsed_trace.truncated_line.is_some(),
@@ -427,12 +446,18 @@ fn compare_named(
 
     let mut timelines: BTreeMap<u64, Vec<TruthEvent>> =
         device.iter().map(|&pfn| (pfn, Vec::new())).collect();
+    // Every PFN with a truth event that changed something, in the set or not.
+    let mut truth_pfns = BTreeSet::new();
     for ev in parsed_trace.events {
+        let failed_unless = ev.op == RefOp::ModUnless && ev.ret == Some(0);
+        if !failed_unless {
+            truth_pfns.insert(ev.pfn);
+        }
         if !device.contains(&ev.pfn) {
             gt.truth_other_pfns += 1;
             continue;
         }
-        if ev.op == RefOp::ModUnless && ev.ret == Some(0) {
+        if failed_unless {
             gt.truth_failed_unless += 1;
             continue;
         }
@@ -458,9 +483,26 @@ fn compare_named(
     let mut per_pfn: BTreeMap<u64, PfnSummary> = timelines
         .iter()
         .map(|(&pfn, tl)| {
+            let seen = rec.per_pfn.get(&pfn).copied().unwrap_or_default();
+            let mods = |sign: i64| {
+                tl.iter()
+                    .filter(|e| e.op.is_mod() && e.val.signum() == sign)
+                    .count() as u64
+            };
             let summary = PfnSummary {
                 pfn: hex(pfn),
                 truth_events: tl.len() as u64,
+                truth_gets: mods(1),
+                truth_puts: mods(-1),
+                seen_events: seen.events,
+                seen_gets: seen.gets,
+                seen_puts: seen.puts,
+                last_seen: rec
+                    .observations
+                    .iter()
+                    .rev()
+                    .find(|o| o.pfn == pfn)
+                    .map(|o| o.value),
                 start_count: tl.first().and_then(TruthEvent::count_before),
                 first_truth: tl.first().map(TruthEvent::point),
                 last_truth: tl.last().map(TruthEvent::point),
@@ -515,6 +557,17 @@ fn compare_named(
         gt.matched as f64 / judged as f64
     };
     gt.per_pfn = order.iter().filter_map(|pfn| per_pfn.remove(pfn)).collect();
+    gt.unseen_pfns = truth_pfns
+        .iter()
+        .filter(|pfn| {
+            if device.contains(pfn) {
+                rec.per_pfn.get(pfn).is_none_or(|s| s.events == 0)
+            } else {
+                !rec.other_pfns.contains(pfn)
+            }
+        })
+        .map(|pfn| hex(*pfn))
+        .collect();
     gt.notes = notes(
         &gt,
         parsed_trace.truncated_line,
@@ -837,13 +890,24 @@ struct Observation {
     symbol: Option<String>,
 }
 
+/// One set PFN's recording events.
+#[derive(Debug, Default, Clone, Copy)]
+struct SeenPfn {
+    events: u64,
+    gets: u64,
+    puts: u64,
+}
+
 #[derive(Debug, Default)]
 struct ParsedRecording {
     observations: Vec<Observation>,
     seen_events: u64,
     seen_gets: u64,
     seen_puts: u64,
+    per_pfn: BTreeMap<u64, SeenPfn>,
     other_pfn_events: u64,
+    /// The PFNs outside the set that have recording events.
+    other_pfns: BTreeSet<u64>,
     dropped: u64,
     truncated_line: Option<usize>,
 }
@@ -907,6 +971,7 @@ impl ParsedRecording {
         let pfn = num("pfn")?;
         if !device.contains(&pfn) {
             self.other_pfn_events += 1;
+            self.other_pfns.insert(pfn);
             return Ok(());
         }
         let event = v
@@ -915,9 +980,17 @@ impl ParsedRecording {
             .unwrap_or("?")
             .to_string();
         self.seen_events += 1;
+        let seen = self.per_pfn.entry(pfn).or_default();
+        seen.events += 1;
         match event.as_str() {
-            "get" | "pin" => self.seen_gets += 1,
-            "put" | "unpin" => self.seen_puts += 1,
+            "get" | "pin" => {
+                self.seen_gets += 1;
+                seen.gets += 1;
+            }
+            "put" | "unpin" => {
+                self.seen_puts += 1;
+                seen.puts += 1;
+            }
             _ => {}
         }
         let symbol = v.get("symbol").and_then(Value::as_str).map(str::to_string);
@@ -1855,6 +1928,62 @@ mod tests {
         assert_eq!((gt.truth_other_pfns, gt.seen_other_pfns), (2, 2));
         assert_eq!((gt.seen_gets, gt.seen_puts, gt.seen_events), (1, 0, 1));
         assert_eq!(gt.pfns, vec!["0x23ff00".to_string(), "0x23ff01".into()]);
+    }
+
+    #[test]
+    fn per_pfn_counts_do_not_cancel_out() {
+        // PFN: two gets, refwatch saw one; PFN2: one get, refwatch saw two.
+        let tr = [
+            kernel_line(1_000, "page_ref_mod", PFN, 1, 1, None),
+            kernel_line(1_100, "page_ref_mod", PFN, 2, 1, None),
+            kernel_line(1_000, "page_ref_mod", PFN2, 1, 1, None),
+            kernel_line(1_200, "page_ref_mod_and_test", PFN2, 0, -1, Some(1)),
+        ];
+        let rec = [
+            rec_event(1_000 * US, PFN, "get", Some(0), Some(1)),
+            rec_event(1_000 * US, PFN2, "get", Some(0), Some(1)),
+            rec_event(1_000 * US, PFN2, "get", Some(0), Some(1)),
+            rec_event(1_200 * US, PFN2, "put", Some(1), Some(0)),
+        ];
+        let gt = run(&tr, &rec);
+        assert_eq!((gt.truth_gets, gt.seen_gets), (3, 3), "the totals agree");
+        let p = &gt.per_pfn[0];
+        assert_eq!(
+            (p.truth_gets, p.seen_gets, p.truth_puts, p.seen_puts),
+            (2, 1, 0, 0)
+        );
+        assert_eq!((p.seen_events, p.last_seen), (1, Some(1)));
+        assert_eq!(p.last_truth.as_ref().map(|t| t.count), Some(2));
+        let q = &gt.per_pfn[1];
+        assert_eq!(
+            (q.truth_gets, q.seen_gets, q.truth_puts, q.seen_puts),
+            (1, 2, 1, 1)
+        );
+        assert_eq!((q.seen_events, q.last_seen), (3, Some(0)));
+        assert!(gt.unseen_pfns.is_empty());
+    }
+
+    #[test]
+    fn pfns_with_truth_and_no_recording_event_are_unseen() {
+        let tr = [
+            kernel_line(1_000, "page_ref_mod", PFN, 2, 1, None),
+            kernel_line(1_000, "page_ref_mod", PFN2, 2, 1, None),
+            kernel_line(1_000, "page_ref_mod", OTHER, 2, 1, None),
+            kernel_line(1_000, "page_ref_mod", OTHER + 1, 2, 1, None),
+            // A failed try-get changes nothing: no truth for OTHER + 2.
+            kernel_line(1_000, "page_ref_mod_unless", OTHER + 2, 0, 1, Some(0)),
+        ];
+        let rec = [
+            rec_event(1_000 * US, PFN, "get", Some(1), Some(2)),
+            rec_event(1_000 * US, OTHER, "get", Some(1), Some(2)),
+        ];
+        let gt = run(&tr, &rec);
+        assert_eq!(
+            gt.unseen_pfns,
+            vec![hex(OTHER + 1), hex(PFN2)],
+            "in PFN order"
+        );
+        assert_eq!(gt.per_pfn[1].last_seen, None);
     }
 
     #[test]

@@ -179,9 +179,36 @@ pub fn refwatch_cmd(scenario_dir: &str, extra_flags: &str) -> String {
     format!(
         "refwatch record -o {d}/recording --jsonl {d}/events.jsonl --ready-file {d}/ready \
          --log-file {d}/refwatch.log --held-secs {t} --pinned-secs {t} --unmapped-secs {t} \
-         --summary-secs 0 --ram-holders {extra_flags} > {d}/refwatch.out 2>&1",
+         --summary-secs 0 {extra_flags} > {d}/refwatch.out 2>&1",
         t = DETECTOR_SECS
     )
+}
+
+/// refwatch's flags a workload needs beyond the defaults, whatever the
+/// variant. The lab runs refwatch with its defaults wherever it can, so that
+/// the default paths are the ones checked: `--ram-holders` switches off the
+/// in-kernel ZONE_DEVICE filter of the GUP grabs (every page's grab is then
+/// looked at and remembered) and, in precise mode, keeps the grab hooks
+/// attached beside the page_ref tracepoints. Only `hmm-blocked` needs it: it
+/// asserts that refwatch names the vmsplice holder of the system-RAM page
+/// the migration to the device left behind (a `late` get, and the holder of
+/// the `migration-blocked` episode).
+pub fn extra_flags(workload: &str) -> &'static str {
+    match workload {
+        "hmm-blocked" => "--ram-holders",
+        _ => "",
+    }
+}
+
+/// All of refwatch's extra flags for a run name (`dax-hold+kprobe`, …): the
+/// variant's, then the workload's.
+pub fn run_flags(run: &str) -> String {
+    let (workload, variant) = split_variant(run);
+    [variant.flags(), extra_flags(workload)]
+        .into_iter()
+        .filter(|f| !f.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Detector threshold refwatch runs with in the lab: well under the hold.
@@ -295,6 +322,9 @@ pub struct ScenarioOutcome {
     /// "not ready after 60 s", "SIGKILL after 30 s".
     pub refwatch_note: Option<String>,
     pub workload_rc: Option<i32>,
+    /// Why `report.json` could not be written (`refwatch report --json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_error: Option<String>,
 }
 
 /// What a lab run produced; also written to `<out>/lab.json`.
@@ -343,6 +373,9 @@ impl LabResult {
                     .map(|n| format!("  ({n})"))
                     .unwrap_or_default()
             ));
+            if let Some(e) = &s.report_error {
+                text.push_str(&format!("\n  {:<20} no report.json: {e}", ""));
+            }
         }
         text
     }
@@ -566,7 +599,14 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
     let scenarios = run
         .scenarios
         .iter()
-        .map(|name| read_outcome(&out.join(name), name))
+        .map(|name| {
+            let dir = out.join(name);
+            let mut outcome = read_outcome(&dir, name);
+            outcome.report_error = write_report(&bins.refwatch, &dir)
+                .err()
+                .map(|e| format!("{e:#}"));
+            outcome
+        })
         .collect();
     for name in &run.scenarios {
         let dir = out.join(name);
@@ -604,6 +644,19 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
     fs::write(out.join("lab.json"), json + "\n")
         .with_context(|| format!("write {}/lab.json", out.display()))?;
     Ok(result)
+}
+
+/// Leaves `report.json` beside a scenario's recording: the output of
+/// `refwatch report --json` (the guest's static refwatch runs on the host).
+fn write_report(refwatch: &Path, dir: &Path) -> Result<()> {
+    let text = cmd::stdout(
+        Command::new(refwatch)
+            .arg("report")
+            .arg("--json")
+            .arg(dir.join("recording")),
+    )?;
+    let path = dir.join("report.json");
+    fs::write(&path, text).with_context(|| format!("write {}", path.display()))
 }
 
 /// How refwatch observed references in a scenario, from its recording's
@@ -862,6 +915,7 @@ fn read_outcome(dir: &Path, name: &str) -> ScenarioOutcome {
         refwatch_rc,
         refwatch_note,
         workload_rc,
+        report_error: None,
     }
 }
 
@@ -878,6 +932,7 @@ finish() {
     dmesg > /out/dmesg.txt 2>&1
     uname -a > /out/uname.txt 2>&1
     cat /proc/mounts > /out/mounts.txt 2>&1
+    cat /proc/iomem > /out/iomem.txt 2>&1
     if [ -b /dev/vda ]; then
         tar -cf /dev/vda -C /out . || say "FAIL: tar to /dev/vda (exit $?)"
     else
@@ -960,22 +1015,29 @@ use_fs() {{
 }}
 {hmm_check}
 # The page_ref tracepoints through tracefs, independent of refwatch: the
-# ground truth for device pages (PFNs above the last System RAM range).
+# ground truth for ZONE_DEVICE pages. Device-private PFNs lie above the last
+# System RAM range; the fs-dax PFNs of the memmap=512M!1G region lie below
+# it (RAM continues above 1.5 GiB), so its "Persistent Memory" ranges are
+# added.
 T=/sys/kernel/tracing
 truth_start() {{
     [ -d $T/events/page_ref ] || return 0
     ramend=$(awk '$NF == "RAM" && $(NF-1) == "System" {{ split($1, a, "-"); e = a[2] }} END {{ print e }}' /proc/iomem)
     [ -n "$ramend" ] || {{ say "warning: no System RAM in /proc/iomem"; return 0; }}
-    minpfn=$(( (0x$ramend + 1) >> 12 ))
+    pfns="pfn >= $(( (0x$ramend + 1) >> 12 ))"
+    for r in $(awk '/: Persistent Memory/ {{ print $1 }}' /proc/iomem); do
+        pfns="$pfns || (pfn >= $(( 0x${{r%-*}} >> 12 )) && pfn <= $(( 0x${{r#*-}} >> 12 )))"
+    done
     echo 0 > $T/tracing_on
     echo mono > $T/trace_clock
     echo 16384 > $T/buffer_size_kb
     for e in $T/events/page_ref/page_ref_*; do
         case $e in
-            *_unless) echo "pfn >= $minpfn && ret != 0" > $e/filter ;;
-            *) echo "pfn >= $minpfn" > $e/filter ;;
+            *_unless) echo "($pfns) && ret != 0" > $e/filter ;;
+            *) echo "$pfns" > $e/filter ;;
         esac
     done
+    echo "$pfns" > $D/page_ref.filter
     echo 1 > $T/events/page_ref/enable
     echo > $T/trace
     echo 1 > $T/tracing_on
@@ -1023,7 +1085,7 @@ run_scenario() {{
         echo "note: $note" >> $D/refwatch.rc
         RW=""
     fi
-    case $W in hmm-*) truth_start ;; esac
+    truth_start
     workload $W --dir /mnt/dax --pages {pages} --hold-secs {hold} --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
     WL=$!
     # During a hold, keep a copy of the recording as it stands then (it is
@@ -1115,7 +1177,7 @@ run_scenario() {{
         }
         s.push_str(&format!(
             "run_scenario {scenario} {workload} \"{}\"\n",
-            variant.flags()
+            run_flags(scenario)
         ));
     }
     s.push_str("say \"all scenarios finished\"\nfinish\n");
@@ -1184,6 +1246,29 @@ mod tests {
         ] {
             assert!(c.contains(part), "{part} missing from {c}");
         }
+    }
+
+    #[test]
+    fn only_hmm_blocked_asks_for_ram_holders() {
+        assert!(!refwatch_cmd("/out/x", "").contains("--ram-holders"));
+        assert_eq!(run_flags("hmm-blocked"), "--ram-holders");
+        assert_eq!(
+            run_flags("hmm-blocked+functions"),
+            "--no-precise --ram-holders"
+        );
+        assert_eq!(run_flags("hmm-leak+functions"), "--no-precise");
+        assert_eq!(run_flags("dax-hold+kprobe"), "--mode kprobe");
+        for s in SCENARIOS.iter().chain(HMM_SCENARIOS) {
+            assert_eq!(
+                run_flags(s).contains("--ram-holders"),
+                *s == "hmm-blocked",
+                "{s}"
+            );
+        }
+        let run = LabRun::new(KernelId::Hmm7_2, &["hmm-migrate", "hmm-blocked"]);
+        let init = init_script(&run, &[]);
+        assert!(init.contains("\nrun_scenario hmm-migrate hmm-migrate \"\"\n"));
+        assert!(init.contains("\nrun_scenario hmm-blocked hmm-blocked \"--ram-holders\"\n"));
     }
 
     #[test]
@@ -1278,9 +1363,9 @@ mod tests {
         let mut run = LabRun::new(KernelId::Hmm7_2, &["hmm-blocked+functions"]);
         run.pages = 4;
         let init = init_script(&run, &[]);
-        assert!(
-            init.contains("\nrun_scenario hmm-blocked+functions hmm-blocked \"--no-precise\"\n")
-        );
+        assert!(init.contains(
+            "\nrun_scenario hmm-blocked+functions hmm-blocked \"--no-precise --ram-holders\"\n"
+        ));
         assert!(init.contains("/dev/hmm_dmirror0"));
 
         let run = LabRun::new(KernelId::Hmm7_2, &["hmm-migrate"]);

@@ -9,15 +9,13 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{Context, Result};
-use serde_json::Value;
-
 use crate::{
     checks, cmd,
     kernels::KernelId,
     lab::{self, LabRun},
     setup,
 };
+use anyhow::Result;
 
 /// What `cargo xtask test` runs.
 #[derive(Debug, Clone)]
@@ -176,30 +174,34 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
     let refwatch = lab::build_guest_binaries(None, None)?.refwatch;
     tally.result(
         &format!("lab {name} probes"),
-        checks::check_probes(&name, &out),
+        checks::probes::check_probes(&name, &out),
     );
     for s in &scenarios {
         let dir = out.join(s);
         let (workload, variant) = lab::split_variant(s);
         let functions = variant == lab::Variant::Functions;
-        let rc = postprocess(&refwatch, &dir);
         let mut problems = Vec::new();
-        if let Err(e) = &rc {
-            problems.push(format!("{e:#}"));
+        let report_error = result
+            .scenarios
+            .iter()
+            .find(|o| o.name == *s)
+            .and_then(|o| o.report_error.as_ref());
+        if let Some(e) = report_error {
+            problems.push(format!("no report.json: {e}"));
         }
         let checked = if workload.starts_with("hmm-") {
-            checks::check_hmm(workload, functions, &dir)
+            checks::hmm::check_hmm(workload, functions, &dir)
         } else {
             let fs = if variant == lab::Variant::Xfs {
                 "xfs"
             } else {
                 "ext4"
             };
-            checks::check_scenario(&name, workload, fs, &dir)
+            checks::fsdax::check_scenario(&name, workload, fs, &dir)
         };
         let checked = match (checked, variant) {
             (Ok(mut p), lab::Variant::Kprobe) => {
-                checks::check_recorded_modes(&dir, "kprobe").map(|q| {
+                checks::probes::check_recorded_modes(&dir, "kprobe").map(|q| {
                     p.extend(q);
                     p
                 })
@@ -210,8 +212,8 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
             Ok(p) => problems.extend(p),
             Err(e) => problems.push(format!("{e:#}")),
         }
-        if rc.is_ok() {
-            match check_report(&refwatch, &name, workload, functions, &dir) {
+        if report_error.is_none() {
+            match checks::report::check_report(&refwatch, &name, workload, functions, &dir) {
                 Ok(p) => problems.extend(p),
                 Err(e) => problems.push(format!("{e:#}")),
             }
@@ -219,215 +221,4 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
         tally.record(&format!("lab {name} {s}"), problems);
     }
     Ok(())
-}
-
-/// Leaves `report.json` beside the recording (`refwatch report --json`).
-pub fn postprocess(refwatch: &Path, dir: &Path) -> Result<()> {
-    let text = cmd::stdout(
-        Command::new(refwatch)
-            .arg("report")
-            .arg("--json")
-            .arg(dir.join("recording")),
-    )?;
-    std::fs::write(dir.join("report.json"), text).context("write report.json")?;
-    Ok(())
-}
-
-/// Exit code of `refwatch report --fail-on-stuck FILE`.
-fn fail_on_stuck(refwatch: &Path, file: &Path) -> Result<i32> {
-    let out = Command::new(refwatch)
-        .arg("report")
-        .arg("--fail-on-stuck")
-        .arg(file)
-        .output()
-        .context("run refwatch report")?;
-    out.status
-        .code()
-        .context("refwatch report killed by a signal")
-}
-
-/// Checks on refwatch's own report of the scenario.
-fn check_report(
-    refwatch: &Path,
-    kernel: &str,
-    scenario: &str,
-    functions: bool,
-    dir: &Path,
-) -> Result<Vec<String>> {
-    let w = checks::read_workload(dir)?;
-    let report: Value = serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
-    let episodes = report["episodes"]
-        .as_array()
-        .context("report.json: episodes")?;
-    let mut bad = Vec::new();
-    if report["stuck_at_end"]
-        .as_array()
-        .is_none_or(|a| !a.is_empty())
-    {
-        bad.push(format!(
-            "pages still stuck at the end: {}",
-            report["stuck_at_end"]
-        ));
-    }
-    let eps_of = |pfn: u64, dets: &[&str]| -> Vec<&Value> {
-        episodes
-            .iter()
-            .filter(|e| e["pfn"].as_u64() == Some(pfn) && dets.iter().any(|d| e["detector"] == *d))
-            .collect()
-    };
-    match scenario {
-        "dax-splice" => {
-            if !episodes.is_empty() {
-                bad.push(format!(
-                    "{} episodes where nothing was held",
-                    episodes.len()
-                ));
-            }
-            let rc = fail_on_stuck(refwatch, &dir.join("recording"))?;
-            if rc != 0 {
-                bad.push(format!("report --fail-on-stuck exited {rc} on dax-splice"));
-            }
-        }
-        "dax-hold" | "dax-truncate-pinned" => {
-            let hold_start = w.mark("hold_start")?;
-            let hold_end = w.mark("hold_end")?;
-            for pfn in &w.pfns {
-                let eps = eps_of(*pfn, &["held", "unmapped-not-freed"]);
-                let during = eps.iter().any(|e| {
-                    e["detected_ns"].as_u64().is_some_and(|d| d < hold_end)
-                        && e["end_ns"].as_u64().is_some_and(|end| end >= hold_end)
-                });
-                if !during {
-                    bad.push(format!(
-                        "pfn {pfn:#x}: not flagged held/unmapped-not-freed during the hold and cleared after ({} episodes)",
-                        eps.len()
-                    ));
-                }
-            }
-            if scenario == "dax-hold" {
-                let snap = dir.join("recording.during-hold");
-                let rc = fail_on_stuck(refwatch, &snap)?;
-                if rc != 3 {
-                    bad.push(format!("report --fail-on-stuck exited {rc} on the recording taken during the hold, expected 3"));
-                }
-            } else {
-                let t0 = w.mark("truncate_start")?;
-                let named = episodes.iter().any(|e| {
-                    e["detector"] == "layout-wait"
-                        && e["start_ns"].as_u64().is_some_and(|s| s >= t0)
-                        && e["holders"]
-                            .as_array()
-                            .is_some_and(|h| h.iter().any(|h| h["comm"] == "workload"))
-                });
-                if !named {
-                    bad.push("no layout-wait episode naming the workload as holder".into());
-                }
-                let _ = hold_start;
-            }
-            let named = episodes
-                .iter()
-                .filter(|e| e["holders"].as_array().is_some_and(|h| !h.is_empty()))
-                .count();
-            println!(
-                "    {kernel} {scenario}: {} episodes, holder named in {named} ({:.0}%)",
-                episodes.len(),
-                if episodes.is_empty() {
-                    0.0
-                } else {
-                    100.0 * named as f64 / episodes.len() as f64
-                }
-            );
-        }
-        "hmm-blocked" => {
-            let held = w.fact("held_ram_pfn")?;
-            let released = w.mark("released")?;
-            let retried = w.mark("cpu_touch_start")?;
-            let blocked: Vec<&Value> = episodes
-                .iter()
-                .filter(|e| e["detector"] == "migration-blocked")
-                .collect();
-            let ok = match blocked.as_slice() {
-                [e] => {
-                    e["pfn"].as_u64() == Some(held)
-                        && e["end_ns"]
-                            .as_u64()
-                            .is_some_and(|end| end >= released && end <= retried)
-                        && e["holders"].as_array().is_some_and(|h| {
-                            h.iter().any(|h| {
-                                h["comm"] == "workload"
-                                    && h["stack"].as_array().is_some_and(|s| {
-                                        s.iter().any(|f| {
-                                            f.as_str().is_some_and(|f| f.contains("vmsplice"))
-                                        })
-                                    })
-                            })
-                        })
-                }
-                _ => false,
-            };
-            if !ok {
-                bad.push(format!(
-                    "expected one migration-blocked episode on the held page {held:#x}, naming the vmsplice holder and cleared by the retry; got {}",
-                    serde_json::to_string(&blocked)?
-                ));
-            }
-            if let Some(e) = blocked.first() {
-                println!("    {kernel} {scenario}: {}", e["reason"]);
-            }
-        }
-        "hmm-leak" => {
-            let child = w.fact("child_pid")?;
-            let hold_end = w.mark("hold_end")?;
-            // The child's last reference goes as it exits, a little before
-            // the parent sees it gone.
-            let child_exit = w.mark("child_exit")?;
-            let mut named = 0;
-            for pfn in &w.pfns {
-                let eps = eps_of(*pfn, &["held", "unmapped-not-freed"]);
-                let flagged = eps.iter().any(|e| {
-                    e["detected_ns"].as_u64().is_some_and(|d| d < hold_end)
-                        && e["end_ns"]
-                            .as_u64()
-                            .is_some_and(|end| end >= hold_end && end <= child_exit)
-                });
-                if !flagged {
-                    bad.push(format!(
-                        "pfn {pfn:#x}: not flagged while the child lived and cleared when it exited"
-                    ));
-                }
-                let by_child = eps.iter().any(|e| {
-                    e["holders"]
-                        .as_array()
-                        .is_some_and(|h| h.iter().any(|h| h["pid"].as_u64() == Some(child)))
-                });
-                named += usize::from(by_child);
-                // Only the page_ref tracepoints see fork copy the references.
-                if !functions && !by_child {
-                    bad.push(format!(
-                        "pfn {pfn:#x}: the child (pid {child}) is not named as holder"
-                    ));
-                }
-            }
-            println!(
-                "    {kernel} {scenario}{}: child named as holder on {named} of {} pages",
-                if functions { " (functions)" } else { "" },
-                w.pfns.len()
-            );
-            let rc = fail_on_stuck(refwatch, &dir.join("recording.during-hold"))?;
-            if rc != 3 {
-                bad.push(format!(
-                    "report --fail-on-stuck exited {rc} on the recording taken during the hold, expected 3"
-                ));
-            }
-        }
-        "hmm-migrate" | "hmm-release" if !episodes.is_empty() => {
-            bad.push(format!(
-                "{} episodes where nothing was held: {}",
-                episodes.len(),
-                episodes[0]["reason"]
-            ));
-        }
-        _ => {}
-    }
-    Ok(bad)
 }

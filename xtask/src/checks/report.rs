@@ -1,0 +1,244 @@
+//! refwatch's own report of a scenario: the episodes of `report.json` and
+//! the exit code of `refwatch report --fail-on-stuck`.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use super::read_workload;
+
+/// The share of a fs-dax hold scenario's episodes that must name a holder.
+const NAMED_MIN_PERCENT: usize = 95;
+
+/// Milliseconds from `from` to `t` (negative before it).
+fn ms_from(from: u64, t: u64) -> i64 {
+    (t as i64 - from as i64) / 1_000_000
+}
+
+/// Exit code of `refwatch report --fail-on-stuck FILE`.
+fn fail_on_stuck(refwatch: &Path, file: &Path) -> Result<i32> {
+    let out = Command::new(refwatch)
+        .arg("report")
+        .arg("--fail-on-stuck")
+        .arg(file)
+        .output()
+        .context("run refwatch report")?;
+    out.status
+        .code()
+        .context("refwatch report killed by a signal")
+}
+
+/// Checks on refwatch's own report of the scenario.
+pub fn check_report(
+    refwatch: &Path,
+    kernel: &str,
+    scenario: &str,
+    functions: bool,
+    dir: &Path,
+) -> Result<Vec<String>> {
+    let w = read_workload(dir)?;
+    let report: Value = serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
+    let episodes = report["episodes"]
+        .as_array()
+        .context("report.json: episodes")?;
+    let mut bad = Vec::new();
+    if report["stuck_at_end"]
+        .as_array()
+        .is_none_or(|a| !a.is_empty())
+    {
+        bad.push(format!(
+            "pages still stuck at the end: {}",
+            report["stuck_at_end"]
+        ));
+    }
+    let eps_of = |pfn: u64, dets: &[&str]| -> Vec<&Value> {
+        episodes
+            .iter()
+            .filter(|e| e["pfn"].as_u64() == Some(pfn) && dets.iter().any(|d| e["detector"] == *d))
+            .collect()
+    };
+    match scenario {
+        "dax-splice" => {
+            if !episodes.is_empty() {
+                bad.push(format!(
+                    "{} episodes where nothing was held",
+                    episodes.len()
+                ));
+            }
+            let rc = fail_on_stuck(refwatch, &dir.join("recording"))?;
+            if rc != 0 {
+                bad.push(format!("report --fail-on-stuck exited {rc} on dax-splice"));
+            }
+        }
+        "dax-hold" | "dax-truncate-pinned" => {
+            let hold_start = w.mark("hold_start")?;
+            let hold_end = w.mark("hold_end")?;
+            for pfn in &w.pfns {
+                let eps = eps_of(*pfn, &["held", "unmapped-not-freed"]);
+                // Flagged during the hold: detected after it began (the
+                // detectors' threshold is far shorter than the hold, and
+                // the pages were unmapped just before it), cleared after.
+                let during = eps.iter().any(|e| {
+                    e["detected_ns"]
+                        .as_u64()
+                        .is_some_and(|d| d >= hold_start && d < hold_end)
+                        && e["end_ns"].as_u64().is_some_and(|end| end >= hold_end)
+                });
+                if !during {
+                    let rel = |k: &str, e: &Value| e[k].as_u64().map(|t| ms_from(hold_start, t));
+                    bad.push(format!(
+                        "pfn {pfn:#x}: not flagged held/unmapped-not-freed during the hold (detected at or after its start, before its end at {} ms) and cleared after; episodes (detector, detected ms, end ms, from the hold's start): {:?}",
+                        ms_from(hold_start, hold_end),
+                        eps.iter()
+                            .map(|e| (
+                                e["detector"].as_str().unwrap_or_default(),
+                                rel("detected_ns", e),
+                                rel("end_ns", e)
+                            ))
+                            .collect::<Vec<_>>()
+                    ));
+                }
+            }
+            if scenario == "dax-hold" {
+                let snap = dir.join("recording.during-hold");
+                let rc = fail_on_stuck(refwatch, &snap)?;
+                if rc != 3 {
+                    bad.push(format!("report --fail-on-stuck exited {rc} on the recording taken during the hold, expected 3"));
+                }
+            } else {
+                let t0 = w.mark("truncate_start")?;
+                let named = episodes.iter().any(|e| {
+                    e["detector"] == "layout-wait"
+                        && e["start_ns"].as_u64().is_some_and(|s| s >= t0)
+                        && e["holders"]
+                            .as_array()
+                            .is_some_and(|h| h.iter().any(|h| h["comm"] == "workload"))
+                });
+                if !named {
+                    bad.push("no layout-wait episode naming the workload as holder".into());
+                }
+            }
+            // Everything held here was taken by the workload's vmsplice
+            // (GUP, hooked on every kernel): refwatch must name a holder.
+            let unnamed: Vec<String> = episodes
+                .iter()
+                .filter(|e| e["holders"].as_array().is_none_or(|h| h.is_empty()))
+                .map(|e| {
+                    format!(
+                        "{} on {:#x}",
+                        e["detector"].as_str().unwrap_or("?"),
+                        e["pfn"].as_u64().unwrap_or_default()
+                    )
+                })
+                .collect();
+            let named = episodes.len() - unnamed.len();
+            if episodes.is_empty() || named * 100 < NAMED_MIN_PERCENT * episodes.len() {
+                bad.push(format!(
+                    "holder named in {named} of {} episodes, expected at least {NAMED_MIN_PERCENT}%; without: {unnamed:?}",
+                    episodes.len()
+                ));
+            }
+            println!(
+                "    {kernel} {scenario}: {} episodes, holder named in {named} ({:.0}%)",
+                episodes.len(),
+                if episodes.is_empty() {
+                    0.0
+                } else {
+                    100.0 * named as f64 / episodes.len() as f64
+                }
+            );
+        }
+        "hmm-blocked" => {
+            let held = w.fact("held_ram_pfn")?;
+            let released = w.mark("released")?;
+            let retried = w.mark("cpu_touch_start")?;
+            let blocked: Vec<&Value> = episodes
+                .iter()
+                .filter(|e| e["detector"] == "migration-blocked")
+                .collect();
+            let ok = match blocked.as_slice() {
+                [e] => {
+                    e["pfn"].as_u64() == Some(held)
+                        && e["end_ns"]
+                            .as_u64()
+                            .is_some_and(|end| end >= released && end <= retried)
+                        && e["holders"].as_array().is_some_and(|h| {
+                            h.iter().any(|h| {
+                                h["comm"] == "workload"
+                                    && h["stack"].as_array().is_some_and(|s| {
+                                        s.iter().any(|f| {
+                                            f.as_str().is_some_and(|f| f.contains("vmsplice"))
+                                        })
+                                    })
+                            })
+                        })
+                }
+                _ => false,
+            };
+            if !ok {
+                bad.push(format!(
+                    "expected one migration-blocked episode on the held page {held:#x}, naming the vmsplice holder and cleared by the retry; got {}",
+                    serde_json::to_string(&blocked)?
+                ));
+            }
+            if let Some(e) = blocked.first() {
+                println!("    {kernel} {scenario}: {}", e["reason"]);
+            }
+        }
+        "hmm-leak" => {
+            let child = w.fact("child_pid")?;
+            let hold_end = w.mark("hold_end")?;
+            // The child's last reference goes as it exits, a little before
+            // the parent sees it gone.
+            let child_exit = w.mark("child_exit")?;
+            let mut named = 0;
+            for pfn in &w.pfns {
+                let eps = eps_of(*pfn, &["held", "unmapped-not-freed"]);
+                let flagged = eps.iter().any(|e| {
+                    e["detected_ns"].as_u64().is_some_and(|d| d < hold_end)
+                        && e["end_ns"]
+                            .as_u64()
+                            .is_some_and(|end| end >= hold_end && end <= child_exit)
+                });
+                if !flagged {
+                    bad.push(format!(
+                        "pfn {pfn:#x}: not flagged while the child lived and cleared when it exited"
+                    ));
+                }
+                let by_child = eps.iter().any(|e| {
+                    e["holders"]
+                        .as_array()
+                        .is_some_and(|h| h.iter().any(|h| h["pid"].as_u64() == Some(child)))
+                });
+                named += usize::from(by_child);
+                // Only the page_ref tracepoints see fork copy the references.
+                if !functions && !by_child {
+                    bad.push(format!(
+                        "pfn {pfn:#x}: the child (pid {child}) is not named as holder"
+                    ));
+                }
+            }
+            println!(
+                "    {kernel} {scenario}{}: child named as holder on {named} of {} pages",
+                if functions { " (functions)" } else { "" },
+                w.pfns.len()
+            );
+            let rc = fail_on_stuck(refwatch, &dir.join("recording.during-hold"))?;
+            if rc != 3 {
+                bad.push(format!(
+                    "report --fail-on-stuck exited {rc} on the recording taken during the hold, expected 3"
+                ));
+            }
+        }
+        "hmm-migrate" | "hmm-release" if !episodes.is_empty() => {
+            bad.push(format!(
+                "{} episodes where nothing was held: {}",
+                episodes.len(),
+                episodes[0]["reason"]
+            ));
+        }
+        _ => {}
+    }
+    Ok(bad)
+}
