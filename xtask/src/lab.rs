@@ -32,7 +32,13 @@ pub const SCENARIOS: &[&str] = &[
 
 /// The device-private scenarios: only for kernels with the HMM test driver
 /// (`/dev/hmm_dmirror0`), see [`scenarios_for`].
-pub const HMM_SCENARIOS: &[&str] = &["hmm-migrate", "hmm-release", "hmm-blocked", "hmm-leak"];
+pub const HMM_SCENARIOS: &[&str] = &[
+    "hmm-migrate",
+    "hmm-release",
+    "hmm-resident",
+    "hmm-blocked",
+    "hmm-leak",
+];
 
 /// Suffix of a scenario run with refwatch in function mode (`--no-precise`),
 /// e.g. `hmm-migrate+functions`: the same workload, compared against the
@@ -43,6 +49,7 @@ pub const FUNCTIONS: &str = "+functions";
 pub const HMM_FUNCTIONS: &[&str] = &[
     "hmm-migrate+functions",
     "hmm-release+functions",
+    "hmm-resident+functions",
     "hmm-blocked+functions",
     "hmm-leak+functions",
 ];
@@ -64,6 +71,15 @@ pub const XFS: &str = "+xfs";
 /// module; the HMM test kernel is built without it).
 pub const DAX_XFS: &[&str] = &["dax-truncate-pinned+xfs"];
 
+/// Suffix of a scenario run with the smallest ring buffer refwatch accepts
+/// (`--ring-size 4096`: three events) on [`TINY_RING_PAGES`] pages, e.g.
+/// `dax-splice+tiny-ring`: most events are lost, and the run shows that
+/// loss is reported and gives no false verdict.
+pub const TINY_RING: &str = "+tiny-ring";
+
+/// Pages a `+tiny-ring` scenario works on.
+pub const TINY_RING_PAGES: u32 = 1000;
+
 /// How refwatch runs for a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
@@ -75,6 +91,8 @@ pub enum Variant {
     Kprobe,
     /// Defaults, with the workload's files on XFS.
     Xfs,
+    /// `--ring-size 4096`, on [`TINY_RING_PAGES`] pages.
+    TinyRing,
 }
 
 impl Variant {
@@ -84,7 +102,13 @@ impl Variant {
             Variant::Default | Variant::Xfs => "",
             Variant::Functions => "--no-precise",
             Variant::Kprobe => "--mode kprobe",
+            Variant::TinyRing => "--ring-size 4096",
         }
+    }
+
+    /// Pages the workload works on, when not the run's.
+    pub fn pages(self) -> Option<u32> {
+        (self == Variant::TinyRing).then_some(TINY_RING_PAGES)
     }
 }
 
@@ -96,6 +120,8 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
         (base, Variant::Kprobe)
     } else if let Some(base) = run.strip_suffix(XFS) {
         (base, Variant::Xfs)
+    } else if let Some(base) = run.strip_suffix(TINY_RING) {
+        (base, Variant::TinyRing)
     } else {
         (run, Variant::Default)
     }
@@ -106,6 +132,7 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
 /// has the HMM test driver, else two fs-dax ones again through kprobes.
 pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
     let mut all = SCENARIOS.to_vec();
+    all.push("dax-splice+tiny-ring");
     if kernel.has_test_hmm() {
         all.extend_from_slice(HMM_SCENARIOS);
         all.extend_from_slice(HMM_FUNCTIONS);
@@ -221,7 +248,7 @@ pub fn parse_scenario(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {}, {}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS)",
+            "unknown scenario (known: {}, {}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages)",
             SCENARIOS.join(", "),
             HMM_SCENARIOS.join(", ")
         ))
@@ -286,6 +313,8 @@ pub struct LabRun {
     pub workload_bin: Option<PathBuf>,
     /// Stream the whole guest console to the terminal (else only `LAB:` lines).
     pub verbose: bool,
+    /// Extra arguments for refwatch in every scenario (`--refwatch-arg`).
+    pub refwatch_args: Vec<String>,
     /// A guest shell script run instead of the scenarios (after the fs-dax
     /// mount and `refwatch probes`, before the results are written); what it
     /// writes under `/out` comes back to the host. For `cargo xtask bench`.
@@ -307,6 +336,7 @@ impl LabRun {
             refwatch_bin: None,
             workload_bin: None,
             verbose: false,
+            refwatch_args: Vec::new(),
             script: None,
         }
     }
@@ -1086,7 +1116,7 @@ run_scenario() {{
         RW=""
     fi
     truth_start
-    workload $W --dir /mnt/dax --pages {pages} --hold-secs {hold} --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
+    workload $W --dir /mnt/dax --pages ${{4:-{pages}}} --hold-secs {hold} --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
     WL=$!
     # During a hold, keep a copy of the recording as it stands then (it is
     # flushed every second), for `refwatch report --fail-on-stuck`.
@@ -1175,9 +1205,15 @@ run_scenario() {{
                 "use_fs ext4\n"
             });
         }
+        let mut flags = run_flags(scenario);
+        for a in &run.refwatch_args {
+            flags.push(' ');
+            flags.push_str(a);
+        }
         s.push_str(&format!(
-            "run_scenario {scenario} {workload} \"{}\"\n",
-            run_flags(scenario)
+            "run_scenario {scenario} {workload} \"{}\"{}\n",
+            flags.trim(),
+            variant.pages().map_or(String::new(), |p| format!(" {p}"))
         ));
     }
     s.push_str("say \"all scenarios finished\"\nfinish\n");
@@ -1287,7 +1323,7 @@ mod tests {
                 .count(),
             1
         );
-        assert!(init.contains("--pages 16 --hold-secs 3"));
+        assert!(init.contains("--pages ${4:-16} --hold-secs 3"));
         assert_eq!(
             init.matches("refwatch probes >").count(),
             1,
@@ -1343,7 +1379,7 @@ mod tests {
         for kernel in KernelId::ALL {
             let all = scenarios_for(kernel);
             assert_eq!(&all[..SCENARIOS.len()], SCENARIOS, "{kernel}");
-            let rest = [DAX_KPROBE, DAX_XFS].concat();
+            let rest = [&["dax-splice+tiny-ring"][..], DAX_KPROBE, DAX_XFS].concat();
             assert_eq!(&all[SCENARIOS.len()..], rest, "{kernel}");
         }
         let hmm = scenarios_for(KernelId::Hmm7_2);
@@ -1360,6 +1396,21 @@ mod tests {
             ("dax-hold", Variant::Kprobe)
         );
         assert!(parse_scenario("dax-hold+kprobe").is_ok());
+        assert_eq!(
+            split_variant("dax-splice+tiny-ring"),
+            ("dax-splice", Variant::TinyRing)
+        );
+        assert!(hmm.contains(&"dax-splice+tiny-ring"));
+        let mut tiny = LabRun::new(KernelId::Debian6_12, &["dax-splice+tiny-ring", "dax-hold"]);
+        tiny.refwatch_args = vec!["--summary-secs".into(), "1".into()];
+        let init = init_script(&tiny, &[]);
+        assert!(
+            init.contains(
+                "\nrun_scenario dax-splice+tiny-ring dax-splice \"--ring-size 4096 --summary-secs 1\" 1000\n"
+            ),
+            "{init}"
+        );
+        assert!(init.contains("\nrun_scenario dax-hold dax-hold \"--summary-secs 1\"\n"));
         let mut run = LabRun::new(KernelId::Hmm7_2, &["hmm-blocked+functions"]);
         run.pages = 4;
         let init = init_script(&run, &[]);

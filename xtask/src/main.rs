@@ -115,6 +115,10 @@ struct LabArgs {
     /// Also stream the guest console to the terminal.
     #[arg(long)]
     verbose: bool,
+    /// An extra argument for refwatch in every scenario, e.g.
+    /// `--refwatch-arg=--ring-size=65536` (repeatable).
+    #[arg(long = "refwatch-arg", allow_hyphen_values = true)]
+    refwatch_args: Vec<String>,
     /// Results folder (replaced if it holds an earlier lab run).
     #[arg(long)]
     out: PathBuf,
@@ -357,6 +361,7 @@ fn lab_command(args: LabArgs) -> anyhow::Result<()> {
         refwatch_bin: args.refwatch_bin,
         workload_bin: args.workload_bin,
         verbose: args.verbose,
+        refwatch_args: args.refwatch_args,
         script: None,
     };
     let result = lab::run(&run, &args.out)?;

@@ -189,7 +189,13 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
         if let Some(e) = report_error {
             problems.push(format!("no report.json: {e}"));
         }
-        let checked = if workload.starts_with("hmm-") {
+        let checked = if variant == lab::Variant::TinyRing {
+            if report_error.is_none() {
+                checks::report::check_tiny_ring(&refwatch, &dir)
+            } else {
+                Ok(Vec::new())
+            }
+        } else if workload.starts_with("hmm-") {
             checks::hmm::check_hmm(workload, functions, &dir)
         } else {
             let fs = if variant == lab::Variant::Xfs {
@@ -212,7 +218,7 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
             Ok(p) => problems.extend(p),
             Err(e) => problems.push(format!("{e:#}")),
         }
-        if report_error.is_none() {
+        if report_error.is_none() && variant != lab::Variant::TinyRing {
             match checks::report::check_report(&refwatch, &name, workload, functions, &dir) {
                 Ok(p) => problems.extend(p),
                 Err(e) => problems.push(format!("{e:#}")),

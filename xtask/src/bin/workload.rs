@@ -137,6 +137,9 @@ enum Scenario {
     HmmMigrate,
     /// Migrate to device memory, then unmap while the pages are there.
     HmmRelease,
+    /// Migrate to device memory, read through the device, keep the pages
+    /// there and mapped for the hold, then unmap.
+    HmmResident,
     /// One page held by a pipe does not migrate; release it and retry.
     HmmBlocked,
     /// A forked child keeps device pages mapped after the parent unmapped them.
@@ -153,6 +156,7 @@ impl Scenario {
             Scenario::DaxTruncatePinned => "dax-truncate-pinned",
             Scenario::HmmMigrate => "hmm-migrate",
             Scenario::HmmRelease => "hmm-release",
+            Scenario::HmmResident => "hmm-resident",
             Scenario::HmmBlocked => "hmm-blocked",
             Scenario::HmmLeak => "hmm-leak",
         }
@@ -218,6 +222,7 @@ fn run_scenario(cli: &Cli, run: &mut Run) -> Result<()> {
         Scenario::DaxTruncatePinned => dax_truncate_pinned(cli, run),
         Scenario::HmmMigrate => hmm_migrate(cli, run),
         Scenario::HmmRelease => hmm_release(cli, run),
+        Scenario::HmmResident => hmm_resident(cli, run),
         Scenario::HmmBlocked => hmm_blocked(cli, run),
         Scenario::HmmLeak => hmm_leak(cli, run),
     }
@@ -515,6 +520,38 @@ fn hmm_migrate(cli: &Cli, run: &mut Run) -> Result<()> {
 fn hmm_release(cli: &Cli, run: &mut Run) -> Result<()> {
     let (dev, mapping) = prepare_hmm_pages(cli, run)?;
     migrate_all_to_device(&dev, &mapping, run)?;
+    unmap_and_close(dev, mapping, run)
+}
+
+/// `hmm-resident`: migrate to the device, read through the device, keep
+/// the pages on the device, mapped, for the hold (what a GPU workload does
+/// for minutes), check they are still there, then unmap.
+fn hmm_resident(cli: &Cli, run: &mut Run) -> Result<()> {
+    let (dev, mapping) = prepare_hmm_pages(cli, run)?;
+    let pages = mapping.len() / PAGE_SIZE;
+    migrate_all_to_device(&dev, &mapping, run)?;
+    let (cmd, data) = dev
+        .read(&mapping)
+        .context("HMM_DMIRROR_READ of the device-resident buffer")?;
+    check_pattern(&data).context("data the device read from its own memory")?;
+    ensure!(
+        cmd.cpages == pages as u64,
+        "HMM_DMIRROR_READ copied {} of {pages} pages",
+        cmd.cpages
+    );
+    let hold_start = run.marks.mark("hold_start")?;
+    sleep_until(deadline_after(hold_start, cli.hold_secs))?;
+    run.marks.mark("hold_end")?;
+    let perms = dev.snapshot(&mapping)?;
+    let off: Vec<usize> = (0..pages).filter(|&i| !is_device_local(perms[i])).collect();
+    ensure!(
+        off.is_empty(),
+        "after the hold pages {off:?} are no longer on the device"
+    );
+    run.note(format!(
+        "{pages} pages stayed on the device, mapped, for {} s",
+        cli.hold_secs
+    ));
     unmap_and_close(dev, mapping, run)
 }
 
