@@ -40,8 +40,11 @@ pub mod kind {
     /// A task that touched device pages while forking finished the fork;
     /// `ret` is the child's pid, `pfn` is 0.
     pub const FORK: u32 = 11;
-    /// Largest valid kind.
+    /// Largest kind the kernel programs send.
     pub const MAX: u32 = FORK;
+    /// refwatch read the page's state from the kernel (at attach, or after
+    /// its events were lost): userspace only, never on the wire.
+    pub const SNAPSHOT: u32 = 12;
 }
 
 /// Where an event came from (`Event::hook`): one value per logical hook, not
@@ -391,6 +394,49 @@ impl KernelLayout {
 }
 
 /// Index of the per-CPU counters (`COUNTERS` map).
+/// Pages one peek reads (see [`PeekBatch`]).
+pub const PEEK_PAGES: usize = 256;
+
+/// What a peek read of one PFN: the state of its page right now.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PagePeek {
+    /// PFN of the head page.
+    pub head_pfn: u64,
+    /// The page map's free callback (or ops), like `Event::owner`.
+    pub owner: u64,
+    pub refcount: i32,
+    /// Raw `_mapcount` of the head page.
+    pub mapcount: i32,
+    /// Stable page-map type ([`pgmap`]).
+    pub pgmap_type: u32,
+    /// 1: a ZONE_DEVICE page whose fields were read; 0: not a device page
+    /// (or no `struct page` there).
+    pub valid: u32,
+}
+
+/// The answer to one peek: [`PEEK_PAGES`] consecutive PFNs from the first
+/// one asked for.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PeekBatch {
+    pub pages: [PagePeek; PEEK_PAGES],
+}
+
+const _: () = assert!(core::mem::size_of::<PagePeek>() == 32);
+
+/// Slots of the peek request (`PEEK_REQ`).
+pub mod peek {
+    /// The thread group whose `getppid` triggers the read (refwatch's).
+    pub const TGID: u32 = 0;
+    /// First PFN to read.
+    pub const FIRST: u32 = 1;
+    /// PFNs to read (at most `PEEK_PAGES`).
+    pub const COUNT: u32 = 2;
+    /// Number of slots.
+    pub const SLOTS: u32 = 3;
+}
+
 /// Entries of the kernel's table of PFNs whose events were lost.
 pub const LOST_PFNS: u32 = 65536;
 
@@ -420,4 +466,6 @@ mod user {
     unsafe impl aya::Pod for super::Event {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelLayout {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PeekBatch {}
 }

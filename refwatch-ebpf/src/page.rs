@@ -127,6 +127,17 @@ fn vmemmap_base() -> Option<u64> {
     }
 }
 
+/// The `struct page` of `pfn` (which may not exist: reads of it fail
+/// cleanly).
+#[inline(always)]
+pub fn page_of_pfn(pfn: u64) -> Option<u64> {
+    let size = layout!(page_struct_size);
+    if size == 0 {
+        return None;
+    }
+    Some(vmemmap_base()? + pfn * size)
+}
+
 /// Any page (device or not): its head page and PFN.
 #[inline(always)]
 pub fn any_page(ptr: u64) -> Option<(u64, u64)> {

@@ -211,6 +211,7 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
         summary_every: Duration::from_secs(args.summary_secs),
         print_stuck: true,
         duration: args.duration.map(Duration::from_secs),
+        kprobe_only: args.probe.mode == crate::plan::ModeChoice::Kprobe,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

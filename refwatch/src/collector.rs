@@ -19,12 +19,14 @@ use tokio::{
 };
 
 use crate::{
-    event::{Decoder, Role, pgmap_name, role_of},
+    event::{Decoder, PageEvent, Role, pgmap_name, role_of},
     jsonl::{DEFAULT_SYMBOL_CACHE, Format, Symbolizer, stack_strings},
     kallsyms::Kallsyms,
     loader::Loaded,
+    peek::{self, Peeker},
     recording::{self, Line},
     rules::Rules,
+    snapshot,
     state::{Thresholds, Tracker},
 };
 
@@ -43,6 +45,8 @@ pub struct Options {
     pub print_stuck: bool,
     /// Stop after this long (None: until a signal).
     pub duration: Option<Duration>,
+    /// Attach the page reader through a kprobe, not fentry (`--mode kprobe`).
+    pub kprobe_only: bool,
 }
 
 /// Totals at the end of a run.
@@ -91,6 +95,9 @@ pub struct Collector<'a> {
     lost: BpfHashMap<MapData, u64, u64>,
     /// Unattributed losses already marked on every page.
     unattributed_seen: u64,
+    /// Reads pages' state from the kernel (snapshot at attach, state after
+    /// loss); `None` where its program could not attach.
+    peeker: Option<Peeker>,
     /// When to read the ring buffer unasked: the programs wake the reader
     /// only once a quarter of it waits (see the kernel side's `submit`).
     poll: tokio::time::Interval,
@@ -171,7 +178,19 @@ impl<'a> Collector<'a> {
         };
         let mut poll = tokio::time::interval(DRAIN_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ok(Self {
+        let peeker = match Peeker::attach(&mut loaded.ebpf, syms, opts.kprobe_only) {
+            Ok(p) => {
+                log::info!("page reader: {}", p.how);
+                Some(p)
+            }
+            Err(e) => {
+                log::warn!(
+                    "no page reader ({e:#}): no snapshot at attach, and pages whose events are lost stay unknown until their next event"
+                );
+                None
+            }
+        };
+        let mut c = Self {
             ring,
             klog,
             counters,
@@ -186,7 +205,82 @@ impl<'a> Collector<'a> {
                 opts.max_pfns,
             ),
             totals: Totals::default(),
-        })
+            peeker,
+        };
+        c.snapshot_at_attach()?;
+        Ok(c)
+    }
+
+    /// Reads every device page the kernel has now and tracks those with
+    /// references their type and mappings do not explain: taken before
+    /// refwatch started (a DAX truncate already hanging, a page already
+    /// stuck), shown at once.
+    fn snapshot_at_attach(&mut self) -> Result<()> {
+        let Some(peeker) = self.peeker.as_mut() else {
+            return Ok(());
+        };
+        let iomem = match std::fs::read_to_string("/proc/iomem") {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("no snapshot at attach: read /proc/iomem: {e}");
+                return Ok(());
+            }
+        };
+        let mut found = snapshot::Found::default();
+        let now = monotonic_ns();
+        let me = std::process::id();
+        for range in peek::iomem_candidates(&iomem, snapshot::MAX_RANGE_PAGES) {
+            if !peeker.has_device_pages(&range)? {
+                continue;
+            }
+            let read = peeker.read_range(range.clone())?;
+            found.ranges.push(range);
+            for p in snapshot::heads(&read) {
+                found.pages += 1;
+                if snapshot::referenced(&self.tracker.rules, &p) {
+                    found.referenced += 1;
+                    let ev = snapshot::event(&p, now, me);
+                    apply_read(&ev, &mut self.tracker, &mut self.out)?;
+                }
+            }
+        }
+        let ranges: Vec<String> = found
+            .ranges
+            .iter()
+            .map(|r| format!("{:#x}-{:#x}", r.start, r.end))
+            .collect();
+        log::info!(
+            "snapshot at attach: {} device page(s) in {} range(s) [{}], {} referenced beyond their expected count",
+            found.pages,
+            found.ranges.len(),
+            ranges.join(", "),
+            found.referenced
+        );
+        Ok(())
+    }
+
+    /// Reads the pages of `pfns` from the kernel again: their state after
+    /// a loss.
+    fn reread(&mut self, pfns: &[u64]) -> Result<()> {
+        let Some(peeker) = self.peeker.as_mut() else {
+            return Ok(());
+        };
+        let me = std::process::id();
+        for &pfn in pfns {
+            let now = monotonic_ns();
+            let Some(p) = peeker.read(pfn, 1)?.pop() else {
+                continue;
+            };
+            if p.valid == 0 || p.head_pfn != pfn {
+                continue;
+            }
+            apply_read(
+                &snapshot::event(&p, now, me),
+                &mut self.tracker,
+                &mut self.out,
+            )?;
+        }
+        Ok(())
     }
 
     /// Waits until the ring buffer wakes refwatch or [`DRAIN_EVERY`] has
@@ -272,16 +366,25 @@ impl<'a> Collector<'a> {
             gaps.push((monotonic_ns(), None));
         }
         gaps.sort_unstable();
+        let mut reread = Vec::new();
         for (ts_ns, pfn) in gaps {
             match pfn {
-                Some(pfn) => self.tracker.apply_gap(pfn, ts_ns),
-                None => self.tracker.apply_gap_everywhere(ts_ns),
+                Some(pfn) => {
+                    self.tracker.apply_gap(pfn, ts_ns);
+                    reread.push(pfn);
+                }
+                None => {
+                    self.tracker.apply_gap_everywhere(ts_ns);
+                    reread.extend(self.tracker.pages().map(|p| p.pfn));
+                }
             }
             if let Some(rec) = self.out.rec.as_mut() {
                 rec.line(&Line::Gap { ts_ns, pfn })?;
             }
         }
-        Ok(())
+        reread.sort_unstable();
+        reread.dedup();
+        self.reread(&reread)
     }
 
     /// Drains what is left and closes the outputs (the recording gets its `end`).
@@ -421,6 +524,22 @@ fn drain(
             }
         }
     }
+    Ok(())
+}
+
+/// A state refwatch read from the kernel: into the outputs, then the tracker.
+fn apply_read(ev: &PageEvent, tracker: &mut Tracker, out: &mut Outputs<'_>) -> Result<()> {
+    if out.jsonl.is_some() || out.rec.is_some() {
+        let j = out.syms.to_json(ev, snapshot::SYMBOL, out.format);
+        if let Some(w) = out.jsonl.as_mut() {
+            serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
+            w.write_all(b"\n").context("write JSON line")?;
+        }
+        if let Some(rec) = out.rec.as_mut() {
+            rec.line(&Line::Event(j))?;
+        }
+    }
+    tracker.apply(ev);
     Ok(())
 }
 

@@ -47,6 +47,9 @@ pub enum Kind {
     PgmapRemove,
     /// A fork that took references on device pages finished (`ret` = child).
     Fork,
+    /// refwatch read the page's state from the kernel (at attach, or after
+    /// its events were lost): the refcount and mapcount as they were then.
+    Snapshot,
 }
 
 impl TryFrom<u32> for Kind {
@@ -84,11 +87,28 @@ impl Kind {
             Self::PgmapAdd => "pgmap_add",
             Self::PgmapRemove => "pgmap_remove",
             Self::Fork => "fork",
+            Self::Snapshot => "snapshot",
         }
     }
 
-    /// Every kind, in wire order.
-    pub const ALL: [Kind; 11] = [
+    /// Every kind, in wire order (refwatch's own [`Kind::Snapshot`] last).
+    pub const ALL: [Kind; 12] = [
+        Self::Get,
+        Self::Put,
+        Self::Pin,
+        Self::Unpin,
+        Self::Free,
+        Self::Migrate,
+        Self::LayoutWait,
+        Self::Set,
+        Self::PgmapAdd,
+        Self::PgmapRemove,
+        Self::Fork,
+        Self::Snapshot,
+    ];
+
+    /// The kinds the kernel programs send (all but [`Kind::Snapshot`]).
+    pub const WIRE: [Kind; 11] = [
         Self::Get,
         Self::Put,
         Self::Pin,
@@ -121,6 +141,7 @@ impl Kind {
             Self::PgmapAdd => kind::PGMAP_ADD,
             Self::PgmapRemove => kind::PGMAP_REMOVE,
             Self::Fork => kind::FORK,
+            Self::Snapshot => kind::SNAPSHOT,
         }
     }
 }
@@ -1108,7 +1129,7 @@ mod tests {
             raw.pid = next(&mut x) as u32;
             raw.tgid = next(&mut x) as u32;
             raw.cpu = next(&mut x) as u32;
-            raw.kind = Kind::ALL[i % Kind::ALL.len()].raw();
+            raw.kind = Kind::WIRE[i % Kind::WIRE.len()].raw();
             raw.hook = next(&mut x) as u32;
             raw.flags = next(&mut x) as u32;
             raw.refcount_before = next(&mut x) as i32;
@@ -1142,7 +1163,7 @@ mod tests {
                 tgid: raw.tgid,
                 cpu: raw.cpu,
                 comm: Comm::from(String::from_utf8_lossy(&raw.comm[..comm_len]).as_ref()),
-                kind: Kind::ALL[i % Kind::ALL.len()],
+                kind: Kind::WIRE[i % Kind::WIRE.len()],
                 hook: raw.hook,
                 refcount_before: has(flags::HAS_BEFORE).then_some(raw.refcount_before),
                 refcount_after: has(flags::HAS_AFTER).then_some(raw.refcount_after),
@@ -1239,10 +1260,14 @@ mod tests {
         assert_eq!(pgmap_from_name("private"), Some(pgmap::PRIVATE));
         assert_eq!(pgmap_from_name("nope"), None);
         assert_eq!(pgmap_from_name("system"), Some(pgmap::SYSTEM));
-        for k in Kind::ALL {
+        for k in Kind::WIRE {
             assert_eq!(Kind::try_from(k.raw()), Ok(k));
+        }
+        for k in Kind::ALL {
             assert_eq!(Kind::from_name(k.name()), Some(k));
         }
+        // refwatch's own reads never come from the kernel's ring buffer.
+        assert!(Kind::try_from(Kind::Snapshot.raw()).is_err());
     }
 
     #[test]

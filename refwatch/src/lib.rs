@@ -20,9 +20,11 @@ pub mod layout;
 #[allow(unsafe_code)]
 pub mod loader;
 pub mod logging;
+pub mod peek;
 pub mod plan;
 pub mod recording;
 pub mod report;
 pub mod rules;
+pub mod snapshot;
 pub mod state;
 pub mod tui;

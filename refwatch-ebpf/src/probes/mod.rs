@@ -15,6 +15,7 @@ mod init;
 mod map_insert;
 mod migrate;
 mod page_ref;
+mod peek;
 mod put_devmap;
 mod ram_gets;
 mod unpin;

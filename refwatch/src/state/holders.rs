@@ -112,7 +112,11 @@ pub(super) fn holders_of(page: &Page) -> (Vec<Holder>, Option<String>, Vec<PageE
         )
     });
     if page.holders.is_empty() {
-        let note = lost.unwrap_or_else(|| {
+        let before = page.before_refwatch.then(|| {
+            "the reference(s) were taken before refwatch started: refwatch read this page's state at attach, who took them is unknown"
+                .to_string()
+        });
+        let note = lost.or(before).unwrap_or_else(|| {
             "the outstanding reference was taken where this kernel offers no hook (an inline get); see the page's last events"
                 .into()
         });

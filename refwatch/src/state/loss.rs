@@ -109,9 +109,16 @@ impl Tracker {
 /// Tells `page` of an event stamped `ts_ns`: one well after its last loss
 /// carries its state again.
 #[inline]
-pub(super) fn resync(page: &mut Page, ts_ns: u64) {
+pub(super) fn resync(page: &mut Page, ev: &crate::event::PageEvent) {
+    // A snapshot read the page after the loss was noted; another event may
+    // have been stamped a little after a loss it read the page before.
+    let slack = if ev.kind == crate::event::Kind::Snapshot {
+        0
+    } else {
+        GAP_SLACK_NS
+    };
     if let Some(since) = page.gaps.unknown_since
-        && ts_ns > since.saturating_add(GAP_SLACK_NS)
+        && ev.ts_ns >= since.saturating_add(slack).saturating_add(1)
     {
         page.gaps.unknown_since = None;
     }

@@ -186,11 +186,14 @@ pub struct Page {
     /// Open episodes: detector → index in [`Tracker::episodes`].
     pub open: FastMap<Detector, usize>,
     /// Events seen per kind (index: wire kind value).
-    pub counts: [u64; 12],
+    pub counts: [u64; 13],
     pub pfn: u64,
     pub first_ns: u64,
     /// Lost events of this page, and whether its state is unknown now.
     pub gaps: Gaps,
+    /// First seen referenced in refwatch's snapshot at attach: references
+    /// taken before refwatch started (a known state, holders unknown).
+    pub before_refwatch: bool,
 }
 
 impl Page {
@@ -206,7 +209,7 @@ impl Page {
             mapcount: None,
             state: PageState::Idle,
             state_since_ns: ev.ts_ns,
-            counts: [0; 12],
+            counts: [0; 13],
             owner: 0,
             last_kind: ev.kind,
             last_comm: Comm::default(),
@@ -221,6 +224,7 @@ impl Page {
             open: FastMap::default(),
             hot: false,
             gaps: Gaps::default(),
+            before_refwatch: false,
         })
     }
 
@@ -325,7 +329,7 @@ impl Tracker {
         let history_cap = self.history_cap;
         let task = self.tasks.of(ev);
         let page = self.pages.entry(ev.pfn).or_insert_with(|| Page::new(ev));
-        loss::resync(page, ev.ts_ns);
+        loss::resync(page, ev);
         if page.pgmap_type == pgmap::UNKNOWN {
             page.pgmap_type = ev.pgmap_type;
         }
@@ -343,7 +347,7 @@ impl Tracker {
                 page.mapcount = ev.mapcount;
             }
         }
-        page.counts[(ev.kind.raw() as usize).min(11)] += 1;
+        page.counts[(ev.kind.raw() as usize).min(12)] += 1;
         page.last_kind = ev.kind;
         page.last_comm.clone_from(&ev.comm);
 
@@ -368,12 +372,22 @@ impl Tracker {
                     page.holders.push(Holder::from_event(ev));
                 }
             }
+            // The state as read: references refwatch did not see taken
+            // when they are the page's first event (taken before it started).
+            Kind::Snapshot => {
+                if page.counts.iter().sum::<u64>() == 1 {
+                    page.before_refwatch = true;
+                }
+            }
             Kind::Set
             | Kind::Migrate
             | Kind::LayoutWait
             | Kind::PgmapAdd
             | Kind::PgmapRemove
             | Kind::Fork => {}
+        }
+        if ev.kind == Kind::Free {
+            page.before_refwatch = false;
         }
         // After the holders: the loads of a page not in cache that those
         // wait for overlap with the history's.
@@ -532,6 +546,7 @@ impl Tracker {
                 d.history.push(ev, self.tasks.of(ev), cap);
                 if matches!(d.pgmap_type, pgmap::PRIVATE | pgmap::COHERENT) {
                     d.migrated_by = Some(ev.tgid);
+                    entry_takes_over(d, ev, &self.rules);
                 }
             }
             return;
@@ -717,6 +732,44 @@ impl Tracker {
         let mut v: Vec<&Page> = self.pages().collect();
         v.sort_by_key(|p| p.pfn);
         v
+    }
+}
+
+/// A migration moved a page into device page `d`: its entry holds a
+/// reference from now on, and the driver's allocation reference goes
+/// (`migrate_vma_finalize`). Where refwatch saw neither (function mode:
+/// `folio_get` in `remove_migration_pte` and the finalize's `folio_put` are
+/// inline), the allocation's holder becomes the entry's: the count is the
+/// same, and what holds it is the mapping. Where the entry's get was seen
+/// (precise mode), nothing changes.
+fn entry_takes_over(d: &mut Page, ev: &PageEvent, rules: &Rules) {
+    if d.holders.iter().any(|h| h.role == Role::Map) {
+        return;
+    }
+    let Some(h) = d.holders.iter_mut().rev().find(|h| h.kind == Kind::Get) else {
+        return;
+    };
+    h.role = Role::Map;
+    h.pid = ev.pid;
+    h.tgid = ev.tgid;
+    h.comm.clone_from(&ev.comm);
+    h.ts_ns = ev.ts_ns;
+    let Some(rc) = d.refcount else {
+        return;
+    };
+    let map_refs = d.holders.iter().filter(|h| h.role == Role::Map).count();
+    d.outstanding = rules.outstanding(
+        d.pgmap_type,
+        rc,
+        d.mapcount,
+        i32::try_from(map_refs).unwrap_or(i32::MAX),
+    );
+    if d.outstanding == 0 {
+        d.outstanding_since = None;
+        d.pinned_since = None;
+        d.unmapped_since = None;
+        d.state = PageState::Idle;
+        d.state_since_ns = ev.ts_ns;
     }
 }
 

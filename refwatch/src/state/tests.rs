@@ -756,3 +756,33 @@ fn an_unattributed_loss_marks_every_page() {
     t.advance(100 * S);
     assert!(t.episodes.is_empty());
 }
+
+/// Function mode on 7.2 (synthetic events in the kernel's order): the
+/// allocation's get is seen, the entry's get and the finalize's put are
+/// inline and not; the migration's own event says the page moved in.
+#[test]
+fn function_mode_sees_a_resident_device_page_as_mapped() {
+    let mut t = Tracker::new(rules_7_2(), th(), 16, 100);
+    let dev = 0x10_0300;
+    t.apply(&private_ev(S, dev, Kind::Get, (0, 1), 10, -1, Role::Other));
+    let mut m = migration(S + 2, 0x300, true, Stage::Finalize, 1, pgmap::SYSTEM);
+    (m.tgid, m.pid) = (10, 10);
+    t.apply(&m);
+    t.advance(100 * S);
+    assert!(t.episodes.is_empty(), "{:?}", t.episodes);
+    let p = t.page(dev).expect("page");
+    assert_eq!(p.outstanding, 0);
+    assert_eq!((p.holders[0].role, p.holders[0].tgid), (Role::Map, 10));
+    // The last mapping goes: its put is the free hook's last put.
+    t.apply(&private_ev(
+        101 * S,
+        dev,
+        Kind::Put,
+        (1, 0),
+        10,
+        -1,
+        Role::Other,
+    ));
+    t.advance(200 * S);
+    assert!(t.episodes.is_empty(), "{:?}", t.episodes);
+}

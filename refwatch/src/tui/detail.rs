@@ -29,7 +29,7 @@ fn kind_color(k: Kind) -> Color {
         Kind::Free => Color::DarkGray,
         Kind::Migrate => Color::Cyan,
         Kind::LayoutWait => Color::LightRed,
-        Kind::Set => Color::Gray,
+        Kind::Set | Kind::Snapshot => Color::Gray,
         Kind::PgmapAdd | Kind::PgmapRemove | Kind::Fork => Color::Magenta,
     }
 }

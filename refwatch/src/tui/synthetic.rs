@@ -181,6 +181,7 @@ pub fn event(
             Kind::PgmapAdd => hook::MEMREMAP,
             Kind::PgmapRemove => hook::MEMUNMAP,
             Kind::Fork => hook::KERNEL_CLONE,
+            Kind::Snapshot => 0,
         },
         refcount_before: Some(before),
         refcount_after: Some(after),

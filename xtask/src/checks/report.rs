@@ -214,6 +214,7 @@ pub fn check_report(
         }
         "hmm-leak" => {
             let child = w.fact("child_pid")?;
+            let child_start = w.mark("child_start")?;
             let parent_unmap = w.mark("parent_unmap")?;
             let hold_end = w.mark("hold_end")?;
             // The child's last reference goes as it exits, a little before
@@ -234,7 +235,11 @@ pub fn check_report(
             for pfn in &w.pfns {
                 let eps = eps_of(*pfn, &["kept-by-child"]);
                 let flagged = eps.iter().any(|e| {
-                    e["start_ns"].as_u64().is_some_and(|s| s >= parent_unmap)
+                    // From the parent's munmap (its put is stamped before
+                    // the workload's mark after munmap returns).
+                    e["start_ns"]
+                        .as_u64()
+                        .is_some_and(|s| s >= child_start && s <= parent_unmap)
                         && e["detected_ns"].as_u64().is_some_and(|d| d < hold_end)
                         && e["end_ns"]
                             .as_u64()
