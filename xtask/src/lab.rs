@@ -80,6 +80,16 @@ pub const TINY_RING: &str = "+tiny-ring";
 /// Pages a `+tiny-ring` scenario works on.
 pub const TINY_RING_PAGES: u32 = 1000;
 
+/// Suffix of a scenario whose refwatch starts only once the workload holds
+/// its references (after `hold_start`), e.g. `dax-hold+late`: refwatch's
+/// snapshot at attach must find the held pages, as a user who attaches
+/// after the hang expects.
+pub const LATE: &str = "+late";
+
+/// The hold of a `+late` scenario: long enough for refwatch to get ready
+/// (about 7 s under TCG), flag the pages and be copied during the hold.
+pub const LATE_HOLD_SECS: u32 = 20;
+
 /// How refwatch runs for a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
@@ -93,13 +103,15 @@ pub enum Variant {
     Xfs,
     /// `--ring-size 4096`, on [`TINY_RING_PAGES`] pages.
     TinyRing,
+    /// Defaults, started once the workload holds ([`LATE`]).
+    Late,
 }
 
 impl Variant {
     /// refwatch's extra flags.
     pub fn flags(self) -> &'static str {
         match self {
-            Variant::Default | Variant::Xfs => "",
+            Variant::Default | Variant::Xfs | Variant::Late => "",
             Variant::Functions => "--no-precise",
             Variant::Kprobe => "--mode kprobe",
             Variant::TinyRing => "--ring-size 4096",
@@ -122,6 +134,8 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
         (base, Variant::Xfs)
     } else if let Some(base) = run.strip_suffix(TINY_RING) {
         (base, Variant::TinyRing)
+    } else if let Some(base) = run.strip_suffix(LATE) {
+        (base, Variant::Late)
     } else {
         (run, Variant::Default)
     }
@@ -133,6 +147,7 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
 pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
     let mut all = SCENARIOS.to_vec();
     all.push("dax-splice+tiny-ring");
+    all.push("dax-hold+late");
     if kernel.has_test_hmm() {
         all.extend_from_slice(HMM_SCENARIOS);
         all.extend_from_slice(HMM_FUNCTIONS);
@@ -248,7 +263,7 @@ pub fn parse_scenario(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {}, {}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages)",
+            "unknown scenario (known: {}, {}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold)",
             SCENARIOS.join(", "),
             HMM_SCENARIOS.join(", ")
         ))
@@ -1086,8 +1101,24 @@ run_scenario() {{
     W=$2
     F=$3
     D=/out/$S
+    P=${{4:-{pages}}}
+    H=${{5:-{hold}}}
+    LATE=$6
     mkdir -p $D
     say "scenario $S start (uptime $(up) s)"
+    if [ -n "$LATE" ]; then
+        # refwatch starts once the workload holds its references, as a
+        # user attaches after the hang.
+        workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
+        WL=$!
+        n=0
+        until grep -q "^workload: hold_start " $D/workload.out 2>/dev/null; do
+            n=$((n + 1))
+            [ $n -gt 600 ] && break
+            usleep 50000
+        done
+        say "scenario $S: workload holds, refwatch starts (uptime $(up) s)"
+    fi
     {refwatch} &
     RW=$!
     note=""
@@ -1115,9 +1146,11 @@ run_scenario() {{
         echo "note: $note" >> $D/refwatch.rc
         RW=""
     fi
-    truth_start
-    workload $W --dir /mnt/dax --pages ${{4:-{pages}}} --hold-secs {hold} --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
-    WL=$!
+    if [ -z "$LATE" ]; then
+        truth_start
+        workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
+        WL=$!
+    fi
     # During a hold, keep a copy of the recording as it stands then (it is
     # flushed every second), for `refwatch report --fail-on-stuck`.
     n=0
@@ -1210,10 +1243,15 @@ run_scenario() {{
             flags.push(' ');
             flags.push_str(a);
         }
-        s.push_str(&format!(
-            "run_scenario {scenario} {workload} \"{}\"{}\n",
-            flags.trim(),
+        let late = variant == Variant::Late;
+        let tail = if late {
+            format!(" \"\" {LATE_HOLD_SECS} late")
+        } else {
             variant.pages().map_or(String::new(), |p| format!(" {p}"))
+        };
+        s.push_str(&format!(
+            "run_scenario {scenario} {workload} \"{}\"{tail}\n",
+            flags.trim()
         ));
     }
     s.push_str("say \"all scenarios finished\"\nfinish\n");
@@ -1323,7 +1361,8 @@ mod tests {
                 .count(),
             1
         );
-        assert!(init.contains("--pages ${4:-16} --hold-secs 3"));
+        assert!(init.contains("P=${4:-16}\n    H=${5:-3}\n"));
+        assert!(init.contains("--pages $P --hold-secs $H"));
         assert_eq!(
             init.matches("refwatch probes >").count(),
             1,
@@ -1379,7 +1418,12 @@ mod tests {
         for kernel in KernelId::ALL {
             let all = scenarios_for(kernel);
             assert_eq!(&all[..SCENARIOS.len()], SCENARIOS, "{kernel}");
-            let rest = [&["dax-splice+tiny-ring"][..], DAX_KPROBE, DAX_XFS].concat();
+            let rest = [
+                &["dax-splice+tiny-ring", "dax-hold+late"][..],
+                DAX_KPROBE,
+                DAX_XFS,
+            ]
+            .concat();
             assert_eq!(&all[SCENARIOS.len()..], rest, "{kernel}");
         }
         let hmm = scenarios_for(KernelId::Hmm7_2);
@@ -1401,6 +1445,12 @@ mod tests {
             ("dax-splice", Variant::TinyRing)
         );
         assert!(hmm.contains(&"dax-splice+tiny-ring"));
+        assert_eq!(split_variant("dax-hold+late"), ("dax-hold", Variant::Late));
+        let init = init_script(&LabRun::new(KernelId::Debian6_1, &["dax-hold+late"]), &[]);
+        assert!(
+            init.contains("\nrun_scenario dax-hold+late dax-hold \"\" \"\" 20 late\n"),
+            "{init}"
+        );
         let mut tiny = LabRun::new(KernelId::Debian6_12, &["dax-splice+tiny-ring", "dax-hold"]);
         tiny.refwatch_args = vec!["--summary-secs".into(), "1".into()];
         let init = init_script(&tiny, &[]);

@@ -189,11 +189,11 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
         if let Some(e) = report_error {
             problems.push(format!("no report.json: {e}"));
         }
-        let checked = if variant == lab::Variant::TinyRing {
-            if report_error.is_none() {
-                checks::report::check_tiny_ring(&refwatch, &dir)
-            } else {
-                Ok(Vec::new())
+        let checked = if variant == lab::Variant::TinyRing || variant == lab::Variant::Late {
+            match (report_error, variant) {
+                (Some(_), _) => Ok(Vec::new()),
+                (None, lab::Variant::TinyRing) => checks::report::check_tiny_ring(&refwatch, &dir),
+                (None, _) => checks::report::check_late(&refwatch, &dir),
             }
         } else if workload.starts_with("hmm-") {
             checks::hmm::check_hmm(workload, functions, &dir)
@@ -218,7 +218,10 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
             Ok(p) => problems.extend(p),
             Err(e) => problems.push(format!("{e:#}")),
         }
-        if report_error.is_none() && variant != lab::Variant::TinyRing {
+        if report_error.is_none()
+            && variant != lab::Variant::TinyRing
+            && variant != lab::Variant::Late
+        {
             match checks::report::check_report(&refwatch, &name, workload, functions, &dir) {
                 Ok(p) => problems.extend(p),
                 Err(e) => problems.push(format!("{e:#}")),

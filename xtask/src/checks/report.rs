@@ -349,3 +349,64 @@ pub fn check_tiny_ring(refwatch: &Path, dir: &Path) -> Result<Vec<String>> {
     );
     Ok(bad)
 }
+
+/// `+late` (`dax-hold` with refwatch started during the hold): the snapshot
+/// at attach finds every held page, flags it as held by references taken
+/// before refwatch started, and the drain clears it.
+pub fn check_late(refwatch: &Path, dir: &Path) -> Result<Vec<String>> {
+    let w = read_workload(dir)?;
+    let hold_end = w.mark("hold_end")?;
+    let report: Value = serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
+    let episodes = report["episodes"]
+        .as_array()
+        .context("report.json: episodes")?;
+    let snapshots: std::collections::BTreeSet<u64> = super::read_events(&dir.join("events.jsonl"))?
+        .iter()
+        .filter(|e| e.event == "snapshot")
+        .map(|e| e.pfn)
+        .collect();
+    let mut bad = Vec::new();
+    if report["dropped"].as_u64() != Some(0) {
+        bad.push(format!("events were lost: dropped {}", report["dropped"]));
+    }
+    let mut flagged = 0;
+    for pfn in &w.pfns {
+        if !snapshots.contains(pfn) {
+            bad.push(format!("pfn {pfn:#x}: not in the snapshot at attach"));
+        }
+        let ok = episodes.iter().any(|e| {
+            e["pfn"].as_u64() == Some(*pfn)
+                && (e["detector"] == "held" || e["detector"] == "unmapped-not-freed")
+                && e["detected_ns"].as_u64().is_some_and(|d| d < hold_end)
+                && e["end_ns"].as_u64().is_some_and(|end| end >= hold_end)
+                && e["holder_note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("before refwatch started"))
+        });
+        if ok {
+            flagged += 1;
+        } else {
+            bad.push(format!(
+                "pfn {pfn:#x}: not flagged during the hold as held by references taken before refwatch started, cleared after"
+            ));
+        }
+    }
+    if report["stuck_at_end"]
+        .as_array()
+        .is_none_or(|a| !a.is_empty())
+    {
+        bad.push(format!("stuck at the end: {}", report["stuck_at_end"]));
+    }
+    let during = fail_on_stuck(refwatch, &dir.join("recording.during-hold"))?;
+    if during != 3 {
+        bad.push(format!(
+            "report --fail-on-stuck exited {during} on the recording taken during the hold, expected 3"
+        ));
+    }
+    println!(
+        "    late attach: {} of {} held pages in the snapshot, {flagged} flagged as held from before refwatch started",
+        w.pfns.iter().filter(|p| snapshots.contains(p)).count(),
+        w.pfns.len()
+    );
+    Ok(bad)
+}
