@@ -161,6 +161,26 @@ fn stuck_pages_come_first_marked_and_coloured() {
     assert_eq!(buf[(2, row_y + 3)].fg, Color::Reset, "not stuck");
 }
 
+/// Synthetic state with a synthetic loss on one of its pages.
+#[test]
+fn pages_in_an_unknown_state_are_counted_in_the_header() {
+    let fx = Fixture::new();
+    let mut t = synthetic::stuck();
+    let pfn = t.pages_sorted()[0].pfn;
+    t.apply_gap(pfn, T0 + 11 * S);
+    t.apply_gap(0xdead, T0 + 11 * S);
+    let app = fx.app(&t, T0 + 12 * S, 80, 24);
+    let term = draw(&app, 80, 24);
+    let buf = term.backend().buffer();
+    let cells: Vec<String> = (0..80).map(|x| buf[(x, 1)].symbol().to_string()).collect();
+    let line = cells.concat();
+    assert!(line.contains("unknown  2 "), "{line}");
+    let two = (0..80)
+        .find(|&x| cells[x] == "2" && x > 0 && cells[x - 1] == " " && line.contains("unknown"))
+        .expect("the count") as u16;
+    assert_eq!(buf[(two, 1)].bg, Color::Red, "{line}");
+}
+
 #[test]
 fn drops_above_zero_are_highlighted() {
     let fx = Fixture::new();
