@@ -259,26 +259,22 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
-    /// Reads the pages of `pfns` from the kernel again: their state after
-    /// a loss.
+    /// Reads the pages of `pfns` (sorted) from the kernel again: their
+    /// state after a loss. Neighbouring PFNs are read together.
     fn reread(&mut self, pfns: &[u64]) -> Result<()> {
         let Some(peeker) = self.peeker.as_mut() else {
             return Ok(());
         };
         let me = std::process::id();
-        for &pfn in pfns {
+        for run in peek::runs(pfns, refwatch_common::PEEK_PAGES as u64) {
             let now = monotonic_ns();
-            let Some(p) = peeker.read(pfn, 1)?.pop() else {
-                continue;
-            };
-            if p.valid == 0 || p.head_pfn != pfn {
-                continue;
+            for (pfn, p) in peeker.read_range(run)? {
+                if p.valid == 0 || p.head_pfn != pfn || pfns.binary_search(&pfn).is_err() {
+                    continue;
+                }
+                let ev = snapshot::event(&p, now, me);
+                apply_read(&ev, &mut self.tracker, &mut self.out)?;
             }
-            apply_read(
-                &snapshot::event(&p, now, me),
-                &mut self.tracker,
-                &mut self.out,
-            )?;
         }
         Ok(())
     }

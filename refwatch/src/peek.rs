@@ -135,6 +135,19 @@ fn attach_kprobe(ebpf: &mut Ebpf, symbol: &str) -> Result<()> {
     Ok(())
 }
 
+/// Ranges of at most `max` PFNs covering the sorted `pfns`, each from one
+/// of them to another less than `max` after it.
+pub fn runs(pfns: &[u64], max: u64) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for &pfn in pfns {
+        match out.last_mut() {
+            Some(r) if pfn >= r.start && pfn < r.start + max => r.end = r.end.max(pfn + 1),
+            _ => out.push(pfn..pfn + 1),
+        }
+    }
+    out
+}
+
 /// PFN ranges of `/proc/iomem` that may hold device pages: every range
 /// (at any depth) that is not system RAM, kernel text or a firmware
 /// reservation, of at most `max_pages` pages, without repeats. Which of
@@ -181,6 +194,13 @@ pub fn iomem_candidates(text: &str, max_pages: u64) -> Vec<Range<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn neighbouring_pfns_are_read_together() {
+        assert_eq!(runs(&[1, 2, 3, 10, 300, 301], 256), vec![1..11, 300..302]);
+        assert_eq!(runs(&[0, 255, 256], 256), vec![0..256, 256..257]);
+        assert!(runs(&[], 256).is_empty());
+    }
 
     #[test]
     fn iomem_candidates_leave_out_ram_and_repeats() {
