@@ -117,6 +117,11 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
     })
 }
 
+/// Milliseconds from `from` to `t` (negative before it), for messages.
+fn ms_from(from: u64, t: u64) -> i64 {
+    (t as i64 - from as i64) / 1_000_000
+}
+
 /// The workload's own account of a scenario.
 #[derive(Debug, Clone)]
 pub struct Workload {
