@@ -624,6 +624,14 @@ fn notes(
             gt.seen_dropped
         ));
     }
+    if !gt.unseen_pfns.is_empty() {
+        notes.push(format!(
+            "{} pages changed in the trace have no event in {}: {}",
+            gt.unseen_pfns.len(),
+            recording.name,
+            gt.unseen_pfns.join(" ")
+        ));
+    }
     notes
 }
 

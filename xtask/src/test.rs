@@ -9,13 +9,14 @@ use std::{
     time::Instant,
 };
 
+use anyhow::Result;
+
 use crate::{
     checks, cmd,
     kernels::KernelId,
     lab::{self, LabRun},
     setup,
 };
-use anyhow::Result;
 
 /// What `cargo xtask test` runs.
 #[derive(Debug, Clone)]

@@ -39,6 +39,11 @@ pub struct KernelFacts {
     /// refwatch runs in precise mode and the lab records them as ground
     /// truth for every scenario, the fs-dax ones included.
     pub page_ref_truth: bool,
+    /// Some fs-dax reference changes are inline where refwatch runs in
+    /// function mode (6.15+: `folio_ref_inc`/`folio_put` that do not free),
+    /// so consecutive events of a page need not agree; see
+    /// [`fsdax`](self::fsdax)'s refcount steps.
+    pub unseen_puts: bool,
     /// Symbols `refwatch probes` must report attached.
     pub must_attach: &'static [&'static str],
 }
@@ -51,6 +56,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
             dio_pins: false,
             wait_callback: false,
             page_ref_truth: false,
+            unseen_puts: false,
             must_attach: &[
                 "__put_devmap_managed_page_refs",
                 "try_grab_folio",
@@ -62,6 +68,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
             dio_pins: true,
             wait_callback: false,
             page_ref_truth: false,
+            unseen_puts: false,
             must_attach: &[
                 "__put_devmap_managed_folio_refs",
                 "gup_put_folio",
@@ -73,6 +80,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
             dio_pins: true,
             wait_callback: true,
             page_ref_truth: false,
+            unseen_puts: true,
             must_attach: &[
                 "free_zone_device_folio",
                 "gup_put_folio",
@@ -90,6 +98,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
             dio_pins: true,
             wait_callback: true,
             page_ref_truth: true,
+            unseen_puts: false,
             must_attach: &[
                 "free_zone_device_folio",
                 "dax_layout_busy_page_range",
@@ -106,6 +115,11 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
         },
         other => bail!("no facts for kernel {other}"),
     })
+}
+
+/// Milliseconds from `from` to `t` (negative before it), for messages.
+fn ms_from(from: u64, t: u64) -> i64 {
+    (t as i64 - from as i64) / 1_000_000
 }
 
 /// The workload's own account of a scenario.

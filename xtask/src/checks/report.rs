@@ -6,15 +6,10 @@ use std::{path::Path, process::Command};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::read_workload;
+use super::{ms_from, read_workload};
 
 /// The share of a fs-dax hold scenario's episodes that must name a holder.
 const NAMED_MIN_PERCENT: usize = 95;
-
-/// Milliseconds from `from` to `t` (negative before it).
-fn ms_from(from: u64, t: u64) -> i64 {
-    (t as i64 - from as i64) / 1_000_000
-}
 
 /// Exit code of `refwatch report --fail-on-stuck FILE`.
 fn fail_on_stuck(refwatch: &Path, file: &Path) -> Result<i32> {
