@@ -236,16 +236,18 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
         run.await
     })?;
     println!(
-        "refwatch: {} events, {} pages, {} stuck now, {} episodes, {} lost, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted",
+        "refwatch: {} events, {} pages, {} stuck now, {} episodes ({} old ones forgotten), {} lost, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted, {} events on pages beyond --max-pfns",
         totals.events,
         tracker.len(),
         tracker.stuck().len(),
         tracker.episodes.len(),
+        tracker.episodes_dropped(),
         totals.dropped,
         tracker.gapped_pages().len(),
         tracker.unknown_pages().len(),
         totals.decode_errors,
-        tracker.evicted()
+        tracker.evicted(),
+        tracker.over_cap()
     );
     if !use_tui {
         print!("{}", crate::report::summary_table(&tracker));

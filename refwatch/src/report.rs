@@ -82,6 +82,9 @@ pub struct Report {
     /// Every page with lost events.
     #[serde(default)]
     pub gaps: Vec<PageGaps>,
+    /// Closed episodes left out to stay within the episode cap (the oldest).
+    #[serde(default)]
+    pub episodes_dropped: u64,
 }
 
 /// `report --fail-on-stuck`: a page with a known state is stuck at the end.
@@ -190,6 +193,7 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
         episodes,
         holders_named,
         dropped: last_dropped(rec),
+        episodes_dropped: t.episodes_dropped(),
         unknown_at_end: t.unknown_pages().iter().map(|(pfn, _)| *pfn).collect(),
         gaps: t
             .gapped_pages()

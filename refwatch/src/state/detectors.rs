@@ -125,6 +125,37 @@ impl Tracker {
             ended_by_loss: false,
         });
         page.open.insert(d, self.episodes.len() - 1);
+        if self.episodes.len() > self.max_episodes {
+            self.forget_closed_episodes();
+        }
+    }
+
+    /// Keeps every open episode and the newest closed ones, down to three
+    /// quarters of the cap (so this runs once per quarter of the cap), and
+    /// points the pages' open episodes at their new places.
+    #[cold]
+    #[inline(never)]
+    fn forget_closed_episodes(&mut self) {
+        let target = self.max_episodes - self.max_episodes / 4;
+        let open = self.episodes.iter().filter(|e| e.end_ns.is_none()).count();
+        let mut closed_to_drop = self.episodes.len().saturating_sub(target.max(open));
+        let mut moved = vec![usize::MAX; self.episodes.len()];
+        let mut kept = Vec::with_capacity(self.episodes.len() - closed_to_drop);
+        for (i, e) in std::mem::take(&mut self.episodes).into_iter().enumerate() {
+            if e.end_ns.is_some() && closed_to_drop > 0 {
+                closed_to_drop -= 1;
+                self.episodes_dropped += 1;
+                continue;
+            }
+            moved[i] = kept.len();
+            kept.push(e);
+        }
+        self.episodes = kept;
+        for p in self.pages.values_mut() {
+            for idx in p.open.values_mut() {
+                *idx = moved.get(*idx).copied().unwrap_or(usize::MAX);
+            }
+        }
     }
 
     pub(super) fn close(&mut self, pfn: u64, d: Detector, ts: u64) {

@@ -24,6 +24,8 @@ pub use loss::{GAP_SLACK_NS, Gaps};
 pub const DEFAULT_HISTORY: usize = 256;
 /// Default cap on tracked PFNs.
 pub const DEFAULT_MAX_PFNS: usize = 1 << 20;
+/// Default cap on kept episodes: beyond it the oldest closed ones go.
+pub const DEFAULT_MAX_EPISODES: usize = 100_000;
 /// GUP's pin bias on small folios.
 pub const PIN_BIAS: i32 = 1024;
 /// Event time after which [`Tracker::apply`] runs the time-based detectors.
@@ -277,6 +279,12 @@ pub struct Tracker {
     pub thresholds: Thresholds,
     history_cap: usize,
     max_pfns: usize,
+    max_episodes: usize,
+    /// Closed episodes forgotten to stay within `max_episodes`.
+    episodes_dropped: u64,
+    /// Events on new pages not followed because the PFN cap was reached
+    /// and no tracked page could be evicted.
+    over_cap: u64,
     events: u64,
     evicted: u64,
     now_ns: u64,
@@ -299,6 +307,9 @@ impl Tracker {
             thresholds,
             history_cap: history_cap.max(1),
             max_pfns: max_pfns.max(1),
+            max_episodes: DEFAULT_MAX_EPISODES,
+            episodes_dropped: 0,
+            over_cap: 0,
             events: 0,
             evicted: 0,
             now_ns: 0,
@@ -317,6 +328,12 @@ impl Tracker {
         }
         if self.pages.len() >= self.max_pfns && !self.pages.contains_key(&ev.pfn) {
             self.evict();
+            if self.pages.len() >= self.max_pfns {
+                // Every tracked page holds references or an open episode:
+                // this one is not followed (counted, shown).
+                self.over_cap = self.over_cap.saturating_add(1);
+                return;
+            }
         }
         if !self.pages.contains_key(&ev.pfn)
             && let Some(g) = self.take_untracked(ev.pfn)
@@ -714,6 +731,22 @@ impl Tracker {
 
     pub fn evicted(&self) -> u64 {
         self.evicted
+    }
+
+    /// Caps the episodes kept (at least 1); the oldest closed ones go first.
+    pub fn set_max_episodes(&mut self, n: usize) {
+        self.max_episodes = n.max(1);
+    }
+
+    /// Closed episodes forgotten to stay within the cap.
+    pub fn episodes_dropped(&self) -> u64 {
+        self.episodes_dropped
+    }
+
+    /// Events on new pages not followed: the PFN cap was reached and every
+    /// tracked page held references or an open episode.
+    pub fn over_cap(&self) -> u64 {
+        self.over_cap
     }
 
     pub fn now_ns(&self) -> u64 {

@@ -786,3 +786,47 @@ fn function_mode_sees_a_resident_device_page_as_mapped() {
     t.advance(200 * S);
     assert!(t.episodes.is_empty(), "{:?}", t.episodes);
 }
+
+// Bounds (synthetic events).
+
+#[test]
+fn the_pfn_cap_holds_when_every_page_is_referenced() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 10);
+    for pfn in 0..10 {
+        t.apply(&ev(S, pfn, Kind::Get, 1, 2, 1));
+    }
+    t.apply(&ev(2 * S, 0x99, Kind::Get, 1, 2, 1));
+    assert_eq!((t.len(), t.over_cap()), (10, 1));
+    assert!(t.page(0x99).is_none());
+    // A tracked page still takes its events.
+    t.apply(&ev(3 * S, 3, Kind::Put, 2, 1, 1));
+    assert_eq!(t.page(3).and_then(|p| p.refcount), Some(1));
+}
+
+#[test]
+fn old_closed_episodes_go_first_and_open_ones_stay_reachable() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 1000);
+    t.set_max_episodes(8);
+    // One page stuck for good, opened first.
+    t.apply(&ev(S, 0x1, Kind::Get, 1, 2, 1));
+    t.advance(3 * S);
+    // Then 20 pages held and released, one after another.
+    for i in 0..20u64 {
+        let at = 10 * S + i * 5 * S;
+        t.apply(&ev(at, 0x100 + i, Kind::Get, 1, 2, 1));
+        t.advance(at + 2 * S);
+        t.apply(&ev(at + 3 * S, 0x100 + i, Kind::Put, 2, 1, 1));
+    }
+    assert!(t.episodes.len() <= 8, "{}", t.episodes.len());
+    assert_eq!(t.episodes_dropped() as usize + t.episodes.len(), 21);
+    // The open episode survived and its page still finds it.
+    let p = t.page(0x1).expect("page");
+    let idx = p.open[&Detector::Held];
+    assert_eq!((t.episodes[idx].pfn, t.episodes[idx].end_ns), (0x1, None));
+    // The newest closed ones are kept.
+    assert!(t.episodes.iter().any(|e| e.pfn == 0x100 + 19));
+    assert!(!t.episodes.iter().any(|e| e.pfn == 0x100));
+    // It still closes when released.
+    t.apply(&ev(500 * S, 0x1, Kind::Put, 2, 1, 1));
+    assert_eq!(t.episodes[idx].end_ns, Some(500 * S));
+}
