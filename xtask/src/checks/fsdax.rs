@@ -272,10 +272,11 @@ fn check_refcount_steps(dax: &[&Ev], unseen_puts: bool) -> Vec<String> {
 /// waits first on the file's first page (the pipe holds them all for the
 /// whole hold) and then, after the drain began, only on the pages the drain
 /// (releasing them in file order) had not reached when it looked again. Not
-/// every held page gets a `layout_wait`: in the lab the truncate, woken by
-/// the first page's release, finds one or two more still busy of 16 (6.12,
-/// ext4 and XFS). What holds for every page is that the truncate returned
-/// only after that page was released.
+/// every held page gets a `layout_wait`: in the lab the truncate waited on
+/// one or two of the 16 (the first, and at most one page the drain had not
+/// reached when the woken truncate looked again: the 2nd or the 14th; 6.1,
+/// 6.12 and 7.2, ext4 and XFS). What holds for every page is that the truncate
+/// returned only after that page was released.
 fn check_truncate_waits(
     dax: &[&Ev],
     pfns: &[u64],
