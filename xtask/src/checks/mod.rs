@@ -112,6 +112,8 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub pfns: Vec<u64>,
+    /// `--hold-secs`.
+    pub hold_secs: u64,
     pub marks: BTreeMap<String, u64>,
     /// `held_ram_pfn`, `child_pid`, … where the scenario reports them.
     pub facts: BTreeMap<String, u64>,
@@ -161,7 +163,15 @@ pub fn read_workload(dir: &Path) -> Result<Workload> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Workload { pfns, marks, facts })
+    let hold_secs = v["hold_secs"]
+        .as_u64()
+        .context("workload.json: hold_secs")?;
+    Ok(Workload {
+        pfns,
+        hold_secs,
+        marks,
+        facts,
+    })
 }
 
 /// One event of `events.jsonl`, the fields the checks use.
