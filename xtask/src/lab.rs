@@ -3,9 +3,11 @@
 //! back through a raw "out" disk holding a tar archive.
 //!
 //! Guest layout: `/dev/vda` is the out disk (256 MiB), `/dev/vdb` a scratch
-//! non-DAX disk (64 MiB) for the direct-I/O scenario, `/dev/pmem0` the
-//! `memmap=512M!1G` region with ext4 mounted `-o dax` on `/mnt/dax` (XFS
-//! for the `+xfs` runs: mkfs.xfs wants at least 300 MB).
+//! non-DAX disk (64 MiB) for the direct-I/O scenario, `/dev/vdc` the slow
+//! disk (32 MiB, writes throttled, see [`slow_disk_bps`]) for
+//! `dax-pin-long`, `/dev/pmem0` the `memmap=512M!1G` region with ext4
+//! mounted `-o dax` on `/mnt/dax` (XFS for the `+xfs` runs: mkfs.xfs wants at
+//! least 300 MB).
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -28,6 +30,7 @@ pub const SCENARIOS: &[&str] = &[
     "dax-hold",
     "dax-direct-io",
     "dax-truncate-pinned",
+    "dax-pin-long",
 ];
 
 /// The device-private scenarios: only for kernels with the HMM test driver
@@ -168,6 +171,33 @@ const STOP_SECS: u32 = 30;
 
 const OUT_DISK_BYTES: u64 = 256 << 20;
 const SCRATCH_DISK_BYTES: u64 = 64 << 20;
+const SLOW_DISK_BYTES: u64 = 32 << 20;
+
+/// The scenarios that write to the slow disk (`/dev/vdc`) instead of the
+/// scratch disk (`/dev/vdb`).
+const SLOW_DISK_SCENARIOS: &[&str] = &["dax-pin-long"];
+
+/// The largest request the guest sends the slow disk, in KiB
+/// (`queue/max_sectors_kb`, whose least value is a page): a write of N
+/// pages reaches qemu as N requests.
+const SLOW_DISK_REQUEST_KB: u32 = 4;
+
+/// The write rate qemu allows the slow disk (`throttling.bps-write`), in
+/// bytes per second, for a run of `pages` pages and a hold of `hold_secs`.
+///
+/// qemu's throttle lets a request through while its bucket holds at most a
+/// tenth of a second's bytes and holds the next ones until the bucket has
+/// drained that far: the first 4 KiB request of a write goes at once, and
+/// the last of N waits about (N - 1) × 4 KiB / rate − 0.1 s. The rate makes
+/// that half a second longer than the hold, so that `dax-pin-long`'s single
+/// O_DIRECT write of its pages (one bio, completed with its last request)
+/// keeps the pages' references for at least `hold_secs`. Reads are not
+/// throttled.
+pub fn slow_disk_bps(pages: u32, hold_secs: u32) -> u64 {
+    let bytes = u64::from(pages.max(2) - 1) * u64::from(SLOW_DISK_REQUEST_KB) * 1024;
+    // bytes / (hold + 0.5 s), rounded up, at least 1.
+    (bytes * 2).div_ceil(u64::from(hold_secs) * 2 + 1).max(1)
+}
 
 const KERNEL_CMDLINE: &str = "console=ttyS0 memmap=512M!1G panic=-1 oops=panic quiet";
 
@@ -567,8 +597,13 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
 
     let out_img = work.join("out.img");
     let scratch_img = work.join("scratch.img");
-    sparse_file(&out_img, OUT_DISK_BYTES)?;
-    sparse_file(&scratch_img, SCRATCH_DISK_BYTES)?;
+    let slow_img = work.join("slow.img");
+    let disks = Disks {
+        out: &out_img,
+        scratch: &scratch_img,
+        slow: &slow_img,
+    };
+    disks.create()?;
 
     let console = out.join("console.log");
     let read_console = || {
@@ -577,7 +612,7 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
             .unwrap_or_default()
     };
     let mut guest_started = Instant::now();
-    boot(run, &kernel, &initrd, &out_img, &scratch_img, &console)?;
+    boot(run, &kernel, &initrd, &disks, &console)?;
     let mut console_text = read_console();
     // A panic before /init ran is the emulator's, not the lab's (seen once
     // under TCG: an int3 left by boot-time code patching hit on another
@@ -591,10 +626,9 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
             run.kernel,
             first.display()
         );
-        sparse_file(&out_img, OUT_DISK_BYTES)?;
-        sparse_file(&scratch_img, SCRATCH_DISK_BYTES)?;
+        disks.create()?;
         guest_started = Instant::now();
-        boot(run, &kernel, &initrd, &out_img, &scratch_img, &console)?;
+        boot(run, &kernel, &initrd, &disks, &console)?;
         console_text = read_console();
     }
     let guest_elapsed = guest_started.elapsed();
@@ -746,6 +780,22 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
     fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))
 }
 
+/// The guest's disk images, in the order the guest sees them (`vda`, …).
+struct Disks<'a> {
+    out: &'a Path,
+    scratch: &'a Path,
+    slow: &'a Path,
+}
+
+impl Disks<'_> {
+    /// Empty (sparse) images of the sizes the guest checks.
+    fn create(&self) -> Result<()> {
+        sparse_file(self.out, OUT_DISK_BYTES)?;
+        sparse_file(self.scratch, SCRATCH_DISK_BYTES)?;
+        sparse_file(self.slow, SLOW_DISK_BYTES)
+    }
+}
+
 fn sparse_file(path: &Path, size: u64) -> Result<()> {
     let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
     file.set_len(size)
@@ -809,21 +859,38 @@ fn strip_escapes(text: &str) -> String {
     out
 }
 
+/// qemu's arguments for the guest's disks, in the order the guest names
+/// them (`vda`, `vdb`, `vdc`: the devices' PCI slots follow the order of
+/// the `-device` arguments). The slow disk is write-throttled (see
+/// [`slow_disk_bps`]), without virtio-blk's merging of adjacent requests,
+/// which would hand the throttle one request for the whole write.
+fn disk_args(disks: &Disks, pages: u32, hold_secs: u32) -> Vec<std::ffi::OsString> {
+    let slow = format!(",throttling.bps-write={}", slow_disk_bps(pages, hold_secs));
+    let mut args = Vec::new();
+    for (id, img, drive_opts, device_opts) in [
+        ("out", disks.out, "", ""),
+        ("scratch", disks.scratch, "", ""),
+        ("slow", disks.slow, slow.as_str(), ",request-merging=off"),
+    ] {
+        let mut drive = std::ffi::OsString::from("file=");
+        drive.push(img.as_os_str());
+        drive.push(format!(",if=none,id={id},format=raw{drive_opts}"));
+        args.push("-drive".into());
+        args.push(drive);
+        args.push("-device".into());
+        args.push(format!("virtio-blk-pci,drive={id}{device_opts}").into());
+    }
+    args
+}
+
 /// Runs qemu until the guest powers off, writing its console to `console`.
 fn boot(
     run: &LabRun,
     kernel: &KernelInfo,
     initrd: &Path,
-    out_img: &Path,
-    scratch_img: &Path,
+    disks: &Disks,
     console: &Path,
 ) -> Result<()> {
-    let drive = |img: &Path| {
-        let mut arg = std::ffi::OsString::from("file=");
-        arg.push(img.as_os_str());
-        arg.push(",if=virtio,format=raw");
-        arg
-    };
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", run.accel.qemu_name()]);
     if run.accel == Accel::TcgIcount {
@@ -836,10 +903,7 @@ fn boot(
         .arg("-initrd")
         .arg(initrd)
         .args(["-append", KERNEL_CMDLINE])
-        .arg("-drive")
-        .arg(drive(out_img))
-        .arg("-drive")
-        .arg(drive(scratch_img))
+        .args(disk_args(disks, run.pages, run.hold_secs))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -1025,8 +1089,14 @@ mount -t bpf bpf /sys/fs/bpf || say "warning: cannot mount bpffs"
 
 wait_for -b /dev/vda || fail "/dev/vda (out disk) did not appear"
 wait_for -b /dev/vdb || fail "/dev/vdb (scratch disk) did not appear"
+wait_for -b /dev/vdc || fail "/dev/vdc (slow disk) did not appear"
 [ "$(cat /sys/block/vda/size)" = "{out_sectors}" ] || fail "/dev/vda is not the {out_mib} MiB out disk ($(cat /sys/block/vda/size) sectors)"
 [ "$(cat /sys/block/vdb/size)" = "{scratch_sectors}" ] || fail "/dev/vdb is not the {scratch_mib} MiB scratch disk ($(cat /sys/block/vdb/size) sectors)"
+[ "$(cat /sys/block/vdc/size)" = "{slow_sectors}" ] || fail "/dev/vdc is not the {slow_mib} MiB slow disk ($(cat /sys/block/vdc/size) sectors)"
+# One request per page on the slow disk, so that its write throttle holds
+# a multi-page write for seconds (see slow_disk_bps in xtask/src/lab.rs).
+echo {slow_kb} > /sys/block/vdc/queue/max_sectors_kb || fail "cannot limit /dev/vdc to {slow_kb} KiB requests"
+[ "$(cat /sys/block/vdc/queue/max_sectors_kb)" = "{slow_kb}" ] || fail "/dev/vdc takes requests of $(cat /sys/block/vdc/queue/max_sectors_kb) KiB, not {slow_kb}"
 wait_for -b /dev/pmem0 || fail "/dev/pmem0 did not appear (memmap=512M!1G, nd_e820, nd_pmem)"
 {mke2fs} -q -t ext4 -b 4096 -F /dev/pmem0 > /out/mke2fs.txt 2>&1 || fail "mke2fs /dev/pmem0 (exit $?): $(tail -n 2 /out/mke2fs.txt)"
 mount -t ext4 -o dax /dev/pmem0 /mnt/dax || fail "mount -o dax /dev/pmem0 (exit $?): $(dmesg | tail -n 2)"
@@ -1104,12 +1174,16 @@ run_scenario() {{
     P=${{4:-{pages}}}
     H=${{5:-{hold}}}
     LATE=$6
+    case $W in
+        {slow_scenarios}) B=/dev/vdc ;;
+        *) B=/dev/vdb ;;
+    esac
     mkdir -p $D
     say "scenario $S start (uptime $(up) s)"
     if [ -n "$LATE" ]; then
         # refwatch starts once the workload holds its references, as a
         # user attaches after the hang.
-        workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
+        workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev $B --out $D/workload.json > $D/workload.out 2>&1 &
         WL=$!
         n=0
         until grep -q "^workload: hold_start " $D/workload.out 2>/dev/null; do
@@ -1148,7 +1222,7 @@ run_scenario() {{
     fi
     if [ -z "$LATE" ]; then
         truth_start
-        workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
+        workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev $B --out $D/workload.json > $D/workload.out 2>&1 &
         WL=$!
     fi
     # During a hold, keep a copy of the recording as it stands then (it is
@@ -1194,6 +1268,10 @@ run_scenario() {{
         out_mib = OUT_DISK_BYTES >> 20,
         scratch_sectors = SCRATCH_DISK_BYTES / 512,
         scratch_mib = SCRATCH_DISK_BYTES >> 20,
+        slow_sectors = SLOW_DISK_BYTES / 512,
+        slow_mib = SLOW_DISK_BYTES >> 20,
+        slow_kb = SLOW_DISK_REQUEST_KB,
+        slow_scenarios = SLOW_DISK_SCENARIOS.join("|"),
         mke2fs = initramfs::MKE2FS,
         mkfs_xfs = initramfs::MKFS_XFS,
         refwatch = refwatch_cmd("$D", "$F"),
@@ -1474,6 +1552,62 @@ mod tests {
         assert!(init.contains("wait_for -c /dev/hmm_dmirror0 ||"));
         let run = LabRun::new(KernelId::Debian6_1, &["dax-hold"]);
         assert!(!init_script(&run, &[]).contains("hmm_dmirror"));
+    }
+
+    #[test]
+    fn the_slow_disk_holds_a_write_for_the_hold() {
+        assert_eq!(slow_disk_bps(16, 3), 17_555);
+        for pages in 2..=256 {
+            for hold in 1..=10 {
+                let bps = slow_disk_bps(pages, hold) as f64;
+                // The last of the write's 4 KiB requests waits this long.
+                let last = f64::from(pages - 1) * 4096.0 / bps - 0.1;
+                assert!(
+                    last >= f64::from(hold) && last < f64::from(hold) + 0.5,
+                    "{pages} pages, hold {hold}: {last} s"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn dax_pin_long_writes_to_the_slow_disk() {
+        let run = LabRun::new(KernelId::Debian6_1, &["dax-direct-io", "dax-pin-long"]);
+        let init = init_script(&run, &[]);
+        assert!(init.contains("\n        dax-pin-long) B=/dev/vdc ;;\n        *) B=/dev/vdb ;;\n"));
+        assert!(init.contains(" --bdev $B --out "));
+        assert!(init.contains("wait_for -b /dev/vdc ||"));
+        assert!(init.contains("[ \"$(cat /sys/block/vdc/size)\" = \"65536\" ]"));
+        assert!(init.contains("echo 4 > /sys/block/vdc/queue/max_sectors_kb ||"));
+        assert!(scenarios_for(KernelId::Debian6_1).contains(&"dax-pin-long"));
+        assert!(scenarios_for(KernelId::Hmm7_2).contains(&"dax-pin-long"));
+
+        let disks = Disks {
+            out: Path::new("/o.img"),
+            scratch: Path::new("/s.img"),
+            slow: Path::new("/w.img"),
+        };
+        let args: Vec<String> = disk_args(&disks, 16, 3)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "-drive",
+                "file=/o.img,if=none,id=out,format=raw",
+                "-device",
+                "virtio-blk-pci,drive=out",
+                "-drive",
+                "file=/s.img,if=none,id=scratch,format=raw",
+                "-device",
+                "virtio-blk-pci,drive=scratch",
+                "-drive",
+                "file=/w.img,if=none,id=slow,format=raw,throttling.bps-write=17555",
+                "-device",
+                "virtio-blk-pci,drive=slow,request-merging=off",
+            ]
+        );
     }
 
     #[test]

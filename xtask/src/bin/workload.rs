@@ -13,6 +13,9 @@
 //!   (the block layer pins the source pages for the duration of the I/O).
 //! - `dax-truncate-pinned`: like `dax-hold`, while a second thread truncates
 //!   the file, which should block until the pipe lets go of the pages.
+//! - `dax-pin-long`: one `O_DIRECT` `pwrite` from the mapping to a slow
+//!   `--bdev` (the lab's write-throttled `/dev/vdc`), which keeps the
+//!   direct I/O's references on the source pages for `--hold-secs` or more.
 //!
 //! The `hmm-*` scenarios use device-private memory of the HMM test driver
 //! (`CONFIG_TEST_HMM`, `/dev/hmm_dmirror0`) instead: an anonymous buffer of
@@ -85,6 +88,9 @@ const MAX_IOVECS: usize = 1024;
 const DEFAULT_BDEV: &str = "/dev/vdb";
 /// The HMM test driver's first device.
 const DEFAULT_HMM_DEVICE: &str = "/dev/hmm_dmirror0";
+/// Most pages `dax-pin-long` writes: one bio's worth (`BIO_MAX_VECS`), so
+/// that the block layer releases them all together when the write completes.
+const PIN_LONG_MAX_PAGES: u32 = 256;
 /// How long the truncate thread may take to get going.
 const TRUNCATE_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a truncate may stay blocked after the pipe was closed before the
@@ -107,11 +113,12 @@ struct Cli {
     /// Number of 4 KiB pages to work on.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pages: u32,
-    /// Seconds to keep the pipe full in `dax-hold` and `dax-truncate-pinned`.
+    /// Seconds to keep the pipe full in `dax-hold` and `dax-truncate-pinned`;
+    /// the least time `dax-pin-long`'s write must take.
     #[arg(long, default_value_t = 3)]
     hold_secs: u64,
     /// Non-DAX block device (or file) written with O_DIRECT by `dax-direct-io`
-    /// [default: /dev/vdb].
+    /// and `dax-pin-long` (which wants a slow one) [default: /dev/vdb].
     #[arg(long)]
     bdev: Option<PathBuf>,
     /// Where to write the JSON report.
@@ -133,6 +140,9 @@ enum Scenario {
     DaxDirectIo,
     /// Hold the full pipe while another thread truncates the file.
     DaxTruncatePinned,
+    /// O_DIRECT write from the DAX mapping to a slow block device, which
+    /// keeps its references for `--hold-secs` or more.
+    DaxPinLong,
     /// Migrate to device memory, read through the device, touch from the CPU.
     HmmMigrate,
     /// Migrate to device memory, then unmap while the pages are there.
@@ -154,6 +164,7 @@ impl Scenario {
             Scenario::DaxHold => "dax-hold",
             Scenario::DaxDirectIo => "dax-direct-io",
             Scenario::DaxTruncatePinned => "dax-truncate-pinned",
+            Scenario::DaxPinLong => "dax-pin-long",
             Scenario::HmmMigrate => "hmm-migrate",
             Scenario::HmmRelease => "hmm-release",
             Scenario::HmmResident => "hmm-resident",
@@ -220,6 +231,7 @@ fn run_scenario(cli: &Cli, run: &mut Run) -> Result<()> {
         Scenario::DaxHold => dax_hold(cli, run),
         Scenario::DaxDirectIo => dax_direct_io(cli, run),
         Scenario::DaxTruncatePinned => dax_truncate_pinned(cli, run),
+        Scenario::DaxPinLong => dax_pin_long(cli, run),
         Scenario::HmmMigrate => hmm_migrate(cli, run),
         Scenario::HmmRelease => hmm_release(cli, run),
         Scenario::HmmResident => hmm_resident(cli, run),
@@ -317,6 +329,79 @@ fn dax_direct_io(cli: &Cli, run: &mut Run) -> Result<()> {
         "{len} bytes written to {} with O_DIRECT and read back intact",
         bdev.display()
     ));
+    readback.unmap()?;
+
+    mapping.unmap()?;
+    run.marks.mark("unmap")?;
+    file.remove()
+}
+
+/// `dax-pin-long`: one O_DIRECT pwrite of the whole DAX mapping to a slow
+/// block device, read back with O_DIRECT and compared.
+///
+/// The direct I/O takes its references on the source pages (a pin from
+/// 6.2 on, plain references before) when the write starts and drops them
+/// when its bio completes. The lab's `/dev/vdc` takes one page per request
+/// and qemu throttles its writes, so the last request, and with it the
+/// bio, completes seconds later; the write must have taken `--hold-secs`
+/// at least. Marks `hold_start`/`hold_end` bracket `write_start`/`write_end`
+/// for the lab, which copies the recording during a hold.
+fn dax_pin_long(cli: &Cli, run: &mut Run) -> Result<()> {
+    ensure!(
+        (2..=PIN_LONG_MAX_PAGES).contains(&cli.pages),
+        "dax-pin-long writes 2 to {PIN_LONG_MAX_PAGES} pages (a one-page write is one request, which a throttle does not delay; more pages than one bio holds are released bio by bio), not {}",
+        cli.pages
+    );
+    let (file, mapping) = prepare_dax_pages(cli, run)?;
+    let len = mapping.len();
+    let bdev = cli
+        .bdev
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_BDEV));
+
+    let target = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&bdev)
+        .with_context(|| format!("open {} with O_DIRECT|O_WRONLY", bdev.display()))?;
+    run.marks.mark("hold_start")?;
+    let start = run.marks.mark("write_start")?;
+    let written = target
+        .write_at(mapping.as_slice(), 0)
+        .with_context(|| format!("O_DIRECT pwrite of {len} bytes to {}", bdev.display()))?;
+    let end = run.marks.mark("write_end")?;
+    run.marks.mark("hold_end")?;
+    ensure!(
+        written == len,
+        "short O_DIRECT pwrite to {}: {written} of {len} bytes",
+        bdev.display()
+    );
+    drop(target);
+    let took_ms = (end - start) / 1_000_000;
+    ensure!(
+        end - start >= deadline_after(0, cli.hold_secs),
+        "the O_DIRECT write to {} took {took_ms} ms, less than --hold-secs {}: the device is not slow enough",
+        bdev.display(),
+        cli.hold_secs
+    );
+    run.note(format!(
+        "{len} bytes written to {} with O_DIRECT in {took_ms} ms",
+        bdev.display()
+    ));
+
+    let source = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&bdev)
+        .with_context(|| format!("open {} with O_DIRECT|O_RDONLY", bdev.display()))?;
+    let mut readback = Mapping::anonymous(len)?;
+    source
+        .read_exact_at(readback.as_mut_slice(), 0)
+        .with_context(|| format!("O_DIRECT pread of {len} bytes from {}", bdev.display()))?;
+    drop(source);
+    check_pattern(readback.as_slice())
+        .with_context(|| format!("data read back from {}", bdev.display()))?;
+    run.note(format!("{len} bytes read back intact"));
     readback.unmap()?;
 
     mapping.unmap()?;

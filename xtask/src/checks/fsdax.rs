@@ -8,7 +8,10 @@ use std::{
 
 use anyhow::Result;
 
-use super::{Ev, facts, groundtruth::check_groundtruth, ms_from, read_events, read_workload};
+use super::{
+    Ev, KernelFacts, Workload, facts, groundtruth::check_groundtruth, ms_from, read_events,
+    read_workload,
+};
 
 /// Checks one scenario's results in `dir` for `kernel`, its files on the
 /// file system `fs` (`ext4` or `xfs`). Returns the problems.
@@ -173,6 +176,7 @@ pub fn check_scenario(kernel: &str, scenario: &str, fs: &str, dir: &Path) -> Res
                 }
             }
         }
+        "dax-pin-long" => bad.extend(check_pin_long(&dax, &touched, &f, &w)?),
         _ => {}
     }
     if f.page_ref_truth {
@@ -356,6 +360,102 @@ fn check_mapping_refs(dax: &[&Ev], touched: &BTreeSet<u64>, hold_end: u64) -> Ve
         }
     }
     bad
+}
+
+/// `dax-pin-long`: the slow O_DIRECT write keeps its references on every
+/// source page for the hold. Each page shows, during the write, the direct
+/// I/O's reference taken — a pin adding `GUP_PIN_COUNTING_BIAS` (1024)
+/// where direct I/O pins (`dio_pins`), else a plain get adding 1 — and
+/// dropped (unpin, put) by the bio's completion at least `hold_secs` later,
+/// the count never below idle plus that reference in between.
+fn check_pin_long(
+    dax: &[&Ev],
+    touched: &BTreeSet<u64>,
+    f: &KernelFacts,
+    w: &Workload,
+) -> Result<Vec<String>> {
+    const GUP_PIN_COUNTING_BIAS: i64 = 1024;
+    let t0 = w.mark("write_start")?;
+    let t1 = w.mark("write_end")?;
+    let hold_ns = w.hold_secs * 1_000_000_000;
+    let idle = f.fsdax_idle;
+    let (take, drop, by) = if f.dio_pins {
+        ("pin", "unpin", GUP_PIN_COUNTING_BIAS)
+    } else {
+        ("get", "put", 1)
+    };
+    let mut bad = Vec::new();
+    for pfn in touched {
+        let during: Vec<&Ev> = dax
+            .iter()
+            .copied()
+            .filter(|e| e.pfn == *pfn && e.ts >= t0 && e.ts <= t1)
+            .collect();
+        let names = || during.iter().map(|e| e.event.as_str()).collect::<Vec<_>>();
+        let Some(got) = during.iter().position(|e| e.event == take) else {
+            bad.push(format!(
+                "pfn {pfn:#x}: no {take} during the O_DIRECT write, saw {:?}",
+                names()
+            ));
+            continue;
+        };
+        let Some(dropped) = during.iter().rposition(|e| e.event == drop) else {
+            bad.push(format!(
+                "pfn {pfn:#x}: no {drop} during the O_DIRECT write, saw {:?}",
+                names()
+            ));
+            continue;
+        };
+        let (g, d) = (during[got], during[dropped]);
+        if dropped < got {
+            bad.push(format!(
+                "pfn {pfn:#x}: the {drop} came before the {take} during the O_DIRECT write, saw {:?}",
+                names()
+            ));
+            continue;
+        }
+        // The reference the write took: from the count before its first
+        // event to the count after the take. A FOLL_PIN grab
+        // (`try_grab_folio_fast`) takes one speculative reference, then adds
+        // the rest of the bias (+1023): the page_ref tracepoints (precise
+        // mode, hmm-7.2) show a get and then the pin, the function hooks
+        // one pin of +1024.
+        match (during[0].before, g.after) {
+            (Some(b), Some(a)) if a - b == by => {}
+            other => bad.push(format!(
+                "pfn {pfn:#x}: the write took the refcount from {:?} to {:?} by its {take}, expected +{by}; saw {:?}",
+                other.0,
+                other.1,
+                names()
+            )),
+        }
+        match (d.before, d.after) {
+            (Some(b), Some(a)) if b - a == by => {}
+            other => bad.push(format!(
+                "pfn {pfn:#x}: the {drop} took the refcount {:?} → {:?}, expected -{by}",
+                other.0, other.1
+            )),
+        }
+        if d.ts - g.ts < hold_ns {
+            bad.push(format!(
+                "pfn {pfn:#x}: the {take} was dropped after {} ms, before the hold of {} s",
+                (d.ts - g.ts) / 1_000_000,
+                w.hold_secs
+            ));
+        }
+        if let Some(e) = during[got + 1..dropped]
+            .iter()
+            .find(|e| e.event == "free" || e.after.is_some_and(|a| a < idle + by))
+        {
+            bad.push(format!(
+                "pfn {pfn:#x}: {} to refcount {:?}, below idle + {by}, while the write held the page ({} ms after the {take})",
+                e.event,
+                e.after,
+                (e.ts - g.ts) / 1_000_000
+            ));
+        }
+    }
+    Ok(bad)
 }
 
 #[cfg(test)]

@@ -126,6 +126,8 @@ fn ms_from(from: u64, t: u64) -> i64 {
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub pfns: Vec<u64>,
+    /// `--hold-secs`.
+    pub hold_secs: u64,
     pub marks: BTreeMap<String, u64>,
     /// `held_ram_pfn`, `child_pid`, … where the scenario reports them.
     pub facts: BTreeMap<String, u64>,
@@ -175,7 +177,15 @@ pub fn read_workload(dir: &Path) -> Result<Workload> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Workload { pfns, marks, facts })
+    let hold_secs = v["hold_secs"]
+        .as_u64()
+        .context("workload.json: hold_secs")?;
+    Ok(Workload {
+        pfns,
+        hold_secs,
+        marks,
+        facts,
+    })
 }
 
 /// One event of `events.jsonl`, the fields the checks use.
