@@ -106,6 +106,9 @@ pub struct Collector<'a> {
     pub totals: Totals,
 }
 
+/// How long before reading the table of losses a loss is sure to be in it.
+const LOSS_NOTE_SLACK_NS: u64 = 1_000_000;
+
 /// How often the ring buffer is read when no wakeup came: what the kernel
 /// submitted without waking the reader shows this late at most.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(20);
@@ -311,7 +314,9 @@ impl<'a> Collector<'a> {
                 guard.clear_ready();
             }
         }
-        Ok(())
+        // After each read: pages whose events were lost meanwhile get their
+        // gap before the detectors look at them.
+        self.take_losses()
     }
 
     /// Once a second: detectors, recording tick, flushes. Returns the events lost so far.
@@ -337,9 +342,13 @@ impl<'a> Collector<'a> {
     /// with a gap (after reading the events submitted before the losses
     /// were taken), in the tracker and the recording.
     fn take_losses(&mut self) -> Result<()> {
+        // Losses stamped before this are in the table now (a program notes
+        // its loss right after reading the clock).
+        let horizon = monotonic_ns().saturating_sub(LOSS_NOTE_SLACK_NS);
         let pfns: Vec<u64> = self.lost.keys().filter_map(Result::ok).collect();
         let unattributed = read_counter(&self.counters, counter::LOST_UNATTRIBUTED);
         if pfns.is_empty() && unattributed == self.unattributed_seen {
+            self.tracker.set_loss_horizon(horizon);
             return Ok(());
         }
         drain(
@@ -380,7 +389,9 @@ impl<'a> Collector<'a> {
         }
         reread.sort_unstable();
         reread.dedup();
-        self.reread(&reread)
+        self.reread(&reread)?;
+        self.tracker.set_loss_horizon(horizon);
+        Ok(())
     }
 
     /// Drains what is left and closes the outputs (the recording gets its `end`).

@@ -20,6 +20,7 @@ pub mod layout;
 #[allow(unsafe_code)]
 pub mod loader;
 pub mod logging;
+pub mod output;
 pub mod peek;
 pub mod plan;
 pub mod recording;

@@ -119,6 +119,8 @@ pub fn apply_gap(t: &mut Tracker, ts_ns: u64, pfn: Option<u64>) {
 pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> {
     let th = thresholds.unwrap_or(rec.header.thresholds);
     let mut t = Tracker::new(rec.header.rules.clone(), th, 64, usize::MAX);
+    // Losses are known up to each tick: the detectors judge no further.
+    t.set_loss_horizon(rec.header.started_ns);
     let mut by_key: HashMap<(u64, u64, u32), &JsonEvent> = HashMap::new();
     let mut owners: HashMap<u64, &str> = HashMap::new();
     for line in &rec.lines {
@@ -133,7 +135,10 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
                 }
                 t.apply(&ev);
             }
-            Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => t.advance(*now_ns),
+            Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => {
+                t.set_loss_horizon(*now_ns);
+                t.advance(*now_ns);
+            }
             Line::Gap { ts_ns, pfn } => apply_gap(&mut t, *ts_ns, *pfn),
             Line::Header(_) => {}
         }

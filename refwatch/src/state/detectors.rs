@@ -8,7 +8,9 @@ impl Tracker {
     pub fn advance(&mut self, now_ns: u64) {
         self.now_ns = self.now_ns.max(now_ns);
         self.last_advance_ns = self.now_ns;
-        let now = self.now_ns;
+        // Only as far as losses are known: a page whose events were lost
+        // since then must not be judged on the state before the loss.
+        let now = self.now_ns.min(self.loss_horizon.unwrap_or(u64::MAX));
         let th = self.thresholds;
         let mut to_open = Vec::new();
         let pages = &mut self.pages;
@@ -93,12 +95,16 @@ impl Tracker {
         });
         to_open.sort_by_key(|(pfn, d, ..)| (*pfn, *d));
         for (pfn, d, since, reason) in to_open {
-            self.open(pfn, d, since, reason);
+            self.open_at(pfn, d, since, reason, now);
         }
     }
 
     pub(super) fn open(&mut self, pfn: u64, d: Detector, start_ns: u64, reason: String) {
-        let now = self.now_ns;
+        self.open_at(pfn, d, start_ns, reason, self.now_ns);
+    }
+
+    /// Opens an episode detected at `now`.
+    fn open_at(&mut self, pfn: u64, d: Detector, start_ns: u64, reason: String, now: u64) {
         let Some(page) = self.pages.get_mut(&pfn) else {
             return;
         };

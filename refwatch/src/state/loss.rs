@@ -55,6 +55,12 @@ impl Tracker {
         self.unattributed = self.unattributed.saturating_add(1);
     }
 
+    /// Every loss up to `ts_ns` has been applied: the time-based detectors
+    /// may judge pages up to then. Once set, they never look past it.
+    pub fn set_loss_horizon(&mut self, ts_ns: u64) {
+        self.loss_horizon = Some(self.loss_horizon.unwrap_or(0).max(ts_ns));
+    }
+
     /// Gaps noted in all.
     pub fn gaps_total(&self) -> u64 {
         self.gaps_total

@@ -277,6 +277,10 @@ pub struct Tracker {
     untracked: loss::Untracked,
     gaps_total: u64,
     unattributed: u64,
+    /// The time up to which every loss has been applied ([`Tracker::apply_gap`]);
+    /// the time-based detectors look no further. `None`: no losses are
+    /// reported to this tracker (synthetic use).
+    loss_horizon: Option<u64>,
     pub rules: Rules,
     pub thresholds: Thresholds,
     history_cap: usize,
@@ -305,6 +309,7 @@ impl Tracker {
             untracked: loss::Untracked::default(),
             gaps_total: 0,
             unattributed: 0,
+            loss_horizon: None,
             rules,
             thresholds,
             history_cap: history_cap.max(1),

@@ -85,12 +85,15 @@ impl Replay {
     }
 
     fn fresh(rec: &Recording, th: Thresholds) -> Tracker {
-        Tracker::new(
+        let mut t = Tracker::new(
             rec.header.rules.clone(),
             th,
             DEFAULT_HISTORY,
             DEFAULT_MAX_PFNS,
-        )
+        );
+        // As in the report: losses are known up to each tick.
+        t.set_loss_horizon(rec.header.started_ns);
+        t
     }
 
     pub fn header(&self) -> &crate::recording::Header {
@@ -116,14 +119,12 @@ impl Replay {
                 }
                 self.events_done += 1;
             }
-            Line::Tick { now_ns, dropped } => {
-                self.dropped = *dropped;
-                self.tracker.advance(*now_ns);
-            }
-            Line::End {
+            Line::Tick { now_ns, dropped }
+            | Line::End {
                 now_ns, dropped, ..
             } => {
                 self.dropped = *dropped;
+                self.tracker.set_loss_horizon(*now_ns);
                 self.tracker.advance(*now_ns);
             }
             Line::Gap { ts_ns, pfn } => crate::report::apply_gap(&mut self.tracker, *ts_ns, *pfn),

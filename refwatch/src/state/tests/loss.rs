@@ -127,3 +127,34 @@ fn old_closed_episodes_go_first_and_open_ones_stay_reachable() {
     t.apply(&ev(500 * S, 0x1, Kind::Put, 2, 1, 1));
     assert_eq!(t.episodes[idx].end_ns, Some(500 * S));
 }
+
+/// The loss of a page's last put is learnt late (the reader takes losses
+/// after each read): until then the detectors look no further than the
+/// losses known, so no episode opens on the stale state.
+#[test]
+fn no_verdict_beyond_the_losses_known() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100);
+    t.set_loss_horizon(S);
+    t.apply(&ev(S, 0x900, Kind::Get, 1, 2, 5));
+    // Events of other pages carry time on well past the threshold.
+    for i in 1..40 {
+        t.apply(&ev(S + i * S / 10, 0x901, Kind::Get, 1, 1, 5));
+    }
+    t.advance(5 * S);
+    assert!(t.episodes.is_empty(), "{:?}", t.episodes);
+    // Then the reader learns that 0x900's put was lost at 1.5 s.
+    t.apply_gap(0x900, S + S / 2);
+    t.set_loss_horizon(5 * S);
+    t.advance(6 * S);
+    assert!(t.episodes.is_empty(), "{:?}", t.episodes);
+    // Without a loss, a page held that long is flagged once losses up to
+    // then are known, detected at that horizon.
+    t.apply(&ev(6 * S, 0x902, Kind::Get, 1, 2, 5));
+    t.set_loss_horizon(6 * S + S / 2);
+    t.advance(9 * S);
+    assert!(t.episodes.is_empty());
+    t.set_loss_horizon(8 * S);
+    t.advance(9 * S);
+    let e = &t.episodes[0];
+    assert_eq!((e.pfn, e.detected_ns), (0x902, 8 * S));
+}
