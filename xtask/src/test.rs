@@ -189,7 +189,13 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
         if let Some(e) = report_error {
             problems.push(format!("no report.json: {e}"));
         }
-        let checked = if variant == lab::Variant::TinyRing {
+        let checked = if *s == lab::SELFTESTS {
+            if report_error.is_none() {
+                checks::selftests::check_selftests(&refwatch, &name, &dir)
+            } else {
+                Ok(Vec::new())
+            }
+        } else if variant == lab::Variant::TinyRing {
             if report_error.is_none() {
                 checks::report::check_tiny_ring(&refwatch, &dir)
             } else {
@@ -218,7 +224,8 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
             Ok(p) => problems.extend(p),
             Err(e) => problems.push(format!("{e:#}")),
         }
-        if report_error.is_none() && variant != lab::Variant::TinyRing {
+        // hmm-selftests has no workload.json; its report is judged above.
+        if report_error.is_none() && variant != lab::Variant::TinyRing && *s != lab::SELFTESTS {
             match checks::report::check_report(&refwatch, &name, workload, functions, &dir) {
                 Ok(p) => problems.extend(p),
                 Err(e) => problems.push(format!("{e:#}")),

@@ -17,7 +17,7 @@ fn ms_from(from: u64, t: u64) -> i64 {
 }
 
 /// Exit code of `refwatch report --fail-on-stuck FILE`.
-fn fail_on_stuck(refwatch: &Path, file: &Path) -> Result<i32> {
+pub(super) fn fail_on_stuck(refwatch: &Path, file: &Path) -> Result<i32> {
     let out = Command::new(refwatch)
         .arg("report")
         .arg("--fail-on-stuck")
