@@ -1,7 +1,7 @@
 //! The lab's initramfs, written in-process as an uncompressed `newc` cpio:
 //! busybox and its applet links, e2fsprogs' real mke2fs and xfsprogs'
 //! mkfs.xfs with their shared libraries, the kernel modules (decompressed),
-//! the two guest binaries and `/init`.
+//! the two guest binaries (three with the kernel's HMM selftest) and `/init`.
 
 use std::fs::{self, File};
 use std::io::BufWriter;
@@ -38,6 +38,9 @@ pub struct Contents<'a> {
     pub refwatch: &'a Path,
     /// Static workload binary, installed as `/bin/workload`.
     pub workload: &'a Path,
+    /// The kernel's static HMM selftest, installed as `/bin/hmm-tests`
+    /// (see [`crate::selftests`]), for the runs that have it.
+    pub hmm_tests: Option<&'a Path>,
     /// Modules in load order; each lands at [`module_path`].
     pub modules: &'a [ModuleFile],
 }
@@ -84,6 +87,10 @@ pub fn build(contents: &Contents<'_>, out: &Path) -> Result<u64> {
 
     add_host_file(&mut w, contents.refwatch, "bin/refwatch", 0o755)?;
     add_host_file(&mut w, contents.workload, "bin/workload", 0o755)?;
+    if let Some(bin) = contents.hmm_tests {
+        let inside = format!("bin/{}", crate::selftests::HMM_TESTS);
+        add_host_file(&mut w, bin, &inside, 0o755)?;
+    }
 
     for module in contents.modules {
         let data = decompressed(&module.path)?;

@@ -376,6 +376,22 @@ fn run_logged(c: &mut Command, log: &Path, who: &str) -> Result<()> {
     Ok(())
 }
 
+/// The unpacked source tree a self-built kernel came from (`version` of its
+/// source package), unpacked again if it is gone.
+pub fn source_tree(id: KernelId, version: &str) -> Result<PathBuf> {
+    let kernels::KernelSource::Built { package, .. } = id.source() else {
+        bail!("kernel {id} is not built here: no source tree");
+    };
+    let here = kernels::kernel_dir(id).join("src").join(version);
+    let tree = here.join(package);
+    if here.join("extracted").is_file() && tree.join("Makefile").is_file() {
+        return Ok(tree);
+    }
+    let apt = Apt::new()?;
+    apt.update_once()?;
+    ensure_source(&apt, id, package, version)
+}
+
 /// The unpacked source tree of `package` `version`, extracted once. Trees
 /// of other versions are removed.
 fn ensure_source(apt: &Apt, id: KernelId, package: &str, version: &str) -> Result<PathBuf> {

@@ -2,12 +2,12 @@
 //! region, runs workload scenarios under refwatch, and brings the results
 //! back through a raw "out" disk holding a tar archive.
 //!
-//! Guest layout: `/dev/vda` is the out disk (256 MiB), `/dev/vdb` a scratch
-//! non-DAX disk (64 MiB) for the direct-I/O scenario, `/dev/vdc` the slow
-//! disk (32 MiB, writes throttled, see [`slow_disk_bps`]) for
-//! `dax-pin-long`, `/dev/pmem0` the `memmap=512M!1G` region with ext4
-//! mounted `-o dax` on `/mnt/dax` (XFS for the `+xfs` runs: mkfs.xfs wants at
-//! least 300 MB).
+//! Guest layout: `/dev/vda` is the out disk (256 MiB; 1 GiB for runs with
+//! `hmm-selftests`), `/dev/vdb` a scratch non-DAX disk (64 MiB) for the
+//! direct-I/O scenario, `/dev/vdc` the slow disk (32 MiB, writes throttled,
+//! see [`slow_disk_bps`]) for `dax-pin-long`, `/dev/pmem0` the
+//! `memmap=512M!1G` region with ext4 mounted `-o dax` on `/mnt/dax` (XFS for
+//! the `+xfs` runs: mkfs.xfs wants at least 300 MB).
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -42,6 +42,29 @@ pub const HMM_SCENARIOS: &[&str] = &[
     "hmm-blocked",
     "hmm-leak",
 ];
+
+/// The kernel's own HMM selftests (`tools/testing/selftests/mm/hmm-tests`,
+/// built from the kernel's source by [`crate::selftests`]) under refwatch
+/// with its defaults, instead of a workload: only for kernels with the HMM
+/// test driver built from source, see [`scenarios_for`]. No variants.
+pub const SELFTESTS: &str = "hmm-selftests";
+
+/// Tests of the HMM selftests the lab leaves out (the harness's `-T`).
+/// `benchmark_thp_migration` is a benchmark, not a check: it migrates
+/// buffers of up to 256 MiB five times each way, with and without THP, under
+/// the harness's limit of 120 s. Under TCG it took 28 s without refwatch;
+/// with refwatch recording (every page_ref event of every page goes through
+/// its programs: about 14 million in that test, against 1.7 million in all
+/// the others) the harness killed it at 120 s, in the 256 MiB step, on a
+/// busy host (and the OOM killer did, once, in the 2 GiB guest). The other
+/// tests migrate the same way at smaller sizes.
+pub const SELFTEST_EXCLUDED: &[&str] = &["benchmark_thp_migration"];
+
+/// Seconds the guest gives the HMM selftests before killing them. Without
+/// [`SELFTEST_EXCLUDED`] the suite took 25 s under refwatch on a quiet host
+/// (TCG); a loaded host slows it several times. The harness itself ends a
+/// test after 30 s.
+pub const SELFTEST_SECS: u32 = 300;
 
 /// Suffix of a scenario run with refwatch in function mode (`--no-precise`),
 /// e.g. `hmm-migrate+functions`: the same workload, compared against the
@@ -145,8 +168,9 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
 }
 
 /// The scenarios `kernel` runs, in run order: the fs-dax ones, then the
-/// device-private ones (precise mode, then function mode) where the kernel
-/// has the HMM test driver, else two fs-dax ones again through kprobes.
+/// device-private ones (precise mode, then function mode) and the kernel's
+/// HMM selftests where the kernel has the HMM test driver, else two fs-dax
+/// ones again through kprobes.
 pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
     let mut all = SCENARIOS.to_vec();
     all.push("dax-splice+tiny-ring");
@@ -154,6 +178,7 @@ pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
     if kernel.has_test_hmm() {
         all.extend_from_slice(HMM_SCENARIOS);
         all.extend_from_slice(HMM_FUNCTIONS);
+        all.push(SELFTESTS);
     } else {
         all.extend_from_slice(DAX_KPROBE);
         all.extend_from_slice(DAX_XFS);
@@ -170,6 +195,17 @@ pub const DEFAULT_READY_SECS: u32 = 60;
 const STOP_SECS: u32 = 30;
 
 const OUT_DISK_BYTES: u64 = 256 << 20;
+/// The out disk of a run: 1 GiB for a run with the HMM selftests, whose
+/// recording and JSON lines (about 100 MB each) alone nearly fill the
+/// default 256 MiB. The disk image is sparse.
+fn out_disk_bytes(run: &LabRun) -> u64 {
+    if run.scenarios.iter().any(|s| s == SELFTESTS) {
+        1 << 30
+    } else {
+        OUT_DISK_BYTES
+    }
+}
+
 const SCRATCH_DISK_BYTES: u64 = 64 << 20;
 const SLOW_DISK_BYTES: u64 = 32 << 20;
 
@@ -289,11 +325,11 @@ pub const DETECTOR_SECS: u32 = 1;
 /// clap value parser for scenario names.
 pub fn parse_scenario(name: &str) -> Result<String, String> {
     let base = split_variant(name).0;
-    if SCENARIOS.contains(&base) || HMM_SCENARIOS.contains(&base) {
+    if name == SELFTESTS || SCENARIOS.contains(&base) || HMM_SCENARIOS.contains(&base) {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {}, {}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold)",
+            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold)",
             SCENARIOS.join(", "),
             HMM_SCENARIOS.join(", ")
         ))
@@ -396,6 +432,7 @@ pub struct ScenarioOutcome {
     /// Why refwatch's run was not clean, e.g. "exited before ready",
     /// "not ready after 60 s", "SIGKILL after 30 s".
     pub refwatch_note: Option<String>,
+    /// The workload's exit code (`hmm-selftests`: the selftest binary's).
     pub workload_rc: Option<i32>,
     /// Why `report.json` could not be written (`refwatch report --json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -565,6 +602,11 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
     prepare_out_dir(out)?;
     let kernel = kernels::ensure(run.kernel)?;
     let bins = build_guest_binaries(run.refwatch_bin.as_deref(), run.workload_bin.as_deref())?;
+    let hmm_tests = if run.scenarios.iter().any(|s| s == SELFTESTS) {
+        Some(crate::selftests::hmm_tests(&kernel)?)
+    } else {
+        None
+    };
 
     let work = out.join(".lab");
     fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
@@ -578,6 +620,7 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
             init: &init,
             refwatch: &bins.refwatch,
             workload: &bins.workload,
+            hmm_tests: hmm_tests.as_deref(),
             modules: &plan.load,
         },
         &initrd,
@@ -602,6 +645,7 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
         out: &out_img,
         scratch: &scratch_img,
         slow: &slow_img,
+        out_bytes: out_disk_bytes(run),
     };
     disks.create()?;
 
@@ -785,12 +829,14 @@ struct Disks<'a> {
     out: &'a Path,
     scratch: &'a Path,
     slow: &'a Path,
+    /// Size of the out disk ([`out_disk_bytes`]).
+    out_bytes: u64,
 }
 
 impl Disks<'_> {
     /// Empty (sparse) images of the sizes the guest checks.
     fn create(&self) -> Result<()> {
-        sparse_file(self.out, OUT_DISK_BYTES)?;
+        sparse_file(self.out, self.out_bytes)?;
         sparse_file(self.scratch, SCRATCH_DISK_BYTES)?;
         sparse_file(self.slow, SLOW_DISK_BYTES)
     }
@@ -1017,7 +1063,10 @@ fn read_rc(path: &Path) -> (Option<i32>, Option<String>) {
 fn read_outcome(dir: &Path, name: &str) -> ScenarioOutcome {
     let (probes_rc, _) = read_rc(&dir.parent().unwrap_or(dir).join("probes.rc"));
     let (refwatch_rc, refwatch_note) = read_rc(&dir.join("refwatch.rc"));
-    let (workload_rc, _) = read_rc(&dir.join("workload.rc"));
+    let (workload_rc, _) = match read_rc(&dir.join("workload.rc")) {
+        (None, _) => read_rc(&dir.join("selftest.rc")),
+        rc => rc,
+    };
     ScenarioOutcome {
         name: name.to_owned(),
         probes_rc,
@@ -1166,33 +1215,15 @@ truth_stop() {{
     TRUTH=""
 }}
 
-run_scenario() {{
+# refwatch_start S F: refwatch records scenario S with the extra flags F
+# into D=/out/S and is waited for until ready. Leaves RW (its pid, empty
+# when it already exited) and note (why it is not ready) for refwatch_stop.
+refwatch_start() {{
     S=$1
-    W=$2
-    F=$3
+    F=$2
     D=/out/$S
-    P=${{4:-{pages}}}
-    H=${{5:-{hold}}}
-    LATE=$6
-    case $W in
-        {slow_scenarios}) B=/dev/vdc ;;
-        *) B=/dev/vdb ;;
-    esac
     mkdir -p $D
     say "scenario $S start (uptime $(up) s)"
-    if [ -n "$LATE" ]; then
-        # refwatch starts once the workload holds its references, as a
-        # user attaches after the hang.
-        workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev $B --out $D/workload.json > $D/workload.out 2>&1 &
-        WL=$!
-        n=0
-        until grep -q "^workload: hold_start " $D/workload.out 2>/dev/null; do
-            n=$((n + 1))
-            [ $n -gt 600 ] && break
-            usleep 50000
-        done
-        say "scenario $S: workload holds, refwatch starts (uptime $(up) s)"
-    fi
     {refwatch} &
     RW=$!
     note=""
@@ -1220,6 +1251,54 @@ run_scenario() {{
         echo "note: $note" >> $D/refwatch.rc
         RW=""
     fi
+}}
+# refwatch_stop: SIGINT to refwatch, SIGKILL after {stop_secs} s; its exit
+# code (and any note) into $D/refwatch.rc.
+refwatch_stop() {{
+    [ -n "$RW" ] || return 0
+    kill -INT $RW 2>/dev/null
+    n=0
+    while kill -0 $RW 2>/dev/null; do
+        n=$((n + 1))
+        if [ $n -gt {stop_ticks} ]; then
+            kill -KILL $RW 2>/dev/null
+            note="${{note:+$note; }}SIGKILL after {stop_secs} s"
+            break
+        fi
+        usleep 100000
+    done
+    wait $RW
+    echo $? > $D/refwatch.rc
+    [ -n "$note" ] && echo "note: $note" >> $D/refwatch.rc
+    RW=""
+}}
+
+# run_scenario S W F [PAGES [HOLD [late]]]: workload W under refwatch
+# (flags F), with the page_ref ground truth; with "late", refwatch starts
+# only once the workload holds its references, as a user attaches after
+# the hang.
+run_scenario() {{
+    W=$2
+    P=${{4:-{pages}}}
+    H=${{5:-{hold}}}
+    LATE=$6
+    case $W in
+        {slow_scenarios}) B=/dev/vdc ;;
+        *) B=/dev/vdb ;;
+    esac
+    if [ -n "$LATE" ]; then
+        mkdir -p /out/$1
+        workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev $B --out /out/$1/workload.json > /out/$1/workload.out 2>&1 &
+        WL=$!
+        n=0
+        until grep -q "^workload: hold_start " /out/$1/workload.out 2>/dev/null; do
+            n=$((n + 1))
+            [ $n -gt 600 ] && break
+            usleep 50000
+        done
+        say "scenario $1: the workload holds, refwatch starts (uptime $(up) s)"
+    fi
+    refwatch_start $1 "$3"
     if [ -z "$LATE" ]; then
         truth_start
         workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev $B --out $D/workload.json > $D/workload.out 2>&1 &
@@ -1244,28 +1323,31 @@ run_scenario() {{
     echo $wrc > $D/workload.rc
     sleep 1
     truth_stop $D
-    if [ -n "$RW" ]; then
-        kill -INT $RW 2>/dev/null
-        n=0
-        while kill -0 $RW 2>/dev/null; do
-            n=$((n + 1))
-            if [ $n -gt {stop_ticks} ]; then
-                kill -KILL $RW 2>/dev/null
-                note="${{note:+$note; }}SIGKILL after {stop_secs} s"
-                break
-            fi
-            usleep 100000
-        done
-        wait $RW
-        echo $? > $D/refwatch.rc
-        [ -n "$note" ] && echo "note: $note" >> $D/refwatch.rc
-    fi
+    refwatch_stop
     say "scenario $S end: workload rc $wrc, refwatch rc $(head -n 1 $D/refwatch.rc) (uptime $(up) s)"
 }}
 
+# run_selftests S F: the kernel's HMM selftests (/bin/{hmm_tests}, the
+# kselftest harness) under refwatch (flags F) instead of a workload, killed
+# after {suite_secs} s. Each output line is kept with the uptime it was
+# read at (the harness flushes every line) in $D/selftest.out, so the
+# checks can tell which test ran when; the exit code goes to selftest.rc.
+run_selftests() {{
+    refwatch_start $1 "$2"
+    {{ timeout {suite_secs} {hmm_tests}{excluded}; echo $? > $D/selftest.rc; }} 2>&1 |
+        while IFS= read -r line; do
+            read t rest < /proc/uptime
+            echo "$t $line"
+        done > $D/selftest.out
+    src=$(cat $D/selftest.rc)
+    sleep 1
+    refwatch_stop
+    say "scenario $S end: {hmm_tests} rc $src, $(grep -a '# Totals:' $D/selftest.out | cut -d' ' -f3-), refwatch rc $(head -n 1 $D/refwatch.rc) (uptime $(up) s)"
+}}
+
 "#,
-        out_sectors = OUT_DISK_BYTES / 512,
-        out_mib = OUT_DISK_BYTES >> 20,
+        out_sectors = out_disk_bytes(run) / 512,
+        out_mib = out_disk_bytes(run) >> 20,
         scratch_sectors = SCRATCH_DISK_BYTES / 512,
         scratch_mib = SCRATCH_DISK_BYTES >> 20,
         slow_sectors = SLOW_DISK_BYTES / 512,
@@ -1282,10 +1364,16 @@ run_scenario() {{
         stop_ticks = u64::from(STOP_SECS) * 10,
         snap = DETECTOR_SECS + 1,
         stop_secs = STOP_SECS,
+        hmm_tests = crate::selftests::HMM_TESTS,
+        suite_secs = SELFTEST_SECS,
+        excluded = SELFTEST_EXCLUDED
+            .iter()
+            .map(|t| format!(" -T {t}"))
+            .collect::<String>(),
         hmm_check = if run
             .scenarios
             .iter()
-            .any(|s| HMM_SCENARIOS.contains(&split_variant(s).0))
+            .any(|s| s == SELFTESTS || HMM_SCENARIOS.contains(&split_variant(s).0))
         {
             "wait_for -c /dev/hmm_dmirror0 || fail \"/dev/hmm_dmirror0 did not appear (CONFIG_TEST_HMM)\"\n\
              say \"HMM test driver ready: $(ls /dev | grep hmm_dmirror | tr '\\n' ' ')\"\n"
@@ -1320,6 +1408,10 @@ run_scenario() {{
         for a in &run.refwatch_args {
             flags.push(' ');
             flags.push_str(a);
+        }
+        if scenario == SELFTESTS {
+            s.push_str(&format!("run_selftests {scenario} \"{}\"\n", flags.trim()));
+            continue;
         }
         let late = variant == Variant::Late;
         let tail = if late {
@@ -1586,6 +1678,7 @@ mod tests {
             out: Path::new("/o.img"),
             scratch: Path::new("/s.img"),
             slow: Path::new("/w.img"),
+            out_bytes: OUT_DISK_BYTES,
         };
         let args: Vec<String> = disk_args(&disks, 16, 3)
             .iter()
@@ -1607,6 +1700,39 @@ mod tests {
                 "-device",
                 "virtio-blk-pci,drive=slow,request-merging=off",
             ]
+        );
+    }
+
+    #[test]
+    fn selftests_run_the_kernels_suite_instead_of_a_workload() {
+        assert_eq!(scenarios_for(KernelId::Hmm7_2).last(), Some(&SELFTESTS));
+        for kernel in KernelId::ALL {
+            assert!(!scenarios_for(kernel).contains(&SELFTESTS), "{kernel}");
+        }
+        assert!(parse_scenario(SELFTESTS).is_ok());
+        assert!(parse_scenario("hmm-selftests+functions").is_err());
+        assert_eq!(run_flags(SELFTESTS), "", "refwatch's defaults");
+        let run = LabRun::new(KernelId::Hmm7_2, &["hmm-migrate", SELFTESTS]);
+        let init = init_script(&run, &[]);
+        assert!(
+            init.contains("\nrun_selftests hmm-selftests \"\"\n"),
+            "{init}"
+        );
+        assert!(!init.contains("\nrun_scenario hmm-selftests"));
+        assert!(init.contains(&format!(
+            "timeout {SELFTEST_SECS} hmm-tests -T benchmark_thp_migration;"
+        )));
+        assert!(init.contains("wait_for -c /dev/hmm_dmirror0 ||"));
+        assert_eq!(out_disk_bytes(&run), 1 << 30);
+        assert!(init.contains(&format!(
+            "\"{}\" ] || fail \"/dev/vda is not the 1024 MiB out disk",
+            (1u64 << 30) / 512
+        )));
+        let alone = LabRun::new(KernelId::Hmm7_2, &[SELFTESTS]);
+        assert!(init_script(&alone, &[]).contains("/dev/hmm_dmirror0"));
+        assert_eq!(
+            out_disk_bytes(&LabRun::new(KernelId::Hmm7_2, &["hmm-migrate"])),
+            OUT_DISK_BYTES
         );
     }
 

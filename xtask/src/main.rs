@@ -12,6 +12,7 @@ mod initramfs;
 mod kbuild;
 mod kernels;
 mod lab;
+mod selftests;
 mod setup;
 mod test;
 

@@ -26,6 +26,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "zstd",
 ];
 
+/// Debian packages that build the kernel's HMM selftest (`hmm-tests`, static)
+/// for the lab's `hmm-selftests` scenario: `make headers` in the kernel's
+/// source tree, then gcc against glibc's static libraries (libc6-dev).
+pub const SELFTEST_PACKAGES: &[&str] = &["gcc", "make", "libc6-dev"];
+
 /// The bpf-linker feature matching the nightly toolchain's LLVM major version.
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 
@@ -94,12 +99,10 @@ fn is_installed(package: &str) -> bool {
 }
 
 fn ensure_debian_packages(verbose: bool) -> Result<bool> {
-    let changed = install_missing(DEBIAN_PACKAGES, "setup")?;
+    let all = [DEBIAN_PACKAGES, SELFTEST_PACKAGES].concat();
+    let changed = install_missing(&all, "setup")?;
     if !changed && verbose {
-        println!(
-            "setup: Debian packages present: {}",
-            DEBIAN_PACKAGES.join(" ")
-        );
+        println!("setup: Debian packages present: {}", all.join(" "));
     }
     Ok(changed)
 }

@@ -190,7 +190,13 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
         if let Some(e) = report_error {
             problems.push(format!("no report.json: {e}"));
         }
-        let checked = if variant == lab::Variant::TinyRing || variant == lab::Variant::Late {
+        let checked = if *s == lab::SELFTESTS {
+            if report_error.is_none() {
+                checks::selftests::check_selftests(&refwatch, &name, &dir)
+            } else {
+                Ok(Vec::new())
+            }
+        } else if variant == lab::Variant::TinyRing || variant == lab::Variant::Late {
             match (report_error, variant) {
                 (Some(_), _) => Ok(Vec::new()),
                 (None, lab::Variant::TinyRing) => checks::report::check_tiny_ring(&refwatch, &dir),
@@ -219,9 +225,11 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
             Ok(p) => problems.extend(p),
             Err(e) => problems.push(format!("{e:#}")),
         }
+        // hmm-selftests has no workload.json; its report is judged above.
         if report_error.is_none()
             && variant != lab::Variant::TinyRing
             && variant != lab::Variant::Late
+            && *s != lab::SELFTESTS
         {
             match checks::report::check_report(&refwatch, &name, workload, functions, &dir) {
                 Ok(p) => problems.extend(p),

@@ -11,13 +11,15 @@
 //!   kernel's fs-dax refcount rules;
 //! - [`hmm`]: the device-private scenarios' events, migrations and frees;
 //! - [`report`]: refwatch's own report (`report.json`, `--fail-on-stuck`);
-//! - [`groundtruth`]: the comparison with the page_ref tracepoints.
+//! - [`groundtruth`]: the comparison with the page_ref tracepoints;
+//! - [`selftests`]: the kernel's HMM selftests under refwatch (`hmm-selftests`).
 
 pub mod fsdax;
 pub mod groundtruth;
 pub mod hmm;
 pub mod probes;
 pub mod report;
+pub mod selftests;
 
 use std::{collections::BTreeMap, fs, path::Path};
 

@@ -12,7 +12,7 @@ use super::{Workload, facts, ms_from, read_events, read_workload};
 const NAMED_MIN_PERCENT: usize = 95;
 
 /// Exit code of `refwatch report --fail-on-stuck FILE`.
-fn fail_on_stuck(refwatch: &Path, file: &Path) -> Result<i32> {
+pub(super) fn fail_on_stuck(refwatch: &Path, file: &Path) -> Result<i32> {
     let out = Command::new(refwatch)
         .arg("report")
         .arg("--fail-on-stuck")
