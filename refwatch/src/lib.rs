@@ -21,6 +21,8 @@ pub mod layout;
 pub mod loader;
 pub mod logging;
 pub mod plan;
+#[cfg(test)]
+mod pointer_tests;
 pub mod recording;
 pub mod report;
 pub mod rules;

@@ -117,6 +117,16 @@ impl Recording {
         })
     }
 
+    /// Hides the kernel addresses of every event
+    /// ([`JsonEvent::hide_kernel_addresses`]).
+    pub fn hide_kernel_addresses(&mut self) {
+        for l in &mut self.lines {
+            if let Line::Event(e) = l {
+                e.hide_kernel_addresses();
+            }
+        }
+    }
+
     /// Latest monotonic time in the recording.
     pub fn end_ns(&self) -> u64 {
         self.lines
