@@ -16,7 +16,7 @@ use crate::{
     checks, cmd,
     kernels::KernelId,
     lab::{self, LabRun},
-    setup,
+    pointer_scan, setup,
 };
 
 /// What `cargo xtask test` runs.
@@ -186,6 +186,10 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
         let mut problems = Vec::new();
         if let Err(e) = &rc {
             problems.push(format!("{e:#}"));
+        }
+        match pointer_scan::check(&refwatch, &dir) {
+            Ok(p) => problems.extend(p),
+            Err(e) => problems.push(format!("{e:#}")),
         }
         let checked = if workload.starts_with("hmm-") {
             checks::check_hmm(workload, functions, &dir)
