@@ -4,7 +4,7 @@
 //! enums: kinds are `u32` values with stable numbers, decoded on the user side
 //! with `TryFrom<u32>`. The size of every wire struct is pinned by a `const`
 //! assertion so both sides agree.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// Deepest kernel stack an event carries (frames).
 pub const MAX_STACK: usize = 24;
@@ -129,6 +129,199 @@ pub mod hook {
     pub const COUNT: u32 = 36;
 }
 
+/// What `Event::ret` holds: the hooked function's return value, by its
+/// return type, recorded as what it means. A pointer is a pointer whatever
+/// field it sits in: no `ret` is ever a kernel address.
+pub mod ret {
+    use super::hook;
+
+    /// Largest errno an `ERR_PTR` or an `int` carries (`MAX_ERRNO`).
+    pub const MAX_ERRNO: i64 = 4095;
+
+    /// The function returns nothing: no `ret` (whatever is left in the
+    /// return register is not a value, and may be a pointer).
+    pub const VOID: u32 = 0;
+    /// `int`, `pid_t`: the low 32 bits, sign-extended (a count, a pid, 0 or
+    /// an errno); none when that is below `-MAX_ERRNO`, which no such
+    /// function returns (the register did not hold an `int`).
+    pub const INT: u32 = 1;
+    /// `bool`: 0 or 1, from the low byte (the rest of the register is not
+    /// part of the value).
+    pub const BOOL: u32 = 2;
+    /// An unsigned 32-bit code (`vm_fault_t`): the low 32 bits.
+    pub const U32: u32 = 3;
+    /// A pointer: 0 for NULL (failure), the errno for an `ERR_PTR`
+    /// (`-MAX_ERRNO..=-1`), 1 for any other pointer (success).
+    pub const POINTER: u32 = 4;
+
+    /// The return type of the function behind `hook`.
+    pub const fn type_of(hook: u32) -> u32 {
+        match hook {
+            // `struct folio *try_grab_folio_fast(struct page *, …)`,
+            // `struct folio *try_grab_folio(struct page *, …)` (≤6.6.46),
+            // `struct page *dax_layout_busy_page_range(…)`,
+            // `void *memremap_pages(…)`.
+            hook::TRY_GRAB_FOLIO_FAST
+            | hook::TRY_GRAB_FOLIO_PAGE
+            | hook::DAX_LAYOUT_BUSY
+            | hook::MEMREMAP => POINTER,
+            hook::PUT_DEVMAP_REFS => BOOL,
+            // `try_grab_page` is `bool` before 6.2 and `int` after; `INT`
+            // reads both (1 or 0 on success).
+            hook::TRY_GRAB_FOLIO
+            | hook::TRY_GRAB_PAGE
+            | hook::KERNEL_CLONE
+            | hook::FOLIO_MIGRATE_MAPPING => INT,
+            hook::MAP_INSERT | hook::MAP_INSERT_PMD | hook::MAP_INSERT_PUD => U32,
+            _ => VOID,
+        }
+    }
+
+    /// What an event of `hook` records as `ret` for the raw return register
+    /// `raw`.
+    #[inline(always)]
+    pub const fn value(hook: u32, raw: i64) -> Option<i64> {
+        match type_of(hook) {
+            POINTER => Some(if raw == 0 {
+                0
+            } else if raw < 0 && raw >= -MAX_ERRNO {
+                raw
+            } else {
+                1
+            }),
+            INT => {
+                let v = raw as i32 as i64;
+                if v < -MAX_ERRNO { None } else { Some(v) }
+            }
+            BOOL => Some((raw as u8 != 0) as i64),
+            U32 => Some(raw as u32 as i64),
+            _ => None,
+        }
+    }
+}
+
+/// Kernel addresses: which numbers are ones, so that no output shows one
+/// unless asked (`--raw-pointers`), and checks can look for any in text.
+pub mod kaddr {
+    /// Lowest kernel address: the kernel half of a 57-bit address space
+    /// (5-level paging, where `vmemmap` sits at e.g. `0xff93…`); with 4-level
+    /// paging it starts higher, at `0xffff_8000_0000_0000`.
+    pub const START: u64 = 0xff00_0000_0000_0000;
+    /// Highest: the last page is the `ERR_PTR` range (-4095..=-1).
+    pub const END: u64 = (-4096i64) as u64;
+
+    /// Whether `v` is in the kernel address range (as an `i64`: from
+    /// -2^56 to -4096).
+    pub const fn is_kernel_address(v: u64) -> bool {
+        v >= START && v <= END
+    }
+
+    /// [`is_kernel_address`] of a signed value.
+    pub const fn is_kernel_address_i64(v: i64) -> bool {
+        is_kernel_address(v as u64)
+    }
+
+    /// Every spelling of a kernel address in `text`, as it is written there:
+    /// decimal, signed (`-30611519316131840`) or unsigned
+    /// (`18416132554393419776`); hex with `0x` (`0xff933efc41208000`) or as a
+    /// bare 16-digit word (`ffffea0001234500`). Numbers are whole words:
+    /// digits inside a name (`bpf_trampoline_6442501886`, a hash) are not
+    /// numbers.
+    pub fn spellings(text: &str) -> Spellings<'_> {
+        Spellings { text, at: 0 }
+    }
+
+    /// The iterator of [`spellings`].
+    #[derive(Debug, Clone)]
+    pub struct Spellings<'a> {
+        text: &'a str,
+        at: usize,
+    }
+
+    fn is_word(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b == b'_'
+    }
+
+    /// End of the word that starts at `from`.
+    fn word_end(b: &[u8], from: usize) -> usize {
+        let mut j = from;
+        while j < b.len() && is_word(b[j]) {
+            j += 1;
+        }
+        j
+    }
+
+    fn hex_value(digits: &[u8]) -> Option<u64> {
+        if digits.is_empty() || digits.len() > 16 {
+            return None;
+        }
+        let mut v: u64 = 0;
+        for d in digits {
+            let x = match d {
+                b'0'..=b'9' => d - b'0',
+                b'a'..=b'f' => d - b'a' + 10,
+                b'A'..=b'F' => d - b'A' + 10,
+                _ => return None,
+            };
+            v = v << 4 | x as u64;
+        }
+        Some(v)
+    }
+
+    fn decimal_value(digits: &[u8]) -> Option<u64> {
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut v: u64 = 0;
+        for d in digits {
+            v = v.checked_mul(10)?.checked_add((d - b'0') as u64)?;
+        }
+        Some(v)
+    }
+
+    /// Whether the word `w` (after a `-` when `neg`) spells a kernel address.
+    fn word_is_kernel_address(w: &[u8], neg: bool) -> bool {
+        if let Some(v) = decimal_value(w) {
+            return if neg {
+                v <= 1 << 63 && is_kernel_address((v as i64).wrapping_neg() as u64)
+            } else {
+                is_kernel_address(v)
+            };
+        }
+        if neg {
+            return false;
+        }
+        if let [b'0', b'x' | b'X', hex @ ..] = w {
+            return hex_value(hex).is_some_and(is_kernel_address);
+        }
+        w.len() == 16 && hex_value(w).is_some_and(is_kernel_address)
+    }
+
+    impl<'a> Iterator for Spellings<'a> {
+        type Item = &'a str;
+
+        fn next(&mut self) -> Option<&'a str> {
+            let b = self.text.as_bytes();
+            while self.at < b.len() {
+                let i = self.at;
+                let neg = b[i] == b'-' && b.get(i + 1).is_some_and(u8::is_ascii_digit);
+                let starts_word = is_word(b[i]) && (i == 0 || !is_word(b[i - 1]));
+                if !neg && !starts_word {
+                    self.at += 1;
+                    continue;
+                }
+                let from = if neg { i + 1 } else { i };
+                let end = word_end(b, from);
+                self.at = end;
+                if word_is_kernel_address(&b[from..end], neg) {
+                    return self.text.get(i..end);
+                }
+            }
+            None
+        }
+    }
+}
+
 /// `Event::flags` bits.
 pub mod flags {
     /// `refcount_before` is valid.
@@ -178,7 +371,8 @@ pub struct Event {
     pub pfn: u64,
     /// Kernel address of the `struct page`. Never shown unless asked (KASLR).
     pub page: u64,
-    /// Return value of the hooked function where `HAS_RET`.
+    /// What the hooked function returned, where `HAS_RET`: its value as
+    /// [`ret::value`] records it (never a pointer).
     pub ret: i64,
     /// Kind-specific: the `refs` argument of put/grab paths, the busy range
     /// start, or a migration's destination PFN (+1; 0 = none).
@@ -468,4 +662,109 @@ mod user {
     unsafe impl aya::Pod for super::KernelLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PeekBatch {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hook, kaddr, ret};
+
+    #[test]
+    fn pointer_returns_record_their_meaning() {
+        for h in [hook::TRY_GRAB_FOLIO_FAST, hook::TRY_GRAB_FOLIO_PAGE] {
+            assert_eq!(ret::value(h, 0), Some(0));
+            assert_eq!(ret::value(h, -12), Some(-12));
+            assert_eq!(ret::value(h, -4095), Some(-4095));
+            assert_eq!(ret::value(h, 0xffffea0001234500u64 as i64), Some(1));
+            assert_eq!(ret::value(h, 0xff933efc41208000u64 as i64), Some(1));
+            assert_eq!(ret::value(h, -4096), Some(1));
+        }
+    }
+
+    #[test]
+    fn no_ret_is_a_kernel_address() {
+        let raws = [
+            0,
+            1,
+            -1,
+            -11,
+            -4095,
+            -4096,
+            4242,
+            0xffffea0001234500u64 as i64,
+            0xff933efc41208000u64 as i64,
+            0xffff_ffff_8123_4567u64 as i64,
+            0x0000_0001_ffff_fff2,
+            i64::MIN,
+            i64::MAX,
+        ];
+        for h in 0..hook::COUNT {
+            for raw in raws {
+                if let Some(v) = ret::value(h, raw) {
+                    assert!(
+                        !kaddr::is_kernel_address_i64(v),
+                        "hook {h} raw {raw:#x}: {v}"
+                    );
+                }
+            }
+        }
+        // What each type keeps.
+        assert_eq!(
+            ret::value(hook::GUP_PUT_FOLIO, 0xffffea0001234500u64 as i64),
+            None
+        );
+        assert_eq!(
+            ret::value(hook::PUT_DEVMAP_REFS, 0xffffea0001234501u64 as i64),
+            Some(1)
+        );
+        assert_eq!(
+            ret::value(hook::PUT_DEVMAP_REFS, 0xffffea0001234500u64 as i64),
+            Some(0)
+        );
+        assert_eq!(ret::value(hook::TRY_GRAB_FOLIO, 0xffff_fff4), Some(-12));
+        assert_eq!(
+            ret::value(hook::TRY_GRAB_PAGE, 0xffff_ffff_8123_4501u64 as i64),
+            None
+        );
+        assert_eq!(ret::value(hook::KERNEL_CLONE, 4242), Some(4242));
+        assert_eq!(ret::value(hook::MAP_INSERT, 0x100), Some(0x100));
+    }
+
+    #[test]
+    fn the_kernel_address_range() {
+        assert!(kaddr::is_kernel_address(0xffff_8000_0000_0000));
+        assert!(kaddr::is_kernel_address(0xffffea0001234500));
+        assert!(kaddr::is_kernel_address(0xff933efc41208000));
+        assert!(kaddr::is_kernel_address(0xffff_ffff_8100_0000));
+        assert!(kaddr::is_kernel_address_i64(-4096));
+        assert!(!kaddr::is_kernel_address_i64(-4095));
+        assert!(!kaddr::is_kernel_address_i64(-1));
+        assert!(!kaddr::is_kernel_address(0x40000));
+        assert!(!kaddr::is_kernel_address(0x00ff_ffff_ffff_ffff));
+        assert!(!kaddr::is_kernel_address(0x7fff_ffff_ffff_ffff));
+    }
+
+    #[test]
+    fn spellings_of_kernel_addresses() {
+        let found = |t: &'static str| kaddr::spellings(t).collect::<std::vec::Vec<_>>();
+        assert_eq!(
+            found(r#"{"ret":-30611519316131840,"pfn":295936}"#),
+            ["-30611519316131840"]
+        );
+        assert_eq!(found("ret=18416132554393419776;"), ["18416132554393419776"]);
+        assert_eq!(
+            found("a+0x5 (0xffffffff81000005), 0xFFFFEA0001234500"),
+            ["0xffffffff81000005", "0xFFFFEA0001234500"]
+        );
+        assert_eq!(found("page ffffea0001234500\n"), ["ffffea0001234500"]);
+        // Not addresses, or not whole numbers.
+        for t in [
+            "pfn 0x40000, ts 123456789012, ret -11, -4095, 0x0",
+            "bpf_trampoline_6442501886 bpf_prog_ffffea0001234500_x",
+            "ffffea0001234500ff 0xffffea000123450000 x18416132554393419776",
+            "184467440737095516160 -4095 - -",
+            "0x00ffffffffffffff 72057594037927935",
+        ] {
+            assert!(found(t).is_empty(), "{t}: {:?}", found(t));
+        }
+    }
 }

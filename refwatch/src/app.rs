@@ -274,7 +274,7 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let r = report::build(&rec, th)?;
+    let r = report::build(&rec, th, args.raw_pointers)?;
     if args.json {
         println!(
             "{}",
@@ -320,7 +320,7 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
             let mut f = std::io::BufWriter::new(
                 fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?,
             );
-            let n = export::write(args.format, events, &mut f)?;
+            let n = export::write(args.format, events, &mut f, args.raw_pointers)?;
             std::io::Write::flush(&mut f).context("flush export")?;
             drop(f);
             fs::rename(&tmp, p).with_context(|| format!("write {}", p.display()))?;
@@ -330,7 +330,7 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
         None => {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            export::write(args.format, events, &mut lock)?
+            export::write(args.format, events, &mut lock, args.raw_pointers)?
         }
     };
     if n == 0 {

@@ -73,6 +73,10 @@ pub struct ReportArgs {
     /// were lost.
     #[arg(long)]
     pub fail_on_stuck: bool,
+    /// Show the kernel addresses the recording holds (made with
+    /// --raw-pointers, or by an earlier version); hidden by default.
+    #[arg(long)]
+    pub raw_pointers: bool,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
 }
@@ -92,6 +96,10 @@ pub struct ExportArgs {
     /// Write here instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Show the kernel addresses the recording holds (made with
+    /// --raw-pointers, or by an earlier version); hidden by default.
+    #[arg(long)]
+    pub raw_pointers: bool,
 }
 
 /// Detector thresholds (seconds); a recording keeps the ones it was made with.

@@ -66,8 +66,29 @@ pub fn parse_pfns(spec: &str) -> Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
-/// Writes `events` in `format`.
+/// Writes `events` in `format`. Kernel addresses in them are hidden
+/// ([`JsonEvent::hide_kernel_addresses`]) unless `raw_pointers`.
 pub fn write<'a>(
+    format: ExportFormat,
+    events: impl Iterator<Item = &'a JsonEvent>,
+    out: &mut dyn Write,
+    raw_pointers: bool,
+) -> Result<usize> {
+    if raw_pointers {
+        return write_as_is(format, events, out);
+    }
+    let hidden: Vec<JsonEvent> = events
+        .map(|e| {
+            let mut e = e.clone();
+            e.hide_kernel_addresses();
+            e
+        })
+        .collect();
+    write_as_is(format, hidden.iter(), out)
+}
+
+/// [`write`] of the events as they are.
+fn write_as_is<'a>(
     format: ExportFormat,
     events: impl Iterator<Item = &'a JsonEvent>,
     out: &mut dyn Write,
@@ -308,6 +329,7 @@ pub fn perfetto(events: &[&JsonEvent]) -> serde_json::Value {
                 "refcount_after": e.refcount_after,
                 "task": format!("{} ({})", e.comm, e.tgid),
                 "symbol": e.symbol,
+                "ret": e.ret,
                 "owner": e.owner,
                 "migration": e.migration,
                 "stack": e.stack.join("\n"),
@@ -368,7 +390,7 @@ mod tests {
         let ev = events();
         let mut buf = Vec::new();
         assert_eq!(
-            write(ExportFormat::Jsonl, ev.iter(), &mut buf).expect("write"),
+            write(ExportFormat::Jsonl, ev.iter(), &mut buf, false).expect("write"),
             4
         );
         let back: Vec<JsonEvent> = String::from_utf8(buf)
@@ -383,7 +405,7 @@ mod tests {
     fn csv_round_trip() {
         let ev = events();
         let mut buf = Vec::new();
-        write(ExportFormat::Csv, ev.iter(), &mut buf).expect("write");
+        write(ExportFormat::Csv, ev.iter(), &mut buf, false).expect("write");
         let text = String::from_utf8(buf).expect("utf8");
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some(CSV_HEADER.join(",").as_str()));
@@ -415,7 +437,7 @@ mod tests {
     fn new_fields_round_trip_through_every_format() {
         let ev = device_events();
         let mut buf = Vec::new();
-        write(ExportFormat::Csv, ev.iter(), &mut buf).expect("write");
+        write(ExportFormat::Csv, ev.iter(), &mut buf, false).expect("write");
         let text = String::from_utf8(buf).expect("utf8");
         let back: Vec<JsonEvent> = text
             .lines()
@@ -424,7 +446,7 @@ mod tests {
             .collect();
         assert_eq!(back, ev);
         let mut buf = Vec::new();
-        write(ExportFormat::Jsonl, ev.iter(), &mut buf).expect("write");
+        write(ExportFormat::Jsonl, ev.iter(), &mut buf, false).expect("write");
         let back: Vec<JsonEvent> = String::from_utf8(buf)
             .expect("utf8")
             .lines()
@@ -432,7 +454,7 @@ mod tests {
             .collect();
         assert_eq!(back, ev);
         let mut buf = Vec::new();
-        write(ExportFormat::Perfetto, ev.iter(), &mut buf).expect("write");
+        write(ExportFormat::Perfetto, ev.iter(), &mut buf, false).expect("write");
         let v: serde_json::Value = serde_json::from_slice(&buf).expect("json");
         let te = v["traceEvents"].as_array().expect("array");
         let fork = te.iter().find(|e| e["name"] == "fork").expect("fork");
@@ -449,7 +471,7 @@ mod tests {
     fn perfetto_has_a_counter_track_per_pfn() {
         let ev = events();
         let mut buf = Vec::new();
-        write(ExportFormat::Perfetto, ev.iter(), &mut buf).expect("write");
+        write(ExportFormat::Perfetto, ev.iter(), &mut buf, false).expect("write");
         let v: serde_json::Value = serde_json::from_slice(&buf).expect("json");
         let te = v["traceEvents"].as_array().expect("array");
         let counters: Vec<_> = te.iter().filter(|e| e["ph"] == "C").collect();

@@ -1,6 +1,7 @@
 //! The JSON Lines export: one event per line. Field names and meanings are
 //! stable (documented in the README); later versions only add fields.
 
+use refwatch_common::kaddr;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -26,6 +27,8 @@ pub struct JsonEvent {
     pub nr_pages: u32,
     /// Kernel function the event was seen in.
     pub symbol: String,
+    /// What the hooked function returned (`refwatch_common::ret`); never a
+    /// kernel address unless raw pointers were asked for.
     pub ret: Option<i64>,
     /// Kernel stack as `symbol+0xoff`, innermost first.
     pub stack: Vec<String>,
@@ -106,7 +109,7 @@ fn json_with(
     stack: Vec<String>,
     owner: Option<String>,
 ) -> JsonEvent {
-    JsonEvent {
+    let mut j = JsonEvent {
         ts_ns: ev.ts_ns,
         cpu: ev.cpu,
         pid: ev.pid,
@@ -127,7 +130,12 @@ fn json_with(
         late: ev.late,
         forking: ev.forking,
         page: fmt.raw_pointers.then(|| format!("{:#x}", ev.page)),
+    };
+    if !fmt.raw_pointers {
+        // Stacks and owner are names here; the numbers are what is left.
+        j.hide_kernel_numbers();
     }
+    j
 }
 
 /// Default bound on the addresses a [`Symbolizer`] remembers.
@@ -243,6 +251,51 @@ impl JsonEvent {
     pub fn kind(&self) -> Option<Kind> {
         Kind::from_name(&self.event)
     }
+
+    /// Hides every kernel address the event shows, leaving what it shows
+    /// without `--raw-pointers`: a number in the kernel address range
+    /// ([`kaddr`]: `ret`, a migration's `dst_pfn`) becomes `null`, the raw
+    /// `page` goes, and a frame or owner written with its address keeps its
+    /// symbol only (`?` when it has none). Events of recordings made with
+    /// `--raw-pointers`, or before the kernel side recorded what a returned
+    /// pointer means instead of the pointer, go through this before they
+    /// are shown.
+    pub fn hide_kernel_addresses(&mut self) {
+        self.hide_kernel_numbers();
+        self.page = None;
+        for f in &mut self.stack {
+            hide_in_name(f);
+        }
+        if let Some(o) = &mut self.owner {
+            hide_in_name(o);
+        }
+    }
+
+    /// The numbers of [`JsonEvent::hide_kernel_addresses`].
+    fn hide_kernel_numbers(&mut self) {
+        if self.ret.is_some_and(kaddr::is_kernel_address_i64) {
+            self.ret = None;
+        }
+        if let Some(m) = &mut self.migration
+            && m.dst_pfn.is_some_and(kaddr::is_kernel_address)
+        {
+            m.dst_pfn = None;
+        }
+    }
+}
+
+/// A name written with a kernel address (`symbol+0x10 (0xffff…)`, or the
+/// address alone) without it: the symbol, or `?`.
+fn hide_in_name(s: &mut String) {
+    if kaddr::spellings(s).next().is_none() {
+        return;
+    }
+    let name = s.rsplit_once(" (").map_or("", |(name, _)| name);
+    *s = if name.is_empty() || kaddr::spellings(name).next().is_some() {
+        "?".to_string()
+    } else {
+        name.to_string()
+    };
 }
 
 /// Rebuilds the decoded form of an exported event for replays. Stacks stay

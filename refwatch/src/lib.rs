@@ -23,6 +23,8 @@ pub mod logging;
 pub mod output;
 pub mod peek;
 pub mod plan;
+#[cfg(test)]
+mod pointer_tests;
 pub mod recording;
 pub mod report;
 pub mod rules;

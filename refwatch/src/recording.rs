@@ -124,6 +124,16 @@ impl Recording {
         })
     }
 
+    /// Hides the kernel addresses of every event
+    /// ([`JsonEvent::hide_kernel_addresses`]).
+    pub fn hide_kernel_addresses(&mut self) {
+        for l in &mut self.lines {
+            if let Line::Event(e) = l {
+                e.hide_kernel_addresses();
+            }
+        }
+    }
+
     /// Latest monotonic time in the recording.
     pub fn end_ns(&self) -> u64 {
         self.lines
@@ -347,7 +357,7 @@ mod tests {
                 dropped: 1,
             },
         ];
-        let r = crate::report::build(&parse(&write(&lines)[..], "x").expect("parse"), None)
+        let r = crate::report::build(&parse(&write(&lines)[..], "x").expect("parse"), None, false)
             .expect("report");
         assert_eq!((r.dropped, r.unknown_at_end.clone()), (1, vec![0x1234]));
         assert!(r.episodes.is_empty() && r.stuck_at_end.is_empty());
@@ -364,7 +374,7 @@ mod tests {
                 dropped: 0,
             },
         ];
-        let r = crate::report::build(&parse(&write(&lines)[..], "x").expect("parse"), None)
+        let r = crate::report::build(&parse(&write(&lines)[..], "x").expect("parse"), None, false)
             .expect("report");
         assert_eq!(r.stuck_at_end, vec![0x1234]);
         assert_eq!(r.fail_on_stuck_code(), crate::report::EXIT_STUCK);

@@ -115,14 +115,21 @@ pub fn apply_gap(t: &mut Tracker, ts_ns: u64, pfn: Option<u64>) {
     }
 }
 
-/// Builds the report; `thresholds` overrides the recorded ones.
-pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> {
+/// Builds the report; `thresholds` overrides the recorded ones. Kernel
+/// addresses the recording holds are hidden
+/// ([`JsonEvent::hide_kernel_addresses`]) unless `raw_pointers`.
+pub fn build(
+    rec: &Recording,
+    thresholds: Option<Thresholds>,
+    raw_pointers: bool,
+) -> Result<Report> {
     let th = thresholds.unwrap_or(rec.header.thresholds);
     let mut t = Tracker::new(rec.header.rules.clone(), th, 64, usize::MAX);
     // Losses are known up to each tick: the detectors judge no further.
     t.set_loss_horizon(rec.header.started_ns);
     let mut by_key: HashMap<(u64, u64, u32), &JsonEvent> = HashMap::new();
-    let mut owners: HashMap<u64, &str> = HashMap::new();
+    // The last event of each PFN that named its owner.
+    let mut owners: HashMap<u64, &JsonEvent> = HashMap::new();
     for line in &rec.lines {
         match line {
             Line::Event(j) => {
@@ -130,8 +137,8 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
                     bail!("recording has an unknown event name {:?}", j.event);
                 };
                 by_key.insert((j.pfn, j.ts_ns, j.pid), j);
-                if let Some(o) = &j.owner {
-                    owners.insert(j.pfn, o);
+                if j.owner.is_some() {
+                    owners.insert(j.pfn, j);
                 }
                 t.apply(&ev);
             }
@@ -144,7 +151,14 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
         }
     }
     t.advance(rec.end_ns());
-    let json_of = |pfn: u64, ts: u64, pid: u32| by_key.get(&(pfn, ts, pid)).map(|j| (*j).clone());
+    let shown = |j: &JsonEvent| {
+        let mut j = j.clone();
+        if !raw_pointers {
+            j.hide_kernel_addresses();
+        }
+        j
+    };
+    let json_of = |pfn: u64, ts: u64, pid: u32| by_key.get(&(pfn, ts, pid)).map(|j| shown(j));
     let episodes: Vec<EpisodeOut> = t
         .episodes
         .iter()
@@ -152,7 +166,7 @@ pub fn build(rec: &Recording, thresholds: Option<Thresholds>) -> Result<Report> 
             pfn: e.pfn,
             pgmap_type: pgmap_name(e.pgmap_type).into(),
             detector: e.detector.name().into(),
-            owner: owners.get(&e.pfn).map(|o| (*o).to_string()),
+            owner: owners.get(&e.pfn).and_then(|j| shown(j).owner),
             reason: e.reason.clone(),
             start_ns: e.start_ns,
             detected_ns: e.detected_ns,

@@ -12,6 +12,7 @@ mod initramfs;
 mod kbuild;
 mod kernels;
 mod lab;
+mod pointer_scan;
 mod selftests;
 mod setup;
 mod test;

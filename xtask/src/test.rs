@@ -15,7 +15,7 @@ use crate::{
     checks, cmd,
     kernels::KernelId,
     lab::{self, LabRun},
-    setup,
+    pointer_scan, setup,
 };
 
 /// What `cargo xtask test` runs.
@@ -189,6 +189,10 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
             .and_then(|o| o.report_error.as_ref());
         if let Some(e) = report_error {
             problems.push(format!("no report.json: {e}"));
+        }
+        match pointer_scan::check(&refwatch, &dir) {
+            Ok(p) => problems.extend(p),
+            Err(e) => problems.push(format!("{e:#}")),
         }
         let checked = if *s == lab::SELFTESTS {
             if report_error.is_none() {

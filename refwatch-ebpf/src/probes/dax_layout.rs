@@ -7,6 +7,9 @@
 //!   the file system's wait callback, called each time the breaking task
 //!   goes to sleep until that page is idle; the page is the one
 //!   `dax_layout_busy_page_range` returned last on the thread.
+//!
+//! The returned page pointer only picks the page: the events carry its PFN,
+//! no `ret`, and as `aux` the range start (a file offset).
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{fentry, fexit, kprobe, kretprobe, map},

@@ -7,7 +7,9 @@
 //!
 //! The event is decided from the refcount change, not the return value, so one
 //! body serves every prototype; userspace picks the hook id by the BTF
-//! prototype of the first argument.
+//! prototype of the first argument. The two that return a folio record what
+//! it means as `ret` (1: the folio, 0: NULL, or the errno of an `ERR_PTR`),
+//! never its address (`refwatch_common::ret`).
 use refwatch_common::hook;
 
 super::entry_exit!(

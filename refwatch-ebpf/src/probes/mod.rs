@@ -21,7 +21,7 @@ mod ram_gets;
 mod unpin;
 
 use aya_ebpf::EbpfContext;
-use refwatch_common::{counter, hook, kind};
+use refwatch_common::{counter, hook, kind, ret};
 
 use crate::{
     INFLIGHT,
@@ -202,9 +202,16 @@ pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
     }
 }
 
-/// Exit of a hook: emit the event its entry prepared.
+/// Exit of a hook: emit the event its entry prepared. `ret` is the raw
+/// return register; the event records what it means for the hook's return
+/// type ([`ret::value`]): nothing for a `void` function, 0, an errno or 1
+/// for a pointer, never the address.
 #[inline(always)]
 pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
+    let ret = match ret {
+        Some(raw) => ret::value(hook, raw),
+        None => None,
+    };
     let k = key(hook);
     // SAFETY: the entry is only touched by this thread (the key holds the tid).
     let Some(p) = (unsafe { INFLIGHT.get(k) }).copied() else {

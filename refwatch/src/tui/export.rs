@@ -50,17 +50,19 @@ fn create(dir: &Path, label: &str, format: ExportFormat) -> Result<(PathBuf, Fil
     bail!("no free file name for the export in {}", dir.display())
 }
 
-/// Writes `events` to a new file in `dir`; returns its path and the number of events.
+/// Writes `events` to a new file in `dir`; returns its path and the number
+/// of events. Kernel addresses are hidden unless `raw_pointers`.
 pub fn write<'a>(
     dir: &Path,
     label: &str,
     format: ExportFormat,
     events: impl Iterator<Item = &'a JsonEvent>,
+    raw_pointers: bool,
 ) -> Result<(PathBuf, usize)> {
     let (path, f) = create(dir, label, format)?;
     let result = (|| -> Result<usize> {
         let mut w = BufWriter::new(f);
-        let n = export::write(format, events, &mut w)?;
+        let n = export::write(format, events, &mut w, raw_pointers)?;
         w.flush().context("flush export")?;
         Ok(n)
     })();

@@ -353,7 +353,13 @@ pub async fn run_live(
                 Some(Command::Quit) => break End::Stop,
                 Some(Command::Export(req)) => {
                     let events = export::live_events(&c.tracker, &req.pfns, &hooks, syms, format);
-                    let r = export::write(&app.export_dir, &req.label, req.format, events.iter());
+                    let r = export::write(
+                        &app.export_dir,
+                        &req.label,
+                        req.format,
+                        events.iter(),
+                        format.raw_pointers,
+                    );
                     let (m, err) = export_message(r);
                     if err {
                         log::warn!("{m}");
@@ -391,7 +397,9 @@ pub fn run_replay(args: &ReplayArgs) -> Result<ExitCode> {
             args.speed
         );
     }
-    let rec = recording::read(&args.file)?;
+    let mut rec = recording::read(&args.file)?;
+    // The detail pane shows the recorded stacks as they are.
+    rec.hide_kernel_addresses();
     let thresholds = if args.thresholds.any() {
         args.thresholds.apply(rec.header.thresholds)?
     } else {
@@ -508,6 +516,7 @@ async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<(Replay, En
                     &req.label,
                     req.format,
                     replay.events_of(&set),
+                    false,
                 );
                 let (m, err) = export_message(r);
                 app.set_message(m, err);

@@ -590,13 +590,15 @@ fn export_writes_the_file_and_says_where() {
     assert_eq!(events[0].symbol, "try_grab_folio");
     assert_eq!(events[0].stack[0], "try_grab_folio+0x1a");
     let (path, n) =
-        super::export::write(&dir, "pfn-0x40030", ExportFormat::Csv, events.iter()).expect("write");
+        super::export::write(&dir, "pfn-0x40030", ExportFormat::Csv, events.iter(), false)
+            .expect("write");
     assert_eq!(n, 2);
     let text = std::fs::read_to_string(&path).expect("read");
     assert_eq!(text.lines().count(), 3, "{text}");
     // A second export in the same second gets a new name.
     let (again, _) =
-        super::export::write(&dir, "pfn-0x40030", ExportFormat::Csv, events.iter()).expect("write");
+        super::export::write(&dir, "pfn-0x40030", ExportFormat::Csv, events.iter(), false)
+            .expect("write");
     assert_ne!(path, again);
     std::fs::remove_dir_all(&dir).ok();
 }
