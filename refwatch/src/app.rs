@@ -312,19 +312,20 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
         },
         types: args.types.clone(),
     };
+    // Before the recording is read: a refused output costs nothing.
+    let mut out = match &args.output {
+        Some(p) => Some(crate::output::Output::create(p, Some(&args.file))?),
+        None => None,
+    };
     let rec = recording::read(&args.file)?;
     let events = rec.events().filter(|e| filter.keeps(e));
-    let n = match &args.output {
-        Some(p) => {
-            let tmp = p.with_extension("partial");
-            let mut f = std::io::BufWriter::new(
-                fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?,
-            );
-            let n = export::write(args.format, events, &mut f, args.raw_pointers)?;
-            std::io::Write::flush(&mut f).context("flush export")?;
-            drop(f);
-            fs::rename(&tmp, p).with_context(|| format!("write {}", p.display()))?;
-            eprintln!("refwatch: {n} events written to {}", p.display());
+    let n = match out.take() {
+        Some(mut out) => {
+            let name = out.display();
+            let n = export::write(args.format, events, out.writer(), args.raw_pointers)
+                .with_context(|| format!("write {name}"))?;
+            out.commit()?;
+            eprintln!("refwatch: {n} events written to {name}");
             n
         }
         None => {
