@@ -276,12 +276,11 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode> {
     };
     let r = report::build(&rec, th, args.raw_pointers)?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r).context("encode report")?
-        );
+        let mut text = serde_json::to_string_pretty(&r).context("encode report")?;
+        text.push('\n');
+        stdout_text(&text)?;
     } else {
-        print!("{}", report::text(&r));
+        stdout_text(&report::text(&r))?;
     }
     if args.fail_on_stuck {
         let code = r.fail_on_stuck_code();
@@ -301,6 +300,28 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(code));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to standard output. A reader that went away (EPIPE, e.g.
+/// `| head -1`) ends the output quietly; the command keeps its exit code.
+fn stdout_text(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match std::io::Write::write_all(&mut out, text.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut out))
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("write standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether an error comes from writing to a pipe nobody reads any more.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// `refwatch export`.
@@ -331,7 +352,17 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
         None => {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            export::write(args.format, events, &mut lock, args.raw_pointers)?
+            let written = export::write(args.format, events, &mut lock, args.raw_pointers)
+                .and_then(|n| {
+                    std::io::Write::flush(&mut lock).context("flush")?;
+                    Ok(n)
+                });
+            match written {
+                Ok(n) => n,
+                // The reader went away (`| head`): done, quietly.
+                Err(e) if broken_pipe(&e) => return Ok(ExitCode::SUCCESS),
+                Err(e) => return Err(e.context("write standard output")),
+            }
         }
     };
     if n == 0 {

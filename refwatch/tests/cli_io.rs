@@ -1,0 +1,125 @@
+//! The refwatch binary's output edges: a reader that goes away, a full
+//! disk, an output path that must not be written. Runs the real binary on
+//! a recording made in the lab (`tests/data/lab-debian-6.12-dax-hold-during.rec`).
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+fn recording() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lab-debian-6.12-dax-hold-during.rec")
+}
+
+fn refwatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_refwatch"))
+}
+
+/// A SYNTHETIC recording built from the lab one: its header and first
+/// event, repeated on 3000 PFNs, each page taken and never released, so
+/// every output is far larger than a pipe holds.
+fn big_recording(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(recording()).expect("lab recording");
+    let mut lines = text.lines();
+    let header: serde_json::Value =
+        serde_json::from_str(lines.next().expect("header")).expect("json");
+    let get: serde_json::Value = lines
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|v| v["event"] == "get")
+        .expect("a get");
+    let start = header["started_ns"].as_u64().expect("start");
+    let mut out = header.to_string();
+    out.push('\n');
+    for i in 0..3000u64 {
+        let mut e = get.clone();
+        e["pfn"] = (0x40000 + i).into();
+        e["ts_ns"] = (start + 1_000_000 + i * 1000).into();
+        out.push_str(&e.to_string());
+        out.push('\n');
+    }
+    let end = serde_json::json!({"type": "end", "now_ns": start + 20_000_000_000u64, "events": 3000, "dropped": 0});
+    out.push_str(&end.to_string());
+    out.push('\n');
+    let p = dir.join("big.rec");
+    std::fs::write(&p, out).expect("write");
+    p
+}
+
+/// `report --json REC | head -1`, and the same for export: the first line
+/// is read, the pipe closed; refwatch ends quietly with its usual code.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let d = tempfile::tempdir().expect("dir");
+    let big = big_recording(d.path());
+    for args in [
+        vec!["report", "--json"],
+        vec!["report"],
+        vec!["export", "--format", "jsonl"],
+    ] {
+        let mut child = refwatch()
+            .args(&args)
+            .arg(&big)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("refwatch runs");
+        let mut first = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("a line");
+        // The reader goes away here (`head -1`).
+        let out = child.wait_with_output().expect("refwatch ends");
+        assert!(!first.is_empty(), "{args:?}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_full_disk_is_one_line_and_an_error() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = refwatch()
+        .arg("report")
+        .arg(recording())
+        .stdout(full)
+        .output()
+        .expect("refwatch runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+}
+
+#[test]
+fn export_refuses_a_link_and_its_own_input() {
+    let d = tempfile::tempdir().expect("dir");
+    let victim = d.path().join("victim");
+    std::fs::write(&victim, "keep").expect("write");
+    let link = d.path().join("out.csv");
+    std::os::unix::fs::symlink(&victim, &link).expect("link");
+    let copy = d.path().join("run.rec");
+    std::fs::copy(recording(), &copy).expect("copy");
+    for target in [&link, &copy] {
+        let out = refwatch()
+            .args(["export", "--format", "csv", "-o"])
+            .arg(target)
+            .arg(&copy)
+            .output()
+            .expect("refwatch runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep");
+    assert_eq!(
+        std::fs::read(&copy).expect("read"),
+        std::fs::read(recording()).expect("read")
+    );
+}
