@@ -1,0 +1,24 @@
+//! The system calls the scenarios need, each behind a small safe type.
+
+pub mod child;
+pub mod clock;
+pub mod files;
+pub mod mapping;
+pub mod pagemap;
+pub mod pipe;
+
+use anyhow::{Result, ensure};
+
+/// Size of the pages the scenarios work on (x86_64 base pages).
+pub const PAGE_SIZE: usize = 4096;
+
+/// Fails unless the kernel's page size is the 4 KiB the scenarios assume.
+pub fn check_page_size() -> Result<()> {
+    // SAFETY: sysconf only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    ensure!(
+        usize::try_from(size).ok() == Some(PAGE_SIZE),
+        "page size is {size}, the workload needs {PAGE_SIZE}"
+    );
+    Ok(())
+}
