@@ -22,6 +22,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, ValueEnum};
+use rustix::pipe::IoSliceRaw;
 use serde::Serialize;
 
 use crate::{
@@ -176,16 +177,17 @@ fn run(cli: &BenchPutCli) -> Result<BenchResult> {
     };
     fill_pattern(mapping.as_mut_slice());
     let pipe = Pipe::for_bytes(len, &mut notes)?;
-    let iovecs: Vec<libc::iovec> = (0..pages)
-        .map(|i| libc::iovec {
-            iov_base: (mapping.addr() + i * PAGE_SIZE) as *mut libc::c_void,
-            iov_len: SPAN,
-        })
+    // The first SPAN bytes of every page, and as iovecs.
+    let spans: Vec<&[u8]> = mapping
+        .as_slice()
+        .chunks(PAGE_SIZE)
+        .map(|page| &page[..SPAN])
         .collect();
+    let iovecs: Vec<IoSliceRaw<'_>> = spans.iter().map(|s| IoSliceRaw::from_slice(s)).collect();
     let mut buf = vec![0u8; pages * SPAN];
 
     let (iterations, elapsed_ns) = timed(cli.secs, |iteration| {
-        splice_all(&pipe, &iovecs)?;
+        splice_all(&pipe, &spans, &iovecs)?;
         read_all(&pipe, &mut buf)?;
         if iteration == 0 {
             check_spans(&buf)?;
@@ -328,32 +330,26 @@ fn write_all(pipe: &Pipe, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// vmsplices every span into the pipe (one reference per page).
-fn splice_all(pipe: &Pipe, iovecs: &[libc::iovec]) -> Result<()> {
-    let total = iovecs.len() * SPAN;
+/// vmsplices every span into the pipe (one reference per page); `iovecs`
+/// are the `spans`, made once for the loop.
+fn splice_all(pipe: &Pipe, spans: &[&[u8]], iovecs: &[IoSliceRaw<'_>]) -> Result<()> {
+    let total = spans.len() * SPAN;
     let mut done = 0;
     while done < total {
         // A partial vmsplice (not expected: the pipe has a slot per
         // page) resumes where it stopped.
-        let rest: Vec<libc::iovec>;
+        let rest: Vec<IoSliceRaw<'_>>;
         let batch = if done == 0 {
             iovecs
         } else {
             let (first, skip) = (done / SPAN, done % SPAN);
-            rest = iovecs[first..]
+            rest = spans[first..]
                 .iter()
                 .enumerate()
-                .map(|(i, v)| {
-                    let skip = if i == 0 { skip } else { 0 };
-                    libc::iovec {
-                        iov_base: (v.iov_base as usize + skip) as *mut libc::c_void,
-                        iov_len: v.iov_len - skip,
-                    }
-                })
+                .map(|(i, span)| IoSliceRaw::from_slice(&span[if i == 0 { skip } else { 0 }..]))
                 .collect();
             &rest
         };
-        // Every iovec lies inside the caller's live mapping.
         done += pipe.vmsplice_once(batch, done, total)?;
     }
     Ok(())

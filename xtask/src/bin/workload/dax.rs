@@ -2,8 +2,8 @@
 //! taken by a pipe (`vmsplice`) or by direct I/O, and the steps they share.
 
 use std::{
-    fs::{File, OpenOptions},
-    os::unix::fs::{FileExt, OpenOptionsExt},
+    fs::File,
+    os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::mpsc,
     thread,
@@ -19,7 +19,7 @@ use crate::{
     sys::{
         PAGE_SIZE,
         clock::{deadline_after, sleep_until},
-        files::{ScratchFile, is_dax},
+        files::{ScratchFile, is_dax, open_direct},
         mapping::Mapping,
         pagemap::read_pfns,
         pipe::Pipe,
@@ -43,7 +43,7 @@ pub fn splice(cli: &Cli, run: &mut Run) -> Result<()> {
     let pipe = Pipe::for_bytes(mapping.len(), run)?;
 
     run.marks.mark("splice_start")?;
-    pipe.vmsplice_from(&mapping)?;
+    pipe.vmsplice(mapping.as_slice())?;
     run.marks.mark("splice_end")?;
 
     drain_and_check(&pipe, mapping.len(), run)?;
@@ -63,7 +63,7 @@ pub fn hold(cli: &Cli, run: &mut Run) -> Result<()> {
     let pipe = Pipe::for_bytes(len, run)?;
 
     run.marks.mark("splice_start")?;
-    pipe.vmsplice_from(&mapping)?;
+    pipe.vmsplice(mapping.as_slice())?;
     run.marks.mark("splice_end")?;
 
     mapping.unmap()?;
@@ -84,15 +84,8 @@ pub fn hold(cli: &Cli, run: &mut Run) -> Result<()> {
 pub fn direct_io(cli: &Cli, run: &mut Run) -> Result<()> {
     let (file, mapping) = prepare_dax_pages(cli, run)?;
     let len = mapping.len();
-    let bdev = cli
-        .bdev
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_BDEV));
-
-    let target = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&bdev)
+    let bdev = direct_io_target(cli);
+    let target = open_direct(&bdev, true)
         .with_context(|| format!("open {} with O_DIRECT|O_WRONLY", bdev.display()))?;
     run.marks.mark("dio_write_start")?;
     let written = target
@@ -106,23 +99,11 @@ pub fn direct_io(cli: &Cli, run: &mut Run) -> Result<()> {
     );
     drop(target);
 
-    let source = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&bdev)
-        .with_context(|| format!("open {} with O_DIRECT|O_RDONLY", bdev.display()))?;
-    let mut readback = Mapping::anonymous(len)?;
-    source
-        .read_exact_at(readback.as_mut_slice(), 0)
-        .with_context(|| format!("O_DIRECT pread of {len} bytes from {}", bdev.display()))?;
-    drop(source);
-    check_pattern(readback.as_slice())
-        .with_context(|| format!("data read back from {}", bdev.display()))?;
+    read_back(&bdev, len)?;
     run.note(format!(
         "{len} bytes written to {} with O_DIRECT and read back intact",
         bdev.display()
     ));
-    readback.unmap()?;
 
     mapping.unmap()?;
     run.marks.mark("unmap")?;
@@ -147,15 +128,8 @@ pub fn pin_long(cli: &Cli, run: &mut Run) -> Result<()> {
     );
     let (file, mapping) = prepare_dax_pages(cli, run)?;
     let len = mapping.len();
-    let bdev = cli
-        .bdev
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_BDEV));
-
-    let target = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&bdev)
+    let bdev = direct_io_target(cli);
+    let target = open_direct(&bdev, true)
         .with_context(|| format!("open {} with O_DIRECT|O_WRONLY", bdev.display()))?;
     run.marks.mark("hold_start")?;
     let start = run.marks.mark("write_start")?;
@@ -182,10 +156,25 @@ pub fn pin_long(cli: &Cli, run: &mut Run) -> Result<()> {
         bdev.display()
     ));
 
-    let source = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&bdev)
+    read_back(&bdev, len)?;
+    run.note(format!("{len} bytes read back intact"));
+
+    mapping.unmap()?;
+    run.marks.mark("unmap")?;
+    file.remove()
+}
+
+/// The block device the direct I/O scenarios write: `--bdev` or the default.
+fn direct_io_target(cli: &Cli) -> PathBuf {
+    cli.bdev
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_BDEV))
+}
+
+/// Reads the first `len` bytes of `bdev` back with O_DIRECT and checks them
+/// against the pattern.
+fn read_back(bdev: &Path, len: usize) -> Result<()> {
+    let source = open_direct(bdev, false)
         .with_context(|| format!("open {} with O_DIRECT|O_RDONLY", bdev.display()))?;
     let mut readback = Mapping::anonymous(len)?;
     source
@@ -194,12 +183,7 @@ pub fn pin_long(cli: &Cli, run: &mut Run) -> Result<()> {
     drop(source);
     check_pattern(readback.as_slice())
         .with_context(|| format!("data read back from {}", bdev.display()))?;
-    run.note(format!("{len} bytes read back intact"));
-    readback.unmap()?;
-
-    mapping.unmap()?;
-    run.marks.mark("unmap")?;
-    file.remove()
+    readback.unmap()
 }
 
 /// `dax-truncate-pinned`: vmsplice, unmap, then truncate the file from a
@@ -214,7 +198,7 @@ pub fn truncate_pinned(cli: &Cli, run: &mut Run) -> Result<()> {
     let pipe = Pipe::for_bytes(len, run)?;
 
     run.marks.mark("splice_start")?;
-    pipe.vmsplice_from(&mapping)?;
+    pipe.vmsplice(mapping.as_slice())?;
     run.marks.mark("splice_end")?;
 
     mapping.unmap()?;

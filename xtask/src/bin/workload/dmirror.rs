@@ -4,11 +4,14 @@
 use std::{
     fs::{File, OpenOptions},
     io,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, ensure};
+use rustix::{
+    io::Errno,
+    ioctl::{self, Opcode, Updater},
+};
 
 use crate::{
     report::Run,
@@ -49,6 +52,8 @@ pub fn describe_perm(perm: u8) -> String {
 
 /// The HMM test driver's ioctl interface (`lib/test_hmm_uapi.h`).
 pub mod uapi {
+    use rustix::ioctl::{Opcode, opcode};
+
     /// `struct hmm_dmirror_cmd`.
     #[repr(C)]
     #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -65,37 +70,26 @@ pub mod uapi {
         pub faults: u64,
     }
 
-    // <asm-generic/ioctl.h>: nr 8 bits, type 8, size 14, dir 2.
-    const IOC_NRSHIFT: u64 = 0;
-    const IOC_TYPESHIFT: u64 = 8;
-    const IOC_SIZESHIFT: u64 = 16;
-    const IOC_DIRSHIFT: u64 = 30;
-    const IOC_WRITE: u64 = 1;
-    const IOC_READ: u64 = 2;
-
-    /// `_IOWR(ty, nr, struct hmm_dmirror_cmd)`.
-    const fn iowr(ty: u8, nr: u8) -> u64 {
-        ((IOC_READ | IOC_WRITE) << IOC_DIRSHIFT)
-            | ((size_of::<DmirrorCmd>() as u64) << IOC_SIZESHIFT)
-            | ((ty as u64) << IOC_TYPESHIFT)
-            | ((nr as u64) << IOC_NRSHIFT)
+    /// `_IOWR('H', nr, struct hmm_dmirror_cmd)`: every command of the driver.
+    const fn iowr(nr: u8) -> Opcode {
+        opcode::read_write::<DmirrorCmd>(b'H', nr)
     }
 
-    pub const READ: u64 = iowr(b'H', 0x00);
+    pub const READ: Opcode = iowr(0x00);
     #[allow(dead_code, reason = "the whole interface, for later scenarios")]
-    pub const WRITE: u64 = iowr(b'H', 0x01);
-    pub const MIGRATE_TO_DEV: u64 = iowr(b'H', 0x02);
+    pub const WRITE: Opcode = iowr(0x01);
+    pub const MIGRATE_TO_DEV: Opcode = iowr(0x02);
     #[allow(dead_code, reason = "the whole interface, for later scenarios")]
-    pub const MIGRATE_TO_SYS: u64 = iowr(b'H', 0x03);
-    pub const SNAPSHOT: u64 = iowr(b'H', 0x04);
+    pub const MIGRATE_TO_SYS: Opcode = iowr(0x03);
+    pub const SNAPSHOT: Opcode = iowr(0x04);
     #[allow(dead_code, reason = "the whole interface, for later scenarios")]
-    pub const EXCLUSIVE: u64 = iowr(b'H', 0x05);
+    pub const EXCLUSIVE: Opcode = iowr(0x05);
     #[allow(dead_code, reason = "the whole interface, for later scenarios")]
-    pub const CHECK_EXCLUSIVE: u64 = iowr(b'H', 0x06);
+    pub const CHECK_EXCLUSIVE: Opcode = iowr(0x06);
     #[allow(dead_code, reason = "the whole interface, for later scenarios")]
-    pub const RELEASE: u64 = iowr(b'H', 0x07);
+    pub const RELEASE: Opcode = iowr(0x07);
     #[allow(dead_code, reason = "the whole interface, for later scenarios")]
-    pub const FLAGS: u64 = iowr(b'H', 0x08);
+    pub const FLAGS: Opcode = iowr(0x08);
 
     // SNAPSHOT bytes.
     pub const PROT_ERROR: u8 = 0xff;
@@ -134,62 +128,54 @@ impl Dmirror {
         })
     }
 
-    /// One ioctl with `cmd`, retried on EINTR; returns the updated command.
-    fn ioctl(&self, request: u64, mut cmd: uapi::DmirrorCmd) -> io::Result<uapi::DmirrorCmd> {
+    /// The ioctl `OP` (one of [`uapi`]'s) with `cmd`, retried on EINTR;
+    /// returns the updated command.
+    fn ioctl<const OP: Opcode>(&self, mut cmd: DmirrorCmd) -> io::Result<DmirrorCmd> {
         loop {
-            // SAFETY: `cmd` is a valid hmm_dmirror_cmd the driver reads and
-            // writes; the buffers it points at were sized by the caller.
-            let rc = unsafe {
-                libc::ioctl(
-                    self.file.as_raw_fd(),
-                    request as _,
-                    &mut cmd as *mut uapi::DmirrorCmd,
-                )
-            };
-            if rc == 0 {
-                return Ok(cmd);
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            // SAFETY: every opcode of `uapi` is an _IOWR on a
+            // `struct hmm_dmirror_cmd`, which the driver reads and writes
+            // back; the buffers it points at were sized by the caller.
+            match unsafe { ioctl::ioctl(&self.file, Updater::<OP, DmirrorCmd>::new(&mut cmd)) } {
+                Ok(()) => return Ok(cmd),
+                Err(Errno::INTR) => {}
+                Err(err) => return Err(err.into()),
             }
         }
     }
 
-    /// An ioctl over the whole of `mapping` with a buffer of `out_len` bytes
-    /// for the driver's output.
-    fn over(
+    /// The ioctl `OP` over the whole of `mapping` with a buffer of `out_len`
+    /// bytes for the driver's output.
+    fn over<const OP: Opcode>(
         &self,
-        request: u64,
         mapping: &Mapping,
         out_len: usize,
-    ) -> io::Result<(uapi::DmirrorCmd, Vec<u8>)> {
+    ) -> io::Result<(DmirrorCmd, Vec<u8>)> {
         let mut out = vec![0u8; out_len];
-        let cmd = uapi::DmirrorCmd {
+        let cmd = DmirrorCmd {
             addr: mapping.addr() as u64,
             ptr: out.as_mut_ptr() as u64,
             npages: (mapping.len() / PAGE_SIZE) as u64,
-            ..uapi::DmirrorCmd::default()
+            ..DmirrorCmd::default()
         };
-        let cmd = self.ioctl(request, cmd)?;
+        let cmd = self.ioctl::<OP>(cmd)?;
         Ok((cmd, out))
     }
 
     /// HMM_DMIRROR_MIGRATE_TO_DEV; the buffer holds the device's copy.
-    pub fn migrate_to_dev(&self, mapping: &Mapping) -> io::Result<(uapi::DmirrorCmd, Vec<u8>)> {
-        self.over(uapi::MIGRATE_TO_DEV, mapping, mapping.len())
+    pub fn migrate_to_dev(&self, mapping: &Mapping) -> io::Result<(DmirrorCmd, Vec<u8>)> {
+        self.over::<{ uapi::MIGRATE_TO_DEV }>(mapping, mapping.len())
     }
 
     /// HMM_DMIRROR_READ: the device reads the buffer.
-    pub fn read(&self, mapping: &Mapping) -> io::Result<(uapi::DmirrorCmd, Vec<u8>)> {
-        self.over(uapi::READ, mapping, mapping.len())
+    pub fn read(&self, mapping: &Mapping) -> io::Result<(DmirrorCmd, Vec<u8>)> {
+        self.over::<{ uapi::READ }>(mapping, mapping.len())
     }
 
     /// HMM_DMIRROR_SNAPSHOT: one `HMM_DMIRROR_PROT_*` byte per page.
     pub fn snapshot(&self, mapping: &Mapping) -> Result<Vec<u8>> {
         let pages = mapping.len() / PAGE_SIZE;
         let (cmd, perms) = self
-            .over(uapi::SNAPSHOT, mapping, pages)
+            .over::<{ uapi::SNAPSHOT }>(mapping, pages)
             .context("HMM_DMIRROR_SNAPSHOT")?;
         ensure!(
             cmd.cpages == pages as u64,
@@ -217,7 +203,7 @@ mod tests {
     #[test]
     fn hmm_ioctl_numbers_match_the_header() {
         // _IOWR('H', nr, struct hmm_dmirror_cmd) with a 40-byte struct.
-        assert_eq!(size_of::<uapi::DmirrorCmd>(), 40);
+        assert_eq!(size_of::<DmirrorCmd>(), 40);
         assert_eq!(uapi::READ, 0xc028_4800);
         assert_eq!(uapi::WRITE, 0xc028_4801);
         assert_eq!(uapi::MIGRATE_TO_DEV, 0xc028_4802);

@@ -112,7 +112,7 @@ pub fn blocked(cli: &Cli, run: &mut Run) -> Result<()> {
     let page_addr = mapping.addr() + blocked * PAGE_SIZE;
 
     let pipe = Pipe::for_bytes(PAGE_SIZE, run)?;
-    pipe.vmsplice_range(page_addr, PAGE_SIZE)?;
+    pipe.vmsplice(&mapping.as_slice()[blocked * PAGE_SIZE..][..PAGE_SIZE])?;
     run.marks.mark("splice")?;
     let held = read_pfns(page_addr, 1)?;
     run.facts.insert("held_ram_pfn", held[0]);
@@ -203,18 +203,10 @@ pub fn leak(cli: &Cli, run: &mut Run) -> Result<()> {
     let to_child = Pipe::blocking()?;
     let to_parent = Pipe::blocking()?;
     let device_pfns = run.pfns.clone();
-    // SAFETY: the workload is single-threaded here; the child only reads
-    // pagemap, talks over the pipes and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error()).context("fork");
-    }
-    if pid == 0 {
-        let code = leak_child(&mapping, &device_pfns, &to_child, &to_parent, cli.hold_secs);
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    let child = Child(pid);
+    // The child only reads pagemap, talks over the pipes and exits.
+    let child =
+        Child::fork(|| leak_child(&mapping, &device_pfns, &to_child, &to_parent, cli.hold_secs))?;
+    let pid = child.pid();
     run.facts.insert("child_pid", pid as u64);
 
     let mapped = to_parent
@@ -245,8 +237,9 @@ pub fn leak(cli: &Cli, run: &mut Run) -> Result<()> {
     let status = child.wait()?;
     run.marks.mark("child_exit")?;
     ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the child ended with wait status {status:#x}"
+        status.exit_status() == Some(0),
+        "the child ended with wait status {:#x}",
+        status.as_raw()
     );
     ensure!(
         still == pages as u64,

@@ -14,10 +14,9 @@ pub const PAGE_SIZE: usize = 4096;
 
 /// Fails unless the kernel's page size is the 4 KiB the scenarios assume.
 pub fn check_page_size() -> Result<()> {
-    // SAFETY: sysconf only reads a system constant.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = rustix::param::page_size();
     ensure!(
-        usize::try_from(size).ok() == Some(PAGE_SIZE),
+        size == PAGE_SIZE,
         "page size is {size}, the workload needs {PAGE_SIZE}"
     );
     Ok(())

@@ -4,18 +4,11 @@
 use std::{io, thread, time::Duration};
 
 use anyhow::{Context, Result};
+use rustix::time::{ClockId, clock_gettime};
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> io::Result<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let ts = clock_gettime(ClockId::Monotonic);
     let secs = u64::try_from(ts.tv_sec).map_err(io::Error::other)?;
     let nanos = u64::try_from(ts.tv_nsec).map_err(io::Error::other)?;
     Ok(secs * 1_000_000_000 + nanos)

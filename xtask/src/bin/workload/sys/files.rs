@@ -1,45 +1,35 @@
-//! Files on the filesystem under test: the scratch file and its DAX check.
+//! Files: the scratch file on the filesystem under test, its DAX check, and
+//! O_DIRECT opens.
 
 use std::{
-    ffi::CString,
     fs::{self, File, OpenOptions},
     io,
-    os::unix::{
-        ffi::OsStrExt,
-        fs::{FileExt, MetadataExt},
-    },
+    os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, ensure};
+use rustix::fs::{self as rfs, AtFlags, OFlags, StatxAttributes, StatxFlags};
 
 /// Whether `path` is a DAX file according to statx; `None` when the kernel
 /// does not report the DAX attribute.
 pub fn is_dax(path: &Path) -> Result<Option<bool>> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .with_context(|| format!("{} contains a NUL byte", path.display()))?;
-    // SAFETY: statx is plain old data, for which all zero bytes are valid.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `c_path` is NUL-terminated and `stx` is writable; both outlive
-    // the call.
-    let rc = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            0,
-            libc::STATX_BASIC_STATS,
-            &mut stx,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error())
-            .with_context(|| format!("statx {}", path.display()));
-    }
-    let dax = libc::STATX_ATTR_DAX as u64;
-    if stx.stx_attributes_mask & dax == 0 {
+    let stx = rfs::statx(rfs::CWD, path, AtFlags::empty(), StatxFlags::BASIC_STATS)
+        .map_err(io::Error::from)
+        .with_context(|| format!("statx {}", path.display()))?;
+    if !stx.stx_attributes_mask.contains(StatxAttributes::DAX) {
         return Ok(None);
     }
-    Ok(Some(stx.stx_attributes & dax != 0))
+    Ok(Some(stx.stx_attributes.contains(StatxAttributes::DAX)))
+}
+
+/// Opens `path` with O_DIRECT, write-only or read-only.
+pub fn open_direct(path: &Path, write: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(OFlags::DIRECT.bits().cast_signed())
+        .open(path)
 }
 
 /// The scratch file whose pages the scenarios use. It is deleted by

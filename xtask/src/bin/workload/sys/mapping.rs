@@ -1,55 +1,47 @@
 //! Memory mappings: a shared file or anonymous memory, unmapped on drop.
 
-use std::{fs::File, io, os::fd::AsRawFd, ptr};
+use std::{ffi::c_void, fs::File, io, ptr};
 
 use anyhow::{Context, Result};
+use rustix::mm::{self, Advice, MapFlags, ProtFlags};
 
 /// A memory mapping, unmapped by [`Mapping::unmap`] or on drop.
 #[derive(Debug)]
 pub struct Mapping {
-    addr: *mut libc::c_void,
+    /// Null once unmapped.
+    addr: *mut c_void,
     len: usize,
 }
 
 impl Mapping {
     /// Maps the first `len` bytes of `file` read/write, MAP_SHARED.
     pub fn shared_file(file: &File, len: usize) -> Result<Self> {
-        Self::map(len, libc::MAP_SHARED, file.as_raw_fd())
-            .with_context(|| format!("mmap {len} bytes MAP_SHARED"))
+        Self::map(len, Some(file)).with_context(|| format!("mmap {len} bytes MAP_SHARED"))
     }
 
     /// Maps `len` bytes of page-aligned anonymous memory (an O_DIRECT buffer).
     pub fn anonymous(len: usize) -> Result<Self> {
-        Self::map(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)
-            .with_context(|| format!("mmap {len} anonymous bytes"))
+        Self::map(len, None).with_context(|| format!("mmap {len} anonymous bytes"))
     }
 
-    fn map(len: usize, flags: libc::c_int, fd: libc::c_int) -> io::Result<Self> {
+    /// Maps `file` shared, or private anonymous memory without one.
+    fn map(len: usize, file: Option<&File>) -> io::Result<Self> {
+        let prot = ProtFlags::READ | ProtFlags::WRITE;
         // SAFETY: a fresh mapping at an address of the kernel's choosing
         // cannot alias any memory Rust knows about.
         let addr = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                fd,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+            match file {
+                Some(file) => mm::mmap(ptr::null_mut(), len, prot, MapFlags::SHARED, file, 0),
+                None => mm::mmap_anonymous(ptr::null_mut(), len, prot, MapFlags::PRIVATE),
+            }
+        }?;
         Ok(Mapping { addr, len })
     }
 
     /// Asks for base pages only (MADV_NOHUGEPAGE).
     pub fn no_huge_pages(&self) -> io::Result<()> {
         // SAFETY: advice on our own mapping; no memory is accessed.
-        let rc = unsafe { libc::madvise(self.addr, self.len, libc::MADV_NOHUGEPAGE) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        unsafe { mm::madvise(self.addr, self.len, Advice::LinuxNoHugepage) }?;
         Ok(())
     }
 
@@ -77,24 +69,27 @@ impl Mapping {
     /// munmaps the mapping.
     pub fn unmap(mut self) -> Result<()> {
         let (addr, len) = (self.addr, self.len);
-        self.addr = ptr::null_mut();
-        // SAFETY: `addr`/`len` came from mmap, and `self`, the only owner of
-        // slices into the mapping, is consumed.
-        let rc = unsafe { libc::munmap(addr, len) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("munmap {len} bytes at {addr:p}"));
+        self.release()
+            .with_context(|| format!("munmap {len} bytes at {addr:p}"))
+    }
+
+    /// munmaps the mapping unless that was done already.
+    fn release(&mut self) -> io::Result<()> {
+        let addr = std::mem::replace(&mut self.addr, ptr::null_mut());
+        if addr.is_null() {
+            return Ok(());
         }
+        // SAFETY: `addr`/`len` came from mmap and are unmapped only once (the
+        // null above). Slices into the mapping borrow `self`, so none is
+        // alive: this runs from `unmap`, which consumes `self`, or from drop.
+        unsafe { mm::munmap(addr, self.len) }?;
         Ok(())
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        if !self.addr.is_null() {
-            // SAFETY: as in `unmap`; the result is ignored because this only
-            // runs when a scenario failed.
-            unsafe { libc::munmap(self.addr, self.len) };
-        }
+        // The result is ignored because this only runs when a scenario failed.
+        let _ = self.release();
     }
 }

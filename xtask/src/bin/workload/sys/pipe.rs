@@ -4,13 +4,17 @@
 use std::{
     fs::File,
     io::{self, Read, Write},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::Duration,
 };
 
 use anyhow::{Context, Result, ensure};
+use rustix::{
+    event::{self, PollFd, PollFlags},
+    pipe::{self, IoSliceRaw, PipeFlags, SpliceFlags},
+    time::Timespec,
+};
 
-use super::{PAGE_SIZE, mapping::Mapping};
+use super::PAGE_SIZE;
 use crate::report::Run;
 
 /// Most iovecs one `vmsplice` call accepts (`UIO_MAXIOV`).
@@ -37,7 +41,8 @@ fn splice_spans(len: usize, done: usize, max: usize) -> Vec<(usize, usize)> {
     spans
 }
 
-/// A non-blocking pipe, large enough for the pages it will carry.
+/// A pipe: non-blocking and large enough for the pages it will carry
+/// ([`Pipe::for_bytes`]), or blocking for messages ([`Pipe::blocking`]).
 #[derive(Debug)]
 pub struct Pipe {
     pub read: File,
@@ -49,107 +54,75 @@ impl Pipe {
     /// `bytes` fit. Both ends are non-blocking, so a mistake fails instead of
     /// hanging.
     pub fn for_bytes(bytes: usize, run: &mut Run) -> Result<Self> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error()).context("pipe2");
-        }
-        // SAFETY: pipe2 succeeded, so both are open descriptors owned by
-        // nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let pipe = Pipe {
-            read: File::from(read),
-            write: File::from(write),
-        };
-
+        let pipe = Self::with_flags(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
         let wanted = pipe_size_for(bytes).context("pipe size overflows")?;
-        let arg = libc::c_int::try_from(wanted)
+        i32::try_from(wanted)
             .with_context(|| format!("pipe size {wanted} does not fit in an int"))?;
-        // SAFETY: F_SETPIPE_SZ takes an int argument and touches no memory.
-        let size = unsafe { libc::fcntl(pipe.write.as_raw_fd(), libc::F_SETPIPE_SZ, arg) };
-        if size < 0 {
-            return Err(io::Error::last_os_error()).with_context(|| {
+        let size = pipe::fcntl_setpipe_size(&pipe.write, wanted)
+            .map_err(io::Error::from)
+            .with_context(|| {
                 format!(
                     "fcntl(F_SETPIPE_SZ, {wanted}) (above /proc/sys/fs/pipe-max-size needs CAP_SYS_RESOURCE)"
                 )
-            });
-        }
+            })?;
         ensure!(
-            usize::try_from(size).is_ok_and(|size| size >= bytes),
+            size >= bytes,
             "F_SETPIPE_SZ gave {size} bytes, {bytes} needed"
         );
         run.note(format!("pipe capacity {size} bytes"));
         Ok(pipe)
     }
 
-    /// vmsplices the whole mapping into the pipe, one iovec per page,
-    /// without SPLICE_F_GIFT: the pipe takes a reference on every page.
-    pub fn vmsplice_from(&self, mapping: &Mapping) -> Result<()> {
-        self.vmsplice_range(mapping.addr(), mapping.len())
+    /// A blocking pipe for messages between a parent and its child.
+    pub fn blocking() -> Result<Self> {
+        Self::with_flags(PipeFlags::CLOEXEC)
     }
 
-    /// vmsplices `len` bytes at `addr` (inside a live mapping of ours) into
-    /// the pipe, one iovec per page.
-    pub fn vmsplice_range(&self, addr: usize, len: usize) -> Result<()> {
+    fn with_flags(flags: PipeFlags) -> Result<Self> {
+        let (read, write) = pipe::pipe_with(flags)
+            .map_err(io::Error::from)
+            .context("pipe2")?;
+        Ok(Pipe {
+            read: File::from(read),
+            write: File::from(write),
+        })
+    }
+
+    /// vmsplices `bytes` (memory of a mapping, starting on a page boundary)
+    /// into the pipe, one iovec per page, without SPLICE_F_GIFT: the pipe
+    /// takes a reference on every page.
+    pub fn vmsplice(&self, bytes: &[u8]) -> Result<()> {
+        let len = bytes.len();
         let mut done = 0;
         while done < len {
-            let iovecs: Vec<libc::iovec> = splice_spans(len, done, MAX_IOVECS)
+            let iovecs: Vec<IoSliceRaw<'_>> = splice_spans(len, done, MAX_IOVECS)
                 .into_iter()
-                .map(|(offset, span)| libc::iovec {
-                    iov_base: (addr + offset) as *mut libc::c_void,
-                    iov_len: span,
-                })
+                .map(|(offset, span)| IoSliceRaw::from_slice(&bytes[offset..offset + span]))
                 .collect();
             done += self.vmsplice_once(&iovecs, done, len)?;
         }
         Ok(())
     }
 
-    /// One non-blocking vmsplice of `iovecs` (each inside a mapping of the
-    /// caller's that stays mapped for the call); the bytes it moved, at
-    /// least one. `done` and `total` only word the errors.
+    /// One non-blocking vmsplice of `iovecs`; the bytes it moved, at least
+    /// one. `done` and `total` only word the errors.
     pub fn vmsplice_once(
         &self,
-        iovecs: &[libc::iovec],
+        iovecs: &[IoSliceRaw<'_>],
         done: usize,
         total: usize,
     ) -> Result<usize> {
-        // SAFETY: see above; vmsplice only reads the iovec array.
-        let rc = unsafe {
-            libc::vmsplice(
-                self.write.as_raw_fd(),
-                iovecs.as_ptr(),
-                iovecs.len(),
-                libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("vmsplice after {done} of {total} bytes"));
-        }
+        // SAFETY: the iovecs borrow the memory they describe for the call,
+        // and `self.write` is the write end, so the kernel only reads that
+        // memory; without SPLICE_F_GIFT it does not take the pages over.
+        let moved = unsafe { pipe::vmsplice(&self.write, iovecs, SpliceFlags::NONBLOCK) }
+            .map_err(io::Error::from)
+            .with_context(|| format!("vmsplice after {done} of {total} bytes"))?;
         ensure!(
-            rc > 0,
+            moved > 0,
             "vmsplice moved nothing after {done} of {total} bytes"
         );
-        Ok(rc as usize)
-    }
-
-    /// A blocking pipe for messages between a parent and its child.
-    pub fn blocking() -> Result<Self> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error()).context("pipe2");
-        }
-        // SAFETY: pipe2 succeeded, so both are open descriptors owned by
-        // nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Ok(Pipe {
-            read: File::from(read),
-            write: File::from(write),
-        })
+        Ok(moved)
     }
 
     /// Writes one message.
@@ -166,14 +139,12 @@ impl Pipe {
 
     /// True when the read end becomes readable within `timeout`.
     pub fn wait_readable(&self, timeout: Duration) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.read.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd for the duration of the call.
-        unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+        let mut fds = [PollFd::new(&self.read, PollFlags::IN)];
+        let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        event::poll(&mut fds, Some(&timeout)).is_ok_and(|ready| ready > 0)
     }
 
     /// Reads exactly `len` bytes out of the pipe.
