@@ -47,8 +47,8 @@ impl PagemapEntry {
     }
 }
 
-/// Reads the PFNs of `pages` pages mapped at `addr` from /proc/self/pagemap.
-pub fn read_pfns(addr: usize, pages: usize) -> Result<Vec<u64>> {
+/// Reads the raw /proc/self/pagemap entries of `pages` pages at `addr`.
+fn read_entries(addr: usize, pages: usize) -> Result<Vec<u64>> {
     const PAGEMAP: &str = "/proc/self/pagemap";
     let pagemap = File::open(PAGEMAP).with_context(|| format!("open {PAGEMAP}"))?;
     let mut raw = vec![0u8; pages * 8];
@@ -56,13 +56,22 @@ pub fn read_pfns(addr: usize, pages: usize) -> Result<Vec<u64>> {
     pagemap
         .read_exact_at(&mut raw, offset)
         .with_context(|| format!("pread {} bytes at {offset:#x} of {PAGEMAP}", raw.len()))?;
-    raw.chunks_exact(8)
-        .enumerate()
-        .map(|(index, bytes)| {
+    Ok(raw
+        .chunks_exact(8)
+        .map(|bytes| {
             let mut word = [0u8; 8];
             word.copy_from_slice(bytes);
-            PagemapEntry::decode(u64::from_ne_bytes(word)).pfn_of_page(index)
+            u64::from_ne_bytes(word)
         })
+        .collect())
+}
+
+/// Reads the PFNs of `pages` pages mapped at `addr` from /proc/self/pagemap.
+pub fn read_pfns(addr: usize, pages: usize) -> Result<Vec<u64>> {
+    read_entries(addr, pages)?
+        .into_iter()
+        .enumerate()
+        .map(|(index, raw)| PagemapEntry::decode(raw).pfn_of_page(index))
         .collect()
 }
 
@@ -123,20 +132,9 @@ const SWP_DEVICE_READ: u64 = 29;
 
 /// Reads where each of `pages` pages at `addr` is from /proc/self/pagemap.
 pub fn read_locations(addr: usize, pages: usize) -> Result<Vec<PageLocation>> {
-    const PAGEMAP: &str = "/proc/self/pagemap";
-    let pagemap = File::open(PAGEMAP).with_context(|| format!("open {PAGEMAP}"))?;
-    let mut raw = vec![0u8; pages * 8];
-    let offset = (addr / PAGE_SIZE) as u64 * 8;
-    pagemap
-        .read_exact_at(&mut raw, offset)
-        .with_context(|| format!("pread {} bytes at {offset:#x} of {PAGEMAP}", raw.len()))?;
-    Ok(raw
-        .chunks_exact(8)
-        .map(|bytes| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(bytes);
-            PageLocation::decode(u64::from_ne_bytes(word))
-        })
+    Ok(read_entries(addr, pages)?
+        .into_iter()
+        .map(PageLocation::decode)
         .collect())
 }
 
