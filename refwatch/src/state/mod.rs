@@ -365,7 +365,7 @@ impl Tracker {
         // transient reference: history only.
         if ev.kind != Kind::Migrate {
             if let Some(rc) = ev.refcount_after.or(ev.refcount_before) {
-                page.refcount = Some(rc);
+                page.refcount = Some(rc.saturating_sub(fault_transient(ev)));
             }
             if ev.mapcount.is_some() {
                 page.mapcount = ev.mapcount;
@@ -622,6 +622,19 @@ impl Tracker {
         v.sort_by_key(|p| p.pfn);
         v
     }
+}
+
+/// The reference a fs-dax fault holds around installing its entry and
+/// drops inline right after (`dax_fault_iter` and `dax_insert_pfn_mkwrite`
+/// bracket `vmf_insert_page_mkwrite`/`vmf_insert_folio_pmd` with
+/// `folio_ref_inc`/`folio_put`): the count after the insert hook is one
+/// more than the page keeps. Device-dax faults insert without it.
+fn fault_transient(ev: &PageEvent) -> i32 {
+    let insert = matches!(
+        ev.hook,
+        hook::MAP_INSERT | hook::MAP_INSERT_PMD | hook::MAP_INSERT_PUD
+    );
+    i32::from(insert && ev.pgmap_type == pgmap::FSDAX && ev.refcount_after.is_some())
 }
 
 #[cfg(test)]
