@@ -92,20 +92,15 @@ impl Kind {
     }
 
     /// Every kind, in wire order (refwatch's own [`Kind::Snapshot`] last).
-    pub const ALL: [Kind; 12] = [
-        Self::Get,
-        Self::Put,
-        Self::Pin,
-        Self::Unpin,
-        Self::Free,
-        Self::Migrate,
-        Self::LayoutWait,
-        Self::Set,
-        Self::PgmapAdd,
-        Self::PgmapRemove,
-        Self::Fork,
-        Self::Snapshot,
-    ];
+    pub const ALL: [Kind; 12] = {
+        let mut all = [Self::Snapshot; 12];
+        let mut i = 0;
+        while i < Self::WIRE.len() {
+            all[i] = Self::WIRE[i];
+            i += 1;
+        }
+        all
+    };
 
     /// The kinds the kernel programs send (all but [`Kind::Snapshot`]).
     pub const WIRE: [Kind; 11] = [
