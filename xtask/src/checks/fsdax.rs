@@ -324,7 +324,10 @@ fn check_truncate_waits(
             .map(|e| e.ts)
             .min();
         match released {
-            Some(r) if r <= t1 => {}
+            // refwatch stamps an event after its stack walk (milliseconds
+            // under emulation), so a release may carry a time a little after
+            // the truncate's return that it let happen.
+            Some(r) if r <= t1.saturating_add(crate::groundtruth::DEFAULT_SLACK_NS) => {}
             Some(r) => bad.push(format!(
                 "pfn {pfn:#x}: the truncate returned {} ms before this page was released",
                 ms_from(t1, r)
@@ -580,8 +583,11 @@ mod tests {
 
     #[test]
     fn the_truncate_returns_after_every_release() {
-        let bad = judge(&[(103, 1)], &[(3001, 1), (3002, 2), (3020, 3)], 3010);
+        let bad = judge(&[(103, 1)], &[(3001, 1), (3002, 2), (3100, 3)], 3010);
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert!(bad[0].starts_with("pfn 0x3:"), "{bad:?}");
+        // A release stamped within the stamping slack after the return is
+        // the one the truncate waited for.
+        assert!(judge(&[(103, 1)], &[(3001, 1), (3002, 2), (3020, 3)], 3010).is_empty());
     }
 }
