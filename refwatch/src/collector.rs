@@ -359,12 +359,15 @@ impl<'a> Collector<'a> {
         )?;
         let mut gaps = Vec::with_capacity(pfns.len());
         for pfn in pfns {
-            // Taken out first: a loss noted after this read stays for the next.
             let Ok(ts) = self.lost.get(&pfn, 0) else {
                 continue;
             };
             let _ = self.lost.remove(&pfn);
-            gaps.push((ts, Some(pfn)));
+            // A loss of this page between the read and the removal is gone
+            // with the entry: it happened after `horizon` (within the slack
+            // a later event needs to tell the state again), and the page is
+            // read from the kernel right after.
+            gaps.push((ts.max(horizon), Some(pfn)));
         }
         if unattributed != self.unattributed_seen {
             self.unattributed_seen = unattributed;
