@@ -9,7 +9,7 @@
 
 use std::{
     fs::File,
-    io::{BufRead, BufReader, BufWriter, Write},
+    io::{BufRead, BufReader, BufWriter, Read as _, Write},
     path::Path,
 };
 
@@ -156,20 +156,69 @@ pub fn read(path: &Path) -> Result<Recording> {
     parse(BufReader::new(f), &path.display().to_string())
 }
 
+/// Longest line a recording may have (an event with a full 127-frame stack
+/// is about 6 KiB; the header lists every hook).
+pub const MAX_LINE: usize = 1 << 20;
+
+/// The next line of `r` (without its newline), at most [`MAX_LINE`] bytes;
+/// `None` at the end. The flag says whether the line ended with a newline.
+fn next_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let n = r
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let ended = buf.last() == Some(&b'\n');
+    if ended {
+        buf.pop();
+    }
+    Ok(Some(ended))
+}
+
+/// A line's kind, for messages.
+fn kind_name(l: &Line) -> &'static str {
+    match l {
+        Line::Header(_) => "a header",
+        Line::Event(_) => "an event",
+        Line::Tick { .. } => "a tick",
+        Line::Gap { .. } => "a gap",
+        Line::End { .. } => "an end",
+    }
+}
+
 /// [`read`] from any reader; `name` is used in messages.
-pub fn parse(r: impl BufRead, name: &str) -> Result<Recording> {
+pub fn parse(mut r: impl BufRead, name: &str) -> Result<Recording> {
     let mut header: Option<Header> = None;
     let mut lines = Vec::new();
     let mut complete = false;
     let mut truncated_tail = false;
-    let mut raw_lines = r.split(b'\n').enumerate().peekable();
-    while let Some((i, raw)) = raw_lines.next() {
-        let raw = raw.with_context(|| format!("read {name}"))?;
-        let last = raw_lines.peek().is_none();
+    let mut buf = Vec::new();
+    let mut i = 0usize;
+    while let Some(ended) = next_line(&mut r, &mut buf).with_context(|| format!("read {name}"))? {
+        i += 1;
+        let i = i - 1;
+        if buf.len() > MAX_LINE {
+            bail!(
+                "{name}: line {} is longer than {MAX_LINE} bytes: not a refwatch recording",
+                i + 1
+            );
+        }
+        // A line without its newline can only be the last, cut short.
+        let last = !ended;
+        let raw = &buf;
         if raw.is_empty() {
             continue;
         }
-        let parsed: Result<Line, _> = serde_json::from_slice(&raw);
+        if complete {
+            bail!(
+                "{name}: line {}: more after the recording's end line",
+                i + 1
+            );
+        }
+        let parsed: Result<Line, _> = serde_json::from_slice(raw);
         let line = match parsed {
             Ok(l) => l,
             Err(_) if last && header.is_some() => {
@@ -189,6 +238,9 @@ pub fn parse(r: impl BufRead, name: &str) -> Result<Recording> {
                 if h.format != FORMAT {
                     bail!("{name}: format {:?}, expected {FORMAT:?}", h.format);
                 }
+                if h.version == 0 {
+                    bail!("{name}: recording version 0 does not exist: not a refwatch recording");
+                }
                 if h.version > VERSION {
                     bail!(
                         "{name}: recording version {} is newer than this refwatch understands ({VERSION}); upgrade refwatch",
@@ -199,8 +251,9 @@ pub fn parse(r: impl BufRead, name: &str) -> Result<Recording> {
             }
             other if header.is_none() => {
                 bail!(
-                    "{name}: line {}: {other:?} before the header: not a refwatch recording",
-                    i + 1
+                    "{name}: line {}: {} line before the header: not a refwatch recording",
+                    i + 1,
+                    kind_name(&other)
                 )
             }
             l @ Line::End { .. } => {
@@ -329,6 +382,53 @@ mod tests {
         h.version = VERSION + 1;
         let e = parse(&write(&[Line::Header(h)])[..], "x").expect_err("newer");
         assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn hostile_recordings_are_refused_with_the_line() {
+        let end = Line::End {
+            now_ns: 10,
+            events: 1,
+            dropped: 0,
+        };
+        // Anything after the end line.
+        let mut bytes = write(&[Line::Header(header()), Line::Event(event(5)), end.clone()]);
+        bytes.extend_from_slice(b"garbage\n");
+        let e = parse(&bytes[..], "x").expect_err("after end");
+        assert!(
+            e.to_string()
+                .contains("line 4: more after the recording's end"),
+            "{e}"
+        );
+        let mut bytes = write(&[Line::Header(header()), end.clone(), end]);
+        let e = parse(&bytes[..], "x").expect_err("two ends");
+        assert!(e.to_string().contains("line 3"), "{e}");
+        // A complete garbage line at the end is corruption, not a cut.
+        bytes = write(&[Line::Header(header()), Line::Event(event(5))]);
+        bytes.extend_from_slice(b"{\"type\":\"event\",\"ts\n");
+        let e = parse(&bytes[..], "x").expect_err("corrupt last line");
+        assert!(e.to_string().contains("line 3 is corrupt"), "{e}");
+        // Version 0.
+        let mut h = header();
+        h.version = 0;
+        let e = parse(&write(&[Line::Header(h)])[..], "x").expect_err("version 0");
+        assert!(e.to_string().contains("version 0"), "{e}");
+        // A line longer than the cap, without reading past it.
+        let mut bytes = write(&[Line::Header(header())]);
+        bytes.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        let e = parse(&bytes[..], "x").expect_err("long line");
+        assert!(e.to_string().contains("line 2 is longer than"), "{e}");
+        let e = parse(std::io::BufReader::new(std::io::repeat(0)), "zeros").expect_err("endless");
+        assert!(e.to_string().contains("longer than"), "{e}");
+        // A line before the header is named by its kind, not debug text.
+        let tick = Line::Tick {
+            now_ns: 1,
+            dropped: 0,
+        };
+        let mut bytes = write(&[Line::Header(header())]);
+        bytes = [write(&[tick]), bytes].concat();
+        let e = parse(&bytes[..], "x").expect_err("tick first");
+        assert!(!e.to_string().contains('{'), "{e}");
     }
 
     /// Synthetic: a held page whose release was lost, and a page stuck

@@ -239,6 +239,9 @@ fn last_dropped(rec: &Recording) -> u64 {
 }
 
 /// The report as text.
+/// The text form of a report, for a terminal: task names and every other
+/// string from a recording come out with control characters replaced, so a
+/// crafted `comm` cannot clear the screen or retitle the terminal.
 pub fn text(r: &Report) -> String {
     let rel = |ns: u64| (ns.saturating_sub(r.start_ns)) as f64 / 1e9;
     let mut out = format!(
@@ -326,7 +329,7 @@ pub fn text(r: &Report) -> String {
         let pfns: Vec<String> = r.stuck_at_end.iter().map(|p| format!("{p:#x}")).collect();
         out.push_str(&format!("stuck at the end: {}\n", pfns.join(" ")));
     }
-    out
+    printable(&out)
 }
 
 /// A readable per-PFN table.
@@ -371,4 +374,30 @@ pub fn summary_table(tracker: &Tracker) -> String {
         ));
     }
     out
+}
+
+/// `text` with every control character but newlines and tabs replaced by `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::printable;
+
+    #[test]
+    fn terminal_controls_do_not_reach_the_terminal() {
+        let comm = "evil\x1b]0;owned\x07\x1b[2J\u{9b}31m";
+        let out = printable(&format!("holder: {comm} pid 1\n"));
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert_eq!(out, "holder: evil?]0;owned??[2J?31m pid 1\n");
+    }
 }
