@@ -40,11 +40,7 @@ const TRUNCATE_END_TIMEOUT: Duration = Duration::from_secs(60);
 /// `dax-splice`: vmsplice the pages into a pipe, drain the pipe, unmap, delete.
 pub fn splice(cli: &Cli, run: &mut Run) -> Result<()> {
     let (file, mapping) = prepare_dax_pages(cli, run)?;
-    let pipe = Pipe::for_bytes(mapping.len(), run)?;
-
-    run.marks.mark("splice_start")?;
-    pipe.vmsplice(mapping.as_slice())?;
-    run.marks.mark("splice_end")?;
+    let pipe = splice_all(&mapping, run)?;
 
     drain_and_check(&pipe, mapping.len(), run)?;
     drop(pipe);
@@ -60,11 +56,7 @@ pub fn splice(cli: &Cli, run: &mut Run) -> Result<()> {
 pub fn hold(cli: &Cli, run: &mut Run) -> Result<()> {
     let (file, mapping) = prepare_dax_pages(cli, run)?;
     let len = mapping.len();
-    let pipe = Pipe::for_bytes(len, run)?;
-
-    run.marks.mark("splice_start")?;
-    pipe.vmsplice(mapping.as_slice())?;
-    run.marks.mark("splice_end")?;
+    let pipe = splice_all(&mapping, run)?;
 
     mapping.unmap()?;
     run.marks.mark("unmap")?;
@@ -195,11 +187,7 @@ fn read_back(bdev: &Path, len: usize) -> Result<()> {
 pub fn truncate_pinned(cli: &Cli, run: &mut Run) -> Result<()> {
     let (file, mapping) = prepare_dax_pages(cli, run)?;
     let len = mapping.len();
-    let pipe = Pipe::for_bytes(len, run)?;
-
-    run.marks.mark("splice_start")?;
-    pipe.vmsplice(mapping.as_slice())?;
-    run.marks.mark("splice_end")?;
+    let pipe = splice_all(&mapping, run)?;
 
     mapping.unmap()?;
     run.marks.mark("unmap")?;
@@ -366,6 +354,16 @@ fn drain_and_check(pipe: &Pipe, len: usize, run: &mut Run) -> Result<u64> {
     run.marks.mark("drain_end")?;
     check_pattern(&data).context("data read from the pipe")?;
     Ok(drain_start)
+}
+
+/// A pipe holding every page of `mapping` (vmsplice), between the
+/// `splice_start` and `splice_end` marks.
+fn splice_all(mapping: &Mapping, run: &mut Run) -> Result<Pipe> {
+    let pipe = Pipe::for_bytes(mapping.len(), run)?;
+    run.marks.mark("splice_start")?;
+    pipe.vmsplice(mapping.as_slice())?;
+    run.marks.mark("splice_end")?;
+    Ok(pipe)
 }
 
 #[cfg(test)]
