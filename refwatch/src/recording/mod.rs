@@ -1,0 +1,74 @@
+//! The recording format: versioned, streamable JSON Lines.
+//!
+//! Line 1 is a header (`"type":"header"`, with `"format":"refwatch-recording"`
+//! and `"version"`), then `event` lines (the JSON Lines export fields), `tick`
+//! lines once a second (monotonic time and loss counters, so replays know how
+//! time passed) and, when refwatch stops cleanly, an `end` line. Every line is
+//! complete JSON; a recording cut short by a crash is still readable up to its
+//! last complete line.
+
+mod read;
+mod write;
+
+pub use read::{MAX_LINE, Recording, parse, read};
+pub use write::Writer;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{jsonl::JsonEvent, rules::Rules, state::Thresholds};
+
+/// Format name in the header.
+pub const FORMAT: &str = "refwatch-recording";
+/// Current version.
+pub const VERSION: u32 = 1;
+
+/// One hook of the probe plan, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookRecord {
+    pub logical: String,
+    pub symbol: Option<String>,
+    pub mode: Option<String>,
+    pub status: String,
+}
+
+/// First line of a recording.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub format: String,
+    pub version: u32,
+    pub kernel: String,
+    pub started_ns: u64,
+    pub rules: Rules,
+    pub thresholds: Thresholds,
+    /// References came from the page_ref tracepoints (every get and put).
+    #[serde(default)]
+    pub precise: bool,
+    pub hooks: Vec<HookRecord>,
+}
+
+/// One line of a recording.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Line {
+    Header(Header),
+    Event(JsonEvent),
+    Tick {
+        now_ns: u64,
+        dropped: u64,
+    },
+    /// Events of `pfn` (of every page when `None`: the kernel could not
+    /// note which) were lost; the last loss was at `ts_ns`.
+    Gap {
+        ts_ns: u64,
+        #[serde(default)]
+        pfn: Option<u64>,
+    },
+    End {
+        now_ns: u64,
+        events: u64,
+        dropped: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests;
