@@ -2,11 +2,13 @@
 
 use std::{fs, path::Path, process::ExitCode, time::Duration};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
 use crate::{
-    cli::{AttachArgs, ExportArgs, ProbeArgs, RecordArgs, ReplayArgs, ReportArgs},
-    collector, export,
+    cli::{AttachArgs, ExportArgs, ProbeArgs, ProbesArgs, RecordArgs, ReplayArgs, ReportArgs},
+    collector,
+    diagnose::{self, Facts},
+    export,
     jsonl::Format,
     kallsyms::Kallsyms,
     layout::{self, KernelBtf, Layout},
@@ -20,28 +22,22 @@ use crate::{
 const KALLSYMS: &str = "/proc/kallsyms";
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-fn require_root() -> Result<()> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    #[allow(unsafe_code)]
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        bail!(
-            "refwatch needs root to load kernel programs (CAP_BPF, CAP_PERFMON) and read kernel addresses: run it with sudo"
-        );
-    }
-    Ok(())
-}
-
 /// Everything learned about the running kernel before loading.
 pub struct Prepared {
     pub kallsyms: Kallsyms,
     pub layout: Layout,
     pub plan: Vec<plan::Resolved>,
     pub release: String,
+    /// Capabilities and lockdown, to explain a refusal.
+    pub facts: Facts,
 }
 
 fn prepare(args: &ProbeArgs, stacks: bool) -> Result<Prepared> {
-    require_root()?;
+    // Which capability is missing, before a kernel call fails for lack of it.
+    let facts = Facts::read();
+    if let Some(d) = diagnose::preflight(&facts) {
+        return Err(d.into());
+    }
     let kallsyms = Kallsyms::read(Path::new(KALLSYMS))?;
     let btf = KernelBtf::open(Path::new(VMLINUX_BTF))?;
     let layout = layout::resolve(&btf, &kallsyms, stacks, args.ram_holders)
@@ -56,18 +52,31 @@ fn prepare(args: &ProbeArgs, stacks: bool) -> Result<Prepared> {
         layout,
         plan,
         release,
+        facts,
     })
 }
 
 fn attach_all(p: &Prepared, ring_bytes: u32) -> Result<Loaded> {
-    let loaded = loader::load(&p.layout, &p.plan, ring_bytes)?;
-    if !loaded.rows.iter().any(PlanRow::attached) {
-        let mut msg = format!("nothing could be attached on kernel {}:\n", p.release);
-        msg.push_str(&plan_table(&loaded.rows));
-        msg.push_str("refwatch needs kprobes (CONFIG_KPROBES) or working fentry (BPF trampolines) on at least one reference path");
-        bail!(msg);
-    }
+    let loaded = loader::load(&p.layout, &p.plan, ring_bytes, &p.facts)?;
+    require_attached(p, &loaded)?;
     Ok(loaded)
+}
+
+/// Fails with one line and a hint when no hook attached; `probes` shows
+/// the plan that says why for each.
+fn require_attached(p: &Prepared, loaded: &Loaded) -> Result<()> {
+    if loaded.rows.iter().any(PlanRow::attached) {
+        return Ok(());
+    }
+    let outcome = diagnose::Outcome {
+        hooks: loaded.rows.len(),
+        refusals: loaded
+            .rows
+            .iter()
+            .flat_map(|r| r.refusals.iter().cloned())
+            .collect(),
+    };
+    Err(diagnose::nothing_attached(&p.facts, &p.release, &outcome).into())
 }
 
 /// The plan as a table.
@@ -92,9 +101,26 @@ pub fn plan_table(rows: &[PlanRow]) -> String {
     out
 }
 
+/// The verifier's log of every program it refused, once per program.
+fn verifier_logs(rows: &[PlanRow]) -> Vec<(String, &str)> {
+    let mut out: Vec<(String, &str)> = Vec::new();
+    for r in rows {
+        for f in &r.refusals {
+            if let Some(log) = &f.verifier_log {
+                // The program is the first word of the line: `fexit_free on …`.
+                let prog = f.text.split(' ').next().unwrap_or("?").to_string();
+                if !out.iter().any(|(p, _)| *p == prog) {
+                    out.push((prog, log));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `refwatch probes`.
-pub fn probes(args: &ProbeArgs) -> Result<ExitCode> {
-    let p = prepare(args, false)?;
+pub fn probes(args: &ProbesArgs) -> Result<ExitCode> {
+    let p = prepare(&args.probe, false)?;
     println!("kernel {}", p.release);
     println!(
         "layout: struct page {} bytes, _refcount@{}, _mapcount@{}, pgmap via {}@{}, dev_pagemap.type@{}, zone bits >>{} &{:#x}, ZONE_DEVICE={}; vmemmap: {}",
@@ -109,10 +135,22 @@ pub fn probes(args: &ProbeArgs) -> Result<ExitCode> {
         p.layout.raw.zone_device,
         p.layout.vmemmap_from
     );
-    let loaded = attach_all(&p, crate::cli::DEFAULT_RING_BYTES)?;
+    let loaded = loader::load(&p.layout, &p.plan, crate::cli::DEFAULT_RING_BYTES, &p.facts)?;
     print!("{}", plan_table(&loaded.rows));
+    let logs = verifier_logs(&loaded.rows);
+    if args.verifier_log {
+        for (prog, log) in &logs {
+            println!("verifier log of {prog}:\n{log}");
+        }
+    } else if !logs.is_empty() {
+        println!(
+            "the verifier refused {} program(s): --verifier-log prints its log",
+            logs.len()
+        );
+    }
     let n = loaded.rows.iter().filter(|r| r.attached()).count();
     println!("{n} of {} hooks attached", loaded.rows.len());
+    require_attached(&p, &loaded)?;
     println!("references: {}", loaded.mode_words());
     Ok(ExitCode::SUCCESS)
 }
@@ -129,6 +167,11 @@ pub fn record(args: &RecordArgs) -> Result<ExitCode> {
 
 fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode> {
     let thresholds = args.thresholds.apply(Thresholds::default())?;
+    // `record` stays headless: it is for scripts and the lab VM.
+    let use_tui = !args.headless && recording_path.is_none();
+    if use_tui {
+        crate::tui::tty::require_terminal("attach")?;
+    }
     let mut p = prepare(&args.probe, !args.no_stacks)?;
     let rules = Rules::from_kernel(&p.kallsyms);
     // Run-time statistics stay on while this descriptor is open.
@@ -154,8 +197,6 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
         plan_table(&loaded.rows)
     );
     log::info!("refcount rules: {}", rules.basis);
-    // `record` stays headless: it is for scripts and the lab VM.
-    let use_tui = !args.headless && recording_path.is_none();
     let tui_info = use_tui.then(|| {
         crate::tui::HeaderInfo::live(
             &p.release,
@@ -373,5 +414,6 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
 
 /// `refwatch replay`: the TUI on a recording.
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+    crate::tui::tty::require_terminal("replay")?;
     crate::tui::run_replay(args)
 }

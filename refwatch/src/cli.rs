@@ -25,7 +25,7 @@ pub enum Command {
     Record(RecordArgs),
     /// Print the probe plan for the running kernel: logical event → symbol →
     /// mode → attached, or why not. Exits non-zero when nothing can attach.
-    Probes(ProbeArgs),
+    Probes(ProbesArgs),
     /// Every stuck episode of a recording, and the pages still stuck at its end.
     Report(ReportArgs),
     /// Per-PFN histories of a recording as JSON Lines, CSV or Perfetto.
@@ -44,8 +44,8 @@ pub struct ReplayArgs {
     /// Start paused at the beginning instead of playing.
     #[arg(long)]
     pub paused: bool,
-    /// Write refwatch's own log here (default: a new file in the temp dir,
-    /// named on exit).
+    /// Write refwatch's own log here (default: none; warnings and errors are
+    /// printed on stderr when the TUI ends).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
     #[command(flatten)]
@@ -142,6 +142,16 @@ impl ThresholdArgs {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct ProbesArgs {
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    /// Print the kernel verifier's log of every program it refused (once
+    /// per program, after the plan).
+    #[arg(long)]
+    pub verifier_log: bool,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct ProbeArgs {
     /// Attach mode: fentry/fexit where possible, kprobes otherwise (auto), or force one.
     #[arg(long, value_enum, default_value = "auto")]
@@ -171,7 +181,7 @@ pub struct AttachArgs {
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
     /// Write refwatch's own log here instead of stderr (with the TUI and no
-    /// --log-file: a new file in the temp dir, named on exit).
+    /// --log-file: no log; warnings and errors are printed when it ends).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
     /// Do not capture kernel stacks.

@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 #[allow(unsafe_code)]
 pub mod collector;
+pub mod diagnose;
 #[allow(unsafe_code)]
 pub mod event;
 pub mod export;

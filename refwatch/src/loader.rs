@@ -10,6 +10,7 @@ use aya::{
 };
 
 use crate::{
+    diagnose::{self, Facts, Refusal},
     layout::Layout,
     plan::{Candidate, Class, Mode, Resolved},
 };
@@ -25,9 +26,11 @@ pub struct PlanRow {
     pub symbol: Option<&'static str>,
     pub hook: Option<u32>,
     pub mode: Option<Mode>,
-    /// `attached`, or why not.
+    /// `attached`, or why not (one line).
     pub status: String,
     pub notes: Vec<String>,
+    /// What the kernel said to each mode it refused.
+    pub refusals: Vec<Refusal>,
 }
 
 impl PlanRow {
@@ -59,7 +62,8 @@ impl Loaded {
 /// page_ref tracepoints go first: when all of them attach (precise mode),
 /// the hooks they cover are left out, except the GUP grabs when
 /// `layout.raw.ram_holders` asks for system-page holders.
-pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32) -> Result<Loaded> {
+/// A failure to load the object is classified with `facts` ([`diagnose`]).
+pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32, facts: &Facts) -> Result<Loaded> {
     if OBJECT.is_empty() {
         return Err(anyhow!(
             "this refwatch was built with AYA_BUILD_SKIP=1 and carries no kernel programs; rebuild without it"
@@ -70,15 +74,12 @@ pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32) -> Result<Loade
         .map_max_entries("EVENTS", ring_bytes)
         .load(OBJECT)
         .map_err(|e| {
-            let hint =
-                if format!("{e:#}").contains("relocating") && !Path::new("/proc/net").exists() {
-                    " (this kernel has no networking: the loader detects global-data support \
-                 with a socket-filter program, which needs CONFIG_NET)"
-                } else {
-                    ""
-                };
-            anyhow::Error::new(e).context(format!(
-                "load refwatch's kernel programs (BPF_PROG_LOAD / map create){hint}"
+            let e = anyhow::Error::new(e);
+            let no_networking = !Path::new("/proc/net").exists();
+            anyhow::Error::new(diagnose::load_failed(
+                facts,
+                &Refusal::of(&e),
+                no_networking,
             ))
         })?;
     let btf = Btf::from_sys_fs().ok();
@@ -136,6 +137,7 @@ pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32) -> Result<Loade
                 mode: None,
                 status: "covered by precise mode (page_ref tracepoints)".into(),
                 notes: Vec::new(),
+                refusals: Vec::new(),
             });
             continue;
         }
@@ -162,6 +164,7 @@ fn attach_row(ebpf: &mut Ebpf, btf: Option<&Btf>, r: &Resolved) -> PlanRow {
         mode: None,
         status: String::new(),
         notes: r.notes.clone(),
+        refusals: Vec::new(),
     };
     let Some((cand, modes)) = &r.choice else {
         row.status = match &r.skipped {
@@ -179,7 +182,16 @@ fn attach_row(ebpf: &mut Ebpf, btf: Option<&Btf>, r: &Resolved) -> PlanRow {
                 row.mode = Some(*mode);
                 break;
             }
-            Err(e) => errors.push(format!("{} refused: {e:#}", mode.name())),
+            Err(e) => {
+                let r = Refusal::of(&e);
+                let log = if r.verifier_log.is_some() {
+                    " (`refwatch probes --verifier-log` prints its log)"
+                } else {
+                    ""
+                };
+                errors.push(format!("{} refused: {}{log}", mode.name(), r.text));
+                row.refusals.push(r);
+            }
         }
     }
     row.status = if row.mode.is_some() {
@@ -245,10 +257,10 @@ fn attach_one(prog: &mut Program, btf: Option<&Btf>, symbol: &str, mode: Mode) -
             load_tp(p, symbol, btf)?;
             p.attach()?;
         }
-        (_, other) => {
+        (_, _) => {
             return Err(anyhow!(
-                "program of unexpected type {:?}",
-                other.prog_type()
+                "the kernel object has no {} program for {symbol}",
+                mode.name()
             ));
         }
     }

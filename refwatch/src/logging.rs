@@ -1,14 +1,29 @@
 //! refwatch's own log: a file when asked (`--log-file`), stderr otherwise.
-//! Kernel-side aya-log lines come through here too, never onto a TUI.
+//! While a TUI owns the terminal and no file was asked for, warnings and
+//! errors are held in memory and printed on stderr once the terminal is
+//! restored ([`print_held`]); nothing is written to disk. Kernel-side
+//! aya-log lines come through here too, never onto a TUI.
 
 use std::{fs::File, io::Write as _, path::Path, sync::Mutex};
 
 use anyhow::{Context as _, Result};
 
+/// Held lines beyond this are counted, not kept.
+const MAX_HELD: usize = 200;
+
+enum Sink {
+    Write(Box<dyn std::io::Write + Send>),
+    /// Warnings and errors go to [`HELD`].
+    Held,
+}
+
 struct Logger {
-    out: Mutex<Box<dyn std::io::Write + Send>>,
+    out: Mutex<Sink>,
     level: log::LevelFilter,
 }
+
+/// The held lines, and how many more were left out.
+static HELD: Mutex<(Vec<String>, usize)> = Mutex::new((Vec::new(), 0));
 
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
@@ -19,25 +34,45 @@ impl log::Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
+        let line = format!("[{}] {}: {}", r.level(), r.target(), r.args());
         if let Ok(mut out) = self.out.lock() {
-            let _ = writeln!(out, "[{}] {}: {}", r.level(), r.target(), r.args());
+            match &mut *out {
+                Sink::Write(w) => {
+                    let _ = writeln!(w, "{line}");
+                }
+                Sink::Held => {
+                    if r.level() <= log::Level::Warn
+                        && let Ok(mut h) = HELD.lock()
+                    {
+                        if h.0.len() < MAX_HELD {
+                            h.0.push(line);
+                        } else {
+                            h.1 += 1;
+                        }
+                    }
+                }
+            }
         }
     }
 
     fn flush(&self) {
-        if let Ok(mut out) = self.out.lock() {
-            let _ = out.flush();
+        if let Ok(mut out) = self.out.lock()
+            && let Sink::Write(w) = &mut *out
+        {
+            let _ = w.flush();
         }
     }
 }
 
-/// Installs the logger.
-pub fn init(file: Option<&Path>, verbose: bool) -> Result<()> {
-    let out: Box<dyn std::io::Write + Send> = match file {
-        Some(p) => {
-            Box::new(File::create(p).with_context(|| format!("create log file {}", p.display()))?)
-        }
-        None => Box::new(std::io::stderr()),
+/// Installs the logger: into `file`, else held in memory when `hold` (a
+/// TUI owns the terminal), else onto stderr.
+pub fn init(file: Option<&Path>, verbose: bool, hold: bool) -> Result<()> {
+    let out = match file {
+        Some(p) => Sink::Write(Box::new(
+            File::create(p).with_context(|| format!("create log file {}", p.display()))?,
+        )),
+        None if hold => Sink::Held,
+        None => Sink::Write(Box::new(std::io::stderr())),
     };
     let level = if verbose {
         log::LevelFilter::Debug
@@ -51,4 +86,18 @@ pub fn init(file: Option<&Path>, verbose: bool) -> Result<()> {
     .context("install logger")?;
     log::set_max_level(level);
     Ok(())
+}
+
+/// Takes the warnings and errors held while the TUI ran.
+pub fn take_held() -> Vec<String> {
+    let Ok(mut h) = HELD.lock() else {
+        return Vec::new();
+    };
+    let (mut lines, left_out) = std::mem::take(&mut *h);
+    if left_out > 0 {
+        lines.push(format!(
+            "[WARN] refwatch: {left_out} more left out (--log-file FILE keeps them all)"
+        ));
+    }
+    lines
 }

@@ -9,15 +9,13 @@ use refwatch::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The TUI owns the terminal: its log goes to a file.
-    let tui_log = tui::default_log_file(&cli.command);
+    // The TUI owns the terminal: its warnings wait until it is restored.
+    let hold = tui::holds_log(&cli.command);
     let log_setup = match &cli.command {
-        Command::Attach(a) => {
-            logging::init(a.log_file.as_deref().or(tui_log.as_deref()), a.verbose)
-        }
-        Command::Replay(r) => logging::init(r.log_file.as_deref().or(tui_log.as_deref()), false),
-        Command::Record(r) => logging::init(r.attach.log_file.as_deref(), r.attach.verbose),
-        _ => logging::init(None, false),
+        Command::Attach(a) => logging::init(a.log_file.as_deref(), a.verbose, hold),
+        Command::Replay(r) => logging::init(r.log_file.as_deref(), false, hold),
+        Command::Record(r) => logging::init(r.attach.log_file.as_deref(), r.attach.verbose, false),
+        _ => logging::init(None, false, false),
     };
     if let Err(e) = log_setup {
         eprintln!("refwatch: {e:#}");
@@ -31,15 +29,22 @@ fn main() -> ExitCode {
         Command::Export(e) => app::export(e),
         Command::Replay(r) => app::replay(r),
     };
-    let code = match result {
+    let message = result
+        .as_ref()
+        .err()
+        .map(refwatch::diagnose::message)
+        .unwrap_or_default();
+    // Held warnings and errors, but not the error printed below.
+    for l in logging::take_held() {
+        if message.is_empty() || !l.ends_with(message.lines().next().unwrap_or_default()) {
+            eprintln!("{l}");
+        }
+    }
+    match result {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("refwatch: {e:#}");
+        Err(_) => {
+            eprintln!("refwatch: {message}");
             ExitCode::from(1)
         }
-    };
-    if let Some(p) = &tui_log {
-        eprintln!("refwatch: log written to {}", p.display());
     }
-    code
 }

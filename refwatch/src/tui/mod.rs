@@ -25,7 +25,6 @@ mod tests;
 
 use std::{
     collections::{HashMap, HashSet},
-    fs::OpenOptions,
     path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
@@ -56,29 +55,15 @@ const UI_TICK: Duration = Duration::from_millis(250);
 /// Replay clock resolution while playing.
 const PLAY_TICK: Duration = Duration::from_millis(100);
 
-/// Where refwatch logs while a TUI owns the terminal and no `--log-file` was
-/// given: a new file in the temp dir (created here, never an existing one).
-/// `None` when the command does not open the TUI.
-pub fn default_log_file(cmd: &CliCommand) -> Option<PathBuf> {
-    let wants = match cmd {
+/// Whether the command opens the TUI with no `--log-file`: its warnings
+/// and errors are then held until the terminal is restored
+/// ([`crate::logging`]), and no log file is written.
+pub fn holds_log(cmd: &CliCommand) -> bool {
+    match cmd {
         CliCommand::Attach(a) => !a.headless && a.log_file.is_none(),
         CliCommand::Replay(r) => r.log_file.is_none(),
         _ => false,
-    };
-    if !wants {
-        return None;
     }
-    let dir = std::env::temp_dir();
-    let pid = std::process::id();
-    (0..100).find_map(|n| {
-        let p = dir.join(format!("refwatch-{pid}-{n}.log"));
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&p)
-            .ok()
-            .map(|_| p)
-    })
 }
 
 /// The terminal while the TUI runs; restored when dropped (and on panic,
@@ -97,7 +82,7 @@ impl Term {
             Ok(terminal) => Ok(Self { terminal }),
             Err(e) => {
                 let _ = ratatui::try_restore();
-                Err(e).context("set up the terminal (is stdout a terminal? use --headless)")
+                Err(e).context("set up the terminal")
             }
         }
     }

@@ -65,6 +65,28 @@ impl TtyInput {
     }
 }
 
+/// Whether the TUI has a terminal: (stdout is one, keys can be read from
+/// one: stdin, or else `/dev/tty` as [`TtyInput::open`] does).
+pub fn terminal_present() -> (bool, bool) {
+    // SAFETY: isatty only inspects the descriptors.
+    let stdout = unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1;
+    let stdin = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+    (
+        stdout,
+        stdin || OpenOptions::new().read(true).open("/dev/tty").is_ok(),
+    )
+}
+
+/// Fails with a [`crate::diagnose::Diagnosis`] when the TUI of `command`
+/// (`attach`, `replay`) has no terminal.
+pub fn require_terminal(command: &str) -> anyhow::Result<()> {
+    let (stdout, input) = terminal_present();
+    match crate::diagnose::no_terminal(command, stdout, input) {
+        Some(d) => Err(d.into()),
+        None => Ok(()),
+    }
+}
+
 /// What [`wait_input`] saw.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ready {
