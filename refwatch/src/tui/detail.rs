@@ -91,8 +91,17 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
     };
     let summary = summary(app, d);
     let needed: u16 = summary.iter().map(|l| wrapped_height(l, inner.width)).sum();
-    let chart_h: u16 = if inner.height >= 22 { 8 } else { 1 };
-    let min_events = 4;
+    // A low pane (a small terminal) keeps the summary (why the page is
+    // stuck, who holds it) over the sparkline and the stack.
+    let low = inner.height < 10;
+    let chart_h: u16 = if inner.height >= 22 {
+        8
+    } else if low {
+        0
+    } else {
+        1
+    };
+    let min_events = if low { 2 } else { 4 };
     let summary_h = needed
         .min(inner.height.saturating_sub(chart_h + min_events))
         .max(1)
@@ -115,6 +124,11 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         return;
     }
     let rest = Rect::new(inner.x, y, inner.width, rest_h);
+    if rest.height < 4 {
+        // No room for the stack: the events (header and the selected one).
+        events(app, d, rest, buf);
+        return;
+    }
     let (events_area, stack_area) = if rest.width >= 70 {
         let ew = (rest.width * 3 / 5).max(44).min(rest.width - 24);
         (

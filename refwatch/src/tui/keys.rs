@@ -30,8 +30,11 @@ impl App {
         match self.overlay {
             Overlay::None => {}
             Overlay::Help => {
-                // Any key closes the help.
-                self.overlay = Overlay::None;
+                // The scroll keys scroll (a small screen shows part of it);
+                // any other key closes the help.
+                if !self.scroll_overlay(key.code) {
+                    self.overlay = Overlay::None;
+                }
                 return None;
             }
             Overlay::Probes => {
@@ -40,6 +43,8 @@ impl App {
                     KeyCode::Esc | KeyCode::Char('p' | 'q') | KeyCode::Enter
                 ) {
                     self.overlay = Overlay::None;
+                } else {
+                    self.scroll_overlay(key.code);
                 }
                 return None;
             }
@@ -56,8 +61,14 @@ impl App {
                 self.quit = true;
                 return Some(Command::Quit);
             }
-            KeyCode::Char('?') | KeyCode::F(1) => self.overlay = Overlay::Help,
-            KeyCode::Char('p') => self.overlay = Overlay::Probes,
+            KeyCode::Char('?') | KeyCode::F(1) => {
+                self.overlay = Overlay::Help;
+                self.scroll = 0;
+            }
+            KeyCode::Char('p') => {
+                self.overlay = Overlay::Probes;
+                self.scroll = 0;
+            }
             KeyCode::Char('e') => {
                 self.overlay = Overlay::Export {
                     scope: Scope::Selected,
@@ -82,6 +93,15 @@ impl App {
             KeyCode::PageDown => self.move_by(page),
             KeyCode::Home | KeyCode::Char('g') => self.move_by(isize::MIN / 2),
             KeyCode::End | KeyCode::Char('G') => self.move_by(isize::MAX / 2),
+            // Too low for both panes: Enter switches between them.
+            KeyCode::Enter if super::render::compact(self) => {
+                self.show_detail = true;
+                self.focus = match self.focus {
+                    Focus::Table => Focus::Events,
+                    Focus::Events => Focus::Table,
+                };
+                self.after_move();
+            }
             KeyCode::Enter => {
                 self.show_detail = !self.show_detail;
                 if !self.show_detail {
@@ -157,6 +177,26 @@ impl App {
             _ => return self.replay_key(key),
         }
         None
+    }
+
+    /// Scrolls the help or the probe plan; whether `code` is a scroll key.
+    fn scroll_overlay(&mut self, code: KeyCode) -> bool {
+        let max = super::render::overlay_scroll_max(self);
+        if max == 0 {
+            return false;
+        }
+        let page = usize::from(self.size.1.saturating_sub(6)).max(1);
+        let cur = self.scroll.min(max);
+        self.scroll = match code {
+            KeyCode::Up | KeyCode::Char('k') => cur.saturating_sub(1),
+            KeyCode::Down | KeyCode::Char('j') => (cur + 1).min(max),
+            KeyCode::PageUp => cur.saturating_sub(page),
+            KeyCode::PageDown | KeyCode::Char(' ') => (cur + page).min(max),
+            KeyCode::Home | KeyCode::Char('g') => 0,
+            KeyCode::End | KeyCode::Char('G') => max,
+            _ => return false,
+        };
+        true
     }
 
     fn replay_key(&mut self, key: KeyEvent) -> Option<Command> {

@@ -319,6 +319,8 @@ pub struct App {
     /// Selected event in the detail pane; `None` follows the latest.
     pub(crate) event_sel: Option<usize>,
     pub(crate) overlay: Overlay,
+    /// How far the help or the probe plan is scrolled (lines).
+    pub(crate) scroll: usize,
     pub(crate) prompt: Option<Prompt>,
     pub(crate) message: Option<Message>,
     pub(crate) quit: bool,
@@ -352,6 +354,7 @@ impl App {
             show_detail: true,
             event_sel: None,
             overlay: Overlay::None,
+            scroll: 0,
             prompt: None,
             message: None,
             quit: false,

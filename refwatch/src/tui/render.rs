@@ -40,9 +40,12 @@ pub fn areas(app: &App, area: Rect) -> Areas {
     let footer_h = 1.min(area.height - header_h - timeline_h);
     let body_h = area.height - header_h - timeline_h - footer_h;
     let body_y = area.y + header_h + timeline_h;
-    let (table_h, detail_h) = if app.show_detail && body_h >= 12 {
+    let (table_h, detail_h) = if app.show_detail && body_h >= SPLIT_MIN {
         let t = (body_h * 9 / 20).max(6);
         (t, body_h - t)
+    } else if app.show_detail && app.focus == Focus::Events {
+        // Too low for both: the detail pane takes the table's place.
+        (0, body_h)
     } else {
         (body_h, 0)
     };
@@ -54,6 +57,18 @@ pub fn areas(app: &App, area: Rect) -> Areas {
         detail: (detail_h > 0).then(|| row(body_y + table_h, detail_h)),
         footer: row(body_y + body_h, footer_h),
     }
+}
+
+/// The body's height from which the table and the detail pane share it.
+const SPLIT_MIN: u16 = 12;
+
+/// Whether the screen is too low for the table and the detail pane at once:
+/// then Enter and Tab switch between them.
+pub fn compact(app: &App) -> bool {
+    let (w, h) = app.size;
+    let a = areas(app, Rect::new(0, 0, w, h));
+    let body = a.table.height + a.detail.map_or(0, |d| d.height);
+    body < SPLIT_MIN
 }
 
 /// The colour of a detector's rows.
@@ -90,7 +105,7 @@ impl Widget for &App {
         footer(self, a.footer, buf);
         match &self.overlay {
             Overlay::None => {}
-            Overlay::Help => help(area, buf),
+            Overlay::Help => help(self, area, buf),
             Overlay::Probes => probes(self, area, buf),
             Overlay::Export { scope, format } => export_dialog(self, *scope, *format, area, buf),
         }
@@ -576,6 +591,18 @@ fn footer(app: &App, area: Rect, buf: &mut Buffer) {
 
 /// A centred box of at most `w`×`h`, cleared.
 fn popup(area: Rect, w: u16, h: u16, title: &str, buf: &mut Buffer) -> Rect {
+    popup_with(area, w, h, title, None, buf)
+}
+
+/// [`popup`] with a note on its bottom border (right-aligned).
+fn popup_with(
+    area: Rect,
+    w: u16,
+    h: u16,
+    title: &str,
+    bottom: Option<&str>,
+    buf: &mut Buffer,
+) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
     let r = Rect::new(
@@ -585,9 +612,15 @@ fn popup(area: Rect, w: u16, h: u16, title: &str, buf: &mut Buffer) -> Rect {
         h,
     );
     Clear.render(r, buf);
-    let block = Block::bordered()
+    let mut block = Block::bordered()
         .border_style(Style::new().fg(Color::Cyan))
         .title(Span::styled(format!(" {title} "), Style::new().bold()));
+    if let Some(b) = bottom {
+        block = block.title_bottom(
+            Line::styled(format!(" {b} "), Style::new().bold().fg(Color::Yellow))
+                .alignment(Alignment::Right),
+        );
+    }
     let inner = block.inner(r);
     block.render(r, buf);
     inner
@@ -618,108 +651,239 @@ pub const HELP: &[(&str, &str)] = &[
     ("Esc", "back, clear search"),
 ];
 
-fn help(area: Rect, buf: &mut Buffer) {
+/// The help box for a screen: its size, and whether it has two columns.
+fn help_box(area: Rect) -> (u16, u16, bool) {
     let two = area.width >= 80;
+    let w = (if two { 80 } else { 42 }).min(area.width);
+    let n = help_lines(two, w.saturating_sub(2), false).len() as u16;
+    (w, (n + 2).min(area.height), two)
+}
+
+/// `s` cut to `w` columns, with `…` when cut.
+fn fit(s: &str, w: usize) -> String {
+    if s.chars().count() <= w {
+        s.to_string()
+    } else if w == 0 {
+        String::new()
+    } else {
+        let mut t: String = s.chars().take(w - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The help's lines for a box `width` wide: the keys (in two columns when
+/// `two`), the detectors' colours, and how to close it.
+fn help_lines(two: bool, width: u16, scrolls: bool) -> Vec<Line<'static>> {
     let per_col = if two {
         HELP.len().div_ceil(2)
     } else {
         HELP.len()
     };
-    let w = if two { 80 } else { 42 };
-    let h = per_col as u16 + 6;
-    let inner = popup(area, w, h, "refwatch keys", buf);
+    let col_w = usize::from(if two { width / 2 } else { width });
     let entry = |(k, d): &(&str, &str)| {
-        Line::from(vec![
+        [
             Span::styled(format!("{k:>12} "), KEY),
-            Span::raw(d.to_string()),
-        ])
+            Span::raw(fit(d, col_w.saturating_sub(13))),
+        ]
     };
-    let col_w = if two { inner.width / 2 } else { inner.width };
-    for (c, chunk) in HELP.chunks(per_col).enumerate() {
-        let lines: Vec<Line> = chunk.iter().map(entry).collect();
-        let r = Rect::new(inner.x + c as u16 * col_w, inner.y, col_w, inner.height);
-        Paragraph::new(lines).render(r, buf);
+    let mut lines = Vec::new();
+    for (i, first) in HELP.iter().take(per_col).enumerate() {
+        let mut spans = entry(first).to_vec();
+        if two && let Some(e) = HELP.get(i + per_col) {
+            let used: usize = spans.iter().map(Span::width).sum();
+            spans.push(Span::raw(" ".repeat(col_w.saturating_sub(used))));
+            spans.extend(entry(e));
+        }
+        lines.push(Line::from(spans));
     }
-    let rest = inner.height.saturating_sub(per_col as u16 + 1);
-    if rest == 0 {
-        return;
-    }
-    let mut legend = vec![Span::styled("detectors: ", DIM)];
+    lines.push(Line::raw(""));
+    let width = usize::from(width);
+    let mut cur = vec![Span::raw(" "), Span::styled("detectors:", DIM)];
+    let mut used = 11;
     for d in Detector::ALL {
-        legend.push(Span::styled("● ", Style::new().fg(detector_color(d))));
-        legend.push(Span::raw(format!("{} ", d.name())));
+        let item = 3 + d.name().len();
+        if used + item > width && used > 1 {
+            lines.push(Line::from(std::mem::take(&mut cur)));
+            cur.push(Span::raw(""));
+            used = 0;
+        }
+        cur.push(Span::styled(" ● ", Style::new().fg(detector_color(d))));
+        cur.push(Span::raw(d.name()));
+        used += item;
     }
-    let lines = vec![Line::from(legend), Line::styled("any key closes", DIM)];
-    Paragraph::new(lines).wrap(Wrap { trim: true }).render(
-        Rect::new(
-            inner.x + 1,
-            inner.y + per_col as u16 + 1,
-            inner.width.saturating_sub(1),
-            rest,
-        ),
-        buf,
-    );
+    lines.push(Line::from(cur));
+    lines.push(Line::styled(
+        if scrolls {
+            " ↑↓ scroll · other keys close"
+        } else {
+            " any key closes"
+        },
+        DIM,
+    ));
+    lines
 }
 
-fn probes(app: &App, area: Rect, buf: &mut Buffer) {
-    let info = &app.info;
-    let attached = info.hooks.iter().filter(|h| h.attached()).count();
-    let notes: usize = info.hooks.iter().map(|h| h.notes.len()).sum();
-    let h = (info.hooks.len() + notes) as u16 + 6;
-    let title = format!(
-        "probe plan · kernel {} · {attached}/{} attached",
-        info.kernel,
-        info.hooks.len()
-    );
-    let inner = popup(area, area.width.saturating_sub(4), h, &title, buf);
-    let mut rows = Vec::new();
-    for hk in &info.hooks {
+/// The lines of a scrolled view `h` high: from `scroll` (clamped), and a
+/// note of what is above and below.
+fn scroll_view<T>(items: Vec<T>, scroll: usize, h: usize) -> (Vec<T>, Option<&'static str>) {
+    let n = items.len();
+    let off = scroll.min(n.saturating_sub(h));
+    let above = off > 0;
+    let below = off + h < n;
+    let note = match (above, below) {
+        (true, true) => Some("↑↓ more"),
+        (false, true) => Some("↓ more"),
+        (true, false) => Some("↑ more"),
+        (false, false) => None,
+    };
+    (items.into_iter().skip(off).take(h).collect(), note)
+}
+
+fn help(app: &App, area: Rect, buf: &mut Buffer) {
+    let (w, h, two) = help_box(area);
+    let inner_h = usize::from(h.saturating_sub(2));
+    let mut lines = help_lines(two, w.saturating_sub(2), false);
+    if lines.len() > inner_h {
+        lines = help_lines(two, w.saturating_sub(2), true);
+    }
+    let (lines, note) = scroll_view(lines, app.scroll, inner_h);
+    let inner = popup_with(area, w, h, "refwatch keys", note, buf);
+    Paragraph::new(lines).render(inner, buf);
+}
+
+/// How far the open overlay scrolls on a screen of the app's size.
+pub fn overlay_scroll_max(app: &App) -> usize {
+    let (w, h) = app.size;
+    let area = Rect::new(0, 0, w, h);
+    match app.overlay {
+        Overlay::Help => {
+            let (bw, bh, two) = help_box(area);
+            help_lines(two, bw.saturating_sub(2), false)
+                .len()
+                .saturating_sub(usize::from(bh.saturating_sub(2)))
+        }
+        Overlay::Probes => {
+            let (_, _, rows) = probes_box(app, area);
+            probe_count(app).saturating_sub(rows)
+        }
+        _ => 0,
+    }
+}
+
+/// Lines of the plan: one per hook and one per note.
+fn probe_count(app: &App) -> usize {
+    app.info.hooks.iter().map(|h| 1 + h.notes.len()).sum()
+}
+
+/// The plan box for a screen: its size, and how many plan lines it shows
+/// (below its header line; the rules and keys take two lines at its foot).
+fn probes_box(app: &App, area: Rect) -> (u16, u16, usize) {
+    let n = probe_count(app) as u16;
+    let w = area.width.saturating_sub(4);
+    let h = (n + 6).min(area.height);
+    (w, h, usize::from(h.saturating_sub(5)))
+}
+
+/// Column widths of the plan (HOOK, SYMBOL, MODE, STATUS) in `width`:
+/// STATUS keeps at least a third; SYMBOL gives way first, then HOOK.
+fn probe_widths(app: &App, width: u16) -> [usize; 4] {
+    let hooks = &app.info.hooks;
+    let longest = |f: &dyn Fn(&super::HookLine) -> usize, min: usize| {
+        hooks.iter().map(f).max().unwrap_or(0).max(min)
+    };
+    let mut hook = longest(&|h| h.logical.chars().count(), 4);
+    let mut sym = longest(&|h| h.symbol.as_ref().map_or(1, |s| s.chars().count()), 6);
+    let mode = longest(&|h| h.mode.as_ref().map_or(1, |s| s.chars().count()), 4);
+    let avail = usize::from(width).saturating_sub(3);
+    let status_min = (avail / 3).max(16).min(avail);
+    let mut over = (hook + sym + mode).saturating_sub(avail - status_min);
+    let cut = over.min(sym.saturating_sub(8));
+    sym -= cut;
+    over -= cut;
+    let cut = over.min(hook.saturating_sub(8));
+    hook -= cut;
+    let status = avail.saturating_sub(hook + sym + mode);
+    [hook, sym, mode, status]
+}
+
+/// The plan as lines `width` wide: a line per hook, then its notes.
+fn probe_lines(app: &App, width: u16) -> Vec<Line<'static>> {
+    let [hw, sw, mw, stw] = probe_widths(app, width);
+    let mut out = Vec::new();
+    for hk in &app.info.hooks {
         let style = if hk.attached() {
             Style::new()
         } else {
             Style::new().fg(Color::Yellow)
         };
-        rows.push(
-            TableRow::new(vec![
-                Cell::from(hk.logical.clone()),
-                Cell::from(hk.symbol.clone().unwrap_or_else(|| "-".into())),
-                Cell::from(hk.mode.clone().unwrap_or_else(|| "-".into())),
-                Cell::from(hk.status.clone()),
-            ])
-            .style(style),
+        let text = format!(
+            "{:<hw$} {:<sw$} {:<mw$} {}",
+            fit(&hk.logical, hw),
+            fit(hk.symbol.as_deref().unwrap_or("-"), sw),
+            fit(hk.mode.as_deref().unwrap_or("-"), mw),
+            fit(&hk.status, stw),
         );
+        out.push(Line::styled(text, style));
         for n in &hk.notes {
-            rows.push(TableRow::new(vec![
-                Cell::from(""),
-                Cell::from(Span::styled(format!("note: {n}"), DIM)),
+            let room = usize::from(width).saturating_sub(hw + 1);
+            out.push(Line::from(vec![
+                Span::raw(" ".repeat(hw + 1)),
+                Span::styled(fit(&format!("note: {n}"), room), DIM),
             ]));
         }
     }
-    let widths = [
-        Constraint::Length(14),
-        Constraint::Length(30),
-        Constraint::Length(7),
-        Constraint::Fill(1),
-    ];
-    let table_area = Rect::new(
-        inner.x,
-        inner.y,
-        inner.width,
-        inner.height.saturating_sub(2),
+    out
+}
+
+fn probes(app: &App, area: Rect, buf: &mut Buffer) {
+    let info = &app.info;
+    let attached = info.hooks.iter().filter(|h| h.attached()).count();
+    let (w, h, rows) = probes_box(app, area);
+    let inner_w = w.saturating_sub(2);
+    let title = format!(
+        "probe plan · kernel {} · {attached}/{} attached",
+        info.kernel,
+        info.hooks.len()
     );
-    Widget::render(
-        Table::new(rows, widths)
-            .header(TableRow::new(["HOOK", "SYMBOL", "MODE", "STATUS"]).style(Style::new().bold()))
-            .column_spacing(1),
-        table_area,
+    let lines = probe_lines(app, inner_w);
+    let total = lines.len();
+    let (shown, note) = scroll_view(lines, app.scroll, rows);
+    let inner = popup_with(area, w, h, &title, note, buf);
+    let [hw, sw, mw, _] = probe_widths(app, inner_w);
+    let mut body = vec![Line::styled(
+        format!(
+            "{:<hw$} {:<sw$} {:<mw$} {}",
+            "HOOK", "SYMBOL", "MODE", "STATUS"
+        ),
+        Style::new().bold(),
+    )];
+    body.extend(shown);
+    Paragraph::new(body).render(
+        Rect::new(
+            inner.x,
+            inner.y,
+            inner.width,
+            inner.height.saturating_sub(2),
+        ),
         buf,
     );
+    let keys = if total > rows {
+        let first = app.scroll.min(total - rows);
+        format!(
+            "lines {}–{} of {total} · ↑↓ PgUp PgDn scroll · Esc or p closes",
+            first + 1,
+            first + rows
+        )
+    } else {
+        "Esc or p closes".to_string()
+    };
     let foot = vec![
         Line::from(vec![
             Span::styled("rules: ", DIM),
             Span::raw(info.rules.clone()),
         ]),
-        Line::styled("Esc or p closes", DIM),
+        Line::styled(keys, DIM),
     ];
     Paragraph::new(foot).render(
         Rect::new(
