@@ -344,6 +344,53 @@ fn replay_in_a_terminal() {
     assert!(!s.contains("log written"), "{s}");
 }
 
+/// The smallest terminal the TUI is made for, 60×12: the detail pane, the
+/// end of the help and the end of the probe plan are all reached by keys.
+/// Replays the synthetic recording.
+#[test]
+fn replay_in_the_smallest_terminal() {
+    let dir = Tmux::dir_of("small");
+    let log = dir.join("refwatch.log");
+    let command = format!(
+        "{}; echo refwatch-exit=$?",
+        replay_command(&dir, &log, "--paused")
+    );
+    let t = Tmux::start("small", &command, 60, 12)
+        .expect("tmux is not installed: `cargo xtask setup` installs it");
+    t.wait_for("⏸ paused");
+    t.keys(&["]"]);
+    let s = t.wait_for("■ end");
+    assert!(s.contains("● 0x40011"), "{s}");
+    assert!(!s.contains(" detail "), "too low for both panes: {s}");
+    // Enter: the detail pane in the table's place; Esc: back.
+    t.keys(&["Enter"]);
+    let s = t.wait_for(" detail pfn 0x40011");
+    assert!(s.contains("● held since +2.001s"), "{s}");
+    assert!(s.contains("vmsplice-hold/4242"), "the holder's get: {s}");
+    t.keys(&["Escape"]);
+    t.wait("the table", |s| {
+        s.contains("● 0x40011") && !s.contains(" detail ")
+    });
+    // The help scrolls to its last key.
+    t.keys(&["?"]);
+    t.wait_for("↓ more");
+    t.keys(&["End"]);
+    let s = t.wait_for("Esc back, clear search");
+    assert!(s.contains("↑ more"), "{s}");
+    t.keys(&["x"]);
+    t.wait("the help to close", |s| !s.contains("refwatch keys"));
+    // The probe plan shows its status column and scrolls to its last hook.
+    t.keys(&["p"]);
+    let s = t.wait_for("STATUS");
+    assert!(s.contains(" attached "), "{s}");
+    t.keys(&["End"]);
+    t.wait_for("dax-busy");
+    t.keys(&["Escape"]);
+    t.wait("the plan to close", |s| !s.contains("STATUS"));
+    t.keys(&["q"]);
+    assert_eq!(t.wait_exit(), 0, "{}", t.transcript());
+}
+
 /// The terminal goes away under a paused replay (`tmux kill-server`: the
 /// pty is hung up, the shell and refwatch get SIGHUP): refwatch exits at
 /// once, saying why in its log. (It used to spin in crossterm's read of
