@@ -101,23 +101,6 @@ pub fn plan_table(rows: &[PlanRow]) -> String {
     out
 }
 
-/// The verifier's log of every program it refused, once per program.
-fn verifier_logs(rows: &[PlanRow]) -> Vec<(String, &str)> {
-    let mut out: Vec<(String, &str)> = Vec::new();
-    for r in rows {
-        for f in &r.refusals {
-            if let Some(log) = &f.verifier_log {
-                // The program is the first word of the line: `fexit_free on …`.
-                let prog = f.text.split(' ').next().unwrap_or("?").to_string();
-                if !out.iter().any(|(p, _)| *p == prog) {
-                    out.push((prog, log));
-                }
-            }
-        }
-    }
-    out
-}
-
 /// `refwatch probes`.
 pub fn probes(args: &ProbesArgs) -> Result<ExitCode> {
     let p = prepare(&args.probe, false)?;
@@ -137,7 +120,7 @@ pub fn probes(args: &ProbesArgs) -> Result<ExitCode> {
     );
     let loaded = loader::load(&p.layout, &p.plan, crate::cli::DEFAULT_RING_BYTES, &p.facts)?;
     print!("{}", plan_table(&loaded.rows));
-    let logs = verifier_logs(&loaded.rows);
+    let logs = diagnose::verifier_logs(loaded.rows.iter().flat_map(|r| &r.refusals));
     if args.verifier_log {
         for (prog, log) in &logs {
             println!("verifier log of {prog}:\n{log}");

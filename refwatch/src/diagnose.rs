@@ -229,6 +229,23 @@ impl Refusal {
     }
 }
 
+/// The verifier's log of each program it refused, once per program: the
+/// program is the first word of a refusal's line (`fexit_free on …`).
+pub fn verifier_logs<'a>(
+    refusals: impl IntoIterator<Item = &'a Refusal>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in refusals {
+        if let Some(log) = &r.verifier_log {
+            let prog = r.text.split(' ').next().unwrap_or("?");
+            if !out.iter().any(|(p, _)| *p == prog) {
+                out.push((prog, log));
+            }
+        }
+    }
+    out
+}
+
 /// An errno's name, for messages.
 pub fn errno_name(errno: i32) -> String {
     let name = match errno {
@@ -336,7 +353,7 @@ fn refused_eperm(f: &Facts, prefix: &str, what: &str, tail: &str) -> Diagnosis {
                 "{prefix}the kernel refused {what} with EPERM although refwatch has {has}: kernel lockdown or a security policy forbids it"
             ),
             format!(
-                "check lockdown with `cat /sys/kernel/security/lockdown` (mount -t securityfs securityfs /sys/kernel/security first); else an LSM or a sandbox forbids bpf(){tail}"
+                "check lockdown: `dmesg | grep -i 'locked down'`, or `cat /sys/kernel/security/lockdown` after `mount -t securityfs securityfs /sys/kernel/security`; else an LSM or a sandbox forbids bpf(){tail}"
             ),
         ),
     }
@@ -619,11 +636,12 @@ mod tests {
             d.cause.contains("lockdown or a security policy forbids it"),
             "{d:?}"
         );
+        let hint = d.hint.expect("hint");
         assert!(
-            d.hint
-                .expect("hint")
-                .contains("mount -t securityfs securityfs /sys/kernel/security")
+            hint.contains("mount -t securityfs securityfs /sys/kernel/security"),
+            "{hint}"
         );
+        assert!(hint.contains("dmesg | grep -i 'locked down'"), "{hint}");
     }
 
     #[test]
@@ -661,6 +679,39 @@ mod tests {
             d.hint
                 .expect("hint")
                 .contains("refwatch probes --verifier-log")
+        );
+    }
+
+    /// Synthetic refusals: fentry and a retry of the same program, and
+    /// another program refused without a log.
+    #[test]
+    fn each_verifier_log_once_per_program() {
+        let r = |text: &str, log: Option<&str>| Refusal {
+            errno: Some(EACCES),
+            verifier_log: log.map(Into::into),
+            text: text.into(),
+        };
+        let refusals = [
+            r(
+                "fexit_free on free_zone_device_folio: BPF_PROG_LOAD returned …",
+                Some("log A"),
+            ),
+            r(
+                "fexit_free on free_zone_device_page: BPF_PROG_LOAD returned …",
+                Some("log A"),
+            ),
+            r(
+                "fexit_gup_put on gup_put_folio: BPF_PROG_LOAD returned …",
+                None,
+            ),
+            r(
+                "fentry_fork on kernel_clone: BPF_PROG_LOAD returned …",
+                Some("log B"),
+            ),
+        ];
+        assert_eq!(
+            verifier_logs(&refusals),
+            vec![("fexit_free", "log A"), ("fentry_fork", "log B")]
         );
     }
 

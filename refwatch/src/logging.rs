@@ -101,3 +101,39 @@ pub fn take_held() -> Vec<String> {
     }
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    /// The only test that installs the (process-wide) logger: held, as
+    /// with a TUI. Lines of other tests logged meanwhile are held too.
+    #[test]
+    fn a_tui_holds_warnings_and_errors_and_writes_no_file() {
+        super::init(None, false, true).expect("install the logger");
+        log::info!("an info line is not kept");
+        log::warn!("held warning");
+        log::error!("held error");
+        let held = super::take_held();
+        assert!(
+            held.iter().any(|l| l.ends_with(": held warning")),
+            "{held:?}"
+        );
+        assert!(held.iter().any(|l| l.ends_with(": held error")), "{held:?}");
+        assert!(!held.iter().any(|l| l.contains("info line")), "{held:?}");
+        assert!(
+            super::take_held()
+                .iter()
+                .all(|l| !l.ends_with(": held warning")),
+            "taken once"
+        );
+        for i in 0..super::MAX_HELD + 5 {
+            log::warn!("flood {i}");
+        }
+        let held = super::take_held();
+        assert!(held.len() <= super::MAX_HELD + 1, "{}", held.len());
+        assert!(
+            held.last()
+                .is_some_and(|l| l.contains("more left out (--log-file FILE keeps them all)")),
+            "{held:?}"
+        );
+    }
+}

@@ -344,6 +344,32 @@ fn replay_in_a_terminal() {
     assert!(!s.contains("log written"), "{s}");
 }
 
+/// A replay that fails on a terminal (the recording does not exist):
+/// one line, exit 1, and no log file left in TMPDIR.
+#[test]
+fn a_failing_replay_leaves_no_log_file() {
+    let dir = Tmux::dir_of("fail");
+    let command = format!(
+        "cd {dir} && TMPDIR={dir} {bin} replay {dir}/missing.rec; echo refwatch-exit=$?",
+        dir = quote(&dir),
+        bin = quote(Path::new(env!("CARGO_BIN_EXE_refwatch"))),
+    );
+    let t = Tmux::start("fail", &command, 100, 30)
+        .expect("tmux is not installed: `cargo xtask setup` installs it");
+    assert_eq!(t.wait_exit(), 1, "{}", t.transcript());
+    let s = t.transcript();
+    let lines: Vec<&str> = s.lines().filter(|l| l.starts_with("refwatch")).collect();
+    assert_eq!(lines.len(), 2, "the error and the exit status: {s}");
+    assert!(lines[0].contains("missing.rec"), "{s}");
+    let logs: Vec<_> = std::fs::read_dir(&t.dir)
+        .expect("read test dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".log"))
+        .collect();
+    assert!(logs.is_empty(), "{logs:?}");
+}
+
 /// The smallest terminal the TUI is made for, 60×12: the detail pane, the
 /// end of the help and the end of the probe plan are all reached by keys.
 /// Replays the synthetic recording.
