@@ -387,7 +387,7 @@ fn replay_in_the_smallest_terminal() {
     t.keys(&["]"]);
     let s = t.wait_for("■ end");
     assert!(s.contains("● 0x40011"), "{s}");
-    assert!(!s.contains(" detail "), "too low for both panes: {s}");
+    assert!(!s.contains(" detail pfn"), "too low for both panes: {s}");
     // Enter: the detail pane in the table's place; Esc: back.
     t.keys(&["Enter"]);
     let s = t.wait_for(" detail pfn 0x40011");
@@ -395,7 +395,7 @@ fn replay_in_the_smallest_terminal() {
     assert!(s.contains("vmsplice-hold/4242"), "the holder's get: {s}");
     t.keys(&["Escape"]);
     t.wait("the table", |s| {
-        s.contains("● 0x40011") && !s.contains(" detail ")
+        s.contains("● 0x40011") && !s.contains(" detail pfn")
     });
     // The help scrolls to its last key.
     t.keys(&["?"]);

@@ -522,6 +522,18 @@ fn header_only(header: TableRow<'_>, widths: &[Constraint], area: Rect, buf: &mu
 
 fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
     let mut v = vec![("?", "help"), ("q", "quit")];
+    // A small screen cuts the hints short: the way to the detail pane first.
+    let compact = compact(app);
+    if compact {
+        v.push((
+            "Enter",
+            if app.focus == Focus::Events {
+                "table"
+            } else {
+                "detail"
+            },
+        ));
+    }
     if app.replay.is_some() {
         v.extend([
             ("space", "play"),
@@ -533,15 +545,11 @@ fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
     } else {
         v.push(("space", if app.paused { "resume" } else { "pause" }));
     }
-    v.extend([
-        ("/", "search"),
-        ("f", "filter"),
-        ("1-8", "sort"),
-        ("Enter", "detail"),
-        ("Tab", "events"),
-        ("e", "export"),
-        ("p", "probes"),
-    ]);
+    v.extend([("/", "search"), ("f", "filter"), ("1-8", "sort")]);
+    if !compact {
+        v.extend([("Enter", "detail"), ("Tab", "events")]);
+    }
+    v.extend([("e", "export"), ("p", "probes")]);
     v
 }
 

@@ -702,7 +702,8 @@ fn small_main_view() {
     let term = draw(&app, SW, SH);
     let s = screen(&term);
     assert!(s.contains("● 0x40010"), "{s}");
-    assert!(!s.contains(" detail "), "the table alone: {s}");
+    assert!(!s.contains(" detail pfn"), "the table alone: {s}");
+    assert!(s.contains("Enter detail"), "the way there, first: {s}");
     insta::assert_snapshot!("small_main_60x12", term.backend());
 }
 
