@@ -794,7 +794,7 @@ fn probes_box(app: &App, area: Rect) -> (u16, u16, usize) {
 }
 
 /// Column widths of the plan (HOOK, SYMBOL, MODE, STATUS) in `width`:
-/// STATUS keeps at least a third; SYMBOL gives way first, then HOOK.
+/// STATUS keeps at least two fifths; SYMBOL gives way first, then HOOK.
 fn probe_widths(app: &App, width: u16) -> [usize; 4] {
     let hooks = &app.info.hooks;
     let longest = |f: &dyn Fn(&super::HookLine) -> usize, min: usize| {
@@ -804,7 +804,7 @@ fn probe_widths(app: &App, width: u16) -> [usize; 4] {
     let mut sym = longest(&|h| h.symbol.as_ref().map_or(1, |s| s.chars().count()), 6);
     let mode = longest(&|h| h.mode.as_ref().map_or(1, |s| s.chars().count()), 4);
     let avail = usize::from(width).saturating_sub(3);
-    let status_min = (avail / 3).max(16).min(avail);
+    let status_min = (avail * 2 / 5).max(16).min(avail);
     let mut over = (hook + sym + mode).saturating_sub(avail - status_min);
     let cut = over.min(sym.saturating_sub(8));
     sym -= cut;
