@@ -102,6 +102,18 @@ pub fn take_held() -> Vec<String> {
     lines
 }
 
+/// Prints the held warnings and errors on stderr once the terminal is back,
+/// but not a line that ends with the first line of `message` (the error
+/// about to be printed).
+pub fn print_held_except(message: &str) {
+    let first = message.lines().next().unwrap_or_default();
+    for l in take_held() {
+        if first.is_empty() || !l.ends_with(first) {
+            eprintln!("{l}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The only test that installs the (process-wide) logger: held, as

@@ -34,12 +34,7 @@ fn main() -> ExitCode {
         .err()
         .map(refwatch::diagnose::message)
         .unwrap_or_default();
-    // Held warnings and errors, but not the error printed below.
-    for l in logging::take_held() {
-        if message.is_empty() || !l.ends_with(message.lines().next().unwrap_or_default()) {
-            eprintln!("{l}");
-        }
-    }
+    logging::print_held_except(&message);
     match result {
         Ok(code) => code,
         Err(_) => {
