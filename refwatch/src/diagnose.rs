@@ -405,6 +405,32 @@ pub fn nothing_attached(f: &Facts, release: &str, o: &Outcome) -> Diagnosis {
     if eperm == n {
         return refused_eperm(f, &prefix, "every program", &format!("; {PROBES_HINT}"));
     }
+    // Confidentiality lockdown takes bpf_probe_read_kernel away from tracing
+    // programs (the verifier refuses them, EINVAL) and forbids kprobes.
+    let read_kernel = o.refusals.iter().any(|r| {
+        r.verifier_log
+            .as_deref()
+            .is_some_and(|l| l.contains("bpf_probe_read_kernel"))
+    });
+    if f.lockdown == Lockdown::Confidentiality || (read_kernel && f.lockdown == Lockdown::Unknown) {
+        let (cause, check) = if f.lockdown == Lockdown::Confidentiality {
+            (
+                "kernel lockdown (confidentiality) blocks every program: it forbids reading kernel memory from BPF",
+                "`cat /sys/kernel/security/lockdown` shows the mode",
+            )
+        } else {
+            (
+                "the verifier refused bpf_probe_read_kernel, which kernel lockdown (confidentiality) takes away",
+                "check with `dmesg | grep -i 'locked down'`",
+            )
+        };
+        return Diagnosis::new(
+            format!("{prefix}{cause}"),
+            format!(
+                "{check}; it cannot be lowered while the system runs: boot without lockdown (e.g. Secure Boot off); {PROBES_HINT}"
+            ),
+        );
+    }
     let verifier = o.refusals.iter().filter(|r| r.verifier()).count();
     if verifier * 2 >= n {
         return Diagnosis::new(
@@ -642,6 +668,48 @@ mod tests {
             "{hint}"
         );
         assert!(hint.contains("dmesg | grep -i 'locked down'"), "{hint}");
+    }
+
+    /// Synthetic refusals as a confidentiality lockdown gives them: the
+    /// verifier refuses the kernel-memory helper (EINVAL), kprobes EPERM.
+    #[test]
+    fn confidentiality_lockdown_behind_verifier_refusals() {
+        let helper = Refusal {
+            errno: Some(22),
+            verifier_log: Some(
+                "0: R1=ctx()\n5: (85) call bpf_probe_read_kernel#113\nprogram of this type cannot use helper bpf_probe_read_kernel#113".into(),
+            ),
+            text: "fexit_free on f: BPF_PROG_LOAD returned Invalid argument (os error 22) (the verifier refused it)".into(),
+        };
+        let o = Outcome {
+            hooks: 2,
+            refusals: vec![
+                helper.clone(),
+                eperm("kprobe_free on f: Operation not permitted"),
+            ],
+        };
+        let d = nothing_attached(&root(Lockdown::Confidentiality), "6.12.0", &o);
+        assert_short(&d);
+        assert_eq!(
+            d.cause,
+            "no hook could attach on kernel 6.12.0: kernel lockdown (confidentiality) blocks every program: it forbids reading kernel memory from BPF"
+        );
+        assert!(
+            d.hint
+                .expect("hint")
+                .contains("/sys/kernel/security/lockdown")
+        );
+        // Lockdown unreadable: the helper in the verifier's log names it.
+        let d = nothing_attached(&root(Lockdown::Unknown), "6.12.0", &o);
+        assert!(
+            d.cause
+                .contains("the verifier refused bpf_probe_read_kernel"),
+            "{d:?}"
+        );
+        assert!(d.hint.expect("hint").contains("dmesg"));
+        // Not locked down: a plain verifier refusal.
+        let d = nothing_attached(&root(Lockdown::None), "6.12.0", &o);
+        assert!(d.cause.contains("verifier refused 1 of"), "{d:?}");
     }
 
     #[test]
