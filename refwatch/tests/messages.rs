@@ -94,13 +94,17 @@ fn missing_capabilities_are_named_with_the_fix() {
 #[test]
 fn the_tui_without_a_terminal_names_what_works_instead() {
     let d = tempfile::tempdir().expect("dir");
-    let o = Command::new(bin())
-        .arg("replay")
-        .arg(recording())
-        .env("TMPDIR", d.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("refwatch runs");
+    // No terminal: stdin from /dev/null, stdout and stderr to pipes.
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(bin())
+            .args(args)
+            .env("TMPDIR", d.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("refwatch runs")
+    };
+    let rec = recording();
+    let o = run(&["replay".as_ref(), rec.as_os_str()]);
     assert_line_and_hint(
         &o,
         "refwatch: replay draws a terminal UI, but standard output is not a terminal",
@@ -112,12 +116,7 @@ fn the_tui_without_a_terminal_names_what_works_instead() {
         "{}",
         stderr(&o)
     );
-    let o = Command::new(bin())
-        .args(["attach", "--duration", "1"])
-        .env("TMPDIR", d.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("refwatch runs");
+    let o = run(&["attach".as_ref(), "--duration".as_ref(), "1".as_ref()]);
     assert_line_and_hint(
         &o,
         "refwatch: attach draws a terminal UI, but standard output is not a terminal",
