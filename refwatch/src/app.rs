@@ -236,12 +236,13 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
         run.await
     })?;
     println!(
-        "refwatch: {} events, {} pages, {} stuck now, {} episodes ({} old ones forgotten), {} lost, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted, {} events on pages beyond --max-pfns",
+        "refwatch: {} events, {} pages, {} stuck now, {} episodes ({} old ones forgotten, {} not kept: the cap was full of open ones), {} lost, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted, {} events on pages beyond --max-pfns",
         totals.events,
         tracker.len(),
         tracker.stuck().len(),
         tracker.episodes.len(),
         tracker.episodes_dropped(),
+        tracker.episodes_unkept(),
         totals.dropped,
         tracker.gapped_pages().len(),
         tracker.unknown_pages().len(),

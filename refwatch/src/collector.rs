@@ -460,7 +460,7 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut seconds = 0u64;
     let mut last_events = 0u64;
-    let mut reported = 0usize;
+    let mut reported = 0u64;
     loop {
         tokio::select! {
             r = c.readable() => r?,
@@ -478,6 +478,9 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
                         "refwatch: {:>6.1}s events={} ({rate:.0}/s) pfns={} stuck={} lost={}",
                         start.elapsed().as_secs_f64(), c.totals.events, c.tracker.len(), c.tracker.stuck().len(), dropped
                     );
+                    if let Some(note) = c.tracker.caps_note() {
+                        println!("refwatch: memory caps: {note}");
+                    }
                     if dropped > 0 {
                         println!("refwatch: {dropped} events were lost (ring buffer full): narrow what is watched (fewer hooks with --mode, or --no-stacks)");
                     }
@@ -553,8 +556,14 @@ fn apply_read(ev: &PageEvent, tracker: &mut Tracker, out: &mut Outputs<'_>) -> R
     Ok(())
 }
 
-fn print_new_episodes(tracker: &Tracker, from: usize, syms: &Kallsyms, fmt: Format) -> usize {
-    for ep in tracker.episodes.iter().skip(from) {
+/// Prints the episodes recorded since `from` (counted by
+/// [`Tracker::episodes_opened`]: the oldest kept ones may have been
+/// forgotten since) and returns the new count.
+fn print_new_episodes(tracker: &Tracker, from: u64, syms: &Kallsyms, fmt: Format) -> u64 {
+    let new = tracker.episodes_opened().saturating_sub(from);
+    let new = usize::try_from(new).unwrap_or(usize::MAX);
+    let skip = tracker.episodes.len().saturating_sub(new);
+    for ep in tracker.episodes.iter().skip(skip) {
         println!(
             "STUCK pfn={:#x} type={} detector={} since={:.3}s: {}",
             ep.pfn,
@@ -577,7 +586,7 @@ fn print_new_episodes(tracker: &Tracker, from: usize, syms: &Kallsyms, fmt: Form
             println!("  holder: unknown: {n}");
         }
     }
-    tracker.episodes.len()
+    tracker.episodes_opened()
 }
 
 fn read_counter(c: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {
