@@ -124,10 +124,24 @@ pub fn attach(args: &AttachArgs) -> Result<ExitCode> {
 
 /// `refwatch record`.
 pub fn record(args: &RecordArgs) -> Result<ExitCode> {
-    run_live(&args.attach, Some(&args.output))
+    let limit = recording::Limit {
+        max_bytes: args.max_size,
+        keep: args.keep,
+    };
+    run_live(&args.attach, Some((&args.output, limit)))
 }
 
-fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode> {
+fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> Result<ExitCode> {
+    // Before attaching: a refused output costs nothing.
+    for p in args
+        .jsonl
+        .iter()
+        .map(|p| p.as_path())
+        .chain(recording.map(|r| r.0))
+    {
+        crate::output::check_growing(p)?;
+    }
+    let recording_path = recording.map(|r| r.0);
     let thresholds = args.thresholds.apply(Thresholds::default())?;
     let mut p = prepare(&args.probe, !args.no_stacks)?;
     let rules = Rules::from_kernel(&p.kallsyms);
@@ -201,6 +215,7 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
     let opts = collector::Options {
         jsonl: args.jsonl.clone(),
         recording: header,
+        rotate: recording.map(|r| r.1),
         format: Format {
             raw_pointers: args.raw_pointers,
         },

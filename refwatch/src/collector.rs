@@ -23,6 +23,7 @@ use crate::{
     jsonl::{DEFAULT_SYMBOL_CACHE, Format, Symbolizer, stack_strings},
     kallsyms::Kallsyms,
     loader::Loaded,
+    output,
     peek::{self, Peeker},
     recording::{self, Line},
     rules::Rules,
@@ -34,6 +35,8 @@ use crate::{
 pub struct Options {
     pub jsonl: Option<PathBuf>,
     pub recording: Option<(PathBuf, recording::Header)>,
+    /// Where the recording is rotated (`None`: it grows unbounded).
+    pub rotate: Option<recording::Limit>,
     pub format: Format,
     pub history: usize,
     pub max_pfns: usize,
@@ -72,6 +75,8 @@ pub fn monotonic_ns() -> u64 {
 struct Outputs<'a> {
     jsonl: Option<BufWriter<File>>,
     rec: Option<recording::Writer>,
+    /// The recording's header, for the files after a rotation.
+    rec_header: Option<recording::Header>,
     symbols: HashMap<u32, &'static str>,
     /// Hooks whose own function says the role (`vmf_insert_*`: Map), which
     /// their stacks, starting at the caller, do not show.
@@ -82,6 +87,38 @@ struct Outputs<'a> {
     /// Shares equal stacks between events.
     decoder: Decoder,
     format: Format,
+}
+
+impl Outputs<'_> {
+    /// Rotates the recording when it reached its size: the file ends, and
+    /// the next starts with the state of the pages a report of it needs
+    /// ([`recording::carry`]).
+    fn rotate_if_full(&mut self, tracker: &Tracker, totals: &Totals) -> Result<()> {
+        let Some(rec) = self.rec.as_mut() else {
+            return Ok(());
+        };
+        if !rec.full() {
+            return Ok(());
+        }
+        let now = monotonic_ns();
+        let Some(mut header) = self.rec_header.clone() else {
+            return Ok(());
+        };
+        header.started_ns = now;
+        let carry = recording::carry(tracker, &mut self.syms, self.format, std::process::id());
+        let end = Line::End {
+            now_ns: now,
+            events: totals.events,
+            dropped: totals.dropped,
+        };
+        rec.rotate(&end, header, &carry)?;
+        log::info!(
+            "recording rotated ({} so far): the new file starts with {} page(s) carried over",
+            rec.rotations(),
+            carry.len()
+        );
+        Ok(())
+    }
 }
 
 /// The collector: ring buffer, counters, outputs and per-PFN state. The
@@ -154,14 +191,20 @@ impl<'a> Collector<'a> {
         let out = Outputs {
             jsonl: match &opts.jsonl {
                 Some(p) => Some(BufWriter::new(
-                    File::create(p).with_context(|| format!("create {}", p.display()))?,
+                    output::create_growing(p, None)
+                        .with_context(|| format!("create {}", p.display()))?
+                        .file,
                 )),
                 None => None,
             },
-            rec: match opts.recording.clone() {
-                Some((p, h)) => Some(recording::Writer::create(&p, h)?),
-                None => None,
+            rec: match (opts.recording.clone(), opts.rotate) {
+                (Some((p, h)), Some(limit)) => {
+                    Some(recording::Writer::create_rotating(&p, h, limit)?)
+                }
+                (Some((p, h)), None) => Some(recording::Writer::create(&p, h)?),
+                (None, _) => None,
             },
+            rec_header: opts.recording.as_ref().map(|(_, h)| h.clone()),
             symbols: loaded
                 .rows
                 .iter()
@@ -332,6 +375,7 @@ impl<'a> Collector<'a> {
             })?;
             rec.flush()?;
         }
+        self.out.rotate_if_full(&self.tracker, &self.totals)?;
         if let Some(j) = self.out.jsonl.as_mut() {
             j.flush().context("flush JSON lines")?;
         }
@@ -430,7 +474,10 @@ impl<'a> Collector<'a> {
         );
         if let Some(mut w) = self.out.jsonl.take() {
             w.flush().context("flush JSON lines")?;
-            w.get_ref().sync_all().context("sync JSON lines")?;
+            // A FIFO or a device has nothing to sync.
+            if w.get_ref().metadata().is_ok_and(|m| m.is_file()) {
+                w.get_ref().sync_all().context("sync JSON lines")?;
+            }
         }
         if let Some(mut rec) = self.out.rec.take() {
             rec.line(&Line::End {
@@ -530,6 +577,7 @@ fn drain(
                     }
                 }
                 tracker.apply(&ev);
+                out.rotate_if_full(tracker, totals)?;
             }
             Err(e) => {
                 totals.decode_errors += 1;
