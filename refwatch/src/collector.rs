@@ -143,6 +143,9 @@ pub struct Collector<'a> {
     pub totals: Totals,
 }
 
+/// PFNs the snapshot at attach reads and keeps at once.
+const SNAPSHOT_CHUNK: u64 = 1 << 16;
+
 /// How long before reading the table of losses a loss is sure to be in it.
 const LOSS_NOTE_SLACK_NS: u64 = 1_000_000;
 
@@ -279,16 +282,23 @@ impl<'a> Collector<'a> {
             if !peeker.has_device_pages(&range)? {
                 continue;
             }
-            let read = peeker.read_range(range.clone())?;
-            found.ranges.push(range);
-            for p in snapshot::heads(&read) {
-                found.pages += 1;
-                if snapshot::referenced(&self.tracker.rules, &p) {
-                    found.referenced += 1;
-                    let ev = snapshot::event(&p, now, me);
-                    apply_read(&ev, &mut self.tracker, &mut self.out)?;
+            // A chunk at a time: a range may have millions of pages. A
+            // compound page counts where its head is.
+            let mut at = range.start;
+            while at < range.end {
+                let end = range.end.min(at.saturating_add(SNAPSHOT_CHUNK));
+                let read = peeker.read_range(at..end)?;
+                for p in snapshot::heads(&read) {
+                    found.pages += 1;
+                    if snapshot::referenced(&self.tracker.rules, &p) {
+                        found.referenced += 1;
+                        let ev = snapshot::event(&p, now, me);
+                        apply_read(&ev, &mut self.tracker, &mut self.out)?;
+                    }
                 }
+                at = end;
             }
+            found.ranges.push(range);
         }
         let ranges: Vec<String> = found
             .ranges
