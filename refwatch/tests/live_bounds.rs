@@ -76,10 +76,10 @@ const STACKS: usize = 1024;
 const FRAMES: usize = 12;
 /// Every this many pages is held for good; every this many of those is
 /// released later.
-const HELD_EVERY: u64 = 100;
+const HELD_EVERY: u64 = 1000;
 const RELEASED_EVERY: u64 = 3;
 /// Every this many pages takes and drops references this many times more.
-const BUSY_EVERY: u64 = 64;
+const BUSY_EVERY: u64 = 256;
 /// Event time between two new pages.
 const STEP_NS: u64 = 2_500;
 const BUSY_PAIRS: u64 = 8;
@@ -140,7 +140,8 @@ fn two_million_pfns_stay_within_the_documented_bound() {
     let mut held = 0u64;
     for pfn in 0..PFNS {
         let ts = S + pfn * STEP_NS;
-        let stack = interner.intern(&frames[(pfn % STACKS as u64) as usize]);
+        // Events come in runs from one place: a stack for 16 pages in a row.
+        let stack = interner.intern(&frames[(pfn / 16 % STACKS as u64) as usize]);
         t.apply(&event(ts, pfn, Kind::Get, 0, 1, stack.clone()));
         let mut events = 1;
         if pfn % BUSY_EVERY == 0 {
