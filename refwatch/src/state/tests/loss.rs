@@ -251,3 +251,24 @@ fn an_evicted_page_whose_state_is_unknown_stays_unknown() {
     assert!(t.page(0x500).is_none());
     assert!(t.unknown_pages().iter().any(|(pfn, _)| *pfn == 0x500));
 }
+
+#[test]
+fn forks_whose_event_never_comes_are_bounded() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100_000);
+    // References taken while forking by 5000 threads, on 20 000 pages;
+    // no fork event names a child (lost: synthetic).
+    for i in 0..20_000u64 {
+        let mut e = ev(S + i, 0x1000 + i, Kind::Get, 1, 2, (i % 5000) as u32 + 1);
+        e.forking = true;
+        t.apply(&e);
+    }
+    assert!(t.fork_pending.len() <= MAX_FORKS_PENDING);
+    assert!(t.fork_pending.values().all(|v| v.len() <= MAX_FORK_PAGES));
+    // One thread forking over a huge mapping.
+    for i in 0..(MAX_FORK_PAGES as u64 + 100) {
+        let mut e = ev(2 * S + i, 0x10_0000 + i, Kind::Get, 1, 2, 9999);
+        e.forking = true;
+        t.apply(&e);
+    }
+    assert_eq!(t.fork_pending[&9999].len(), MAX_FORK_PAGES);
+}
