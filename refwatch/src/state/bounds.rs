@@ -20,8 +20,8 @@ const ENTRY_BYTES: usize = 32 + 16 / 8 * VEC_SLACK;
 /// others (return value, long step, other page fields: ten words).
 const EXTRA_BYTES: usize = 10 * 8 * VEC_SLACK;
 
-/// Longest text of an episode's reason (they are one sentence).
-const REASON_BYTES: usize = 512;
+/// Longest text of an episode: its reason and holder note (a sentence each).
+const TEXT_BYTES: usize = 512;
 
 /// Events an episode keeps when no holder is known.
 const LAST_EVENTS: usize = super::LAST_EVENTS;
@@ -80,11 +80,12 @@ impl Footprint {
     /// Bytes of one kept episode (stacks apart).
     pub fn episode_bytes(&self) -> usize {
         size_of::<Episode>() * VEC_SLACK
-            + REASON_BYTES
+            + TEXT_BYTES
             + self.holders * size_of::<Holder>() * VEC_SLACK
             + LAST_EVENTS * size_of::<PageEvent>()
-            // The open episodes' slots in their pages' maps.
-            + TABLE_SLACK * 24
+            // The open episode's slot in its page's map (a first one
+            // allocates four).
+            + 4 * (16 + 1) + 16
     }
 
     /// Bytes of one distinct stack: shared count, frames, a slot in the
