@@ -133,14 +133,13 @@ pub fn record(args: &RecordArgs) -> Result<ExitCode> {
 
 fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> Result<ExitCode> {
     // Before attaching: a refused output costs nothing.
-    for p in args
+    let outputs: Vec<&Path> = args
         .jsonl
         .iter()
         .map(|p| p.as_path())
         .chain(recording.map(|r| r.0))
-    {
-        crate::output::check_growing(p)?;
-    }
+        .collect();
+    crate::output::check_growing_all(&outputs)?;
     let recording_path = recording.map(|r| r.0);
     let thresholds = args.thresholds.apply(Thresholds::default())?;
     let mut p = prepare(&args.probe, !args.no_stacks)?;

@@ -82,6 +82,24 @@ pub fn check_growing(path: &Path) -> Result<Dest> {
     }
 }
 
+/// [`check_growing`] for every output of a run, refusing one named twice
+/// (the second would replace the first while it is written).
+pub fn check_growing_all(paths: &[&Path]) -> Result<()> {
+    let mut seen = Vec::with_capacity(paths.len());
+    for p in paths {
+        check_growing(p)?;
+        let abs = std::path::absolute(p).with_context(|| format!("look at {}", p.display()))?;
+        if seen.contains(&abs) {
+            bail!(
+                "{} is given twice as an output: write each to a file of its own",
+                p.display()
+            );
+        }
+        seen.push(abs);
+    }
+    Ok(())
+}
+
 /// Opens `path` to write as it goes, by the rules of [`Output`]: a device,
 /// FIFO or socket is written in place; a regular file or a new one is
 /// created exclusively under an unpredictable name beside it, given the old
@@ -466,5 +484,17 @@ mod tests {
         let e = create_growing(d.path(), None).err().expect("a directory");
         assert!(e.to_string().contains("is a directory"), "{e}");
         assert_eq!(names(d.path()), vec!["pipe"]);
+    }
+
+    #[test]
+    fn one_file_is_not_two_outputs() {
+        let d = dir();
+        let a = d.path().join("run.rec");
+        let b = d.path().join("events.jsonl");
+        check_growing_all(&[&a, &b]).expect("two files");
+        let same = d.path().join(".").join("run.rec");
+        let e = check_growing_all(&[&a, &same]).expect_err("the same file");
+        assert!(e.to_string().contains("given twice"), "{e}");
+        assert_eq!(names(d.path()), Vec::<String>::new());
     }
 }

@@ -124,8 +124,8 @@ fn export_refuses_a_link_and_its_own_input() {
     );
 }
 
-/// `record -o` and `attach --jsonl` refuse a planted link (and a
-/// directory) before attaching anything: one line, exit 1, the link's
+/// `record -o` and `attach --jsonl` refuse a planted link (a directory,
+/// one file for both) before attaching anything: one line, exit 1, the link's
 /// target untouched.
 #[test]
 fn record_and_jsonl_refuse_a_link_before_attaching() {
@@ -144,6 +144,13 @@ fn record_and_jsonl_refuse_a_link_before_attaching() {
             "--jsonl".into(),
             link.clone().into(),
         ],
+        vec![
+            "record".into(),
+            "--jsonl".into(),
+            dir.join("same").into(),
+            "-o".into(),
+            dir.join("same").into(),
+        ],
     ];
     for args in runs {
         let out = refwatch().args(&args).output().expect("refwatch runs");
@@ -151,7 +158,9 @@ fn record_and_jsonl_refuse_a_link_before_attaching() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(
-            err.contains("symbolic link") || err.contains("is a directory"),
+            ["symbolic link", "is a directory", "given twice"]
+                .iter()
+                .any(|w| err.contains(w)),
             "{args:?}: {err}"
         );
     }
