@@ -145,10 +145,23 @@ pub fn attach(args: &AttachArgs) -> Result<ExitCode> {
 
 /// `refwatch record`.
 pub fn record(args: &RecordArgs) -> Result<ExitCode> {
-    run_live(&args.attach, Some(&args.output))
+    let limit = recording::Limit {
+        max_bytes: args.max_size,
+        keep: args.keep,
+    };
+    run_live(&args.attach, Some((&args.output, limit)))
 }
 
-fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode> {
+fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> Result<ExitCode> {
+    // Before attaching: a refused output costs nothing.
+    let outputs: Vec<&Path> = args
+        .jsonl
+        .iter()
+        .map(|p| p.as_path())
+        .chain(recording.map(|r| r.0))
+        .collect();
+    crate::output::check_growing_all(&outputs)?;
+    let recording_path = recording.map(|r| r.0);
     let thresholds = args.thresholds.apply(Thresholds::default())?;
     // `record` stays headless: it is for scripts and the lab VM.
     let use_tui = !args.headless && recording_path.is_none();
@@ -225,6 +238,7 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
     let opts = collector::Options {
         jsonl: args.jsonl.clone(),
         recording: header,
+        rotate: recording.map(|r| r.1),
         format: Format {
             raw_pointers: args.raw_pointers,
         },
@@ -260,12 +274,13 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
         run.await
     })?;
     println!(
-        "refwatch: {} events, {} pages, {} stuck now, {} episodes ({} old ones forgotten), {} lost, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted, {} events on pages beyond --max-pfns",
+        "refwatch: {} events, {} pages, {} stuck now, {} episodes ({} old ones forgotten, {} not kept: the cap was full of open ones), {} lost, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted, {} events on pages beyond --max-pfns",
         totals.events,
         tracker.len(),
         tracker.stuck().len(),
         tracker.episodes.len(),
         tracker.episodes_dropped(),
+        tracker.episodes_unkept(),
         totals.dropped,
         tracker.gapped_pages().len(),
         tracker.unknown_pages().len(),

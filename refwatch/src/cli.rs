@@ -57,6 +57,15 @@ pub struct RecordArgs {
     /// The recording to write.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Rotate the recording when it reaches this size: FILE is ended and
+    /// renamed FILE.1 (FILE.1 becomes FILE.2, …), and a new FILE starts,
+    /// carrying over the state of referenced pages. Bytes, or with K, M, G.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub max_size: u64,
+    /// Finished files kept beside FILE (FILE.1 … FILE.N); older ones are
+    /// removed. At most (N + 1) × --max-size on disk.
+    #[arg(long, value_name = "N", default_value_t = crate::recording::DEFAULT_LIMIT.keep, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub keep: u32,
     #[command(flatten)]
     pub attach: AttachArgs,
 }
@@ -219,6 +228,40 @@ pub struct AttachArgs {
     pub verbose: bool,
 }
 
+/// Smallest `--max-size`: a file holds its header and carried-over state.
+pub const MIN_RECORDING_BYTES: u64 = 1 << 20;
+
+/// `--max-size`: bytes, or a number with K, M, G or T (powers of 1024), of
+/// at least [`MIN_RECORDING_BYTES`].
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{s:?}: give bytes, or a number with K, M, G or T")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: give bytes, or a number with K, M, G or T"))?;
+    let bytes = n
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes < MIN_RECORDING_BYTES {
+        return Err(format!(
+            "{s:?}: a recording file must be allowed at least 1M ({MIN_RECORDING_BYTES} bytes)"
+        ));
+    }
+    Ok(bytes)
+}
+
 /// The kernel's event ring buffer unless `--ring-size` says otherwise.
 pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 
@@ -237,7 +280,17 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
 
 #[cfg(test)]
 mod ring_size_tests {
-    use super::parse_ring_size;
+    use super::{parse_ring_size, parse_size};
+
+    #[test]
+    fn recording_sizes_take_units_and_a_floor() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("2097152"), Ok(2 << 20));
+        for bad in ["0", "1K", "100", "1X", "G", "-1G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn ring_sizes_are_powers_of_two_of_at_least_a_page() {

@@ -23,6 +23,7 @@ use crate::{
     jsonl::{DEFAULT_SYMBOL_CACHE, Format, Symbolizer, stack_strings},
     kallsyms::Kallsyms,
     loader::Loaded,
+    output,
     peek::{self, Peeker},
     recording::{self, Line},
     rules::Rules,
@@ -34,6 +35,8 @@ use crate::{
 pub struct Options {
     pub jsonl: Option<PathBuf>,
     pub recording: Option<(PathBuf, recording::Header)>,
+    /// Where the recording is rotated (`None`: it grows unbounded).
+    pub rotate: Option<recording::Limit>,
     pub format: Format,
     pub history: usize,
     pub max_pfns: usize,
@@ -72,6 +75,8 @@ pub fn monotonic_ns() -> u64 {
 struct Outputs<'a> {
     jsonl: Option<BufWriter<File>>,
     rec: Option<recording::Writer>,
+    /// The recording's header, for the files after a rotation.
+    rec_header: Option<recording::Header>,
     symbols: HashMap<u32, &'static str>,
     /// Hooks whose own function says the role (`vmf_insert_*`: Map), which
     /// their stacks, starting at the caller, do not show.
@@ -82,6 +87,38 @@ struct Outputs<'a> {
     /// Shares equal stacks between events.
     decoder: Decoder,
     format: Format,
+}
+
+impl Outputs<'_> {
+    /// Rotates the recording when it reached its size: the file ends, and
+    /// the next starts with the state of the pages a report of it needs
+    /// ([`recording::carry`]).
+    fn rotate_if_full(&mut self, tracker: &Tracker, totals: &Totals) -> Result<()> {
+        let Some(rec) = self.rec.as_mut() else {
+            return Ok(());
+        };
+        if !rec.full() {
+            return Ok(());
+        }
+        let now = monotonic_ns();
+        let Some(mut header) = self.rec_header.clone() else {
+            return Ok(());
+        };
+        header.started_ns = now;
+        let carry = recording::carry(tracker, &mut self.syms, self.format, std::process::id());
+        let end = Line::End {
+            now_ns: now,
+            events: totals.events,
+            dropped: totals.dropped,
+        };
+        rec.rotate(&end, header, &carry)?;
+        log::info!(
+            "recording rotated ({} so far): the new file starts with {} page(s) carried over",
+            rec.rotations(),
+            carry.len()
+        );
+        Ok(())
+    }
 }
 
 /// The collector: ring buffer, counters, outputs and per-PFN state. The
@@ -105,6 +142,9 @@ pub struct Collector<'a> {
     pub tracker: Tracker,
     pub totals: Totals,
 }
+
+/// PFNs the snapshot at attach reads and keeps at once.
+const SNAPSHOT_CHUNK: u64 = 1 << 16;
 
 /// How long before reading the table of losses a loss is sure to be in it.
 const LOSS_NOTE_SLACK_NS: u64 = 1_000_000;
@@ -154,14 +194,20 @@ impl<'a> Collector<'a> {
         let out = Outputs {
             jsonl: match &opts.jsonl {
                 Some(p) => Some(BufWriter::new(
-                    File::create(p).with_context(|| format!("create {}", p.display()))?,
+                    output::create_growing(p, None)
+                        .with_context(|| format!("create {}", p.display()))?
+                        .file,
                 )),
                 None => None,
             },
-            rec: match opts.recording.clone() {
-                Some((p, h)) => Some(recording::Writer::create(&p, h)?),
-                None => None,
+            rec: match (opts.recording.clone(), opts.rotate) {
+                (Some((p, h)), Some(limit)) => {
+                    Some(recording::Writer::create_rotating(&p, h, limit)?)
+                }
+                (Some((p, h)), None) => Some(recording::Writer::create(&p, h)?),
+                (None, _) => None,
             },
+            rec_header: opts.recording.as_ref().map(|(_, h)| h.clone()),
             symbols: loaded
                 .rows
                 .iter()
@@ -236,16 +282,23 @@ impl<'a> Collector<'a> {
             if !peeker.has_device_pages(&range)? {
                 continue;
             }
-            let read = peeker.read_range(range.clone())?;
-            found.ranges.push(range);
-            for p in snapshot::heads(&read) {
-                found.pages += 1;
-                if snapshot::referenced(&self.tracker.rules, &p) {
-                    found.referenced += 1;
-                    let ev = snapshot::event(&p, now, me);
-                    apply_read(&ev, &mut self.tracker, &mut self.out)?;
+            // A chunk at a time: a range may have millions of pages. A
+            // compound page counts where its head is.
+            let mut at = range.start;
+            while at < range.end {
+                let end = range.end.min(at.saturating_add(SNAPSHOT_CHUNK));
+                let read = peeker.read_range(at..end)?;
+                for p in snapshot::heads(&read) {
+                    found.pages += 1;
+                    if snapshot::referenced(&self.tracker.rules, &p) {
+                        found.referenced += 1;
+                        let ev = snapshot::event(&p, now, me);
+                        apply_read(&ev, &mut self.tracker, &mut self.out)?;
+                    }
                 }
+                at = end;
             }
+            found.ranges.push(range);
         }
         let ranges: Vec<String> = found
             .ranges
@@ -332,6 +385,7 @@ impl<'a> Collector<'a> {
             })?;
             rec.flush()?;
         }
+        self.out.rotate_if_full(&self.tracker, &self.totals)?;
         if let Some(j) = self.out.jsonl.as_mut() {
             j.flush().context("flush JSON lines")?;
         }
@@ -430,7 +484,10 @@ impl<'a> Collector<'a> {
         );
         if let Some(mut w) = self.out.jsonl.take() {
             w.flush().context("flush JSON lines")?;
-            w.get_ref().sync_all().context("sync JSON lines")?;
+            // A FIFO or a device has nothing to sync.
+            if w.get_ref().metadata().is_ok_and(|m| m.is_file()) {
+                w.get_ref().sync_all().context("sync JSON lines")?;
+            }
         }
         if let Some(mut rec) = self.out.rec.take() {
             rec.line(&Line::End {
@@ -460,7 +517,7 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut seconds = 0u64;
     let mut last_events = 0u64;
-    let mut reported = 0usize;
+    let mut reported = 0u64;
     loop {
         tokio::select! {
             r = c.readable() => r?,
@@ -478,6 +535,9 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
                         "refwatch: {:>6.1}s events={} ({rate:.0}/s) pfns={} stuck={} lost={}",
                         start.elapsed().as_secs_f64(), c.totals.events, c.tracker.len(), c.tracker.stuck().len(), dropped
                     );
+                    if let Some(note) = c.tracker.caps_note() {
+                        println!("refwatch: memory caps: {note}");
+                    }
                     if dropped > 0 {
                         println!("refwatch: {dropped} events were lost (ring buffer full): narrow what is watched (fewer hooks with --mode, or --no-stacks)");
                     }
@@ -527,6 +587,7 @@ fn drain(
                     }
                 }
                 tracker.apply(&ev);
+                out.rotate_if_full(tracker, totals)?;
             }
             Err(e) => {
                 totals.decode_errors += 1;
@@ -553,8 +614,14 @@ fn apply_read(ev: &PageEvent, tracker: &mut Tracker, out: &mut Outputs<'_>) -> R
     Ok(())
 }
 
-fn print_new_episodes(tracker: &Tracker, from: usize, syms: &Kallsyms, fmt: Format) -> usize {
-    for ep in tracker.episodes.iter().skip(from) {
+/// Prints the episodes recorded since `from` (counted by
+/// [`Tracker::episodes_opened`]: the oldest kept ones may have been
+/// forgotten since) and returns the new count.
+fn print_new_episodes(tracker: &Tracker, from: u64, syms: &Kallsyms, fmt: Format) -> u64 {
+    let new = tracker.episodes_opened().saturating_sub(from);
+    let new = usize::try_from(new).unwrap_or(usize::MAX);
+    let skip = tracker.episodes.len().saturating_sub(new);
+    for ep in tracker.episodes.iter().skip(skip) {
         println!(
             "STUCK pfn={:#x} type={} detector={} since={:.3}s: {}",
             ep.pfn,
@@ -577,7 +644,7 @@ fn print_new_episodes(tracker: &Tracker, from: usize, syms: &Kallsyms, fmt: Form
             println!("  holder: unknown: {n}");
         }
     }
-    tracker.episodes.len()
+    tracker.episodes_opened()
 }
 
 fn read_counter(c: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {

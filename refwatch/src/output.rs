@@ -1,4 +1,5 @@
-//! Files refwatch is asked to write (`export -o`): safe when run as root in
+//! Files refwatch is asked to write (`export -o`, and as it goes `record -o`
+//! and `--jsonl`, [`create_growing`]): safe when run as root in
 //! a directory others can write to. A regular (or new) file is written to
 //! an exclusively created, unpredictably named temporary file beside it and
 //! renamed over it only when complete, keeping the old file's mode; a
@@ -8,7 +9,7 @@
 use std::{
     fs::{self, File, OpenOptions, Permissions},
     io::{self, BufWriter, Write},
-    os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
+    os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -61,6 +62,99 @@ pub fn dest(path: &Path) -> Result<Dest> {
     }
 }
 
+/// A file written as it goes (`record -o`, `attach --jsonl`), readable
+/// while it grows and, after a crash, up to its last complete line.
+pub struct Growing {
+    pub file: File,
+    /// The mode it was given (the old file's, or [`NEW_FILE_MODE`]).
+    pub mode: u32,
+}
+
+/// Whether `path` may be written as it goes ([`create_growing`]): what
+/// [`dest`] allows, but standard output (refwatch's own summary goes there).
+pub fn check_growing(path: &Path) -> Result<Dest> {
+    match dest(path)? {
+        Dest::Stdout => bail!(
+            "{}: refwatch prints its summary on standard output; give a file to write to",
+            path.display()
+        ),
+        d => Ok(d),
+    }
+}
+
+/// [`check_growing`] for every output of a run, refusing one named twice
+/// (the second would replace the first while it is written).
+pub fn check_growing_all(paths: &[&Path]) -> Result<()> {
+    let mut seen = Vec::with_capacity(paths.len());
+    for p in paths {
+        check_growing(p)?;
+        let abs = std::path::absolute(p).with_context(|| format!("look at {}", p.display()))?;
+        if seen.contains(&abs) {
+            bail!(
+                "{} is given twice as an output: write each to a file of its own",
+                p.display()
+            );
+        }
+        seen.push(abs);
+    }
+    Ok(())
+}
+
+/// Opens `path` to write as it goes, by the rules of [`Output`]: a device,
+/// FIFO or socket is written in place; a regular file or a new one is
+/// created exclusively under an unpredictable name beside it, given the old
+/// file's mode (or [`NEW_FILE_MODE`], or `mode`), and renamed over `path`
+/// at once, before anything is written: it then grows at `path` (a crash
+/// leaves what was written there, and no temporary file). A symbolic link
+/// or a directory is refused; a link planted between the check and the
+/// rename is replaced, never followed.
+pub fn create_growing(path: &Path, mode: Option<u32>) -> Result<Growing> {
+    match check_growing(path)? {
+        Dest::InPlace(p) => {
+            let file = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&p)
+                .with_context(|| format!("open {}", p.display()))?;
+            Ok(Growing {
+                file,
+                mode: NEW_FILE_MODE,
+            })
+        }
+        Dest::Replace(p, old) => {
+            let mode = mode.or(old).unwrap_or(NEW_FILE_MODE);
+            let tmp = temp_beside(&p)?;
+            tmp.as_file()
+                .set_permissions(Permissions::from_mode(mode))
+                .with_context(|| format!("set the mode of {}", p.display()))?;
+            let file = tmp
+                .persist(&p)
+                .map_err(|e| e.error)
+                .with_context(|| format!("create {}", p.display()))?;
+            Ok(Growing { file, mode })
+        }
+        Dest::Stdout => bail!("internal: standard output for {}", path.display()),
+    }
+}
+
+/// An exclusively created, unpredictably named temporary file in the
+/// directory of `p`.
+fn temp_beside(p: &Path) -> Result<NamedTempFile> {
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("create a temporary file beside {}", p.display()))
+}
+
 /// Whether `a` and `b` are the same file (both exist).
 fn same_file(a: &Path, b: &Path) -> bool {
     match (fs::metadata(a), fs::metadata(b)) {
@@ -102,22 +196,7 @@ impl Output {
                     .open(p)
                     .with_context(|| format!("open {}", p.display()))?,
             )),
-            Dest::Replace(p, _) => {
-                let dir = match p.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d,
-                    _ => Path::new("."),
-                };
-                let name = p
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let tmp = tempfile::Builder::new()
-                    .prefix(&format!(".{name}."))
-                    .suffix(".tmp")
-                    .tempfile_in(dir)
-                    .with_context(|| format!("create a temporary file beside {}", p.display()))?;
-                Sink::Temp(BufWriter::new(tmp))
-            }
+            Dest::Replace(p, _) => Sink::Temp(BufWriter::new(temp_beside(p)?)),
         };
         Ok(Self { dest, sink })
     }
@@ -311,5 +390,111 @@ mod tests {
             format!("{e:#}").contains("/nonexistent-dir-of-refwatch/out.csv"),
             "{e:#}"
         );
+    }
+
+    // `create_growing` (`record -o`, `--jsonl`), on real files.
+
+    #[test]
+    fn a_growing_file_is_at_its_path_while_it_is_written() {
+        let d = dir();
+        let p = d.path().join("run.rec");
+        let mut g = create_growing(&p, None).expect("create");
+        g.file.write_all(b"line 1\n").expect("write");
+        // Readable before it is finished (a crash leaves this).
+        assert_eq!(fs::read_to_string(&p).expect("read"), "line 1\n");
+        assert_eq!(names(d.path()), vec!["run.rec"]);
+        assert_eq!(
+            fs::metadata(&p).expect("meta").mode() & 0o777,
+            NEW_FILE_MODE
+        );
+        drop(g);
+        assert_eq!(fs::read_to_string(&p).expect("read"), "line 1\n");
+    }
+
+    #[test]
+    fn a_growing_file_replaces_a_regular_file_keeping_its_mode() {
+        let d = dir();
+        let p = d.path().join("run.rec");
+        fs::write(&p, "old recording").expect("write");
+        fs::set_permissions(&p, Permissions::from_mode(0o600)).expect("chmod");
+        // Another name of the old file (a hard link) keeps the old bytes:
+        // the new file is a new inode, not the old one truncated.
+        let other = d.path().join("other-name");
+        fs::hard_link(&p, &other).expect("link");
+        let mut g = create_growing(&p, None).expect("create");
+        g.file.write_all(b"new").expect("write");
+        assert_eq!(g.mode, 0o600);
+        assert_eq!(fs::read_to_string(&p).expect("read"), "new");
+        assert_eq!(fs::metadata(&p).expect("meta").mode() & 0o777, 0o600);
+        assert_eq!(fs::read_to_string(&other).expect("read"), "old recording");
+        // A mode asked for wins (a rotated recording keeps its first's).
+        let q = d.path().join("next.rec");
+        let g = create_growing(&q, Some(0o640)).expect("create");
+        assert_eq!(
+            (g.mode, fs::metadata(&q).expect("meta").mode() & 0o777),
+            (0o640, 0o640)
+        );
+    }
+
+    #[test]
+    fn a_growing_file_refuses_a_planted_symlink_and_leaves_its_target() {
+        let d = dir();
+        let victim = d.path().join("victim");
+        fs::write(&victim, "root's").expect("write");
+        let link = d.path().join("events.jsonl");
+        std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+        let e = create_growing(&link, None).err().expect("refused");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_to_string(&victim).expect("read"), "root's");
+        assert!(
+            fs::symlink_metadata(&link)
+                .expect("meta")
+                .file_type()
+                .is_symlink()
+        );
+        // A dangling link too (it would create the file it names).
+        let dangling = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("nothing-here"), &dangling).expect("symlink");
+        assert!(create_growing(&dangling, None).is_err());
+        assert!(!d.path().join("nothing-here").exists());
+    }
+
+    #[test]
+    fn a_growing_file_writes_a_fifo_in_place_and_refuses_the_rest() {
+        let d = dir();
+        let fifo = d.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::read_to_string(fifo).expect("read fifo"))
+        };
+        let mut g = create_growing(&fifo, None).expect("open fifo");
+        g.file.write_all(b"through\n").expect("write");
+        drop(g);
+        assert_eq!(reader.join().expect("reader"), "through\n");
+        assert!(fs::metadata(&fifo).expect("meta").file_type().is_fifo());
+        let mut null = create_growing(Path::new("/dev/null"), None).expect("null");
+        null.file.write_all(b"gone").expect("write");
+        let e = create_growing(Path::new("-"), None).err().expect("stdout");
+        assert!(e.to_string().contains("give a file"), "{e}");
+        let e = create_growing(d.path(), None).err().expect("a directory");
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        assert_eq!(names(d.path()), vec!["pipe"]);
+    }
+
+    #[test]
+    fn one_file_is_not_two_outputs() {
+        let d = dir();
+        let a = d.path().join("run.rec");
+        let b = d.path().join("events.jsonl");
+        check_growing_all(&[&a, &b]).expect("two files");
+        let same = d.path().join(".").join("run.rec");
+        let e = check_growing_all(&[&a, &same]).expect_err("the same file");
+        assert!(e.to_string().contains("given twice"), "{e}");
+        assert_eq!(names(d.path()), Vec::<String>::new());
     }
 }

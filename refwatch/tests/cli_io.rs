@@ -123,3 +123,55 @@ fn export_refuses_a_link_and_its_own_input() {
         std::fs::read(recording()).expect("read")
     );
 }
+
+/// `record -o` and `attach --jsonl` refuse a planted link (a directory,
+/// one file for both) before attaching anything: one line, exit 1, the link's
+/// target untouched.
+#[test]
+fn record_and_jsonl_refuse_a_link_before_attaching() {
+    let d = tempfile::tempdir().expect("dir");
+    let victim = d.path().join("victim");
+    std::fs::write(&victim, "keep").expect("write");
+    let link = d.path().join("run.rec");
+    std::os::unix::fs::symlink(&victim, &link).expect("link");
+    let dir = d.path().to_path_buf();
+    let runs: Vec<Vec<std::ffi::OsString>> = vec![
+        vec!["record".into(), "-o".into(), link.clone().into()],
+        vec!["record".into(), "-o".into(), dir.clone().into()],
+        vec![
+            "attach".into(),
+            "--headless".into(),
+            "--jsonl".into(),
+            link.clone().into(),
+        ],
+        vec![
+            "record".into(),
+            "--jsonl".into(),
+            dir.join("same").into(),
+            "-o".into(),
+            dir.join("same").into(),
+        ],
+    ];
+    for args in runs {
+        let out = refwatch().args(&args).output().expect("refwatch runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            ["symbolic link", "is a directory", "given twice"]
+                .iter()
+                .any(|w| err.contains(w)),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep");
+    // A size too small to hold a recording is refused by the parser.
+    let out = refwatch()
+        .args(["record", "--max-size", "4K", "-o"])
+        .arg(d.path().join("new.rec"))
+        .output()
+        .expect("refwatch runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1M"));
+    assert!(!d.path().join("new.rec").exists());
+}

@@ -5,13 +5,17 @@
 //! lines once a second (monotonic time and loss counters, so replays know how
 //! time passed) and, when refwatch stops cleanly, an `end` line. Every line is
 //! complete JSON; a recording cut short by a crash is still readable up to its
-//! last complete line.
+//! last complete line. A recording rotated at a size is a series of such
+//! files, each whole: one ends with its `end` line, the next starts with its
+//! header and the state carried over ([`carry`]).
 
+mod carry;
 mod read;
 mod write;
 
+pub use carry::{SYMBOL as CARRIED, carry};
 pub use read::{MAX_LINE, Recording, parse, read};
-pub use write::Writer;
+pub use write::{DEFAULT_LIMIT, Limit, Writer};
 
 use serde::{Deserialize, Serialize};
 
@@ -70,5 +74,7 @@ pub enum Line {
     },
 }
 
+#[cfg(test)]
+mod rotate_tests;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! The time-based detectors, and opening and closing episodes.
 
-use super::{Detector, Episode, PIN_BIAS, Page, Tracker, holders::holders_of};
+use super::{Detector, Episode, MAX_HOLDERS, PIN_BIAS, Page, Tracker, UNKEPT, holders::holders_of};
 use crate::{event::PageEvent, rules::Rules};
 
 impl Tracker {
@@ -116,7 +116,22 @@ impl Tracker {
         if page.unknown() && !matches!(d, Detector::LayoutWait | Detector::MigrationBlocked) {
             return;
         }
+        // A hard cap: the oldest closed episodes go first; when every
+        // kept one is open, the page is flagged all the same but this
+        // episode's record is not kept (counted, shown).
+        if self.episodes.len() >= self.max_episodes {
+            self.forget_closed_episodes();
+        }
+        let Some(page) = self.pages.get_mut(&pfn) else {
+            return;
+        };
+        if self.episodes.len() >= self.max_episodes {
+            page.open.insert(d, UNKEPT);
+            self.episodes_unkept = self.episodes_unkept.saturating_add(1);
+            return;
+        }
         let (holders, holder_note, last_events) = holders_of(page);
+        self.episodes_opened = self.episodes_opened.saturating_add(1);
         self.episodes.push(Episode {
             pfn,
             pgmap_type: page.pgmap_type,
@@ -131,9 +146,6 @@ impl Tracker {
             ended_by_loss: false,
         });
         page.open.insert(d, self.episodes.len() - 1);
-        if self.episodes.len() > self.max_episodes {
-            self.forget_closed_episodes();
-        }
     }
 
     /// Keeps every open episode and the newest closed ones, down to three
@@ -145,6 +157,9 @@ impl Tracker {
         let target = self.max_episodes - self.max_episodes / 4;
         let open = self.episodes.iter().filter(|e| e.end_ns.is_none()).count();
         let mut closed_to_drop = self.episodes.len().saturating_sub(target.max(open));
+        if closed_to_drop == 0 {
+            return;
+        }
         let mut moved = vec![usize::MAX; self.episodes.len()];
         let mut kept = Vec::with_capacity(self.episodes.len() - closed_to_drop);
         for (i, e) in std::mem::take(&mut self.episodes).into_iter().enumerate() {
@@ -159,7 +174,7 @@ impl Tracker {
         self.episodes = kept;
         for p in self.pages.values_mut() {
             for idx in p.open.values_mut() {
-                *idx = moved.get(*idx).copied().unwrap_or(usize::MAX);
+                *idx = moved.get(*idx).copied().unwrap_or(UNKEPT);
             }
         }
     }
@@ -184,7 +199,7 @@ impl Tracker {
         for idx in page.open.values() {
             if let Some(ep) = self.episodes.get_mut(*idx) {
                 for h in &page.holders {
-                    if !ep.holders.contains(h) {
+                    if ep.holders.len() < MAX_HOLDERS && !ep.holders.contains(h) {
                         ep.holders.push(h.clone());
                         ep.holder_note = None;
                     }

@@ -1,7 +1,7 @@
 //! Who holds a page's references: the holders refwatch saw take them, and
 //! which one a drop releases.
 
-use super::{LAST_EVENTS, Page};
+use super::{LAST_EVENTS, MAX_FORK_PAGES, MAX_FORKS_PENDING, Page};
 use crate::{
     event::{Comm, Kind, PageEvent, Role, Stack},
     fasthash::FastMap,
@@ -61,7 +61,14 @@ impl Holder {
 #[cold]
 #[inline(never)]
 pub(super) fn note_fork(pending: &mut FastMap<u32, Vec<u64>>, ev: &PageEvent) {
-    pending.entry(ev.pid).or_default().push(ev.pfn);
+    // Bounded: forks whose event was lost would otherwise stay for good.
+    if pending.len() >= MAX_FORKS_PENDING && !pending.contains_key(&ev.pid) {
+        pending.clear();
+    }
+    let pfns = pending.entry(ev.pid).or_default();
+    if pfns.len() < MAX_FORK_PAGES {
+        pfns.push(ev.pfn);
+    }
 }
 
 /// Removes the holder a drop most likely matches. A drop that zaps a
@@ -113,7 +120,7 @@ pub(super) fn holders_of(page: &Page) -> (Vec<Holder>, Option<String>, Vec<PageE
     });
     if page.holders.is_empty() {
         let before = page.before_refwatch.then(|| {
-            "the reference(s) were taken before refwatch started: refwatch read this page's state at attach, who took them is unknown"
+            "the reference(s) were taken before what refwatch saw of this page: it read the page's state at attach (or a rotated recording carried it over from its file before), who took them is unknown here"
                 .to_string()
         });
         let note = lost.or(before).unwrap_or_else(|| {

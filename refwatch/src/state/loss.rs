@@ -20,9 +20,37 @@ pub struct Gaps {
     pub unknown_since: Option<u64>,
 }
 
-/// Losses on pages refwatch has not tracked (yet).
+/// Losses on pages refwatch has not tracked (yet), or no longer tracks
+/// (evicted). Bounded like the pages (`--max-pfns`): when full, the tenth
+/// whose state is known or has been unknown the longest goes.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Untracked(FastMap<u64, Gaps>);
+
+impl Untracked {
+    /// Makes room for `pfn` within `cap` entries.
+    pub(super) fn make_room(&mut self, pfn: u64, cap: usize) {
+        if self.0.len() < cap || self.0.contains_key(&pfn) {
+            return;
+        }
+        let mut by_age: Vec<(Option<u64>, u64)> =
+            self.0.iter().map(|(p, g)| (g.unknown_since, *p)).collect();
+        let n = (cap / 10).max(1).min(by_age.len());
+        if n > 0 && n < by_age.len() {
+            by_age.select_nth_unstable(n - 1);
+        }
+        for (_, p) in by_age.into_iter().take(n) {
+            self.0.remove(&p);
+        }
+    }
+
+    /// Keeps what loss did to an evicted page.
+    pub(super) fn keep(&mut self, pfn: u64, g: Gaps, cap: usize) {
+        if g.gaps > 0 {
+            self.make_room(pfn, cap);
+            self.0.insert(pfn, g);
+        }
+    }
+}
 
 impl Tracker {
     /// An event of `pfn` was lost at `ts_ns`: the page's history gets a gap,
@@ -32,6 +60,8 @@ impl Tracker {
     pub fn apply_gap(&mut self, pfn: u64, ts_ns: u64) {
         self.gaps_total = self.gaps_total.saturating_add(1);
         let Some(page) = self.pages.get_mut(&pfn) else {
+            let cap = self.max_pfns;
+            self.untracked.make_room(pfn, cap);
             let g = self.untracked.0.entry(pfn).or_default();
             g.gaps = g.gaps.saturating_add(1);
             g.unknown_since = Some(g.unknown_since.unwrap_or(0).max(ts_ns));

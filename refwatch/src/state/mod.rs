@@ -1,6 +1,7 @@
 //! Per-PFN state built from the event stream, and the detectors that flag
 //! stuck pages. Pure: no I/O, time only comes from events and [`Tracker::advance`].
 
+mod bounds;
 mod detectors;
 mod device;
 mod history;
@@ -14,6 +15,7 @@ use crate::{
 };
 use refwatch_common::{hook, pgmap};
 
+pub use bounds::Footprint;
 use detectors::{Detectors, close_all, layout_wait};
 use device::{kept_by_another, still_kept};
 pub use history::History;
@@ -28,6 +30,19 @@ pub const DEFAULT_HISTORY: usize = 256;
 pub const DEFAULT_MAX_PFNS: usize = 1 << 20;
 /// Default cap on kept episodes: beyond it the oldest closed ones go.
 pub const DEFAULT_MAX_EPISODES: usize = 100_000;
+/// Holders kept per page and per episode: beyond it a page's oldest
+/// holder goes (a page whose puts are not seen would otherwise grow one
+/// holder per get for as long as it lives).
+pub const MAX_HOLDERS: usize = 64;
+/// Pids whose fork is awaited, and pages per pid ([`Tracker`]'s
+/// `fork_pending`): a fork event that never comes (lost) leaves its entry
+/// until the table is full, then the table starts again.
+const MAX_FORKS_PENDING: usize = 256;
+const MAX_FORK_PAGES: usize = 4096;
+/// [`Page::open`]'s index of an episode that is open but whose record was
+/// not kept: every kept episode was open when it opened (the page is
+/// flagged all the same).
+pub(crate) const UNKEPT: usize = usize::MAX;
 /// GUP's pin bias on small folios.
 pub const PIN_BIAS: i32 = 1024;
 /// Event time after which [`Tracker::apply`] runs the time-based detectors.
@@ -288,11 +303,19 @@ pub struct Tracker {
     max_episodes: usize,
     /// Closed episodes forgotten to stay within `max_episodes`.
     episodes_dropped: u64,
+    /// Episodes opened while every kept one was open: their pages are
+    /// flagged, their records not kept.
+    episodes_unkept: u64,
+    /// Episodes recorded in [`Tracker::episodes`] so far (kept or since
+    /// forgotten).
+    episodes_opened: u64,
     /// Events on new pages not followed because the PFN cap was reached
     /// and no tracked page could be evicted.
     over_cap: u64,
     events: u64,
     evicted: u64,
+    /// Idle pages as last listed, newest first ([`Tracker::scan_idle`]).
+    evict_queue: Vec<(u64, u64)>,
     now_ns: u64,
     last_advance_ns: u64,
 }
@@ -316,9 +339,12 @@ impl Tracker {
             max_pfns: max_pfns.max(1),
             max_episodes: DEFAULT_MAX_EPISODES,
             episodes_dropped: 0,
+            episodes_unkept: 0,
+            episodes_opened: 0,
             over_cap: 0,
             events: 0,
             evicted: 0,
+            evict_queue: Vec::new(),
             now_ns: 0,
             last_advance_ns: 0,
         }
@@ -382,6 +408,9 @@ impl Tracker {
                 // pages have at most one holder at a time.
                 if page.holders.capacity() == 0 {
                     page.holders.reserve_exact(1);
+                }
+                if page.holders.len() >= MAX_HOLDERS {
+                    page.holders.remove(0);
                 }
                 page.holders.push(Holder::from_event(ev));
                 forked = ev.forking;
@@ -551,18 +580,48 @@ impl Tracker {
 
     /// Drops the longest-idle pages without open episodes (10% of the cap).
     fn evict(&mut self) {
-        let mut idle: Vec<(u64, u64)> = self
-            .pages
-            .values()
-            .filter(|p| p.open.is_empty() && p.outstanding == 0)
-            .map(|p| (p.last_ns, p.pfn))
-            .collect();
-        idle.sort_unstable();
-        let n = (self.max_pfns / 10).max(1).min(idle.len());
-        for (_, pfn) in idle.into_iter().take(n) {
-            self.pages.remove(&pfn);
-            self.evicted += 1;
+        let n = (self.max_pfns / 10).max(1);
+        let mut done = 0;
+        let mut rescanned = false;
+        while done < n {
+            let Some((last_ns, pfn)) = self.evict_queue.pop() else {
+                if rescanned {
+                    break;
+                }
+                self.scan_idle();
+                rescanned = true;
+                continue;
+            };
+            // Still idle and untouched since the scan: the oldest left.
+            let idle = self
+                .pages
+                .get(&pfn)
+                .is_some_and(|p| p.last_ns == last_ns && p.open.is_empty() && p.outstanding == 0);
+            if idle && let Some(p) = self.pages.remove(&pfn) {
+                // A page whose state is unknown stays unknown.
+                self.untracked.keep(pfn, p.gaps, self.max_pfns);
+                self.evicted += 1;
+                done += 1;
+            }
         }
+    }
+
+    /// Lists the idle pages, newest first, for [`Tracker::evict`] to take
+    /// from the end. One scan of the table serves many evictions: a page
+    /// touched since is skipped then (it is newer than every page listed),
+    /// and a page that turned idle since is newer too, so the order stays
+    /// exact.
+    #[cold]
+    #[inline(never)]
+    fn scan_idle(&mut self) {
+        self.evict_queue.clear();
+        self.evict_queue.extend(
+            self.pages
+                .values()
+                .filter(|p| p.open.is_empty() && p.outstanding == 0)
+                .map(|p| (p.last_ns, p.pfn)),
+        );
+        self.evict_queue.sort_unstable_by(|a, b| b.cmp(a));
     }
 
     pub fn page(&self, pfn: u64) -> Option<&Page> {
@@ -599,10 +658,45 @@ impl Tracker {
         self.episodes_dropped
     }
 
+    /// Episodes opened while every kept episode was open: their pages are
+    /// flagged, but their records (reason, holders) were not kept.
+    pub fn episodes_unkept(&self) -> u64 {
+        self.episodes_unkept
+    }
+
+    /// Episodes recorded so far, kept or since forgotten: the newest
+    /// `episodes_opened() - n` of [`Tracker::episodes`] are those recorded
+    /// after the first `n`.
+    pub fn episodes_opened(&self) -> u64 {
+        self.episodes_opened
+    }
+
     /// Events on new pages not followed: the PFN cap was reached and every
     /// tracked page held references or an open episode.
     pub fn over_cap(&self) -> u64 {
         self.over_cap
+    }
+
+    /// What the caps on memory left out so far, for summaries: `None`
+    /// while nothing was.
+    pub fn caps_note(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            (self.evicted, "idle pages evicted"),
+            (
+                self.over_cap,
+                "events on new pages not followed (--max-pfns)",
+            ),
+            (self.episodes_dropped, "old episodes forgotten"),
+            (
+                self.episodes_unkept,
+                "episodes not kept (all kept ones open)",
+            ),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
     }
 
     pub fn now_ns(&self) -> u64 {

@@ -307,6 +307,10 @@ pub struct App {
     pub(crate) stuck: u64,
     /// Pages whose state is unknown because events were lost.
     pub(crate) unknown: u64,
+    /// Events on new pages not followed (`--max-pfns` full), and episodes
+    /// forgotten or not kept (episode cap).
+    pub(crate) over_cap: u64,
+    pub(crate) episodes_left_out: u64,
     pub(crate) now_ns: u64,
     data_key: Option<(u64, usize, usize, u64)>,
     pub(crate) detail: Option<DetailSnap>,
@@ -343,6 +347,8 @@ impl App {
             counts: [0; 8],
             stuck: 0,
             unknown: 0,
+            over_cap: 0,
+            episodes_left_out: 0,
             now_ns: 0,
             data_key: None,
             detail: None,
@@ -436,6 +442,8 @@ impl App {
         self.counts = [0; 8];
         self.stuck = 0;
         self.unknown = t.unknown_pages().len() as u64;
+        self.over_cap = t.over_cap();
+        self.episodes_left_out = t.episodes_dropped() + t.episodes_unkept();
         for r in &self.rows {
             self.counts[usize::from(r.pgmap_type).min(7)] += 1;
             self.stuck += u64::from(r.stuck());

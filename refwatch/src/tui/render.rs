@@ -205,6 +205,20 @@ fn header(app: &App, area: Rect, buf: &mut Buffer) {
         l2.push(sep());
         l2.push(Span::raw(format!("evicted {}", fmt::count(s.evicted))));
     }
+    if app.over_cap > 0 {
+        l2.push(sep());
+        l2.push(Span::styled(
+            format!("over --max-pfns {}", fmt::count(app.over_cap)),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    if app.episodes_left_out > 0 {
+        l2.push(sep());
+        l2.push(Span::raw(format!(
+            "episodes forgotten {}",
+            fmt::count(app.episodes_left_out)
+        )));
+    }
     if app.paused {
         l2.push(Span::raw("  "));
         l2.push(Span::styled(

@@ -158,3 +158,117 @@ fn no_verdict_beyond_the_losses_known() {
     let e = &t.episodes[0];
     assert_eq!((e.pfn, e.detected_ns), (0x902, 8 * S));
 }
+
+#[test]
+fn the_episode_cap_is_hard_when_every_kept_episode_is_open() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 1000);
+    t.set_max_episodes(4);
+    // Ten pages held for good (synthetic): more stuck pages than episodes.
+    for pfn in 0..10u64 {
+        t.apply(&ev(S, 0x200 + pfn, Kind::Get, 1, 2, 1));
+    }
+    t.advance(10 * S);
+    assert_eq!(t.episodes.len(), 4);
+    assert_eq!(t.episodes_unkept(), 6);
+    assert_eq!(t.episodes_opened(), 4);
+    // Every page is flagged all the same, with or without its record.
+    assert_eq!(t.stuck().len(), 10);
+    // A page without a record clears like any other.
+    t.apply(&ev(20 * S, 0x209, Kind::Put, 2, 1, 1));
+    assert_eq!(t.stuck().len(), 9);
+    let note = t.caps_note().expect("counted");
+    assert!(note.contains("6 episodes not kept"), "{note}");
+    // Once some close, old closed ones make room again.
+    for pfn in 0..4u64 {
+        t.apply(&ev(21 * S, 0x200 + pfn, Kind::Put, 2, 1, 1));
+    }
+    t.apply(&ev(22 * S, 0x300, Kind::Get, 1, 2, 1));
+    t.advance(30 * S);
+    assert!(t.episodes.len() <= 4);
+    assert!(
+        t.episodes
+            .iter()
+            .any(|e| e.pfn == 0x300 && e.end_ns.is_none())
+    );
+}
+
+#[test]
+fn holders_are_bounded_per_page_and_per_episode() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 10);
+    // A thousand gets by as many processes, none dropped (synthetic).
+    for i in 0..1000u32 {
+        t.apply(&ev(
+            S + u64::from(i),
+            0x400,
+            Kind::Get,
+            1 + i as i32,
+            2 + i as i32,
+            i,
+        ));
+    }
+    let p = t.page(0x400).expect("page");
+    assert_eq!(p.holders.len(), MAX_HOLDERS);
+    // The newest are kept.
+    assert_eq!(p.holders.last().map(|h| h.ts_ns), Some(S + 999));
+    t.advance(10 * S);
+    for i in 1000..1200u32 {
+        t.apply(&ev(
+            10 * S + u64::from(i),
+            0x400,
+            Kind::Get,
+            1 + i as i32,
+            2 + i as i32,
+            i,
+        ));
+    }
+    assert_eq!(t.episodes.len(), 1);
+    assert_eq!(t.episodes[0].holders.len(), MAX_HOLDERS);
+}
+
+#[test]
+fn losses_on_untracked_pages_are_bounded_by_the_pfn_cap() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100);
+    for pfn in 0..10_000u64 {
+        t.apply_gap(0x10_000 + pfn, S + pfn);
+    }
+    let unknown = t.unknown_pages();
+    assert!(unknown.len() <= 100, "{}", unknown.len());
+    // The most recent losses are the ones kept.
+    assert!(unknown.iter().any(|(pfn, _)| *pfn == 0x10_000 + 9_999));
+    assert_eq!(t.gaps_total(), 10_000);
+}
+
+#[test]
+fn an_evicted_page_whose_state_is_unknown_stays_unknown() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 10);
+    t.apply(&ev(S, 0x500, Kind::Get, 1, 2, 1));
+    t.apply(&ev(S + 1, 0x500, Kind::Put, 2, 1, 1));
+    t.apply_gap(0x500, 2 * S);
+    // Idle and unknown: evicted first when room is needed.
+    for pfn in 0..20u64 {
+        t.apply(&ev(3 * S + pfn, 0x600 + pfn, Kind::Get, 1, 1, 1));
+    }
+    assert!(t.page(0x500).is_none());
+    assert!(t.unknown_pages().iter().any(|(pfn, _)| *pfn == 0x500));
+}
+
+#[test]
+fn forks_whose_event_never_comes_are_bounded() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100_000);
+    // References taken while forking by 5000 threads, on 20 000 pages;
+    // no fork event names a child (lost: synthetic).
+    for i in 0..20_000u64 {
+        let mut e = ev(S + i, 0x1000 + i, Kind::Get, 1, 2, (i % 5000) as u32 + 1);
+        e.forking = true;
+        t.apply(&e);
+    }
+    assert!(t.fork_pending.len() <= MAX_FORKS_PENDING);
+    assert!(t.fork_pending.values().all(|v| v.len() <= MAX_FORK_PAGES));
+    // One thread forking over a huge mapping.
+    for i in 0..(MAX_FORK_PAGES as u64 + 100) {
+        let mut e = ev(2 * S + i, 0x10_0000 + i, Kind::Get, 1, 2, 9999);
+        e.forking = true;
+        t.apply(&e);
+    }
+    assert_eq!(t.fork_pending[&9999].len(), MAX_FORK_PAGES);
+}
