@@ -268,13 +268,13 @@ fn run_live(args: &AttachArgs, recording_path: Option<&Path>) -> Result<ExitCode
 
 /// `refwatch report`.
 pub fn report(args: &ReportArgs) -> Result<ExitCode> {
-    let rec = recording::read(&args.file)?;
+    let mut rec = recording::Reader::open(&args.file)?;
     let th = if args.thresholds.any() {
-        Some(args.thresholds.apply(rec.header.thresholds)?)
+        Some(args.thresholds.apply(rec.header().thresholds)?)
     } else {
         None
     };
-    let r = report::build(&rec, th, args.raw_pointers)?;
+    let r = report::build_from(&mut rec, th, args.raw_pointers)?;
     if args.json {
         let mut text = serde_json::to_string_pretty(&r).context("encode report")?;
         text.push('\n');
@@ -338,13 +338,11 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
         Some(p) => Some(crate::output::Output::create(p, Some(&args.file))?),
         None => None,
     };
-    let rec = recording::read(&args.file)?;
-    let events = rec.events().filter(|e| filter.keeps(e));
+    let mut rec = recording::Reader::open(&args.file)?;
     let n = match out.take() {
         Some(mut out) => {
             let name = out.display();
-            let n = export::write(args.format, events, out.writer(), args.raw_pointers)
-                .with_context(|| format!("write {name}"))?;
+            let n = export_stream(&mut rec, &filter, args, out.writer())?;
             out.commit()?;
             eprintln!("refwatch: {n} events written to {name}");
             n
@@ -352,16 +350,17 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
         None => {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            let written = export::write(args.format, events, &mut lock, args.raw_pointers)
-                .and_then(|n| {
-                    std::io::Write::flush(&mut lock).context("flush")?;
-                    Ok(n)
-                });
+            let written = export_stream(&mut rec, &filter, args, &mut lock).and_then(|n| {
+                std::io::Write::flush(&mut lock)
+                    .context("flush")
+                    .context("write standard output")?;
+                Ok(n)
+            });
             match written {
                 Ok(n) => n,
                 // The reader went away (`| head`): done, quietly.
                 Err(e) if broken_pipe(&e) => return Ok(ExitCode::SUCCESS),
-                Err(e) => return Err(e.context("write standard output")),
+                Err(e) => return Err(e),
             }
         }
     };
@@ -369,6 +368,26 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
         eprintln!("refwatch: no event matched");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Streams the events of `rec` that `filter` keeps to `out`, one at a time.
+/// A write error is marked as such (context "write output").
+fn export_stream<R: std::io::BufRead>(
+    rec: &mut recording::Reader<R>,
+    filter: &export::Filter,
+    args: &ExportArgs,
+    out: &mut dyn std::io::Write,
+) -> Result<usize> {
+    let mut x = export::Exporter::new(args.format, args.raw_pointers);
+    x.begin(out).context("write output")?;
+    while let Some((_, line)) = rec.next_line()? {
+        if let recording::Line::Event(e) = line
+            && filter.keeps(&e)
+        {
+            x.event(&e, out).context("write output")?;
+        }
+    }
+    x.end(out).context("write output")
 }
 
 /// `refwatch replay`: the TUI on a recording.
