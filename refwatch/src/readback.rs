@@ -203,6 +203,11 @@ impl Readback {
         self.entry_of(stack).map(|e| e.detail.stack.as_slice())
     }
 
+    /// The recorded function of an event or holder this made.
+    pub fn symbol(&self, stack: &Stack) -> Option<&str> {
+        self.entry_of(stack).map(|e| e.detail.symbol.as_str())
+    }
+
     /// The owner an entry names.
     pub fn owner(&self, id: u32) -> Option<&str> {
         self.entries.get(id as usize)?.detail.owner.as_deref()

@@ -545,3 +545,35 @@ fn synthetic_recording_is_current() {
         p.display()
     );
 }
+
+/// The recording goes away while it is replayed (the SYNTHETIC one, copied):
+/// going back needs it again, so the replay stops with a one-line error, the
+/// terminal restored (the alternate screen left), and exit code 1.
+#[test]
+fn a_recording_gone_during_a_replay_ends_it_with_the_terminal_restored() {
+    let dir = Tmux::dir_of("gone");
+    // Not in the test's directory: starting the terminal clears that.
+    let rec_dir = tempfile::tempdir().expect("dir");
+    let copy = rec_dir.path().join("copy.rec");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join(RECORDING), &copy).expect("copy");
+    let command = format!(
+        "cd {d} && TMPDIR={d} {bin} replay {rec} --paused --log-file {log}; echo refwatch-exit=$?",
+        d = quote(&dir),
+        bin = quote(Path::new(env!("CARGO_BIN_EXE_refwatch"))),
+        rec = quote(&copy),
+        log = quote(&dir.join("refwatch.log")),
+    );
+    let t = Tmux::start("gone", &command, 100, 30)
+        .expect("tmux is not installed: `cargo xtask setup` installs it");
+    t.wait_for("⏸ paused");
+    t.keys(&["."]);
+    t.wait_for("event 1/55");
+    std::fs::remove_file(&copy).expect("remove the recording");
+    t.keys(&[","]);
+    let code = t.wait_exit();
+    let s = t.transcript();
+    assert_eq!(code, 1, "{s}");
+    assert!(!s.contains("PID"), "the alternate screen was left: {s}");
+    assert!(s.contains("replay stopped"), "{s}");
+    assert!(s.contains("copy.rec"), "{s}");
+}
