@@ -1,6 +1,6 @@
 //! The commands, wired from the stages: probe plan → load/attach → collect.
 
-use std::{fs, path::Path, process::ExitCode, time::Duration};
+use std::{fs, io::Write, path::Path, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -276,9 +276,11 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode> {
     };
     let r = report::build_from(&mut rec, th, args.raw_pointers)?;
     if args.json {
-        let mut text = serde_json::to_string_pretty(&r).context("encode report")?;
-        text.push('\n');
-        stdout_text(&text)?;
+        // Written as it is encoded: no second copy of a large report.
+        stdout_with(|w| {
+            serde_json::to_writer_pretty(&mut *w, &r)?;
+            w.write_all(b"\n")
+        })?;
     } else {
         stdout_text(&report::text(&r))?;
     }
@@ -305,10 +307,13 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode> {
 /// Writes `text` to standard output. A reader that went away (EPIPE, e.g.
 /// `| head -1`) ends the output quietly; the command keeps its exit code.
 fn stdout_text(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match std::io::Write::write_all(&mut out, text.as_bytes())
-        .and_then(|()| std::io::Write::flush(&mut out))
-    {
+    stdout_with(|w| w.write_all(text.as_bytes()))
+}
+
+/// [`stdout_text`] of what `write` writes (buffered).
+fn stdout_with(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    match write(&mut out).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(e).context("write standard output")
         }
@@ -321,6 +326,8 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
     })
 }
 
@@ -348,10 +355,10 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
             n
         }
         None => {
-            let stdout = std::io::stdout();
-            let mut lock = stdout.lock();
+            // Standard output flushes every line by itself: buffer it.
+            let mut lock = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
             let written = export_stream(&mut rec, &filter, args, &mut lock).and_then(|n| {
-                std::io::Write::flush(&mut lock)
+                lock.flush()
                     .context("flush")
                     .context("write standard output")?;
                 Ok(n)
@@ -384,7 +391,7 @@ fn export_stream<R: std::io::BufRead>(
         if let recording::Line::Event(e) = line
             && filter.keeps(&e)
         {
-            x.event(&e, out).context("write output")?;
+            x.event(e, out).context("write output")?;
         }
     }
     x.end(out).context("write output")

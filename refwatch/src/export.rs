@@ -78,7 +78,7 @@ pub fn write<'a>(
     let mut x = Exporter::new(format, raw_pointers);
     x.begin(out)?;
     for e in events {
-        x.event(e, out)?;
+        x.event(e.clone(), out)?;
     }
     x.end(out)
 }
@@ -92,6 +92,8 @@ pub struct Exporter {
     /// Perfetto: the track of each PFN seen so far.
     tids: FastMap<u64, u64>,
     n: usize,
+    /// One event's output, written to the destination in one call.
+    buf: Vec<u8>,
 }
 
 impl Exporter {
@@ -101,6 +103,7 @@ impl Exporter {
             raw_pointers,
             tids: FastMap::default(),
             n: 0,
+            buf: Vec::new(),
         }
     }
 
@@ -132,24 +135,24 @@ impl Exporter {
     }
 
     /// Writes one event (kernel addresses hidden unless raw pointers).
-    pub fn event(&mut self, e: &JsonEvent, out: &mut dyn Write) -> Result<()> {
-        let hidden;
-        let e = if self.raw_pointers {
-            e
-        } else {
-            let mut h = e.clone();
-            h.hide_kernel_addresses();
-            hidden = h;
-            &hidden
-        };
+    pub fn event(&mut self, mut e: JsonEvent, out: &mut dyn Write) -> Result<()> {
+        if !self.raw_pointers {
+            e.hide_kernel_addresses();
+        }
+        let e = &e;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         match self.format {
             ExportFormat::Jsonl => {
-                serde_json::to_writer(&mut *out, e)?;
-                out.write_all(b"\n")?;
+                serde_json::to_writer(&mut buf, e)?;
+                buf.push(b'\n');
             }
-            ExportFormat::Csv => writeln!(out, "{}", csv_row(e).join(","))?,
-            ExportFormat::Perfetto => self.perfetto_event(e, out)?,
+            ExportFormat::Csv => csv_write(e, &mut buf)?,
+            ExportFormat::Perfetto => self.perfetto_event(e, &mut buf)?,
         }
+        let written = out.write_all(&buf);
+        self.buf = buf;
+        written?;
         self.n += 1;
         Ok(())
     }
@@ -164,14 +167,14 @@ impl Exporter {
 
     /// A Perfetto instant event on the page's track (page maps and forks on
     /// track 0), and a refcount counter sample.
-    fn perfetto_event(&mut self, e: &JsonEvent, out: &mut dyn Write) -> Result<()> {
+    fn perfetto_event(&mut self, e: &JsonEvent, out: &mut Vec<u8>) -> Result<()> {
         // Page maps and forks are not page events: they go on track 0.
         let page = !matches!(e.event.as_str(), "fork" | "pgmap_add" | "pgmap_remove");
         let tid = if page {
             let next = self.tids.len() as u64 + 1;
             let tid = *self.tids.entry(e.pfn).or_insert(next);
             if tid == next {
-                out.write_all(b",")?;
+                out.push(b',');
                 serde_json::to_writer(
                     &mut *out,
                     &json!({
@@ -185,8 +188,7 @@ impl Exporter {
             0
         };
         let ts = e.ts_ns as f64 / 1000.0;
-        let pfn = format!("{:#x}", e.pfn);
-        out.write_all(b",")?;
+        out.push(b',');
         serde_json::to_writer(
             &mut *out,
             &Instant {
@@ -197,15 +199,15 @@ impl Exporter {
                 pid: 1,
                 tid,
                 args: InstantArgs {
-                    pfn: &pfn,
+                    pfn: Shown(format_args!("{:#x}", e.pfn)),
                     refcount_before: e.refcount_before,
                     refcount_after: e.refcount_after,
-                    task: format!("{} ({})", e.comm, e.tgid),
+                    task: Shown(format_args!("{} ({})", e.comm, e.tgid)),
                     symbol: &e.symbol,
                     ret: e.ret,
                     owner: e.owner.as_deref(),
                     migration: e.migration.as_ref(),
-                    stack: e.stack.join("\n"),
+                    stack: Lines(&e.stack),
                 },
             },
         )?;
@@ -214,11 +216,11 @@ impl Exporter {
             && e.event != "migrate"
             && let Some(rc) = e.refcount_after.or(e.refcount_before)
         {
-            out.write_all(b",")?;
+            out.push(b',');
             serde_json::to_writer(
                 &mut *out,
                 &Counter {
-                    name: format!("refcount pfn {pfn}"),
+                    name: Shown(format_args!("refcount pfn {:#x}", e.pfn)),
                     ph: "C",
                     ts,
                     pid: 1,
@@ -227,6 +229,36 @@ impl Exporter {
             )?;
         }
         Ok(())
+    }
+}
+
+/// A string written as it is formatted (no allocation).
+struct Shown<'a>(std::fmt::Arguments<'a>);
+
+impl Serialize for Shown<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// Frames as one string, a line each.
+struct Lines<'a>(&'a [String]);
+
+impl std::fmt::Display for Lines<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, l) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(l)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Lines<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -244,21 +276,21 @@ struct Instant<'a> {
 
 #[derive(Serialize)]
 struct InstantArgs<'a> {
-    pfn: &'a str,
+    pfn: Shown<'a>,
     refcount_before: Option<i32>,
     refcount_after: Option<i32>,
-    task: String,
+    task: Shown<'a>,
     symbol: &'a str,
     ret: Option<i64>,
     owner: Option<&'a str>,
     migration: Option<&'a crate::event::Migration>,
-    stack: String,
+    stack: Lines<'a>,
 }
 
 /// A Perfetto counter sample.
 #[derive(Serialize)]
-struct Counter {
-    name: String,
+struct Counter<'a> {
+    name: Shown<'a>,
     ph: &'static str,
     ts: f64,
     pid: u32,
@@ -295,50 +327,71 @@ pub const CSV_HEADER: [&str; 21] = [
     "flags",
 ];
 
-fn quote(s: &str) -> String {
+/// Writes a CSV field, quoted when it must be.
+fn quote_into(out: &mut Vec<u8>, s: &str) {
     if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+        out.push(b'"');
+        for part in s.split_inclusive('"') {
+            out.extend_from_slice(part.as_bytes());
+            if part.ends_with('"') {
+                out.push(b'"');
+            }
+        }
+        out.push(b'"');
     } else {
-        s.to_string()
+        out.extend_from_slice(s.as_bytes());
     }
 }
 
-fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map(|x| x.to_string()).unwrap_or_default()
+/// Writes `v` when there is one.
+fn opt_into<T: std::fmt::Display>(out: &mut Vec<u8>, v: Option<T>) -> std::io::Result<()> {
+    match v {
+        Some(v) => write!(out, "{v}"),
+        None => Ok(()),
+    }
 }
 
-fn csv_row(e: &JsonEvent) -> Vec<String> {
-    vec![
-        e.ts_ns.to_string(),
-        e.cpu.to_string(),
-        e.pid.to_string(),
-        e.tgid.to_string(),
-        quote(&e.comm),
-        format!("{:#x}", e.pfn),
-        e.event.clone(),
-        opt(e.refcount_before),
-        opt(e.refcount_after),
-        opt(e.mapcount),
-        e.pgmap_type.clone(),
-        e.nr_pages.to_string(),
-        quote(&e.symbol),
-        opt(e.ret),
-        quote(&e.stack.join(";")),
-        quote(e.owner.as_deref().unwrap_or_default()),
-        opt(e.migration.map(|m| enum_name(&m.stage))),
-        opt(e.migration.map(|m| enum_name(&m.direction))),
-        opt(e.migration.map(|m| m.moved)),
-        opt(e
-            .migration
-            .and_then(|m| m.dst_pfn)
-            .map(|p| format!("{p:#x}"))),
-        [(e.late, "late"), (e.forking, "forking")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, n)| *n)
-            .collect::<Vec<_>>()
-            .join(";"),
-    ]
+/// Writes one CSV row (the [`CSV_HEADER`] columns) and its newline.
+fn csv_write(e: &JsonEvent, out: &mut Vec<u8>) -> std::io::Result<()> {
+    write!(out, "{},{},{},{},", e.ts_ns, e.cpu, e.pid, e.tgid)?;
+    quote_into(out, &e.comm);
+    write!(out, ",{:#x},{},", e.pfn, e.event)?;
+    opt_into(out, e.refcount_before)?;
+    out.push(b',');
+    opt_into(out, e.refcount_after)?;
+    out.push(b',');
+    opt_into(out, e.mapcount)?;
+    write!(out, ",{},{},", e.pgmap_type, e.nr_pages)?;
+    quote_into(out, &e.symbol);
+    out.push(b',');
+    opt_into(out, e.ret)?;
+    out.push(b',');
+    quote_into(out, &e.stack.join(";"));
+    out.push(b',');
+    quote_into(out, e.owner.as_deref().unwrap_or_default());
+    out.push(b',');
+    match e.migration {
+        Some(m) => {
+            write!(
+                out,
+                "{},{},{},",
+                enum_name(&m.stage),
+                enum_name(&m.direction),
+                m.moved
+            )?;
+            opt_into(out, m.dst_pfn.map(|p| format!("{p:#x}")))?;
+        }
+        None => out.extend_from_slice(b",,,"),
+    }
+    out.push(b',');
+    let flags: Vec<&str> = [(e.late, "late"), (e.forking, "forking")]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+    out.extend_from_slice(flags.join(";").as_bytes());
+    out.push(b'\n');
+    Ok(())
 }
 
 /// The serde name of a unit enum value (`to_device`).
