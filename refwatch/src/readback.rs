@@ -217,6 +217,8 @@ impl Readback {
     pub fn json(&self, ev: &PageEvent) -> Option<JsonEvent> {
         let e = self.entry_of(&ev.stack)?;
         let d = &e.detail;
+        // Past the cap the entry is shared: what the event itself keeps.
+        let overflow = std::ptr::eq(e, &self.entries[OVERFLOW as usize]);
         Some(JsonEvent {
             ts_ns: ev.ts_ns,
             cpu: ev.cpu,
@@ -228,13 +230,21 @@ impl Readback {
             refcount_before: ev.refcount_before,
             refcount_after: ev.refcount_after,
             mapcount: ev.mapcount,
-            pgmap_type: d.pgmap_type.clone(),
+            pgmap_type: if overflow {
+                crate::event::pgmap_name(ev.pgmap_type).to_string()
+            } else {
+                d.pgmap_type.clone()
+            },
             nr_pages: ev.nr_pages,
             symbol: d.symbol.clone(),
             ret: ev.ret,
             stack: d.stack.clone(),
             owner: d.owner.clone(),
-            migration: e.migration,
+            migration: if overflow {
+                ev.migration()
+            } else {
+                e.migration
+            },
             late: ev.late,
             forking: ev.forking,
             page: d.page.clone(),
@@ -298,6 +308,7 @@ mod tests {
             if i == MAX_DETAILS as u64 + 5 {
                 let back = rb.json(&ev).expect("json");
                 assert!(back.stack[0].contains("not kept"), "{:?}", back.stack);
+                assert_eq!(back.pgmap_type, "fsdax");
                 assert_eq!((back.pfn, back.ts_ns), (j.pfn, j.ts_ns));
             }
         }

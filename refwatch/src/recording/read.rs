@@ -87,6 +87,11 @@ pub const MAX_LINE: usize = 1 << 20;
 /// recording interleaves by microseconds to milliseconds; one second is
 /// far beyond that. An event older than (latest event time − window) would
 /// make the detectors judge a page on a state it no longer had: refused.
+/// Events flagged `late` are exempt: they keep the time the reference was
+/// taken, seconds before the failed migration that reports them. One
+/// watermark for the whole recording (not one per page): constant memory,
+/// and an edit that moves a page's events moves them behind other pages'
+/// events too.
 pub const REORDER_WINDOW_NS: u64 = 1_000_000_000;
 
 /// Latest time a recording may hold: kernel times (`ktime_t`) are signed
@@ -314,6 +319,12 @@ impl<R: BufRead> Reader<R> {
                         printable(&e.event)
                     );
                 }
+                // A late event (a remembered reference reported when a
+                // migration failed) keeps the time the reference was taken.
+                if e.late {
+                    self.note_time(line);
+                    return Ok(());
+                }
                 if let Some(latest) = self.latest_event_ns
                     && e.ts_ns < latest.saturating_sub(REORDER_WINDOW_NS)
                 {
@@ -334,10 +345,15 @@ impl<R: BufRead> Reader<R> {
             }
             Line::Gap { .. } => {}
         }
+        self.note_time(line);
+        Ok(())
+    }
+
+    /// Moves the recording's end to `line`'s time.
+    fn note_time(&mut self, line: &Line) {
         if let Some(t) = line_time(line) {
             self.end_ns = self.end_ns.max(t);
         }
-        Ok(())
     }
 
     /// Reads every remaining line into a [`Recording`].

@@ -216,6 +216,19 @@ fn events_out_of_time_order_are_refused_beyond_the_window() {
     ]);
     let r = parse(&within[..], "x").expect("within the window");
     assert_eq!(r.events().count(), 3);
+    // A late event keeps the time its reference was taken: exempt.
+    let mut late = event(1_000);
+    late.late = true;
+    let with_late = write(&[
+        Line::Header(header()),
+        Line::Event(event(5_000_000_000)),
+        Line::Event(late),
+        Line::Event(event(5_000_000_001)),
+    ]);
+    assert_eq!(
+        parse(&with_late[..], "x").expect("late").events().count(),
+        3
+    );
     let mut other_pfn = event(3_000_000_000);
     other_pfn.pfn = 0x9999;
     let beyond = write(&[
