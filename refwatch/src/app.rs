@@ -1,6 +1,6 @@
 //! The commands, wired from the stages: probe plan → load/attach → collect.
 
-use std::{fs, path::Path, process::ExitCode, time::Duration};
+use std::{fs, io::Write, path::Path, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result};
 
@@ -307,17 +307,19 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
 
 /// `refwatch report`.
 pub fn report(args: &ReportArgs) -> Result<ExitCode> {
-    let rec = recording::read(&args.file)?;
+    let mut rec = recording::Reader::open(&args.file)?;
     let th = if args.thresholds.any() {
-        Some(args.thresholds.apply(rec.header.thresholds)?)
+        Some(args.thresholds.apply(rec.header().thresholds)?)
     } else {
         None
     };
-    let r = report::build(&rec, th, args.raw_pointers)?;
+    let r = report::build_from(&mut rec, th, args.raw_pointers)?;
     if args.json {
-        let mut text = serde_json::to_string_pretty(&r).context("encode report")?;
-        text.push('\n');
-        stdout_text(&text)?;
+        // Written as it is encoded: no second copy of a large report.
+        stdout_with(|w| {
+            serde_json::to_writer_pretty(&mut *w, &r)?;
+            w.write_all(b"\n")
+        })?;
     } else {
         stdout_text(&report::text(&r))?;
     }
@@ -344,10 +346,13 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode> {
 /// Writes `text` to standard output. A reader that went away (EPIPE, e.g.
 /// `| head -1`) ends the output quietly; the command keeps its exit code.
 fn stdout_text(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match std::io::Write::write_all(&mut out, text.as_bytes())
-        .and_then(|()| std::io::Write::flush(&mut out))
-    {
+    stdout_with(|w| w.write_all(text.as_bytes()))
+}
+
+/// [`stdout_text`] of what `write` writes (buffered).
+fn stdout_with(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    match write(&mut out).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(e).context("write standard output")
         }
@@ -360,6 +365,8 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
     })
 }
 
@@ -377,30 +384,29 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
         Some(p) => Some(crate::output::Output::create(p, Some(&args.file))?),
         None => None,
     };
-    let rec = recording::read(&args.file)?;
-    let events = rec.events().filter(|e| filter.keeps(e));
+    let mut rec = recording::Reader::open(&args.file)?;
     let n = match out.take() {
         Some(mut out) => {
             let name = out.display();
-            let n = export::write(args.format, events, out.writer(), args.raw_pointers)
-                .with_context(|| format!("write {name}"))?;
+            let n = export_stream(&mut rec, &filter, args, out.writer())?;
             out.commit()?;
             eprintln!("refwatch: {n} events written to {name}");
             n
         }
         None => {
-            let stdout = std::io::stdout();
-            let mut lock = stdout.lock();
-            let written = export::write(args.format, events, &mut lock, args.raw_pointers)
-                .and_then(|n| {
-                    std::io::Write::flush(&mut lock).context("flush")?;
-                    Ok(n)
-                });
+            // Standard output flushes every line by itself: buffer it.
+            let mut lock = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            let written = export_stream(&mut rec, &filter, args, &mut lock).and_then(|n| {
+                lock.flush()
+                    .context("flush")
+                    .context("write standard output")?;
+                Ok(n)
+            });
             match written {
                 Ok(n) => n,
                 // The reader went away (`| head`): done, quietly.
                 Err(e) if broken_pipe(&e) => return Ok(ExitCode::SUCCESS),
-                Err(e) => return Err(e.context("write standard output")),
+                Err(e) => return Err(e),
             }
         }
     };
@@ -408,6 +414,26 @@ pub fn export(args: &ExportArgs) -> Result<ExitCode> {
         eprintln!("refwatch: no event matched");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Streams the events of `rec` that `filter` keeps to `out`, one at a time.
+/// A write error is marked as such (context "write output").
+fn export_stream<R: std::io::BufRead>(
+    rec: &mut recording::Reader<R>,
+    filter: &export::Filter,
+    args: &ExportArgs,
+    out: &mut dyn std::io::Write,
+) -> Result<usize> {
+    let mut x = export::Exporter::new(args.format, args.raw_pointers);
+    x.begin(out).context("write output")?;
+    while let Some((_, line)) = rec.next_line()? {
+        if let recording::Line::Event(e) = line
+            && filter.keeps(&e)
+        {
+            x.event(e, out).context("write output")?;
+        }
+    }
+    x.end(out).context("write output")
 }
 
 /// `refwatch replay`: the TUI on a recording.

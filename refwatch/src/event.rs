@@ -249,7 +249,7 @@ impl Migration {
         };
         let extra = u64::from(self.extra_count.unwrap_or(0) & 0xff) << 24;
         (
-            self.dst_pfn.map_or(0, |p| p + 1),
+            self.dst_pfn.map_or(0, |p| p.saturating_add(1)),
             m::pack(stage, dir, result) | extra,
         )
     }

@@ -2,12 +2,13 @@
 //! or a Perfetto-loadable Chrome trace (a refcount counter track per PFN and
 //! instant events for drops, frees, pins and migrations).
 
-use std::{collections::BTreeMap, io::Write};
+use std::io::Write;
 
 use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::jsonl::JsonEvent;
+use crate::{fasthash::FastMap, jsonl::JsonEvent};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,52 +75,231 @@ pub fn write<'a>(
     out: &mut dyn Write,
     raw_pointers: bool,
 ) -> Result<usize> {
-    if raw_pointers {
-        return write_as_is(format, events, out);
+    let mut x = Exporter::new(format, raw_pointers);
+    x.begin(out)?;
+    for e in events {
+        x.event(e.clone(), out)?;
     }
-    let hidden: Vec<JsonEvent> = events
-        .map(|e| {
-            let mut e = e.clone();
-            e.hide_kernel_addresses();
-            e
-        })
-        .collect();
-    write_as_is(format, hidden.iter(), out)
+    x.end(out)
 }
 
-/// [`write`] of the events as they are.
-fn write_as_is<'a>(
+/// Writes events in a format one at a time, holding nothing per event: a
+/// Perfetto trace is one JSON document, written as it goes (a page's track
+/// is named when its first event comes).
+pub struct Exporter {
     format: ExportFormat,
-    events: impl Iterator<Item = &'a JsonEvent>,
-    out: &mut dyn Write,
-) -> Result<usize> {
-    match format {
-        ExportFormat::Jsonl => {
-            let mut n = 0;
-            for e in events {
-                serde_json::to_writer(&mut *out, e)?;
-                out.write_all(b"\n")?;
-                n += 1;
-            }
-            Ok(n)
-        }
-        ExportFormat::Csv => {
-            writeln!(out, "{}", CSV_HEADER.join(","))?;
-            let mut n = 0;
-            for e in events {
-                writeln!(out, "{}", csv_row(e).join(","))?;
-                n += 1;
-            }
-            Ok(n)
-        }
-        ExportFormat::Perfetto => {
-            let events: Vec<&JsonEvent> = events.collect();
-            let trace = perfetto(&events);
-            serde_json::to_writer(&mut *out, &trace)?;
-            out.write_all(b"\n")?;
-            Ok(events.len())
+    raw_pointers: bool,
+    /// Perfetto: the track of each PFN seen so far.
+    tids: FastMap<u64, u64>,
+    n: usize,
+    /// One event's output, written to the destination in one call.
+    buf: Vec<u8>,
+}
+
+impl Exporter {
+    pub fn new(format: ExportFormat, raw_pointers: bool) -> Self {
+        Self {
+            format,
+            raw_pointers,
+            tids: FastMap::default(),
+            n: 0,
+            buf: Vec::new(),
         }
     }
+
+    /// What comes before the first event.
+    pub fn begin(&mut self, out: &mut dyn Write) -> Result<()> {
+        match self.format {
+            ExportFormat::Jsonl => {}
+            ExportFormat::Csv => writeln!(out, "{}", CSV_HEADER.join(","))?,
+            ExportFormat::Perfetto => {
+                out.write_all(br#"{"displayTimeUnit":"ns","traceEvents":["#)?;
+                serde_json::to_writer(
+                    &mut *out,
+                    &json!({
+                        "name": "process_name", "ph": "M", "pid": 1, "tid": 0,
+                        "args": {"name": "refwatch: ZONE_DEVICE pages"}
+                    }),
+                )?;
+                out.write_all(b",")?;
+                serde_json::to_writer(
+                    &mut *out,
+                    &json!({
+                        "name": "thread_name", "ph": "M", "pid": 1, "tid": 0,
+                        "args": {"name": "page maps and forks"}
+                    }),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one event (kernel addresses hidden unless raw pointers).
+    pub fn event(&mut self, mut e: JsonEvent, out: &mut dyn Write) -> Result<()> {
+        if !self.raw_pointers {
+            e.hide_kernel_addresses();
+        }
+        let e = &e;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        match self.format {
+            ExportFormat::Jsonl => {
+                serde_json::to_writer(&mut buf, e)?;
+                buf.push(b'\n');
+            }
+            ExportFormat::Csv => csv_write(e, &mut buf)?,
+            ExportFormat::Perfetto => self.perfetto_event(e, &mut buf)?,
+        }
+        let written = out.write_all(&buf);
+        self.buf = buf;
+        written?;
+        self.n += 1;
+        Ok(())
+    }
+
+    /// What comes after the last event; gives the number of events written.
+    pub fn end(&mut self, out: &mut dyn Write) -> Result<usize> {
+        if self.format == ExportFormat::Perfetto {
+            out.write_all(b"]}\n")?;
+        }
+        Ok(self.n)
+    }
+
+    /// A Perfetto instant event on the page's track (page maps and forks on
+    /// track 0), and a refcount counter sample.
+    fn perfetto_event(&mut self, e: &JsonEvent, out: &mut Vec<u8>) -> Result<()> {
+        // Page maps and forks are not page events: they go on track 0.
+        let page = !matches!(e.event.as_str(), "fork" | "pgmap_add" | "pgmap_remove");
+        let tid = if page {
+            let next = self.tids.len() as u64 + 1;
+            let tid = *self.tids.entry(e.pfn).or_insert(next);
+            if tid == next {
+                out.push(b',');
+                serde_json::to_writer(
+                    &mut *out,
+                    &json!({
+                        "name": "thread_name", "ph": "M", "pid": 1, "tid": tid,
+                        "args": {"name": format!("pfn {:#x}", e.pfn)}
+                    }),
+                )?;
+            }
+            tid
+        } else {
+            0
+        };
+        let ts = e.ts_ns as f64 / 1000.0;
+        out.push(b',');
+        serde_json::to_writer(
+            &mut *out,
+            &Instant {
+                name: &e.event,
+                ph: "i",
+                s: "t",
+                ts,
+                pid: 1,
+                tid,
+                args: InstantArgs {
+                    pfn: Shown(format_args!("{:#x}", e.pfn)),
+                    refcount_before: e.refcount_before,
+                    refcount_after: e.refcount_after,
+                    task: Shown(format_args!("{} ({})", e.comm, e.tgid)),
+                    symbol: &e.symbol,
+                    ret: e.ret,
+                    owner: e.owner.as_deref(),
+                    migration: e.migration.as_ref(),
+                    stack: Lines(&e.stack),
+                },
+            },
+        )?;
+        // A migration's refcount includes the migration's own reference.
+        if page
+            && e.event != "migrate"
+            && let Some(rc) = e.refcount_after.or(e.refcount_before)
+        {
+            out.push(b',');
+            serde_json::to_writer(
+                &mut *out,
+                &Counter {
+                    name: Shown(format_args!("refcount pfn {:#x}", e.pfn)),
+                    ph: "C",
+                    ts,
+                    pid: 1,
+                    args: CounterArgs { refcount: rc },
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A string written as it is formatted (no allocation).
+struct Shown<'a>(std::fmt::Arguments<'a>);
+
+impl Serialize for Shown<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// Frames as one string, a line each.
+struct Lines<'a>(&'a [String]);
+
+impl std::fmt::Display for Lines<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, l) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(l)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Lines<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A Perfetto (Chrome trace) instant event.
+#[derive(Serialize)]
+struct Instant<'a> {
+    name: &'a str,
+    ph: &'static str,
+    s: &'static str,
+    ts: f64,
+    pid: u32,
+    tid: u64,
+    args: InstantArgs<'a>,
+}
+
+#[derive(Serialize)]
+struct InstantArgs<'a> {
+    pfn: Shown<'a>,
+    refcount_before: Option<i32>,
+    refcount_after: Option<i32>,
+    task: Shown<'a>,
+    symbol: &'a str,
+    ret: Option<i64>,
+    owner: Option<&'a str>,
+    migration: Option<&'a crate::event::Migration>,
+    stack: Lines<'a>,
+}
+
+/// A Perfetto counter sample.
+#[derive(Serialize)]
+struct Counter<'a> {
+    name: Shown<'a>,
+    ph: &'static str,
+    ts: f64,
+    pid: u32,
+    args: CounterArgs,
+}
+
+#[derive(Serialize)]
+struct CounterArgs {
+    refcount: i32,
 }
 
 /// CSV columns.
@@ -147,50 +327,71 @@ pub const CSV_HEADER: [&str; 21] = [
     "flags",
 ];
 
-fn quote(s: &str) -> String {
+/// Writes a CSV field, quoted when it must be.
+fn quote_into(out: &mut Vec<u8>, s: &str) {
     if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+        out.push(b'"');
+        for part in s.split_inclusive('"') {
+            out.extend_from_slice(part.as_bytes());
+            if part.ends_with('"') {
+                out.push(b'"');
+            }
+        }
+        out.push(b'"');
     } else {
-        s.to_string()
+        out.extend_from_slice(s.as_bytes());
     }
 }
 
-fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map(|x| x.to_string()).unwrap_or_default()
+/// Writes `v` when there is one.
+fn opt_into<T: std::fmt::Display>(out: &mut Vec<u8>, v: Option<T>) -> std::io::Result<()> {
+    match v {
+        Some(v) => write!(out, "{v}"),
+        None => Ok(()),
+    }
 }
 
-fn csv_row(e: &JsonEvent) -> Vec<String> {
-    vec![
-        e.ts_ns.to_string(),
-        e.cpu.to_string(),
-        e.pid.to_string(),
-        e.tgid.to_string(),
-        quote(&e.comm),
-        format!("{:#x}", e.pfn),
-        e.event.clone(),
-        opt(e.refcount_before),
-        opt(e.refcount_after),
-        opt(e.mapcount),
-        e.pgmap_type.clone(),
-        e.nr_pages.to_string(),
-        quote(&e.symbol),
-        opt(e.ret),
-        quote(&e.stack.join(";")),
-        quote(e.owner.as_deref().unwrap_or_default()),
-        opt(e.migration.map(|m| enum_name(&m.stage))),
-        opt(e.migration.map(|m| enum_name(&m.direction))),
-        opt(e.migration.map(|m| m.moved)),
-        opt(e
-            .migration
-            .and_then(|m| m.dst_pfn)
-            .map(|p| format!("{p:#x}"))),
-        [(e.late, "late"), (e.forking, "forking")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, n)| *n)
-            .collect::<Vec<_>>()
-            .join(";"),
-    ]
+/// Writes one CSV row (the [`CSV_HEADER`] columns) and its newline.
+fn csv_write(e: &JsonEvent, out: &mut Vec<u8>) -> std::io::Result<()> {
+    write!(out, "{},{},{},{},", e.ts_ns, e.cpu, e.pid, e.tgid)?;
+    quote_into(out, &e.comm);
+    write!(out, ",{:#x},{},", e.pfn, e.event)?;
+    opt_into(out, e.refcount_before)?;
+    out.push(b',');
+    opt_into(out, e.refcount_after)?;
+    out.push(b',');
+    opt_into(out, e.mapcount)?;
+    write!(out, ",{},{},", e.pgmap_type, e.nr_pages)?;
+    quote_into(out, &e.symbol);
+    out.push(b',');
+    opt_into(out, e.ret)?;
+    out.push(b',');
+    quote_into(out, &e.stack.join(";"));
+    out.push(b',');
+    quote_into(out, e.owner.as_deref().unwrap_or_default());
+    out.push(b',');
+    match e.migration {
+        Some(m) => {
+            write!(
+                out,
+                "{},{},{},",
+                enum_name(&m.stage),
+                enum_name(&m.direction),
+                m.moved
+            )?;
+            opt_into(out, m.dst_pfn.map(|p| format!("{p:#x}")))?;
+        }
+        None => out.extend_from_slice(b",,,"),
+    }
+    out.push(b',');
+    let flags: Vec<&str> = [(e.late, "late"), (e.forking, "forking")]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+    out.extend_from_slice(flags.join(";").as_bytes());
+    out.push(b'\n');
+    Ok(())
 }
 
 /// The serde name of a unit enum value (`to_device`).
@@ -288,65 +489,6 @@ pub fn csv_parse_row(line: &str) -> Result<JsonEvent> {
         forking: flags.contains(&"forking"),
         page: None,
     })
-}
-
-/// Chrome trace JSON (opens in ui.perfetto.dev): one thread track per PFN with
-/// instant events, and one counter track per PFN for its refcount.
-pub fn perfetto(events: &[&JsonEvent]) -> serde_json::Value {
-    // Page maps and forks are not page events: they go on track 0.
-    let per_page =
-        |e: &JsonEvent| !matches!(e.event.as_str(), "fork" | "pgmap_add" | "pgmap_remove");
-    let mut tids: BTreeMap<u64, u64> = BTreeMap::new();
-    for e in events.iter().filter(|e| per_page(e)) {
-        let n = tids.len() as u64 + 1;
-        tids.entry(e.pfn).or_insert(n);
-    }
-    let mut out = vec![
-        json!({
-            "name": "process_name", "ph": "M", "pid": 1, "tid": 0,
-            "args": {"name": "refwatch: ZONE_DEVICE pages"}
-        }),
-        json!({
-            "name": "thread_name", "ph": "M", "pid": 1, "tid": 0,
-            "args": {"name": "page maps and forks"}
-        }),
-    ];
-    for (pfn, tid) in &tids {
-        out.push(json!({
-            "name": "thread_name", "ph": "M", "pid": 1, "tid": tid,
-            "args": {"name": format!("pfn {pfn:#x}")}
-        }));
-    }
-    for e in events {
-        let ts = e.ts_ns as f64 / 1000.0;
-        let page = per_page(e);
-        let tid = if page { tids[&e.pfn] } else { 0 };
-        out.push(json!({
-            "name": e.event, "ph": "i", "s": "t", "ts": ts, "pid": 1, "tid": tid,
-            "args": {
-                "pfn": format!("{:#x}", e.pfn),
-                "refcount_before": e.refcount_before,
-                "refcount_after": e.refcount_after,
-                "task": format!("{} ({})", e.comm, e.tgid),
-                "symbol": e.symbol,
-                "ret": e.ret,
-                "owner": e.owner,
-                "migration": e.migration,
-                "stack": e.stack.join("\n"),
-            }
-        }));
-        // A migration's refcount includes the migration's own reference.
-        if page
-            && e.event != "migrate"
-            && let Some(rc) = e.refcount_after.or(e.refcount_before)
-        {
-            out.push(json!({
-                "name": format!("refcount pfn {:#x}", e.pfn), "ph": "C", "ts": ts, "pid": 1,
-                "args": {"refcount": rc}
-            }));
-        }
-    }
-    json!({"traceEvents": out, "displayTimeUnit": "ns"})
 }
 
 #[cfg(test)]

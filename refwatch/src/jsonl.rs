@@ -302,6 +302,16 @@ fn hide_in_name(s: &mut String) {
 /// symbolized in the recording; the replayed event carries none (callers look
 /// them up by `(pfn, ts_ns, pid)`). `None` for an unknown event name.
 pub fn to_page_event(j: &JsonEvent) -> Option<PageEvent> {
+    let role = crate::event::role_of(
+        std::iter::once(j.symbol.as_str()).chain(j.stack.iter().map(String::as_str)),
+    );
+    let hook = crate::plan::hook_of_symbol(&j.symbol).unwrap_or(0);
+    page_event_with(j, hook, role, Stack::default())
+}
+
+/// [`to_page_event`] with the hook, role and stack already worked out
+/// (the hook and role depend only on the function and stack).
+pub fn page_event_with(j: &JsonEvent, hook: u32, role: Role, stack: Stack) -> Option<PageEvent> {
     let (aux, aux2) = j.migration.map_or((0, 0), |m| m.to_aux());
     Some(PageEvent {
         ts_ns: j.ts_ns,
@@ -312,7 +322,7 @@ pub fn to_page_event(j: &JsonEvent) -> Option<PageEvent> {
         cpu: j.cpu,
         comm: j.comm.as_str().into(),
         kind: Kind::from_name(&j.event)?,
-        hook: crate::plan::hook_of_symbol(&j.symbol).unwrap_or(0),
+        hook,
         refcount_before: j.refcount_before,
         refcount_after: j.refcount_after,
         mapcount: j.mapcount,
@@ -324,10 +334,8 @@ pub fn to_page_event(j: &JsonEvent) -> Option<PageEvent> {
         owner: 0,
         late: j.late,
         forking: j.forking,
-        role: crate::event::role_of(
-            std::iter::once(j.symbol.as_str()).chain(j.stack.iter().map(String::as_str)),
-        ),
-        stack: Stack::default(),
+        role,
+        stack,
     })
 }
 

@@ -26,6 +26,7 @@ pub mod peek;
 pub mod plan;
 #[cfg(test)]
 mod pointer_tests;
+pub mod readback;
 pub mod recording;
 pub mod report;
 pub mod rules;

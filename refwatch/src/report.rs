@@ -1,15 +1,15 @@
 //! `refwatch report`: replays a recording through the detectors and lists
 //! every stuck episode, with holders, and the pages still stuck at its end.
 
-use std::collections::HashMap;
-
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     event::{Kind, pgmap_name},
-    jsonl::{JsonEvent, to_page_event},
-    recording::{Line, Recording},
+    fasthash::FastMap,
+    jsonl::JsonEvent,
+    readback::Readback,
+    recording::{Header, Line, Reader, Recording},
     state::{Thresholds, Tracker},
 };
 
@@ -40,13 +40,22 @@ pub struct EpisodeOut {
     pub start_ns: u64,
     pub detected_ns: u64,
     pub end_ns: Option<u64>,
+    /// At most [`MAX_HOLDERS_SHOWN`] (16), the earliest taken first.
     pub holders: Vec<HolderOut>,
+    /// Holders beyond those listed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub holders_omitted: u64,
     pub holder_note: Option<String>,
+    /// The page's last events before detection (at most 5).
     pub last_events: Vec<JsonEvent>,
     /// Ended because events of the page were lost: from `end_ns` its state
     /// is unknown, not known to be fine.
     #[serde(default)]
     pub ended_by_loss: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A page some of whose events were lost.
@@ -115,127 +124,231 @@ pub fn apply_gap(t: &mut Tracker, ts_ns: u64, pfn: Option<u64>) {
     }
 }
 
-/// Builds the report; `thresholds` overrides the recorded ones. Kernel
-/// addresses the recording holds are hidden
-/// ([`JsonEvent::hide_kernel_addresses`]) unless `raw_pointers`.
+/// Most holders listed per episode; the rest are counted in
+/// [`EpisodeOut::holders_omitted`].
+pub const MAX_HOLDERS_SHOWN: usize = 16;
+
+/// Builds a report line by line: state per page (the tracker's), per
+/// distinct stack ([`Readback`]) and per page map owner, not per event.
+pub struct Builder {
+    t: Tracker,
+    rb: Readback,
+    /// The entry of the last event of each PFN that named its owner.
+    owners: FastMap<u64, u32>,
+    kernel: String,
+    start_ns: u64,
+}
+
+impl Builder {
+    /// `thresholds` overrides the recorded ones.
+    pub fn new(header: &Header, thresholds: Option<Thresholds>) -> Self {
+        let th = thresholds.unwrap_or(header.thresholds);
+        let mut t = Tracker::new(header.rules.clone(), th, 64, usize::MAX);
+        // Losses are known up to each tick: the detectors judge no further.
+        t.set_loss_horizon(header.started_ns);
+        Self {
+            t,
+            rb: Readback::new(),
+            owners: FastMap::default(),
+            kernel: header.kernel.clone(),
+            start_ns: header.started_ns,
+        }
+    }
+
+    /// Folds one line in; `no` is its line number, for messages.
+    pub fn line(&mut self, no: usize, line: &Line) -> Result<()> {
+        match line {
+            Line::Event(j) => {
+                let Some((ev, id)) = self.rb.page_event(j) else {
+                    bail!("line {no}: unknown event name {:?}", j.event);
+                };
+                if j.owner.is_some() {
+                    self.owners.insert(j.pfn, id);
+                }
+                self.t.apply(&ev);
+            }
+            Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => {
+                self.t.set_loss_horizon(*now_ns);
+                self.t.advance(*now_ns);
+            }
+            Line::Gap { ts_ns, pfn } => apply_gap(&mut self.t, *ts_ns, *pfn),
+            Line::Header(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The report once every line is in. Kernel addresses the recording
+    /// holds are hidden ([`JsonEvent::hide_kernel_addresses`]) unless
+    /// `raw_pointers`.
+    pub fn finish(
+        mut self,
+        complete: bool,
+        end_ns: u64,
+        dropped: u64,
+        raw_pointers: bool,
+    ) -> Report {
+        let t = &mut self.t;
+        t.advance(end_ns);
+        let rb = &self.rb;
+        let shown = |mut j: JsonEvent| {
+            if !raw_pointers {
+                j.hide_kernel_addresses();
+            }
+            j
+        };
+        let owner_of = |pfn: u64| {
+            let o = rb.owner(*self.owners.get(&pfn)?)?;
+            let mut o = o.to_string();
+            if !raw_pointers {
+                o = shown(JsonEvent {
+                    owner: Some(o),
+                    ..placeholder()
+                })
+                .owner?;
+            }
+            Some(o)
+        };
+        let stack_of = |s: &crate::event::Stack| {
+            let frames = rb.stack(s).map(<[String]>::to_vec).unwrap_or_default();
+            if raw_pointers {
+                frames
+            } else {
+                shown(JsonEvent {
+                    stack: frames,
+                    ..placeholder()
+                })
+                .stack
+            }
+        };
+        let episodes: Vec<EpisodeOut> = t
+            .episodes
+            .iter()
+            .map(|e| EpisodeOut {
+                pfn: e.pfn,
+                pgmap_type: pgmap_name(e.pgmap_type).into(),
+                detector: e.detector.name().into(),
+                owner: owner_of(e.pfn),
+                reason: e.reason.clone(),
+                start_ns: e.start_ns,
+                detected_ns: e.detected_ns,
+                end_ns: e.end_ns,
+                holders: e
+                    .holders
+                    .iter()
+                    .take(MAX_HOLDERS_SHOWN)
+                    .map(|h| HolderOut {
+                        pid: h.tgid,
+                        tid: h.pid,
+                        comm: h.comm.to_string(),
+                        ts_ns: h.ts_ns,
+                        event: h.kind.name().into(),
+                        stack: stack_of(&h.stack),
+                        forked_from: h.forked_from.map(|(tgid, _)| tgid),
+                    })
+                    .collect(),
+                holders_omitted: e.holders.len().saturating_sub(MAX_HOLDERS_SHOWN) as u64,
+                holder_note: e.holder_note.clone(),
+                ended_by_loss: e.ended_by_loss,
+                last_events: e
+                    .last_events
+                    .iter()
+                    .filter_map(|ev| rb.json(ev).map(shown))
+                    .collect(),
+            })
+            .collect();
+        let named = episodes.iter().filter(|e| !e.holders.is_empty()).count();
+        let holders_named = if episodes.is_empty() {
+            1.0
+        } else {
+            named as f64 / episodes.len() as f64
+        };
+        Report {
+            kernel: self.kernel,
+            complete,
+            events: t.events(),
+            pages: t.len() as u64,
+            start_ns: self.start_ns,
+            end_ns,
+            stuck_at_end: t.stuck().iter().map(|p| p.pfn).collect(),
+            episodes,
+            holders_named,
+            dropped,
+            episodes_dropped: t.episodes_dropped(),
+            unknown_at_end: t.unknown_pages().iter().map(|(pfn, _)| *pfn).collect(),
+            gaps: t
+                .gapped_pages()
+                .into_iter()
+                .map(|(pfn, g)| PageGaps {
+                    pfn,
+                    gaps: g.gaps,
+                    unknown: g.unknown_since.is_some(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An event with nothing in it, to run a name or stack through
+/// [`JsonEvent::hide_kernel_addresses`].
+fn placeholder() -> JsonEvent {
+    JsonEvent {
+        ts_ns: 0,
+        cpu: 0,
+        pid: 0,
+        tgid: 0,
+        comm: String::new(),
+        pfn: 0,
+        event: String::new(),
+        refcount_before: None,
+        refcount_after: None,
+        mapcount: None,
+        pgmap_type: String::new(),
+        nr_pages: 0,
+        symbol: String::new(),
+        ret: None,
+        stack: Vec::new(),
+        owner: None,
+        migration: None,
+        late: false,
+        forking: false,
+        page: None,
+    }
+}
+
+/// Builds the report of a recording read whole; `thresholds` overrides the
+/// recorded ones.
 pub fn build(
     rec: &Recording,
     thresholds: Option<Thresholds>,
     raw_pointers: bool,
 ) -> Result<Report> {
-    let th = thresholds.unwrap_or(rec.header.thresholds);
-    let mut t = Tracker::new(rec.header.rules.clone(), th, 64, usize::MAX);
-    // Losses are known up to each tick: the detectors judge no further.
-    t.set_loss_horizon(rec.header.started_ns);
-    let mut by_key: HashMap<(u64, u64, u32), &JsonEvent> = HashMap::new();
-    // The last event of each PFN that named its owner.
-    let mut owners: HashMap<u64, &JsonEvent> = HashMap::new();
-    for line in &rec.lines {
-        match line {
-            Line::Event(j) => {
-                let Some(ev) = to_page_event(j) else {
-                    bail!("recording has an unknown event name {:?}", j.event);
-                };
-                by_key.insert((j.pfn, j.ts_ns, j.pid), j);
-                if j.owner.is_some() {
-                    owners.insert(j.pfn, j);
-                }
-                t.apply(&ev);
-            }
-            Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => {
-                t.set_loss_horizon(*now_ns);
-                t.advance(*now_ns);
-            }
-            Line::Gap { ts_ns, pfn } => apply_gap(&mut t, *ts_ns, *pfn),
-            Line::Header(_) => {}
-        }
+    let mut b = Builder::new(&rec.header, thresholds);
+    for (i, line) in rec.lines.iter().enumerate() {
+        b.line(i + 2, line)?;
     }
-    t.advance(rec.end_ns());
-    let shown = |j: &JsonEvent| {
-        let mut j = j.clone();
-        if !raw_pointers {
-            j.hide_kernel_addresses();
-        }
-        j
-    };
-    let json_of = |pfn: u64, ts: u64, pid: u32| by_key.get(&(pfn, ts, pid)).map(|j| shown(j));
-    let episodes: Vec<EpisodeOut> = t
-        .episodes
-        .iter()
-        .map(|e| EpisodeOut {
-            pfn: e.pfn,
-            pgmap_type: pgmap_name(e.pgmap_type).into(),
-            detector: e.detector.name().into(),
-            owner: owners.get(&e.pfn).and_then(|j| shown(j).owner),
-            reason: e.reason.clone(),
-            start_ns: e.start_ns,
-            detected_ns: e.detected_ns,
-            end_ns: e.end_ns,
-            holders: e
-                .holders
-                .iter()
-                .map(|h| HolderOut {
-                    pid: h.tgid,
-                    tid: h.pid,
-                    comm: h.comm.to_string(),
-                    ts_ns: h.ts_ns,
-                    event: h.kind.name().into(),
-                    stack: json_of(e.pfn, h.ts_ns, h.taken_by())
-                        .map(|j| j.stack)
-                        .unwrap_or_default(),
-                    forked_from: h.forked_from.map(|(tgid, _)| tgid),
-                })
-                .collect(),
-            holder_note: e.holder_note.clone(),
-            ended_by_loss: e.ended_by_loss,
-            last_events: e
-                .last_events
-                .iter()
-                .filter_map(|ev| json_of(ev.pfn, ev.ts_ns, ev.pid))
-                .collect(),
-        })
-        .collect();
-    let named = episodes.iter().filter(|e| !e.holders.is_empty()).count();
-    let holders_named = if episodes.is_empty() {
-        1.0
-    } else {
-        named as f64 / episodes.len() as f64
-    };
-    Ok(Report {
-        kernel: rec.header.kernel.clone(),
-        complete: rec.complete,
-        events: t.events(),
-        pages: t.len() as u64,
-        start_ns: rec.header.started_ns,
-        end_ns: rec.end_ns(),
-        stuck_at_end: t.stuck().iter().map(|p| p.pfn).collect(),
-        episodes,
-        holders_named,
-        dropped: last_dropped(rec),
-        episodes_dropped: t.episodes_dropped(),
-        unknown_at_end: t.unknown_pages().iter().map(|(pfn, _)| *pfn).collect(),
-        gaps: t
-            .gapped_pages()
-            .into_iter()
-            .map(|(pfn, g)| PageGaps {
-                pfn,
-                gaps: g.gaps,
-                unknown: g.unknown_since.is_some(),
-            })
-            .collect(),
-    })
-}
-
-/// The recording's last count of lost events.
-fn last_dropped(rec: &Recording) -> u64 {
-    rec.lines
+    let dropped = rec
+        .lines
         .iter()
         .filter_map(|l| match l {
             Line::Tick { dropped, .. } | Line::End { dropped, .. } => Some(*dropped),
             _ => None,
         })
         .max()
-        .unwrap_or(0)
+        .unwrap_or(0);
+    Ok(b.finish(rec.complete, rec.end_ns(), dropped, raw_pointers))
+}
+
+/// Builds the report streaming from `r`, one line at a time.
+pub fn build_from<R: std::io::BufRead>(
+    r: &mut Reader<R>,
+    thresholds: Option<Thresholds>,
+    raw_pointers: bool,
+) -> Result<Report> {
+    let mut b = Builder::new(r.header(), thresholds);
+    while let Some((no, line)) = r.next_line()? {
+        b.line(no, &line).with_context(|| r.name().to_string())?;
+    }
+    Ok(b.finish(r.complete(), r.end_ns(), r.dropped(), raw_pointers))
 }
 
 /// The report as text.
@@ -298,6 +411,12 @@ pub fn text(r: &Report) -> String {
             for f in &h.stack {
                 out.push_str(&format!("      {f}\n"));
             }
+        }
+        if e.holders_omitted > 0 {
+            out.push_str(&format!(
+                "  and {} more holder(s), not listed\n",
+                e.holders_omitted
+            ));
         }
         if let Some(n) = &e.holder_note {
             out.push_str(&format!("  holder unknown: {n}\n"));

@@ -175,3 +175,88 @@ fn record_and_jsonl_refuse_a_link_before_attaching() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1M"));
     assert!(!d.path().join("new.rec").exists());
 }
+
+/// A copy of the SYNTHETIC dax-hold recording with a put moved four
+/// seconds ahead of the get before it (line 49 moved up to line 24): every
+/// offline command refuses it, naming the line that goes back in time,
+/// instead of reporting a page stuck by the reordering (`replay`, which
+/// needs a terminal: `tests/tui_pty.rs`).
+#[test]
+fn a_reordered_recording_is_refused_naming_the_line() {
+    let d = tempfile::tempdir().expect("dir");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/synthetic-dax-hold.rec");
+    let text = std::fs::read_to_string(src).expect("recording");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let put = lines.remove(48);
+    assert!(
+        put.contains("\"put\"") && put.contains("1008502000000"),
+        "{put}"
+    );
+    lines.insert(23, put);
+    let p = d.path().join("reordered.rec");
+    std::fs::write(&p, lines.join("\n") + "\n").expect("write");
+    let out_file = d.path().join("out");
+    for args in [
+        vec!["report", "--fail-on-stuck"],
+        vec!["report", "--json"],
+        vec!["export", "--format", "jsonl"],
+        vec!["export", "--format", "csv"],
+        vec!["export", "--format", "perfetto"],
+        vec![
+            "export",
+            "--format",
+            "perfetto",
+            "-o",
+            out_file.to_str().expect("utf8"),
+        ],
+    ] {
+        let out = refwatch()
+            .args(&args)
+            .arg(&p)
+            .stdin(Stdio::null())
+            .output()
+            .expect("refwatch runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains("reordered.rec: line 25: event at 1004500000000 ns"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("out of order"), "{args:?}: {err}");
+    }
+    assert!(
+        !out_file.exists(),
+        "no output file from a refused recording"
+    );
+}
+
+/// A SYNTHETIC event with an event name refwatch does not know: every
+/// offline command refuses it, naming the line (`replay`: `tests/tui_pty.rs`).
+#[test]
+fn an_unknown_event_is_refused_by_every_command() {
+    let d = tempfile::tempdir().expect("dir");
+    let text = std::fs::read_to_string(recording()).expect("recording");
+    let text = text.replacen("\"event\":\"get\"", "\"event\":\"grab\"", 2);
+    let p = d.path().join("unknown.rec");
+    std::fs::write(&p, text).expect("write");
+    for args in [
+        vec!["report"],
+        vec!["export", "--format", "jsonl"],
+        vec!["export", "--format", "csv"],
+        vec!["export", "--format", "perfetto"],
+    ] {
+        let out = refwatch()
+            .args(&args)
+            .arg(&p)
+            .stdin(Stdio::null())
+            .output()
+            .expect("refwatch runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("unknown.rec: line 3: unknown event name \"grab\""),
+            "{args:?}: {err}"
+        );
+    }
+}

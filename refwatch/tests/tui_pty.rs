@@ -370,6 +370,40 @@ fn a_failing_replay_leaves_no_log_file() {
     assert!(logs.is_empty(), "{logs:?}");
 }
 
+/// A replay of a recording the reader refuses, on a terminal: a copy of the
+/// SYNTHETIC recording with a put moved four seconds ahead (line 49 to line
+/// 24), and one with an event name refwatch does not know. Each ends with
+/// one line naming the file's line and exit 1, as `report` and `export` do
+/// (`tests/cli_io.rs`).
+#[test]
+fn a_refused_recording_ends_the_replay_naming_the_line() {
+    let text = std::fs::read_to_string(recording()).expect("recording");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let put = lines.remove(48);
+    lines.insert(23, put);
+    let reordered = lines.join("\n") + "\n";
+    let unknown = text.replacen("\"event\":\"get\"", "\"event\":\"grab\"", 1);
+    for (name, body, want) in [
+        ("reordered", reordered, "reordered.rec: line 25: event at"),
+        ("unknown", unknown, "unknown event name \"grab\""),
+    ] {
+        let dir = Tmux::dir_of(name);
+        let rec = dir.join(format!("{name}.rec"));
+        std::fs::write(&rec, body).expect("write recording");
+        let command = format!(
+            "cd {dir} && TMPDIR={dir} {bin} replay {rec}; echo refwatch-exit=$?",
+            dir = quote(&dir),
+            bin = quote(Path::new(env!("CARGO_BIN_EXE_refwatch"))),
+            rec = quote(&rec),
+        );
+        let t = Tmux::start(name, &command, 100, 30)
+            .expect("tmux is not installed: `cargo xtask setup` installs it");
+        assert_eq!(t.wait_exit(), 1, "{}", t.transcript());
+        let s = t.transcript();
+        assert!(s.contains(want), "{name}: {s}");
+    }
+}
+
 /// The smallest terminal the TUI is made for, 60×12: the detail pane, the
 /// end of the help and the end of the probe plan are all reached by keys.
 /// Replays the synthetic recording.
@@ -616,4 +650,36 @@ fn synthetic_recording_is_current() {
         "{} differs from what the generator writes: regenerate it with `cargo test -p refwatch --test tui_pty -- --ignored`",
         p.display()
     );
+}
+
+/// The recording goes away while it is replayed (the SYNTHETIC one, copied):
+/// going back needs it again, so the replay stops with a one-line error, the
+/// terminal restored (the alternate screen left), and exit code 1.
+#[test]
+fn a_recording_gone_during_a_replay_ends_it_with_the_terminal_restored() {
+    let dir = Tmux::dir_of("gone");
+    // Not in the test's directory: starting the terminal clears that.
+    let rec_dir = tempfile::tempdir().expect("dir");
+    let copy = rec_dir.path().join("copy.rec");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join(RECORDING), &copy).expect("copy");
+    let command = format!(
+        "cd {d} && TMPDIR={d} {bin} replay {rec} --paused --log-file {log}; echo refwatch-exit=$?",
+        d = quote(&dir),
+        bin = quote(Path::new(env!("CARGO_BIN_EXE_refwatch"))),
+        rec = quote(&copy),
+        log = quote(&dir.join("refwatch.log")),
+    );
+    let t = Tmux::start("gone", &command, 100, 30)
+        .expect("tmux is not installed: `cargo xtask setup` installs it");
+    t.wait_for("⏸ paused");
+    t.keys(&["."]);
+    t.wait_for("event 1/55");
+    std::fs::remove_file(&copy).expect("remove the recording");
+    t.keys(&[","]);
+    let code = t.wait_exit();
+    let s = t.transcript();
+    assert_eq!(code, 1, "{s}");
+    assert!(!s.contains("PID"), "the alternate screen was left: {s}");
+    assert!(s.contains("replay stopped"), "{s}");
+    assert!(s.contains("copy.rec"), "{s}");
 }

@@ -176,6 +176,26 @@ enum BenchCommand {
     /// A put-heavy workload on anonymous and fs-dax pages with and without
     /// refwatch attached, in one lab boot; median slowdown per target.
     Overhead(OverheadArgs),
+    /// `report` and `export` on a large synthetic recording against a
+    /// decode-only reader: wall time and peak RSS; asserts ≤ 2× the
+    /// reader's time and ≤ 1 GiB each.
+    Offline(OfflineArgs),
+}
+
+#[derive(Args)]
+struct OfflineArgs {
+    /// Events in the synthetic recording.
+    #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    events: u64,
+    /// PFNs the events are spread over.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pfns: u64,
+    /// Runs of every command (interleaved); the fastest of each is compared.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
+    /// Where the recording (kept for later runs) and offline.txt go.
+    #[arg(long, default_value = "target/bench/offline")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -280,11 +300,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 refwatch_bin: args.refwatch_bin,
             });
         }
+        Command::Bench(BenchArgs {
+            which: BenchCommand::Offline(args),
+        }) => {
+            return bench::offline::run(&bench::offline::OfflineOptions {
+                events: args.events,
+                pfns: args.pfns,
+                rounds: args.rounds,
+                out: test::workspace_root().join(&args.out),
+            });
+        }
         Command::Bench(args) => {
             let name = match args.which {
                 BenchCommand::Pipeline => "pipeline",
                 BenchCommand::Render => "render",
-                BenchCommand::Overhead(_) => unreachable!("handled above"),
+                BenchCommand::Overhead(_) | BenchCommand::Offline(_) => {
+                    unreachable!("handled above")
+                }
             };
             let status = std::process::Command::new("cargo")
                 .args(["bench", "-p", "refwatch", "--bench", name])

@@ -14,7 +14,9 @@ mod read;
 mod write;
 
 pub use carry::{SYMBOL as CARRIED, carry};
-pub use read::{MAX_LINE, Recording, parse, read};
+pub use read::{
+    MAX_LINE, MAX_TIME_NS, REORDER_WINDOW_NS, Reader, Recording, line_time, parse, read,
+};
 pub use write::{DEFAULT_LIMIT, Limit, Writer};
 
 use serde::{Deserialize, Serialize};

@@ -203,3 +203,182 @@ fn gap_lines_reach_the_report_and_its_exit_code() {
     assert_eq!(r.stuck_at_end, vec![0x1234]);
     assert_eq!(r.fail_on_stuck_code(), crate::report::EXIT_STUCK);
 }
+
+/// Synthetic: events of a recording going back in time beyond the reorder
+/// window are refused with their line; within it they are taken.
+#[test]
+fn events_out_of_time_order_are_refused_beyond_the_window() {
+    let within = write(&[
+        Line::Header(header()),
+        Line::Event(event(5_000_000_000)),
+        Line::Event(event(5_000_000_000 - REORDER_WINDOW_NS)),
+        Line::Event(event(5_000_000_001)),
+    ]);
+    let r = parse(&within[..], "x").expect("within the window");
+    assert_eq!(r.events().count(), 3);
+    // A late event keeps the time its reference was taken: exempt.
+    let mut late = event(1_000);
+    late.late = true;
+    let with_late = write(&[
+        Line::Header(header()),
+        Line::Event(event(5_000_000_000)),
+        Line::Event(late),
+        Line::Event(event(5_000_000_001)),
+    ]);
+    assert_eq!(
+        parse(&with_late[..], "x").expect("late").events().count(),
+        3
+    );
+    let mut other_pfn = event(3_000_000_000);
+    other_pfn.pfn = 0x9999;
+    let beyond = write(&[
+        Line::Header(header()),
+        Line::Event(event(5_000_000_000)),
+        Line::Event(event(5_000_000_001)),
+        Line::Event(other_pfn),
+    ]);
+    let e = parse(&beyond[..], "x").expect_err("reordered");
+    let m = e.to_string();
+    assert!(m.contains("x: line 4: event at 3000000000 ns"), "{m}");
+    assert!(m.contains("out of order"), "{m}");
+    // The same through the streaming reader, line by line.
+    let mut r = Reader::new(&beyond[..], "x").expect("header");
+    assert_eq!(r.next_line().expect("line").map(|(n, _)| n), Some(2));
+    assert_eq!(r.next_line().expect("line").map(|(n, _)| n), Some(3));
+    assert!(r.next_line().is_err());
+}
+
+/// Synthetic: a time no kernel can give, and an unknown event name, are
+/// refused with their line.
+#[test]
+fn impossible_times_and_unknown_events_are_refused_with_the_line() {
+    let e = parse(
+        &write(&[
+            Line::Header(header()),
+            Line::Event(event(5)),
+            Line::Event(event(u64::MAX)),
+        ])[..],
+        "x",
+    )
+    .expect_err("u64::MAX");
+    assert!(
+        e.to_string().contains("line 3: time 18446744073709551615"),
+        "{e}"
+    );
+    let e = parse(
+        &write(&[
+            Line::Header(header()),
+            Line::Tick {
+                now_ns: MAX_TIME_NS + 1,
+                dropped: 0,
+            },
+        ])[..],
+        "x",
+    )
+    .expect_err("tick");
+    assert!(e.to_string().contains("line 2: time"), "{e}");
+    let mut h = header();
+    h.started_ns = u64::MAX;
+    let e = parse(&write(&[Line::Header(h)])[..], "x").expect_err("start");
+    assert!(e.to_string().contains("start time"), "{e}");
+    let mut odd = event(6);
+    odd.event = "get\u{1b}[2J".into();
+    let e = parse(
+        &write(&[
+            Line::Header(header()),
+            Line::Event(event(5)),
+            Line::Event(odd),
+        ])[..],
+        "x",
+    )
+    .expect_err("unknown event");
+    let m = e.to_string();
+    assert!(
+        m.contains("x: line 3: unknown event name \"get?[2J\""),
+        "{m}"
+    );
+}
+
+/// Synthetic: the largest values a recording may hold go through the
+/// reader, the tracker, the report and every export without overflowing
+/// (tests run with overflow checks).
+#[test]
+fn extreme_values_go_through_the_report_and_exports() {
+    let mut h = header();
+    h.started_ns = MAX_TIME_NS - 10;
+    h.thresholds = Thresholds {
+        held_ns: u64::MAX,
+        pinned_ns: 1,
+        unmapped_ns: u64::MAX,
+    };
+    let t = MAX_TIME_NS;
+    let mut get = event(t - 5);
+    get.pfn = u64::MAX;
+    get.refcount_before = Some(i32::MIN);
+    get.refcount_after = Some(i32::MAX);
+    get.mapcount = Some(i32::MAX);
+    get.nr_pages = u32::MAX;
+    get.ret = Some(i64::MIN);
+    let mut pin = get.clone();
+    pin.event = "pin".into();
+    pin.ts_ns = t - 4;
+    pin.refcount_before = Some(i32::MAX - 1);
+    pin.refcount_after = Some(i32::MAX);
+    let mut mig = get.clone();
+    mig.event = "migrate".into();
+    mig.ts_ns = t - 3;
+    mig.refcount_before = Some(i32::MIN);
+    mig.refcount_after = Some(i32::MIN);
+    mig.pgmap_type = "private".into();
+    mig.migration = Some(crate::event::Migration {
+        stage: crate::event::Stage::Finalize,
+        direction: crate::event::Direction::ToDevice,
+        moved: false,
+        dst_pfn: Some(u64::MAX),
+        extra_count: None,
+    });
+    let mut map = get.clone();
+    map.event = "pgmap_remove".into();
+    map.ts_ns = t - 2;
+    map.pfn = u64::MAX - 1;
+    let mut put = get.clone();
+    put.event = "put".into();
+    put.ts_ns = t - 1;
+    put.refcount_before = Some(i32::MAX);
+    put.refcount_after = Some(i32::MIN);
+    put.mapcount = Some(i32::MIN);
+    let lines = vec![
+        Line::Header(h),
+        Line::Event(get),
+        Line::Event(pin),
+        Line::Event(mig),
+        Line::Event(map),
+        Line::Event(put),
+        Line::Gap {
+            ts_ns: t,
+            pfn: Some(u64::MAX),
+        },
+        Line::End {
+            now_ns: t,
+            events: u64::MAX,
+            dropped: u64::MAX,
+        },
+    ];
+    let bytes = write(&lines);
+    let mut r = Reader::new(&bytes[..], "x").expect("header");
+    let rep = crate::report::build_from(&mut r, None, false).expect("report");
+    assert_eq!((rep.events, rep.end_ns, rep.dropped), (5, t, u64::MAX));
+    assert!(rep.complete);
+    assert!(crate::report::text(&rep).contains("kernel test"));
+    serde_json::to_string(&rep).expect("json");
+    let rec = parse(&bytes[..], "x").expect("parse");
+    for f in [
+        crate::export::ExportFormat::Jsonl,
+        crate::export::ExportFormat::Csv,
+        crate::export::ExportFormat::Perfetto,
+    ] {
+        let mut out = Vec::new();
+        let n = crate::export::write(f, rec.events(), &mut out, false).expect("export");
+        assert_eq!(n, 5);
+    }
+}

@@ -35,14 +35,14 @@ impl Tracker {
             }
             return;
         }
-        let mappings = ev.mapcount.map_or(0, |m| (m + 1).max(0));
+        let mappings = ev.mapcount.map_or(0, |m| m.saturating_add(1).max(0));
         // When a page is restored the migration still holds one reference
         // of its own (dropped right after), a system page one more for the
         // per-CPU LRU batch it is put back through; each mapping holds one.
         let own = if ev.pgmap_type == pgmap::SYSTEM { 2 } else { 1 };
-        let expected = own + mappings;
+        let expected = mappings.saturating_add(own);
         let rc = ev.refcount_after.or(ev.refcount_before);
-        let extra = rc.map(|r| r - expected);
+        let extra = rc.map(|r| r.saturating_sub(expected));
         let dir = m.direction_words();
         let reason = match m.stage {
             Stage::Copy => format!(
@@ -111,7 +111,7 @@ impl Tracker {
         let mut hit: Vec<(u64, i32)> = self
             .pages
             .values()
-            .filter(|p| p.pfn >= first && p.pfn < first + pages && p.outstanding > 0)
+            .filter(|p| p.pfn >= first && p.pfn < first.saturating_add(pages) && p.outstanding > 0)
             .map(|p| (p.pfn, p.outstanding))
             .collect();
         hit.sort_unstable();
@@ -122,7 +122,7 @@ impl Tracker {
                 ev.ts_ns,
                 format!(
                     "its page map (PFNs {first:#x}..{:#x}) is being torn down by {} (pid {}) while {n} reference(s) are outstanding",
-                    first + pages,
+                    first.saturating_add(pages),
                     ev.comm,
                     ev.tgid
                 ),

@@ -382,21 +382,20 @@ pub fn run_replay(args: &ReplayArgs) -> Result<ExitCode> {
             args.speed
         );
     }
-    let mut rec = recording::read(&args.file)?;
-    // The detail pane shows the recorded stacks as they are.
-    rec.hide_kernel_addresses();
+    // The header first: the thresholds and the screen's header need it.
+    let header = recording::Reader::open(&args.file)?.header().clone();
     let thresholds = if args.thresholds.any() {
-        args.thresholds.apply(rec.header.thresholds)?
+        args.thresholds.apply(header.thresholds)?
     } else {
-        rec.header.thresholds
+        header.thresholds
     };
     let name = args.file.file_name().map_or_else(
         || args.file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let info = HeaderInfo::recorded(&name, &rec.header, rec.header.started_ns);
-    let complete = rec.complete;
-    let replay = Replay::new(rec, thresholds, args.speed, !args.paused)?;
+    let info = HeaderInfo::recorded(&name, &header, header.started_ns);
+    let replay = Replay::open(&args.file, Some(thresholds), args.speed, !args.paused)?;
+    let complete = replay.complete();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -496,17 +495,26 @@ async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<(Replay, En
             }
             Some(Command::Export(req)) => {
                 let set: HashSet<u64> = req.pfns.iter().copied().collect();
-                let r = export::write(
-                    &app.export_dir,
-                    &req.label,
-                    req.format,
-                    replay.events_of(&set),
-                    false,
-                );
+                let r = replay.events_of(&set).and_then(|events| {
+                    export::write(
+                        &app.export_dir,
+                        &req.label,
+                        req.format,
+                        events.iter(),
+                        false,
+                    )
+                });
                 let (m, err) = export_message(r);
                 app.set_message(m, err);
             }
             None => {}
+        }
+        // The recording could not be read again (it changed or went away):
+        // stop, with the terminal restored first.
+        if let Some(e) = replay.take_error() {
+            drop(input);
+            drop(term);
+            return Err(e.context("replay stopped"));
         }
         // The detail follows the selection at once, even between refreshes.
         let feed = Feed {

@@ -163,8 +163,9 @@ pub enum Stacks<'a> {
         format: Format,
         hooks: &'a HashMap<u32, String>,
     },
-    /// Replay: the recording's symbolized strings, by `(pfn, ts_ns, pid)`.
-    Recorded(&'a HashMap<(u64, u64, u32), (String, Vec<String>)>),
+    /// Replay: the recording's symbolized strings, named by the event's
+    /// stack tag.
+    Recorded(&'a crate::readback::Readback),
 }
 
 impl Stacks<'_> {
@@ -179,10 +180,12 @@ impl Stacks<'_> {
                 hooks.get(&ev.hook).cloned().unwrap_or_else(|| "?".into()),
                 stack_strings(&ev.stack, syms, *format),
             ),
-            Self::Recorded(m) => m
-                .get(&(ev.pfn, ev.ts_ns, ev.pid))
-                .cloned()
-                .unwrap_or_else(|| ("?".into(), Vec::new())),
+            Self::Recorded(rb) => (
+                rb.symbol(&ev.stack).unwrap_or("?").to_string(),
+                rb.stack(&ev.stack)
+                    .map(<[String]>::to_vec)
+                    .unwrap_or_default(),
+            ),
         }
     }
 }

@@ -1,15 +1,23 @@
 //! Replaying a recording into a [`Tracker`] by its event times: play, pause,
-//! step one event either way, seek, speed. Going back rebuilds the tracker
-//! from the start (detectors only run forward).
+//! step one event either way, seek, speed. The recording is read as it
+//! plays, not held: going back re-reads it from the start and rebuilds the
+//! tracker up to the new cursor (detectors only run forward).
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::VecDeque,
+    io::BufRead,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, anyhow};
 
 use super::model::{ReplayCommand, ReplayStatus, Stats};
 use crate::{
-    jsonl::{JsonEvent, to_page_event},
-    recording::{Line, Recording},
+    jsonl::JsonEvent,
+    readback::Readback,
+    recording::{Header, Line, Reader, Recording, line_time},
     state::{DEFAULT_HISTORY, DEFAULT_MAX_PFNS, Thresholds, Tracker},
 };
 
@@ -17,179 +25,309 @@ use crate::{
 pub const MIN_SPEED: f64 = 1.0 / 64.0;
 pub const MAX_SPEED: f64 = 4096.0;
 
+/// Where the recording is read from, again on every rewind.
+#[derive(Clone)]
+enum Source {
+    File(PathBuf),
+    /// A recording already in memory (tests, small uses).
+    Bytes(Arc<[u8]>, String),
+}
+
+type LineReader = Reader<Box<dyn BufRead>>;
+
+/// Shared bytes a [`std::io::Cursor`] can read.
+struct ArcBytes(Arc<[u8]>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Source {
+    fn open(&self) -> Result<LineReader> {
+        match self {
+            Self::File(p) => {
+                let f = std::fs::File::open(p)
+                    .with_context(|| format!("open recording {}", p.display()))?;
+                let r: Box<dyn BufRead> = Box::new(std::io::BufReader::with_capacity(1 << 16, f));
+                Reader::new(r, &p.display().to_string())
+            }
+            Self::Bytes(b, name) => {
+                let r: Box<dyn BufRead> = Box::new(std::io::Cursor::new(ArcBytes(Arc::clone(b))));
+                Reader::new(r, name)
+            }
+        }
+    }
+}
+
 /// A recording being replayed.
 pub struct Replay {
-    rec: Recording,
+    source: Source,
+    reader: LineReader,
+    /// The next line, read but not applied.
+    next: Option<Line>,
+    /// Lines taken from `reader` since the start (`next` included).
+    read: u64,
+    /// Lines after the header, as counted when the replay began: the
+    /// replay goes no further (a recording still being written grows).
+    lines_total: u64,
+    header: Header,
+    complete: bool,
     thresholds: Thresholds,
     /// Lines applied so far.
-    pos: usize,
+    pos: u64,
     pub tracker: Tracker,
     pub cursor_ns: u64,
     pub start_ns: u64,
     pub end_ns: u64,
     pub playing: bool,
     pub speed: f64,
-    /// Recorded function and stack per event, by `(pfn, ts_ns, pid)`.
-    pub stacks: HashMap<(u64, u64, u32), (String, Vec<String>)>,
+    /// Function and stack of every event in the tracker, by its stack tag.
+    pub stacks: Readback,
     dropped: u64,
     events_done: u64,
     events_total: u64,
-    /// Every event time, sorted (for the rate at the cursor).
-    times: Vec<u64>,
-}
-
-fn line_time(l: &Line) -> Option<u64> {
-    match l {
-        Line::Event(e) => Some(e.ts_ns),
-        Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => Some(*now_ns),
-        Line::Gap { ts_ns, .. } => Some(*ts_ns),
-        Line::Header(_) => None,
-    }
+    /// Times of the events applied in the last second before the latest.
+    recent: VecDeque<u64>,
+    /// Reading the recording again failed (it changed or went away).
+    error: Option<anyhow::Error>,
 }
 
 impl Replay {
-    /// Checks every event up front, so playing never fails half way.
+    /// Replays the recording at `path`, reading it once first to check
+    /// every line, so playing never fails half way (unless the file
+    /// changes).
+    pub fn open(
+        path: &Path,
+        thresholds: Option<Thresholds>,
+        speed: f64,
+        playing: bool,
+    ) -> Result<Self> {
+        Self::with_source(Source::File(path.to_path_buf()), thresholds, speed, playing)
+    }
+
+    /// Replays a recording already read.
     pub fn new(rec: Recording, thresholds: Thresholds, speed: f64, playing: bool) -> Result<Self> {
-        let mut stacks = HashMap::new();
-        let mut times = Vec::new();
-        for (i, l) in rec.lines.iter().enumerate() {
-            if let Line::Event(e) = l {
-                if to_page_event(e).is_none() {
-                    bail!("recording line {}: unknown event name {:?}", i + 2, e.event);
-                }
-                stacks.insert((e.pfn, e.ts_ns, e.pid), (e.symbol.clone(), e.stack.clone()));
-                times.push(e.ts_ns);
+        let mut bytes = serde_json::to_vec(&Line::Header(rec.header)).context("encode")?;
+        bytes.push(b'\n');
+        for l in &rec.lines {
+            serde_json::to_writer(&mut bytes, l).context("encode")?;
+            bytes.push(b'\n');
+        }
+        Self::with_source(
+            Source::Bytes(Arc::from(bytes), "recording".into()),
+            Some(thresholds),
+            speed,
+            playing,
+        )
+    }
+
+    fn with_source(
+        source: Source,
+        thresholds: Option<Thresholds>,
+        speed: f64,
+        playing: bool,
+    ) -> Result<Self> {
+        // The first pass: every check, the event count and the time span.
+        let mut r = source.open()?;
+        let mut lines_total = 0;
+        let mut events_total = 0;
+        let mut first: Option<u64> = None;
+        while let Some((_, l)) = r.next_line()? {
+            lines_total += 1;
+            if matches!(l, Line::Event(_)) {
+                events_total += 1;
+            }
+            if let Some(t) = line_time(&l) {
+                first = Some(first.map_or(t, |f| f.min(t)));
             }
         }
-        times.sort_unstable();
-        let first = rec.lines.iter().filter_map(line_time).min();
-        let start_ns = first.map_or(rec.header.started_ns, |f| f.min(rec.header.started_ns));
-        let end_ns = rec.end_ns().max(start_ns);
-        let tracker = Self::fresh(&rec, thresholds);
+        let header = r.header().clone();
+        let complete = r.complete();
+        let start_ns = first.map_or(header.started_ns, |f| f.min(header.started_ns));
+        let end_ns = r.end_ns().max(start_ns);
+        let thresholds = thresholds.unwrap_or(header.thresholds);
+        let reader = source.open()?;
         Ok(Self {
+            tracker: fresh(&header, thresholds),
+            source,
+            reader,
+            next: None,
+            read: 0,
+            lines_total,
+            header,
+            complete,
             thresholds,
             pos: 0,
-            tracker,
             cursor_ns: start_ns,
             start_ns,
             end_ns,
             playing,
             speed: speed.clamp(MIN_SPEED, MAX_SPEED),
-            stacks,
+            stacks: Readback::new(),
             dropped: 0,
             events_done: 0,
-            events_total: times.len() as u64,
-            times,
-            rec,
+            events_total,
+            recent: VecDeque::new(),
+            error: None,
         })
     }
 
-    fn fresh(rec: &Recording, th: Thresholds) -> Tracker {
-        let mut t = Tracker::new(
-            rec.header.rules.clone(),
-            th,
-            DEFAULT_HISTORY,
-            DEFAULT_MAX_PFNS,
-        );
-        // As in the report: losses are known up to each tick.
-        t.set_loss_horizon(rec.header.started_ns);
-        t
+    pub fn header(&self) -> &Header {
+        &self.header
     }
 
-    pub fn header(&self) -> &crate::recording::Header {
-        &self.rec.header
+    /// Whether the recording has its end line.
+    pub fn complete(&self) -> bool {
+        self.complete
     }
 
-    fn reset(&mut self) {
-        self.tracker = Self::fresh(&self.rec, self.thresholds);
+    /// Why reading the recording again failed, once: the replay stops there.
+    pub fn take_error(&mut self) -> Option<anyhow::Error> {
+        self.error.take()
+    }
+
+    /// Runs `f`, keeping its error for [`Replay::take_error`]; nothing runs
+    /// after an error.
+    fn guarded(&mut self, f: impl FnOnce(&mut Self) -> Result<()>) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = f(self) {
+            self.playing = false;
+            self.error = Some(e);
+        }
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        self.reader = self.source.open()?;
+        self.next = None;
+        self.read = 0;
+        self.tracker = fresh(&self.header, self.thresholds);
         self.pos = 0;
         self.dropped = 0;
         self.events_done = 0;
+        self.recent.clear();
         self.cursor_ns = self.start_ns;
+        Ok(())
     }
 
-    fn apply_next(&mut self) {
-        let Some(l) = self.rec.lines.get(self.pos) else {
-            return;
+    /// The next line to apply, read when needed.
+    fn peek(&mut self) -> Result<Option<&Line>> {
+        if self.next.is_none() && self.read < self.lines_total {
+            let Some((_, l)) = self.reader.next_line()? else {
+                return Err(anyhow!(
+                    "{}: the recording became shorter while it was replayed",
+                    self.reader.name()
+                ));
+            };
+            self.read += 1;
+            self.next = Some(l);
+        }
+        Ok(self.next.as_ref())
+    }
+
+    fn apply_next(&mut self) -> Result<()> {
+        self.peek()?;
+        let Some(l) = self.next.take() else {
+            return Ok(());
         };
         match l {
-            Line::Event(j) => {
-                if let Some(ev) = to_page_event(j) {
+            Line::Event(mut j) => {
+                // The detail pane shows the recorded stacks as they are.
+                j.hide_kernel_addresses();
+                if let Some((ev, _)) = self.stacks.page_event(&j) {
                     self.tracker.apply(&ev);
                 }
                 self.events_done += 1;
+                let latest = self.recent.back().map_or(j.ts_ns, |b| (*b).max(j.ts_ns));
+                self.recent.push_back(j.ts_ns);
+                let lo = latest.saturating_sub(1_000_000_000);
+                while self.recent.front().is_some_and(|t| *t <= lo) {
+                    self.recent.pop_front();
+                }
             }
             Line::Tick { now_ns, dropped }
             | Line::End {
                 now_ns, dropped, ..
             } => {
-                self.dropped = *dropped;
-                self.tracker.set_loss_horizon(*now_ns);
-                self.tracker.advance(*now_ns);
+                self.dropped = dropped;
+                self.tracker.set_loss_horizon(now_ns);
+                self.tracker.advance(now_ns);
             }
-            Line::Gap { ts_ns, pfn } => crate::report::apply_gap(&mut self.tracker, *ts_ns, *pfn),
+            Line::Gap { ts_ns, pfn } => crate::report::apply_gap(&mut self.tracker, ts_ns, pfn),
             Line::Header(_) => {}
         }
         self.pos += 1;
+        Ok(())
     }
 
     /// Moves the time cursor to `t` (clamped to the recording).
     pub fn seek_to(&mut self, t: u64) {
+        self.guarded(|s| s.seek(t));
+    }
+
+    fn seek(&mut self, t: u64) -> Result<()> {
         let t = t.clamp(self.start_ns, self.end_ns);
         if t < self.cursor_ns {
-            self.reset();
+            self.reset()?;
         }
-        while let Some(lt) = self.rec.lines.get(self.pos).and_then(line_time) {
+        while let Some(lt) = self.peek()?.and_then(line_time) {
             if lt > t {
                 break;
             }
-            self.apply_next();
-        }
-        // Skip a header line if one was kept.
-        while matches!(self.rec.lines.get(self.pos), Some(Line::Header(_))) {
-            self.pos += 1;
+            self.apply_next()?;
         }
         self.cursor_ns = t;
         self.tracker.advance(t);
+        Ok(())
     }
 
     /// Applies the next event (and the ticks before it).
     pub fn step_forward(&mut self) {
-        while self.pos < self.rec.lines.len() {
-            let is_event = matches!(self.rec.lines[self.pos], Line::Event(_));
-            let t = line_time(&self.rec.lines[self.pos]);
-            self.apply_next();
-            if let Some(t) = t {
-                self.cursor_ns = self.cursor_ns.max(t).min(self.end_ns);
+        self.guarded(|s| {
+            while let Some(l) = s.peek()? {
+                let is_event = matches!(l, Line::Event(_));
+                let t = line_time(l);
+                s.apply_next()?;
+                if let Some(t) = t {
+                    s.cursor_ns = s.cursor_ns.max(t).min(s.end_ns);
+                }
+                if is_event {
+                    break;
+                }
             }
-            if is_event {
-                break;
-            }
-        }
-        self.tracker.advance(self.cursor_ns);
+            s.tracker.advance(s.cursor_ns);
+            Ok(())
+        });
     }
 
-    /// Takes the last applied event back (rebuilding from the start).
+    /// Takes the last applied event back (re-reading from the start).
     pub fn step_back(&mut self) {
-        if self.events_done == 0 {
-            self.reset();
-            return;
-        }
-        let target = self.events_done - 1;
-        self.reset();
-        let mut t = self.start_ns;
-        while self.pos < self.rec.lines.len() {
-            let line = &self.rec.lines[self.pos];
-            if matches!(line, Line::Event(_)) && self.events_done == target {
-                break;
+        self.guarded(|s| {
+            if s.events_done == 0 {
+                return s.reset();
             }
-            if let Some(lt) = line_time(line) {
-                t = t.max(lt);
+            let target = s.events_done - 1;
+            s.reset()?;
+            let mut t = s.start_ns;
+            let done = |s: &Self| s.events_done == target;
+            loop {
+                let at_target = done(s);
+                let Some(line) = s.peek()? else { break };
+                if matches!(line, Line::Event(_)) && at_target {
+                    break;
+                }
+                if let Some(lt) = line_time(line) {
+                    t = t.max(lt);
+                }
+                s.apply_next()?;
             }
-            self.apply_next();
-        }
-        self.cursor_ns = t.min(self.end_ns);
-        self.tracker.advance(self.cursor_ns);
+            s.cursor_ns = t.min(s.end_ns);
+            s.tracker.advance(s.cursor_ns);
+            Ok(())
+        });
     }
 
     /// Advances playback by `elapsed` wall time.
@@ -206,7 +344,7 @@ impl Replay {
     }
 
     pub fn at_end(&self) -> bool {
-        self.cursor_ns >= self.end_ns && self.pos >= self.rec.lines.len()
+        self.cursor_ns >= self.end_ns && self.pos >= self.lines_total
     }
 
     /// Carries out a replay key.
@@ -214,7 +352,7 @@ impl Replay {
         match c {
             ReplayCommand::TogglePlay => {
                 if self.at_end() && !self.playing {
-                    self.reset();
+                    self.guarded(Self::reset);
                 }
                 self.playing = !self.playing;
             }
@@ -235,7 +373,7 @@ impl Replay {
                 self.seek_to(t);
             }
             ReplayCommand::Start => {
-                self.reset();
+                self.guarded(Self::reset);
                 self.seek_to(self.start_ns);
             }
             ReplayCommand::End => self.seek_to(self.end_ns),
@@ -259,27 +397,44 @@ impl Replay {
     /// recording time, drops as last recorded.
     pub fn stats(&self) -> Stats {
         let lo = self.cursor_ns.saturating_sub(1_000_000_000);
-        let a = self.times.partition_point(|t| *t <= lo);
-        let b = self.times.partition_point(|t| *t <= self.cursor_ns);
+        let rate = self
+            .recent
+            .iter()
+            .filter(|t| **t > lo && **t <= self.cursor_ns)
+            .count();
         Stats {
             events: self.events_done,
-            rate: (b - a) as f64,
+            rate: rate as f64,
             dropped: self.dropped,
             decode_errors: 0,
             evicted: self.tracker.evicted(),
         }
     }
 
-    /// The recorded events of `pfns` up to the cursor.
-    pub fn events_of<'a>(
-        &'a self,
-        pfns: &'a std::collections::HashSet<u64>,
-    ) -> impl Iterator<Item = &'a JsonEvent> + 'a {
-        self.rec.lines[..self.pos]
-            .iter()
-            .filter_map(move |l| match l {
-                Line::Event(e) if pfns.contains(&e.pfn) => Some(e),
-                _ => None,
-            })
+    /// The recorded events of `pfns` up to the cursor, read again from the
+    /// recording.
+    pub fn events_of(&self, pfns: &std::collections::HashSet<u64>) -> Result<Vec<JsonEvent>> {
+        let mut r = self.source.open()?;
+        let mut out = Vec::new();
+        let mut n = 0;
+        while n < self.pos
+            && let Some((_, l)) = r.next_line()?
+        {
+            n += 1;
+            if let Line::Event(mut e) = l
+                && pfns.contains(&e.pfn)
+            {
+                e.hide_kernel_addresses();
+                out.push(e);
+            }
+        }
+        Ok(out)
     }
+}
+
+fn fresh(header: &Header, th: Thresholds) -> Tracker {
+    let mut t = Tracker::new(header.rules.clone(), th, DEFAULT_HISTORY, DEFAULT_MAX_PFNS);
+    // As in the report: losses are known up to each tick.
+    t.set_loss_horizon(header.started_ns);
+    t
 }

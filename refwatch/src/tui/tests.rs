@@ -684,7 +684,7 @@ fn replay_stacks_come_from_the_recording() {
     assert!(s.contains("__do_sys_vmsplice+0x9d"), "{s}");
     // Export from a replay: the recorded events up to the cursor.
     let set = [0x40010u64, 0x40011].into_iter().collect();
-    assert_eq!(r.events_of(&set).count(), 3);
+    assert_eq!(r.events_of(&set).expect("read again").len(), 3);
     app.on_key(ch('q'));
 }
 
