@@ -377,7 +377,8 @@ fn a_failing_replay_leaves_no_log_file() {
 /// (`tests/cli_io.rs`).
 #[test]
 fn a_refused_recording_ends_the_replay_naming_the_line() {
-    let text = std::fs::read_to_string(recording()).expect("recording");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(RECORDING))
+        .expect("recording");
     let mut lines: Vec<&str> = text.lines().collect();
     let put = lines.remove(48);
     lines.insert(23, put);
@@ -387,8 +388,10 @@ fn a_refused_recording_ends_the_replay_naming_the_line() {
         ("reordered", reordered, "reordered.rec: line 25: event at"),
         ("unknown", unknown, "unknown event name \"grab\""),
     ] {
+        // Tmux::start empties its own directory: the file lives beside it.
+        let files = tempfile::tempdir().expect("dir");
         let dir = Tmux::dir_of(name);
-        let rec = dir.join(format!("{name}.rec"));
+        let rec = files.path().join(format!("{name}.rec"));
         std::fs::write(&rec, body).expect("write recording");
         let command = format!(
             "cd {dir} && TMPDIR={dir} {bin} replay {rec}; echo refwatch-exit=$?",
