@@ -3,6 +3,7 @@
 //! Run it as `cargo xtask <command>`; `cargo xtask --help` lists the commands.
 
 mod bench;
+mod bpftool;
 mod checks;
 mod cmd;
 mod cpio;

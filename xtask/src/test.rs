@@ -182,11 +182,8 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
         let (workload, variant) = lab::split_variant(s);
         let functions = variant == lab::Variant::Functions;
         let mut problems = Vec::new();
-        let report_error = result
-            .scenarios
-            .iter()
-            .find(|o| o.name == *s)
-            .and_then(|o| o.report_error.as_ref());
+        let outcome = result.scenarios.iter().find(|o| o.name == *s);
+        let report_error = outcome.and_then(|o| o.report_error.as_ref());
         if let Some(e) = report_error {
             problems.push(format!("no report.json: {e}"));
         }
@@ -194,6 +191,25 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, out_root: &Path) -> Result<()
             Ok(p) => problems.extend(p),
             Err(e) => problems.push(format!("{e:#}")),
         }
+        let Some(outcome) = outcome else {
+            problems.push("no outcome in lab.json".to_owned());
+            tally.record(&format!("lab {name} {s}"), problems);
+            continue;
+        };
+        if let lab::Variant::Signal(sig) = variant {
+            // The workload goes on after refwatch's exit: only how it ended
+            // is judged.
+            if report_error.is_none() {
+                match checks::signals::check_signal(&dir, sig, outcome) {
+                    Ok(p) => problems.extend(p),
+                    Err(e) => problems.push(format!("{e:#}")),
+                }
+            }
+            tally.record(&format!("lab {name} {s}"), problems);
+            continue;
+        }
+        // A refwatch the guest had to kill (a hang) fails any scenario.
+        problems.extend(checks::signals::check_exit(outcome));
         let checked = if *s == lab::SELFTESTS {
             if report_error.is_none() {
                 checks::selftests::check_selftests(&refwatch, &name, &dir)
