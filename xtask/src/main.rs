@@ -177,6 +177,29 @@ enum BenchCommand {
     /// A put-heavy workload on anonymous and fs-dax pages with and without
     /// refwatch attached, in one lab boot; median slowdown per target.
     Overhead(OverheadArgs),
+    /// refwatch record while a workload loops for minutes in one lab boot;
+    /// asserts that refwatch's resident set stays flat. Not part of CI.
+    Soak(SoakArgs),
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// Kernel to boot.
+    #[arg(long, value_enum, default_value = "debian-6.12")]
+    kernel: KernelId,
+    /// Minutes of guest time the workload loops.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
+    minutes: u32,
+    /// qemu accelerator.
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    accel: Accel,
+    /// Results folder (replaced if it holds an earlier lab run); the
+    /// summary goes to DIR/soak.json.
+    #[arg(long, default_value = "target/bench/soak")]
+    out: PathBuf,
+    /// Use this static refwatch binary instead of building it.
+    #[arg(long)]
+    refwatch_bin: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -281,11 +304,24 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 refwatch_bin: args.refwatch_bin,
             });
         }
+        Command::Bench(BenchArgs {
+            which: BenchCommand::Soak(args),
+        }) => {
+            return bench::soak::soak(&bench::soak::SoakOptions {
+                kernel: args.kernel,
+                minutes: args.minutes,
+                accel: args.accel,
+                out: test::workspace_root().join(&args.out),
+                refwatch_bin: args.refwatch_bin,
+            });
+        }
         Command::Bench(args) => {
             let name = match args.which {
                 BenchCommand::Pipeline => "pipeline",
                 BenchCommand::Render => "render",
-                BenchCommand::Overhead(_) => unreachable!("handled above"),
+                BenchCommand::Overhead(_) | BenchCommand::Soak(_) => {
+                    unreachable!("handled above")
+                }
             };
             let status = std::process::Command::new("cargo")
                 .args(["bench", "-p", "refwatch", "--bench", name])

@@ -14,6 +14,8 @@
 //! guest time in instructions (see [`Accel::TcgIcount`]), so the ratios do
 //! not move with the host's load.
 
+pub mod soak;
+
 use std::{
     fs,
     path::{Path, PathBuf},
