@@ -257,9 +257,9 @@ run_selftests() {
 }
 
 # bpf_objects DIR: the kernel's lists of what is attached, into DIR:
-# bpftool's BPF programs, links and maps, each with the processes holding
-# it ("pids comm(pid)"), the registered kprobes and the functions with
-# ftrace callbacks (BPF trampolines among them).
+# bpftool's BPF programs, links and maps (every object the kernel has, by
+# id), the registered kprobes and the functions with ftrace callbacks (BPF
+# trampolines among them).
 bpf_objects() {
     mkdir -p $1
     for k in prog link map; do
@@ -268,19 +268,23 @@ bpf_objects() {
     cat /sys/kernel/debug/kprobes/list > $1/kprobes.txt 2>&1
     cat $T/enabled_functions > $1/ftrace.txt 2>&1
 }
-# bpf_held DIR PID: "KIND ID" of each program, link and map of DIR's lists
-# that process PID holds, into DIR/ids.txt.
+# bpf_held DIR PID: the fdinfo of every file process PID has open, into
+# DIR/fdinfo.txt, and "KIND ID" of each BPF program, link and map among
+# them into DIR/ids.txt.
 bpf_held() {
-    for k in prog link map; do
-        awk -v k=$k -v p="($2)" '/^[0-9]+: / { id = $1; sub(":", "", id) } /^[ \t]+pids / && index($0, p) { print k, id }' $1/$k.txt
-    done > $1/ids.txt
+    for f in /proc/$2/fdinfo/*; do
+        echo "== $f"
+        cat $f
+    done > $1/fdinfo.txt 2>&1
+    awk '$1 == "prog_id:" { print "prog", $2 } $1 == "link_id:" { print "link", $2 } $1 == "map_id:" { print "map", $2 }' $1/fdinfo.txt | sort -u > $1/ids.txt
 }
 
 # run_signal S W F SIG: workload W under refwatch (flags F) into D=/out/S;
 # once the workload holds its references and a second has passed (refwatch
 # flushes its recording every second), signal SIG to refwatch. The guest
-# uptime when the signal was sent and when refwatch was gone goes to
-# $D/signal.txt ("SIG SENT EXITED"); SIGKILL after @STOP_SECS@ s if it is
+# uptime when the signal was sent, when refwatch was gone and when the
+# recording's end line was first seen (polled every 0.1 s; "-": never)
+# goes to $D/signal.txt ("SIG SENT EXITED ENDED"); SIGKILL after @STOP_SECS@ s if it is
 # still there, with a note, as refwatch_stop. For KILL, the kernel's lists
 # of what is attached before the kill (bpf-before) and after it
 # (bpf-after), taken until none of refwatch's programs, links and maps is
@@ -309,8 +313,12 @@ run_signal() {
         fi
         sent=$(up)
         kill -$SIG $RW
+        ended=-
         n=0
         while kill -0 $RW 2>/dev/null; do
+            if [ $ended = - ] && tail -c 300 $D/recording | grep -q '"type":"end"'; then
+                ended=$(up)
+            fi
             n=$((n + 1))
             if [ $n -gt @STOP_TICKS@ ]; then
                 kill -KILL $RW 2>/dev/null
@@ -324,8 +332,8 @@ run_signal() {
         echo $? > $D/refwatch.rc
         [ -n "$note" ] && echo "note: $note" >> $D/refwatch.rc
         RW=""
-        echo "$SIG $sent $exited" > $D/signal.txt
-        say "scenario $S: SIG$SIG sent at $sent s, refwatch gone at $exited s"
+        echo "$SIG $sent $exited $ended" > $D/signal.txt
+        say "scenario $S: SIG$SIG sent at $sent s, end line seen at $ended s, refwatch gone at $exited s"
         if [ $SIG = KILL ]; then
             n=0
             while :; do

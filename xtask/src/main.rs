@@ -144,6 +144,10 @@ struct TestArgs {
     /// Lab kernels (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     kernel: Vec<KernelId>,
+    /// Only these lab scenarios, comma separated (default: all of each
+    /// kernel's); a kernel skips those it does not run.
+    #[arg(long, value_delimiter = ',', value_parser = lab::parse_scenario)]
+    scenario: Vec<String>,
     /// Where lab results go.
     #[arg(long, default_value = "target/lab")]
     out: PathBuf,
@@ -263,6 +267,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 } else {
                     args.kernel
                 },
+                scenarios: args.scenario,
                 out: test::workspace_root().join(&args.out),
             };
             return test::run(&opts);

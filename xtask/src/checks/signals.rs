@@ -1,7 +1,7 @@
 //! How refwatch `record` ends: the stop of every scenario (SIGINT, exit 0,
 //! no SIGKILL needed), and the `+sigint`, `+sigterm`, `+sighup` and
 //! `+sigkill` scenarios, whose guest sent the signal during the hold and
-//! wrote `signal.txt` ("SIG SENT EXITED", guest uptime in seconds).
+//! wrote `signal.txt` (see [`Sent`]).
 
 use std::{collections::BTreeSet, fs, path::Path};
 
@@ -26,25 +26,30 @@ pub fn check_exit(outcome: &ScenarioOutcome) -> Vec<String> {
     problems
 }
 
-/// What the guest measured: the signal's name, when it was sent and when
-/// refwatch was gone (guest uptime, seconds).
+/// What the guest measured (guest uptime, seconds): when the signal was
+/// sent, when refwatch was gone, and when the recording's end line was
+/// first seen (`None`: never).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sent {
     pub signal: String,
     pub sent: f64,
     pub exited: f64,
+    pub ended: Option<f64>,
 }
 
 pub fn parse_signal_txt(text: &str) -> Result<Sent> {
-    let mut f = text.split_whitespace();
-    let (Some(signal), Some(sent), Some(exited), None) = (f.next(), f.next(), f.next(), f.next())
-    else {
-        bail!("signal.txt is not \"SIG SENT EXITED\": {text:?}");
+    let f: Vec<&str> = text.split_whitespace().collect();
+    let [signal, sent, exited, ended] = f.as_slice() else {
+        bail!("signal.txt is not \"SIG SENT EXITED ENDED\": {text:?}");
     };
     Ok(Sent {
-        signal: signal.to_owned(),
+        signal: (*signal).to_owned(),
         sent: sent.parse().context("signal.txt: sent")?,
         exited: exited.parse().context("signal.txt: exited")?,
+        ended: match *ended {
+            "-" => None,
+            t => Some(t.parse().context("signal.txt: ended")?),
+        },
     })
 }
 
@@ -61,6 +66,17 @@ pub fn check_signal(dir: &Path, sig: Signal, outcome: &ScenarioOutcome) -> Resul
         ));
     }
     let took = sent.exited - sent.sent;
+    let ended = sent
+        .ended
+        .map_or("not seen before the exit".to_owned(), |t| {
+            format!("{:.2} s", t - sent.sent)
+        });
+    println!(
+        "    {}: SIG{} → end line {ended}, exit {took:.2} s of guest time",
+        dir.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        sig.name()
+    );
     let last = last_line(&dir.join("recording"))?;
     let report: Value =
         serde_json::from_slice(&fs::read(dir.join("report.json")).context("read report.json")?)
@@ -121,35 +137,35 @@ fn last_line(path: &Path) -> Result<String> {
         .to_owned())
 }
 
-/// One object of `bpftool {prog,link,map} show`: its id and the
-/// `comm(pid)` holders of its `pids` line.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BpfObject {
-    pub id: u32,
-    pub holders: Vec<String>,
+/// The ids bpftool's plain listing (`bpftool prog show` etc.) names: an
+/// object's first line starts with `ID: `.
+pub fn listed_ids(text: &str) -> BTreeSet<u32> {
+    text.lines()
+        .filter_map(|l| l.split_once(": ")?.0.parse().ok())
+        .collect()
 }
 
-/// Parses bpftool's plain listing: an object starts with `ID: `, its
-/// holders are on an indented `pids comm(pid), …` line.
-pub fn parse_bpftool(text: &str) -> Vec<BpfObject> {
-    let mut objects: Vec<BpfObject> = Vec::new();
-    for line in text.lines() {
-        if let Some((id, _)) = line.split_once(": ")
-            && let Ok(id) = id.parse()
+/// The BPF objects `/proc/PID/fdinfo` shows a process holding, by kind:
+/// `prog_id:` (program fds, and a link's program), `link_id:`, `map_id:`.
+pub fn held_ids(fdinfo: &str) -> [(&'static str, BTreeSet<u32>); 3] {
+    let mut held = [
+        ("prog", BTreeSet::new()),
+        ("link", BTreeSet::new()),
+        ("map", BTreeSet::new()),
+    ];
+    for line in fdinfo.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(key), Some(Ok(id))) = (f.next(), f.next().map(str::parse)) else {
+            continue;
+        };
+        if let Some((_, ids)) = held
+            .iter_mut()
+            .find(|(kind, _)| key.strip_suffix("_id:") == Some(*kind))
         {
-            objects.push(BpfObject {
-                id,
-                holders: Vec::new(),
-            });
-        } else if let Some(pids) = line.trim_start().strip_prefix("pids ")
-            && line.starts_with([' ', '\t'])
-            && let Some(obj) = objects.last_mut()
-        {
-            obj.holders
-                .extend(pids.split(", ").map(|p| p.trim().to_owned()));
+            ids.insert(id);
         }
     }
-    objects
+    held
 }
 
 /// The hooks a kernel list shows: `kprobes/list` lines without their
@@ -164,62 +180,63 @@ fn hooks(dir: &Path) -> BTreeSet<String> {
         }
     }
     for line in read("ftrace.txt").lines() {
-        if let Some(func) = line.split_whitespace().next() {
+        // Continuation lines (`\tdirect-->…`) are indented.
+        if !line.starts_with([' ', '\t'])
+            && let Some(func) = line.split_whitespace().next()
+        {
             set.insert(format!("ftrace {func}"));
         }
     }
     set
 }
 
-/// `+sigkill`: refwatch's BPF programs, links and maps were listed before
-/// the kill (so the check can see them) and are gone after it, and the
-/// kernel's own lists of kprobes and ftrace'd functions (BPF trampolines)
-/// are back to what they were before refwatch started.
+/// `+sigkill`: the BPF programs, links and maps refwatch held before the
+/// kill (its `/proc/PID/fdinfo`) were in bpftool's lists of every object
+/// the kernel has, so the check can see them, and none is listed after it;
+/// and the kernel's own lists of kprobes and ftrace'd functions (BPF
+/// trampolines among them) showed hooks before the kill and are back after
+/// it to what they were before refwatch started.
 fn check_released(dir: &Path) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    let pid = fs::read_to_string(dir.join("refwatch.pid"))
-        .context("read refwatch.pid")?
-        .trim()
-        .to_owned();
-    let holder = format!("refwatch({pid})");
-    let list = |when: &str, kind: &str| -> Result<Vec<BpfObject>> {
-        let path = dir.join(when).join(format!("{kind}.txt"));
-        let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        if text.contains("Error:") || text.contains("not found") {
-            bail!("{}: {}", path.display(), text.trim());
-        }
-        Ok(parse_bpftool(&text))
+    let read = |path: &str| -> Result<String> {
+        let path = dir.join(path);
+        fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
     };
-    let mut held_before = 0;
-    for kind in ["prog", "link", "map"] {
-        let before: Vec<u32> = list("bpf-before", kind)?
-            .into_iter()
-            .filter(|o| o.holders.contains(&holder))
-            .map(|o| o.id)
-            .collect();
-        if kind == "prog" && before.is_empty() {
+    let mut held_count = 0;
+    for (kind, held) in held_ids(&read("bpf-before/fdinfo.txt")?) {
+        let listing = |when: &str| -> Result<BTreeSet<u32>> {
+            let text = read(&format!("{when}/{kind}.txt"))?;
+            if text.contains("Error:") {
+                bail!("bpftool {kind} show ({when}): {}", text.trim());
+            }
+            Ok(listed_ids(&text))
+        };
+        let before = listing("bpf-before")?;
+        let after = listing("bpf-after")?;
+        held_count += held.len();
+        if kind == "prog" && held.is_empty() {
+            problems.push(
+                "refwatch's fdinfo showed no BPF program before the kill: the check cannot see its programs"
+                    .to_owned(),
+            );
+        }
+        let unseen: Vec<String> = held.difference(&before).map(u32::to_string).collect();
+        if !unseen.is_empty() {
             problems.push(format!(
-                "bpftool listed no program held by {holder} before the kill: the check cannot see refwatch's programs"
+                "bpftool did not list refwatch's {kind} {} before the kill",
+                unseen.join(", ")
             ));
         }
-        held_before += before.len();
-        let after = list("bpf-after", kind)?;
-        let left: Vec<String> = after
-            .iter()
-            .filter(|o| {
-                before.contains(&o.id) || o.holders.iter().any(|h| h.starts_with("refwatch("))
-            })
-            .map(|o| format!("{kind} {} (held by {})", o.id, o.holders.join(", ")))
-            .collect();
+        let left: Vec<String> = held.intersection(&after).map(u32::to_string).collect();
         if !left.is_empty() {
             problems.push(format!(
-                "after SIGKILL the kernel still lists refwatch's {}",
+                "after SIGKILL bpftool still lists refwatch's {kind} {}",
                 left.join(", ")
             ));
         }
     }
-    if held_before == 0 {
-        problems.push("no BPF object of refwatch's before the kill".to_owned());
+    if held_count == 0 {
+        problems.push("refwatch held no BPF object before the kill".to_owned());
     }
     let baseline = hooks(&dir.join("bpf-baseline"));
     let added_before: Vec<String> = hooks(&dir.join("bpf-before"))
@@ -250,48 +267,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bpftool_listings_parse() {
-        // Shaped like bpftool 7.1's `prog show` and `link show`.
+    fn bpftool_listings_and_fdinfo_parse() {
+        // Shaped like bpftool 7.1's `prog show` and a 6.12 kernel's fdinfo.
         let progs = "12: tracing  name put_folio  tag 0123456789abcdef  gpl\n\
             \tloaded_at 2026-12-04T15:00:00+0000  uid 0\n\
             \txlated 512B  jited 300B  memlock 4096B  map_ids 3,4\n\
-            \tbtf_id 9\n\
-            \tpids refwatch(275)\n\
             13: kprobe  name grab  tag fedcba9876543210  gpl\n\
-            \tpids refwatch(275), other(3)\n\
-            14: tracing  name x  tag 00  gpl\n";
-        assert_eq!(
-            parse_bpftool(progs),
-            [
-                BpfObject {
-                    id: 12,
-                    holders: vec!["refwatch(275)".into()]
-                },
-                BpfObject {
-                    id: 13,
-                    holders: vec!["refwatch(275)".into(), "other(3)".into()]
-                },
-                BpfObject {
-                    id: 14,
-                    holders: vec![]
-                },
-            ]
-        );
-        assert!(parse_bpftool("").is_empty());
+            \tbtf_id 9\n";
+        assert_eq!(listed_ids(progs), BTreeSet::from([12, 13]));
+        assert!(listed_ids("").is_empty());
+        let fdinfo = "== /proc/275/fdinfo/0\npos:\t0\nflags:\t02\n\
+            == /proc/275/fdinfo/9\nlink_type:\ttracing\nlink_id:\t4\nprog_tag:\tab\nprog_id:\t12\n\
+            == /proc/275/fdinfo/10\nmap_type:\t27\nmap_id:\t3\n\
+            == /proc/275/fdinfo/11\nprog_type:\t26\nprog_id:\t13\n";
+        let [prog, link, map] = held_ids(fdinfo);
+        assert_eq!(prog, ("prog", BTreeSet::from([12, 13])));
+        assert_eq!(link, ("link", BTreeSet::from([4])));
+        assert_eq!(map, ("map", BTreeSet::from([3])));
     }
 
     #[test]
     fn signal_txt_parses() -> Result<()> {
         assert_eq!(
-            parse_signal_txt("TERM 40.12 41.30\n")?,
+            parse_signal_txt("TERM 40.12 41.30 40.20\n")?,
             Sent {
                 signal: "TERM".into(),
                 sent: 40.12,
-                exited: 41.30
+                exited: 41.30,
+                ended: Some(40.20),
             }
         );
-        assert!(parse_signal_txt("TERM 40.12").is_err());
-        assert!(parse_signal_txt("TERM 40.12 x").is_err());
+        assert_eq!(parse_signal_txt("KILL 1.0 2.0 -")?.ended, None);
+        assert!(parse_signal_txt("TERM 40.12 41.3").is_err());
+        assert!(parse_signal_txt("TERM 40.12 x -").is_err());
         Ok(())
     }
 
@@ -336,7 +344,7 @@ mod tests {
         let ok = scenario(
             "ok",
             &[
-                ("signal.txt", "HUP 10.00 11.50\n"),
+                ("signal.txt", "HUP 10.00 11.50 10.10\n"),
                 ("recording", ended),
                 ("report.json", "{\"complete\": true, \"events\": 3}"),
             ],
@@ -350,7 +358,7 @@ mod tests {
         let slow = scenario(
             "slow",
             &[
-                ("signal.txt", "TERM 10.00 15.20\n"),
+                ("signal.txt", "TERM 10.00 15.20 -\n"),
                 ("recording", "{\"type\":\"header\"}\n{\"type\":\"event\"}\n"),
                 ("report.json", "{\"complete\": false, \"events\": 1}"),
             ],
@@ -365,23 +373,23 @@ mod tests {
 
     #[test]
     fn sigkill_needs_refwatchs_objects_before_and_none_after() -> Result<()> {
-        let held = "12: tracing  name a  tag 00  gpl\n\tpids refwatch(275)\n";
-        let link = "3: tracing  prog 12\n\tpids refwatch(275)\n";
+        let fdinfo = "== /proc/275/fdinfo/9\nlink_id:\t3\nprog_id:\t12\n\
+            == /proc/275/fdinfo/10\nmap_id:\t7\n";
         let files = |after_prog: &'static str, after_ftrace: &'static str| {
             vec![
-                ("signal.txt", "KILL 10.00 10.10\n"),
+                ("signal.txt", "KILL 10.00 10.10 -\n"),
                 ("recording", "{\"type\":\"header\"}\n{\"type\":\"ev"),
                 ("report.json", "{\"complete\": false, \"events\": 5}"),
-                ("refwatch.pid", "275\n"),
                 ("bpf-baseline/ftrace.txt", ""),
                 ("bpf-baseline/kprobes.txt", ""),
-                ("bpf-before/prog.txt", held),
-                ("bpf-before/link.txt", link),
-                ("bpf-before/map.txt", ""),
+                ("bpf-before/fdinfo.txt", fdinfo),
+                ("bpf-before/prog.txt", "12: tracing  name a  tag 00  gpl\n"),
+                ("bpf-before/link.txt", "3: tracing  prog 12\n"),
+                ("bpf-before/map.txt", "7: ringbuf  name EVENTS  flags 0x0\n"),
                 ("bpf-before/kprobes.txt", ""),
                 (
                     "bpf-before/ftrace.txt",
-                    "gup_put_folio (1) R I tramp: 0x0\n",
+                    "gup_put_folio (1) R I tramp: 0x0\n\tdirect-->bpf_trampoline_1+0x0/0x118\n",
                 ),
                 ("bpf-after/prog.txt", after_prog),
                 ("bpf-after/link.txt", ""),
@@ -411,12 +419,20 @@ mod tests {
         assert!(p[1].contains("ftrace gup_put_folio"), "{p:?}");
         // Nothing seen before the kill: the check could not have failed.
         let blind = scenario("kill-blind", &files("", ""));
-        fs::write(blind.join("bpf-before/prog.txt"), "12: tracing  name a\n")?;
-        fs::write(blind.join("bpf-before/link.txt"), "")?;
+        fs::write(
+            blind.join("bpf-before/fdinfo.txt"),
+            "== /proc/275/fdinfo/0\npos:\t0\n",
+        )?;
         fs::write(blind.join("bpf-before/ftrace.txt"), "")?;
         let p = check_signal(&blind, Signal::Kill, &killed)?;
         assert_eq!(p.len(), 3, "{p:?}");
-        for d in [clean, left, blind] {
+        // Held, but not in bpftool's list: that list cannot be trusted.
+        let unlisted = scenario("kill-unlisted", &files("", ""));
+        fs::write(unlisted.join("bpf-before/map.txt"), "")?;
+        let p = check_signal(&unlisted, Signal::Kill, &killed)?;
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("map 7"), "{p:?}");
+        for d in [clean, left, blind, unlisted] {
             let _ = fs::remove_dir_all(d);
         }
         Ok(())
