@@ -5,9 +5,15 @@
 //! Guest layout: `/dev/vda` is the out disk (256 MiB; 1 GiB for runs with
 //! `hmm-selftests`), `/dev/vdb` a scratch non-DAX disk (64 MiB) for the
 //! direct-I/O scenario, `/dev/vdc` the slow disk (32 MiB, writes throttled,
-//! see [`slow_disk_bps`]) for `dax-pin-long`, `/dev/pmem0` the
+//! see [`qemu::slow_disk_bps`]) for `dax-pin-long`, `/dev/pmem0` the
 //! `memmap=512M!1G` region with ext4 mounted `-o dax` on `/mnt/dax` (XFS for
 //! the `+xfs` runs: mkfs.xfs wants at least 300 MB).
+//!
+//! This module builds the guest binaries and the initramfs and runs a boot
+//! end to end; [`scenarios`] names the scenarios and their variants,
+//! [`guest`] fills the guest's `/init` (`xtask/guest/init.sh`, through
+//! [`template`]), [`qemu`] runs the emulator and reads its console, and
+//! [`outcome`] reads back what the guest left.
 
 use std::fs;
 use std::path::{Path, PathBuf};
