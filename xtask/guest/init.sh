@@ -163,13 +163,21 @@ refwatch_start() {
         RW=""
     fi
 }
-# refwatch_stop: SIGINT to refwatch, SIGKILL after @STOP_SECS@ s; its exit
-# code (and any note) into $D/refwatch.rc.
+# refwatch_stop [SIG]: SIG (default INT) to refwatch, SIGKILL after
+# @STOP_SECS@ s (with a note); its exit code (and any note) into
+# $D/refwatch.rc. Leaves SENT and EXITED, the guest uptime when the signal
+# was sent and when refwatch was gone, and ENDED, when the recording's end
+# line was first seen (polled every 0.1 s; "-": not before the exit).
 refwatch_stop() {
     [ -n "$RW" ] || return 0
-    kill -INT $RW 2>/dev/null
+    SENT=$(up)
+    kill -${1:-INT} $RW 2>/dev/null
+    ENDED=-
     n=0
     while kill -0 $RW 2>/dev/null; do
+        if [ $ENDED = - ] && tail -c 300 $D/recording 2>/dev/null | grep -q '"type":"end"'; then
+            ENDED=$(up)
+        fi
         n=$((n + 1))
         if [ $n -gt @STOP_TICKS@ ]; then
             kill -KILL $RW 2>/dev/null
@@ -178,6 +186,7 @@ refwatch_stop() {
         fi
         usleep 100000
     done
+    EXITED=$(up)
     wait $RW
     echo $? > $D/refwatch.rc
     [ -n "$note" ] && echo "note: $note" >> $D/refwatch.rc
@@ -281,11 +290,8 @@ bpf_held() {
 
 # run_signal S W F SIG: workload W under refwatch (flags F) into D=/out/S;
 # once the workload holds its references and a second has passed (refwatch
-# flushes its recording every second), signal SIG to refwatch. The guest
-# uptime when the signal was sent, when refwatch was gone and when the
-# recording's end line was first seen (polled every 0.1 s; "-": never)
-# goes to $D/signal.txt ("SIG SENT EXITED ENDED"); SIGKILL after @STOP_SECS@ s if it is
-# still there, with a note, as refwatch_stop. For KILL, the kernel's lists
+# flushes its recording every second), refwatch_stop SIG, and its times
+# into $D/signal.txt ("SIG SENT EXITED ENDED"). For KILL, the kernel's lists
 # of what is attached before the kill (bpf-before) and after it
 # (bpf-after), taken until none of refwatch's programs, links and maps is
 # listed or @RELEASE_SECS@ s have passed; bpf-baseline is from before refwatch
@@ -311,29 +317,9 @@ run_signal() {
             bpf_objects $D/bpf-before
             bpf_held $D/bpf-before $RW
         fi
-        sent=$(up)
-        kill -$SIG $RW
-        ended=-
-        n=0
-        while kill -0 $RW 2>/dev/null; do
-            if [ $ended = - ] && tail -c 300 $D/recording | grep -q '"type":"end"'; then
-                ended=$(up)
-            fi
-            n=$((n + 1))
-            if [ $n -gt @STOP_TICKS@ ]; then
-                kill -KILL $RW 2>/dev/null
-                note="${note:+$note; }SIGKILL after @STOP_SECS@ s"
-                break
-            fi
-            usleep 100000
-        done
-        exited=$(up)
-        wait $RW
-        echo $? > $D/refwatch.rc
-        [ -n "$note" ] && echo "note: $note" >> $D/refwatch.rc
-        RW=""
-        echo "$SIG $sent $exited $ended" > $D/signal.txt
-        say "scenario $S: SIG$SIG sent at $sent s, end line seen at $ended s, refwatch gone at $exited s"
+        refwatch_stop $SIG
+        echo "$SIG $SENT $EXITED $ENDED" > $D/signal.txt
+        say "scenario $S: SIG$SIG sent at $SENT s, end line seen at $ENDED s, refwatch gone at $EXITED s"
         if [ $SIG = KILL ]; then
             n=0
             while :; do

@@ -2,7 +2,8 @@
 # `refwatch record` with its defaults while `workload @WORKLOAD@` runs in a
 # loop for @SECS@ s of guest time; refwatch's resident set (VmRSS of
 # /proc/PID/status) is sampled every @SAMPLE_SECS@ s into $B/rss.txt as
-# "<uptime s> <VmRSS kB> <workload runs so far>".
+# "<uptime s> <VmRSS kB> <workload runs so far>". Runs inside the lab's
+# /init (xtask/guest/init.sh), whose say, up, fail and refwatch_stop it uses.
 B=/out/soak
 mkdir -p $B
 rm -f /tmp/soak.rec
@@ -45,23 +46,12 @@ while [ "$(cut -d. -f1 /proc/uptime)" -lt $end ]; do
 done
 echo "$runs $failed" > $B/workload-runs.txt
 awk '$1 == "VmHWM:" { print $2 }' /proc/$RW/status > $B/hwm.txt 2>/dev/null
-kill -INT $RW 2>/dev/null
-note=""
-n=0
-while kill -0 $RW 2>/dev/null; do
-    n=$((n + 1))
-    if [ $n -gt @STOP_TICKS@ ]; then
-        kill -KILL $RW 2>/dev/null
-        note="SIGKILL after @STOP_SECS@ s"
-        break
-    fi
-    usleep 100000
-done
-wait $RW
-echo $? > $B/refwatch.rc
-[ -n "$note" ] && echo "note: $note" >> $B/refwatch.rc
+# The series ends with the load: no sample of refwatch's shutdown.
 kill $SAMPLER 2>/dev/null
 wait $SAMPLER
+D=$B
+note=""
+refwatch_stop
 tail -n 1 /tmp/soak.rec > $B/recording.end 2>/dev/null
 wc -c < /tmp/soak.rec > $B/recording.size 2>/dev/null
 rm -f /tmp/soak.rec

@@ -35,8 +35,6 @@ pub const WARMUP_SECS: f64 = 60.0;
 pub const TOLERANCE: f64 = 0.10;
 /// … plus this many KiB.
 pub const SLACK_KIB: u64 = 1024;
-/// Seconds the guest waits for refwatch to exit after SIGINT.
-const STOP_SECS: u32 = 30;
 
 /// What `cargo xtask bench soak` was asked for.
 #[derive(Debug, Clone)]
@@ -188,7 +186,7 @@ pub fn soak(opts: &SoakOptions) -> Result<ExitCode> {
     run.accel = opts.accel;
     run.refwatch_bin.clone_from(&opts.refwatch_bin);
     run.script = Some(guest_script(secs)?);
-    run.timeout_secs = lab::DEFAULT_TIMEOUT_SECS + secs + u64::from(STOP_SECS);
+    run.timeout_secs = lab::DEFAULT_TIMEOUT_SECS + secs + u64::from(lab::guest::STOP_SECS);
     let result = lab::run(&run, &opts.out)?;
     let dir = opts.out.join("soak");
     let read = |name: &str| {
@@ -268,8 +266,6 @@ fn guest_script(secs: u64) -> Result<String> {
                 (u64::from(lab::DEFAULT_READY_SECS) * 10).to_string(),
             ),
             ("READY_SECS", lab::DEFAULT_READY_SECS.to_string()),
-            ("STOP_TICKS", (u64::from(STOP_SECS) * 10).to_string()),
-            ("STOP_SECS", STOP_SECS.to_string()),
         ],
     )
 }

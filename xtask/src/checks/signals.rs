@@ -56,6 +56,11 @@ pub fn parse_signal_txt(text: &str) -> Result<Sent> {
 /// A `+sig…` scenario: see the module's doc and the README.
 pub fn check_signal(dir: &Path, sig: Signal, outcome: &ScenarioOutcome) -> Result<Vec<String>> {
     let mut problems = Vec::new();
+    if !dir.join("signal.txt").is_file() {
+        problems.push("no signal.txt: the guest sent no signal".to_owned());
+        problems.extend(check_exit(outcome));
+        return Ok(problems);
+    }
     let sent =
         parse_signal_txt(&fs::read_to_string(dir.join("signal.txt")).context("read signal.txt")?)?;
     if sent.signal != sig.name() {
@@ -432,7 +437,16 @@ mod tests {
         let p = check_signal(&unlisted, Signal::Kill, &killed)?;
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("map 7"), "{p:?}");
-        for d in [clean, left, blind, unlisted] {
+        // refwatch never got ready: no signal was sent.
+        let unsent = scenario("kill-unsent", &[]);
+        let p = check_signal(
+            &unsent,
+            Signal::Kill,
+            &outcome(Some(1), Some("exited before ready")),
+        )?;
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("no signal.txt"), "{p:?}");
+        for d in [clean, left, blind, unlisted, unsent] {
             let _ = fs::remove_dir_all(d);
         }
         Ok(())

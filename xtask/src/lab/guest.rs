@@ -11,7 +11,7 @@ use crate::initramfs;
 const INIT_SH: &str = include_str!("../../guest/init.sh");
 
 /// Seconds the guest waits for refwatch to exit after SIGINT before SIGKILL.
-const STOP_SECS: u32 = 30;
+pub const STOP_SECS: u32 = 30;
 
 /// Seconds the guest gives the kernel, after refwatch was killed, to take
 /// its BPF objects away (their release may be deferred to RCU callbacks
