@@ -41,6 +41,10 @@ pub struct Contents<'a> {
     /// The kernel's static HMM selftest, installed as `/bin/hmm-tests`
     /// (see [`crate::selftests`]), for the runs that have it.
     pub hmm_tests: Option<&'a Path>,
+    /// Debian's bpftool (see [`crate::bpftool`]), installed as
+    /// `/sbin/bpftool` with its shared libraries, for the runs that list
+    /// BPF objects.
+    pub bpftool: Option<&'a Path>,
     /// Modules in load order; each lands at [`module_path`].
     pub modules: &'a [ModuleFile],
 }
@@ -75,6 +79,10 @@ pub fn build(contents: &Contents<'_>, out: &Path) -> Result<u64> {
     for tool in [MKE2FS, MKFS_XFS] {
         add_host_file(&mut w, Path::new(tool), tool, 0o755)?;
         libs.extend(shared_libraries(Path::new(tool))?);
+    }
+    if let Some(bin) = contents.bpftool {
+        add_host_file(&mut w, bin, "sbin/bpftool", 0o755)?;
+        libs.extend(shared_libraries(bin)?);
     }
     for lib in libs {
         let inside = lib.to_string_lossy().into_owned();

@@ -3,6 +3,7 @@
 //! Run it as `cargo xtask <command>`; `cargo xtask --help` lists the commands.
 
 mod bench;
+mod bpftool;
 mod checks;
 mod cmd;
 mod cpio;
@@ -143,6 +144,10 @@ struct TestArgs {
     /// Lab kernels (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     kernel: Vec<KernelId>,
+    /// Only these lab scenarios, comma separated (default: all of each
+    /// kernel's); a kernel skips those it does not run.
+    #[arg(long, value_delimiter = ',', value_parser = lab::parse_scenario)]
+    scenario: Vec<String>,
     /// Where lab results go.
     #[arg(long, default_value = "target/lab")]
     out: PathBuf,
@@ -180,6 +185,9 @@ enum BenchCommand {
     /// decode-only reader: wall time and peak RSS; asserts ≤ 2× the
     /// reader's time and ≤ 1 GiB each.
     Offline(OfflineArgs),
+    /// refwatch record while a workload loops for minutes in one lab boot;
+    /// asserts that refwatch's resident set stays flat. Not part of CI.
+    Soak(SoakArgs),
 }
 
 #[derive(Args)]
@@ -196,6 +204,26 @@ struct OfflineArgs {
     /// Where the recording (kept for later runs) and offline.txt go.
     #[arg(long, default_value = "target/bench/offline")]
     out: PathBuf,
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// Kernel to boot.
+    #[arg(long, value_enum, default_value = "debian-6.12")]
+    kernel: KernelId,
+    /// Minutes of guest time the workload loops.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
+    minutes: u32,
+    /// qemu accelerator.
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    accel: Accel,
+    /// Results folder (replaced if it holds an earlier lab run); the
+    /// summary goes to DIR/soak.json.
+    #[arg(long, default_value = "target/bench/soak")]
+    out: PathBuf,
+    /// Use this static refwatch binary instead of building it.
+    #[arg(long)]
+    refwatch_bin: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -259,6 +287,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 } else {
                     args.kernel
                 },
+                scenarios: args.scenario,
                 out: test::workspace_root().join(&args.out),
             };
             return test::run(&opts);
@@ -310,11 +339,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 out: test::workspace_root().join(&args.out),
             });
         }
+        Command::Bench(BenchArgs {
+            which: BenchCommand::Soak(args),
+        }) => {
+            return bench::soak::soak(&bench::soak::SoakOptions {
+                kernel: args.kernel,
+                minutes: args.minutes,
+                accel: args.accel,
+                out: test::workspace_root().join(&args.out),
+                refwatch_bin: args.refwatch_bin,
+            });
+        }
         Command::Bench(args) => {
             let name = match args.which {
                 BenchCommand::Pipeline => "pipeline",
                 BenchCommand::Render => "render",
-                BenchCommand::Overhead(_) | BenchCommand::Offline(_) => {
+                BenchCommand::Overhead(_) | BenchCommand::Offline(_) | BenchCommand::Soak(_) => {
                     unreachable!("handled above")
                 }
             };

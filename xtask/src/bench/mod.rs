@@ -15,6 +15,7 @@
 //! not move with the host's load.
 
 pub mod offline;
+pub mod soak;
 
 use std::{
     fs,
@@ -48,6 +49,9 @@ pub const TARGETS: &[(&str, Option<f64>)] = &[
 
 /// Seconds of the unmeasured warm-up run per target.
 const WARMUP_SECS: u64 = 1;
+
+/// The helpers of the guest script ([`guest_script`]).
+const OVERHEAD_SH: &str = include_str!("../../guest/overhead.sh");
 
 /// Where refwatch records in the guest (RAM; deleted after each run).
 const GUEST_RECORDING: &str = "/tmp/refwatch-bench.rec";
@@ -279,71 +283,31 @@ pub fn summarize(rounds: &[Round]) -> Vec<TargetSummary> {
 }
 
 /// The guest script: a warm-up run per target, then the rounds.
-fn guest_script(rounds: u32, secs: u64, targets: &[&str], refwatch_args: &[String]) -> String {
+fn guest_script(
+    rounds: u32,
+    secs: u64,
+    targets: &[&str],
+    refwatch_args: &[String],
+) -> Result<String> {
     let extra: String = refwatch_args
         .iter()
         .map(|a| format!(" '{}'", a.replace('\'', "'\\''")))
         .collect();
-    let mut s = format!(
-        r#"B=/out/bench
-mkdir -p $B
-# bench_put NAME TARGET SECS
-bench_put() {{
-    workload bench-put --target $2 --secs $3 --dir /mnt/dax --out $B/$1.json > $B/$1.out 2>&1
-    rc=$?
-    echo $rc > $B/$1.rc
-    [ $rc = 0 ] || fail "workload bench-put $1 failed (exit $rc): $(grep -v '^workload note' $B/$1.out | tail -n 1)"
-    say "bench $1: $(grep '^bench-put:' $B/$1.out | tail -n 1 | sed 's/.*: //') (uptime $(up) s)"
-}}
-# rw_start NAME: refwatch record in the background, until its ready file exists
-rw_start() {{
-    RWN=$1
-    rm -f {rec} {ready}
-    refwatch record -o {rec} --ready-file {ready} --log-file $B/$RWN.log --summary-secs 0{extra} > $B/$RWN.out 2>&1 &
-    RW=$!
-    n=0
-    while [ ! -e {ready} ]; do
-        if ! kill -0 $RW 2>/dev/null; then
-            wait $RW
-            fail "refwatch record for $RWN exited before ready (exit $?): $(tail -n 1 $B/$RWN.out)"
-        fi
-        n=$((n + 1))
-        [ $n -gt {ready_ticks} ] && fail "refwatch record for $RWN not ready after {ready_secs} s"
-        usleep 100000
-    done
-}}
-# rw_stop: SIGINT, wait (SIGKILL after {stop_secs} s), keep the recording's last line
-rw_stop() {{
-    kill -INT $RW 2>/dev/null
-    note=""
-    n=0
-    while kill -0 $RW 2>/dev/null; do
-        n=$((n + 1))
-        if [ $n -gt {stop_ticks} ]; then
-            kill -KILL $RW 2>/dev/null
-            note="SIGKILL after {stop_secs} s"
-            break
-        fi
-        usleep 100000
-    done
-    wait $RW
-    rc=$?
-    echo $rc > $B/$RWN.rc
-    [ -n "$note" ] && echo "note: $note" >> $B/$RWN.rc
-    tail -n 1 {rec} > $B/$RWN.end 2>/dev/null
-    wc -c < {rec} > $B/$RWN.size 2>/dev/null
-    rm -f {rec} {ready}
-    say "bench $RWN: refwatch rc $rc${{note:+ ($note)}}, $(cut -c1-100 $B/$RWN.end) (uptime $(up) s)"
-}}
-say "bench: warm-up (uptime $(up) s)"
-"#,
-        rec = GUEST_RECORDING,
-        ready = GUEST_READY,
-        ready_ticks = u64::from(lab::DEFAULT_READY_SECS) * 10,
-        ready_secs = lab::DEFAULT_READY_SECS,
-        stop_ticks = 300,
-        stop_secs = 30,
-    );
+    let mut s = lab::template::fill(
+        OVERHEAD_SH,
+        &[
+            ("REC", GUEST_RECORDING.to_owned()),
+            ("READY", GUEST_READY.to_owned()),
+            ("EXTRA", extra),
+            (
+                "READY_TICKS",
+                (u64::from(lab::DEFAULT_READY_SECS) * 10).to_string(),
+            ),
+            ("READY_SECS", lab::DEFAULT_READY_SECS.to_string()),
+            ("STOP_TICKS", "300".to_owned()),
+            ("STOP_SECS", "30".to_owned()),
+        ],
+    )?;
     for &target in targets {
         s.push_str(&format!(
             "bench_put warmup-{target} {target} {WARMUP_SECS}\n"
@@ -371,7 +335,7 @@ say "bench: warm-up (uptime $(up) s)"
         }
     }
     s.push_str("say \"bench: all rounds done\"\n");
-    s
+    Ok(s)
 }
 
 fn read_put(dir: &Path, name: &str) -> Result<PutRun> {
@@ -629,7 +593,7 @@ pub fn overhead(opts: &OverheadOptions) -> Result<ExitCode> {
         opts.secs,
         &opts.targets,
         &opts.refwatch_args,
-    ));
+    )?);
     run.timeout_secs = lab::DEFAULT_TIMEOUT_SECS
         .max(300 + 2 * estimate_secs(opts.rounds, opts.secs, opts.targets.len()));
     let before = loadavg();
@@ -765,9 +729,9 @@ mod tests {
     }
 
     #[test]
-    fn script_alternates_the_order_and_brackets_each_attached_run() {
+    fn script_alternates_the_order_and_brackets_each_attached_run() -> Result<()> {
         let all: Vec<&str> = TARGETS.iter().map(|(t, _)| *t).collect();
-        let s = guest_script(2, 3, &all, &[]);
+        let s = guest_script(2, 3, &all, &[])?;
         let targets = TARGETS.len();
         assert_eq!(s.matches("\nbench_put ").count(), targets + 2 * targets * 2);
         assert!(s.contains("\nbench_put warmup-dax dax 1\n"));
@@ -778,6 +742,7 @@ mod tests {
         assert!(s.contains("rw_start dax-r2-refwatch\nbench_put dax-r2-with dax 3\nrw_stop\n"));
         assert!(s.contains("refwatch record -o /tmp/refwatch-bench.rec "));
         assert!(s.contains("--summary-secs 0"));
+        Ok(())
     }
 
     #[test]
@@ -792,7 +757,7 @@ mod tests {
             2,
             &targets,
             &["--no-stacks".to_owned(), "it's".to_owned()],
-        );
+        )?;
         assert!(!s.contains("anon"));
         assert!(s.contains("bench_put dax-r1-with dax 2\n"));
         assert!(

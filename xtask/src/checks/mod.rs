@@ -12,7 +12,8 @@
 //! - [`hmm`]: the device-private scenarios' events, migrations and frees;
 //! - [`report`]: refwatch's own report (`report.json`, `--fail-on-stuck`);
 //! - [`groundtruth`]: the comparison with the page_ref tracepoints;
-//! - [`selftests`]: the kernel's HMM selftests under refwatch (`hmm-selftests`).
+//! - [`selftests`]: the kernel's HMM selftests under refwatch (`hmm-selftests`);
+//! - [`signals`]: how refwatch ended (every scenario) and the signal scenarios.
 
 pub mod fsdax;
 pub mod groundtruth;
@@ -20,6 +21,7 @@ pub mod hmm;
 pub mod probes;
 pub mod report;
 pub mod selftests;
+pub mod signals;
 
 use std::{collections::BTreeMap, fs, path::Path};
 

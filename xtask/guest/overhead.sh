@@ -1,0 +1,54 @@
+# cargo xtask bench overhead (run by the lab's /init after the fs-dax
+# mount): the helpers the rounds use; xtask/src/bench/mod.rs appends the
+# warm-up and the rounds (bench_put, rw_start, rw_stop lines).
+B=/out/bench
+mkdir -p $B
+# bench_put NAME TARGET SECS
+bench_put() {
+    workload bench-put --target $2 --secs $3 --dir /mnt/dax --out $B/$1.json > $B/$1.out 2>&1
+    rc=$?
+    echo $rc > $B/$1.rc
+    [ $rc = 0 ] || fail "workload bench-put $1 failed (exit $rc): $(grep -v '^workload note' $B/$1.out | tail -n 1)"
+    say "bench $1: $(grep '^bench-put:' $B/$1.out | tail -n 1 | sed 's/.*: //') (uptime $(up) s)"
+}
+# rw_start NAME: refwatch record in the background, until its ready file exists
+rw_start() {
+    RWN=$1
+    rm -f @REC@ @READY@
+    refwatch record -o @REC@ --ready-file @READY@ --log-file $B/$RWN.log --summary-secs 0@EXTRA@ > $B/$RWN.out 2>&1 &
+    RW=$!
+    n=0
+    while [ ! -e @READY@ ]; do
+        if ! kill -0 $RW 2>/dev/null; then
+            wait $RW
+            fail "refwatch record for $RWN exited before ready (exit $?): $(tail -n 1 $B/$RWN.out)"
+        fi
+        n=$((n + 1))
+        [ $n -gt @READY_TICKS@ ] && fail "refwatch record for $RWN not ready after @READY_SECS@ s"
+        usleep 100000
+    done
+}
+# rw_stop: SIGINT, wait (SIGKILL after @STOP_SECS@ s), keep the recording's last line
+rw_stop() {
+    kill -INT $RW 2>/dev/null
+    note=""
+    n=0
+    while kill -0 $RW 2>/dev/null; do
+        n=$((n + 1))
+        if [ $n -gt @STOP_TICKS@ ]; then
+            kill -KILL $RW 2>/dev/null
+            note="SIGKILL after @STOP_SECS@ s"
+            break
+        fi
+        usleep 100000
+    done
+    wait $RW
+    rc=$?
+    echo $rc > $B/$RWN.rc
+    [ -n "$note" ] && echo "note: $note" >> $B/$RWN.rc
+    tail -n 1 @REC@ > $B/$RWN.end 2>/dev/null
+    wc -c < @REC@ > $B/$RWN.size 2>/dev/null
+    rm -f @REC@ @READY@
+    say "bench $RWN: refwatch rc $rc${note:+ ($note)}, $(cut -c1-100 $B/$RWN.end) (uptime $(up) s)"
+}
+say "bench: warm-up (uptime $(up) s)"

@@ -1,0 +1,311 @@
+//! The scenarios: their names, the variants (`+functions`, `+kprobe`, …),
+//! which kernel runs which, and the flags refwatch gets for each.
+
+use crate::kernels::KernelId;
+
+/// The fs-dax scenarios, which every lab kernel runs, in a sensible order.
+pub const SCENARIOS: &[&str] = &[
+    "dax-splice",
+    "dax-hold",
+    "dax-direct-io",
+    "dax-truncate-pinned",
+    "dax-pin-long",
+];
+
+/// The device-private scenarios: only for kernels with the HMM test driver
+/// (`/dev/hmm_dmirror0`), see [`scenarios_for`].
+pub const HMM_SCENARIOS: &[&str] = &[
+    "hmm-migrate",
+    "hmm-release",
+    "hmm-resident",
+    "hmm-blocked",
+    "hmm-leak",
+];
+
+/// The kernel's own HMM selftests (`tools/testing/selftests/mm/hmm-tests`,
+/// built from the kernel's source by [`crate::selftests`]) under refwatch
+/// with its defaults, instead of a workload: only for kernels with the HMM
+/// test driver built from source, see [`scenarios_for`]. No variants.
+pub const SELFTESTS: &str = "hmm-selftests";
+
+/// Tests of the HMM selftests the lab leaves out (the harness's `-T`).
+/// `benchmark_thp_migration` is a benchmark, not a check: it migrates
+/// buffers of up to 256 MiB five times each way, with and without THP, under
+/// the harness's limit of 120 s. Under TCG it took 28 s without refwatch;
+/// with refwatch recording (every page_ref event of every page goes through
+/// its programs: about 14 million in that test, against 1.7 million in all
+/// the others) the harness killed it at 120 s, in the 256 MiB step, on a
+/// busy host (and the OOM killer did, once, in the 2 GiB guest). The other
+/// tests migrate the same way at smaller sizes.
+pub const SELFTEST_EXCLUDED: &[&str] = &["benchmark_thp_migration"];
+
+/// Seconds the guest gives the HMM selftests before killing them. Without
+/// [`SELFTEST_EXCLUDED`] the suite took 25 s under refwatch on a quiet host
+/// (TCG); a loaded host slows it several times. The harness itself ends a
+/// test after 30 s.
+pub const SELFTEST_SECS: u32 = 300;
+
+/// Suffix of a scenario run with refwatch in function mode (`--no-precise`),
+/// e.g. `hmm-migrate+functions`: the same workload, compared against the
+/// same ground truth, so both modes are measured.
+pub const FUNCTIONS: &str = "+functions";
+
+/// The device-private scenarios again, in function mode.
+pub const HMM_FUNCTIONS: &[&str] = &[
+    "hmm-migrate+functions",
+    "hmm-release+functions",
+    "hmm-resident+functions",
+    "hmm-blocked+functions",
+    "hmm-leak+functions",
+];
+
+/// Suffix of a scenario run with refwatch forced onto kprobes
+/// (`--mode kprobe`), e.g. `dax-hold+kprobe`: the fallback for kernels whose
+/// BPF trampolines do not work, exercised end to end.
+pub const KPROBE: &str = "+kprobe";
+
+/// The fs-dax scenarios again through kprobes (kernels without precise mode).
+pub const DAX_KPROBE: &[&str] = &["dax-hold+kprobe", "dax-direct-io+kprobe"];
+
+/// Suffix of a scenario run on XFS (`-o dax=always`) instead of ext4, e.g.
+/// `dax-truncate-pinned+xfs`: XFS breaks layouts through its own paths
+/// (`xfs_break_dax_layouts`, `xfs_wait_dax_page`).
+pub const XFS: &str = "+xfs";
+
+/// The fs-dax scenarios again on XFS (the Debian kernels, where XFS is a
+/// module; the HMM test kernel is built without it).
+pub const DAX_XFS: &[&str] = &["dax-truncate-pinned+xfs"];
+
+/// Suffix of a scenario run with the smallest ring buffer refwatch accepts
+/// (`--ring-size 4096`: three events) on [`TINY_RING_PAGES`] pages, e.g.
+/// `dax-splice+tiny-ring`: most events are lost, and the run shows that
+/// loss is reported and gives no false verdict.
+pub const TINY_RING: &str = "+tiny-ring";
+
+/// Pages a `+tiny-ring` scenario works on.
+pub const TINY_RING_PAGES: u32 = 1000;
+
+/// Suffix of a scenario whose refwatch starts only once the workload holds
+/// its references (after `hold_start`), e.g. `dax-hold+late`: refwatch's
+/// snapshot at attach must find the held pages, as a user who attaches
+/// after the hang expects.
+pub const LATE: &str = "+late";
+
+/// The hold of a `+late` scenario: long enough for refwatch to get ready
+/// (7 to 20 s under TCG, more on a busy host), flag the pages and be copied during the hold.
+pub const LATE_HOLD_SECS: u32 = 30;
+
+/// The signals the `+sig…` variants send `refwatch record` while the
+/// workload holds its references, e.g. `dax-hold+sigterm`: INT, TERM and
+/// HUP must end it within [`SIGNAL_EXIT_SECS`] with the recording complete;
+/// KILL must leave a recording that reads and none of its BPF objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Int,
+    Term,
+    Hup,
+    Kill,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 4] = [Signal::Int, Signal::Term, Signal::Hup, Signal::Kill];
+
+    /// The name `kill -NAME` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Int => "INT",
+            Signal::Term => "TERM",
+            Signal::Hup => "HUP",
+            Signal::Kill => "KILL",
+        }
+    }
+
+    /// The scenario suffix, `+sigint` etc.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Signal::Int => "+sigint",
+            Signal::Term => "+sigterm",
+            Signal::Hup => "+sighup",
+            Signal::Kill => "+sigkill",
+        }
+    }
+}
+
+/// Seconds of guest time `refwatch record` may take from INT, TERM or HUP
+/// to its exit.
+pub const SIGNAL_EXIT_SECS: f64 = 5.0;
+
+/// The signal scenarios, which debian-6.12 and the HMM test kernel run:
+/// `dax-hold`'s hold is when a user gives up on a hung recording.
+pub const SIGNAL_SCENARIOS: &[&str] = &[
+    "dax-hold+sigint",
+    "dax-hold+sigterm",
+    "dax-hold+sighup",
+    "dax-hold+sigkill",
+];
+
+/// How refwatch runs for a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// Defaults: precise mode where the kernel has it, fentry where it works.
+    Default,
+    /// `--no-precise`.
+    Functions,
+    /// `--mode kprobe`.
+    Kprobe,
+    /// Defaults, with the workload's files on XFS.
+    Xfs,
+    /// `--ring-size 4096`, on [`TINY_RING_PAGES`] pages.
+    TinyRing,
+    /// Defaults, started once the workload holds ([`LATE`]).
+    Late,
+    /// Defaults, stopped by this signal during the hold ([`Signal`]).
+    Signal(Signal),
+}
+
+impl Variant {
+    /// refwatch's extra flags.
+    pub fn flags(self) -> &'static str {
+        match self {
+            Variant::Default | Variant::Xfs | Variant::Late | Variant::Signal(_) => "",
+            Variant::Functions => "--no-precise",
+            Variant::Kprobe => "--mode kprobe",
+            Variant::TinyRing => "--ring-size 4096",
+        }
+    }
+
+    /// Pages the workload works on, when not the run's.
+    pub fn pages(self) -> Option<u32> {
+        (self == Variant::TinyRing).then_some(TINY_RING_PAGES)
+    }
+}
+
+/// The workload scenario of a run name and how refwatch runs.
+pub fn split_variant(run: &str) -> (&str, Variant) {
+    if let Some(base) = run.strip_suffix(FUNCTIONS) {
+        (base, Variant::Functions)
+    } else if let Some(base) = run.strip_suffix(KPROBE) {
+        (base, Variant::Kprobe)
+    } else if let Some(base) = run.strip_suffix(XFS) {
+        (base, Variant::Xfs)
+    } else if let Some(base) = run.strip_suffix(TINY_RING) {
+        (base, Variant::TinyRing)
+    } else if let Some(base) = run.strip_suffix(LATE) {
+        (base, Variant::Late)
+    } else if let Some((base, sig)) = Signal::ALL
+        .iter()
+        .find_map(|sig| Some((run.strip_suffix(sig.suffix())?, *sig)))
+    {
+        (base, Variant::Signal(sig))
+    } else {
+        (run, Variant::Default)
+    }
+}
+
+/// The scenarios `kernel` runs, in run order: the fs-dax ones, then the
+/// device-private ones (precise mode, then function mode) and the kernel's
+/// HMM selftests where the kernel has the HMM test driver, else two fs-dax
+/// ones again through kprobes.
+pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
+    let mut all = SCENARIOS.to_vec();
+    all.push("dax-splice+tiny-ring");
+    all.push("dax-hold+late");
+    if kernel == KernelId::Debian6_12 || kernel.has_test_hmm() {
+        all.extend_from_slice(SIGNAL_SCENARIOS);
+    }
+    if kernel.has_test_hmm() {
+        all.extend_from_slice(HMM_SCENARIOS);
+        all.extend_from_slice(HMM_FUNCTIONS);
+        all.push(SELFTESTS);
+    } else {
+        all.extend_from_slice(DAX_KPROBE);
+        all.extend_from_slice(DAX_XFS);
+    }
+    all
+}
+
+/// The command line that starts refwatch in the guest for one scenario,
+/// `scenario_dir` being that scenario's result folder.
+pub fn refwatch_cmd(scenario_dir: &str, extra_flags: &str) -> String {
+    let d = scenario_dir;
+    format!(
+        "refwatch record -o {d}/recording --jsonl {d}/events.jsonl --ready-file {d}/ready \
+         --log-file {d}/refwatch.log --held-secs {t} --pinned-secs {t} --unmapped-secs {t} \
+         --summary-secs 0 {extra_flags} > {d}/refwatch.out 2>&1",
+        t = DETECTOR_SECS
+    )
+}
+
+/// refwatch's flags a workload needs beyond the defaults, whatever the
+/// variant. The lab runs refwatch with its defaults wherever it can, so that
+/// the default paths are the ones checked: `--ram-holders` switches off the
+/// in-kernel ZONE_DEVICE filter of the GUP grabs (every page's grab is then
+/// looked at and remembered) and, in precise mode, keeps the grab hooks
+/// attached beside the page_ref tracepoints. Only `hmm-blocked` needs it: it
+/// asserts that refwatch names the vmsplice holder of the system-RAM page
+/// the migration to the device left behind (a `late` get, and the holder of
+/// the `migration-blocked` episode).
+pub fn extra_flags(workload: &str) -> &'static str {
+    match workload {
+        "hmm-blocked" => "--ram-holders",
+        _ => "",
+    }
+}
+
+/// All of refwatch's extra flags for a run name (`dax-hold+kprobe`, …): the
+/// variant's, then the workload's.
+pub fn run_flags(run: &str) -> String {
+    let (workload, variant) = split_variant(run);
+    [variant.flags(), extra_flags(workload)]
+        .into_iter()
+        .filter(|f| !f.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Detector threshold refwatch runs with in the lab: well under the hold.
+pub const DETECTOR_SECS: u32 = 1;
+
+/// clap value parser for scenario names.
+pub fn parse_scenario(name: &str) -> Result<String, String> {
+    let base = split_variant(name).0;
+    if name == SELFTESTS || SCENARIOS.contains(&base) || HMM_SCENARIOS.contains(&base) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
+            SCENARIOS.join(", "),
+            HMM_SCENARIOS.join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refwatch_records_into_the_scenario_folder() {
+        let c = refwatch_cmd("/out/dax-hold", "");
+        assert!(
+            c.starts_with("refwatch record -o /out/dax-hold/recording "),
+            "{c}"
+        );
+        for part in [
+            "--jsonl /out/dax-hold/events.jsonl",
+            "--ready-file /out/dax-hold/ready",
+            "--held-secs 1",
+            "> /out/dax-hold/refwatch.out 2>&1",
+        ] {
+            assert!(c.contains(part), "{part} missing from {c}");
+        }
+    }
+
+    #[test]
+    fn scenario_names_are_checked() {
+        for s in SCENARIOS {
+            assert!(parse_scenario(s).is_ok());
+        }
+        assert!(parse_scenario("dax-nope").is_err());
+    }
+}
