@@ -24,6 +24,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "xfsprogs",
     "xz-utils",
     "zstd",
+    // The libraries Debian's bpftool links, copied into the guest of a
+    // `+sigkill` scenario from the host.
+    "libelf1",
+    "libcap2",
+    "zlib1g",
 ];
 
 /// Debian packages that build the kernel's HMM selftest (`hmm-tests`, static)
