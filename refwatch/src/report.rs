@@ -94,7 +94,17 @@ pub struct Report {
     /// Closed episodes left out to stay within the episode cap (the oldest).
     #[serde(default)]
     pub episodes_dropped: u64,
+    /// Events of pages the report could not follow: [`REPORT_MAX_PFNS`]
+    /// pages were tracked, each referenced or stuck, when they came. Those
+    /// pages' state is unknown.
+    #[serde(default)]
+    pub events_not_followed: u64,
 }
+
+/// Pages a report tracks at once (as many as `attach` by default); idle
+/// pages make room for new ones, so only a recording with more pages
+/// referenced at one time than this loses any.
+pub const REPORT_MAX_PFNS: usize = crate::state::DEFAULT_MAX_PFNS;
 
 /// `report --fail-on-stuck`: a page with a known state is stuck at the end.
 pub const EXIT_STUCK: u8 = 3;
@@ -104,11 +114,11 @@ pub const EXIT_UNKNOWN: u8 = 4;
 
 impl Report {
     /// The exit code of `report --fail-on-stuck`: [`EXIT_STUCK`], else
-    /// [`EXIT_UNKNOWN`], else 0.
+    /// [`EXIT_UNKNOWN`] (lost events, or pages not followed), else 0.
     pub fn fail_on_stuck_code(&self) -> u8 {
         if !self.stuck_at_end.is_empty() {
             EXIT_STUCK
-        } else if !self.unknown_at_end.is_empty() {
+        } else if !self.unknown_at_end.is_empty() || self.events_not_followed > 0 {
             EXIT_UNKNOWN
         } else {
             0
@@ -142,8 +152,13 @@ pub struct Builder {
 impl Builder {
     /// `thresholds` overrides the recorded ones.
     pub fn new(header: &Header, thresholds: Option<Thresholds>) -> Self {
+        Self::with_max_pfns(header, thresholds, REPORT_MAX_PFNS)
+    }
+
+    /// [`Builder::new`] tracking at most `max_pfns` pages at once.
+    pub fn with_max_pfns(header: &Header, thresholds: Option<Thresholds>, max_pfns: usize) -> Self {
         let th = thresholds.unwrap_or(header.thresholds);
-        let mut t = Tracker::new(header.rules.clone(), th, 64, usize::MAX);
+        let mut t = Tracker::new(header.rules.clone(), th, 64, max_pfns);
         // Losses are known up to each tick: the detectors judge no further.
         t.set_loss_horizon(header.started_ns);
         Self {
@@ -274,6 +289,7 @@ impl Builder {
             holders_named,
             dropped,
             episodes_dropped: t.episodes_dropped(),
+            events_not_followed: t.over_cap(),
             unknown_at_end: t.unknown_pages().iter().map(|(pfn, _)| *pfn).collect(),
             gaps: t
                 .gapped_pages()
@@ -369,6 +385,12 @@ pub fn text(r: &Report) -> String {
             " (recording cut short)"
         }
     );
+    if r.events_not_followed > 0 {
+        out.push_str(&format!(
+            "{} events of pages not followed: {REPORT_MAX_PFNS} pages were tracked, each referenced, when they came (those pages' state is unknown)\n",
+            r.events_not_followed
+        ));
+    }
     if r.episodes.is_empty() {
         out.push_str("no stuck pages\n");
     }

@@ -204,6 +204,57 @@ fn gap_lines_reach_the_report_and_its_exit_code() {
     assert_eq!(r.fail_on_stuck_code(), crate::report::EXIT_STUCK);
 }
 
+/// Synthetic: three pages taken and never released, in a report that may
+/// track two: the third is not followed, the report says so, and
+/// `--fail-on-stuck` cannot say 0.
+#[test]
+fn pages_a_report_cannot_follow_make_its_state_unknown() {
+    let mut h = header();
+    h.thresholds = Thresholds {
+        held_ns: 1_000_000_000,
+        pinned_ns: 1_000_000_000,
+        unmapped_ns: 1_000_000_000,
+    };
+    let end = Line::End {
+        now_ns: 10_000_000_000,
+        events: 3,
+        dropped: 0,
+    };
+    let mut b = crate::report::Builder::with_max_pfns(&h, None, 2);
+    for (i, pfn) in [0x1000u64, 0x1001, 0x1002].into_iter().enumerate() {
+        let mut e = event(1_000 + i as u64);
+        e.pfn = pfn;
+        b.line(i + 2, &Line::Event(e)).expect("event");
+    }
+    b.line(5, &end).expect("end");
+    let r = b.finish(true, 10_000_000_000, 0, false);
+    assert_eq!(r.events_not_followed, 1);
+    assert_eq!(r.stuck_at_end, vec![0x1000, 0x1001]);
+    assert_eq!(r.fail_on_stuck_code(), crate::report::EXIT_STUCK);
+    assert!(
+        crate::report::text(&r).contains("1 events of pages not followed"),
+        "{}",
+        crate::report::text(&r)
+    );
+    // A released page makes room: the next one is followed.
+    let mut b = crate::report::Builder::with_max_pfns(&h, None, 1);
+    let mut e = event(1_000);
+    e.pfn = 0x1000;
+    b.line(2, &Line::Event(e.clone())).expect("event");
+    e.event = "put".into();
+    e.refcount_before = Some(1);
+    e.refcount_after = Some(0);
+    e.ts_ns = 2_000;
+    b.line(3, &Line::Event(e)).expect("event");
+    let mut other = event(3_000);
+    other.pfn = 0x2000;
+    b.line(4, &Line::Event(other)).expect("event");
+    b.line(5, &end).expect("end");
+    let r = b.finish(true, 10_000_000_000, 0, false);
+    assert_eq!(r.events_not_followed, 0);
+    assert_eq!(r.stuck_at_end, vec![0x2000]);
+}
+
 /// Synthetic: events of a recording going back in time beyond the reorder
 /// window are refused with their line; within it they are taken.
 #[test]
