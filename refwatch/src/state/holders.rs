@@ -28,7 +28,7 @@ pub struct Holder {
 impl Holder {
     pub(super) fn from_event(ev: &PageEvent) -> Self {
         let refs = match (ev.refcount_before, ev.refcount_after) {
-            (Some(b), Some(a)) if a > b => a - b,
+            (Some(b), Some(a)) if a > b => a.saturating_sub(b),
             (None, Some(a)) if ev.kind == Kind::Set => a,
             _ => 1,
         };
