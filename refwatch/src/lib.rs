@@ -14,6 +14,7 @@ pub mod collector;
 pub mod event;
 pub mod export;
 pub mod fasthash;
+pub mod fuzzing;
 pub mod jsonl;
 pub mod kallsyms;
 pub mod layout;
