@@ -1,6 +1,8 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::event::{Comm, Direction, Migration, PageEvent, Stack, Stage};
+use refwatch_common::pgmap;
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
@@ -128,35 +130,9 @@ fn ring_target_takes_short_and_empty_inputs() {
 /// path opens the pinned episode, and a loss on the page ends it.
 #[test]
 fn ring_ticks_and_losses_reach_the_detectors() {
-    use crate::event::{Comm, PageEvent, Stack};
-    let ev = PageEvent {
-        ts_ns: 1_000_000_000,
-        pfn: 0x4000,
-        page: 0,
-        pid: 7,
-        tgid: 7,
-        cpu: 0,
-        comm: Comm::from("pinner"),
-        kind: Kind::Pin,
-        hook: 0,
-        refcount_before: Some(1),
-        refcount_after: Some(1025),
-        mapcount: Some(-1),
-        pgmap_type: refwatch_common::pgmap::FSDAX,
-        nr_pages: 1,
-        ret: None,
-        aux: 0,
-        aux2: 0,
-        owner: 0,
-        late: false,
-        forking: false,
-        role: Role::Other,
-        stack: Stack::default(),
-    };
+    let pin = synthetic(Kind::Pin, 0x4000, (1, 1025), -1, pgmap::FSDAX);
     // 1-based fs-dax, thresholds of one second.
-    let mut input = vec![63, 255, 255, 1 | 4 << 2];
-    input.push(Op::Event as u8);
-    input.extend(to_bytes(&to_raw(&ev)));
+    let mut input = ring_input([63, 255, 255, 1 | 4 << 2], &[pin]);
     let tick = |ts_ns: u64, pfn: u64| {
         let mut raw = Event::zeroed();
         raw.ts_ns = ts_ns;
@@ -231,4 +207,110 @@ fn ring_holder_refs_overflow() {
         page.holders.iter().map(|h| h.refs).collect::<Vec<_>>(),
         [i32::MAX]
     );
+}
+
+/// A SYNTHETIC event for the ring target.
+fn synthetic(kind: Kind, pfn: u64, rc: (i32, i32), mapcount: i32, pgmap_type: u32) -> PageEvent {
+    PageEvent {
+        ts_ns: 1_000_000_000,
+        pfn,
+        page: 0,
+        pid: 7,
+        tgid: 7,
+        cpu: 0,
+        comm: Comm::from("synthetic"),
+        kind,
+        hook: 0,
+        refcount_before: Some(rc.0),
+        refcount_after: Some(rc.1),
+        mapcount: Some(mapcount),
+        pgmap_type,
+        nr_pages: 1,
+        ret: None,
+        aux: 0,
+        aux2: 0,
+        owner: 0,
+        late: false,
+        forking: false,
+        role: Role::Other,
+        stack: Stack::default(),
+    }
+}
+
+/// A ring input: `config`, then each event as an event step.
+fn ring_input(config: [u8; CONFIG], events: &[PageEvent]) -> Vec<u8> {
+    let mut input = config.to_vec();
+    for ev in events {
+        input.push(Op::Event as u8);
+        input.extend(to_bytes(&to_raw(ev)));
+    }
+    input
+}
+
+/// A migration that left a page behind with counts at the ends of `i32`:
+/// the expected count (one per mapping, plus the migration's own) and the
+/// extra references were `i32` sums, which overflowed.
+#[test]
+fn ring_migration_with_extreme_counts() {
+    let (aux, aux2) = Migration {
+        stage: Stage::Finalize,
+        direction: Direction::ToDevice,
+        moved: false,
+        dst_pfn: None,
+        extra_count: None,
+    }
+    .to_aux();
+    let left_behind = |rc: i32, mapcount: i32| {
+        let mut ev = synthetic(Kind::Migrate, 0x1000, (rc, rc), mapcount, pgmap::SYSTEM);
+        (ev.aux, ev.aux2) = (aux, aux2);
+        ring(&ring_input([63, 255, 255, 0], &[ev]))
+    };
+    for (rc, mapcount) in [(1, i32::MAX), (i32::MIN, 0), (i32::MIN, i32::MAX)] {
+        let t = left_behind(rc, mapcount);
+        assert!(t.episodes.is_empty(), "{rc} {mapcount}: {:?}", t.episodes);
+    }
+    // Mapped 1001 times: the migration expected 2 + 1001.
+    let t = left_behind(i32::MAX, 1000);
+    let reasons: Vec<&str> = t.episodes.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 1);
+    assert!(
+        reasons[0].contains("expected 1003 (2 of its own + 1001 mapping(s)): 2147482644 extra"),
+        "{reasons:?}"
+    );
+}
+
+/// A page map whose range runs to the top of the PFN space going away:
+/// its end was `first + pages`, which overflowed.
+#[test]
+fn ring_page_map_at_the_top_of_the_pfn_space() {
+    let held = synthetic(Kind::Get, u64::MAX, (1, 5), -1, pgmap::FSDAX);
+    let mut remove = synthetic(Kind::PgmapRemove, u64::MAX - 1, (0, 0), -1, pgmap::FSDAX);
+    remove.nr_pages = 512;
+    // Thresholds of 5 s: only the page map's going flags the page.
+    let t = ring(&ring_input([63, 255, 255, 20 << 2], &[held, remove]));
+    let orphaned: Vec<(u64, &str)> = t
+        .episodes
+        .iter()
+        .map(|e| (e.pfn, e.detector.name()))
+        .collect();
+    assert_eq!(orphaned, [(u64::MAX, "orphaned")]);
+    assert!(
+        t.episodes[0]
+            .reason
+            .contains("PFNs 0xfffffffffffffffe..0xffffffffffffffff"),
+        "{}",
+        t.episodes[0].reason
+    );
+}
+
+/// A recorded migration to the last PFN: the ring's form of its
+/// destination (PFN + 1, 0 for none) was `dst_pfn + 1`, which overflowed.
+#[test]
+fn recording_migration_to_the_last_pfn() {
+    let input = regression("recording", "migration-to-the-last-pfn.rec");
+    let rec = recording::parse(&input[..], "regression").expect("a recording");
+    let dst = rec.events().find_map(|e| e.migration?.dst_pfn);
+    assert_eq!(dst, Some(u64::MAX));
+    let r = recording(&input).expect("a report");
+    assert_eq!((r.events, r.pages), (1, 1));
 }
