@@ -121,7 +121,7 @@ const QUARTER_NS: u64 = 250_000_000;
 /// What a ring step does (the op byte's low three bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// Decode the record and apply it, as the collector does (1, 5–7).
+    /// Decode the record and apply it, as the collector does (ops 0 and 5–7).
     Event = 0,
     /// A tick at the record's `ts_ns`: losses known up to then, detectors run.
     Tick = 1,
