@@ -249,7 +249,8 @@ impl Migration {
         };
         let extra = u64::from(self.extra_count.unwrap_or(0) & 0xff) << 24;
         (
-            self.dst_pfn.map_or(0, |p| p.saturating_add(1)),
+            // The last PFN has no room on the wire (0 says none): none.
+            self.dst_pfn.and_then(|p| p.checked_add(1)).unwrap_or(0),
             m::pack(stage, dir, result) | extra,
         )
     }

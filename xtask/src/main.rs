@@ -8,6 +8,7 @@ mod checks;
 mod cmd;
 mod cpio;
 mod demo;
+mod fuzz;
 mod groundtruth;
 mod initramfs;
 mod kbuild;
@@ -54,6 +55,9 @@ enum Command {
     /// Benchmarks: criterion benches of the refwatch crate (pipeline, render)
     /// and refwatch's overhead on a real kernel in the lab VM (overhead).
     Bench(BenchArgs),
+    /// Fuzz the recording reader and the ring-record decoder, each through
+    /// the tracker (cargo-fuzz on nightly); non-zero exit on any crash.
+    Fuzz(FuzzArgs),
     /// Compare scenario folders of a lab run with their page_ref ground truth
     /// again (the lab does this itself; writes DIR/groundtruth.json).
     Groundtruth(GroundtruthArgs),
@@ -64,6 +68,20 @@ struct GroundtruthArgs {
     /// Scenario folders holding page_ref.trace, recording and workload.json.
     #[arg(required = true)]
     dirs: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct FuzzArgs {
+    /// Seconds each target runs.
+    #[arg(long, default_value_t = fuzz::DEFAULT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    secs: u64,
+    /// Only these targets (recording, ring; comma-separated; default: all).
+    #[arg(long = "target", value_delimiter = ',')]
+    targets: Vec<String>,
+    /// Run the target on this one input (a crash artifact) instead, and
+    /// show what it does.
+    #[arg(long, requires = "targets")]
+    input: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -292,6 +310,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             return test::run(&opts);
         }
+        Command::Fuzz(args) => return fuzz_command(&args),
         Command::Groundtruth(args) => {
             for dir in &args.dirs {
                 let mode = lab::recorded_mode(dir);
@@ -371,6 +390,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn fuzz_command(args: &FuzzArgs) -> anyhow::Result<ExitCode> {
+    let targets = fuzz::targets(&args.targets)?;
+    let ok = match (&args.input, targets.as_slice()) {
+        (Some(input), [target]) => fuzz::run_input(target, input)?,
+        (Some(_), _) => anyhow::bail!("--input runs one target: name it with --target"),
+        (None, _) => {
+            let problems = fuzz::run(&targets, args.secs)?;
+            for p in &problems {
+                println!("{p}");
+            }
+            problems.is_empty()
+        }
+    };
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn kernels_command(args: &KernelsArgs) -> anyhow::Result<()> {

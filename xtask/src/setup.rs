@@ -269,3 +269,53 @@ fn ensure_bpf_linker(verbose: bool) -> Result<bool> {
         .with_context(|| format!("write {}", stamp.display()))?;
     Ok(true)
 }
+
+/// The cargo-fuzz release `cargo xtask fuzz` installs.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz's install root in the cache (its binary is in `bin/`).
+fn cargo_fuzz_root() -> PathBuf {
+    cache_dir().join("cargo-fuzz")
+}
+
+/// Makes sure the cache holds cargo-fuzz [`CARGO_FUZZ_VERSION`] (built from
+/// crates.io with the stable toolchain the first time, under a minute);
+/// returns PATH with its folder first, then bpf-linker's.
+pub fn ensure_cargo_fuzz() -> Result<OsString> {
+    let root = cargo_fuzz_root();
+    let binary = root.join("bin").join("cargo-fuzz");
+    let want = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+    let have = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if have.as_deref() != Some(want.as_str()) {
+        println!("fuzz: installing {want} into {}", root.display());
+        cmd::streamed(
+            Command::new("cargo")
+                .args([
+                    "install",
+                    "cargo-fuzz",
+                    "--locked",
+                    "--force",
+                    "--version",
+                    CARGO_FUZZ_VERSION,
+                    "--root",
+                ])
+                .arg(&root)
+                // Built in a folder of its own that cargo removes after.
+                .env_remove("CARGO_TARGET_DIR"),
+        )?;
+        if !binary.is_file() {
+            bail!(
+                "cargo install cargo-fuzz finished but {} is missing",
+                binary.display()
+            );
+        }
+    }
+    let mut dirs = vec![root.join("bin")];
+    dirs.extend(std::env::split_paths(&env_path()));
+    std::env::join_paths(dirs).context("PATH with cargo-fuzz")
+}

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: everything. Formatting, clippy (userspace and the
-//! kernel programs for their target), unit tests, then the lab matrix: each
-//! kernel booted once for all scenarios, with assertions on what refwatch
-//! wrote about real device pages.
+//! kernel programs for their target), unit tests, a short fuzz pass, then
+//! the lab matrix: each kernel booted once for all scenarios, with
+//! assertions on what refwatch wrote about real device pages.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,7 +12,7 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    checks, cmd,
+    checks, cmd, fuzz,
     kernels::KernelId,
     lab::{self, LabRun},
     pointer_scan, setup,
@@ -136,6 +136,14 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
                 "xtask",
             ]),
         );
+        println!("== fuzz (short pass): each target {} s", fuzz::SHORT_SECS);
+        let started = Instant::now();
+        let r = fuzz::run(&fuzz::TARGETS, fuzz::SHORT_SECS);
+        println!(
+            "fuzz (short pass): {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        tally.result("fuzz (short pass)", r);
     }
     if opts.lab {
         for kernel in &opts.kernels {

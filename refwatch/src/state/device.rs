@@ -35,14 +35,15 @@ impl Tracker {
             }
             return;
         }
-        let mappings = ev.mapcount.map_or(0, |m| m.saturating_add(1).max(0));
+        // In i64: the counts are the kernel's, any value.
+        let mappings = ev.mapcount.map_or(0, |m| (i64::from(m) + 1).max(0));
         // When a page is restored the migration still holds one reference
         // of its own (dropped right after), a system page one more for the
         // per-CPU LRU batch it is put back through; each mapping holds one.
-        let own = if ev.pgmap_type == pgmap::SYSTEM { 2 } else { 1 };
-        let expected = mappings.saturating_add(own);
+        let own: i64 = if ev.pgmap_type == pgmap::SYSTEM { 2 } else { 1 };
+        let expected = own + mappings;
         let rc = ev.refcount_after.or(ev.refcount_before);
-        let extra = rc.map(|r| r.saturating_sub(expected));
+        let extra = rc.map(|r| i64::from(r) - expected);
         let dir = m.direction_words();
         let reason = match m.stage {
             Stage::Copy => format!(
@@ -111,7 +112,7 @@ impl Tracker {
         let mut hit: Vec<(u64, i32)> = self
             .pages
             .values()
-            .filter(|p| p.pfn >= first && p.pfn < first.saturating_add(pages) && p.outstanding > 0)
+            .filter(|p| p.pfn >= first && p.pfn - first < pages && p.outstanding > 0)
             .map(|p| (p.pfn, p.outstanding))
             .collect();
         hit.sort_unstable();
