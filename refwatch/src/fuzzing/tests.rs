@@ -314,3 +314,24 @@ fn recording_migration_to_the_last_pfn() {
     let r = recording(&input).expect("a report");
     assert_eq!((r.events, r.pages), (1, 1));
 }
+
+/// Found by the ring target: an episode opened when every kept episode was
+/// open is not kept (the cap is hard) yet its page is flagged; the views
+/// take the page's mark for an unkept episode, not a missing one.
+#[test]
+fn ring_unkept_open_episode() {
+    let t = ring(&regression("ring", "unkept-open-episode"));
+    assert!(t.episodes_unkept() > 0);
+    let unkept: Vec<u64> = t
+        .pages_sorted()
+        .into_iter()
+        .filter(|p| p.open.values().any(|i| *i == crate::state::UNKEPT))
+        .map(|p| p.pfn)
+        .collect();
+    assert!(!unkept.is_empty());
+    let stuck: Vec<u64> = t.stuck().iter().map(|p| p.pfn).collect();
+    assert!(
+        unkept.iter().all(|p| stuck.contains(p)),
+        "{unkept:x?} {stuck:x?}"
+    );
+}
