@@ -214,7 +214,7 @@ fn a_stuck_page_with_no_event_after_a_rotation_is_still_stuck_in_the_new_file() 
     assert!(
         held.holder_note
             .as_deref()
-            .is_some_and(|n| n.contains("carried it over")),
+            .is_some_and(|n| n.contains("was carried over")),
         "{:?}",
         held.holder_note
     );

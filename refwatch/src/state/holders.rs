@@ -120,7 +120,7 @@ pub(super) fn holders_of(page: &Page) -> (Vec<Holder>, Option<String>, Vec<PageE
     });
     if page.holders.is_empty() {
         let before = page.before_refwatch.then(|| {
-            "the reference(s) were taken before what refwatch saw of this page: it read the page's state at attach (or a rotated recording carried it over from its file before), who took them is unknown here"
+            "the reference(s) were taken before refwatch started (it read the page's state at attach), or before this file of a rotated recording began (the state was carried over); who took them is unknown here"
                 .to_string()
         });
         let note = lost.or(before).unwrap_or_else(|| {
