@@ -143,13 +143,17 @@ pub fn attach(args: &AttachArgs) -> Result<ExitCode> {
     run_live(args, None)
 }
 
-/// `refwatch record`.
-pub fn record(args: &RecordArgs) -> Result<ExitCode> {
-    let limit = recording::Limit {
+/// The size at which `record`'s recording and `--jsonl` rotate.
+fn limit(args: &AttachArgs) -> crate::rotate::Limit {
+    crate::rotate::Limit {
         max_bytes: args.max_size,
         keep: args.keep,
-    };
-    run_live(&args.attach, Some((&args.output, limit)))
+    }
+}
+
+/// `refwatch record`.
+pub fn record(args: &RecordArgs) -> Result<ExitCode> {
+    run_live(&args.attach, Some((&args.output, limit(&args.attach))))
 }
 
 fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> Result<ExitCode> {
@@ -239,6 +243,7 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         jsonl: args.jsonl.clone(),
         recording: header,
         rotate: recording.map(|r| r.1),
+        jsonl_rotate: limit(args),
         format: Format {
             raw_pointers: args.raw_pointers,
         },

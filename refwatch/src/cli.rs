@@ -57,15 +57,6 @@ pub struct RecordArgs {
     /// The recording to write.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Rotate the recording when it reaches this size: FILE is ended and
-    /// renamed FILE.1 (FILE.1 becomes FILE.2, …), and a new FILE starts,
-    /// carrying over the state of referenced pages. Bytes, or with K, M, G.
-    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
-    pub max_size: u64,
-    /// Finished files kept beside FILE (FILE.1 … FILE.N); older ones are
-    /// removed. At most (N + 1) × --max-size on disk.
-    #[arg(long, value_name = "N", default_value_t = crate::recording::DEFAULT_LIMIT.keep, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub keep: u32,
     #[command(flatten)]
     pub attach: AttachArgs,
 }
@@ -186,6 +177,16 @@ pub struct AttachArgs {
     /// Write every event as JSON Lines to this file.
     #[arg(long, value_name = "FILE")]
     pub jsonl: Option<PathBuf>,
+    /// Rotate the recording (`record -o`) and the JSON lines (`--jsonl`)
+    /// when one reaches this size: FILE is ended and renamed FILE.1 (FILE.1
+    /// becomes FILE.2, …), and a new FILE starts; a recording carries over
+    /// the state of referenced pages. Bytes, or with K, M, G.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub max_size: u64,
+    /// Finished files kept beside each FILE (FILE.1 … FILE.N); older ones
+    /// are removed. At most (N + 1) × --max-size on disk per output.
+    #[arg(long, value_name = "N", default_value_t = crate::rotate::DEFAULT_LIMIT.keep, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub keep: u32,
     /// Create this file once the probes are attached (for scripts).
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,

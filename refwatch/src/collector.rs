@@ -4,8 +4,7 @@
 
 use std::{
     collections::HashMap,
-    fs::File,
-    io::{BufWriter, Write as _},
+    io::Write as _,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -23,9 +22,9 @@ use crate::{
     jsonl::{DEFAULT_SYMBOL_CACHE, Format, Symbolizer, stack_strings},
     kallsyms::Kallsyms,
     loader::Loaded,
-    output,
     peek::{self, Peeker},
     recording::{self, Line},
+    rotate::Rotating,
     rules::Rules,
     snapshot,
     state::{Thresholds, Tracker},
@@ -37,6 +36,8 @@ pub struct Options {
     pub recording: Option<(PathBuf, recording::Header)>,
     /// Where the recording is rotated (`None`: it grows unbounded).
     pub rotate: Option<recording::Limit>,
+    /// Where the JSON lines are rotated.
+    pub jsonl_rotate: crate::rotate::Limit,
     pub format: Format,
     pub history: usize,
     pub max_pfns: usize,
@@ -73,7 +74,7 @@ pub fn monotonic_ns() -> u64 {
 }
 
 struct Outputs<'a> {
-    jsonl: Option<BufWriter<File>>,
+    jsonl: Option<Rotating>,
     rec: Option<recording::Writer>,
     /// The recording's header, for the files after a rotation.
     rec_header: Option<recording::Header>,
@@ -94,6 +95,12 @@ impl Outputs<'_> {
     /// the next starts with the state of the pages a report of it needs
     /// ([`recording::carry`]).
     fn rotate_if_full(&mut self, tracker: &Tracker, totals: &Totals) -> Result<()> {
+        if let Some(j) = self.jsonl.as_mut()
+            && j.full(0)
+        {
+            j.rotate()?;
+            log::info!("JSON lines rotated ({} so far)", j.rotations());
+        }
         let Some(rec) = self.rec.as_mut() else {
             return Ok(());
         };
@@ -193,11 +200,7 @@ impl<'a> Collector<'a> {
         };
         let out = Outputs {
             jsonl: match &opts.jsonl {
-                Some(p) => Some(BufWriter::new(
-                    output::create_growing(p, None)
-                        .with_context(|| format!("create {}", p.display()))?
-                        .file,
-                )),
+                Some(p) => Some(Rotating::create(p, Some(opts.jsonl_rotate), "JSON lines")?),
                 None => None,
             },
             rec: match (opts.recording.clone(), opts.rotate) {
@@ -483,11 +486,8 @@ impl<'a> Collector<'a> {
             all[counter::RAM_GETS as usize]
         );
         if let Some(mut w) = self.out.jsonl.take() {
-            w.flush().context("flush JSON lines")?;
             // A FIFO or a device has nothing to sync.
-            if w.get_ref().metadata().is_ok_and(|m| m.is_file()) {
-                w.get_ref().sync_all().context("sync JSON lines")?;
-            }
+            w.sync()?;
         }
         if let Some(mut rec) = self.out.rec.take() {
             rec.line(&Line::End {

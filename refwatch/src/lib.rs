@@ -30,6 +30,7 @@ mod pointer_tests;
 pub mod readback;
 pub mod recording;
 pub mod report;
+pub mod rotate;
 pub mod rules;
 pub mod snapshot;
 pub mod state;
