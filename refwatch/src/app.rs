@@ -244,6 +244,7 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         },
         history: args.history as usize,
         max_pfns: args.max_pfns as usize,
+        max_events: usize::try_from(args.max_events).unwrap_or(usize::MAX),
         rules,
         thresholds,
         summary_every: Duration::from_secs(args.summary_secs),
