@@ -275,7 +275,7 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         run.await
     })?;
     println!(
-        "refwatch: {} events, {} pages, {} stuck now, {} episodes ({} old ones forgotten, {} not kept: the cap was full of open ones), {} lost, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted, {} events on pages beyond --max-pfns",
+        "refwatch: {} events, {} pages, {} stuck now, {} episodes ({} old ones forgotten, {} not kept: the cap was full of open ones), {} lost, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted, {} events on pages beyond --max-pfns, {} old events trimmed (--max-events)",
         totals.events,
         tracker.len(),
         tracker.stuck().len(),
@@ -287,7 +287,8 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         tracker.unknown_pages().len(),
         totals.decode_errors,
         tracker.evicted(),
-        tracker.over_cap()
+        tracker.over_cap(),
+        tracker.events_trimmed()
     );
     if !use_tui {
         print!("{}", crate::report::summary_table(&tracker));

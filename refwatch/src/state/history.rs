@@ -7,7 +7,7 @@ use refwatch_common::flags;
 
 /// A page's most recent events, oldest first, bounded, kept compactly: a
 /// history holds up to `--history` events for each of up to `--max-pfns`
-/// pages, and every event is written into one, so its size is most of the
+/// pages (`--max-events` in all), and every event is written into one, so its size is most of the
 /// per-event cost in memory traffic. An entry is 32 bytes where a
 /// [`PageEvent`] is 152: the thread (pid, tgid, CPU, name) is shared
 /// between the entries of one thread, the time is kept as the step from
@@ -166,8 +166,9 @@ const BLOCK_SHIFT: u32 = 3;
 pub(super) const BLOCK: usize = 1 << BLOCK_SHIFT;
 
 /// History entries, oldest first from `head`, in fixed-size blocks: it
-/// grows a block at a time until it holds `--history` entries, then each
-/// new entry takes the place of the oldest. Blocks, not one allocation:
+/// grows a block at a time until it holds its cap of entries (`--history`,
+/// or the page's share of `--max-events`), then each new entry takes the
+/// place of the oldest; trimmed, it moves to fewer blocks. Blocks, not one allocation:
 /// growing never copies entries (a page's history grows from nothing to
 /// `--history` events), a page with a few events takes a block, and blocks
 /// are allocated in the order events come, so the entries of pages busy at
