@@ -249,6 +249,7 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         },
         history: args.history as usize,
         max_pfns: args.max_pfns as usize,
+        max_events: usize::try_from(args.max_events).unwrap_or(usize::MAX),
         rules,
         thresholds,
         summary_every: Duration::from_secs(args.summary_secs),
@@ -279,7 +280,7 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         run.await
     })?;
     println!(
-        "refwatch: {} events, {} pages, {} stuck now, {} episodes ({} old ones forgotten, {} not kept: the cap was full of open ones), {} lost, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted, {} events on pages beyond --max-pfns",
+        "refwatch: {} events, {} pages, {} stuck now, {} episodes ({} old ones forgotten, {} not kept: the cap was full of open ones), {} lost, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted, {} events on pages beyond --max-pfns, {} old events trimmed (--max-events)",
         totals.events,
         tracker.len(),
         tracker.stuck().len(),
@@ -291,7 +292,8 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         tracker.unknown_pages().len(),
         totals.decode_errors,
         tracker.evicted(),
-        tracker.over_cap()
+        tracker.over_cap(),
+        tracker.events_trimmed()
     );
     if !use_tui {
         print!("{}", crate::report::summary_table(&tracker));

@@ -216,6 +216,10 @@ pub struct AttachArgs {
     /// Most PFNs tracked at once; long-idle pages are evicted beyond it.
     #[arg(long, default_value_t = crate::state::DEFAULT_MAX_PFNS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pfns: u64,
+    /// Most events kept in all PFNs' histories together; beyond it the
+    /// oldest go, down to a page's share (at least its last 5).
+    #[arg(long, default_value_t = crate::state::DEFAULT_MAX_EVENTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_events: u64,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
     /// Seconds between summary lines (0: none).

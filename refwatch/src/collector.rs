@@ -41,6 +41,8 @@ pub struct Options {
     pub format: Format,
     pub history: usize,
     pub max_pfns: usize,
+    /// Events kept in all histories together (`--max-events`).
+    pub max_events: usize,
     pub rules: Rules,
     pub thresholds: Thresholds,
     /// Period of the one-line summary on stdout (0: none).
@@ -250,12 +252,16 @@ impl<'a> Collector<'a> {
             unattributed_seen: 0,
             poll,
             out,
-            tracker: Tracker::new(
-                opts.rules.clone(),
-                opts.thresholds,
-                opts.history,
-                opts.max_pfns,
-            ),
+            tracker: {
+                let mut t = Tracker::new(
+                    opts.rules.clone(),
+                    opts.thresholds,
+                    opts.history,
+                    opts.max_pfns,
+                );
+                t.set_max_events(opts.max_events);
+                t
+            },
             totals: Totals::default(),
             peeker,
         };

@@ -2,11 +2,16 @@
 //! ([`refwatch::state::Footprint`]): two million distinct PFNs (synthetic
 //! events, not from a kernel), with stacks, some pages held for good, some
 //! held and released (more episodes than kept), fed through the stack
-//! interner and the tracker, with every byte allocated counted.
+//! interner and the tracker, with every byte allocated counted; and every
+//! tracked page with many events (synthetic too), where the budget on
+//! kept events is what bounds the histories.
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use refwatch::{
@@ -68,6 +73,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// One test at a time: the counters are the whole process's.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 const S: u64 = 1_000_000_000;
 const PFNS: u64 = 2_000_000;
 const MAX_PFNS: usize = 1 << 16;
@@ -115,15 +123,21 @@ fn event(ts_ns: u64, pfn: u64, kind: Kind, before: i32, after: i32, stack: Stack
     }
 }
 
-#[test]
-fn two_million_pfns_stay_within_the_documented_bound() {
-    let frames: Vec<Vec<u64>> = (0..STACKS as u64)
+/// The stacks' frames, synthetic: distinct per stack.
+fn frames() -> Vec<Vec<u64>> {
+    (0..STACKS as u64)
         .map(|s| {
             (0..FRAMES as u64)
                 .map(|f| 0xffff_ffff_8100_0000 + s * 0x1000 + f * 0x10)
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn two_million_pfns_stay_within_the_documented_bound() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let frames = frames();
     let rules = Rules::from_kernel(&Kallsyms::parse(
         "ffffffff81000100 T zone_device_page_init\n",
     ));
@@ -184,10 +198,12 @@ fn two_million_pfns_stay_within_the_documented_bound() {
     assert!(t.episodes.len() <= MAX_EPISODES);
     assert!(t.episodes_unkept() > 0 && t.episodes_dropped() > 0);
     assert!(interner.len() <= STACKS);
+    let events = MAX_PFNS * most_events as usize;
     let fp = Footprint {
         pages: MAX_PFNS,
-        events_per_page: most_events as usize,
-        unusual_per_page: 0,
+        events,
+        unusual: 0,
+        tasks: events,
         holders: 1,
         episodes: MAX_EPISODES,
         stacks: STACKS,
@@ -209,5 +225,71 @@ fn two_million_pfns_stay_within_the_documented_bound() {
     assert!(
         peak as u64 * 4 >= bound,
         "peak {peak} is far below the bound {bound}"
+    );
+}
+
+/// Pages and events of the second test: every page gets [`MANY`] events,
+/// eight times what the budget lets them keep together.
+const BUSY_PAGES: u64 = 32 * 1024;
+const MANY: u64 = 64;
+const BUDGET: usize = 256 * 1024;
+
+#[test]
+fn many_events_on_every_page_stay_within_the_budget() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let frames = frames();
+    let rules = Rules::from_kernel(&Kallsyms::parse(
+        "ffffffff81000100 T zone_device_page_init\n",
+    ));
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+
+    let mut interner = StackInterner::default();
+    let mut t = Tracker::new(rules, Thresholds::default(), DEFAULT_HISTORY, MAX_PFNS);
+    t.set_max_events(BUDGET);
+    // Synthetic: pages come one after another, each taken and dropped
+    // MANY / 2 times from stacks that change every few events.
+    let mut ts = S;
+    for pfn in 0..BUSY_PAGES {
+        for k in 0..MANY / 2 {
+            let stack = interner.intern(&frames[((pfn * 3 + k) % STACKS as u64) as usize]);
+            ts += 1_000;
+            t.apply(&event(ts, pfn, Kind::Get, 0, 1, stack.clone()));
+            t.apply(&event(ts + 1, pfn, Kind::Put, 1, 0, stack));
+        }
+        assert!(t.kept_events() <= t.events_bound());
+    }
+    let peak = PEAK.load(Ordering::Relaxed) - base;
+
+    assert_eq!(t.len() as u64, BUSY_PAGES);
+    assert!(t.events_trimmed() > 0);
+    assert!(t.kept_events() <= BUDGET);
+    assert!(interner.len() <= STACKS);
+    let footprint = |events: usize| Footprint {
+        pages: BUSY_PAGES as usize,
+        events,
+        unusual: 0,
+        tasks: events,
+        holders: 1,
+        episodes: 0,
+        stacks: STACKS,
+        frames: FRAMES,
+    };
+    let bound = footprint(t.events_bound()).bytes();
+    // What the histories would hold without the budget.
+    let unbounded = footprint((BUSY_PAGES * MANY) as usize).bytes();
+    eprintln!(
+        "synthetic: {BUSY_PAGES} pages x {MANY} events, budget {BUDGET}: {} kept, {} trimmed: peak {peak} bytes live, bound {bound} (without the budget {unbounded})",
+        t.kept_events(),
+        t.events_trimmed(),
+    );
+    assert!(peak as u64 <= bound, "peak {peak} > bound {bound}");
+    assert!(
+        peak as u64 * 4 >= bound,
+        "peak {peak} is far below the bound {bound}"
+    );
+    assert!(
+        unbounded >= 2 * bound,
+        "the budget bounds little: {unbounded} vs {bound}"
     );
 }

@@ -3,7 +3,10 @@
 
 use std::mem::size_of;
 
-use super::{Episode, Holder, MAX_FORK_PAGES, MAX_FORKS_PENDING, MAX_HOLDERS, Page};
+use super::{
+    Episode, Holder, MAX_FORK_PAGES, MAX_FORKS_PENDING, MAX_HOLDERS, MIN_KEEP, Page,
+    history::{BLOCK, Task},
+};
 use crate::event::PageEvent;
 
 /// A hash table's buckets per entry at most: its buckets are a power of
@@ -15,6 +18,14 @@ const VEC_SLACK: usize = 2;
 
 /// Bytes of one history entry, and per entry of the blocks' index.
 const ENTRY_BYTES: usize = 32 + 16 / 8 * VEC_SLACK;
+
+/// Bytes a history may hold beyond its events' entries: up to a block's
+/// slots less one unused, the index of a short last block, the box of its
+/// extra words.
+const HISTORY_SLACK_BYTES: usize = (BLOCK - 1) * 32 + 16 * VEC_SLACK + 32;
+
+/// Bytes of one thread of history entries ([`Task`]), with its shared count.
+const TASK_BYTES: usize = size_of::<Task>() + 16;
 
 /// Bytes a history keeps beyond an entry for an event unlike its page's
 /// others (return value, long step, other page fields: ten words).
@@ -32,11 +43,15 @@ pub struct Footprint {
     /// Pages tracked (at most `--max-pfns`); losses on pages not tracked are
     /// kept within the same number.
     pub pages: usize,
-    /// Events kept per page (at most `--history`).
-    pub events_per_page: usize,
-    /// Events per page unlike the page's others (a different page, owner,
-    /// `aux2`, huge numbers): they keep up to ten more words each.
-    pub unusual_per_page: usize,
+    /// Events kept in all histories together (at most
+    /// [`Tracker::events_bound`](super::Tracker::events_bound), and
+    /// `--history` per page).
+    pub events: usize,
+    /// Of those, events unlike their page's others (a different page,
+    /// owner, `aux2`, huge numbers): they keep up to ten more words each.
+    pub unusual: usize,
+    /// Distinct threads of those events alive.
+    pub tasks: usize,
     /// Holders per page and per episode (at most [`MAX_HOLDERS`]).
     pub holders: usize,
     /// Episodes kept (at most the episode cap).
@@ -47,15 +62,20 @@ pub struct Footprint {
 }
 
 impl Footprint {
-    /// The worst case of a tracker with these caps: every page full of
-    /// unusual events and holders, every stack distinct and as long as a
-    /// kernel stack can be.
-    pub fn worst(max_pfns: usize, history: usize, max_episodes: usize) -> Self {
-        let refs = max_pfns * (history + MAX_HOLDERS) + max_episodes * (MAX_HOLDERS + LAST_EVENTS);
+    /// The worst case of a tracker with these caps: every page tracked and
+    /// full of holders, as many events as the budget lets the histories
+    /// keep, all unusual and from distinct threads, every stack distinct and
+    /// as long as a kernel stack can be.
+    pub fn worst(max_pfns: usize, history: usize, max_events: usize, max_episodes: usize) -> Self {
+        let events = max_events
+            .max(max_pfns.saturating_mul(MIN_KEEP.min(history)))
+            .min(max_pfns.saturating_mul(history));
+        let refs = events + max_pfns * MAX_HOLDERS + max_episodes * (MAX_HOLDERS + LAST_EVENTS);
         Self {
             pages: max_pfns,
-            events_per_page: history,
-            unusual_per_page: history,
+            events,
+            unusual: events,
+            tasks: events,
             holders: MAX_HOLDERS,
             episodes: max_episodes,
             stacks: refs + crate::event::DEFAULT_INTERNED_STACKS,
@@ -63,8 +83,9 @@ impl Footprint {
         }
     }
 
-    /// Bytes of one tracked page: the page, its history and holders, its
-    /// slots in the tables (pages, hot pages, losses of pages not tracked).
+    /// Bytes of one tracked page but its events: the page, its history's
+    /// slack and its holders, its slots in the tables (pages, hot pages,
+    /// losses of pages not tracked).
     pub fn page_bytes(&self) -> usize {
         size_of::<Page>()
             + TABLE_SLACK * (16 + 1)
@@ -72,9 +93,15 @@ impl Footprint {
             + TABLE_SLACK * (8 + size_of::<super::Gaps>() + 1)
             // Its place in the list of idle pages to evict.
             + 16 * VEC_SLACK
-            + self.events_per_page * ENTRY_BYTES
-            + self.unusual_per_page * EXTRA_BYTES
+            + HISTORY_SLACK_BYTES
             + self.holders * size_of::<Holder>() * VEC_SLACK
+    }
+
+    /// Bytes of the histories' events: entries, extra words, threads.
+    pub fn events_bytes(&self) -> u64 {
+        self.events as u64 * ENTRY_BYTES as u64
+            + self.unusual as u64 * EXTRA_BYTES as u64
+            + self.tasks as u64 * TASK_BYTES as u64
     }
 
     /// Bytes of one kept episode (stacks apart).
@@ -103,6 +130,7 @@ impl Footprint {
     /// The bound, in bytes.
     pub fn bytes(&self) -> u64 {
         self.pages as u64 * self.page_bytes() as u64
+            + self.events_bytes()
             + self.episodes as u64 * self.episode_bytes() as u64
             + self.stacks as u64 * self.stack_bytes() as u64
             + Self::fixed_bytes() as u64

@@ -22,12 +22,12 @@ impl Tracker {
             {
                 p.holders.clear();
             }
-            let cap = self.history_cap;
+            let (cap, max) = (self.page_cap(), self.history_cap);
             if let Some(dst) = m.dst_pfn
                 && dst != ev.pfn
                 && let Some(d) = self.pages.get_mut(&dst)
             {
-                d.history.push(ev, self.tasks.of(ev), cap);
+                self.kept_events += usize::from(d.history.push(ev, self.tasks.of(ev), cap, max));
                 if matches!(d.pgmap_type, pgmap::PRIVATE | pgmap::COHERENT) {
                     d.migrated_by = Some(ev.tgid);
                     entry_takes_over(d, ev, &self.rules);

@@ -7,7 +7,7 @@ use refwatch_common::flags;
 
 /// A page's most recent events, oldest first, bounded, kept compactly: a
 /// history holds up to `--history` events for each of up to `--max-pfns`
-/// pages, and every event is written into one, so its size is most of the
+/// pages (`--max-events` in all), and every event is written into one, so its size is most of the
 /// per-event cost in memory traffic. An entry is 32 bytes where a
 /// [`PageEvent`] is 152: the thread (pid, tgid, CPU, name) is shared
 /// between the entries of one thread, the time is kept as the step from
@@ -163,11 +163,12 @@ impl Entry {
 
 /// Entries per block of a [`Ring`] (log2).
 const BLOCK_SHIFT: u32 = 3;
-const BLOCK: usize = 1 << BLOCK_SHIFT;
+pub(super) const BLOCK: usize = 1 << BLOCK_SHIFT;
 
 /// History entries, oldest first from `head`, in fixed-size blocks: it
-/// grows a block at a time until it holds `--history` entries, then each
-/// new entry takes the place of the oldest. Blocks, not one allocation:
+/// grows a block at a time until it holds its cap of entries (`--history`,
+/// or the page's share of `--max-events`), then each new entry takes the
+/// place of the oldest; trimmed, it moves to fewer blocks. Blocks, not one allocation:
 /// growing never copies entries (a page's history grows from nothing to
 /// `--history` events), a page with a few events takes a block, and blocks
 /// are allocated in the order events come, so the entries of pages busy at
@@ -225,12 +226,24 @@ impl Ring {
         slots.clone().skip(self.head).chain(slots.take(self.head))
     }
 
-    /// The slot for one more entry: at `cap` entries, the oldest's.
+    /// Slots in the blocks.
+    fn slots(&self) -> usize {
+        self.blocks
+            .last()
+            .map_or(0, |b| (self.blocks.len() - 1) * BLOCK + b.len())
+    }
+
+    /// The slot for one more entry, in a history of at most `cap` entries
+    /// now and `max` ever (`--history`): at `cap` entries or more (the cap
+    /// fell since the history grew), the oldest's. Whether the history grew.
     #[inline]
-    fn next_slot(&mut self, cap: usize) -> Option<&mut Option<Entry>> {
-        let at = if self.len < cap {
-            if self.len == self.blocks.len() * BLOCK {
-                self.grow(cap);
+    fn next_slot(&mut self, cap: usize, max: usize) -> (Option<&mut Option<Entry>>, bool) {
+        let grew = self.len < cap;
+        let at = if grew {
+            // Only a last block that ends the history at `max` is short: at
+            // fewer entries, it is not full.
+            if self.len == self.blocks.len() * BLOCK || self.head != 0 {
+                self.grow(max);
             }
             self.len += 1;
             self.len - 1
@@ -239,20 +252,66 @@ impl Ring {
             self.head = if at + 1 >= self.len { 0 } else { at + 1 };
             at
         };
-        self.blocks
+        let slot = self
+            .blocks
             .get_mut(at / BLOCK)
-            .and_then(|b| b.get_mut(at % BLOCK))
+            .and_then(|b| b.get_mut(at % BLOCK));
+        (slot, grew)
     }
 
-    /// One more block, for a history of at most `cap` entries.
+    /// Room for one more entry, in a history of at most `max` entries: one
+    /// more block (short if the history ends in it), or the entries moved to
+    /// new blocks when the ring turned (the cap on it rose after it was
+    /// reached).
     #[inline(never)]
-    fn grow(&mut self, cap: usize) {
-        let room = cap - self.len;
-        self.blocks.push(if room >= BLOCK {
-            Box::new([const { None }; BLOCK])
+    fn grow(&mut self, max: usize) {
+        if self.head == 0 {
+            let room = max - self.len;
+            self.blocks.push(if room >= BLOCK {
+                Box::new([const { None }; BLOCK])
+            } else {
+                vec![None; room].into_boxed_slice()
+            });
+            return;
+        }
+        let slots = self.slots();
+        let room = if self.len < slots {
+            slots
         } else {
-            vec![None; room].into_boxed_slice()
-        });
+            (self.len + 1).next_multiple_of(BLOCK).min(max)
+        };
+        self.rebuild(0, room);
+    }
+
+    /// Moves the entries but the oldest `skip` into new blocks of `room`
+    /// slots (at least what is kept; a multiple of [`BLOCK`] or the most
+    /// the history holds), the oldest first; the others are dropped.
+    #[cold]
+    #[inline(never)]
+    fn rebuild(&mut self, skip: usize, room: usize) {
+        let keep = self.len - skip.min(self.len);
+        let room = room.max(keep);
+        let mut old = std::mem::take(&mut self.blocks);
+        self.blocks = (0..room.div_ceil(BLOCK))
+            .map(|b| vec![None; (room - b * BLOCK).min(BLOCK)].into_boxed_slice())
+            .collect();
+        for i in 0..keep {
+            let at = self.head + skip + i;
+            let at = if at >= self.len { at - self.len } else { at };
+            let e = old
+                .get_mut(at / BLOCK)
+                .and_then(|b| b.get_mut(at % BLOCK))
+                .and_then(Option::take);
+            if let Some(slot) = self
+                .blocks
+                .get_mut(i / BLOCK)
+                .and_then(|b| b.get_mut(i % BLOCK))
+            {
+                *slot = e;
+            }
+        }
+        self.head = 0;
+        self.len = keep;
     }
 }
 
@@ -339,9 +398,11 @@ impl History {
         x
     }
 
-    /// Appends `ev` (from `task`), dropping the oldest event beyond `cap`.
+    /// Appends `ev` (from `task`); at `cap` events or more it takes the
+    /// oldest's place (`max`: `--history`, the most `cap` is). Whether the
+    /// history grew.
     #[inline]
-    pub(super) fn push(&mut self, ev: &PageEvent, task: Rc<Task>, cap: usize) {
+    pub(super) fn push(&mut self, ev: &PageEvent, task: Rc<Task>, cap: usize, max: usize) -> bool {
         let step = ev.ts_ns.wrapping_sub(self.last_ns) as i64;
         self.last_ns = ev.ts_ns;
         let ret = ev.ret.unwrap_or(0);
@@ -394,8 +455,8 @@ impl History {
             self.push_extras(ev, out, step, ret);
         }
         let stack = ev.stack.clone();
-        let Some(slot) = self.entries.next_slot(cap) else {
-            return;
+        let (Some(slot), grew) = self.entries.next_slot(cap, max) else {
+            return false;
         };
         // The oldest event leaves with its extra words (the queue's front).
         let gone = slot.as_ref().map_or(0, Entry::extra_len);
@@ -411,6 +472,31 @@ impl History {
             stack,
             task,
         });
+        grew
+    }
+
+    /// Drops the oldest events beyond `keep`, and the memory they took (in
+    /// a history of at most `max`). The events dropped.
+    pub(super) fn trim(&mut self, keep: usize, max: usize) -> usize {
+        let len = self.entries.len();
+        let Some(skip) = len.checked_sub(keep).filter(|n| *n > 0) else {
+            return 0;
+        };
+        let gone: usize = (0..skip)
+            .filter_map(|i| self.entries.get(i))
+            .map(Entry::extra_len)
+            .sum();
+        if let Some(q) = &mut self.extras {
+            q.drain(..gone.min(q.len()));
+            if q.is_empty() {
+                self.extras = None;
+            } else if q.capacity() > 2 * q.len() {
+                q.shrink_to_fit();
+            }
+        }
+        self.entries
+            .rebuild(skip, keep.next_multiple_of(BLOCK).min(max.max(keep)));
+        skip
     }
 
     /// Keeps the fields of `ev` its entry cannot (`out`: [`X_RET`],

@@ -28,6 +28,15 @@ pub use loss::{GAP_SLACK_NS, Gaps};
 pub const DEFAULT_HISTORY: usize = 256;
 /// Default cap on tracked PFNs.
 pub const DEFAULT_MAX_PFNS: usize = 1 << 20;
+/// Default budget of events kept in all histories together
+/// (`--max-events`): with [`MIN_KEEP`] per page, at most 5 Mi events at
+/// the default PFN cap (see [`Footprint::worst`]).
+pub const DEFAULT_MAX_EVENTS: usize = 4 << 20;
+/// Events every page may keep whatever the budget: its latest ones, as
+/// many as an episode copies ([`LAST_EVENTS`]), so that trimming a history
+/// never changes what an episode shows.
+pub const MIN_KEEP: usize = LAST_EVENTS;
+const _: () = assert!(MIN_KEEP >= LAST_EVENTS);
 /// Default cap on kept episodes: beyond it the oldest closed ones go.
 pub const DEFAULT_MAX_EPISODES: usize = 100_000;
 /// Holders kept per page and per episode: beyond it a page's oldest
@@ -300,6 +309,16 @@ pub struct Tracker {
     pub thresholds: Thresholds,
     history_cap: usize,
     max_pfns: usize,
+    /// Budget of events kept in all histories together, and those kept now.
+    max_events: usize,
+    kept_events: usize,
+    /// A page's cap on its history ([`Tracker::page_cap`]) and the number
+    /// of pages it is for.
+    page_cap: usize,
+    page_cap_for: usize,
+    /// Events dropped from histories shorter than `history_cap` to stay
+    /// within `max_events`.
+    events_trimmed: u64,
     max_episodes: usize,
     /// Closed episodes forgotten to stay within `max_episodes`.
     episodes_dropped: u64,
@@ -337,6 +356,11 @@ impl Tracker {
             thresholds,
             history_cap: history_cap.max(1),
             max_pfns: max_pfns.max(1),
+            max_events: DEFAULT_MAX_EVENTS,
+            kept_events: 0,
+            page_cap: history_cap.max(1),
+            page_cap_for: 0,
+            events_trimmed: 0,
             max_episodes: DEFAULT_MAX_EPISODES,
             episodes_dropped: 0,
             episodes_unkept: 0,
@@ -352,6 +376,80 @@ impl Tracker {
 
     /// Folds one event in, then runs the time-based detectors up to its time.
     pub fn apply(&mut self, ev: &PageEvent) {
+        self.apply_event(ev);
+        // Within the budget, mostly: one compare.
+        if self.kept_events > self.max_events && self.kept_events > self.events_bound() {
+            self.trim_histories();
+        }
+    }
+
+    /// The most events all histories keep together: the budget, or
+    /// [`MIN_KEEP`] per page when there are more pages than that allows.
+    pub fn events_bound(&self) -> usize {
+        self.max_events
+            .max(self.pages.len().saturating_mul(MIN_KEEP))
+    }
+
+    /// A page's cap on its history now: its share of the budget, at least
+    /// [`MIN_KEEP`], at most `--history`. A push never makes a history
+    /// longer than this; one already longer (the cap fell as pages came)
+    /// keeps its length until [`Tracker::trim_histories`].
+    #[inline]
+    fn page_cap(&mut self) -> usize {
+        let n = self.pages.len();
+        if n != self.page_cap_for {
+            self.page_cap_for = n;
+            self.page_cap = (self.max_events / n.max(1))
+                .clamp(MIN_KEEP.min(self.history_cap), self.history_cap);
+        }
+        self.page_cap
+    }
+
+    /// Trims every history to its share of 7/8 of the budget (at least
+    /// [`MIN_KEEP`]): the events kept are within [`Tracker::events_bound`]
+    /// again. Called when they are not: as pushes never make a history
+    /// longer than its page's cap, that takes pages added since the last
+    /// trim, or an eighth of the budget in new events, so the walk of every
+    /// page is paid by the events that made it needed.
+    #[cold]
+    #[inline(never)]
+    fn trim_histories(&mut self) {
+        let n = self.pages.len().max(1);
+        let keep =
+            (self.max_events / 8 * 7 / n).clamp(MIN_KEEP.min(self.history_cap), self.history_cap);
+        let cap = self.history_cap;
+        let mut dropped = 0;
+        for p in self.pages.values_mut() {
+            if p.history.len() > keep {
+                dropped += p.history.trim(keep, cap);
+            }
+        }
+        self.kept_events -= dropped;
+        self.events_trimmed = self.events_trimmed.saturating_add(dropped as u64);
+    }
+
+    /// Caps the events kept in all histories together (at least 1); see
+    /// [`Tracker::events_bound`].
+    pub fn set_max_events(&mut self, n: usize) {
+        self.max_events = n.max(1);
+        self.page_cap_for = usize::MAX;
+        if self.kept_events > self.events_bound() {
+            self.trim_histories();
+        }
+    }
+
+    /// Events kept in all histories now.
+    pub fn kept_events(&self) -> usize {
+        self.kept_events
+    }
+
+    /// Events dropped from histories to stay within the budget (not those a
+    /// full `--history` drops).
+    pub fn events_trimmed(&self) -> u64 {
+        self.events_trimmed
+    }
+
+    fn apply_event(&mut self, ev: &PageEvent) {
         self.events += 1;
         self.now_ns = self.now_ns.max(ev.ts_ns);
         match ev.kind {
@@ -375,8 +473,11 @@ impl Tracker {
             page.gaps = g;
             self.pages.insert(ev.pfn, page);
         }
+        // The cap for the pages tracked before this event's: a new page's
+        // first event fits any cap.
+        let history_cap = self.page_cap();
+        let max = self.history_cap;
         let rules = &self.rules;
-        let history_cap = self.history_cap;
         let task = self.tasks.of(ev);
         let page = self.pages.entry(ev.pfn).or_insert_with(|| Page::new(ev));
         loss::resync(page, ev);
@@ -444,7 +545,7 @@ impl Tracker {
         }
         // After the holders: the loads of a page not in cache that those
         // wait for overlap with the history's.
-        page.history.push(ev, task, history_cap);
+        self.kept_events += usize::from(page.history.push(ev, task, history_cap, max));
         let system = page.pgmap_type == pgmap::SYSTEM;
         if forked {
             note_fork(&mut self.fork_pending, ev);
@@ -598,6 +699,7 @@ impl Tracker {
                 .get(&pfn)
                 .is_some_and(|p| p.last_ns == last_ns && p.open.is_empty() && p.outstanding == 0);
             if idle && let Some(p) = self.pages.remove(&pfn) {
+                self.kept_events -= p.history.len();
                 // A page whose state is unknown stays unknown.
                 self.untracked.keep(pfn, p.gaps, self.max_pfns);
                 self.evicted += 1;
@@ -685,6 +787,10 @@ impl Tracker {
             (
                 self.over_cap,
                 "events on new pages not followed (--max-pfns)",
+            ),
+            (
+                self.events_trimmed,
+                "old events trimmed from histories (--max-events)",
             ),
             (self.episodes_dropped, "old episodes forgotten"),
             (

@@ -322,6 +322,7 @@ fn pfn_cap_evicts_idle_pages_only() {
     assert!(t.page(1000).is_some(), "a referenced page is never evicted");
 }
 
+mod budget;
 mod device;
 mod loss;
 
