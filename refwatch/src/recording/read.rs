@@ -88,7 +88,9 @@ pub const MAX_LINE: usize = 1 << 20;
 /// far beyond that. An event older than (latest event time − window) would
 /// make the detectors judge a page on a state it no longer had: refused.
 /// Events flagged `late` are exempt: they keep the time the reference was
-/// taken, seconds before the failed migration that reports them. One
+/// taken, seconds before the failed migration that reports them. Snapshot
+/// events (pages refwatch read) are held to the window but do not move it:
+/// they are stamped when read, ahead of the ring's events still unread. One
 /// watermark for the whole recording (not one per page): constant memory,
 /// and an edit that moves a page's events moves them behind other pages'
 /// events too.
@@ -335,8 +337,14 @@ impl<R: BufRead> Reader<R> {
                         REORDER_WINDOW_NS / 1_000_000_000
                     );
                 }
-                self.latest_event_ns =
-                    Some(self.latest_event_ns.map_or(e.ts_ns, |l| l.max(e.ts_ns)));
+                // A snapshot is stamped when refwatch read the page, after
+                // the ring events read before it but ahead of those still in
+                // the ring (seconds, when a loss is re-read under load): it
+                // does not move the watermark of the ring's events.
+                if e.event != "snapshot" {
+                    self.latest_event_ns =
+                        Some(self.latest_event_ns.map_or(e.ts_ns, |l| l.max(e.ts_ns)));
+                }
             }
             Line::Tick { dropped, .. } => self.dropped = self.dropped.max(*dropped),
             Line::End { dropped, .. } => {
