@@ -223,6 +223,10 @@ pub struct Page {
     /// First seen referenced in refwatch's snapshot at attach: references
     /// taken before refwatch started (a known state, holders unknown).
     pub before_refwatch: bool,
+    /// When refwatch last read the page's counts (a snapshot; 0: never).
+    /// Ring events stamped before it, still unread at the time, carry counts
+    /// the read already includes: they do not set the counts back.
+    pub read_ns: u64,
 }
 
 impl Page {
@@ -254,6 +258,7 @@ impl Page {
             hot: false,
             gaps: Gaps::default(),
             before_refwatch: false,
+            read_ns: 0,
         })
     }
 
@@ -423,9 +428,17 @@ impl Tracker {
         if ev.owner != 0 {
             page.owner = ev.owner;
         }
+        // Counts older than the page's last read (by more than the stamping
+        // slack) are history only: the read already includes them.
+        let superseded = ev.kind != Kind::Snapshot
+            && !ev.late
+            && ev.ts_ns.saturating_add(loss::GAP_SLACK_NS) < page.read_ns;
+        if ev.kind == Kind::Snapshot {
+            page.read_ns = page.read_ns.max(ev.ts_ns);
+        }
         // A migration event's refcount includes the migration's own
         // transient reference: history only.
-        if ev.kind != Kind::Migrate {
+        if ev.kind != Kind::Migrate && !superseded {
             if let Some(rc) = ev.refcount_after.or(ev.refcount_before) {
                 page.refcount = Some(rc.saturating_sub(fault_transient(ev)));
             }
