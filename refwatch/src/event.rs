@@ -4,7 +4,7 @@ use std::{fmt, hash::Hasher as _, ops::Deref, rc::Rc};
 
 use refwatch_common::{COMM_LEN, EVENT_SIZE, Event, MAX_STACK, flags, kind, pgmap};
 
-use crate::fasthash::{FastHasher, FastSet};
+use crate::fasthash::FastSet;
 
 /// Why bytes could not be decoded into an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -686,7 +686,7 @@ impl StackInterner {
 /// its size).
 #[inline]
 fn recent_hash(frames: impl Iterator<Item = u64>) -> u64 {
-    let mut h = FastHasher::default();
+    let mut h = crate::fasthash::fast_hasher();
     frames.for_each(|f| h.write_u64(f));
     h.finish()
 }
@@ -890,7 +890,7 @@ impl WireStack<'_> {
     #[inline]
     fn frames<'b>(&self, buf: &'b mut [u64; FRAMES_BUF]) -> (&'b [u64], u64) {
         let mut n = 0;
-        let mut hash = FastHasher::default();
+        let mut hash = crate::fasthash::fast_hasher();
         for a in self.words() {
             // Zero frames are left out: the next frame takes their place.
             buf[n % FRAMES_BUF] = a;
