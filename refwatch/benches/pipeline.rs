@@ -11,11 +11,11 @@ use std::{
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use refwatch::{
-    event::{Decoder, Kind, PageEvent, role_of, to_bytes, to_raw},
-    jsonl::{DEFAULT_SYMBOL_CACHE, Format, Symbolizer, to_json},
-    kallsyms::Kallsyms,
+    event::{Decoder, Kind, PageEvent, to_bytes, to_raw},
+    format::json::{Format, to_json},
     rules::Rules,
     state::{Thresholds, Tracker},
+    symbols::{DEFAULT_SYMBOL_CACHE, Kallsyms, Symbolizer, role_of},
 };
 
 const EVENTS: usize = 100_000;
@@ -45,7 +45,7 @@ fn synthetic_records() -> Vec<Vec<u8>> {
                 owner: 0,
                 late: false,
                 forking: false,
-                role: refwatch::event::Role::Other,
+                role: refwatch::symbols::Role::Other,
                 stack: vec![
                     0xffff_ffff_8100_0000,
                     0xffff_ffff_8100_1000,

@@ -12,9 +12,9 @@ use ratatui::{
     crossterm::event::{KeyCode, KeyEvent, KeyModifiers},
 };
 use refwatch::{
-    jsonl::Format,
-    kallsyms::Kallsyms,
+    format::json::Format,
     state::Tracker,
+    symbols::Kallsyms,
     tui::{
         App, Feed, Stacks,
         synthetic::{self, S, T0},

@@ -8,15 +8,16 @@ use crate::{
     cli::{AttachArgs, ExportArgs, ProbeArgs, ProbesArgs, RecordArgs, ReplayArgs, ReportArgs},
     collector,
     diagnose::{self, Facts},
-    export,
-    jsonl::Format,
-    kallsyms::Kallsyms,
+    format::export,
+    format::json::Format,
+    format::recording,
     layout::{self, KernelBtf, Layout},
     loader::{self, Loaded, PlanRow},
     plan::{self, KernelCaps},
-    recording, report,
+    report,
     rules::Rules,
     state::Thresholds,
+    symbols::kallsyms::Kallsyms,
 };
 
 const KALLSYMS: &str = "/proc/kallsyms";

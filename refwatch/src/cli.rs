@@ -86,7 +86,7 @@ pub struct ExportArgs {
     /// A recording made by `refwatch record`.
     pub file: PathBuf,
     #[arg(long, value_enum)]
-    pub format: crate::export::ExportFormat,
+    pub format: crate::format::export::ExportFormat,
     /// Only these PFNs: `0x40000`, `262144`, `0x40000-0x400ff`, comma-separated.
     #[arg(long)]
     pub pfn: Option<String>,

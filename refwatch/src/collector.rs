@@ -18,16 +18,18 @@ use tokio::{
 };
 
 use crate::{
-    event::{Decoder, PageEvent, Role, pgmap_name, role_of},
-    jsonl::{DEFAULT_SYMBOL_CACHE, Format, Symbolizer, stack_strings},
-    kallsyms::Kallsyms,
+    event::{Decoder, PageEvent, pgmap_name},
+    format::json::Format,
+    format::recording::{self, Line},
     loader::Loaded,
     peek::{self, Peeker},
-    recording::{self, Line},
     rotate::Rotating,
     rules::Rules,
     snapshot,
     state::{Thresholds, Tracker},
+    symbols::kallsyms::Kallsyms,
+    symbols::{DEFAULT_SYMBOL_CACHE, Symbolizer, stack_strings},
+    symbols::{Role, role_of},
 };
 
 /// What the collector does with events.

@@ -15,14 +15,15 @@ use std::collections::HashMap;
 use refwatch_common::{EVENT_SIZE, Event};
 
 use crate::{
-    event::{Decoder, Kind, Role, to_bytes, to_raw},
-    export::{ExportFormat, Exporter},
-    jsonl::to_page_event,
-    kallsyms::Kallsyms,
-    recording::{self, Line, Recording},
+    event::{Decoder, Kind, to_bytes, to_raw},
+    format::export::{ExportFormat, Exporter},
+    format::json::to_page_event,
+    format::recording::{self, Line, Recording},
     report::{self, Report},
     rules::Rules,
     state::{Thresholds, Tracker},
+    symbols::Role,
+    symbols::kallsyms::Kallsyms,
 };
 
 /// Bytes of a ring step: the op byte and a record.

@@ -258,7 +258,7 @@ pub struct Layout {
 /// Builds the layout from BTF and kallsyms.
 pub fn resolve(
     btf: &KernelBtf,
-    kallsyms: &crate::kallsyms::Kallsyms,
+    kallsyms: &crate::symbols::kallsyms::Kallsyms,
     stacks: bool,
     ram_holders: bool,
 ) -> Result<Layout> {

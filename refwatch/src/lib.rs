@@ -2,8 +2,9 @@
 //!
 //! The data path, one module per stage: [`plan`] (which kernel symbols, how)
 //! → [`loader`] (load and attach, with the [`layout`] read from BTF) →
-//! [`event`] (decode) → [`state`] (per-PFN state) → [`jsonl`] (exports), driven
-//! live by [`collector`] and shown by [`tui`].
+//! [`event`] (decode, with kernel code named by [`symbols`]) → [`state`] (per-PFN
+//! state) → [`format`] (recordings and exports), driven live by [`collector`]
+//! and shown by [`tui`].
 #![deny(unsafe_code)]
 
 pub mod app;
@@ -13,11 +14,9 @@ pub mod collector;
 pub mod diagnose;
 #[allow(unsafe_code)]
 pub mod event;
-pub mod export;
 pub mod fasthash;
+pub mod format;
 pub mod fuzzing;
-pub mod jsonl;
-pub mod kallsyms;
 pub mod layout;
 #[allow(unsafe_code)]
 pub mod loader;
@@ -28,10 +27,10 @@ pub mod plan;
 #[cfg(test)]
 mod pointer_tests;
 pub mod readback;
-pub mod recording;
 pub mod report;
 pub mod rotate;
 pub mod rules;
 pub mod snapshot;
 pub mod state;
+pub mod symbols;
 pub mod tui;

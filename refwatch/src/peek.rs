@@ -13,7 +13,7 @@ use aya::{
 };
 use refwatch_common::{PEEK_PAGES, PagePeek, PeekBatch, peek};
 
-use crate::kallsyms::Kallsyms;
+use crate::symbols::kallsyms::Kallsyms;
 
 /// The syscall whose entry runs the peek program (x86-64 names first).
 const TRIGGER: &[&str] = &["__x64_sys_getppid", "__se_sys_getppid", "sys_getppid"];

@@ -6,7 +6,7 @@ use std::{collections::HashSet, fs, path::Path};
 
 use refwatch_common::hook;
 
-use crate::{kallsyms::Kallsyms, layout::KernelBtf};
+use crate::{layout::KernelBtf, symbols::kallsyms::Kallsyms};
 
 /// Program names of one hook in the kernel object, per mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,14 +7,16 @@
 use refwatch_common::{hook, kaddr, pgmap};
 
 use crate::{
-    event::{Kind, PageEvent, Role, decode, to_bytes, to_raw},
-    export::{self, ExportFormat},
-    jsonl::{Format, JsonEvent, Symbolizer, to_json},
-    kallsyms::Kallsyms,
-    recording::{self, Header, Line, Recording},
+    event::{Kind, PageEvent, decode, to_bytes, to_raw},
+    format::export::{self, ExportFormat},
+    format::json::{Format, JsonEvent, to_json},
+    format::recording::{self, Header, Line, Recording},
     report,
     rules::Rules,
     state::Thresholds,
+    symbols::Role,
+    symbols::Symbolizer,
+    symbols::kallsyms::Kallsyms,
 };
 
 /// A `struct page *` in the vmemmap of a 4-level kernel.

@@ -12,9 +12,10 @@ use std::{
 };
 
 use crate::{
-    event::{Migration, PageEvent, Role, Stack, role_of},
-    jsonl::{JsonEvent, page_event_with},
+    event::{Migration, PageEvent, Stack},
+    format::json::{JsonEvent, page_event_with},
     plan::hook_of_symbol,
+    symbols::{Role, role_of},
 };
 
 /// Most distinct (function, stack, owner, ...) entries kept.

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     event::{Kind, pgmap_name},
     fasthash::FastMap,
-    jsonl::JsonEvent,
+    format::json::JsonEvent,
+    format::recording::{Header, Line, Reader, Recording},
     readback::Readback,
-    recording::{Header, Line, Reader, Recording},
     state::{Thresholds, Tracker},
 };
 

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::kallsyms::Kallsyms;
+use crate::symbols::kallsyms::Kallsyms;
 use refwatch_common::pgmap;
 
 /// Idle refcount per page-map type, and whether fs-dax mappings hold references.

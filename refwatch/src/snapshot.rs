@@ -5,8 +5,9 @@
 use std::ops::Range;
 
 use crate::{
-    event::{Kind, PageEvent, Role, Stack},
+    event::{Kind, PageEvent, Stack},
     rules::Rules,
+    symbols::Role,
 };
 use refwatch_common::PagePeek;
 
@@ -81,7 +82,7 @@ pub struct Found {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kallsyms::Kallsyms;
+    use crate::symbols::kallsyms::Kallsyms;
     use refwatch_common::pgmap;
 
     fn peek(pfn: u64, head: u64, refcount: i32, mapcount: i32) -> (u64, PagePeek) {

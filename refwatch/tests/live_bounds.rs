@@ -15,10 +15,10 @@ use std::{
 };
 
 use refwatch::{
-    event::{Kind, PageEvent, Role, Stack, StackInterner},
-    kallsyms::Kallsyms,
+    event::{Kind, PageEvent, Stack, StackInterner},
     rules::Rules,
     state::{DEFAULT_HISTORY, Footprint, Thresholds, Tracker},
+    symbols::{Kallsyms, Role},
 };
 use refwatch_common::pgmap;
 

@@ -3,8 +3,9 @@
 
 use super::{Detector, Holder, Page, PageState, PgmapInfo, Tracker};
 use crate::{
-    event::{Kind, Migration, PageEvent, Role, Stage},
+    event::{Kind, Migration, PageEvent, Stage},
     rules::Rules,
+    symbols::Role,
 };
 use refwatch_common::pgmap;
 

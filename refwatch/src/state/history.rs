@@ -2,7 +2,8 @@
 
 use std::{collections::VecDeque, rc::Rc};
 
-use crate::event::{Comm, Kind, PageEvent, Role, Stack};
+use crate::event::{Comm, Kind, PageEvent, Stack};
+use crate::symbols::Role;
 use refwatch_common::flags;
 
 /// A page's most recent events, oldest first, bounded, kept compactly: a

@@ -3,8 +3,9 @@
 
 use super::{LAST_EVENTS, MAX_FORK_PAGES, MAX_FORKS_PENDING, Page};
 use crate::{
-    event::{Comm, Kind, PageEvent, Role, Stack},
+    event::{Comm, Kind, PageEvent, Stack},
     fasthash::FastMap,
+    symbols::Role,
 };
 
 /// A reference refwatch saw being taken and not yet dropped.

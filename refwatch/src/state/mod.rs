@@ -10,9 +10,10 @@ mod holders;
 mod loss;
 
 use crate::{
-    event::{Comm, Kind, PageEvent, Role},
+    event::{Comm, Kind, PageEvent},
     fasthash::{FastMap, FastSet},
     rules::Rules,
+    symbols::Role,
 };
 use refwatch_common::{hook, pgmap};
 

@@ -11,10 +11,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    export::{self, ExportFormat},
-    jsonl::{Format, JsonEvent, to_json},
-    kallsyms::Kallsyms,
+    format::export::{self, ExportFormat},
+    format::json::{Format, JsonEvent, to_json},
     state::Tracker,
+    symbols::kallsyms::Kallsyms,
 };
 
 fn extension(f: ExportFormat) -> &'static str {

@@ -8,7 +8,7 @@ use super::{
     },
     view::{self, Column, TYPES, ViewFilter},
 };
-use crate::export::ExportFormat;
+use crate::format::export::ExportFormat;
 
 /// Seek step of the arrow keys in a replay.
 pub const SEEK_NS: i64 = 5_000_000_000;

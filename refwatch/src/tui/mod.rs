@@ -44,10 +44,10 @@ use self::input::{Incoming, Input};
 use crate::{
     cli::{Command as CliCommand, ReplayArgs},
     collector::{self, Collector, Totals, monotonic_ns},
-    kallsyms::Kallsyms,
+    format::recording,
     loader::Loaded,
-    recording,
     state::Tracker,
+    symbols::kallsyms::Kallsyms,
 };
 
 /// How often the screen is redrawn when nothing else happens.

@@ -6,14 +6,15 @@ use std::collections::HashMap;
 
 use crate::{
     event::PageEvent,
-    export::ExportFormat,
-    jsonl::{Format, stack_strings},
-    kallsyms::Kallsyms,
+    format::export::ExportFormat,
+    format::json::Format,
+    format::recording,
     loader::PlanRow,
     plan::ModeChoice,
-    recording,
     rules::Rules,
     state::{Episode, Page, Tracker},
+    symbols::kallsyms::Kallsyms,
+    symbols::stack_strings,
 };
 
 use super::view::{self, Column, Row, SortSpec, ViewFilter};

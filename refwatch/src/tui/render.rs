@@ -17,7 +17,7 @@ use super::{
     model::{App, Focus, Overlay, PromptKind, Scope},
     view::{self, Column, TYPES},
 };
-use crate::{event::pgmap_name, export::ExportFormat, state::Detector};
+use crate::{event::pgmap_name, format::export::ExportFormat, state::Detector};
 
 /// Smallest screen the layout is made for.
 pub const MIN_WIDTH: u16 = 60;

@@ -15,9 +15,9 @@ use anyhow::{Context as _, Result, anyhow};
 
 use super::model::{ReplayCommand, ReplayStatus, Stats};
 use crate::{
-    jsonl::JsonEvent,
+    format::json::JsonEvent,
+    format::recording::{Header, Line, Reader, Recording, line_time},
     readback::Readback,
-    recording::{Header, Line, Reader, Recording, line_time},
     state::{DEFAULT_HISTORY, DEFAULT_MAX_PFNS, Thresholds, Tracker},
 };
 

@@ -9,11 +9,11 @@ use refwatch_common::{hook, pgmap};
 use super::model::{HeaderInfo, HookLine};
 use crate::{
     event::{Kind, PageEvent, pgmap_name},
-    jsonl::JsonEvent,
-    kallsyms::Kallsyms,
-    recording::{FORMAT, Header, HookRecord, Line, VERSION},
+    format::json::JsonEvent,
+    format::recording::{FORMAT, Header, HookRecord, Line, VERSION},
     rules::Rules,
     state::{Thresholds, Tracker},
+    symbols::kallsyms::Kallsyms,
 };
 
 /// One second in nanoseconds.
@@ -194,7 +194,7 @@ pub fn event(
         owner: 0,
         late: false,
         forking: false,
-        role: crate::event::Role::Other,
+        role: crate::symbols::Role::Other,
         stack: match kind {
             Kind::Get | Kind::Pin => GET_STACK[..].into(),
             _ => PUT_STACK[..].into(),
@@ -523,7 +523,7 @@ pub fn dax_hold_recording() -> (Header, Vec<Line>) {
 /// Writes [`dax_hold_recording`] with the recording writer.
 pub fn write_dax_hold(path: &std::path::Path) -> anyhow::Result<()> {
     let (header, lines) = dax_hold_recording();
-    let mut w = crate::recording::Writer::create(path, header)?;
+    let mut w = crate::format::recording::Writer::create(path, header)?;
     for l in &lines {
         w.line(l)?;
     }

@@ -20,7 +20,8 @@ use super::{
     view::Column,
 };
 use crate::{
-    export::ExportFormat, jsonl::Format, kallsyms::Kallsyms, recording::Recording, state::Tracker,
+    format::export::ExportFormat, format::json::Format, format::recording::Recording,
+    state::Tracker, symbols::kallsyms::Kallsyms,
 };
 
 struct Fixture {
@@ -83,13 +84,14 @@ fn screen(term: &Terminal<TestBackend>) -> String {
 /// The dax-hold recording, read back through the recording parser.
 fn recording() -> Recording {
     let (header, lines) = synthetic::dax_hold_recording();
-    let mut bytes = serde_json::to_vec(&crate::recording::Line::Header(header)).expect("json");
+    let mut bytes =
+        serde_json::to_vec(&crate::format::recording::Line::Header(header)).expect("json");
     bytes.push(b'\n');
     for l in &lines {
         bytes.extend(serde_json::to_vec(l).expect("json"));
         bytes.push(b'\n');
     }
-    crate::recording::parse(&bytes[..], "synthetic-dax-hold.rec").expect("parse")
+    crate::format::recording::parse(&bytes[..], "synthetic-dax-hold.rec").expect("parse")
 }
 
 fn replay_app(r: &Replay, w: u16, h: u16) -> App {

@@ -8,7 +8,7 @@ use refwatch_common::pgmap;
 
 use crate::{
     event::{Kind, pgmap_from_name, pgmap_name},
-    export::parse_pfns,
+    format::export::parse_pfns,
     state::{Detector, Page, PageState},
 };
 

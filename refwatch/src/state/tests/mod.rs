@@ -4,8 +4,9 @@
 use super::*;
 
 use crate::{
-    event::{Role, Stack, Stage},
-    kallsyms::Kallsyms,
+    event::{Stack, Stage},
+    symbols::Role,
+    symbols::kallsyms::Kallsyms,
 };
 
 const S: u64 = 1_000_000_000;
@@ -53,7 +54,7 @@ fn ev(ts: u64, pfn: u64, kind: Kind, before: i32, after: i32, tgid: u32) -> Page
         owner: 0,
         late: false,
         forking: false,
-        role: crate::event::Role::Other,
+        role: crate::symbols::Role::Other,
         stack: vec![0xffff_ffff_8100_0000 + u64::from(tgid)].into(),
     }
 }

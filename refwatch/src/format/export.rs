@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{fasthash::FastMap, jsonl::JsonEvent};
+use crate::{fasthash::FastMap, format::json::JsonEvent};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

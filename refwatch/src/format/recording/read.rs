@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{FORMAT, Header, Line, VERSION};
-use crate::jsonl::JsonEvent;
+use crate::format::json::JsonEvent;
 
 /// A recording read back.
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! Recording round trips and hostile inputs (synthetic lines).
 
 use super::*;
-use crate::kallsyms::Kallsyms;
+use crate::symbols::kallsyms::Kallsyms;
 
 fn header() -> Header {
     Header {
@@ -446,12 +446,12 @@ fn extreme_values_go_through_the_report_and_exports() {
     serde_json::to_string(&rep).expect("json");
     let rec = parse(&bytes[..], "x").expect("parse");
     for f in [
-        crate::export::ExportFormat::Jsonl,
-        crate::export::ExportFormat::Csv,
-        crate::export::ExportFormat::Perfetto,
+        crate::format::export::ExportFormat::Jsonl,
+        crate::format::export::ExportFormat::Csv,
+        crate::format::export::ExportFormat::Perfetto,
     ] {
         let mut out = Vec::new();
-        let n = crate::export::write(f, rec.events(), &mut out, false).expect("export");
+        let n = crate::format::export::write(f, rec.events(), &mut out, false).expect("export");
         assert_eq!(n, 5);
     }
 }

@@ -12,9 +12,11 @@
 
 use super::Line;
 use crate::{
-    event::{Kind, PageEvent, Role, Stack},
-    jsonl::{Format, Symbolizer},
+    event::{Kind, PageEvent, Stack},
+    format::json::Format,
     state::Tracker,
+    symbols::Role,
+    symbols::Symbolizer,
 };
 
 /// The `symbol` of carried-over snapshot events.

@@ -10,11 +10,13 @@ use std::{
 
 use super::*;
 use crate::{
-    event::{Kind, PageEvent, Role},
-    jsonl::{Format, Symbolizer},
-    kallsyms::Kallsyms,
+    event::{Kind, PageEvent},
+    format::json::Format,
     report,
     state::Tracker,
+    symbols::Role,
+    symbols::Symbolizer,
+    symbols::kallsyms::Kallsyms,
 };
 use refwatch_common::pgmap;
 

@@ -21,7 +21,7 @@ pub use write::{DEFAULT_LIMIT, Limit, Writer};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{jsonl::JsonEvent, rules::Rules, state::Thresholds};
+use crate::{format::json::JsonEvent, rules::Rules, state::Thresholds};
 
 /// Format name in the header.
 pub const FORMAT: &str = "refwatch-recording";

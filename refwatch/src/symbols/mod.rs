@@ -1,0 +1,10 @@
+//! Naming kernel code: kallsyms, the symbolizer of stacks and owners, and
+//! the roles the functions on a stack give an event.
+
+pub mod kallsyms;
+pub mod roles;
+pub mod symbolizer;
+
+pub use kallsyms::Kallsyms;
+pub use roles::{Role, role_of};
+pub use symbolizer::{DEFAULT_SYMBOL_CACHE, Symbolizer, owner_name, stack_strings};
