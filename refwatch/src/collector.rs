@@ -27,9 +27,10 @@ use crate::{
     rules::Rules,
     snapshot,
     state::{Thresholds, Tracker},
-    symbols::kallsyms::Kallsyms,
-    symbols::{DEFAULT_SYMBOL_CACHE, Symbolizer, stack_strings},
-    symbols::{Role, role_of},
+    symbols::{
+        DEFAULT_NAMED_STACKS, DEFAULT_SYMBOL_CACHE, Kallsyms, Role, StackTable, Symbolizer,
+        role_of, stack_strings,
+    },
 };
 
 /// What the collector does with events.
@@ -86,9 +87,10 @@ struct Outputs<'a> {
     /// Hooks whose own function says the role (`vmf_insert_*`: Map), which
     /// their stacks, starting at the caller, do not show.
     hook_roles: HashMap<u32, Role>,
-    /// Kallsyms with a per-address cache: every frame of every event is
-    /// symbolized (roles, exports).
+    /// Kallsyms with a per-address cache.
     syms: Symbolizer<'a>,
+    /// Each distinct stack named once (frames, role, id).
+    stacks: StackTable,
     /// Shares equal stacks between events.
     decoder: Decoder,
     format: Format,
@@ -229,6 +231,7 @@ impl<'a> Collector<'a> {
                 .filter(|(_, role)| *role != Role::Other)
                 .collect(),
             syms: Symbolizer::new(syms, DEFAULT_SYMBOL_CACHE),
+            stacks: StackTable::new(opts.format, DEFAULT_NAMED_STACKS),
             decoder: Decoder::default(),
             format: opts.format,
         };
@@ -578,21 +581,19 @@ fn drain(
         match out.decoder.decode(&item) {
             Ok(mut ev) => {
                 totals.events += 1;
+                let named = out.stacks.get(&ev.stack, &mut out.syms);
                 ev.role = match out.hook_roles.get(&ev.hook) {
                     Some(role) => *role,
-                    None if ev.stack.is_empty() => Role::Other,
-                    None => out.syms.role(&ev.stack),
+                    None => named.role,
                 };
-                if out.jsonl.is_some() || out.rec.is_some() {
-                    let sym = out.symbols.get(&ev.hook).copied().unwrap_or("?");
-                    let j = out.syms.to_json(&ev, sym, out.format);
-                    if let Some(w) = out.jsonl.as_mut() {
-                        serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
-                        w.write_all(b"\n").context("write JSON line")?;
-                    }
-                    if let Some(rec) = out.rec.as_mut() {
-                        rec.line(&Line::Event(j))?;
-                    }
+                let sym = out.symbols.get(&ev.hook).copied().unwrap_or("?");
+                if let Some(w) = out.jsonl.as_mut() {
+                    let j = out.syms.to_json_named(&ev, sym, out.format, &named.frames);
+                    serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
+                    w.write_all(b"\n").context("write JSON line")?;
+                }
+                if let Some(rec) = out.rec.as_mut() {
+                    rec.live_event(&ev, sym, Some(named), &mut out.syms, out.format)?;
                 }
                 tracker.apply(&ev);
                 out.rotate_if_full(tracker, totals)?;

@@ -117,6 +117,12 @@ impl Kind {
         Self::Fork,
     ];
 
+    /// Inverse of [`Kind::raw`], the kinds refwatch makes itself
+    /// (snapshots) included: what a recording may hold.
+    pub fn from_raw(v: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.raw() == v)
+    }
+
     /// Inverse of [`Kind::name`].
     pub fn from_name(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == s)
@@ -462,6 +468,12 @@ impl Stack {
     }
 
     /// Whether `self` and `other` are the same allocation (both empty counts).
+    /// The address of the shared frames (0 for no frames): equal for
+    /// clones of one stack, and not reused while one of them lives.
+    pub fn addr(&self) -> usize {
+        self.0.as_ref().map_or(0, |f| Rc::as_ptr(f) as usize)
+    }
+
     pub fn ptr_eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
             (Some(a), Some(b)) => Rc::ptr_eq(a, b),

@@ -176,16 +176,18 @@ fn record_and_jsonl_refuse_a_link_before_attaching() {
     assert!(!d.path().join("new.rec").exists());
 }
 
-/// A copy of the SYNTHETIC dax-hold recording with a put moved four
-/// seconds ahead of the get before it (line 49 moved up to line 24): every
-/// offline command refuses it, naming the line that goes back in time,
-/// instead of reporting a page stuck by the reordering (`replay`, which
-/// needs a terminal: `tests/tui_pty.rs`).
+/// Copies of the SYNTHETIC dax-hold recording with an event moved four
+/// seconds back: in version 1 (every event a JSON object) a put moved
+/// ahead of the get before it (line 49 moved up to line 24); in version 2
+/// (compact lines, times as deltas) an event's delta made four seconds
+/// smaller and the next one's four seconds larger. Every offline command
+/// refuses them, naming the line that goes back in time, instead of
+/// reporting a page stuck by the reordering (`replay`, which needs a
+/// terminal: `tests/tui_pty.rs`).
 #[test]
 fn a_reordered_recording_is_refused_naming_the_line() {
-    let d = tempfile::tempdir().expect("dir");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/synthetic-dax-hold.rec");
-    let text = std::fs::read_to_string(src).expect("recording");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let text = std::fs::read_to_string(data.join("synthetic-dax-hold-v1.rec")).expect("recording");
     let mut lines: Vec<&str> = text.lines().collect();
     let put = lines.remove(48);
     assert!(
@@ -193,8 +195,38 @@ fn a_reordered_recording_is_refused_naming_the_line() {
         "{put}"
     );
     lines.insert(23, put);
+    refused_as_reordered(
+        &(lines.join("\n") + "\n"),
+        "line 25: event at 1004500000000 ns",
+    );
+    // Version 2: the 30th event line four seconds back, the one after it
+    // four seconds ahead (later times unchanged).
+    let text = std::fs::read_to_string(data.join("synthetic-dax-hold.rec")).expect("recording");
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let events: Vec<usize> = (0..lines.len())
+        .filter(|i| lines[*i].starts_with("[") && !lines[*i].starts_with("[\""))
+        .collect();
+    let shift = |line: &mut String, by: i64| {
+        let (dt, rest) = line[1..].split_once(',').expect("an event line");
+        let dt: i64 = dt.parse().expect("a delta");
+        *line = format!("[{},{rest}", dt + by);
+    };
+    let (moved, next) = (events[29], events[30]);
+    shift(&mut lines[moved], -4_000_000_000);
+    shift(&mut lines[next], 4_000_000_000);
+    refused_as_reordered(
+        &(lines.join("\n") + "\n"),
+        &format!("line {}: event at", moved + 1),
+    );
+}
+
+/// Every offline command refuses the recording `text` with one line that
+/// contains `want` and "out of order", exit 1, and no output file.
+fn refused_as_reordered(text: &str, want: &str) {
+    let d = tempfile::tempdir().expect("dir");
     let p = d.path().join("reordered.rec");
-    std::fs::write(&p, lines.join("\n") + "\n").expect("write");
+    std::fs::write(&p, text).expect("write");
+    let want = format!("reordered.rec: {want}");
     let out_file = d.path().join("out");
     for args in [
         vec!["report", "--fail-on-stuck"],
@@ -219,10 +251,7 @@ fn a_reordered_recording_is_refused_naming_the_line() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(
-            err.contains("reordered.rec: line 25: event at 1004500000000 ns"),
-            "{args:?}: {err}"
-        );
+        assert!(err.contains(&want), "{args:?}: {err}");
         assert!(err.contains("out of order"), "{args:?}: {err}");
     }
     assert!(

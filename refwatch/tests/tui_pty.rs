@@ -377,8 +377,11 @@ fn a_failing_replay_leaves_no_log_file() {
 /// (`tests/cli_io.rs`).
 #[test]
 fn a_refused_recording_ends_the_replay_naming_the_line() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(RECORDING))
-        .expect("recording");
+    // Version 1 (still read): its lines are whole events to move.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/synthetic-dax-hold-v1.rec"),
+    )
+    .expect("recording");
     let mut lines: Vec<&str> = text.lines().collect();
     let put = lines.remove(48);
     lines.insert(23, put);

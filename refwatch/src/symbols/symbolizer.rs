@@ -134,6 +134,18 @@ impl<'a> Symbolizer<'a> {
         name
     }
 
+    /// [`to_json`] of an event whose stack is named already.
+    pub fn to_json_named(
+        &mut self,
+        ev: &PageEvent,
+        symbol: &str,
+        fmt: Format,
+        frames: &[String],
+    ) -> JsonEvent {
+        let owner = self.owner_name(ev.owner, fmt);
+        json_with(ev, symbol, fmt, frames.to_vec(), owner)
+    }
+
     /// [`to_json`].
     pub fn to_json(&mut self, ev: &PageEvent, symbol: &str, fmt: Format) -> JsonEvent {
         let stack = self.stack_strings(&ev.stack, fmt);

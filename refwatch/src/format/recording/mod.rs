@@ -1,4 +1,5 @@
-//! The recording format: versioned, streamable JSON Lines.
+//! The recording format: versioned, streamable JSON Lines (version 2's
+//! events are compact lines referring to tables: see [`compact`]).
 //!
 //! Line 1 is a header (`"type":"header"`, with `"format":"refwatch-recording"`
 //! and `"version"`), then `event` lines (the JSON Lines export fields), `tick`
@@ -10,6 +11,7 @@
 //! header and the state carried over ([`carry`]).
 
 mod carry;
+pub mod compact;
 mod read;
 mod write;
 
@@ -25,8 +27,9 @@ use crate::{format::json::JsonEvent, rules::Rules, state::Thresholds};
 
 /// Format name in the header.
 pub const FORMAT: &str = "refwatch-recording";
-/// Current version.
-pub const VERSION: u32 = 1;
+/// Current version: 2, compact lines with tables ([`compact`]); version 1
+/// (every event a JSON object, its stack spelled out) still reads.
+pub const VERSION: u32 = 2;
 
 /// One hook of the probe plan, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +79,8 @@ pub enum Line {
     },
 }
 
+#[cfg(test)]
+mod compact_tests;
 #[cfg(test)]
 mod rotate_tests;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{FORMAT, Header, Line, VERSION};
+use super::{FORMAT, Header, Line, VERSION, compact};
 use crate::format::json::JsonEvent;
 
 /// A recording read back.
@@ -150,6 +150,8 @@ pub struct Reader<R> {
     end_ns: u64,
     /// The last loss count a tick or the end line gave.
     dropped: u64,
+    /// The tables of a version 2 file.
+    compact: Option<compact::Decoder>,
 }
 
 impl Reader<BufReader<File>> {
@@ -223,6 +225,7 @@ impl<R: BufRead> Reader<R> {
             buf,
             line_no,
             end_ns: header.started_ns,
+            compact: (header.version >= 2).then(|| compact::Decoder::new(header.started_ns)),
             header,
             complete: false,
             truncated_tail: false,
@@ -286,7 +289,15 @@ impl<R: BufRead> Reader<R> {
             if self.complete {
                 bail!("{name}: line {no}: more after the recording's end line");
             }
-            let line: Line = match serde_json::from_slice(&self.buf) {
+            let parsed = match self.compact.as_mut() {
+                Some(dec) if self.buf.first() == Some(&b'[') => match dec.line(&self.buf) {
+                    Ok(None) => continue,
+                    Ok(Some(e)) => Ok(Line::Event(e)),
+                    Err(e) => Err(e),
+                },
+                _ => serde_json::from_slice(&self.buf).map_err(anyhow::Error::from),
+            };
+            let line: Line = match parsed {
                 Ok(l) => l,
                 // A line without its newline can only be the last, cut short.
                 Err(_) if !ended => {

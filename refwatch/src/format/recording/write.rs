@@ -4,15 +4,24 @@ use std::{io::Write, path::Path};
 
 use anyhow::{Context as _, Result};
 
-use super::{Header, Line};
-use crate::rotate::Rotating;
+use super::{Header, Line, compact::Encoder};
 pub use crate::rotate::{DEFAULT_LIMIT, Limit};
+use crate::{
+    event::PageEvent,
+    format::json::Format,
+    rotate::Rotating,
+    symbols::{Named, Symbolizer},
+};
 
 /// Writes a recording; every line is flushed by [`Writer::flush`].
 pub struct Writer {
     out: Rotating,
     /// Bytes of the header and carried-over lines of this file.
     start_bytes: u64,
+    /// Version 2: events as compact lines with tables.
+    compact: bool,
+    enc: Encoder,
+    buf: Vec<u8>,
 }
 
 impl Writer {
@@ -30,6 +39,9 @@ impl Writer {
         let mut w = Self {
             out: Rotating::create(path, limit, "recording")?,
             start_bytes: 0,
+            compact: false,
+            enc: Encoder::default(),
+            buf: Vec::with_capacity(1 << 12),
         };
         w.start(header, carry)?;
         Ok(w)
@@ -37,6 +49,8 @@ impl Writer {
 
     /// The header and the carried-over lines.
     fn start(&mut self, header: Header, carry: &[Line]) -> Result<()> {
+        self.compact = header.version >= 2;
+        self.enc.start(header.started_ns);
         self.line(&Line::Header(header))?;
         for l in carry {
             self.line(l)?;
@@ -47,9 +61,43 @@ impl Writer {
     }
 
     pub fn line(&mut self, l: &Line) -> Result<()> {
+        if let (true, Line::Event(j)) = (self.compact, l) {
+            self.buf.clear();
+            if self.enc.json_event(j, &mut self.buf).is_none() {
+                anyhow::bail!("event {:?} has no number in this version", j.event);
+            }
+            return self.write_buf();
+        }
         serde_json::to_writer(&mut self.out, l).context("write recording line")?;
         self.out.write_all(b"\n").context("write recording line")?;
         Ok(())
+    }
+
+    /// Writes a live event: as a compact line in version 2, with the
+    /// table entries it needs; as the exported JSON object in version 1.
+    /// `stack` is the event's stack named by the collector (`None`: no
+    /// stack was taken).
+    pub fn live_event(
+        &mut self,
+        ev: &PageEvent,
+        function: &str,
+        stack: Option<&Named>,
+        syms: &mut Symbolizer<'_>,
+        fmt: Format,
+    ) -> Result<()> {
+        if !self.compact {
+            return self.line(&Line::Event(syms.to_json(ev, function, fmt)));
+        }
+        self.buf.clear();
+        self.enc
+            .live_event(ev, function, stack, syms, fmt, &mut self.buf);
+        self.write_buf()
+    }
+
+    fn write_buf(&mut self) -> Result<()> {
+        self.out
+            .write_all(&self.buf)
+            .context("write recording line")
     }
 
     pub fn flush(&mut self) -> Result<()> {
