@@ -75,6 +75,20 @@ pub fn check_report(
             if rc != 0 {
                 bad.push(format!("report --fail-on-stuck exited {rc} on dax-splice"));
             }
+            // The compact recording: bytes per event, header and tables
+            // included.
+            let bytes = std::fs::metadata(dir.join("recording"))?.len();
+            let events = report["events"].as_u64().unwrap_or(0);
+            let per_event = bytes / events.max(1);
+            println!(
+                "    recording: {bytes} bytes for {events} events, {per_event} bytes per event"
+            );
+            if events == 0 || per_event > crate::lab::scenarios::MAX_RECORDING_BYTES_PER_EVENT {
+                bad.push(format!(
+                    "recording: {bytes} bytes for {events} events, {per_event} per event (at most {} wanted)",
+                    crate::lab::scenarios::MAX_RECORDING_BYTES_PER_EVENT
+                ));
+            }
         }
         "dax-hold" | "dax-truncate-pinned" => {
             let hold_start = w.mark("hold_start")?;

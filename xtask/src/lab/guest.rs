@@ -117,7 +117,7 @@ fn scenario_lines(run: &LabRun) -> String {
         let tail = if late {
             format!(" \"\" {LATE_HOLD_SECS} late")
         } else {
-            variant.pages().map_or(String::new(), |p| format!(" {p}"))
+            super::scenarios::pages(workload, variant).map_or(String::new(), |p| format!(" {p}"))
         };
         s.push_str(&format!(
             "run_scenario {scenario} {workload} \"{}\"{tail}\n",

@@ -180,6 +180,24 @@ impl Variant {
     }
 }
 
+/// Pages `dax-splice` works on with refwatch's defaults: enough events that
+/// the recording's size per event ([`MAX_RECORDING_BYTES_PER_EVENT`]) is
+/// the events', not the header's.
+pub const SIZE_PAGES: u32 = 1000;
+
+/// Largest recording size per event the lab accepts on `dax-splice` (the
+/// whole file, header and tables included, ÷ events).
+pub const MAX_RECORDING_BYTES_PER_EVENT: u64 = 64;
+
+/// Pages the workload of `workload` run as `variant` works on, when not
+/// the run's.
+pub fn pages(workload: &str, variant: Variant) -> Option<u32> {
+    match (workload, variant) {
+        ("dax-splice", Variant::Default) => Some(SIZE_PAGES),
+        _ => variant.pages(),
+    }
+}
+
 /// The workload scenario of a run name and how refwatch runs.
 pub fn split_variant(run: &str) -> (&str, Variant) {
     if let Some(base) = run.strip_suffix(FUNCTIONS) {
