@@ -15,8 +15,9 @@ use crate::{
     plan::{Candidate, Class, Mode, Resolved},
 };
 
-/// The kernel object built by `build.rs`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/refwatch"));
+/// The kernel object built by `build.rs` (empty with `AYA_BUILD_SKIP=1`).
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/refwatch"));
 
 /// Outcome of one logical hook.
 #[derive(Debug, Clone)]

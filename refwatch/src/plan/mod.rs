@@ -12,6 +12,8 @@ pub mod resolve;
 
 #[cfg(test)]
 mod catalog_tests;
+#[cfg(test)]
+mod object_tests;
 
 pub use catalog::{
     Candidate, Class, LOGICAL, Logical, Progs, StackPolicy, hook_of_symbol, names_holder,
