@@ -52,6 +52,21 @@ impl Progs {
         tp_btf: None,
     };
 
+    /// The entry and exit programs of `mode` (either may be missing).
+    pub fn for_mode(&self, mode: Mode) -> (Option<&'static str>, Option<&'static str>) {
+        match mode {
+            Mode::Fentry => (self.fentry, self.fexit),
+            Mode::Kprobe => (self.kprobe, self.kretprobe),
+            Mode::TpBtf => (self.tp_btf, None),
+        }
+    }
+
+    /// Whether the kernel object has a program for `mode`.
+    pub fn has(&self, mode: Mode) -> bool {
+        let (entry, exit) = self.for_mode(mode);
+        entry.is_some() || exit.is_some()
+    }
+
     /// Every program named, with the type it must have.
     pub fn named(&self) -> impl Iterator<Item = (ProgType, &'static str)> {
         [
@@ -63,6 +78,25 @@ impl Progs {
         ]
         .into_iter()
         .filter_map(|(t, n)| Some((t, n?)))
+    }
+}
+
+/// An attach mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Fentry,
+    Kprobe,
+    /// A BTF-typed tracepoint program.
+    TpBtf,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fentry => "fentry",
+            Self::Kprobe => "kprobe",
+            Self::TpBtf => "tp_btf",
+        }
     }
 }
 
@@ -146,6 +180,19 @@ pub enum Class {
     Other,
     /// A page_ref tracepoint (precise mode).
     PageRef,
+}
+
+impl Class {
+    /// Whether precise mode (every page_ref tracepoint attached) leaves
+    /// this hook out: the tracepoints see its references. GUP grabs stay
+    /// when `ram_holders` asks for system-page holders.
+    pub fn covered_by_precise(self, ram_holders: bool) -> bool {
+        match self {
+            Self::Refs => true,
+            Self::Grab => !ram_holders,
+            Self::Other | Self::PageRef => false,
+        }
+    }
 }
 
 /// A hook's stack policy: whether its events name a holder.

@@ -135,3 +135,23 @@ fn holders_are_gets_pins_waits_and_migrations() {
         Some(StackPolicy::Holder)
     );
 }
+
+#[test]
+fn precise_mode_leaves_out_only_hooks_whose_events_the_tracepoints_see() {
+    for l in LOGICAL {
+        for ram_holders in [false, true] {
+            if l.class.covered_by_precise(ram_holders) {
+                assert!(
+                    l.kinds()
+                        .all(|k| matches!(k, Kind::Get | Kind::Put | Kind::Pin | Kind::Unpin)),
+                    "{}: precise mode would lose its {} events",
+                    l.name,
+                    l.events
+                );
+            }
+        }
+    }
+    assert!(Class::Grab.covered_by_precise(false));
+    assert!(!Class::Grab.covered_by_precise(true));
+    assert!(!Class::PageRef.covered_by_precise(false));
+}

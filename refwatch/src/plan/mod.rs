@@ -16,11 +16,11 @@ mod catalog_tests;
 mod object_tests;
 
 pub use catalog::{
-    Candidate, Class, LOGICAL, Logical, Progs, StackPolicy, hook_of_symbol, names_holder,
+    Candidate, Class, LOGICAL, Logical, Mode, Progs, StackPolicy, hook_of_symbol, names_holder,
     stack_policy,
 };
 pub use render::plan_table;
 pub use resolve::{
-    KernelCaps, Mode, ModeChoice, Resolved, parse_filter_functions, resolve, resolve_one,
+    KernelCaps, ModeChoice, Resolved, parse_filter_functions, resolve, resolve_one,
     resolve_tracepoint,
 };

@@ -4,7 +4,7 @@
 
 use std::{collections::HashSet, fs, path::Path};
 
-use super::catalog::{Candidate, Class, LOGICAL, Logical};
+use super::catalog::{Candidate, Class, LOGICAL, Logical, Mode};
 use crate::{kallsyms::Kallsyms, layout::KernelBtf};
 
 /// How to attach.
@@ -16,25 +16,6 @@ pub enum ModeChoice {
     Fentry,
     /// Only kprobe/kretprobe.
     Kprobe,
-}
-
-/// An attach mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Fentry,
-    Kprobe,
-    /// A BTF-typed tracepoint program.
-    TpBtf,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Fentry => "fentry",
-            Self::Kprobe => "kprobe",
-            Self::TpBtf => "tp_btf",
-        }
-    }
 }
 
 /// What the kernel offers for attaching.
@@ -194,9 +175,8 @@ pub fn resolve_one(
             }
             _ => true,
         };
-        let p = cand.progs;
-        let has_fentry = p.fentry.is_some() || p.fexit.is_some();
-        let has_kprobe = p.kprobe.is_some() || p.kretprobe.is_some();
+        let has_fentry = cand.progs.has(Mode::Fentry);
+        let has_kprobe = cand.progs.has(Mode::Kprobe);
         if fentry_ok && choice != ModeChoice::Kprobe && has_fentry {
             modes.push(Mode::Fentry);
         }
