@@ -13,7 +13,7 @@ use crate::{
     format::recording,
     layout::{self, KernelBtf, Layout},
     loader::{self, Loaded, PlanRow},
-    plan::{self, KernelCaps},
+    plan::{self, KernelCaps, plan_table},
     report,
     rules::Rules,
     state::Thresholds,
@@ -78,28 +78,6 @@ fn require_attached(p: &Prepared, loaded: &Loaded) -> Result<()> {
             .collect(),
     };
     Err(diagnose::nothing_attached(&p.facts, &p.release, &outcome).into())
-}
-
-/// The plan as a table.
-pub fn plan_table(rows: &[PlanRow]) -> String {
-    let mut out = format!(
-        "{:<18} {:<12} {:<34} {:<7} {}\n",
-        "HOOK", "EVENTS", "SYMBOL", "MODE", "STATUS"
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "{:<18} {:<12} {:<34} {:<7} {}\n",
-            r.logical,
-            r.events,
-            r.symbol.unwrap_or("-"),
-            r.mode.map_or("-", |m| m.name()),
-            r.status
-        ));
-        for n in &r.notes {
-            out.push_str(&format!("{:<18}   note: {n}\n", ""));
-        }
-    }
-    out
 }
 
 /// `refwatch probes`.

@@ -15,8 +15,9 @@ use crate::{
     plan::{Candidate, Class, Mode, Resolved},
 };
 
-/// The kernel object built by `build.rs`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/refwatch"));
+/// The kernel object built by `build.rs` (empty with `AYA_BUILD_SKIP=1`).
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/refwatch"));
 
 /// Outcome of one logical hook.
 #[derive(Debug, Clone)]
@@ -123,12 +124,7 @@ pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32, facts: &Facts) 
     }
     let ram_holders = layout.raw.ram_holders != 0;
     for (i, r) in plan.iter().enumerate().filter(|(_, r)| !is_tp(r)) {
-        let covered = match r.logical.class {
-            Class::Refs => true,
-            Class::Grab => !ram_holders,
-            _ => false,
-        };
-        if precise && covered {
+        if precise && r.logical.class.covered_by_precise(ram_holders) {
             rows[i] = Some(PlanRow {
                 logical: r.logical.name,
                 events: r.logical.events,
@@ -205,11 +201,7 @@ fn attach_row(ebpf: &mut Ebpf, btf: Option<&Btf>, r: &Resolved) -> PlanRow {
 }
 
 fn attach(ebpf: &mut Ebpf, btf: Option<&Btf>, cand: &Candidate, mode: Mode) -> Result<()> {
-    let (entry, exit) = match mode {
-        Mode::Fentry => (cand.progs.fentry, cand.progs.fexit),
-        Mode::Kprobe => (cand.progs.kprobe, cand.progs.kretprobe),
-        Mode::TpBtf => (cand.progs.tp_btf, None),
-    };
+    let (entry, exit) = cand.progs.for_mode(mode);
     if entry.is_none() && exit.is_none() {
         return Err(anyhow!("no {} program for {}", mode.name(), cand.symbol));
     }

@@ -13,7 +13,10 @@ use aya::{
 };
 use refwatch_common::{PEEK_PAGES, PagePeek, PeekBatch, peek};
 
-use crate::symbols::kallsyms::Kallsyms;
+use crate::{
+    plan::catalog::{PAGE_READER_FENTRY, PAGE_READER_KPROBE},
+    symbols::kallsyms::Kallsyms,
+};
 
 /// The syscall whose entry runs the peek program (x86-64 names first).
 const TRIGGER: &[&str] = &["__x64_sys_getppid", "__se_sys_getppid", "sys_getppid"];
@@ -117,8 +120,8 @@ impl Peeker {
 fn attach_fentry(ebpf: &mut Ebpf, symbol: &str) -> Result<()> {
     let btf = Btf::from_sys_fs().context("kernel BTF")?;
     let p: &mut FEntry = ebpf
-        .program_mut("fentry_peek")
-        .ok_or_else(|| anyhow!("fentry_peek missing"))?
+        .program_mut(PAGE_READER_FENTRY)
+        .ok_or_else(|| anyhow!("{PAGE_READER_FENTRY} missing"))?
         .try_into()?;
     p.load(symbol, &btf)?;
     p.attach()?;
@@ -127,8 +130,8 @@ fn attach_fentry(ebpf: &mut Ebpf, symbol: &str) -> Result<()> {
 
 fn attach_kprobe(ebpf: &mut Ebpf, symbol: &str) -> Result<()> {
     let p: &mut KProbe = ebpf
-        .program_mut("kprobe_peek")
-        .ok_or_else(|| anyhow!("kprobe_peek missing"))?
+        .program_mut(PAGE_READER_KPROBE)
+        .ok_or_else(|| anyhow!("{PAGE_READER_KPROBE} missing"))?
         .try_into()?;
     p.load()?;
     p.attach(symbol, 0)?;

@@ -11,6 +11,7 @@ use crate::{
     event::{Kind, PageEvent, pgmap_name},
     format::json::JsonEvent,
     format::recording::{FORMAT, Header, HookRecord, Line, VERSION},
+    plan::hook_of_symbol,
     rules::Rules,
     state::{Thresholds, Tracker},
     symbols::kallsyms::Kallsyms,
@@ -119,18 +120,19 @@ pub fn hooks() -> Vec<HookLine> {
     ]
 }
 
-/// Hook id → symbol, as the live runner builds it from the plan.
+/// Hook id → symbol, as the live runner builds it from the plan (the ids
+/// from the catalog).
 pub fn hook_symbols() -> HashMap<u32, String> {
     [
-        (hook::TRY_GRAB_FOLIO, "try_grab_folio"),
-        (hook::PUT_DEVMAP_REFS, "__put_devmap_managed_page_refs"),
-        (hook::UNPIN_USER_PAGE, "unpin_user_page"),
-        (hook::FREE_ZONE_DEVICE, "free_zone_device_page"),
-        (hook::REMOVE_MIGRATION_PTES, "remove_migration_ptes"),
-        (hook::DAX_LAYOUT_BUSY, "dax_layout_busy_page_range"),
+        "try_grab_folio",
+        "__put_devmap_managed_page_refs",
+        "unpin_user_page",
+        "free_zone_device_page",
+        "remove_migration_ptes",
+        "dax_layout_busy_page_range",
     ]
     .into_iter()
-    .map(|(h, s)| (h, s.to_string()))
+    .filter_map(|s| Some((hook_of_symbol(s)?, s.to_string())))
     .collect()
 }
 

@@ -1,0 +1,26 @@
+//! The probe plan: for each logical hook, which kernel symbol to watch on this
+//! kernel and how (fentry/fexit or kprobe/kretprobe), decided at run time from
+//! kallsyms, BTF prototypes and `available_filter_functions`.
+//!
+//! [`catalog`] is every hook's identity in one table; [`resolve`] chooses a
+//! symbol and modes on the running kernel; [`render`] prints the outcome
+//! (`refwatch probes`).
+
+pub mod catalog;
+pub mod render;
+pub mod resolve;
+
+#[cfg(test)]
+mod catalog_tests;
+#[cfg(test)]
+mod object_tests;
+
+pub use catalog::{
+    Candidate, Class, LOGICAL, Logical, Mode, Progs, StackPolicy, hook_of_symbol, names_holder,
+    stack_policy,
+};
+pub use render::plan_table;
+pub use resolve::{
+    KernelCaps, ModeChoice, Resolved, parse_filter_functions, resolve, resolve_one,
+    resolve_tracepoint,
+};
