@@ -382,11 +382,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .current_dir(test::workspace_root())
                 .env("PATH", setup::env_path())
                 .status()?;
-            return Ok(if status.success() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
+            if !status.success() {
+                return Ok(ExitCode::FAILURE);
+            }
+            if name == "pipeline" {
+                let target = std::env::var_os("CARGO_TARGET_DIR")
+                    .map_or_else(|| test::workspace_root().join("target"), Into::into);
+                let rate = bench::pipeline::record_rate(&target.join("criterion"))?;
+                println!("{}", bench::pipeline::verdict(rate));
+            }
+            return Ok(ExitCode::SUCCESS);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@
 //! not move with the host's load.
 
 pub mod offline;
+pub mod pipeline;
 pub mod soak;
 
 use std::{
