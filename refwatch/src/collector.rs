@@ -3,7 +3,6 @@
 //! losses, and stop cleanly on SIGINT/SIGTERM with everything flushed.
 
 use std::{
-    collections::HashMap,
     io::Write as _,
     path::PathBuf,
     time::{Duration, Instant},
@@ -83,10 +82,10 @@ struct Outputs<'a> {
     rec: Option<recording::Writer>,
     /// The recording's header, for the files after a rotation.
     rec_header: Option<recording::Header>,
-    symbols: HashMap<u32, &'static str>,
-    /// Hooks whose own function says the role (`vmf_insert_*`: Map), which
-    /// their stacks, starting at the caller, do not show.
-    hook_roles: HashMap<u32, Role>,
+    /// By hook id: the function its events are seen in, and the role the
+    /// function itself says (`vmf_insert_*`: Map), which its stacks,
+    /// starting at the caller, do not show.
+    hooks: Vec<(&'static str, Option<Role>)>,
     /// Kallsyms with a per-address cache.
     syms: Symbolizer<'a>,
     /// Each distinct stack named once (frames, role, id).
@@ -217,19 +216,18 @@ impl<'a> Collector<'a> {
                 (None, _) => None,
             },
             rec_header: opts.recording.as_ref().map(|(_, h)| h.clone()),
-            symbols: loaded
-                .rows
-                .iter()
-                .filter(|r| r.attached())
-                .filter_map(|r| Some((r.hook?, r.symbol?)))
-                .collect(),
-            hook_roles: loaded
-                .rows
-                .iter()
-                .filter(|r| r.attached())
-                .filter_map(|r| Some((r.hook?, role_of([r.symbol?]))))
-                .filter(|(_, role)| *role != Role::Other)
-                .collect(),
+            hooks: {
+                let mut hooks = vec![("?", None); refwatch_common::hook::COUNT as usize];
+                for r in loaded.rows.iter().filter(|r| r.attached()) {
+                    if let (Some(h), Some(sym)) = (r.hook, r.symbol)
+                        && let Some(slot) = hooks.get_mut(h as usize)
+                    {
+                        let role = role_of([sym]);
+                        *slot = (sym, (role != Role::Other).then_some(role));
+                    }
+                }
+                hooks
+            },
             syms: Symbolizer::new(syms, DEFAULT_SYMBOL_CACHE),
             stacks: StackTable::new(opts.format, DEFAULT_NAMED_STACKS),
             decoder: Decoder::default(),
@@ -582,11 +580,12 @@ fn drain(
             Ok(mut ev) => {
                 totals.events += 1;
                 let named = out.stacks.get(&ev.stack, &mut out.syms);
-                ev.role = match out.hook_roles.get(&ev.hook) {
-                    Some(role) => *role,
-                    None => named.role,
-                };
-                let sym = out.symbols.get(&ev.hook).copied().unwrap_or("?");
+                let (sym, hook_role) = out
+                    .hooks
+                    .get(ev.hook as usize)
+                    .copied()
+                    .unwrap_or(("?", None));
+                ev.role = hook_role.unwrap_or(named.role);
                 if let Some(w) = out.jsonl.as_mut() {
                     let j = out.syms.to_json_named(&ev, sym, out.format, &named.frames);
                     serde_json::to_writer(&mut *w, &j).context("write JSON line")?;

@@ -27,6 +27,10 @@ pub const DEFAULT_LIMIT: Limit = Limit {
     keep: 3,
 };
 
+/// Bytes buffered before a write: a recording line is about 40 bytes, a
+/// JSON line about 500, and each write is a system call.
+const WRITE_BUFFER: usize = 1 << 16;
+
 /// A buffered file opened by [`output::create_growing`]'s rules, counting
 /// the bytes written to it.
 pub struct Rotating {
@@ -63,7 +67,7 @@ impl Rotating {
         let g = output::create_growing(path, None)
             .with_context(|| format!("create {what} {}", path.display()))?;
         Ok(Self {
-            out: BufWriter::new(g.file),
+            out: BufWriter::with_capacity(WRITE_BUFFER, g.file),
             bytes: 0,
             path: path.to_path_buf(),
             mode: g.mode,
@@ -147,7 +151,7 @@ impl Rotating {
         g.file
             .set_permissions(Permissions::from_mode(self.mode))
             .with_context(|| format!("set the mode of {}", self.path.display()))?;
-        self.out = BufWriter::new(g.file);
+        self.out = BufWriter::with_capacity(WRITE_BUFFER, g.file);
         self.bytes = 0;
         self.rotations += 1;
         Ok(())
