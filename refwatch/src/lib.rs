@@ -33,5 +33,6 @@ pub mod report;
 pub mod rotate;
 pub mod rules;
 pub mod snapshot;
+pub mod stacks;
 pub mod state;
 pub mod tui;

@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use crate::{
-    event::{Kind, PageEvent, Role, Stack},
+    event::{Kind, PageEvent, Role, Stack, StackTaken},
     rules::Rules,
 };
 use refwatch_common::PagePeek;
@@ -41,6 +41,7 @@ pub fn event(p: &PagePeek, ts_ns: u64, pid: u32) -> PageEvent {
         forking: false,
         role: Role::Other,
         stack: Stack::default(),
+        stack_taken: StackTaken::No,
     }
 }
 

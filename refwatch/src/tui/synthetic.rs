@@ -199,6 +199,7 @@ pub fn event(
             Kind::Get | Kind::Pin => GET_STACK[..].into(),
             _ => PUT_STACK[..].into(),
         },
+        stack_taken: Default::default(),
     }
 }
 
