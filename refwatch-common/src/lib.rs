@@ -12,6 +12,10 @@ pub const MAX_STACK: usize = 24;
 /// Length of a task's `comm`.
 pub const COMM_LEN: usize = 16;
 
+/// Entries of a table indexed by [`kind`] value ([`KernelLayout::stack_frames`]).
+pub const KIND_SLOTS: usize = 16;
+const _: () = assert!((kind::MAX as usize) < KIND_SLOTS && KIND_SLOTS.is_power_of_two());
+
 /// Logical event kinds (`Event::kind`). Values are stable: they are written in
 /// recordings.
 pub mod kind {
@@ -338,6 +342,14 @@ pub mod flags {
     /// Seen while the task was forking (`kernel_clone`): a reference taken
     /// then belongs to the child the fork creates.
     pub const FORKING: u32 = 1 << 5;
+    /// The stack was cut short on purpose: the walk stopped at the depth
+    /// [`KernelLayout::stack_frames`] asks for this kind, enough to tell the
+    /// event's role (map, unmap), not to name the code behind it.
+    pub const STACK_SHORT: u32 = 1 << 6;
+    /// No stack was taken because none was asked for (the kind's depth is
+    /// 0, or the hook never takes one). Without it, an empty stack means
+    /// the walk failed or found nothing.
+    pub const NO_STACK: u32 = 1 << 7;
 }
 
 /// Stable page-map types (`Event::pgmap_type`), translated in the kernel from
@@ -506,8 +518,6 @@ pub struct KernelLayout {
     pub zones_mask: u32,
     /// `ZONE_DEVICE` in `enum zone_type`.
     pub zone_device: u32,
-    /// Non-zero: capture kernel stacks for gets and drops.
-    pub stacks: u32,
     /// `offsetof(struct bio, bi_io_vec)`.
     pub off_bio_io_vec: u32,
     /// `offsetof(struct bio, bi_vcnt)` (an `unsigned short`).
@@ -540,13 +550,16 @@ pub struct KernelLayout {
     pub off_fbatch_nr: u32,
     /// `offsetof(struct folio_batch, folios)`; 0 without `struct folio_batch`.
     pub off_fbatch_folios: u32,
-    /// Kept zero (alignment).
-    pub reserved: u32,
+    /// Kernel stack frames to walk for an event, by its [`kind`] value:
+    /// 0 takes none ([`flags::NO_STACK`]), fewer than [`MAX_STACK`] marks
+    /// the stack [`flags::STACK_SHORT`]; more than [`MAX_STACK`] counts as
+    /// [`MAX_STACK`].
+    pub stack_frames: [u8; KIND_SLOTS],
     /// Raw `enum memory_type` value → stable [`pgmap`] value.
     pub memtype: [u32; 8],
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 3 * 8 + 26 * 4 + 8 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 3 * 8 + 24 * 4 + KIND_SLOTS + 8 * 4);
 
 impl KernelLayout {
     /// All zero: programs loaded with it emit nothing (zone check never matches
@@ -565,7 +578,6 @@ impl KernelLayout {
             zones_shift: 0,
             zones_mask: 0,
             zone_device: u32::MAX,
-            stacks: 0,
             off_bio_io_vec: 0,
             off_bio_vcnt: 0,
             bvec_size: 0,
@@ -581,9 +593,36 @@ impl KernelLayout {
             off_pgmap_range: 0,
             off_fbatch_nr: 0,
             off_fbatch_folios: 0,
-            reserved: 0,
+            stack_frames: [0; KIND_SLOTS],
             memtype: [0; 8],
         }
+    }
+
+    /// Frames to walk for an event of kind `k` (0..=[`MAX_STACK`]).
+    pub const fn frames_for(&self, k: u32) -> usize {
+        stack_depth(self.stack_frames[k as usize & (KIND_SLOTS - 1)])
+    }
+}
+
+/// A [`KernelLayout::stack_frames`] entry as a number of frames, at most
+/// [`MAX_STACK`].
+#[inline(always)]
+pub const fn stack_depth(entry: u8) -> usize {
+    let n = entry as usize;
+    if n > MAX_STACK { MAX_STACK } else { n }
+}
+
+/// The [`flags`] bits of an event whose kind asks for `frames` frames
+/// ([`stack_depth`]), when its hook takes a stack (`wanted`):
+/// [`flags::NO_STACK`], [`flags::STACK_SHORT`], or none for a full walk.
+#[inline(always)]
+pub const fn stack_flags(frames: usize, wanted: bool) -> u32 {
+    if !wanted || frames == 0 {
+        flags::NO_STACK
+    } else if frames < MAX_STACK {
+        flags::STACK_SHORT
+    } else {
+        0
     }
 }
 

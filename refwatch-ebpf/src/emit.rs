@@ -4,11 +4,11 @@ use aya_ebpf::{
     EbpfContext, bindings,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated},
 };
-use refwatch_common::{Event, MAX_STACK, counter, flags};
+use refwatch_common::{Event, KIND_SLOTS, MAX_STACK, counter, flags, stack_depth, stack_flags};
 
 use crate::{
     COUNTERS, EVENTS, FORKING, LOST,
-    page::{DevicePage, layout, mapcount, refcount},
+    page::{DevicePage, mapcount, refcount},
 };
 
 /// Unread bytes in the ring buffer from which a submit wakes the reader.
@@ -106,6 +106,46 @@ impl EbpfContext for NoCtx {
     }
 }
 
+/// Frames of kernel stack to walk for an event of `kind`, as the layout's
+/// table asks (0..=`MAX_STACK`).
+#[inline(always)]
+pub fn stack_frames(kind: u32) -> usize {
+    let i = kind as usize & (KIND_SLOTS - 1);
+    // SAFETY: `i` is within the table; `LAYOUT` is a plain global, read
+    // volatile so the compiler does not fold the value it has at build
+    // time (the loader sets it; the verifier sees it, frozen).
+    let entry = unsafe {
+        core::ptr::read_volatile((&raw const crate::LAYOUT.stack_frames).cast::<u8>().add(i))
+    };
+    stack_depth(entry)
+}
+
+/// Walks at most `frames` frames of this program's kernel stack into
+/// `buf`: the kernel stops unwinding once the buffer is full
+/// (`bpf_get_stack` gives `get_perf_callchain` a depth of size / 8).
+/// Returns the bytes written, or a negative error; 0 when `frames` is 0.
+///
+/// # Safety
+/// `buf` must be valid for `MAX_STACK * 8` bytes.
+#[inline(always)]
+pub unsafe fn walk_stack<C: EbpfContext>(
+    ctx: &C,
+    buf: *mut [u64; MAX_STACK],
+    frames: usize,
+) -> i64 {
+    // Bounded where the verifier sees it: the size is at most the buffer.
+    let frames = if frames > MAX_STACK {
+        MAX_STACK
+    } else {
+        frames
+    };
+    if frames == 0 {
+        return 0;
+    }
+    // SAFETY: `buf` holds `MAX_STACK * 8 >= frames * 8` bytes (caller).
+    unsafe { generated::bpf_get_stack(ctx.as_ptr(), buf.cast(), (frames * 8) as u32, 0) }
+}
+
 /// A kernel stack taken once for several events: a batch hook emits one
 /// event per page from a `bpf_loop` callback, where its context is not at
 /// hand.
@@ -118,21 +158,12 @@ pub struct SharedStack {
 }
 
 impl SharedStack {
-    /// Takes this program's stack into `self` (nothing when stacks are off).
+    /// Takes this program's stack into `self`, as deep as events of `kind`
+    /// ask (nothing when they ask for none).
     #[inline(always)]
-    pub fn take<C: EbpfContext>(&mut self, ctx: &C) {
-        self.bytes = 0;
-        if layout!(stacks) != 0 {
-            // SAFETY: `frames` is `MAX_STACK * 8` bytes of map memory.
-            self.bytes = unsafe {
-                generated::bpf_get_stack(
-                    ctx.as_ptr(),
-                    (&raw mut self.frames).cast(),
-                    (MAX_STACK * 8) as u32,
-                    0,
-                )
-            };
-        }
+    pub fn take<C: EbpfContext>(&mut self, ctx: &C, kind: u32) {
+        // SAFETY: `frames` is `MAX_STACK * 8` bytes of map memory.
+        self.bytes = unsafe { walk_stack(ctx, &raw mut self.frames, stack_frames(kind)) };
     }
 }
 
@@ -170,7 +201,8 @@ pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStac
         // SAFETY: this thread's own entry.
         unsafe { *forking = 1 };
     }
-    let want_stack = f.stack && layout!(stacks) != 0;
+    let frames = if f.stack { stack_frames(f.kind) } else { 0 };
+    fl |= stack_flags(frames, f.stack);
     // SAFETY: `ev` points at a reserved ring-buffer slot of `size_of::<Event>()`
     // bytes that only this program writes until it is submitted.
     unsafe {
@@ -192,19 +224,16 @@ pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStac
         (*ev).pgmap_type = f.pgmap_type;
         (*ev).nr_pages = f.nr_pages;
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        // Only `stack_bytes` of the frames are read: a short walk leaves
+        // the rest of the slot as it was.
         let mut n: i64 = 0;
         if let Some(s) = shared {
-            if f.stack && s.bytes > 0 {
+            if frames > 0 && s.bytes > 0 {
                 (*ev).stack = s.frames;
                 n = s.bytes;
             }
-        } else if want_stack {
-            n = generated::bpf_get_stack(
-                ctx.as_ptr(),
-                (&raw mut (*ev).stack).cast(),
-                (MAX_STACK * 8) as u32,
-                0,
-            );
+        } else {
+            n = walk_stack(ctx, &raw mut (*ev).stack, frames);
         }
         if n <= 0 {
             n = 0;

@@ -58,6 +58,7 @@ fn synthetic_records() -> Vec<Vec<u8>> {
                     0xffff_ffff_8100_3000,
                 ]
                 .into(),
+                stack_taken: Default::default(),
             };
             to_bytes(&to_raw(&ev))
         })

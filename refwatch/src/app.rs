@@ -33,7 +33,7 @@ pub struct Prepared {
     pub facts: Facts,
 }
 
-fn prepare(args: &ProbeArgs, stacks: bool) -> Result<Prepared> {
+fn prepare(args: &ProbeArgs) -> Result<Prepared> {
     // Which capability is missing, before a kernel call fails for lack of it.
     let facts = Facts::read();
     if let Some(d) = diagnose::preflight(&facts) {
@@ -41,8 +41,13 @@ fn prepare(args: &ProbeArgs, stacks: bool) -> Result<Prepared> {
     }
     let kallsyms = Kallsyms::read(Path::new(KALLSYMS))?;
     let btf = KernelBtf::open(Path::new(VMLINUX_BTF))?;
-    let layout = layout::resolve(&btf, &kallsyms, stacks, args.ram_holders)
-        .context("read the kernel layout from BTF")?;
+    let layout = layout::resolve(
+        &btf,
+        &kallsyms,
+        args.stack_policy().frames(),
+        args.ram_holders,
+    )
+    .context("read the kernel layout from BTF")?;
     let caps = KernelCaps::probe();
     let plan = plan::resolve(&kallsyms, &btf, &caps, args.mode, !args.no_precise);
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -82,7 +87,7 @@ fn require_attached(p: &Prepared, loaded: &Loaded) -> Result<()> {
 
 /// `refwatch probes`.
 pub fn probes(args: &ProbesArgs) -> Result<ExitCode> {
-    let p = prepare(&args.probe, false)?;
+    let p = prepare(&args.probe)?;
     println!("kernel {}", p.release);
     println!(
         "layout: struct page {} bytes, _refcount@{}, _mapcount@{}, pgmap via {}@{}, dev_pagemap.type@{}, zone bits >>{} &{:#x}, ZONE_DEVICE={}; vmemmap: {}",
@@ -114,6 +119,7 @@ pub fn probes(args: &ProbesArgs) -> Result<ExitCode> {
     println!("{n} of {} hooks attached", loaded.rows.len());
     require_attached(&p, &loaded)?;
     println!("references: {}", loaded.mode_words());
+    println!("{}", args.probe.stack_policy().describe());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -151,7 +157,7 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
     if use_tui {
         crate::tui::tty::require_terminal("attach")?;
     }
-    let mut p = prepare(&args.probe, !args.no_stacks)?;
+    let mut p = prepare(&args.probe)?;
     let rules = Rules::from_kernel(&p.kallsyms);
     // Run-time statistics stay on while this descriptor is open.
     let _stats_on = if args.prog_stats {
@@ -188,11 +194,12 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
     });
     let n = loaded.rows.iter().filter(|r| r.attached()).count();
     println!(
-        "refwatch: kernel {}, {n} of {} hooks attached; references: {}; {}; Ctrl-C to stop",
+        "refwatch: kernel {}, {n} of {} hooks attached; references: {}; {}; {}; Ctrl-C to stop",
         p.release,
         loaded.rows.len(),
         loaded.mode_words(),
-        rules.basis
+        rules.basis,
+        args.probe.stack_policy().describe()
     );
     let header = recording_path.map(|path| {
         (

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::plan::ModeChoice;
+use crate::{plan::ModeChoice, stacks::StackPolicy};
 
 /// refwatch: reference-count lifetimes of ZONE_DEVICE pages (fs-dax, device
 /// private, device-dax, P2PDMA) on a live Linux system.
@@ -165,6 +165,26 @@ pub struct ProbeArgs {
     /// update and a stack walk per GUP grab of any page.
     #[arg(long)]
     pub ram_holders: bool,
+    /// Which events carry a kernel stack: `holders`, full stacks for the
+    /// events that take a reference (and the rest), drops only as deep as
+    /// their role (unmap or not) takes; `all`, full stacks for every event;
+    /// `none`.
+    #[arg(long, value_enum, default_value = "holders", value_name = "WHICH")]
+    pub stacks: StackPolicy,
+    /// `--stacks none`.
+    #[arg(long, conflicts_with = "stacks")]
+    pub no_stacks: bool,
+}
+
+impl ProbeArgs {
+    /// The stack policy asked for (`--no-stacks` is `--stacks none`).
+    pub fn stack_policy(&self) -> StackPolicy {
+        if self.no_stacks {
+            StackPolicy::None
+        } else {
+            self.stacks
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -194,9 +214,6 @@ pub struct AttachArgs {
     /// --log-file: no log; warnings and errors are printed when it ends).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    /// Do not capture kernel stacks.
-    #[arg(long)]
-    pub no_stacks: bool,
     /// Size of the kernel's event ring buffer in bytes: a power of two of
     /// at least one page (4096). A larger ring rides out longer bursts.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BYTES, value_parser = parse_ring_size)]
@@ -304,5 +321,55 @@ mod ring_size_tests {
         for bad in ["0", "4095", "6000", "2147483648", "-1", "4k"] {
             assert!(parse_ring_size(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod stacks_tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Command, StackPolicy};
+
+    fn policy(args: &[&str]) -> Result<StackPolicy, clap::Error> {
+        let cli = Cli::try_parse_from(args)?;
+        Ok(match cli.command {
+            Command::Attach(a) => a.probe.stack_policy(),
+            Command::Record(r) => r.attach.probe.stack_policy(),
+            Command::Probes(p) => p.probe.stack_policy(),
+            other => panic!("not a live command: {other:?}"),
+        })
+    }
+
+    #[test]
+    fn stacks_flag_parses_with_holders_by_default() {
+        let p = |a: &[&str]| policy(a).map_err(|e| e.to_string());
+        assert_eq!(p(&["refwatch", "attach"]), Ok(StackPolicy::Holders));
+        assert_eq!(p(&["refwatch", "probes"]), Ok(StackPolicy::Holders));
+        assert_eq!(
+            p(&["refwatch", "attach", "--stacks", "all"]),
+            Ok(StackPolicy::All)
+        );
+        assert_eq!(
+            p(&["refwatch", "record", "-o", "x.rec", "--stacks=none"]),
+            Ok(StackPolicy::None)
+        );
+        assert_eq!(
+            p(&["refwatch", "record", "-o", "x.rec", "--stacks=holders"]),
+            Ok(StackPolicy::Holders)
+        );
+        // The old flag is `--stacks none`.
+        assert_eq!(
+            p(&["refwatch", "attach", "--no-stacks"]),
+            Ok(StackPolicy::None)
+        );
+    }
+
+    #[test]
+    fn stacks_flag_refuses_what_it_does_not_know() {
+        let e = policy(&["refwatch", "attach", "--stacks", "some"]).expect_err("unknown policy");
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        let e = policy(&["refwatch", "attach", "--stacks", "all", "--no-stacks"])
+            .expect_err("conflict");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }

@@ -273,6 +273,42 @@ impl Migration {
     }
 }
 
+/// Whether and how the kernel walked an event's stack (`--stacks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum StackTaken {
+    /// Walked in full; an empty stack means the walk failed or found nothing.
+    #[default]
+    Full,
+    /// Cut short on purpose: deep enough for the event's [`Role`], not to
+    /// name the code behind it.
+    Short,
+    /// Not taken: the stack policy asked for none for this event.
+    No,
+}
+
+impl StackTaken {
+    /// From an event's wire flags.
+    #[inline]
+    pub fn from_flags(fl: u32) -> Self {
+        if fl & flags::NO_STACK != 0 {
+            Self::No
+        } else if fl & flags::STACK_SHORT != 0 {
+            Self::Short
+        } else {
+            Self::Full
+        }
+    }
+
+    /// Its wire flags.
+    pub fn flags(self) -> u32 {
+        match self {
+            Self::Full => 0,
+            Self::Short => flags::STACK_SHORT,
+            Self::No => flags::NO_STACK,
+        }
+    }
+}
+
 /// A task name, as cheap to copy as the event it is in: inline for what the
 /// kernel reports (at most 16 bytes of UTF-8 without NUL), shared for
 /// anything else (a name with invalid bytes, decoded lossily, or a longer
@@ -735,6 +771,8 @@ pub struct PageEvent {
     /// Set by whoever can symbolize the stack ([`role_of`]).
     pub role: Role,
     pub stack: Stack,
+    /// Whether `stack` was walked in full, cut short, or not taken.
+    pub stack_taken: StackTaken,
 }
 
 impl PageEvent {
@@ -898,6 +936,7 @@ fn decode_with(
         forking: has(flags::FORKING),
         role: Role::Other,
         stack,
+        stack_taken: StackTaken::from_flags(fl),
     })
 }
 
@@ -936,6 +975,7 @@ pub fn to_raw(ev: &PageEvent) -> Event {
     if ev.forking {
         fl |= flags::FORKING;
     }
+    fl |= ev.stack_taken.flags();
     raw.flags = fl;
     raw.aux2 = ev.aux2;
     raw.owner = ev.owner;
@@ -989,6 +1029,7 @@ mod tests {
             forking: true,
             role: Role::Other,
             stack: vec![0xffff_ffff_8100_0000, 0xffff_ffff_8100_0100].into(),
+            stack_taken: StackTaken::Short,
         }
     }
 
@@ -998,6 +1039,34 @@ mod tests {
         let bytes = to_bytes(&to_raw(&ev));
         assert_eq!(bytes.len(), EVENT_SIZE);
         assert_eq!(decode(&bytes), Ok(ev));
+    }
+
+    /// Synthetic records: the two stack flags decode to what was taken,
+    /// and encode back.
+    #[test]
+    fn stack_flags_say_what_was_taken() {
+        let mut raw = to_raw(&sample());
+        for (fl, frames, want) in [
+            (0, 2, StackTaken::Full),
+            (0, 0, StackTaken::Full),
+            (flags::STACK_SHORT, 2, StackTaken::Short),
+            (flags::NO_STACK, 0, StackTaken::No),
+            // Both never come from the kernel; none taken wins.
+            (flags::NO_STACK | flags::STACK_SHORT, 0, StackTaken::No),
+        ] {
+            raw.flags = flags::HAS_BEFORE | flags::LATE | fl;
+            raw.stack_bytes = frames * 8;
+            let ev = decode(&to_bytes(&raw)).expect("valid record");
+            assert_eq!(ev.stack_taken, want, "flags {fl:#x}");
+            assert_eq!(ev.stack.len(), frames as usize);
+            assert!(ev.late && ev.refcount_before.is_some() && ev.refcount_after.is_none());
+            let back = to_raw(&ev);
+            assert_eq!(
+                back.flags & (flags::NO_STACK | flags::STACK_SHORT),
+                want.flags()
+            );
+            assert_eq!(decode(&to_bytes(&back)), Ok(ev));
+        }
     }
 
     #[test]
@@ -1124,6 +1193,13 @@ mod tests {
                 forking: has(flags::FORKING),
                 role: Role::Other,
                 stack: frames.into(),
+                stack_taken: if has(flags::NO_STACK) {
+                    StackTaken::No
+                } else if has(flags::STACK_SHORT) {
+                    StackTaken::Short
+                } else {
+                    StackTaken::Full
+                },
             };
             let bytes = to_bytes(&raw);
             let got = decode(&bytes).expect("valid record");

@@ -5,7 +5,7 @@ use std::{collections::HashMap, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, BtfType, Type};
-use refwatch_common::{KernelLayout, pgmap};
+use refwatch_common::{KIND_SLOTS, KernelLayout, pgmap};
 
 /// Default vmemmap start on x86_64 with 4-level paging, used only when the
 /// kernel has no `vmemmap_base` variable (no memory KASLR).
@@ -259,7 +259,7 @@ pub struct Layout {
 pub fn resolve(
     btf: &KernelBtf,
     kallsyms: &crate::symbols::kallsyms::Kallsyms,
-    stacks: bool,
+    stack_frames: [u8; KIND_SLOTS],
     ram_holders: bool,
 ) -> Result<Layout> {
     let page = btf.struct_def("page").context("struct page")?;
@@ -357,7 +357,6 @@ pub fn resolve(
             zones_shift: 64 - nshift - zwidth,
             zones_mask: (1u32 << zwidth) - 1,
             zone_device,
-            stacks: u32::from(stacks),
             off_bio_io_vec,
             off_bio_vcnt,
             bvec_size,
@@ -373,7 +372,7 @@ pub fn resolve(
             off_pgmap_range,
             off_fbatch_nr,
             off_fbatch_folios,
-            reserved: 0,
+            stack_frames,
             memtype: memtype_table(&memtypes),
         },
         pgmap_from,

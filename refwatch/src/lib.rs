@@ -31,6 +31,7 @@ pub mod report;
 pub mod rotate;
 pub mod rules;
 pub mod snapshot;
+pub mod stacks;
 pub mod state;
 pub mod symbols;
 pub mod tui;

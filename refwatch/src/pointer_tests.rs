@@ -82,6 +82,7 @@ fn grab(ret: u64) -> PageEvent {
         forking: false,
         role: Role::Other,
         stack: vec![0xffff_ffff_8100_0005, 0xffff_ffff_8100_16be].into(),
+        stack_taken: Default::default(),
     };
     decode(&to_bytes(&to_raw(&ev))).expect("decode")
 }

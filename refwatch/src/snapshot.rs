@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use crate::{
-    event::{Kind, PageEvent, Stack},
+    event::{Kind, PageEvent, Stack, StackTaken},
     rules::Rules,
     symbols::Role,
 };
@@ -42,6 +42,7 @@ pub fn event(p: &PagePeek, ts_ns: u64, pid: u32) -> PageEvent {
         forking: false,
         role: Role::Other,
         stack: Stack::default(),
+        stack_taken: StackTaken::No,
     }
 }
 

@@ -120,6 +120,7 @@ fn event(ts_ns: u64, pfn: u64, kind: Kind, before: i32, after: i32, stack: Stack
         forking: false,
         role: Role::Other,
         stack,
+        stack_taken: Default::default(),
     }
 }
 

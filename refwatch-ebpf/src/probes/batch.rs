@@ -128,7 +128,7 @@ pub fn report<C: EbpfContext>(ctx: &C, hook: u32, with_stack: bool) {
     let n = unsafe { (*b).n };
     if with_stack && let Some(s) = BATCH_STACK.get_ptr_mut(0) {
         // SAFETY: this CPU's slot.
-        unsafe { (*s).take(ctx) };
+        unsafe { (*s).take(ctx, kind::PUT) };
     }
     let mut w = ExitWalk {
         hook,

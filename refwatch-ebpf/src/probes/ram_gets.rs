@@ -15,11 +15,11 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray},
 };
-use refwatch_common::{Event, MAX_STACK, counter, flags, kind, pgmap};
+use refwatch_common::{Event, MAX_STACK, counter, flags, kind, pgmap, stack_flags};
 
 use crate::{
     EVENTS,
-    emit::count,
+    emit::{count, stack_frames, walk_stack},
     page::{any_page, layout},
 };
 
@@ -55,7 +55,7 @@ pub fn remember<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, refs: u64) {
     let Some(r) = RAM_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let stacks = layout!(stacks) != 0;
+    let frames = stack_frames(kind::GET);
     // SAFETY: per-CPU scratch slot of this CPU, used only within this program.
     unsafe {
         (*r).ts_ns = generated::bpf_ktime_get_ns();
@@ -64,15 +64,7 @@ pub fn remember<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, refs: u64) {
         (*r).refs = refs;
         (*r).hook = hook;
         (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let mut n = 0;
-        if stacks {
-            n = generated::bpf_get_stack(
-                ctx.as_ptr(),
-                (&raw mut (*r).stack).cast(),
-                (MAX_STACK * 8) as u32,
-                0,
-            );
-        }
+        let n = walk_stack(ctx, &raw mut (*r).stack, frames);
         (*r).stack_bytes = if n > 0 { n as u32 } else { 0 };
         if RAM_GETS.insert(pfn, *r, 0).is_ok() {
             count(counter::RAM_GETS);
@@ -110,6 +102,7 @@ pub fn report(pfn: u64, refcount: Option<i32>) {
         (*ev).kind = kind::GET;
         (*ev).hook = r.hook;
         (*ev).flags = flags::LATE
+            | stack_flags(stack_frames(kind::GET), true)
             | if refcount.is_some() {
                 flags::HAS_AFTER
             } else {

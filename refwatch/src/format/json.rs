@@ -189,6 +189,7 @@ pub fn page_event_with(j: &JsonEvent, hook: u32, role: Role, stack: Stack) -> Op
         forking: j.forking,
         role,
         stack,
+        stack_taken: Default::default(),
     })
 }
 
@@ -323,6 +324,7 @@ mod tests {
             forking: true,
             role: Role::Map,
             stack: stacks[0].into(),
+            stack_taken: Default::default(),
         };
         for owner in [0, 0xffff_ffff_8100_6000, 0xffff_ffff_8100_0000, 0xdead] {
             for fmt in [Format::default(), Format { raw_pointers: true }] {
@@ -401,6 +403,7 @@ mod tests {
             role: crate::symbols::Role::Other,
             // A BPF frame first (not in kallsyms), then kernel text, then junk.
             stack: vec![0xffff_ffff_c012_3456, 0xffff_ffff_8100_0010, 0xdead].into(),
+            stack_taken: Default::default(),
         };
         let ev = decode(&to_bytes(&to_raw(&ev))).expect("decode");
         let j = to_json(&ev, "gup_put_folio", &syms, Format::default());

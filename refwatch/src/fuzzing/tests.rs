@@ -234,6 +234,7 @@ fn synthetic(kind: Kind, pfn: u64, rc: (i32, i32), mapcount: i32, pgmap_type: u3
         forking: false,
         role: Role::Other,
         stack: Stack::default(),
+        stack_taken: Default::default(),
     }
 }
 

@@ -606,6 +606,8 @@ impl History {
                 _ => Role::Other,
             },
             stack: e.stack.clone(),
+            // Not kept: an entry has no bit left for it.
+            stack_taken: Default::default(),
         }
     }
 }

@@ -201,6 +201,7 @@ pub fn event(
             Kind::Get | Kind::Pin => GET_STACK[..].into(),
             _ => PUT_STACK[..].into(),
         },
+        stack_taken: Default::default(),
     }
 }
 

@@ -71,6 +71,7 @@ pub fn carry(tracker: &Tracker, syms: &mut Symbolizer<'_>, fmt: Format, pid: u32
             forking: false,
             role: Role::Other,
             stack: Stack::default(),
+            stack_taken: Default::default(),
         };
         out.push((ts_ns, p.pfn, Line::Event(syms.to_json(&ev, SYMBOL, fmt))));
     }

@@ -10,7 +10,7 @@ use super::{
     parse, read,
 };
 use crate::{
-    event::{Kind, PageEvent, StackInterner},
+    event::{Kind, PageEvent, StackInterner, StackTaken},
     format::json::Format,
     symbols::{Kallsyms, Role, StackTable, Symbolizer},
 };
@@ -49,6 +49,7 @@ fn events(stacks: &mut StackInterner) -> Vec<PageEvent> {
         forking: false,
         role: Role::Other,
         stack: a.clone(),
+        stack_taken: StackTaken::Full,
     };
     let mut out = Vec::new();
     for i in 0..40u64 {

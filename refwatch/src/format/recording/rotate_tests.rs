@@ -66,6 +66,7 @@ fn ev(ts_ns: u64, pfn: u64, kind: Kind, before: i32, after: i32) -> PageEvent {
         forking: false,
         role: Role::Other,
         stack: Default::default(),
+        stack_taken: Default::default(),
     }
 }
 

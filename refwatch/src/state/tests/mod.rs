@@ -56,6 +56,7 @@ fn ev(ts: u64, pfn: u64, kind: Kind, before: i32, after: i32, tgid: u32) -> Page
         forking: false,
         role: crate::symbols::Role::Other,
         stack: vec![0xffff_ffff_8100_0000 + u64::from(tgid)].into(),
+        stack_taken: Default::default(),
     }
 }
 
