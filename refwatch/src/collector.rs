@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    event::{Decoder, PageEvent, pgmap_name},
+    event::{Decoder, PageEvent, StackTaken, pgmap_name},
     format::json::Format,
     format::recording::{self, Line},
     loader::Loaded,
@@ -592,7 +592,8 @@ fn drain(
                     w.write_all(b"\n").context("write JSON line")?;
                 }
                 if let Some(rec) = out.rec.as_mut() {
-                    rec.live_event(&ev, sym, Some(named), &mut out.syms, out.format)?;
+                    let stack = (ev.stack_taken != StackTaken::No).then_some(named);
+                    rec.live_event(&ev, sym, stack, &mut out.syms, out.format)?;
                 }
                 tracker.apply(&ev);
                 out.rotate_if_full(tracker, totals)?;

@@ -261,11 +261,12 @@ fn report_and_replay_never_show_a_recorded_pointer() {
 fn names_keep_their_symbol() {
     let mut j = recorded(VMEMMAP_4);
     assert!(j.stack[0].starts_with("try_grab_folio_fast+0x5 (0xffffffff"));
-    j.stack.push("0xffffffffc0001234".into());
-    j.stack.push("0xdead".into());
+    let frames = j.stack.0.as_mut().expect("a stack");
+    frames.push("0xffffffffc0001234".into());
+    frames.push("0xdead".into());
     j.hide_kernel_addresses();
     assert_eq!(
-        j.stack,
+        j.stack.to_vec(),
         vec![
             "try_grab_folio_fast+0x5".to_string(),
             "gup_fast_fallback+0x6be".into(),

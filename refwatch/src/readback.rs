@@ -13,7 +13,7 @@ use std::{
 
 use crate::{
     event::{Migration, PageEvent, Stack},
-    format::json::{JsonEvent, page_event_with},
+    format::json::{Frames, JsonEvent, page_event_with},
     plan::hook_of_symbol,
     symbols::{Role, role_of},
 };
@@ -25,7 +25,8 @@ pub const MAX_DETAILS: usize = 1 << 16;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Detail {
     symbol: String,
-    stack: Vec<String>,
+    stack: Frames,
+    stack_short: bool,
     owner: Option<String>,
     pgmap_type: String,
     page: Option<String>,
@@ -45,7 +46,8 @@ fn migration_key(m: &Migration) -> MigrationKey {
 #[derive(Hash)]
 struct DetailRef<'a> {
     symbol: &'a str,
-    stack: &'a [String],
+    stack: Option<&'a [String]>,
+    stack_short: bool,
     owner: Option<&'a str>,
     pgmap_type: &'a str,
     page: Option<&'a str>,
@@ -56,7 +58,8 @@ impl DetailRef<'_> {
     fn of(j: &JsonEvent) -> DetailRef<'_> {
         DetailRef {
             symbol: &j.symbol,
-            stack: &j.stack,
+            stack: j.stack.0.as_deref(),
+            stack_short: j.stack_short,
             owner: j.owner.as_deref(),
             pgmap_type: &j.pgmap_type,
             page: j.page.as_deref(),
@@ -66,7 +69,8 @@ impl DetailRef<'_> {
 
     fn matches(&self, d: &Detail) -> bool {
         self.symbol == d.symbol
-            && self.stack == d.stack.as_slice()
+            && self.stack == d.stack.0.as_deref()
+            && self.stack_short == d.stack_short
             && self.owner == d.owner.as_deref()
             && self.pgmap_type == d.pgmap_type
             && self.page == d.page.as_deref()
@@ -108,7 +112,9 @@ impl Readback {
             symbol: "?".into(),
             stack: vec![format!(
                 "? (not kept: the recording has more than {MAX_DETAILS} distinct stacks)"
-            )],
+            )]
+            .into(),
+            stack_short: false,
             owner: None,
             pgmap_type: "?".into(),
             page: None,
@@ -156,6 +162,7 @@ impl Readback {
         let detail = Detail {
             symbol: j.symbol.clone(),
             stack: j.stack.clone(),
+            stack_short: j.stack_short,
             owner: j.owner.clone(),
             pgmap_type: j.pgmap_type.clone(),
             page: j.page.clone(),
@@ -201,7 +208,7 @@ impl Readback {
 
     /// The recorded stack of an event or holder this made.
     pub fn stack(&self, stack: &Stack) -> Option<&[String]> {
-        self.entry_of(stack).map(|e| e.detail.stack.as_slice())
+        self.entry_of(stack).map(|e| &*e.detail.stack)
     }
 
     /// The recorded function of an event or holder this made.
@@ -240,6 +247,7 @@ impl Readback {
             symbol: d.symbol.clone(),
             ret: ev.ret,
             stack: d.stack.clone(),
+            stack_short: d.stack_short,
             owner: d.owner.clone(),
             migration: if overflow {
                 ev.migration()
@@ -274,7 +282,8 @@ mod tests {
             nr_pages: 1,
             symbol: "try_grab_folio".into(),
             ret: Some(-11),
-            stack: vec![stack.into(), "dax_fault_iter+0x3f1".into()],
+            stack: vec![stack.into(), "dax_fault_iter+0x3f1".into()].into(),
+            stack_short: false,
             owner: Some("fsdax_pagemap_ops".into()),
             migration: None,
             late: i.is_multiple_of(2),
@@ -292,7 +301,7 @@ mod tests {
         for j in &evs {
             let (ev, _) = rb.page_event(j).expect("known");
             assert_eq!(rb.json(&ev).as_ref(), Some(j));
-            assert_eq!(rb.stack(&ev.stack), Some(j.stack.as_slice()));
+            assert_eq!(rb.stack(&ev.stack), Some(&*j.stack));
         }
         assert_eq!(rb.len(), 2);
         let mut bad = event(0, "a");

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     event::{Kind, pgmap_name},
     fasthash::FastMap,
-    format::json::JsonEvent,
+    format::json::{Frames, JsonEvent},
     format::recording::{Header, Line, Reader, Recording},
     readback::Readback,
     state::{Thresholds, Tracker},
@@ -229,10 +229,11 @@ impl Builder {
                 frames
             } else {
                 shown(JsonEvent {
-                    stack: frames,
+                    stack: frames.into(),
                     ..placeholder()
                 })
                 .stack
+                .to_vec()
             }
         };
         let episodes: Vec<EpisodeOut> = t
@@ -322,7 +323,8 @@ fn placeholder() -> JsonEvent {
         nr_pages: 0,
         symbol: String::new(),
         ret: None,
-        stack: Vec::new(),
+        stack: Frames::default(),
+        stack_short: false,
         owner: None,
         migration: None,
         late: false,

@@ -8,7 +8,10 @@ use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{fasthash::FastMap, format::json::JsonEvent};
+use crate::{
+    fasthash::FastMap,
+    format::json::{Frames, JsonEvent},
+};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -384,11 +387,16 @@ fn csv_write(e: &JsonEvent, out: &mut Vec<u8>) -> std::io::Result<()> {
         None => out.extend_from_slice(b",,,"),
     }
     out.push(b',');
-    let flags: Vec<&str> = [(e.late, "late"), (e.forking, "forking")]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, n)| *n)
-        .collect();
+    let flags: Vec<&str> = [
+        (e.late, "late"),
+        (e.forking, "forking"),
+        (!e.stack.taken(), "no-stack"),
+        (e.stack_short, "short-stack"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| *n)
+    .collect();
     out.extend_from_slice(flags.join(";").as_bytes());
     out.push(b'\n');
     Ok(())
@@ -478,11 +486,18 @@ pub fn csv_parse_row(line: &str) -> Result<JsonEvent> {
         nr_pages: f[11].parse()?,
         symbol: f[12].clone(),
         ret: o(&f[13])?,
-        stack: if f[14].is_empty() {
-            Vec::new()
+        stack: if flags.contains(&"no-stack") {
+            Frames(None)
+        } else if f[14].is_empty() {
+            Vec::new().into()
         } else {
-            f[14].split(';').map(str::to_string).collect()
+            f[14]
+                .split(';')
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+                .into()
         },
+        stack_short: flags.contains(&"short-stack"),
         owner: (!f[15].is_empty()).then(|| f[15].clone()),
         migration,
         late: flags.contains(&"late"),
@@ -517,7 +532,8 @@ mod tests {
                 nr_pages: 1,
                 symbol: "gup_put_folio".into(),
                 ret: if i == 1 { Some(-11) } else { None },
-                stack: vec!["a+0x1".into(), "b+0x2".into()],
+                stack: vec!["a+0x1".into(), "b+0x2".into()].into(),
+                stack_short: false,
                 owner: None,
                 migration: None,
                 late: false,

@@ -5,7 +5,7 @@ use refwatch_common::kaddr;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    event::{Kind, Migration, PageEvent, Stack, pgmap_name},
+    event::{Kind, Migration, PageEvent, Stack, StackTaken, pgmap_name},
     symbols::{Kallsyms, Role, owner_name, role_of, stack_strings},
 };
 
@@ -29,8 +29,13 @@ pub struct JsonEvent {
     /// What the hooked function returned (`refwatch_common::ret`); never a
     /// kernel address unless raw pointers were asked for.
     pub ret: Option<i64>,
-    /// Kernel stack as `symbol+0xoff`, innermost first.
-    pub stack: Vec<String>,
+    /// Kernel stack as `symbol+0xoff`, innermost first; `null` where none
+    /// was taken (`--stacks`).
+    pub stack: Frames,
+    /// The stack was cut short on purpose (`--stacks holders` on a drop):
+    /// deep enough for the event's role, not to name the code behind it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stack_short: bool,
     /// The page map's owner: its free callback (`dmirror_devmem_free`), or
     /// its ops when it has none (`fsdax_pagemap_ops`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +54,32 @@ pub struct JsonEvent {
     /// Raw `struct page` address, only with `--raw-pointers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<String>,
+}
+
+/// An exported stack: its frames, or none taken (`null`). Reads as its
+/// frames (none when none was taken).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Frames(pub Option<Vec<String>>);
+
+impl Frames {
+    /// Whether a stack was taken.
+    pub fn taken(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl std::ops::Deref for Frames {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl From<Vec<String>> for Frames {
+    fn from(v: Vec<String>) -> Self {
+        Self(Some(v))
+    }
 }
 
 /// Formatting options.
@@ -86,7 +117,8 @@ pub(crate) fn json_with(
         nr_pages: ev.nr_pages,
         symbol: symbol.to_string(),
         ret: ev.ret,
-        stack,
+        stack: Frames((ev.stack_taken != StackTaken::No).then_some(stack)),
+        stack_short: ev.stack_taken == StackTaken::Short,
         owner,
         migration: ev.migration(),
         late: ev.late,
@@ -117,7 +149,7 @@ impl JsonEvent {
     pub fn hide_kernel_addresses(&mut self) {
         self.hide_kernel_numbers();
         self.page = None;
-        for f in &mut self.stack {
+        for f in self.stack.0.iter_mut().flatten() {
             hide_in_name(f);
         }
         if let Some(o) = &mut self.owner {
@@ -189,7 +221,13 @@ pub fn page_event_with(j: &JsonEvent, hook: u32, role: Role, stack: Stack) -> Op
         forking: j.forking,
         role,
         stack,
-        stack_taken: Default::default(),
+        stack_taken: if !j.stack.taken() {
+            StackTaken::No
+        } else if j.stack_short {
+            StackTaken::Short
+        } else {
+            StackTaken::Full
+        },
     })
 }
 
@@ -410,7 +448,7 @@ mod tests {
         let line = serde_json::to_string(&j).expect("json");
         assert!(!line.contains("ffffea"), "{line}");
         assert!(!line.contains("0xdead"), "{line}");
-        assert_eq!(j.stack, vec!["gup_put_folio+0x10".to_string(), "?".into()]);
+        assert_eq!(*j.stack, ["gup_put_folio+0x10".to_string(), "?".into()]);
         let back: JsonEvent = serde_json::from_str(&line).expect("parse back");
         assert_eq!(back, j);
         assert_eq!(back.kind(), Some(Kind::Unpin));

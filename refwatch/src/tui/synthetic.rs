@@ -379,7 +379,12 @@ fn json(ev: &PageEvent, symbol: &str, stack: &[&str]) -> JsonEvent {
         nr_pages: ev.nr_pages,
         symbol: symbol.into(),
         ret: ev.ret,
-        stack: stack.iter().map(|s| (*s).to_string()).collect(),
+        stack: stack
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect::<Vec<_>>()
+            .into(),
+        stack_short: false,
         owner: None,
         migration: None,
         late: false,

@@ -21,6 +21,7 @@
 //!   `F`/`S`/`T`/`O` table ids (`S` null where no stack was taken, `O` null
 //!   where the owner is not known), `[AUX,AUX2]` a migration's packed
 //!   details (`refwatch_common::migrate`), `FLAGS` 1 = late, 2 = forking,
+//!   4 = the stack was cut short on purpose,
 //!   `"page"` the raw `struct page` address (only with `--raw-pointers`);
 //! - a `tick`, `gap` or `end` object, as in version 1.
 //!
@@ -32,9 +33,9 @@ use anyhow::{Result, bail};
 use serde::Deserialize;
 
 use crate::{
-    event::{Comm, Kind, Migration, PageEvent, pgmap_from_name, pgmap_name},
+    event::{Comm, Kind, Migration, PageEvent, StackTaken, pgmap_from_name, pgmap_name},
     fasthash::FastMap,
-    format::json::{Format, JsonEvent},
+    format::json::{Format, Frames, JsonEvent},
     symbols::{Named, Symbolizer},
 };
 
@@ -55,6 +56,7 @@ pub const MAX_TABLE_BYTES: usize = 4 * TABLE_BYTES;
 /// Event flag bits.
 const LATE: u32 = 1;
 const FORKING: u32 = 2;
+const STACK_SHORT: u32 = 4;
 
 /// One table's ids in the file being written.
 #[derive(Debug)]
@@ -215,7 +217,7 @@ impl Encoder {
                 }
                 m.to_aux()
             }),
-            flags: flags(ev.late, ev.forking),
+            flags: flags(ev.late, ev.forking, ev.stack_taken == StackTaken::Short),
             page: page.as_deref(),
         };
         self.event_line(&f, out);
@@ -228,17 +230,16 @@ impl Encoder {
         let kind = Kind::from_name(&j.event)?.raw();
         self.bound(out);
         let at = out.len();
-        let frames: Rc<[String]> = j.stack.clone().into();
-        let stack = match self.stacks_named.map.get(&frames) {
-            Some(id) => *id,
-            None => {
-                let id = self.next_stack;
-                self.next_stack += 1;
-                write_stack(out, id, &frames);
-                self.stacks_named.map.insert(frames, id);
-                id
+        let stack = j.stack.0.as_deref().map(|frames| {
+            if let Some(id) = self.stacks_named.map.get(frames) {
+                return *id;
             }
-        };
+            let id = self.next_stack;
+            self.next_stack += 1;
+            write_stack(out, id, frames);
+            self.stacks_named.map.insert(frames.into(), id);
+            id
+        });
         let owner = j.owner.as_deref().map(|name| {
             if let Some(id) = self.owners_named.map.get(name) {
                 return *id;
@@ -262,13 +263,13 @@ impl Encoder {
             pgmap: pgmap_from_name(&j.pgmap_type).unwrap_or(0),
             nr_pages: j.nr_pages,
             function,
-            stack: Some(stack),
+            stack,
             task,
             cpu: j.cpu,
             ret: j.ret,
             owner,
             migration: j.migration.map(|m| m.to_aux()),
-            flags: flags(j.late, j.forking),
+            flags: flags(j.late, j.forking, j.stack_short),
             page: j.page.as_deref(),
         };
         self.event_line(&f, out);
@@ -395,8 +396,10 @@ impl Encoder {
     }
 }
 
-fn flags(late: bool, forking: bool) -> u32 {
-    (if late { LATE } else { 0 }) | (if forking { FORKING } else { 0 })
+fn flags(late: bool, forking: bool, short: bool) -> u32 {
+    (if late { LATE } else { 0 })
+        | (if forking { FORKING } else { 0 })
+        | (if short { STACK_SHORT } else { 0 })
 }
 
 #[inline]
@@ -537,8 +540,8 @@ impl Decoder {
         let task = defined(&self.tasks, e.task, "task")?;
         let symbol = defined(&self.functions, e.function, "function")?;
         let stack = match e.stack {
-            Some(id) => defined(&self.stacks, id, "stack")?.to_vec(),
-            None => Vec::new(),
+            Some(id) => Frames(Some(defined(&self.stacks, id, "stack")?.to_vec())),
+            None => Frames(None),
         };
         let owner = match e.owner {
             Some(id) => Some(defined(&self.owners, id, "owner")?),
@@ -561,6 +564,7 @@ impl Decoder {
             symbol,
             ret: e.ret,
             stack,
+            stack_short: e.flags & STACK_SHORT != 0,
             owner,
             migration: e.migration.map(|(a, b)| Migration::from_aux(a, b)),
             late: e.flags & LATE != 0,
