@@ -153,6 +153,9 @@ pub struct Collector<'a> {
     out: Outputs<'a>,
     pub tracker: Tracker,
     pub totals: Totals,
+    /// Reads of the ring so far: woken by the kernel, by the poll timer,
+    /// and kernel log reads (in refwatch's log at the end).
+    wakeups: [u64; 3],
 }
 
 /// PFNs the snapshot at attach reads and keeps at once.
@@ -267,6 +270,7 @@ impl<'a> Collector<'a> {
             },
             totals: Totals::default(),
             peeker,
+            wakeups: [0; 3],
         };
         c.snapshot_at_attach()?;
         Ok(c)
@@ -358,6 +362,7 @@ impl<'a> Collector<'a> {
             tracker,
             totals,
             out,
+            wakeups,
             ..
         } = self;
         let klog_ready = async {
@@ -369,11 +374,16 @@ impl<'a> Collector<'a> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("wait for ring buffer")?;
+                wakeups[0] += 1;
                 drain(guard.get_inner_mut(), tracker, totals, out)?;
                 guard.clear_ready();
             }
-            _ = poll.tick() => drain(ring.get_mut(), tracker, totals, out)?,
+            _ = poll.tick() => {
+                wakeups[1] += 1;
+                drain(ring.get_mut(), tracker, totals, out)?;
+            }
             guard = klog_ready => {
+                wakeups[2] += 1;
                 let mut guard = guard.context("wait for the kernel log")?;
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
@@ -493,6 +503,12 @@ impl<'a> Collector<'a> {
             all[counter::INFLIGHT_FULL as usize],
             all[counter::BIOS as usize],
             all[counter::RAM_GETS as usize]
+        );
+        log::info!(
+            "reads: {} woken by the kernel, {} by the poll timer, {} of the kernel log",
+            self.wakeups[0],
+            self.wakeups[1],
+            self.wakeups[2]
         );
         if let Some(mut w) = self.out.jsonl.take() {
             // A FIFO or a device has nothing to sync.
