@@ -11,6 +11,24 @@ bench_put() {
     [ $rc = 0 ] || fail "workload bench-put $1 failed (exit $rc): $(grep -v '^workload note' $B/$1.out | tail -n 1)"
     say "bench $1: $(grep '^bench-put:' $B/$1.out | tail -n 1 | sed 's/.*: //') (uptime $(up) s)"
 }
+# cpu_sample LABEL: refwatch's CPU time so far, appended to $B/$RWN.cpu as
+# "LABEL NS TICKS". NS: the first field (ns on a CPU) of each of its threads'
+# /proc/PID/task/TID/schedstat, summed ("-" without CONFIG_SCHED_INFO); on
+# the instruction clock a guest ns is a guest instruction. TICKS: utime +
+# stime of /proc/PID/stat (clock ticks of 10 ms, exited threads included), a
+# coarse cross-check of NS. Sampled here rather than by getrusage after a
+# wait4: the two samples bracket the attached run (ready to just before
+# SIGINT), leaving out start-up (BTF, symbols, attach) and shutdown, which
+# an exit's rusage includes; and schedstat counts ns where the ticks count
+# 10 M instructions, a tenth of the budget of a 100k-event run.
+cpu_sample() {
+    ns=0
+    for f in /proc/$RW/task/*/schedstat; do
+        if [ -r $f ] && read t rest < $f; then ns=$((ns + t)); else ns=-; break; fi
+    done
+    ticks=$(sed 's/.*) //' /proc/$RW/stat | awk '{ print $12 + $13 }')
+    echo "$1 $ns $ticks" >> $B/$RWN.cpu
+}
 # rw_start NAME: refwatch record in the background, until its ready file exists
 rw_start() {
     RWN=$1
@@ -27,9 +45,12 @@ rw_start() {
         [ $n -gt @READY_TICKS@ ] && fail "refwatch record for $RWN not ready after @READY_SECS@ s"
         usleep 100000
     done
+    rm -f $B/$RWN.cpu
+    cpu_sample ready
 }
-# rw_stop: SIGINT, wait (SIGKILL after @STOP_SECS@ s), keep the recording's last line
+# rw_stop: refwatch's CPU time, SIGINT, wait (SIGKILL after @STOP_SECS@ s), keep the recording's last line
 rw_stop() {
+    cpu_sample stop
     kill -INT $RW 2>/dev/null
     note=""
     n=0

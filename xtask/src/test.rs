@@ -243,6 +243,13 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
             Ok(p) => problems.extend(p),
             Err(e) => problems.push(format!("{e:#}")),
         }
+        // Nothing lost, in every scenario but those made to lose.
+        if report_error.is_none() && !checks::loss::may_lose(variant) {
+            match checks::loss::check_lossless(&dir) {
+                Ok(p) => problems.extend(p),
+                Err(e) => problems.push(format!("{e:#}")),
+            }
+        }
         let Some(outcome) = outcome else {
             problems.push("no outcome in lab.json".to_owned());
             tally.record(&format!("lab {name} {s}"), problems);

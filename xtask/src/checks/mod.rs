@@ -10,6 +10,7 @@
 //! - [`fsdax`]: the fs-dax scenarios' events against the workload and the
 //!   kernel's fs-dax refcount rules;
 //! - [`hmm`]: the device-private scenarios' events, migrations and frees;
+//! - [`loss`]: nothing lost, in every scenario but `+tiny-ring`;
 //! - [`report`]: refwatch's own report (`report.json`, `--fail-on-stuck`);
 //! - [`groundtruth`]: the comparison with the page_ref tracepoints;
 //! - [`selftests`]: the kernel's HMM selftests under refwatch (`hmm-selftests`);
@@ -18,6 +19,7 @@
 pub mod fsdax;
 pub mod groundtruth;
 pub mod hmm;
+pub mod loss;
 pub mod probes;
 pub mod report;
 pub mod selftests;

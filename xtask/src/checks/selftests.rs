@@ -27,12 +27,14 @@ pub const MIN_EVENTS: u64 = 10_000;
 /// Fewest pages with events: the tests' buffers are 1,024 pages each.
 pub const MIN_PAGES: u64 = 1_000;
 
-/// Most lost events per recorded one. Each new 256 MiB chunk of device
-/// memory initialises 65,536 pages in one go (two refcount sets each),
-/// faster than the ring is read, and the suite adds five such chunks, so
-/// loss is expected (a run lost 2.1 events per recorded one); more than
-/// this means refwatch kept up with almost nothing.
-pub const MAX_LOST_PER_EVENT: u64 = 5;
+/// What `refwatch report --fail-on-stuck` must exit with on the suite's
+/// recording: 0, nothing stuck and no page whose state is unknown. Unknown
+/// (4) follows only from lost events, and the suite, like every scenario
+/// but `+tiny-ring`, must lose none: [`super::loss`] asserts it (`dropped`
+/// 0, no gaps, no gap line). The suite is the hardest case: each new 256
+/// MiB chunk of device memory initialises 65,536 pages in one go (two
+/// refcount sets each), and the suite adds five such chunks.
+pub const FAIL_ON_STUCK: i32 = 0;
 
 /// Most episodes per page with events.
 pub const MAX_EPISODES_PER_PAGE: u64 = 2;
@@ -258,9 +260,9 @@ pub fn check_selftests(refwatch: &Path, kernel: &str, dir: &Path) -> Result<Vec<
         ));
     }
     let rc = fail_on_stuck(refwatch, &dir.join("recording"))?;
-    if rc != 0 && rc != 4 {
+    if rc != FAIL_ON_STUCK {
         bad.push(format!(
-            "report --fail-on-stuck exited {rc}, expected 0 (nothing stuck) or 4 (unknown after loss)"
+            "report --fail-on-stuck exited {rc}, expected {FAIL_ON_STUCK} (nothing stuck, nothing unknown)"
         ));
     }
     // Loss is reported consistently: lost events leave gaps, and only then.
@@ -275,11 +277,6 @@ pub fn check_selftests(refwatch: &Path, kernel: &str, dir: &Path) -> Result<Vec<
     if events < MIN_EVENTS || pages < MIN_PAGES {
         bad.push(format!(
             "{events} events on {pages} pages: expected at least {MIN_EVENTS} on {MIN_PAGES}"
-        ));
-    }
-    if dropped > MAX_LOST_PER_EVENT * events {
-        bad.push(format!(
-            "{dropped} events lost for {events} recorded: more than {MAX_LOST_PER_EVENT} per event"
         ));
     }
     if episodes.len() as u64 > MAX_EPISODES_PER_PAGE * pages.max(1) {
