@@ -15,6 +15,7 @@ pub mod diagnose;
 pub mod event;
 pub mod export;
 pub mod fasthash;
+pub mod filter;
 pub mod fuzzing;
 pub mod jsonl;
 pub mod kallsyms;
