@@ -268,6 +268,17 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
             } else {
                 Ok(Vec::new())
             }
+        } else if variant == lab::Variant::PfnFilter || variant == lab::Variant::PidFilter {
+            let by = if variant == lab::Variant::PfnFilter {
+                checks::filters::By::Pfn
+            } else {
+                checks::filters::By::Pid
+            };
+            if report_error.is_none() {
+                checks::filters::check_filtered(by, &dir)
+            } else {
+                Ok(Vec::new())
+            }
         } else if variant == lab::Variant::TinyRing || variant == lab::Variant::Late {
             match (report_error, variant) {
                 (Some(_), _) => Ok(Vec::new()),
@@ -301,6 +312,8 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
         if report_error.is_none()
             && variant != lab::Variant::TinyRing
             && variant != lab::Variant::Late
+            && variant != lab::Variant::PfnFilter
+            && variant != lab::Variant::PidFilter
             && s != lab::SELFTESTS
         {
             match checks::report::check_report(&refwatch, &name, workload, functions, &dir) {

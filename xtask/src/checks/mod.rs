@@ -12,9 +12,11 @@
 //! - [`hmm`]: the device-private scenarios' events, migrations and frees;
 //! - [`report`]: refwatch's own report (`report.json`, `--fail-on-stuck`);
 //! - [`groundtruth`]: the comparison with the page_ref tracepoints;
+//! - [`filters`]: `--pfn` and `--pid` (the `+pfn-filter`, `+pid-filter` scenarios);
 //! - [`selftests`]: the kernel's HMM selftests under refwatch (`hmm-selftests`);
 //! - [`signals`]: how refwatch ended (every scenario) and the signal scenarios.
 
+pub mod filters;
 pub mod fsdax;
 pub mod groundtruth;
 pub mod hmm;

@@ -113,6 +113,18 @@ fn scenario_lines(run: &LabRun) -> String {
             ));
             continue;
         }
+        if variant == Variant::PfnFilter || variant == Variant::PidFilter {
+            let by = if variant == Variant::PfnFilter {
+                "pfn"
+            } else {
+                "pid"
+            };
+            s.push_str(&format!(
+                "run_filtered {scenario} {workload} \"{}\" {by} {FILTER_HOLD_SECS}\n",
+                flags.trim()
+            ));
+            continue;
+        }
         let late = variant == Variant::Late;
         let tail = if late {
             format!(" \"\" {LATE_HOLD_SECS} late")
@@ -243,6 +255,7 @@ mod tests {
             };
             let rest = [
                 &["dax-splice+tiny-ring", "dax-hold+late"][..],
+                FILTER_SCENARIOS,
                 signals,
                 DAX_KPROBE,
                 DAX_XFS,
@@ -275,6 +288,26 @@ mod tests {
             init.contains("\nrun_scenario dax-hold+late dax-hold \"\" \"\" 30 late\n"),
             "{init}"
         );
+        assert_eq!(
+            split_variant("dax-hold+pfn-filter"),
+            ("dax-hold", Variant::PfnFilter)
+        );
+        assert_eq!(
+            split_variant("dax-hold+pid-filter"),
+            ("dax-hold", Variant::PidFilter)
+        );
+        assert!(hmm.contains(&"dax-hold+pid-filter"));
+        let init = init_of(
+            &LabRun::new(
+                KernelId::Debian6_12,
+                &["dax-hold+pfn-filter", "dax-hold+pid-filter"],
+            ),
+            &[],
+        );
+        for by in ["pfn", "pid"] {
+            let line = format!("\nrun_filtered dax-hold+{by}-filter dax-hold \"\" {by} 60\n");
+            assert!(init.contains(&line), "{init}");
+        }
         let mut tiny = LabRun::new(KernelId::Debian6_12, &["dax-splice+tiny-ring", "dax-hold"]);
         tiny.refwatch_args = vec!["--summary-secs".into(), "1".into()];
         let init = init_of(&tiny, &[]);
