@@ -245,8 +245,9 @@ pub struct WatchArgs {
     /// head PFN.
     #[arg(long, value_name = "PFNS")]
     pub pfn: Option<String>,
-    /// Only pages of these page-map types (repeat for several).
-    #[arg(long = "type", value_name = "TYPE", value_parser = ["private", "coherent", "fsdax", "generic", "p2pdma", "system", "unknown"])]
+    /// Only pages of these page-map types (repeat for several): private,
+    /// coherent, fsdax, generic, p2pdma, system, unknown.
+    #[arg(long = "type", value_name = "TYPE")]
     pub types: Vec<String>,
     /// Only pages a task of this process touches while watched; from its
     /// first event on a page, every event of the page is shown, whoever

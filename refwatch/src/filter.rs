@@ -131,7 +131,7 @@ impl Watch {
 /// `--pfn`: the ranges of [`crate::export::parse_pfns`], sorted, with
 /// overlapping and adjacent ones merged; at most [`MAX_PFN_RANGES`].
 pub fn pfn_ranges(spec: &str) -> Result<Vec<(u64, u64)>> {
-    let mut r = crate::export::parse_pfns(spec)?;
+    let mut r = crate::export::parse_pfns(spec).map_err(|e| anyhow::anyhow!("--pfn: {e}"))?;
     r.sort_unstable();
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(r.len());
     for (a, b) in r {
@@ -233,6 +233,27 @@ mod tests {
         assert_eq!(w.types, [pgmap::FSDAX, pgmap::P2PDMA]);
         let e = Watch::from_args(None, &["fs-dax".into()], None, None).expect_err("unknown");
         assert!(e.to_string().starts_with("--type \"fs-dax\""), "{e}");
+    }
+
+    #[test]
+    fn every_refusal_is_one_line_naming_its_flag() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let types = ["fs-dax".to_owned()];
+        let refused = |r: Result<Watch>, flag: &str| {
+            let e = r.expect_err(flag).to_string();
+            assert!(e.starts_with(flag) && !e.contains('\n'), "{e}");
+        };
+        refused(
+            Watch::from_args(Some("0x20-0x10"), &[], None, None),
+            "--pfn",
+        );
+        refused(Watch::from_args(Some("zz"), &[], None, None), "--pfn");
+        refused(Watch::from_args(None, &types, None, None), "--type");
+        refused(Watch::from_args(None, &[], Some(u32::MAX), None), "--pid");
+        refused(
+            Watch::from_args(None, &[], None, Some(dir.path())),
+            "--cgroup",
+        );
     }
 
     #[test]
