@@ -250,7 +250,7 @@ run_scenario() {
 # run_filtered S W F BY HOLD: workload W holding its pages for HOLD s;
 # once it holds, refwatch starts with flags F and a filter (BY "pfn": the
 # first half of the workload's PFNs, at most 8; "pid": the workload's
-# process), and a second workload (dax-splice, other pages, another
+# process; "cgroup": a cgroup v2 the workload is moved into), and a second workload (dax-splice, other pages, another
 # process) runs under it, whose events the filter must leave out. The
 # filter flags go into $D/filter.flags, the second workload's account into
 # $D/other.json.
@@ -281,6 +281,14 @@ run_filtered() {
                 half=$((half - 1))
             done
             FF="--pfn=$list" ;;
+        cgroup)
+            # The workload moves into a cgroup of its own; the second one
+            # stays in the root cgroup.
+            C=/sys/fs/cgroup
+            grep -q " $C cgroup2 " /proc/mounts || mount -t cgroup2 cgroup2 $C || say "warning: cannot mount cgroup2 on $C"
+            mkdir -p $C/refwatch-lab
+            echo $WL > $C/refwatch-lab/cgroup.procs || say "warning: cannot move the workload into $C/refwatch-lab"
+            FF="--cgroup=$C/refwatch-lab" ;;
         *) FF="--pid=$WL" ;;
     esac
     echo "$FF" > $D/filter.flags

@@ -1,6 +1,7 @@
-//! The filter scenarios (`+pfn-filter`, `+pid-filter`): refwatch started
-//! with `--pfn` (half of the pages the workload holds) or `--pid` (the
-//! workload's process) while the workload holds its pages, and a second
+//! The filter scenarios (`+pfn-filter`, `+pid-filter`, `+cgroup-filter`):
+//! refwatch started with `--pfn` (half of the pages the workload holds),
+//! `--pid` (the workload's process) or `--cgroup` (a cgroup the workload
+//! was moved into) while the workload holds its pages, and a second
 //! workload run under it on other pages by another process. What the filter
 //! keeps must be all there is, each kept page must have its own kernel
 //! events, and what it leaves out must be counted apart from losses.
@@ -15,8 +16,10 @@ use super::{read_events, read_workload};
 /// What a filter scenario filtered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum By {
+    /// `--pfn`.
     Pfn,
-    Pid,
+    /// `--pid` or `--cgroup`: every held page, from the workload's events.
+    Task,
 }
 
 /// Checks a filter scenario's results in `dir`.
@@ -38,7 +41,7 @@ pub fn check_filtered(by: By, dir: &Path) -> Result<Vec<String>> {
                 })
                 .collect::<Result<_>>()?
         }
-        By::Pid => held.clone(),
+        By::Task => held.clone(),
     };
     let mut bad = Vec::new();
     if kept.is_empty() || !kept.is_subset(&held) {
@@ -78,7 +81,7 @@ pub fn check_filtered(by: By, dir: &Path) -> Result<Vec<String>> {
         }
     }
     // Under --pfn the snapshot at attach keeps to the filter too, and finds
-    // the kept pages held; under --pid there is none.
+    // the kept pages held; under a task filter there is none.
     let snapshots: BTreeSet<u64> = page_events
         .iter()
         .filter(|e| e.event == "snapshot")
@@ -88,9 +91,9 @@ pub fn check_filtered(by: By, dir: &Path) -> Result<Vec<String>> {
         By::Pfn if snapshots != kept => bad.push(format!(
             "snapshot at attach read {snapshots:x?}, expected the kept pages {kept:x?}"
         )),
-        By::Pid if !snapshots.is_empty() => {
-            bad.push(format!("a snapshot at attach under --pid: {snapshots:x?}"))
-        }
+        By::Task if !snapshots.is_empty() => bad.push(format!(
+            "a snapshot at attach under a task filter: {snapshots:x?}"
+        )),
         _ => {}
     }
     let end = end_line(dir)?;

@@ -113,12 +113,7 @@ fn scenario_lines(run: &LabRun) -> String {
             ));
             continue;
         }
-        if variant == Variant::PfnFilter || variant == Variant::PidFilter {
-            let by = if variant == Variant::PfnFilter {
-                "pfn"
-            } else {
-                "pid"
-            };
+        if let Some(by) = variant.filter_by() {
             s.push_str(&format!(
                 "run_filtered {scenario} {workload} \"{}\" {by} {FILTER_HOLD_SECS}\n",
                 flags.trim()
@@ -300,11 +295,15 @@ mod tests {
         let init = init_of(
             &LabRun::new(
                 KernelId::Debian6_12,
-                &["dax-hold+pfn-filter", "dax-hold+pid-filter"],
+                &[
+                    "dax-hold+pfn-filter",
+                    "dax-hold+pid-filter",
+                    "dax-hold+cgroup-filter",
+                ],
             ),
             &[],
         );
-        for by in ["pfn", "pid"] {
+        for by in ["pfn", "pid", "cgroup"] {
             let line = format!("\nrun_filtered dax-hold+{by}-filter dax-hold \"\" {by} 60\n");
             assert!(init.contains(&line), "{init}");
         }

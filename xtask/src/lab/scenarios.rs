@@ -106,13 +106,20 @@ pub const PFN_FILTER: &str = "+pfn-filter";
 /// pages (another process) must not show.
 pub const PID_FILTER: &str = "+pid-filter";
 
+/// The same with `--cgroup` a cgroup v2 the workload is moved into.
+pub const CGROUP_FILTER: &str = "+cgroup-filter";
+
 /// The hold of a filter scenario: refwatch must be ready and the second
 /// workload done before it ends (refwatch took 28 s to get ready on a busy
 /// host under TCG).
 pub const FILTER_HOLD_SECS: u32 = 60;
 
 /// The filter scenarios, which every lab kernel runs.
-pub const FILTER_SCENARIOS: &[&str] = &["dax-hold+pfn-filter", "dax-hold+pid-filter"];
+pub const FILTER_SCENARIOS: &[&str] = &[
+    "dax-hold+pfn-filter",
+    "dax-hold+pid-filter",
+    "dax-hold+cgroup-filter",
+];
 
 /// The signals the `+sig…` variants send `refwatch record` while the
 /// workload holds its references, e.g. `dax-hold+sigterm`: INT, TERM and
@@ -184,6 +191,8 @@ pub enum Variant {
     PfnFilter,
     /// Started during the hold with `--pid` ([`PID_FILTER`]).
     PidFilter,
+    /// Started during the hold with `--cgroup` ([`CGROUP_FILTER`]).
+    CgroupFilter,
 }
 
 impl Variant {
@@ -197,10 +206,21 @@ impl Variant {
             | Variant::Late
             | Variant::Signal(_)
             | Variant::PfnFilter
-            | Variant::PidFilter => "",
+            | Variant::PidFilter
+            | Variant::CgroupFilter => "",
             Variant::Functions => "--no-precise",
             Variant::Kprobe => "--mode kprobe",
             Variant::TinyRing => "--ring-size 4096",
+        }
+    }
+
+    /// What a filter variant filters by (`run_filtered`'s BY), or `None`.
+    pub fn filter_by(self) -> Option<&'static str> {
+        match self {
+            Variant::PfnFilter => Some("pfn"),
+            Variant::PidFilter => Some("pid"),
+            Variant::CgroupFilter => Some("cgroup"),
+            _ => None,
         }
     }
 
@@ -226,6 +246,8 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
         (base, Variant::PfnFilter)
     } else if let Some(base) = run.strip_suffix(PID_FILTER) {
         (base, Variant::PidFilter)
+    } else if let Some(base) = run.strip_suffix(CGROUP_FILTER) {
+        (base, Variant::CgroupFilter)
     } else if let Some((base, sig)) = Signal::ALL
         .iter()
         .find_map(|sig| Some((run.strip_suffix(sig.suffix())?, *sig)))
@@ -308,7 +330,7 @@ pub fn parse_scenario(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold, {PFN_FILTER} or {PID_FILTER} to start it then with a filter, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
+            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold, {PFN_FILTER}, {PID_FILTER} or {CGROUP_FILTER} to start it then with a filter, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
             SCENARIOS.join(", "),
             HMM_SCENARIOS.join(", ")
         ))
