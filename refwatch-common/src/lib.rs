@@ -555,11 +555,37 @@ pub struct KernelLayout {
     /// the stack [`flags::STACK_SHORT`]; more than [`MAX_STACK`] counts as
     /// [`MAX_STACK`].
     pub stack_frames: [u8; KIND_SLOTS],
+    /// `--pfn`: first PFN of each range (inclusive).
+    pub filter_pfn_lo: [u64; MAX_PFN_RANGES],
+    /// `--pfn`: last PFN of each range (inclusive).
+    pub filter_pfn_hi: [u64; MAX_PFN_RANGES],
+    /// `--cgroup`: the cgroup v2 id tasks must be in (0: any).
+    pub filter_cgroup: u64,
+    /// `--pfn`: ranges in use (0: every PFN).
+    pub filter_pfn_ranges: u32,
+    /// `--type`: bit `1 << t` for each stable [`pgmap`] type `t` kept (0: all).
+    pub filter_types: u32,
+    /// `--pid`: the thread group tasks must be in (0: any).
+    pub filter_tgid: u32,
+    /// Kept zero (alignment).
+    pub filter_reserved: u32,
     /// Raw `enum memory_type` value → stable [`pgmap`] value.
     pub memtype: [u32; 8],
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 3 * 8 + 24 * 4 + KIND_SLOTS + 8 * 4);
+const _: () = assert!(
+    core::mem::size_of::<KernelLayout>()
+        == 3 * 8 + 24 * 4 + KIND_SLOTS + 2 * MAX_PFN_RANGES * 8 + 8 + 4 * 4 + 8 * 4
+);
+
+/// Most `--pfn` ranges the kernel programs test an event against.
+pub const MAX_PFN_RANGES: usize = 8;
+
+/// PFNs the kernel follows at once under a task filter (`--pid`,
+/// `--cgroup`): an LRU table, so beyond it the least recently touched page
+/// is forgotten and its later events pass only when a matching task causes
+/// them.
+pub const FOLLOWED_PFNS: u32 = 65536;
 
 impl KernelLayout {
     /// All zero: programs loaded with it emit nothing (zone check never matches
@@ -594,6 +620,13 @@ impl KernelLayout {
             off_fbatch_nr: 0,
             off_fbatch_folios: 0,
             stack_frames: [0; KIND_SLOTS],
+            filter_pfn_lo: [0; MAX_PFN_RANGES],
+            filter_pfn_hi: [0; MAX_PFN_RANGES],
+            filter_cgroup: 0,
+            filter_pfn_ranges: 0,
+            filter_types: 0,
+            filter_tgid: 0,
+            filter_reserved: 0,
             memtype: [0; 8],
         }
     }
@@ -688,8 +721,12 @@ pub mod counter {
     pub const RAM_GETS: u32 = 5;
     /// Losses whose PFN could not be noted (the LOST table was full).
     pub const LOST_UNATTRIBUTED: u32 = 6;
+    /// Events of pages the user's filters (`--pfn`, `--type`, `--pid`,
+    /// `--cgroup`) left out (a hook that reports at its exit counts at its
+    /// entry, whether its exit would have reported or not): not losses.
+    pub const SKIPPED: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 #[cfg(feature = "user")]

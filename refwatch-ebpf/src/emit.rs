@@ -45,6 +45,10 @@ pub fn count(idx: u32) {
 /// history with a gap.
 #[inline(always)]
 pub fn note_lost(pfn: u64) {
+    // A page no filter lets through has no history to mark.
+    if !crate::filter::follows(pfn) {
+        return;
+    }
     // SAFETY: a helper call without pointers into program memory.
     let now = unsafe { generated::bpf_ktime_get_ns() };
     if LOST.insert(pfn, now, 0).is_err() {
@@ -176,6 +180,9 @@ pub fn emit<C: EbpfContext>(ctx: &C, f: &Fields) {
 /// [`emit`], with the stack from `shared` when given.
 #[inline(always)]
 pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStack>) {
+    if crate::filter::skips(f.kind, f.pfn, f.pgmap_type, f.aux) {
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(counter::DROPPED);
         note_lost(f.pfn);

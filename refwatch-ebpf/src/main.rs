@@ -9,6 +9,7 @@
 #![no_main]
 
 mod emit;
+mod filter;
 mod page;
 mod pending;
 mod probes;

@@ -157,7 +157,17 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
     if use_tui {
         crate::tui::tty::require_terminal("attach")?;
     }
+    let watch = crate::filter::Watch::from_args(
+        args.watch.pfn.as_deref(),
+        &args.watch.types,
+        args.watch.pid,
+        args.watch.cgroup.as_deref(),
+    )?;
     let mut p = prepare(&args.probe)?;
+    watch.encode(&mut p.layout.raw);
+    if !watch.is_empty() {
+        log::info!("watching only: {}", watch.describe());
+    }
     let rules = Rules::from_kernel(&p.kallsyms);
     // Run-time statistics stay on while this descriptor is open.
     let _stats_on = if args.prog_stats {
@@ -242,6 +252,7 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         print_stuck: true,
         duration: args.duration.map(Duration::from_secs),
         kprobe_only: args.probe.mode == crate::plan::ModeChoice::Kprobe,
+        watch: watch.clone(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -281,6 +292,13 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         tracker.over_cap(),
         tracker.events_trimmed()
     );
+    if !watch.is_empty() {
+        println!(
+            "refwatch: {} events left out by {} (not losses)",
+            totals.skipped,
+            watch.describe()
+        );
+    }
     if !use_tui {
         print!("{}", crate::report::summary_table(&tracker));
     }

@@ -191,6 +191,8 @@ impl ProbeArgs {
 pub struct AttachArgs {
     #[command(flatten)]
     pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub watch: WatchArgs,
     /// No TUI: a periodic one-line summary on stdout, and a per-PFN table at the end.
     #[arg(long)]
     pub headless: bool,
@@ -248,6 +250,31 @@ pub struct AttachArgs {
     /// More detail in the log.
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+/// What to watch (default: every device page). Applied in the kernel:
+/// events left out cost no stack walk and no ring-buffer space, and are
+/// counted apart from losses.
+#[derive(Debug, Args, Clone, Default)]
+pub struct WatchArgs {
+    /// Only these PFNs: `0x40000`, `262144`, `0x40000-0x400ff`,
+    /// comma-separated (at most 8 separate ranges). A folio goes by its
+    /// head PFN.
+    #[arg(long, value_name = "PFNS")]
+    pub pfn: Option<String>,
+    /// Only pages of these page-map types (repeat for several): private,
+    /// coherent, fsdax, generic, p2pdma, system, unknown.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// Only pages a task of this process touches while watched; from its
+    /// first event on a page, every event of the page is shown, whoever
+    /// causes it.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Like --pid, for the tasks of this cgroup v2 directory (itself, not
+    /// its children), e.g. /sys/fs/cgroup/system.slice/NAME.service.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// Smallest `--max-size`: a file holds its header and carried-over state.

@@ -55,6 +55,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Attach the page reader through a kprobe, not fentry (`--mode kprobe`).
     pub kprobe_only: bool,
+    /// The user's filters: the snapshot at attach keeps to them.
+    pub watch: crate::filter::Watch,
 }
 
 /// Totals at the end of a run.
@@ -64,6 +66,8 @@ pub struct Totals {
     pub decode_errors: u64,
     pub dropped: u64,
     pub filtered: u64,
+    /// Events the user's filters left out in the kernel (not losses).
+    pub skipped: u64,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -272,7 +276,7 @@ impl<'a> Collector<'a> {
             peeker,
             wakeups: [0; 3],
         };
-        c.snapshot_at_attach()?;
+        c.snapshot_at_attach(&opts.watch)?;
         Ok(c)
     }
 
@@ -280,10 +284,19 @@ impl<'a> Collector<'a> {
     /// references their type and mappings do not explain: taken before
     /// refwatch started (a DAX truncate already hanging, a page already
     /// stuck), shown at once.
-    fn snapshot_at_attach(&mut self) -> Result<()> {
+    /// Under a task filter there is none: the kernel follows only the
+    /// pages a matching task touches, and a page read here would miss the
+    /// events of its other holders.
+    fn snapshot_at_attach(&mut self, watch: &crate::filter::Watch) -> Result<()> {
         let Some(peeker) = self.peeker.as_mut() else {
             return Ok(());
         };
+        if watch.by_task() {
+            log::info!(
+                "no snapshot at attach: pages are followed from a matching task's first event"
+            );
+            return Ok(());
+        }
         let iomem = match std::fs::read_to_string("/proc/iomem") {
             Ok(t) => t,
             Err(e) => {
@@ -305,6 +318,9 @@ impl<'a> Collector<'a> {
                 let end = range.end.min(at.saturating_add(SNAPSHOT_CHUNK));
                 let read = peeker.read_range(at..end)?;
                 for p in snapshot::heads(&read) {
+                    if !watch.keeps_page(p.head_pfn, p.pgmap_type) {
+                        continue;
+                    }
                     found.pages += 1;
                     if snapshot::referenced(&self.tracker.rules, &p) {
                         found.referenced += 1;
@@ -487,6 +503,7 @@ impl<'a> Collector<'a> {
         let (dropped, filtered) = read_counters(&self.counters);
         self.totals.dropped = dropped;
         self.totals.filtered = filtered;
+        self.totals.skipped = read_counter(&self.counters, counter::SKIPPED);
         let all: Vec<u64> = (0..counter::COUNT)
             .map(|i| {
                 self.counters

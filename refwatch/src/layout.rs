@@ -374,6 +374,8 @@ pub fn resolve(
             off_fbatch_folios,
             stack_frames,
             memtype: memtype_table(&memtypes),
+            // The user's filters (`--pfn`, …) are set after: none by default.
+            ..KernelLayout::empty()
         },
         pgmap_from,
         vmemmap_from,

@@ -15,6 +15,7 @@ pub mod diagnose;
 #[allow(unsafe_code)]
 pub mod event;
 pub mod fasthash;
+pub mod filter;
 pub mod format;
 pub mod fuzzing;
 pub mod layout;

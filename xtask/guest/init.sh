@@ -247,6 +247,62 @@ run_scenario() {
     say "scenario $S end: workload rc $wrc, refwatch rc $(head -n 1 $D/refwatch.rc) (uptime $(up) s)"
 }
 
+# run_filtered S W F BY HOLD: workload W holding its pages for HOLD s;
+# once it holds, refwatch starts with flags F and a filter (BY "pfn": the
+# first half of the workload's PFNs, at most 8; "pid": the workload's
+# process; "cgroup": a cgroup v2 the workload is moved into), and a second workload (dax-splice, other pages, another
+# process) runs under it, whose events the filter must leave out. The
+# filter flags go into $D/filter.flags, the second workload's account into
+# $D/other.json.
+run_filtered() {
+    S=$1
+    FLAGS=$3
+    BY=$4
+    D=/out/$S
+    mkdir -p $D
+    workload $2 --dir /mnt/dax --pages @PAGES@ --hold-secs $5 --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
+    WL=$!
+    n=0
+    until grep -q "^workload: hold_start " $D/workload.out 2>/dev/null; do
+        n=$((n + 1))
+        [ $n -gt 600 ] && break
+        usleep 50000
+    done
+    case $BY in
+        pfn)
+            set -- $(grep "^workload: pfns " $D/workload.out | cut -d' ' -f3-)
+            half=$(( $# / 2 ))
+            [ $half -gt 8 ] && half=8
+            [ $half -lt 1 ] && half=1
+            list=""
+            while [ $half -gt 0 ] && [ $# -gt 0 ]; do
+                list="${list:+$list,}$1"
+                shift
+                half=$((half - 1))
+            done
+            FF="--pfn=$list" ;;
+        cgroup)
+            # The workload moves into a cgroup of its own; the second one
+            # stays in the root cgroup.
+            C=/sys/fs/cgroup
+            grep -q " $C cgroup2 " /proc/mounts || mount -t cgroup2 cgroup2 $C || say "warning: cannot mount cgroup2 on $C"
+            mkdir -p $C/refwatch-lab
+            echo $WL > $C/refwatch-lab/cgroup.procs || say "warning: cannot move the workload into $C/refwatch-lab"
+            FF="--cgroup=$C/refwatch-lab" ;;
+        *) FF="--pid=$WL" ;;
+    esac
+    echo "$FF" > $D/filter.flags
+    say "scenario $S: the workload holds, refwatch starts with $FF (uptime $(up) s)"
+    refwatch_start $S "$FLAGS $FF"
+    workload dax-splice --dir /mnt/dax --pages @PAGES@ --hold-secs 0 --bdev /dev/vdb --out $D/other.json > $D/other.out 2>&1
+    echo $? > $D/other.rc
+    wait $WL
+    wrc=$?
+    echo $wrc > $D/workload.rc
+    sleep 1
+    refwatch_stop
+    say "scenario $S end: workload rc $wrc, other rc $(cat $D/other.rc), refwatch rc $(head -n 1 $D/refwatch.rc) (uptime $(up) s)"
+}
 # run_selftests S F: the kernel's HMM selftests (/bin/@HMM_TESTS@, the
 # kselftest harness) under refwatch (flags F) instead of a workload, killed
 # after @SUITE_SECS@ s. Each output line is kept with the uptime it was

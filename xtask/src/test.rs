@@ -275,6 +275,17 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
             } else {
                 Ok(Vec::new())
             }
+        } else if let Some(by) = variant.filter_by() {
+            let by = if by == "pfn" {
+                checks::filters::By::Pfn
+            } else {
+                checks::filters::By::Task
+            };
+            if report_error.is_none() {
+                checks::filters::check_filtered(by, &dir)
+            } else {
+                Ok(Vec::new())
+            }
         } else if variant == lab::Variant::TinyRing || variant == lab::Variant::Late {
             match (report_error, variant) {
                 (Some(_), _) => Ok(Vec::new()),
@@ -308,6 +319,7 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
         if report_error.is_none()
             && variant != lab::Variant::TinyRing
             && variant != lab::Variant::Late
+            && variant.filter_by().is_none()
             && s != lab::SELFTESTS
         {
             match checks::report::check_report(&refwatch, &name, workload, functions, &dir) {

@@ -76,6 +76,9 @@ extern "C" fn entry_step(i: u64, ctx: *mut c_void) -> i64 {
     let Some(d) = read_u64(w.folios + i * 8).and_then(device_page) else {
         return 0;
     };
+    if crate::filter::skips_page(d.pfn, d.pgmap_type) {
+        return 0;
+    }
     if !batch::note(w.n, &d) {
         return 1;
     }

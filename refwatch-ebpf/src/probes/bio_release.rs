@@ -111,6 +111,9 @@ extern "C" fn entry_step(_i: u64, ctx: *mut c_void) -> i64 {
         count(counter::FILTERED);
         return 0;
     };
+    if crate::filter::skips_page(d.pfn, d.pgmap_type) {
+        return 0;
+    }
     // A page of several vectors (or a folio of several pages) once.
     if w.n > 0 && batch::noted_head(w.n - 1) == Some(d.head) {
         return 0;

@@ -179,6 +179,9 @@ pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
     if hook == hook::FREE_ZONE_DEVICE && !precise {
         last_put(ctx, &p);
     }
+    if crate::filter::skips_page(p.pfn, p.pgmap_type) {
+        return;
+    }
     let before = refcount(p.head);
     let pending = Pending {
         head: p.head,

@@ -52,6 +52,9 @@ pub fn remember<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, refs: u64) {
     let Some((head, pfn)) = any_page(ptr) else {
         return;
     };
+    if !crate::filter::page_passes(pfn, pgmap::SYSTEM) {
+        return;
+    }
     let Some(r) = RAM_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -81,6 +84,9 @@ pub fn report(pfn: u64, refcount: Option<i32>) {
     let Some(r) = (unsafe { RAM_GETS.get(pfn) }) else {
         return;
     };
+    if crate::filter::skips(kind::GET, pfn, pgmap::SYSTEM, 0) {
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(counter::DROPPED);
         return;

@@ -1,5 +1,5 @@
 //! Writing an export from the view: the selected PFN or the filtered set, in
-//! the formats of [`crate::export`].
+//! the formats of [`crate::format::export`].
 
 use std::{
     fs::{self, File, OpenOptions},

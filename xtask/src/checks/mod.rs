@@ -13,9 +13,11 @@
 //! - [`loss`]: nothing lost, in every scenario but `+tiny-ring`;
 //! - [`report`]: refwatch's own report (`report.json`, `--fail-on-stuck`);
 //! - [`groundtruth`]: the comparison with the page_ref tracepoints;
+//! - [`filters`]: `--pfn` and `--pid` (the `+pfn-filter`, `+pid-filter` scenarios);
 //! - [`selftests`]: the kernel's HMM selftests under refwatch (`hmm-selftests`);
 //! - [`signals`]: how refwatch ended (every scenario) and the signal scenarios.
 
+pub mod filters;
 pub mod fsdax;
 pub mod groundtruth;
 pub mod hmm;

@@ -113,6 +113,13 @@ fn scenario_lines(run: &LabRun) -> String {
             ));
             continue;
         }
+        if let Some(by) = variant.filter_by() {
+            s.push_str(&format!(
+                "run_filtered {scenario} {workload} \"{}\" {by} {FILTER_HOLD_SECS}\n",
+                flags.trim()
+            ));
+            continue;
+        }
         let late = variant == Variant::Late;
         let tail = if late {
             format!(" \"\" {LATE_HOLD_SECS} late")
@@ -243,6 +250,7 @@ mod tests {
             };
             let rest = [
                 &["dax-splice+tiny-ring", "dax-hold+late"][..],
+                FILTER_SCENARIOS,
                 signals,
                 DAX_KPROBE,
                 DAX_XFS,
@@ -275,6 +283,30 @@ mod tests {
             init.contains("\nrun_scenario dax-hold+late dax-hold \"\" \"\" 30 late\n"),
             "{init}"
         );
+        assert_eq!(
+            split_variant("dax-hold+pfn-filter"),
+            ("dax-hold", Variant::PfnFilter)
+        );
+        assert_eq!(
+            split_variant("dax-hold+pid-filter"),
+            ("dax-hold", Variant::PidFilter)
+        );
+        assert!(hmm.contains(&"dax-hold+pid-filter"));
+        let init = init_of(
+            &LabRun::new(
+                KernelId::Debian6_12,
+                &[
+                    "dax-hold+pfn-filter",
+                    "dax-hold+pid-filter",
+                    "dax-hold+cgroup-filter",
+                ],
+            ),
+            &[],
+        );
+        for by in ["pfn", "pid", "cgroup"] {
+            let line = format!("\nrun_filtered dax-hold+{by}-filter dax-hold \"\" {by} 60\n");
+            assert!(init.contains(&line), "{init}");
+        }
         let mut tiny = LabRun::new(KernelId::Debian6_12, &["dax-splice+tiny-ring", "dax-hold"]);
         tiny.refwatch_args = vec!["--summary-secs".into(), "1".into()];
         let init = init_of(&tiny, &[]);

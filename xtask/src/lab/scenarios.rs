@@ -95,6 +95,32 @@ pub const LATE: &str = "+late";
 /// (7 to 20 s under TCG, more on a busy host), flag the pages and be copied during the hold.
 pub const LATE_HOLD_SECS: u32 = 30;
 
+/// Suffix of a scenario whose refwatch starts once the workload holds its
+/// pages, with `--pfn` naming half of them (at most 8), while a second
+/// workload works on other pages, e.g. `dax-hold+pfn-filter`: only the
+/// named pages may show, each with its own kernel events, and what the
+/// filter left out is counted apart from losses.
+pub const PFN_FILTER: &str = "+pfn-filter";
+
+/// The same with `--pid` the workload's process: the second workload's
+/// pages (another process) must not show.
+pub const PID_FILTER: &str = "+pid-filter";
+
+/// The same with `--cgroup` a cgroup v2 the workload is moved into.
+pub const CGROUP_FILTER: &str = "+cgroup-filter";
+
+/// The hold of a filter scenario: refwatch must be ready and the second
+/// workload done before it ends (refwatch took 28 s to get ready on a busy
+/// host under TCG).
+pub const FILTER_HOLD_SECS: u32 = 60;
+
+/// The filter scenarios, which every lab kernel runs.
+pub const FILTER_SCENARIOS: &[&str] = &[
+    "dax-hold+pfn-filter",
+    "dax-hold+pid-filter",
+    "dax-hold+cgroup-filter",
+];
+
 /// The signals the `+sig…` variants send `refwatch record` while the
 /// workload holds its references, e.g. `dax-hold+sigterm`: INT, TERM and
 /// HUP must end it within [`SIGNAL_EXIT_SECS`] with the recording complete;
@@ -161,16 +187,40 @@ pub enum Variant {
     Late,
     /// Defaults, stopped by this signal during the hold ([`Signal`]).
     Signal(Signal),
+    /// Started during the hold with `--pfn` ([`PFN_FILTER`]).
+    PfnFilter,
+    /// Started during the hold with `--pid` ([`PID_FILTER`]).
+    PidFilter,
+    /// Started during the hold with `--cgroup` ([`CGROUP_FILTER`]).
+    CgroupFilter,
 }
 
 impl Variant {
     /// refwatch's extra flags.
     pub fn flags(self) -> &'static str {
         match self {
-            Variant::Default | Variant::Xfs | Variant::Late | Variant::Signal(_) => "",
+            // The filter variants' filters are picked in the guest, once
+            // the workload holds its pages.
+            Variant::Default
+            | Variant::Xfs
+            | Variant::Late
+            | Variant::Signal(_)
+            | Variant::PfnFilter
+            | Variant::PidFilter
+            | Variant::CgroupFilter => "",
             Variant::Functions => "--no-precise",
             Variant::Kprobe => "--mode kprobe",
             Variant::TinyRing => "--ring-size 4096",
+        }
+    }
+
+    /// What a filter variant filters by (`run_filtered`'s BY), or `None`.
+    pub fn filter_by(self) -> Option<&'static str> {
+        match self {
+            Variant::PfnFilter => Some("pfn"),
+            Variant::PidFilter => Some("pid"),
+            Variant::CgroupFilter => Some("cgroup"),
+            _ => None,
         }
     }
 
@@ -210,6 +260,12 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
         (base, Variant::TinyRing)
     } else if let Some(base) = run.strip_suffix(LATE) {
         (base, Variant::Late)
+    } else if let Some(base) = run.strip_suffix(PFN_FILTER) {
+        (base, Variant::PfnFilter)
+    } else if let Some(base) = run.strip_suffix(PID_FILTER) {
+        (base, Variant::PidFilter)
+    } else if let Some(base) = run.strip_suffix(CGROUP_FILTER) {
+        (base, Variant::CgroupFilter)
     } else if let Some((base, sig)) = Signal::ALL
         .iter()
         .find_map(|sig| Some((run.strip_suffix(sig.suffix())?, *sig)))
@@ -228,6 +284,7 @@ pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
     let mut all = SCENARIOS.to_vec();
     all.push("dax-splice+tiny-ring");
     all.push("dax-hold+late");
+    all.extend_from_slice(FILTER_SCENARIOS);
     if kernel == KernelId::Debian6_12 || kernel.has_test_hmm() {
         all.extend_from_slice(SIGNAL_SCENARIOS);
     }
@@ -291,7 +348,7 @@ pub fn parse_scenario(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
+            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold, {PFN_FILTER}, {PID_FILTER} or {CGROUP_FILTER} to start it then with a filter, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
             SCENARIOS.join(", "),
             HMM_SCENARIOS.join(", ")
         ))

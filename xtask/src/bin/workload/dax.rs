@@ -343,6 +343,10 @@ fn prepare_dax_pages(cli: &Cli, run: &mut Run) -> Result<(ScratchFile, Mapping)>
     run.marks.mark("touched")?;
 
     run.pfns = read_pfns(mapping.addr(), pages)?;
+    // For the lab's filter scenarios, which pick the PFNs refwatch watches
+    // from the ones the workload holds.
+    let shown: Vec<String> = run.pfns.iter().map(|p| format!("{p:#x}")).collect();
+    println!("workload: pfns {}", shown.join(" "));
     Ok((file, mapping))
 }
 
