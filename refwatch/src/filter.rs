@@ -131,7 +131,8 @@ impl Watch {
 /// `--pfn`: the ranges of [`crate::format::export::parse_pfns`], sorted, with
 /// overlapping and adjacent ones merged; at most [`MAX_PFN_RANGES`].
 pub fn pfn_ranges(spec: &str) -> Result<Vec<(u64, u64)>> {
-    let mut r = crate::format::export::parse_pfns(spec).map_err(|e| anyhow::anyhow!("--pfn: {e}"))?;
+    let mut r =
+        crate::format::export::parse_pfns(spec).map_err(|e| anyhow::anyhow!("--pfn: {e}"))?;
     r.sort_unstable();
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(r.len());
     for (a, b) in r {

@@ -182,7 +182,8 @@ mod tests {
             1
         );
         assert_eq!(
-            init.matches("\nrun_scenario dax-splice dax-splice \"\"\n")
+            // dax-splice on SIZE_PAGES pages: the recording's size is measured there.
+            init.matches("\nrun_scenario dax-splice dax-splice \"\" 1000\n")
                 .count(),
             1
         );
@@ -211,7 +212,7 @@ mod tests {
             ),
             "{init}"
         );
-        assert!(init.contains("\nuse_fs ext4\nrun_scenario dax-splice dax-splice \"\"\n"));
+        assert!(init.contains("\nuse_fs ext4\nrun_scenario dax-splice dax-splice \"\" 1000\n"));
         assert_eq!(init.matches("\nuse_fs ").count(), 2);
         assert_eq!(
             split_variant("dax-truncate-pinned+xfs"),
