@@ -11,16 +11,20 @@ use refwatch_common::{KIND_SLOTS, MAX_STACK, kind};
 
 /// Frames a drop keeps under `--stacks holders`: enough for
 /// [`crate::symbols::role_of`] to find the frame that zaps page-table entries
-/// (`zap_pte_range`, `unmap_page_range`, `free_pages_and_swap_cache`,
-/// `try_to_migrate_one`, …) wherever it finds it in a full walk.
+/// (`__zap_vma_range`, `free_pages_and_swap_cache`, `tlb_flush_mmu`, …)
+/// wherever a full walk finds it.
 ///
-/// Measured in the lab (`cargo xtask lab --refwatch-arg=--stacks=all`, every
-/// put, unpin and free of the fs-dax and HMM scenarios on Linux 7.2): the
-/// frame that gives a drop its role sits at most at frame ROLE_DEEPEST of
-/// the raw walk, counting the frames an fentry trampoline or the tracepoint
-/// plumbing adds before the hooked function's caller. The margin covers
-/// paths the lab does not take (a drop from a deeper call chain, another
-/// compiler's inlining).
+/// Measured in the lab on Linux 7.2 (`--stacks=all` against the default,
+/// every put, unpin and free of the fs-dax scenarios and of hmm-migrate,
+/// -release, -blocked, -leak): the role frame is at most the second frame
+/// after the hooked code, and the walk starts with refwatch's own frames,
+/// which the exports leave out: 2 under fexit (program, trampoline), 3
+/// under fentry, 0 under kprobes, 4–5 under the `page_ref` tracepoints
+/// (program, `bpf_trace_run*`, `__bpf_trace_*`, `__page_ref_*`). The
+/// deepest, a precise-mode fs-dax unmap (`folios_put_refs`, then
+/// `free_pages_and_swap_cache`), is frame 6 of the walk; every drop had
+/// the same role in both runs. Two frames more for paths the lab does not
+/// take.
 pub const ROLE_FRAMES: u8 = 8;
 
 /// Which events carry a kernel stack.

@@ -451,7 +451,7 @@ fn stack(app: &App, d: &DetailSnap, area: Rect, buf: &mut Buffer, side: bool) {
     ])];
     if frames.is_empty() {
         lines.push(Line::styled(
-            "no stack (--no-stacks, or none captured)",
+            "no stack (not taken for this event, or none captured)",
             DIM,
         ));
     }
