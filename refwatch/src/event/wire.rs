@@ -1,0 +1,286 @@
+//! The ring buffer's records: decoding them into [`PageEvent`]s without
+//! allocating per event, and encoding events back (tests, benches).
+
+use std::hash::Hasher as _;
+
+use refwatch_common::{COMM_LEN, EVENT_SIZE, Event, MAX_STACK, flags};
+
+use super::{Comm, DecodeError, Kind, PageEvent, Stack, StackInterner, StackTaken};
+use crate::symbols::Role;
+
+/// Decodes ring-buffer records without allocating per event: equal stacks
+/// are shared through its [`StackInterner`].
+#[derive(Debug, Clone, Default)]
+pub struct Decoder {
+    stacks: StackInterner,
+    /// The stack of the record decoded last: events often come in runs
+    /// from one place, and a record whose frames are these is this stack
+    /// after a compare of its bytes, before any hashing or copying.
+    last: Stack,
+    /// The name of the record decoded last, as in the record and decoded:
+    /// runs of events come from one task.
+    last_comm: ([u8; COMM_LEN], Comm),
+}
+
+impl Decoder {
+    pub fn new(stacks: StackInterner) -> Self {
+        Self {
+            stacks,
+            last: Stack::default(),
+            last_comm: Default::default(),
+        }
+    }
+
+    /// [`decode`], with the stack interned. Inline, so that the event is
+    /// built in its caller's place: returned from a call, its 152 bytes,
+    /// just written field by field, were copied whole (a `memmove` that
+    /// waits on those stores), which took half of decoding.
+    #[inline]
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<PageEvent, DecodeError> {
+        let Self {
+            stacks,
+            last,
+            last_comm,
+        } = self;
+        decode_with(
+            bytes,
+            |wire| {
+                if !wire.is(last) {
+                    *last = intern(stacks, &wire);
+                }
+                last.clone()
+            },
+            |comm| {
+                if *comm != last_comm.0 {
+                    *last_comm = (*comm, Comm::from_kernel(comm));
+                }
+                last_comm.1.clone()
+            },
+        )
+    }
+}
+
+/// The interned stack of a record (whose stack is not the last one's).
+#[inline(never)]
+fn intern(stacks: &mut StackInterner, wire: &WireStack<'_>) -> Stack {
+    let mut buf = [0; FRAMES_BUF];
+    let (frames, hash) = wire.frames(&mut buf);
+    stacks.intern_hashed(frames, hash)
+}
+
+/// Decodes one ring-buffer record. The stack gets an allocation of its own;
+/// [`Decoder`] shares equal ones.
+pub fn decode(bytes: &[u8]) -> Result<PageEvent, DecodeError> {
+    decode_with(
+        bytes,
+        |wire| {
+            let mut buf = [0; FRAMES_BUF];
+            Stack::from(wire.frames(&mut buf).0)
+        },
+        Comm::from_kernel,
+    )
+}
+
+/// Converts a wire event.
+pub fn from_raw(raw: &Event) -> Result<PageEvent, DecodeError> {
+    decode(&to_bytes(raw))
+}
+
+/// A record's bytes, read field by field at `Event`'s offsets in native byte
+/// order (what an unaligned read of the whole `Event` would give), without
+/// copying the record.
+struct Wire<'a>(&'a [u8; EVENT_SIZE]);
+
+macro_rules! at {
+    ($field:ident) => {
+        std::mem::offset_of!(Event, $field)
+    };
+}
+
+impl Wire<'_> {
+    #[inline]
+    fn bytes<const N: usize>(&self, off: usize) -> [u8; N] {
+        let mut b = [0; N];
+        b.copy_from_slice(&self.0[off..off + N]);
+        b
+    }
+
+    #[inline]
+    fn u64(&self, off: usize) -> u64 {
+        u64::from_ne_bytes(self.bytes(off))
+    }
+
+    #[inline]
+    fn i64(&self, off: usize) -> i64 {
+        i64::from_ne_bytes(self.bytes(off))
+    }
+
+    #[inline]
+    fn u32(&self, off: usize) -> u32 {
+        u32::from_ne_bytes(self.bytes(off))
+    }
+
+    #[inline]
+    fn i32(&self, off: usize) -> i32 {
+        i32::from_ne_bytes(self.bytes(off))
+    }
+}
+
+/// Room for a record's frames: a power of two, so that indexing it needs
+/// no bounds check.
+const FRAMES_BUF: usize = MAX_STACK.next_power_of_two();
+
+/// A record's stack as it is in the record: whole frames, some maybe zero
+/// (left out of the event's stack).
+struct WireStack<'a>(&'a [u8]);
+
+impl WireStack<'_> {
+    /// The frames, native-endian.
+    #[inline]
+    fn words(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0
+            .chunks_exact(8)
+            .map(|c| c.first_chunk().map_or(0, |w| u64::from_ne_bytes(*w)))
+    }
+
+    /// Whether the stack is `stack` (whose frames are never zero, so a
+    /// record with a zero frame is not).
+    #[inline]
+    fn is(&self, stack: &Stack) -> bool {
+        let frames = stack.frames();
+        // Compared as bytes, with one `bcmp`: no frame-by-frame loop.
+        // SAFETY: the frames' bytes, in memory order (native-endian, as
+        // the record's): any bytes are valid `u8`s, and the length covers
+        // exactly the frames.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(frames.as_ptr().cast::<u8>(), size_of_val(frames))
+        };
+        self.0 == bytes
+    }
+
+    /// The non-zero frames, in `buf`, and their [`recent_hash`], taken as
+    /// they are read.
+    #[inline]
+    fn frames<'b>(&self, buf: &'b mut [u64; FRAMES_BUF]) -> (&'b [u64], u64) {
+        let mut n = 0;
+        let mut hash = crate::fasthash::fast_hasher();
+        for a in self.words() {
+            // Zero frames are left out: the next frame takes their place.
+            buf[n % FRAMES_BUF] = a;
+            if a != 0 {
+                n += 1;
+                hash.write_u64(a);
+            }
+        }
+        (buf.get(..n).unwrap_or_default(), hash.finish())
+    }
+}
+
+/// Decodes a record; `stack` and `comm` make the event's stack and name
+/// from the record's. Always inline, for [`Decoder::decode`]'s sake.
+#[inline(always)]
+fn decode_with(
+    bytes: &[u8],
+    stack: impl FnOnce(WireStack<'_>) -> Stack,
+    comm: impl FnOnce(&[u8; COMM_LEN]) -> Comm,
+) -> Result<PageEvent, DecodeError> {
+    let Some(w) = bytes.first_chunk::<EVENT_SIZE>() else {
+        return Err(DecodeError::Truncated { got: bytes.len() });
+    };
+    let w = Wire(w);
+    let kind = Kind::try_from(w.u32(at!(kind)))?;
+    let stack_bytes = w.u32(at!(stack_bytes));
+    if !stack_bytes.is_multiple_of(8) || stack_bytes as usize > MAX_STACK * 8 {
+        return Err(DecodeError::BadStack(stack_bytes));
+    }
+    // The stack first: the other fields then go straight into the event,
+    // not held across the interning.
+    let frames = at!(stack)..at!(stack) + stack_bytes as usize;
+    let stack = stack(WireStack(w.0.get(frames).unwrap_or_default()));
+    let fl = w.u32(at!(flags));
+    let has = |bit: u32| fl & bit != 0;
+    Ok(PageEvent {
+        ts_ns: w.u64(at!(ts_ns)),
+        pfn: w.u64(at!(pfn)),
+        page: w.u64(at!(page)),
+        pid: w.u32(at!(pid)),
+        tgid: w.u32(at!(tgid)),
+        cpu: w.u32(at!(cpu)),
+        comm: comm(&w.bytes::<COMM_LEN>(at!(comm))),
+        kind,
+        hook: w.u32(at!(hook)),
+        refcount_before: has(flags::HAS_BEFORE).then(|| w.i32(at!(refcount_before))),
+        refcount_after: has(flags::HAS_AFTER).then(|| w.i32(at!(refcount_after))),
+        mapcount: has(flags::HAS_MAPCOUNT).then(|| w.i32(at!(mapcount))),
+        pgmap_type: w.u32(at!(pgmap_type)),
+        nr_pages: w.u32(at!(nr_pages)),
+        ret: has(flags::HAS_RET).then(|| w.i64(at!(ret))),
+        aux: w.u64(at!(aux)),
+        aux2: w.u64(at!(aux2)),
+        owner: w.u64(at!(owner)),
+        late: has(flags::LATE),
+        forking: has(flags::FORKING),
+        role: Role::Other,
+        stack,
+        stack_taken: StackTaken::from_flags(fl),
+    })
+}
+
+/// Encodes a decoded event back to its wire form (tests and benches build
+/// synthetic ring-buffer records with it).
+pub fn to_raw(ev: &PageEvent) -> Event {
+    let mut raw = Event::zeroed();
+    raw.ts_ns = ev.ts_ns;
+    raw.pfn = ev.pfn;
+    raw.page = ev.page;
+    raw.pid = ev.pid;
+    raw.tgid = ev.tgid;
+    raw.cpu = ev.cpu;
+    raw.kind = ev.kind.raw();
+    raw.hook = ev.hook;
+    let mut fl = 0;
+    if let Some(v) = ev.refcount_before {
+        fl |= flags::HAS_BEFORE;
+        raw.refcount_before = v;
+    }
+    if let Some(v) = ev.refcount_after {
+        fl |= flags::HAS_AFTER;
+        raw.refcount_after = v;
+    }
+    if let Some(v) = ev.mapcount {
+        fl |= flags::HAS_MAPCOUNT;
+        raw.mapcount = v;
+    }
+    if let Some(v) = ev.ret {
+        fl |= flags::HAS_RET;
+        raw.ret = v;
+    }
+    if ev.late {
+        fl |= flags::LATE;
+    }
+    if ev.forking {
+        fl |= flags::FORKING;
+    }
+    fl |= ev.stack_taken.flags();
+    raw.flags = fl;
+    raw.aux2 = ev.aux2;
+    raw.owner = ev.owner;
+    raw.pgmap_type = ev.pgmap_type;
+    raw.nr_pages = ev.nr_pages;
+    raw.aux = ev.aux;
+    let n = ev.comm.len().min(COMM_LEN - 1);
+    raw.comm[..n].copy_from_slice(&ev.comm.as_bytes()[..n]);
+    let frames = ev.stack.len().min(MAX_STACK);
+    raw.stack[..frames].copy_from_slice(&ev.stack[..frames]);
+    raw.stack_bytes = (frames * 8) as u32;
+    raw
+}
+
+/// The wire bytes of an event.
+pub fn to_bytes(raw: &Event) -> Vec<u8> {
+    let mut out = vec![0u8; EVENT_SIZE];
+    // SAFETY: `out` has exactly `EVENT_SIZE` bytes and `write_unaligned` has no
+    // alignment needs.
+    unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<Event>(), *raw) };
+    out
+}
