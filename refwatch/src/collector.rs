@@ -148,6 +148,10 @@ pub struct Collector<'a> {
     lost: BpfHashMap<MapData, u64, u64>,
     /// Unattributed losses already marked on every page.
     unattributed_seen: u64,
+    /// Every loss counted at the last look at the table of losses, and
+    /// whether the count had not moved since the look before.
+    losses_seen: u64,
+    losses_settled: bool,
     /// Reads pages' state from the kernel (snapshot at attach, state after
     /// loss); `None` where its program could not attach.
     peeker: Option<Peeker>,
@@ -260,6 +264,8 @@ impl<'a> Collector<'a> {
             counters,
             lost,
             unattributed_seen: 0,
+            losses_seen: 0,
+            losses_settled: false,
             poll,
             out,
             tracker: {
@@ -437,8 +443,25 @@ impl<'a> Collector<'a> {
         // Losses stamped before this are in the table now (a program notes
         // its loss right after reading the clock).
         let horizon = monotonic_ns().saturating_sub(LOSS_NOTE_SLACK_NS);
-        let pfns: Vec<u64> = self.lost.keys().filter_map(Result::ok).collect();
+        // Every loss is counted before its page is noted: while the count
+        // stays where it was at the last look, which found the table in
+        // that state, the table has nothing new. Walking it costs the
+        // kernel a scan of all its buckets when it is empty (65 536: a few
+        // million instructions, 50 times a second), so it is looked at
+        // only after the count moved, and once more after it settled (a
+        // page noted just after its count was read).
         let unattributed = read_counter(&self.counters, counter::LOST_UNATTRIBUTED);
+        let losses = read_counter(&self.counters, counter::DROPPED)
+            + read_counter(&self.counters, counter::INFLIGHT_FULL)
+            + unattributed;
+        let settled = losses == self.losses_seen;
+        if settled && self.losses_settled {
+            self.tracker.set_loss_horizon(horizon);
+            return Ok(());
+        }
+        self.losses_seen = losses;
+        self.losses_settled = settled;
+        let pfns: Vec<u64> = self.lost.keys().filter_map(Result::ok).collect();
         if pfns.is_empty() && unattributed == self.unattributed_seen {
             self.tracker.set_loss_horizon(horizon);
             return Ok(());
