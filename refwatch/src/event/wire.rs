@@ -13,10 +13,11 @@ use crate::symbols::Role;
 #[derive(Debug, Clone, Default)]
 pub struct Decoder {
     stacks: StackInterner,
-    /// The stack of the record decoded last: events often come in runs
-    /// from one place, and a record whose frames are these is this stack
+    /// The stacks of the records decoded last, most recent first: events
+    /// come in runs from one place or alternate between a few (a get and
+    /// its put), and a record whose frames are one of these is that stack
     /// after a compare of its bytes, before any hashing or copying.
-    last: Stack,
+    recent: [Stack; RECENT],
     /// The name of the record decoded last, as in the record and decoded:
     /// runs of events come from one task.
     last_comm: ([u8; COMM_LEN], Comm),
@@ -26,7 +27,7 @@ impl Decoder {
     pub fn new(stacks: StackInterner) -> Self {
         Self {
             stacks,
-            last: Stack::default(),
+            recent: Default::default(),
             last_comm: Default::default(),
         }
     }
@@ -39,16 +40,20 @@ impl Decoder {
     pub fn decode(&mut self, bytes: &[u8]) -> Result<PageEvent, DecodeError> {
         let Self {
             stacks,
-            last,
+            recent,
             last_comm,
         } = self;
         decode_with(
             bytes,
             |wire| {
-                if !wire.is(last) {
-                    *last = intern(stacks, &wire);
+                if let Some(i) = recent.iter().position(|s| wire.is(s)) {
+                    // Most recent first.
+                    recent[..=i].rotate_right(1);
+                } else {
+                    recent.rotate_right(1);
+                    recent[0] = intern(stacks, &wire);
                 }
-                last.clone()
+                recent[0].clone()
             },
             |comm| {
                 if *comm != last_comm.0 {
@@ -60,7 +65,10 @@ impl Decoder {
     }
 }
 
-/// The interned stack of a record (whose stack is not the last one's).
+/// Stacks a [`Decoder`] compares a record's with before interning it.
+const RECENT: usize = 4;
+
+/// The interned stack of a record (whose stack is not a recent one).
 #[inline(never)]
 fn intern(stacks: &mut StackInterner, wire: &WireStack<'_>) -> Stack {
     let mut buf = [0; FRAMES_BUF];

@@ -97,6 +97,8 @@ pub struct Encoder {
     last_task: Option<(u32, u32, Comm, u64)>,
     last_function: Option<(Box<str>, u64)>,
     last_stack: Option<(u64, u64)>,
+    /// The event line being written (kept: no clearing per event).
+    line: LineBuf,
 }
 
 /// What an event line says, from either path.
@@ -325,30 +327,35 @@ impl Encoder {
     fn event_line(&mut self, f: &Fields<'_>, out: &mut Vec<u8>) {
         let dt = f.ts_ns.wrapping_sub(self.prev_ts) as i64;
         self.prev_ts = f.ts_ns;
-        out.push(b'[');
-        num(out, dt);
-        out.push(b',');
-        num(out, f.pfn);
-        out.push(b',');
-        num(out, f.kind);
-        out.push(b',');
-        opt(out, f.before);
-        out.push(b',');
-        opt(out, f.after);
-        out.push(b',');
-        opt(out, f.mapcount);
-        out.push(b',');
-        num(out, f.pgmap);
-        out.push(b',');
-        num(out, f.nr_pages);
-        out.push(b',');
-        num(out, f.function);
-        out.push(b',');
-        opt(out, f.stack);
-        out.push(b',');
-        num(out, f.task);
-        out.push(b',');
-        num(out, f.cpu);
+        let l = &mut self.line;
+        l.len = 0;
+        l.byte(b'[');
+        l.i(dt);
+        l.byte(b',');
+        l.u(f.pfn);
+        l.byte(b',');
+        l.u(f.kind.into());
+        l.byte(b',');
+        l.opt(f.before.map(i64::from));
+        l.byte(b',');
+        l.opt(f.after.map(i64::from));
+        l.byte(b',');
+        l.opt(f.mapcount.map(i64::from));
+        l.byte(b',');
+        l.u(f.pgmap.into());
+        l.byte(b',');
+        l.u(f.nr_pages.into());
+        l.byte(b',');
+        l.u(f.function);
+        l.byte(b',');
+        match f.stack {
+            Some(s) => l.u(s),
+            None => l.null(),
+        }
+        l.byte(b',');
+        l.u(f.task);
+        l.byte(b',');
+        l.u(f.cpu.into());
         // The optional tail, as far as a value is not its default.
         let tail = if f.page.is_some() {
             5
@@ -364,35 +371,120 @@ impl Encoder {
             0
         };
         if tail >= 1 {
-            out.push(b',');
-            opt(out, f.ret);
+            l.byte(b',');
+            l.opt(f.ret);
         }
         if tail >= 2 {
-            out.push(b',');
-            opt(out, f.owner);
+            l.byte(b',');
+            match f.owner {
+                Some(o) => l.u(o),
+                None => l.null(),
+            }
         }
         if tail >= 3 {
-            out.push(b',');
+            l.byte(b',');
             match f.migration {
                 Some((a, b)) => {
-                    out.push(b'[');
-                    num(out, a);
-                    out.push(b',');
-                    num(out, b);
-                    out.push(b']');
+                    l.byte(b'[');
+                    l.u(a);
+                    l.byte(b',');
+                    l.u(b);
+                    l.byte(b']');
                 }
-                None => out.extend_from_slice(b"null"),
+                None => l.null(),
             }
         }
         if tail >= 4 {
-            out.push(b',');
-            num(out, f.flags);
+            l.byte(b',');
+            l.u(f.flags.into());
         }
+        out.extend_from_slice(l.as_slice());
         if let Some(p) = f.page {
             out.push(b',');
             string(out, p);
         }
         out.extend_from_slice(b"]\n");
+    }
+}
+
+/// An event line's numbers, written into a buffer on the stack: the line
+/// is appended to the output once (a push per byte into a `Vec` checked
+/// its capacity each time, and each number went through a copy call).
+#[derive(Debug)]
+struct LineBuf {
+    buf: Box<[u8; LineBuf::CAP]>,
+    len: usize,
+}
+
+impl Default for LineBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LineBuf {
+    /// The longest line of numbers: 19 numbers of at most 20 digits and a
+    /// sign, with their separators.
+    const CAP: usize = 512;
+
+    fn new() -> Self {
+        Self {
+            buf: Box::new([0; Self::CAP]),
+            len: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    #[inline(always)]
+    fn u(&mut self, v: u64) {
+        if v < 10 {
+            self.byte(b'0' + v as u8);
+            return;
+        }
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut v = v;
+        while v > 0 {
+            at -= 1;
+            digits[at] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        for &d in &digits[at..] {
+            self.byte(d);
+        }
+    }
+
+    #[inline(always)]
+    fn i(&mut self, v: i64) {
+        if v < 0 {
+            self.byte(b'-');
+        }
+        self.u(v.unsigned_abs());
+    }
+
+    #[inline(always)]
+    fn opt(&mut self, v: Option<i64>) {
+        match v {
+            Some(v) => self.i(v),
+            None => self.null(),
+        }
+    }
+
+    fn null(&mut self) {
+        for &b in b"null" {
+            self.byte(b);
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 
@@ -405,14 +497,6 @@ fn flags(late: bool, forking: bool, short: bool) -> u32 {
 #[inline]
 fn num(out: &mut Vec<u8>, v: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
-
-#[inline]
-fn opt(out: &mut Vec<u8>, v: Option<impl itoa::Integer>) {
-    match v {
-        Some(v) => num(out, v),
-        None => out.extend_from_slice(b"null"),
-    }
 }
 
 /// A JSON string.
