@@ -15,7 +15,8 @@ use crate::{
 /// Below, the event waits for the reader's next poll (`DRAIN_EVERY` in
 /// userspace, 20 ms): a wakeup per event costs the traced thread an
 /// interrupt and a scheduler wakeup each time the reader has caught up. A
-/// quarter of the ring leaves the reader room to catch up before it fills.
+/// MiB (a sixteenth of the default ring) leaves the reader room to catch
+/// up before the ring fills.
 const WAKE_BYTES: u64 = 1 << 20;
 
 /// Submits a reserved event, waking the reader only when [`WAKE_BYTES`] or

@@ -312,7 +312,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// The kernel's event ring buffer unless `--ring-size` says otherwise.
-pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
 
 /// `--ring-size`: a power of two from one page to 1 GiB.
 fn parse_ring_size(s: &str) -> Result<u32, String> {

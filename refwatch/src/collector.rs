@@ -156,7 +156,7 @@ pub struct Collector<'a> {
     /// loss); `None` where its program could not attach.
     peeker: Option<Peeker>,
     /// When to read the ring buffer unasked: the programs wake the reader
-    /// only once a quarter of it waits (see the kernel side's `submit`).
+    /// only once 1 MiB of it waits (see the kernel side's `submit`).
     poll: tokio::time::Interval,
     out: Outputs<'a>,
     pub tracker: Tracker,

@@ -134,6 +134,8 @@ refwatch_start() {
     F=$2
     D=/out/$S
     mkdir -p $D
+    J="--jsonl $D/events.jsonl"
+    [ -n "$NO_LIVE_JSONL" ] && J=""
     say "scenario $S start (uptime $(up) s)"
     @REFWATCH@ &
     RW=$!
@@ -309,7 +311,9 @@ run_filtered() {
 # read at (the harness flushes every line) in $D/selftest.out, so the
 # checks can tell which test ran when; the exit code goes to selftest.rc.
 run_selftests() {
+    NO_LIVE_JSONL=1
     refwatch_start $1 "$2"
+    NO_LIVE_JSONL=
     { timeout @SUITE_SECS@ @HMM_TESTS@@EXCLUDED@; echo $? > $D/selftest.rc; } 2>&1 |
         while IFS= read -r line; do
             read t rest < /proc/uptime
