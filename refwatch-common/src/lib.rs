@@ -725,8 +725,12 @@ pub mod counter {
     /// `--cgroup`) left out (a hook that reports at its exit counts at its
     /// entry, whether its exit would have reported or not): not losses.
     pub const SKIPPED: u32 = 7;
+    /// Most bytes the ring buffer held unread at a submit on this CPU since
+    /// refwatch last read and reset it: a maximum, not a count (the ring's
+    /// fill level).
+    pub const RING_PEAK: u32 = 8;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 #[cfg(feature = "user")]

@@ -24,6 +24,15 @@ const WAKE_BYTES: u64 = 1 << 20;
 #[inline(always)]
 pub fn submit<T: 'static>(entry: aya_ebpf::maps::ring_buf::RingBufEntry<T>) {
     let waiting = EVENTS.query(u64::from(bindings::BPF_RB_AVAIL_DATA));
+    if let Some(peak) = COUNTERS.get_ptr_mut(counter::RING_PEAK) {
+        // SAFETY: this CPU's slot; a race with the reader's reset loses
+        // one level reading at most.
+        unsafe {
+            if waiting > *peak {
+                *peak = waiting;
+            }
+        }
+    }
     let wake = if waiting >= WAKE_BYTES {
         bindings::BPF_RB_FORCE_WAKEUP
     } else {

@@ -252,6 +252,7 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         print_stuck: true,
         duration: args.duration.map(Duration::from_secs),
         kprobe_only: args.probe.mode == crate::plan::ModeChoice::Kprobe,
+        ring_bytes: args.ring_size,
         watch: watch.clone(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

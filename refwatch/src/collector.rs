@@ -55,6 +55,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Attach the page reader through a kprobe, not fentry (`--mode kprobe`).
     pub kprobe_only: bool,
+    /// Size of the kernel's ring buffer (`--ring-size`), for its fill level.
+    pub ring_bytes: u32,
     /// The user's filters: the snapshot at attach keeps to them.
     pub watch: crate::filter::Watch,
 }
@@ -68,6 +70,10 @@ pub struct Totals {
     pub filtered: u64,
     /// Events the user's filters left out in the kernel (not losses).
     pub skipped: u64,
+    /// The ring buffer's fullest, as a share of its size (0–1): over the
+    /// last second ([`Collector::tick`]) and over the run.
+    pub ring_fill_last: f64,
+    pub ring_fill_peak: f64,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -161,6 +167,8 @@ pub struct Collector<'a> {
     out: Outputs<'a>,
     pub tracker: Tracker,
     pub totals: Totals,
+    /// Size of the ring buffer in bytes.
+    ring_bytes: u32,
     /// Reads of the ring so far: woken by the kernel, by the poll timer,
     /// and kernel log reads (in refwatch's log at the end).
     wakeups: [u64; 3],
@@ -281,6 +289,7 @@ impl<'a> Collector<'a> {
             totals: Totals::default(),
             peeker,
             wakeups: [0; 3],
+            ring_bytes: opts.ring_bytes,
         };
         c.snapshot_at_attach(&opts.watch)?;
         Ok(c)
@@ -422,6 +431,7 @@ impl<'a> Collector<'a> {
         self.tracker.advance(now);
         let (dropped, _) = read_counters(&self.counters);
         self.totals.dropped = dropped;
+        self.read_ring_fill();
         if let Some(rec) = self.out.rec.as_mut() {
             rec.line(&Line::Tick {
                 now_ns: now,
@@ -434,6 +444,22 @@ impl<'a> Collector<'a> {
             j.flush().context("flush JSON lines")?;
         }
         Ok(dropped)
+    }
+
+    /// The ring's fullest since the last call (the kernel's per-CPU peaks,
+    /// reset to 0 after the read) into the totals.
+    fn read_ring_fill(&mut self) {
+        let Ok(peaks) = self.counters.get(&counter::RING_PEAK, 0) else {
+            return;
+        };
+        let peak = peaks.iter().copied().max().unwrap_or(0);
+        let cpus = peaks.iter().count();
+        if let Ok(zero) = aya::maps::PerCpuValues::try_from(vec![0u64; cpus]) {
+            let _ = self.counters.set(counter::RING_PEAK, zero, 0);
+        }
+        let fill = (peak as f64 / self.ring_bytes.max(1) as f64).min(1.0);
+        self.totals.ring_fill_last = fill;
+        self.totals.ring_fill_peak = self.totals.ring_fill_peak.max(fill);
     }
 
     /// Marks the pages whose events the kernel lost since the last call
@@ -544,6 +570,12 @@ impl<'a> Collector<'a> {
             all[counter::BIOS as usize],
             all[counter::RAM_GETS as usize]
         );
+        self.read_ring_fill();
+        log::info!(
+            "ring buffer: {} MiB, at its fullest {:.1}% (in any second)",
+            self.ring_bytes >> 20,
+            self.totals.ring_fill_peak * 100.0
+        );
         log::info!(
             "reads: {} woken by the kernel, {} by the poll timer, {} of the kernel log",
             self.wakeups[0],
@@ -597,14 +629,15 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
                     let rate = (c.totals.events - last_events) as f64 / every as f64;
                     last_events = c.totals.events;
                     println!(
-                        "refwatch: {:>6.1}s events={} ({rate:.0}/s) pfns={} stuck={} lost={}",
-                        start.elapsed().as_secs_f64(), c.totals.events, c.tracker.len(), c.tracker.stuck().len(), dropped
+                        "refwatch: {:>6.1}s events={} ({rate:.0}/s) pfns={} stuck={} lost={} ring≤{:.0}%",
+                        start.elapsed().as_secs_f64(), c.totals.events, c.tracker.len(), c.tracker.stuck().len(), dropped,
+                        c.totals.ring_fill_last * 100.0
                     );
                     if let Some(note) = c.tracker.caps_note() {
                         println!("refwatch: memory caps: {note}");
                     }
                     if dropped > 0 {
-                        println!("refwatch: {dropped} events were lost (ring buffer full): narrow what is watched (fewer hooks with --mode, or --no-stacks)");
+                        println!("refwatch: {dropped} events were lost (ring buffer full): a larger --ring-size, or watch less (--pfn, --type, --pid, --cgroup, --stacks none)");
                     }
                 }
             }
