@@ -244,14 +244,14 @@ mod tests {
         for kernel in KernelId::ALL {
             let all = scenarios_for(kernel);
             assert_eq!(&all[..SCENARIOS.len()], SCENARIOS, "{kernel}");
-            let signals = if kernel == KernelId::Debian6_12 {
-                SIGNAL_SCENARIOS
+            let (filters, signals) = if kernel == KernelId::Debian6_12 {
+                (FILTER_SCENARIOS, SIGNAL_SCENARIOS)
             } else {
-                &[]
+                (&[][..], &[][..])
             };
             let rest = [
                 &["dax-splice+tiny-ring", "dax-hold+late"][..],
-                FILTER_SCENARIOS,
+                filters,
                 signals,
                 DAX_KPROBE,
                 DAX_XFS,
@@ -261,6 +261,8 @@ mod tests {
         }
         let hmm = scenarios_for(KernelId::Hmm7_2);
         assert!(SCENARIOS.iter().all(|s| hmm.contains(s)));
+        // Precise mode: the page and task filters.
+        assert!(FILTER_SCENARIOS[..2].iter().all(|s| hmm.contains(s)));
         assert!(HMM_SCENARIOS.iter().all(|s| hmm.contains(s)));
         assert!(parse_scenario("hmm-leak").is_ok());
         assert!(parse_scenario("hmm-leak+functions").is_ok());
