@@ -155,7 +155,7 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
     // `record` stays headless: it is for scripts and the lab VM.
     let use_tui = !args.headless && recording_path.is_none();
     if use_tui {
-        crate::tui::tty::require_terminal("attach")?;
+        crate::tty::require_terminal("attach")?;
     }
     let watch = crate::filter::Watch::from_args(
         args.watch.pfn.as_deref(),
@@ -450,6 +450,6 @@ fn export_stream<R: std::io::BufRead>(
 
 /// `refwatch replay`: the TUI on a recording.
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
-    crate::tui::tty::require_terminal("replay")?;
+    crate::tty::require_terminal("replay")?;
     crate::tui::run_replay(args)
 }

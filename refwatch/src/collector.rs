@@ -644,7 +644,7 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
-                crate::tui::tty::detach_dead_outputs();
+                crate::tty::detach_dead_outputs();
                 log::warn!("terminal hung up: stopping and saving what was asked for");
                 break;
             }

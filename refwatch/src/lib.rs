@@ -35,4 +35,5 @@ pub mod snapshot;
 pub mod stacks;
 pub mod state;
 pub mod symbols;
+pub mod tty;
 pub mod tui;

@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use tokio::sync::mpsc;
 
-use super::tty::{self, Ready, TtyInput};
+use crate::tty::{self, Ready, TtyInput};
 
 /// What the input thread sends the loop.
 #[derive(Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! draws it (`impl Widget for &App`, never changing it), and the runners here
 //! drive both from one `tokio::select!` over the UI tick, the keys ([`input`]),
 //! SIGWINCH, the collector (or the replay clock) and SIGINT/SIGTERM/SIGHUP.
-//! When the terminal goes away ([`tty`]: SIGHUP, a hang-up or error on its
+//! When the terminal goes away ([`crate::tty`]: SIGHUP, a hang-up or error on its
 //! input, a failed draw) they stop and return an error, so refwatch exits
 //! non-zero.
 
@@ -17,7 +17,6 @@ pub mod model;
 pub mod render;
 pub mod replay;
 pub mod synthetic;
-pub mod tty;
 pub mod view;
 
 #[cfg(test)]
@@ -69,7 +68,7 @@ pub fn holds_log(cmd: &CliCommand) -> bool {
 /// The terminal while the TUI runs; restored when dropped (and on panic,
 /// by the hook `ratatui::try_init` installs). Restoring a terminal that is
 /// gone fails: that is logged, never printed, and stdout and stderr are
-/// first pointed away from it (see [`tty::detach_dead_outputs`]), as the
+/// first pointed away from it (see [`crate::tty::detach_dead_outputs`]), as the
 /// `Terminal` prints its own failure to show the cursor, and `eprintln!`
 /// panics when stderr is that dead terminal.
 struct Term {
@@ -110,7 +109,7 @@ impl Term {
 
 impl Drop for Term {
     fn drop(&mut self) {
-        tty::detach_dead_outputs();
+        crate::tty::detach_dead_outputs();
         if let Err(e) = ratatui::try_restore() {
             log::debug!("restore the terminal: {e}");
         }

@@ -1,11 +1,12 @@
-//! Noticing that the terminal went away under the TUI.
+//! Noticing that the terminal went away: under the TUI, and on the way out
+//! of the headless loop after a hang-up.
 //!
 //! When a terminal is hung up (its window closed, `tmux kill-server`, the
 //! ssh connection lost) its file stays readable for ever: `read` returns 0
 //! or fails with EIO at once, and writes fail with EIO. crossterm 0.29's event
 //! reader retries such a read in a loop that never returns, whatever the
 //! timeout given to `event::poll` (crossterm-rs/crossterm#793). So the input
-//! thread ([`super::input`]) polls and reads the terminal itself, and the
+//! thread ([`crate::tui::input`]) polls and reads the terminal itself, and the
 //! runners check it on their ticks too: it may be the terminal's output
 //! that failed.
 
