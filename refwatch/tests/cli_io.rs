@@ -206,10 +206,12 @@ fn a_reordered_recording_is_refused_naming_the_line() {
     let events: Vec<usize> = (0..lines.len())
         .filter(|i| lines[*i].starts_with("[") && !lines[*i].starts_with("[\""))
         .collect();
+    // Deltas are zigzag-coded (see `compact::zigzag`).
     let shift = |line: &mut String, by: i64| {
         let (dt, rest) = line[1..].split_once(',').expect("an event line");
-        let dt: i64 = dt.parse().expect("a delta");
-        *line = format!("[{},{rest}", dt + by);
+        let dt = refwatch::format::recording::compact::unzigzag(dt.parse().expect("a delta"));
+        let dt = refwatch::format::recording::compact::zigzag(dt + by);
+        *line = format!("[{dt},{rest}");
     };
     let (moved, next) = (events[29], events[30]);
     shift(&mut lines[moved], -4_000_000_000);

@@ -15,8 +15,9 @@
 //!   `[DT,PFN,KIND,BEFORE,AFTER,MAPCOUNT,PGMAP,NR_PAGES,F,S,T,CPU]` then,
 //!   only as far as one of them is not its default,
 //!   `RET,O,[AUX,AUX2],FLAGS,"page"`. `DT` is the time since the previous
-//!   event of the file (the header's start for the first; it may be
-//!   negative: events of several CPUs interleave), `KIND` and `PGMAP` the
+//!   event of the file (the header's start for the first), zigzag-coded
+//!   ([`zigzag`]: 2n for n ≥ 0, −2n − 1 below; events of several CPUs
+//!   interleave, so it may be negative), `KIND` and `PGMAP` the
 //!   stable numbers of `refwatch_common::kind` and `refwatch_common::pgmap`,
 //!   `F`/`S`/`T`/`O` table ids (`S` null where no stack was taken, `O` null
 //!   where the owner is not known), `[AUX,AUX2]` a migration's packed
@@ -325,12 +326,12 @@ impl Encoder {
     }
 
     fn event_line(&mut self, f: &Fields<'_>, out: &mut Vec<u8>) {
-        let dt = f.ts_ns.wrapping_sub(self.prev_ts) as i64;
+        let dt = zigzag(f.ts_ns.wrapping_sub(self.prev_ts) as i64);
         self.prev_ts = f.ts_ns;
         let l = &mut self.line;
         l.len = 0;
         l.byte(b'[');
-        l.i(dt);
+        l.u(dt);
         l.byte(b',');
         l.u(f.pfn);
         l.byte(b',');
@@ -488,6 +489,20 @@ impl LineBuf {
     }
 }
 
+/// A signed delta as an unsigned number: 0, −1, 1, −2, 2 … → 0, 1, 2, 3,
+/// 4 … Events of several CPUs interleave, so deltas go negative by
+/// microseconds; written as is, a delta of −5000 would read as a kernel
+/// address (every number from −2^56 to −4096 does, to a scan for leaked
+/// pointers), and no number refwatch writes may.
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// Inverse of [`zigzag`].
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
 fn flags(late: bool, forking: bool, short: bool) -> u32 {
     (if late { LATE } else { 0 })
         | (if forking { FORKING } else { 0 })
@@ -531,7 +546,7 @@ fn write_stack(out: &mut Vec<u8>, id: u64, frames: &[String]) {
 /// An event line's fields as written.
 #[derive(Deserialize)]
 struct EventLine {
-    dt: i64,
+    dt: u64,
     pfn: u64,
     kind: u32,
     before: Option<i32>,
@@ -615,8 +630,9 @@ impl Decoder {
             return Ok(None);
         }
         let e: EventLine = serde_json::from_slice(bytes)?;
-        let Some(ts_ns) = self.prev_ts.checked_add_signed(e.dt) else {
-            bail!("time {} ns after {} is out of range", e.dt, self.prev_ts);
+        let dt = unzigzag(e.dt);
+        let Some(ts_ns) = self.prev_ts.checked_add_signed(dt) else {
+            bail!("time {dt} ns after {} is out of range", self.prev_ts);
         };
         let Some(kind) = Kind::from_raw(e.kind) else {
             bail!("unknown event kind {}", e.kind);
@@ -692,5 +708,34 @@ impl Decoder {
             _ => bail!("not a table entry of this version"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod zigzag_tests {
+    use super::{unzigzag, zigzag};
+
+    #[test]
+    fn zigzag_round_trips_and_keeps_small_deltas_small() {
+        for v in [
+            0,
+            1,
+            -1,
+            2,
+            -2,
+            4095,
+            -4096,
+            -5000,
+            i64::MAX,
+            i64::MIN,
+            1_240_530_752,
+        ] {
+            assert_eq!(unzigzag(zigzag(v)), v, "{v}");
+        }
+        assert_eq!(
+            (zigzag(0), zigzag(-1), zigzag(1), zigzag(-5000)),
+            (0, 1, 2, 9999)
+        );
+        assert!(!refwatch_common::kaddr::is_kernel_address(zigzag(-5000)));
     }
 }
