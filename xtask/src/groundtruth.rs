@@ -924,6 +924,7 @@ fn parse_recording(text: &str, name: &str, device: &BTreeSet<u64>) -> Result<Par
     let mut out = ParsedRecording::default();
     let last = last_nonempty_line(text);
     let mut header_seen = false;
+    let mut compact = Compact::default();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() {
@@ -949,6 +950,16 @@ fn parse_recording(text: &str, name: &str, device: &BTreeSet<u64>) -> Result<Par
                 );
             }
             header_seen = true;
+            compact.prev_ts = value["started_ns"].as_u64().unwrap_or(0);
+            continue;
+        }
+        if let Some(items) = value.as_array() {
+            if let Some(ev) = compact
+                .line(items)
+                .with_context(|| format!("{name} line {n}"))?
+            {
+                out.event(&ev, n, name, device)?;
+            }
             continue;
         }
         match kind {
@@ -966,6 +977,80 @@ fn parse_recording(text: &str, name: &str, device: &BTreeSet<u64>) -> Result<Par
         bail!("{name} is empty: not a refwatch recording");
     }
     Ok(out)
+}
+
+/// The tables of a version 2 recording (refwatch's
+/// `format/recording/compact.rs`), as far as the comparison needs them: the
+/// time, PFN, kind, counts and function of each event, rebuilt as the
+/// version 1 event object.
+#[derive(Debug, Default)]
+struct Compact {
+    prev_ts: u64,
+    functions: BTreeMap<u64, String>,
+}
+
+/// The stable event names by `refwatch_common::kind` number.
+const KIND_NAMES: [&str; 13] = [
+    "?",
+    "get",
+    "put",
+    "pin",
+    "unpin",
+    "free",
+    "migrate",
+    "layout_wait",
+    "set",
+    "pgmap_add",
+    "pgmap_remove",
+    "fork",
+    "snapshot",
+];
+
+impl Compact {
+    /// A compact line: `None` for a table entry, the event otherwise.
+    fn line(&mut self, items: &[Value]) -> Result<Option<Value>> {
+        match items.first() {
+            Some(Value::String(tag)) => {
+                match (
+                    tag.as_str(),
+                    items.get(1).and_then(Value::as_u64),
+                    items.get(2),
+                ) {
+                    ("f", Some(id), Some(Value::String(f))) => {
+                        self.functions.insert(id, f.clone());
+                    }
+                    ("r", ..) => self.functions.clear(),
+                    _ => {}
+                }
+                Ok(None)
+            }
+            Some(Value::Number(dt)) => {
+                let num = |i: usize| items.get(i).and_then(Value::as_u64);
+                let dt = dt.as_u64().context("a time delta")?;
+                // Zigzag: 2n for n ≥ 0, −2n − 1 below.
+                let dt = ((dt >> 1) as i64) ^ -((dt & 1) as i64);
+                let ts = self
+                    .prev_ts
+                    .checked_add_signed(dt)
+                    .context("a time out of range")?;
+                self.prev_ts = ts;
+                let kind = num(2).context("an event kind")? as usize;
+                let function = num(8)
+                    .and_then(|f| self.functions.get(&f))
+                    .cloned()
+                    .context("an undefined function")?;
+                Ok(Some(serde_json::json!({
+                    "ts_ns": ts,
+                    "pfn": num(1).context("a PFN")?,
+                    "event": KIND_NAMES.get(kind).copied().unwrap_or("?"),
+                    "refcount_before": items.get(3),
+                    "refcount_after": items.get(4),
+                    "symbol": function,
+                })))
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 impl ParsedRecording {
@@ -1163,6 +1248,36 @@ impl<'a> Cursor<'a> {
 
 #[cfg(test)]
 mod tests {
+    /// The committed SYNTHETIC recording in version 1 and in version 2
+    /// (compact lines) give the same observations.
+    #[test]
+    fn both_recording_versions_give_the_same_observations() {
+        let data = crate::test::workspace_root().join("refwatch/tests/data");
+        let read = |f: &str| std::fs::read_to_string(data.join(f)).expect("recording");
+        let (v1, v2) = (
+            read("synthetic-dax-hold-v1.rec"),
+            read("synthetic-dax-hold.rec"),
+        );
+        assert!(v2.lines().nth(1).is_some_and(|l| l.starts_with('[')), "v2");
+        let device: BTreeSet<u64> = (0x40000..0x40100).collect();
+        let key = |r: &ParsedRecording| -> Vec<String> {
+            r.observations
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{} {} {} {} {} {:?}",
+                        o.ts_ns, o.pfn, o.value, o.field, o.event, o.symbol
+                    )
+                })
+                .collect()
+        };
+        let a = parse_recording(&v1, "v1", &device).expect("v1");
+        let b = parse_recording(&v2, "v2", &device).expect("v2");
+        assert!(a.observations.len() > 20, "{}", a.observations.len());
+        assert_eq!(key(&a), key(&b));
+        assert_eq!((a.seen_gets, a.seen_puts), (b.seen_gets, b.seen_puts));
+    }
+
     use super::*;
 
     const PFN: u64 = 0x23ff00;
