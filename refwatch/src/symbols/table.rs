@@ -58,32 +58,30 @@ impl StackTable {
         self.by_addr.is_empty()
     }
 
-    /// The names of `stack`, symbolized through `syms` the first time.
+    /// The names of `stack`, symbolized through `syms` the first time: one
+    /// lookup on the hot path.
     #[inline]
     pub fn get(&mut self, stack: &Stack, syms: &mut Symbolizer<'_>) -> &Named {
         let addr = stack.addr();
-        if !self.by_addr.contains_key(&addr) {
-            self.add(stack, syms);
-        }
-        // Just checked or added.
-        match self.by_addr.get(&addr) {
-            Some((_, named)) => named,
-            None => unreachable!("added above"),
-        }
-    }
-
-    #[inline(never)]
-    fn add(&mut self, stack: &Stack, syms: &mut Symbolizer<'_>) {
-        if self.by_addr.len() >= self.cap {
+        if self.by_addr.len() >= self.cap && !self.by_addr.contains_key(&addr) {
             self.by_addr.clear();
         }
-        let named = Named {
-            id: self.next_id,
-            role: syms.role(stack),
-            frames: syms.stack_strings(stack, self.fmt).into(),
-        };
-        self.next_id += 1;
-        self.by_addr.insert(stack.addr(), (stack.clone(), named));
+        let Self {
+            by_addr,
+            next_id,
+            fmt,
+            ..
+        } = self;
+        let (_, named) = by_addr.entry(addr).or_insert_with(|| {
+            let named = Named {
+                id: *next_id,
+                role: syms.role(stack),
+                frames: syms.stack_strings(stack, *fmt).into(),
+            };
+            *next_id += 1;
+            (stack.clone(), named)
+        });
+        named
     }
 }
 
