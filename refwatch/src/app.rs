@@ -232,6 +232,7 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
                         status: r.status.clone(),
                     })
                     .collect(),
+                filter: (!watch.is_empty()).then(|| watch.describe()),
             },
         )
     });

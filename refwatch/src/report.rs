@@ -99,6 +99,10 @@ pub struct Report {
     /// pages' state is unknown.
     #[serde(default)]
     pub events_not_followed: u64,
+    /// The filters the recording was made through (absent: none): pages
+    /// and tasks they leave out are not in it, stuck or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// Pages a report tracks at once (as many as `attach` by default); idle
@@ -147,6 +151,7 @@ pub struct Builder {
     owners: FastMap<u64, u32>,
     kernel: String,
     start_ns: u64,
+    filter: Option<String>,
 }
 
 impl Builder {
@@ -167,6 +172,7 @@ impl Builder {
             owners: FastMap::default(),
             kernel: header.kernel.clone(),
             start_ns: header.started_ns,
+            filter: header.filter.clone(),
         }
     }
 
@@ -280,6 +286,7 @@ impl Builder {
         };
         Report {
             kernel: self.kernel,
+            filter: self.filter,
             complete,
             events: t.events(),
             pages: t.len() as u64,
@@ -387,6 +394,12 @@ pub fn text(r: &Report) -> String {
             " (recording cut short)"
         }
     );
+    if let Some(f) = &r.filter {
+        out.push_str(&format!(
+            "recorded through a filter, other pages and tasks left out: {}\n",
+            printable(f)
+        ));
+    }
     if r.events_not_followed > 0 {
         out.push_str(&format!(
             "{} events of pages not followed: {REPORT_MAX_PFNS} pages were tracked, each referenced, when they came (those pages' state is unknown)\n",
@@ -534,7 +547,39 @@ fn printable(text: &str) -> String {
 
 #[cfg(test)]
 mod text_tests {
-    use super::printable;
+    use super::*;
+
+    /// A recording made through a filter says so in its report, text and
+    /// JSON; one made without says nothing (the SYNTHETIC demo recording).
+    #[test]
+    fn a_filtered_recording_says_so() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/synthetic-dax-hold.rec");
+        let text = std::fs::read_to_string(path).expect("recording");
+        let plain = crate::format::recording::parse(text.as_bytes(), "plain").expect("parse");
+        let r = build(&plain, None, false).expect("report");
+        assert_eq!(r.filter, None);
+        assert!(!super::text(&r).contains("filter"));
+        let json = serde_json::to_value(&r).expect("json");
+        assert!(json.get("filter").is_none(), "{json}");
+
+        let (first, rest) = text.split_once('\n').expect("header line");
+        let mut header: serde_json::Value = serde_json::from_str(first).expect("header");
+        header["filter"] = "--pfn 0x40000-0x4000f --pid 42".into();
+        let filtered = format!("{header}\n{rest}");
+        let rec = crate::format::recording::parse(filtered.as_bytes(), "filtered").expect("parse");
+        let r = build(&rec, None, false).expect("report");
+        assert_eq!(r.filter.as_deref(), Some("--pfn 0x40000-0x4000f --pid 42"));
+        assert!(
+            super::text(&r).contains(
+                "recorded through a filter, other pages and tasks left out: --pfn 0x40000-0x4000f --pid 42\n"
+            ),
+            "{}",
+            super::text(&r)
+        );
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["filter"], "--pfn 0x40000-0x4000f --pid 42");
+    }
 
     #[test]
     fn terminal_controls_do_not_reach_the_terminal() {

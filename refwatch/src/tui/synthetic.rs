@@ -430,6 +430,7 @@ pub fn dax_hold_recording() -> (Header, Vec<Line>) {
                 status: h.status,
             })
             .collect(),
+        filter: None,
     };
     let fs = pgmap::FSDAX;
     let mut evs: Vec<JsonEvent> = Vec::new();

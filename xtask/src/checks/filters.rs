@@ -126,6 +126,17 @@ pub fn check_filtered(by: By, dir: &Path) -> Result<Vec<String>> {
     {
         bad.push(format!("stuck at the end: {}", report["stuck_at_end"]));
     }
+    // The recording says what it was filtered by, and the report repeats it.
+    let flag = flags.split('=').next().unwrap_or(flags);
+    if !report["filter"]
+        .as_str()
+        .is_some_and(|f| f.starts_with(flag))
+    {
+        bad.push(format!(
+            "report's filter {} does not name {flag}",
+            report["filter"]
+        ));
+    }
     println!(
         "    filter {flags}: {} of {} held pages kept, {} events on them, {skipped} events left out, {} lost",
         kept.len(),

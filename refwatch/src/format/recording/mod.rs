@@ -53,6 +53,10 @@ pub struct Header {
     #[serde(default)]
     pub precise: bool,
     pub hooks: Vec<HookRecord>,
+    /// The filters the events were recorded through (`--pfn`, `--type`,
+    /// `--pid`, `--cgroup`, in words); absent: every ZONE_DEVICE page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// One line of a recording.

@@ -38,6 +38,7 @@ fn header(started_ns: u64) -> Header {
         thresholds: Thresholds::default(),
         precise: false,
         hooks: vec![],
+        filter: None,
     }
 }
 

@@ -15,6 +15,7 @@ fn header() -> Header {
         thresholds: Thresholds::default(),
         precise: false,
         hooks: vec![],
+        filter: None,
     }
 }
 
