@@ -77,6 +77,14 @@ pub fn line(c: &Change, now_ns: u64, stack: &dyn Fn(&Group) -> String) -> String
             g.key.detector.name(),
             secs(g.since_ns)
         ),
+        Change::Moved { group: g, was } => format!(
+            "STUCK group now {}: {} holds {} (was {}), since {:.3}s",
+            g.key.detector.name(),
+            who(g),
+            pages(g),
+            was.name(),
+            secs(g.since_ns)
+        ),
         Change::Cleared(g) => format!(
             "STUCK group cleared: {} no longer holds {} stuck ({} since {:.3}s, {:.1}s)",
             who(g),

@@ -4,7 +4,7 @@
 //! stack. Pure: the caller says what makes two stacks the same
 //! ([`StackId`]), and gives the time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{Detector, Episode, Holder, Page, Tracker, UNKEPT, holders::unknown_note};
 use crate::{event::Stack, symbols::Role};
@@ -319,6 +319,9 @@ pub enum Change {
     Opened(Group),
     /// More pages than last said (at most once per [`GROW_EVERY_NS`]).
     Grew { group: Group, from: usize },
+    /// The same holder's pages, now under another detector (e.g. `held`
+    /// pages unmapped since: `unmapped-not-freed`).
+    Moved { group: Group, was: Detector },
     /// None of its pages is stuck any more: the group as last seen.
     Cleared(Group),
 }
@@ -331,7 +334,8 @@ struct Seen {
 }
 
 /// Follows the groups from snapshot to snapshot and says what changed:
-/// a group opening, growing (rate-limited) and clearing.
+/// a group opening, growing (rate-limited), moving to another detector
+/// and clearing.
 #[derive(Default)]
 pub struct GroupWatch {
     seen: HashMap<HolderKey, Seen>,
@@ -352,8 +356,13 @@ impl GroupWatch {
     pub fn update(&mut self, groups: &[Group], now_ns: u64) -> Vec<Change> {
         let mut out = Vec::new();
         let mut now_open: HashMap<HolderKey, Seen> = HashMap::with_capacity(groups.len());
+        let current: HashSet<&HolderKey> = groups.iter().map(|g| &g.key).collect();
         for g in groups {
-            let seen = match self.seen.remove(&g.key) {
+            let seen = match self
+                .seen
+                .remove(&g.key)
+                .or_else(|| self.moved(g, &current, &mut out))
+            {
                 None => {
                     out.push(Change::Opened(g.clone()));
                     Seen {
@@ -389,5 +398,41 @@ impl GroupWatch {
         out.extend(cleared.into_iter().map(Change::Cleared));
         self.seen = now_open;
         out
+    }
+
+    /// A group seen under another detector with the same holder and some
+    /// of the same pages: taken out of `seen`, the move said.
+    fn moved(
+        &mut self,
+        g: &Group,
+        current: &HashSet<&HolderKey>,
+        out: &mut Vec<Change>,
+    ) -> Option<Seen> {
+        let same_holder = |k: &HolderKey| {
+            k.comm == g.key.comm
+                && k.tgid == g.key.tgid
+                && k.stack == g.key.stack
+                && k.note == g.key.note
+        };
+        let key = self
+            .seen
+            .iter()
+            .filter(|(k, s)| {
+                same_holder(k)
+                    && !current.contains(k)
+                    && s.last.pfns.iter().any(|p| g.pfns.binary_search(p).is_ok())
+            })
+            .map(|(k, _)| k.clone())
+            .min_by_key(|k| specificity(k.detector))?;
+        let s = self.seen.remove(&key)?;
+        out.push(Change::Moved {
+            group: g.clone(),
+            was: key.detector,
+        });
+        Some(Seen {
+            said: s.said.max(g.pages()),
+            said_ns: s.said_ns,
+            last: g.clone(),
+        })
     }
 }

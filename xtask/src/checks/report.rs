@@ -112,6 +112,7 @@ pub fn check_report(
                 }
             }
             if scenario == "dax-hold" {
+                bad.extend(super::groups::check_dax_hold(&report, &w, dir)?);
                 let snap = dir.join("recording.during-hold");
                 let rc = fail_on_stuck(refwatch, &snap)?;
                 if rc != 3 {

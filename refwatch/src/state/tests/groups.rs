@@ -219,3 +219,33 @@ fn changes_open_grow_once_a_second_and_clear() {
     assert_eq!(w.open(), 0);
     assert!(w.update(&[], 6 * S).is_empty());
 }
+
+/// Held pages unmapped since: the same holder's group moves to
+/// `unmapped-not-freed`; it neither clears nor opens again.
+#[test]
+fn a_group_moves_to_a_more_specific_detector() {
+    let mut t = Tracker::new(rules_7_2(), th(), 16, 1000);
+    let mut w = GroupWatch::new();
+    for pfn in [3, 4] {
+        t.apply(&mapped(get(0, pfn, 7, SPLICE), 0));
+    }
+    t.advance(S + 1);
+    let c = w.update(&stuck_groups(&t, &by_frames), S + 1);
+    assert!(
+        matches!(c.as_slice(), [Change::Opened(g)] if g.key.detector == Detector::Held),
+        "{c:#?}"
+    );
+    for pfn in [3, 4] {
+        let mut unmap = mapped(ev(S + 2, pfn, Kind::Put, 3, 2, 5), -1);
+        unmap.role = Role::Unmap;
+        t.apply(&unmap);
+    }
+    t.advance(3 * S);
+    let c = w.update(&stuck_groups(&t, &by_frames), 3 * S);
+    assert!(
+        matches!(c.as_slice(), [Change::Moved { group, was: Detector::Held }]
+            if group.key.detector == Detector::UnmappedNotFreed && group.pfns == [3, 4]),
+        "{c:#?}"
+    );
+    assert_eq!(w.open(), 1);
+}
