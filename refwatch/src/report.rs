@@ -279,7 +279,8 @@ impl Builder {
                     .collect(),
             })
             .collect();
-        let holder_groups = groups::holder_groups(&t.episodes, &|s| rb.stack_id(s), &stack_of);
+        let holder_groups =
+            groups::holder_groups(&t.episodes, &|s| rb.stack_id(s), &stack_of, &owner_of);
         let named = episodes.iter().filter(|e| !e.holders.is_empty()).count();
         let holders_named = if episodes.is_empty() {
             1.0

@@ -86,7 +86,7 @@ pub fn line(c: &Change, now_ns: u64, stack: &dyn Fn(&Group) -> String) -> String
             secs(g.since_ns)
         ),
         Change::Cleared(g) => format!(
-            "STUCK group cleared: {} no longer holds {} stuck ({} since {:.3}s, {:.1}s)",
+            "STUCK group cleared: {} no longer holds {} stuck ({} since {:.3}s, for {:.1}s)",
             who(g),
             pages(g),
             g.key.detector.name(),
@@ -159,7 +159,7 @@ mod tests {
         );
         assert_eq!(
             line(&Change::Cleared(group(32)), 12_500_000_000, &via),
-            "STUCK group cleared: vmsplice-hold pid 4242 (get) no longer holds 32 page(s) 0x48200-0x4821f (fsdax) stuck (held since 2.000s, 10.5s)"
+            "STUCK group cleared: vmsplice-hold pid 4242 (get) no longer holds 32 page(s) 0x48200-0x4821f (fsdax) stuck (held since 2.000s, for 10.5s)"
         );
     }
 }

@@ -34,6 +34,9 @@ pub struct HolderGroupOut {
     pub pfn_ranges: Vec<[u64; 2]>,
     /// Page-map types of the pages.
     pub pgmap_types: Vec<String>,
+    /// Their page maps' owners (free callback or ops symbols), when known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
     /// When the first of its pages' conditions began.
     pub since_ns: u64,
     /// When the last of them cleared; `null` while one is still stuck.
@@ -50,15 +53,23 @@ pub(super) fn holder_groups(
     episodes: &[Episode],
     stack_id: &dyn Fn(&Stack) -> StackId,
     stack_of: &dyn Fn(&Stack) -> Vec<String>,
+    owner_of: &dyn Fn(u64) -> Option<String>,
 ) -> Vec<HolderGroupOut> {
     groups::group(groups::episode_members(episodes, stack_id))
         .iter()
-        .map(|g| out(g, stack_of))
+        .map(|g| out(g, stack_of, owner_of))
         .collect()
 }
 
-fn out(g: &Group, stack_of: &dyn Fn(&Stack) -> Vec<String>) -> HolderGroupOut {
+fn out(
+    g: &Group,
+    stack_of: &dyn Fn(&Stack) -> Vec<String>,
+    owner_of: &dyn Fn(u64) -> Option<String>,
+) -> HolderGroupOut {
     let h = g.holder.as_ref();
+    let mut owners: Vec<String> = g.pfns.iter().filter_map(|p| owner_of(*p)).collect();
+    owners.sort_unstable();
+    owners.dedup();
     HolderGroupOut {
         comm: h.map(|h| h.comm.to_string()),
         pid: h.map(|h| h.tgid),
@@ -72,6 +83,7 @@ fn out(g: &Group, stack_of: &dyn Fn(&Stack) -> Vec<String>) -> HolderGroupOut {
             .iter()
             .map(|t| pgmap_name(*t).to_string())
             .collect(),
+        owners,
         since_ns: g.since_ns,
         end_ns: g.end_ns,
         episodes: g.members as u64,
@@ -100,8 +112,13 @@ pub(super) fn text(r: &Report, out: &mut String) {
             ),
             None => "still stuck at the end".into(),
         };
+        let owners = if g.owners.is_empty() {
+            String::new()
+        } else {
+            format!(", owner {}", g.owners.join(","))
+        };
         out.push_str(&format!(
-            "{who} holds {} page(s): {} ({}), {}, from +{:.3}s {end}\n",
+            "{who} holds {} page(s): {} ({}{owners}), {}, from +{:.3}s {end}\n",
             g.pages,
             ranges_text(&ranges, RANGES_SHOWN),
             g.pgmap_types.join(","),

@@ -141,7 +141,7 @@ mod tests {
     const GOOD: &str = "refwatch: kernel 6.12, 20 of 20 hooks attached\n\
         STUCK group opened: workload pid 812 (get) holds 10 page(s) 0x48200-0x48209 (fsdax), held since 5.000s, via try_grab_folio+0x1 <- __do_sys_vmsplice+0x9d\n\
         STUCK group grew: workload pid 812 (get) holds 16 page(s) 0x48200-0x4820f (fsdax) (was 10), held since 5.000s\n\
-        STUCK group cleared: workload pid 812 (get) no longer holds 16 page(s) 0x48200-0x4820f (fsdax) stuck (held since 5.000s, 10.0s)\n";
+        STUCK group cleared: workload pid 812 (get) no longer holds 16 page(s) 0x48200-0x4820f (fsdax) stuck (held since 5.000s, for 10.0s)\n";
 
     #[test]
     fn the_stream_check_accepts_groups_and_refuses_per_page_lines() {
