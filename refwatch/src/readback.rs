@@ -336,6 +336,28 @@ mod tests {
         assert!(rb.page_event(&bad).is_none());
     }
 
+    /// Holders group by their recorded stack: entries that differ only by
+    /// function or owner are the same stack.
+    #[test]
+    fn stack_ids_name_equal_stacks_alike() {
+        let mut rb = Readback::new();
+        let mut id = |j: &JsonEvent| {
+            let (ev, _) = rb.page_event(j).expect("known");
+            (ev.stack.clone(), rb.stack_id(&ev.stack))
+        };
+        let a = event(0, "a+0x1");
+        let mut a_elsewhere = event(1, "a+0x1");
+        a_elsewhere.symbol = "page_ref_mod".into();
+        a_elsewhere.owner = None;
+        let b = event(2, "b+0x2");
+        let (sa, ia) = id(&a);
+        let (sa2, ia2) = id(&a_elsewhere);
+        let (_, ib) = id(&b);
+        assert_ne!(sa, sa2, "two entries");
+        assert_eq!(ia, ia2);
+        assert_ne!(ia, ib);
+    }
+
     #[test]
     fn past_the_cap_details_are_shared_and_say_so() {
         let mut rb = Readback::new();
