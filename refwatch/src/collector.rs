@@ -617,7 +617,7 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
     let mut seconds = 0u64;
     let mut last_events = 0u64;
     let mut reported = 0u64;
-    let mut groups = crate::state::groups::GroupWatch::new();
+    let mut groups = crate::stream::GroupStream::default();
     loop {
         tokio::select! {
             r = c.readable() => r?,
@@ -628,7 +628,7 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
                 if opts.print_stuck && opts.per_page {
                     reported = print_new_episodes(&c.tracker, reported, syms, opts.format);
                 } else if opts.print_stuck {
-                    crate::stream::print_group_changes(&mut groups, &c.tracker, now, syms, opts.format);
+                    groups.print(&c.tracker, now, syms, opts.format);
                 }
                 let every = opts.summary_every.as_secs();
                 if every > 0 && seconds.is_multiple_of(every) {
@@ -662,7 +662,7 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
         print_new_episodes(&c.tracker, reported, syms, opts.format);
     } else if opts.print_stuck {
         let now = c.tracker.now_ns();
-        crate::stream::print_group_changes(&mut groups, &c.tracker, now, syms, opts.format);
+        groups.print(&c.tracker, now, syms, opts.format);
     }
     Ok((c.tracker, c.totals))
 }

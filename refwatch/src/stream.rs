@@ -6,7 +6,7 @@ use crate::{
     event::pgmap_name,
     format::json::Format,
     state::{
-        Tracker,
+        Episode, Tracker,
         groups::{self, Change, Group, GroupWatch, ranges_text},
     },
     symbols::{Kallsyms, stack_strings},
@@ -15,17 +15,32 @@ use crate::{
 /// Ranges shown per line.
 const RANGES_SHOWN: usize = 8;
 
-/// Prints what changed in the groups of the pages stuck now.
-pub fn print_group_changes(
-    watch: &mut GroupWatch,
-    tracker: &Tracker,
-    now_ns: u64,
-    syms: &Kallsyms,
-    fmt: Format,
-) {
-    let groups = groups::stuck_groups(tracker, &groups::by_frames);
-    for c in watch.update(&groups, now_ns) {
-        println!("{}", line(&c, now_ns, &|g| via(g, syms, fmt)));
+/// The grouped stuck lines of a headless run.
+#[derive(Default)]
+pub struct GroupStream {
+    watch: GroupWatch,
+    /// Episodes recorded when last looked ([`Tracker::episodes_opened`]).
+    seen_episodes: u64,
+}
+
+impl GroupStream {
+    /// Prints what changed in the groups of the pages stuck now, and the
+    /// groups of episodes that came and went since the last call.
+    pub fn print(&mut self, tracker: &Tracker, now_ns: u64, syms: &Kallsyms, fmt: Format) {
+        let groups = groups::stuck_groups(tracker, &groups::by_frames);
+        let new = tracker.episodes_opened().saturating_sub(self.seen_episodes);
+        self.seen_episodes = tracker.episodes_opened();
+        let new = usize::try_from(new).unwrap_or(usize::MAX);
+        let recent = &tracker.episodes[tracker.episodes.len().saturating_sub(new)..];
+        let ended: Vec<Episode> = recent
+            .iter()
+            .filter(|e| e.end_ns.is_some())
+            .cloned()
+            .collect();
+        let passed = groups::group(groups::episode_members(&ended, &groups::by_frames));
+        for c in self.watch.update_with_passed(&groups, passed, now_ns) {
+            println!("{}", line(&c, now_ns, &|g| via(g, syms, fmt)));
+        }
     }
 }
 
@@ -91,7 +106,7 @@ pub fn line(c: &Change, now_ns: u64, stack: &dyn Fn(&Group) -> String) -> String
             pages(g),
             g.key.detector.name(),
             secs(g.since_ns),
-            secs(now_ns.saturating_sub(g.since_ns))
+            secs(g.end_ns.unwrap_or(now_ns).saturating_sub(g.since_ns))
         ),
     };
     // Task names come from the kernel: no terminal controls.

@@ -351,6 +351,27 @@ impl GroupWatch {
         self.seen.len()
     }
 
+    /// [`GroupWatch::update`], and `passed`: groups of episodes that began
+    /// and ended since the last look (never seen stuck). Each of those whose
+    /// holder had no group open then or now is said opened and cleared, after
+    /// the other changes.
+    pub fn update_with_passed(
+        &mut self,
+        groups: &[Group],
+        passed: Vec<Group>,
+        now_ns: u64,
+    ) -> Vec<Change> {
+        let before: HashSet<HolderKey> = self.seen.keys().cloned().collect();
+        let mut out = self.update(groups, now_ns);
+        for g in passed {
+            if !before.contains(&g.key) && !self.seen.contains_key(&g.key) {
+                out.push(Change::Opened(g.clone()));
+                out.push(Change::Cleared(g));
+            }
+        }
+        out
+    }
+
     /// Takes the groups stuck at `now_ns`; returns the changes, opened and
     /// grown ones in `groups`' order, then cleared ones by their since.
     pub fn update(&mut self, groups: &[Group], now_ns: u64) -> Vec<Change> {

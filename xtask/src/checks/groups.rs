@@ -1,7 +1,8 @@
 //! Holders grouped (`dax-hold`): the workload's one `vmsplice` holds every
 //! page, so the report's `holder_groups` has one group for it with all the
 //! pages, and the headless stream (`refwatch.out`) says the group opened
-//! and cleared, once each, with no per-page holder lines.
+//! and cleared, once each, with no per-page holder lines. `hmm-blocked`:
+//! a group that comes and goes between two of the stream's looks is said.
 
 use std::{collections::BTreeSet, path::Path};
 
@@ -133,9 +134,37 @@ fn check_stream(out: &str, pid: Option<u64>, pages: usize) -> Vec<String> {
     bad
 }
 
+/// `hmm-blocked`: the migration leaves the page behind for milliseconds,
+/// between two of the stream's looks; the stream still says the workload's
+/// `migration-blocked` group opened and cleared.
+pub fn check_blocked_stream(dir: &Path) -> Result<Vec<String>> {
+    let out = std::fs::read_to_string(dir.join("refwatch.out")).context("read refwatch.out")?;
+    Ok(blocked_stream(&out))
+}
+
+fn blocked_stream(out: &str) -> Vec<String> {
+    let said = |what: &str| {
+        out.lines()
+            .filter(|l| {
+                l.starts_with(what)
+                    && l.contains(" workload pid ")
+                    && l.contains("migration-blocked")
+            })
+            .count()
+    };
+    let (opened, cleared) = (said("STUCK group opened: "), said("STUCK group cleared: "));
+    if (opened, cleared) == (1, 1) {
+        Vec::new()
+    } else {
+        vec![format!(
+            "refwatch.out: {opened} line(s) opening and {cleared} clearing the workload's migration-blocked group, expected one each"
+        )]
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check_stream;
+    use super::{blocked_stream, check_stream};
 
     /// The stream of a dax-hold run as refwatch prints it (synthetic text).
     const GOOD: &str = "refwatch: kernel 6.12, 20 of 20 hooks attached\n\
@@ -156,5 +185,17 @@ mod tests {
         assert_eq!(check_stream(&per_page, Some(812), 16).len(), 1);
         let twice = format!("{GOOD}{}", GOOD.lines().nth(1).unwrap_or_default());
         assert_eq!(check_stream(&twice, Some(812), 16).len(), 1);
+    }
+
+    #[test]
+    fn a_group_that_came_and_went_is_found() {
+        let out = "STUCK group opened: workload pid 291 (get) holds 1 page(s) 0x4052 (system), migration-blocked since 39.955s, via a+0x1\n\
+            STUCK group cleared: workload pid 291 (get) no longer holds 1 page(s) 0x4052 (system) stuck (migration-blocked since 39.955s, for 0.0s)\n";
+        assert_eq!(blocked_stream(out), Vec::<String>::new());
+        assert_eq!(
+            blocked_stream(out.lines().next().unwrap_or_default()).len(),
+            1
+        );
+        assert_eq!(blocked_stream("").len(), 1);
     }
 }

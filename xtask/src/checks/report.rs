@@ -198,6 +198,7 @@ pub fn check_report(
             if let Some(e) = blocked.first() {
                 println!("    {kernel} {scenario}: {}", e["reason"]);
             }
+            bad.extend(super::groups::check_blocked_stream(dir)?);
         }
         // Precise mode sees the parent's unmap (the zap's inline put) and
         // names the child keeping the device memory; function mode does not

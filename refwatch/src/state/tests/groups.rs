@@ -249,3 +249,32 @@ fn a_group_moves_to_a_more_specific_detector() {
     );
     assert_eq!(w.open(), 1);
 }
+
+/// An episode that opens and ends between two looks (a migration refused
+/// for 10 ms) is still said, opened and cleared; one of a holder whose
+/// group is open is part of it.
+#[test]
+fn groups_that_come_and_go_between_looks_are_said() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 1000);
+    let mut w = GroupWatch::new();
+    t.apply(&get(0, 1, 42, SPLICE));
+    t.advance(2 * S);
+    t.apply(&ev(2 * S + 10, 1, Kind::Put, 2, 1, 42));
+    assert!(stuck_groups(&t, &by_frames).is_empty());
+    let passed = group(episode_members(&t.episodes, &by_frames));
+    let c = w.update_with_passed(&[], passed.clone(), 3 * S);
+    assert!(
+        matches!(c.as_slice(), [Change::Opened(a), Change::Cleared(b)]
+            if a.pfns == [1] && b.end_ns == Some(2 * S + 10)),
+        "{c:#?}"
+    );
+    // The same holder open meanwhile: nothing more to say.
+    t.apply(&get(4 * S, 2, 42, SPLICE));
+    t.advance(6 * S);
+    let open = stuck_groups(&t, &by_frames);
+    let c = w.update_with_passed(&open, passed, 6 * S);
+    assert!(
+        matches!(c.as_slice(), [Change::Opened(g)] if g.pfns == [2]),
+        "{c:#?}"
+    );
+}
