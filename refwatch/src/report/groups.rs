@@ -127,7 +127,7 @@ pub(super) fn text(r: &Report, out: &mut String) {
         ));
         if let Some(n) = &g.holder_note {
             out.push_str(&format!(
-                "  holder unknown: {n} (--per-page lists each page's last events)\n"
+                "  {n} (--per-page lists each page's last events)\n"
             ));
         }
         for f in &g.stack {
