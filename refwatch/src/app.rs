@@ -251,6 +251,7 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         thresholds,
         summary_every: Duration::from_secs(args.summary_secs),
         print_stuck: true,
+        per_page: args.per_page,
         duration: args.duration.map(Duration::from_secs),
         kprobe_only: args.probe.mode == crate::plan::ModeChoice::Kprobe,
         ring_bytes: args.ring_size,
@@ -334,7 +335,12 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode> {
             w.write_all(b"\n")
         })?;
     } else {
-        stdout_text(&report::text(&r))?;
+        let text = if args.per_page {
+            report::text_per_page(&r)
+        } else {
+            report::text(&r)
+        };
+        stdout_text(&text)?;
     }
     if args.fail_on_stuck {
         let code = r.fail_on_stuck_code();

@@ -73,6 +73,10 @@ pub struct ReportArgs {
     /// were lost.
     #[arg(long)]
     pub fail_on_stuck: bool,
+    /// One block per stuck episode (each page with its holders and stacks)
+    /// instead of one per holder with its pages as PFN ranges.
+    #[arg(long)]
+    pub per_page: bool,
     /// Show the kernel addresses the recording holds (made with
     /// --raw-pointers, or by an earlier version); hidden by default.
     #[arg(long)]
@@ -196,6 +200,11 @@ pub struct AttachArgs {
     /// No TUI: a periodic one-line summary on stdout, and a per-PFN table at the end.
     #[arg(long)]
     pub headless: bool,
+    /// Headless: a line per stuck episode with its holders (each page
+    /// apart) instead of a line when a holder's group of stuck pages opens,
+    /// grows or clears.
+    #[arg(long)]
+    pub per_page: bool,
     /// Write every event as JSON Lines to this file.
     #[arg(long, value_name = "FILE")]
     pub jsonl: Option<PathBuf>,

@@ -51,6 +51,8 @@ pub struct Options {
     pub summary_every: Duration,
     /// Print each stuck page on stdout as it appears.
     pub print_stuck: bool,
+    /// With `print_stuck`: a line per episode, not per holder group.
+    pub per_page: bool,
     /// Stop after this long (None: until a signal).
     pub duration: Option<Duration>,
     /// Attach the page reader through a kprobe, not fentry (`--mode kprobe`).
@@ -615,14 +617,18 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
     let mut seconds = 0u64;
     let mut last_events = 0u64;
     let mut reported = 0u64;
+    let mut groups = crate::stream::GroupStream::default();
     loop {
         tokio::select! {
             r = c.readable() => r?,
             _ = second.tick() => {
                 seconds += 1;
-                let dropped = c.tick(monotonic_ns())?;
-                if opts.print_stuck {
+                let now = monotonic_ns();
+                let dropped = c.tick(now)?;
+                if opts.print_stuck && opts.per_page {
                     reported = print_new_episodes(&c.tracker, reported, syms, opts.format);
+                } else if opts.print_stuck {
+                    groups.print(&c.tracker, now, syms, opts.format);
                 }
                 let every = opts.summary_every.as_secs();
                 if every > 0 && seconds.is_multiple_of(every) {
@@ -652,8 +658,11 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
         }
     }
     c.finish()?;
-    if opts.print_stuck {
+    if opts.print_stuck && opts.per_page {
         print_new_episodes(&c.tracker, reported, syms, opts.format);
+    } else if opts.print_stuck {
+        let now = c.tracker.now_ns();
+        groups.print(&c.tracker, now, syms, opts.format);
     }
     Ok((c.tracker, c.totals))
 }

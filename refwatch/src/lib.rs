@@ -34,6 +34,7 @@ pub mod rules;
 pub mod snapshot;
 pub mod stacks;
 pub mod state;
+pub mod stream;
 pub mod symbols;
 pub mod tty;
 pub mod tui;

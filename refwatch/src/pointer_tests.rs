@@ -239,6 +239,7 @@ fn report_and_replay_never_show_a_recorded_pointer() {
         let text = serde_json::to_string(&r).expect("json");
         assert_hidden("report --json", &text, v);
         assert_hidden("report", &report::text(&r), v);
+        assert_hidden("report --per-page", &report::text_per_page(&r), v);
         let raw = report::build(&rec, None, true).expect("report");
         assert_shown(
             "report --json --raw-pointers",

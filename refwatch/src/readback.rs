@@ -92,6 +92,9 @@ pub struct Readback {
     /// Randomly keyed: a recording cannot aim for collisions.
     hasher: RandomState,
     by_hash: HashMap<u64, Vec<u32>>,
+    /// By the hash of its stack: the first entry of each distinct stack
+    /// ([`Readback::stack_id`]).
+    by_stack: HashMap<u64, Vec<u32>>,
     entries: Vec<Entry>,
     /// Events whose detail was not kept (the cap was reached).
     pub not_kept: u64,
@@ -123,6 +126,7 @@ impl Readback {
         Self {
             hasher: RandomState::new(),
             by_hash: HashMap::new(),
+            by_stack: HashMap::new(),
             entries: vec![Entry {
                 detail: overflow,
                 migration: None,
@@ -178,7 +182,30 @@ impl Readback {
             tag: Stack::from(&[u64::from(id)][..]),
         });
         self.by_hash.entry(h).or_default().push(id);
+        let hs = self.hasher.hash_one(j.stack.0.as_deref());
+        let same = self.by_stack.entry(hs).or_default();
+        let entries = &self.entries;
+        if !same
+            .iter()
+            .any(|i| entries[*i as usize].detail.stack == j.stack)
+        {
+            same.push(id);
+        }
         id
+    }
+
+    /// What makes recorded stacks the same: the first entry with the same
+    /// frames (entries also differ by function, owner, ...).
+    pub fn stack_id(&self, stack: &Stack) -> crate::state::groups::StackId {
+        let Some(e) = self.entry_of(stack) else {
+            return stack.frames().to_vec();
+        };
+        let hs = self.hasher.hash_one(e.detail.stack.0.as_deref());
+        let first = self.by_stack.get(&hs).and_then(|ids| {
+            ids.iter()
+                .find(|i| self.entries[**i as usize].detail.stack == e.detail.stack)
+        });
+        vec![u64::from(first.copied().unwrap_or(OVERFLOW))]
     }
 
     /// The tracker's event for `j`, with the entry of its detail as its
@@ -307,6 +334,28 @@ mod tests {
         let mut bad = event(0, "a");
         bad.event = "nope".into();
         assert!(rb.page_event(&bad).is_none());
+    }
+
+    /// Holders group by their recorded stack: entries that differ only by
+    /// function or owner are the same stack.
+    #[test]
+    fn stack_ids_name_equal_stacks_alike() {
+        let mut rb = Readback::new();
+        let mut id = |j: &JsonEvent| {
+            let (ev, _) = rb.page_event(j).expect("known");
+            (ev.stack.clone(), rb.stack_id(&ev.stack))
+        };
+        let a = event(0, "a+0x1");
+        let mut a_elsewhere = event(1, "a+0x1");
+        a_elsewhere.symbol = "page_ref_mod".into();
+        a_elsewhere.owner = None;
+        let b = event(2, "b+0x2");
+        let (sa, ia) = id(&a);
+        let (sa2, ia2) = id(&a_elsewhere);
+        let (_, ib) = id(&b);
+        assert_ne!(sa, sa2, "two entries");
+        assert_eq!(ia, ia2);
+        assert_ne!(ia, ib);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `refwatch report`: replays a recording through the detectors and lists
 //! every stuck episode, with holders, and the pages still stuck at its end.
 
+mod groups;
+
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +14,8 @@ use crate::{
     readback::Readback,
     state::{Thresholds, Tracker},
 };
+
+pub use groups::HolderGroupOut;
 
 /// A holder in the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +82,9 @@ pub struct Report {
     pub start_ns: u64,
     pub end_ns: u64,
     pub episodes: Vec<EpisodeOut>,
+    /// The episodes grouped by holder, most pages first.
+    #[serde(default)]
+    pub holder_groups: Vec<HolderGroupOut>,
     /// PFNs still flagged at the end, sorted.
     pub stuck_at_end: Vec<u64>,
     /// Fraction of episodes whose holder was named.
@@ -278,6 +285,8 @@ impl Builder {
                     .collect(),
             })
             .collect();
+        let holder_groups =
+            groups::holder_groups(&t.episodes, &|s| rb.stack_id(s), &stack_of, &owner_of);
         let named = episodes.iter().filter(|e| !e.holders.is_empty()).count();
         let holders_named = if episodes.is_empty() {
             1.0
@@ -294,6 +303,7 @@ impl Builder {
             end_ns,
             stuck_at_end: t.stuck().iter().map(|p| p.pfn).collect(),
             episodes,
+            holder_groups,
             holders_named,
             dropped,
             episodes_dropped: t.episodes_dropped(),
@@ -376,11 +386,20 @@ pub fn build_from<R: std::io::BufRead>(
     Ok(b.finish(r.complete(), r.end_ns(), r.dropped(), raw_pointers))
 }
 
-/// The report as text.
-/// The text form of a report, for a terminal: task names and every other
-/// string from a recording come out with control characters replaced, so a
-/// crafted `comm` cannot clear the screen or retitle the terminal.
+/// The text form of a report, for a terminal: the episodes grouped by
+/// holder ([`HolderGroupOut`]). Task names and every other string from a
+/// recording come out with control characters replaced, so a crafted `comm`
+/// cannot clear the screen or retitle the terminal.
 pub fn text(r: &Report) -> String {
+    text_with(r, false)
+}
+
+/// [`text`] with one block per episode (`report --per-page`).
+pub fn text_per_page(r: &Report) -> String {
+    text_with(r, true)
+}
+
+fn text_with(r: &Report, per_page: bool) -> String {
     let rel = |ns: u64| (ns.saturating_sub(r.start_ns)) as f64 / 1e9;
     let mut out = format!(
         "kernel {}: {} events on {} pages over {:.1}s{}\n",
@@ -408,7 +427,38 @@ pub fn text(r: &Report) -> String {
     }
     if r.episodes.is_empty() {
         out.push_str("no stuck pages\n");
+    } else if per_page {
+        episodes_text(r, &mut out);
+    } else {
+        groups::text(r, &mut out);
     }
+    if r.dropped > 0 || !r.gaps.is_empty() {
+        out.push_str(&format!(
+            "{} event(s) lost; {} page(s) with gaps in their history, {} of them in an unknown state at the end (no verdict on those)\n",
+            r.dropped,
+            r.gaps.len(),
+            r.unknown_at_end.len()
+        ));
+    }
+    if r.stuck_at_end.is_empty() {
+        out.push_str("no page is stuck at the end\n");
+    } else if per_page {
+        let pfns: Vec<String> = r.stuck_at_end.iter().map(|p| format!("{p:#x}")).collect();
+        out.push_str(&format!("stuck at the end: {}\n", pfns.join(" ")));
+    } else {
+        let ranges = crate::state::groups::pfn_ranges(&r.stuck_at_end);
+        out.push_str(&format!(
+            "stuck at the end: {} page(s): {}\n",
+            r.stuck_at_end.len(),
+            crate::state::groups::ranges_text(&ranges, usize::MAX)
+        ));
+    }
+    printable(&out)
+}
+
+/// One block per episode.
+fn episodes_text(r: &Report, out: &mut String) {
+    let rel = |ns: u64| (ns.saturating_sub(r.start_ns)) as f64 / 1e9;
     for e in &r.episodes {
         let end = match e.end_ns {
             Some(t) if e.ended_by_loss => format!(
@@ -471,21 +521,6 @@ pub fn text(r: &Report) -> String {
             }
         }
     }
-    if r.dropped > 0 || !r.gaps.is_empty() {
-        out.push_str(&format!(
-            "{} event(s) lost; {} page(s) with gaps in their history, {} of them in an unknown state at the end (no verdict on those)\n",
-            r.dropped,
-            r.gaps.len(),
-            r.unknown_at_end.len()
-        ));
-    }
-    if r.stuck_at_end.is_empty() {
-        out.push_str("no page is stuck at the end\n");
-    } else {
-        let pfns: Vec<String> = r.stuck_at_end.iter().map(|p| format!("{p:#x}")).collect();
-        out.push_str(&format!("stuck at the end: {}\n", pfns.join(" ")));
-    }
-    printable(&out)
 }
 
 /// A readable per-PFN table.

@@ -113,23 +113,30 @@ pub(super) fn holders_of(page: &Page) -> (Vec<Holder>, Option<String>, Vec<PageE
         .iter()
         .skip(kept.saturating_sub(LAST_EVENTS))
         .collect();
-    let lost = (page.gaps.gaps > 0).then(|| {
-        format!(
-            "{} loss(es) of this page's events: a reference taken in a lost event has no holder here",
-            page.gaps.gaps
-        )
-    });
     if page.holders.is_empty() {
-        let before = page.before_refwatch.then(|| {
-            "the reference(s) were taken before refwatch started (it read the page's state at attach), or before this file of a rotated recording began (the state was carried over); who took them is unknown here"
-                .to_string()
-        });
-        let note = lost.or(before).unwrap_or_else(|| {
-            "the outstanding reference was taken where this kernel offers no hook (an inline get); see the page's last events"
-                .into()
-        });
-        (Vec::new(), Some(note), last)
+        (Vec::new(), Some(unknown_note(page)), last)
     } else {
-        (page.holders.clone(), lost, last)
+        (page.holders.clone(), lost_note(page).map(Into::into), last)
     }
+}
+
+/// Said of a page some of whose events were lost.
+fn lost_note(page: &Page) -> Option<&'static str> {
+    (page.gaps.gaps > 0).then_some(
+        "a loss of this page's events: a reference taken in a lost event has no holder here",
+    )
+}
+
+/// Why a page with references has no holder. The same words for every
+/// page in the same case, so that such pages group together.
+pub(super) fn unknown_note(page: &Page) -> String {
+    let before = page.before_refwatch.then_some(
+        "the reference(s) were taken before refwatch started (it read the page's state at attach), or before this file of a rotated recording began (the state was carried over); who took them is unknown here",
+    );
+    lost_note(page)
+        .or(before)
+        .unwrap_or(
+            "the outstanding reference was taken where this kernel offers no hook (an inline get); see the page's last events",
+        )
+        .into()
 }

@@ -5,6 +5,7 @@ mod bounds;
 mod caps;
 mod detectors;
 mod device;
+pub mod groups;
 mod history;
 mod holders;
 mod loss;

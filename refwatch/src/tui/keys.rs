@@ -49,6 +49,7 @@ impl App {
                 return None;
             }
             Overlay::Export { .. } => return self.export_key(key),
+            Overlay::Holders => return self.holders_key(key),
         }
         self.message = None;
         self.main_key(key)
@@ -69,6 +70,7 @@ impl App {
                 self.overlay = Overlay::Probes;
                 self.scroll = 0;
             }
+            KeyCode::Char('h') => self.open_holders(),
             KeyCode::Char('e') => {
                 self.overlay = Overlay::Export {
                     scope: Scope::Selected,

@@ -11,6 +11,7 @@
 pub mod detail;
 pub mod export;
 pub mod fmt;
+pub mod holders;
 pub mod input;
 pub mod keys;
 pub mod model;

@@ -237,7 +237,12 @@ pub enum Overlay {
     None,
     Help,
     Probes,
-    Export { scope: Scope, format: ExportFormat },
+    Export {
+        scope: Scope,
+        format: ExportFormat,
+    },
+    /// The stuck pages by holder ([`super::holders`]).
+    Holders,
 }
 
 /// A line being typed in the footer.
@@ -318,6 +323,9 @@ pub struct App {
     pub(crate) now_ns: u64,
     data_key: Option<(u64, usize, usize, u64)>,
     pub(crate) detail: Option<DetailSnap>,
+    /// The stuck pages by holder, and the one selected in the holders view.
+    pub(crate) holder_groups: Vec<super::holders::GroupRow>,
+    pub(crate) holder_sel: usize,
     pub(crate) selected: usize,
     pub(crate) offset: usize,
     pub(crate) selected_pfn: Option<u64>,
@@ -356,6 +364,8 @@ impl App {
             now_ns: 0,
             data_key: None,
             detail: None,
+            holder_groups: Vec::new(),
+            holder_sel: 0,
             selected: 0,
             offset: 0,
             selected_pfn: None,
@@ -429,6 +439,7 @@ impl App {
             if self.data_key != Some(key) {
                 self.data_key = Some(key);
                 self.rebuild_rows(t);
+                self.holder_groups = super::holders::rows(t, &feed.stacks);
                 self.reorder();
             }
         }

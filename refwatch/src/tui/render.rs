@@ -108,6 +108,7 @@ impl Widget for &App {
             Overlay::Help => help(self, area, buf),
             Overlay::Probes => probes(self, area, buf),
             Overlay::Export { scope, format } => export_dialog(self, *scope, *format, area, buf),
+            Overlay::Holders => super::holders::render(self, area, buf),
         }
     }
 }
@@ -563,7 +564,7 @@ fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
     if !compact {
         v.extend([("Enter", "detail"), ("Tab", "events")]);
     }
-    v.extend([("e", "export"), ("p", "probes")]);
+    v.extend([("e", "export"), ("p", "probes"), ("h", "holders")]);
     v
 }
 
@@ -617,7 +618,7 @@ fn popup(area: Rect, w: u16, h: u16, title: &str, buf: &mut Buffer) -> Rect {
 }
 
 /// [`popup`] with a note on its bottom border (right-aligned).
-fn popup_with(
+pub(super) fn popup_with(
     area: Rect,
     w: u16,
     h: u16,
@@ -662,6 +663,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("f", "filter type state task pfn"),
     ("t  o", "cycle type, only stuck"),
     ("c", "clear filters and search"),
+    ("h", "stuck pages by holder"),
     ("e", "export jsonl csv perfetto"),
     ("p", "probe plan"),
     ("space", "pause live, play replay"),
@@ -682,7 +684,7 @@ fn help_box(area: Rect) -> (u16, u16, bool) {
 }
 
 /// `s` cut to `w` columns, with `…` when cut.
-fn fit(s: &str, w: usize) -> String {
+pub(super) fn fit(s: &str, w: usize) -> String {
     if s.chars().count() <= w {
         s.to_string()
     } else if w == 0 {

@@ -835,3 +835,5 @@ fn small_replay_at_the_end() {
     let s = screen(&draw(&app, SW, SH));
     assert!(s.contains(" detail pfn 0x40011"), "{s}");
 }
+
+mod holders;

@@ -12,6 +12,7 @@
 //! - [`hmm`]: the device-private scenarios' events, migrations and frees;
 //! - [`loss`]: nothing lost, in every scenario but `+tiny-ring`;
 //! - [`report`]: refwatch's own report (`report.json`, `--fail-on-stuck`);
+//! - [`groups`]: holders grouped, in the report and the headless stream;
 //! - [`groundtruth`]: the comparison with the page_ref tracepoints;
 //! - [`filters`]: `--pfn` and `--pid` (the `+pfn-filter`, `+pid-filter` scenarios);
 //! - [`selftests`]: the kernel's HMM selftests under refwatch (`hmm-selftests`);
@@ -20,6 +21,7 @@
 pub mod filters;
 pub mod fsdax;
 pub mod groundtruth;
+pub mod groups;
 pub mod hmm;
 pub mod loss;
 pub mod probes;

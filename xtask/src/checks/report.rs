@@ -112,6 +112,7 @@ pub fn check_report(
                 }
             }
             if scenario == "dax-hold" {
+                bad.extend(super::groups::check_dax_hold(&report, &w, dir)?);
                 let snap = dir.join("recording.during-hold");
                 let rc = fail_on_stuck(refwatch, &snap)?;
                 if rc != 3 {
@@ -197,6 +198,7 @@ pub fn check_report(
             if let Some(e) = blocked.first() {
                 println!("    {kernel} {scenario}: {}", e["reason"]);
             }
+            bad.extend(super::groups::check_blocked_stream(dir)?);
         }
         // Precise mode sees the parent's unmap (the zap's inline put) and
         // names the child keeping the device memory; function mode does not

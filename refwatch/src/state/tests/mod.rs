@@ -326,6 +326,7 @@ fn pfn_cap_evicts_idle_pages_only() {
 
 mod budget;
 mod device;
+mod groups;
 mod loss;
 
 /// Debian 7.2 in function mode (synthetic events in the kernel's order):

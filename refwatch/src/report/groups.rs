@@ -1,0 +1,226 @@
+//! The report's episodes grouped by holder ([`crate::state::groups`]): the
+//! `holder_groups` of the JSON form, and the default text.
+
+use serde::{Deserialize, Serialize};
+
+use super::Report;
+use crate::{
+    event::{Stack, pgmap_name},
+    state::groups::{self, Group, StackId},
+    state::{Episode, groups::ranges_text},
+};
+
+/// Ranges shown per group in the text (the JSON has them all).
+const RANGES_SHOWN: usize = 16;
+
+/// One holder and the pages whose episodes name it (`holder_groups`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HolderGroupOut {
+    /// The holder's task name; `null` when no holder is known
+    /// (`holder_note` says why).
+    pub comm: Option<String>,
+    /// The holder's process id; `null` when unknown.
+    pub pid: Option<u32>,
+    /// The most specific detector that flagged the pages.
+    pub detector: String,
+    /// The holder's stack, innermost first (symbol+offset).
+    pub stack: Vec<String>,
+    /// How the holder took its reference (`get`, `pin`); `null` when unknown.
+    pub event: Option<String>,
+    /// Pages held.
+    pub pages: u64,
+    /// The pages as runs of consecutive PFNs, `[first, last]` inclusive,
+    /// numbers (like episodes' `pfn`).
+    pub pfn_ranges: Vec<[u64; 2]>,
+    /// Page-map types of the pages.
+    pub pgmap_types: Vec<String>,
+    /// Their page maps' owners (free callback or ops symbols), when known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+    /// When the first of its pages' conditions began.
+    pub since_ns: u64,
+    /// When the last of them cleared; `null` while one is still stuck.
+    pub end_ns: Option<u64>,
+    /// Episodes folded in (a page flagged by several detectors has several).
+    pub episodes: u64,
+    /// Why no holder is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder_note: Option<String>,
+}
+
+/// The groups of `episodes`, their stacks as `stack_of` names them.
+pub(super) fn holder_groups(
+    episodes: &[Episode],
+    stack_id: &dyn Fn(&Stack) -> StackId,
+    stack_of: &dyn Fn(&Stack) -> Vec<String>,
+    owner_of: &dyn Fn(u64) -> Option<String>,
+) -> Vec<HolderGroupOut> {
+    groups::group(groups::episode_members(episodes, stack_id))
+        .iter()
+        .map(|g| out(g, stack_of, owner_of))
+        .collect()
+}
+
+fn out(
+    g: &Group,
+    stack_of: &dyn Fn(&Stack) -> Vec<String>,
+    owner_of: &dyn Fn(u64) -> Option<String>,
+) -> HolderGroupOut {
+    let h = g.holder.as_ref();
+    let mut owners: Vec<String> = g.pfns.iter().filter_map(|p| owner_of(*p)).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    HolderGroupOut {
+        comm: h.map(|h| h.comm.to_string()),
+        pid: h.map(|h| h.tgid),
+        detector: g.key.detector.name().into(),
+        stack: h.map(|h| stack_of(&h.stack)).unwrap_or_default(),
+        event: h.map(|h| h.kind.name().into()),
+        pages: g.pages() as u64,
+        pfn_ranges: g.ranges().into_iter().map(|(a, b)| [a, b]).collect(),
+        pgmap_types: g
+            .pgmap_types
+            .iter()
+            .map(|t| pgmap_name(*t).to_string())
+            .collect(),
+        owners,
+        since_ns: g.since_ns,
+        end_ns: g.end_ns,
+        episodes: g.members as u64,
+        holder_note: g.key.note.clone(),
+    }
+}
+
+/// The text of the groups, one block each: who, the pages, the detector,
+/// since when and until when, the stack once.
+pub(super) fn text(r: &Report, out: &mut String) {
+    let rel = |ns: u64| (ns.saturating_sub(r.start_ns)) as f64 / 1e9;
+    for g in &r.holder_groups {
+        let ranges: Vec<(u64, u64)> = g.pfn_ranges.iter().map(|[a, b]| (*a, *b)).collect();
+        let who = match (&g.comm, g.pid) {
+            (Some(c), Some(p)) => format!(
+                "{c} pid {p} ({})",
+                g.event.as_deref().unwrap_or("reference")
+            ),
+            _ => "holder unknown".into(),
+        };
+        let end = match g.end_ns {
+            Some(t) => format!(
+                "until +{:.3}s ({:.3}s)",
+                rel(t),
+                t.saturating_sub(g.since_ns) as f64 / 1e9
+            ),
+            None => "still stuck at the end".into(),
+        };
+        let owners = if g.owners.is_empty() {
+            String::new()
+        } else {
+            format!(", owner {}", g.owners.join(","))
+        };
+        out.push_str(&format!(
+            "{who} holds {} page(s): {} ({}{owners}), {}, from +{:.3}s {end}\n",
+            g.pages,
+            ranges_text(&ranges, RANGES_SHOWN),
+            g.pgmap_types.join(","),
+            g.detector,
+            rel(g.since_ns),
+        ));
+        if let Some(n) = &g.holder_note {
+            out.push_str(&format!(
+                "  {n} (--per-page lists each page's last events)\n"
+            ));
+        }
+        for f in &g.stack {
+            out.push_str(&format!("      {f}\n"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{format::recording::Recording, report, tui::synthetic};
+
+    /// The synthetic dax-hold recording (not from a kernel): `vmsplice-hold`
+    /// keeps 0x40010 and 0x40011 past the 5 s threshold through one stack.
+    fn synthetic_report() -> report::Report {
+        let (header, lines) = synthetic::dax_hold_recording();
+        let rec = Recording {
+            header,
+            lines,
+            complete: true,
+            truncated_tail: false,
+        };
+        report::build(&rec, None, false).expect("report")
+    }
+
+    #[test]
+    fn holder_groups_in_json_one_per_holder() {
+        let r = synthetic_report();
+        assert_eq!(r.episodes.len(), 2, "{:#?}", r.episodes);
+        let json = serde_json::to_value(&r).expect("json");
+        let groups = json["holder_groups"].as_array().expect("holder_groups");
+        assert_eq!(groups.len(), 1, "{groups:#?}");
+        let g = &groups[0];
+        assert_eq!(g["comm"], "vmsplice-hold");
+        assert_eq!(g["pid"], 4242);
+        assert_eq!(g["detector"], "held");
+        assert_eq!(g["event"], "get");
+        assert_eq!(g["pages"], 2);
+        assert_eq!(g["pfn_ranges"], serde_json::json!([[0x40010, 0x40011]]));
+        assert_eq!(g["pgmap_types"], serde_json::json!(["fsdax"]));
+        assert_eq!(g["since_ns"], r.start_ns + 2_000_000_000);
+        // One page is still held at the end.
+        assert!(g["end_ns"].is_null(), "{g}");
+        assert_eq!(g["episodes"], 2);
+        assert!(g.get("holder_note").is_none(), "{g}");
+        // Symbolized frames, as the episodes' holders have them.
+        let stack: Vec<&str> = g["stack"]
+            .as_array()
+            .expect("stack")
+            .iter()
+            .filter_map(|f| f.as_str())
+            .collect();
+        assert_eq!(
+            stack,
+            json["episodes"][0]["holders"][0]["stack"]
+                .as_array()
+                .expect("episode stack")
+                .iter()
+                .filter_map(|f| f.as_str())
+                .collect::<Vec<_>>()
+        );
+        assert!(stack.iter().any(|f| f.starts_with("__do_sys_vmsplice+0x")));
+        // Read back as written.
+        let back: report::Report = serde_json::from_value(json).expect("read back");
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn text_shows_each_holder_once_and_per_page_each_episode() {
+        let r = synthetic_report();
+        let text = report::text(&r);
+        assert_eq!(text.matches("__do_sys_vmsplice").count(), 1, "{text}");
+        assert!(
+            text.contains(
+                "vmsplice-hold pid 4242 (get) holds 2 page(s): 0x40010-0x40011 (fsdax), held, from +2.000s still stuck at the end"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("holder: "), "{text}");
+        assert!(
+            text.contains("stuck at the end: 1 page(s): 0x40011"),
+            "{text}"
+        );
+        let per_page = report::text_per_page(&r);
+        assert_eq!(
+            per_page.matches("__do_sys_vmsplice").count(),
+            2,
+            "{per_page}"
+        );
+        assert_eq!(per_page.matches("  holder: vmsplice-hold").count(), 2);
+        assert!(
+            per_page.contains("stuck at the end: 0x40011\n"),
+            "{per_page}"
+        );
+    }
+}
