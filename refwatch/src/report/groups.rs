@@ -91,6 +91,12 @@ fn out(
     }
 }
 
+/// Whether `pfn` lies in one of `ranges` (sorted, not overlapping).
+fn in_ranges(ranges: &[(u64, u64)], pfn: u64) -> bool {
+    let i = ranges.partition_point(|&(_, last)| last < pfn);
+    ranges.get(i).is_some_and(|&(first, _)| first <= pfn)
+}
+
 /// The text of the groups, one block each: who, the pages, the detector,
 /// since when and until when, the stack once.
 pub(super) fn text(r: &Report, out: &mut String) {
@@ -110,7 +116,19 @@ pub(super) fn text(r: &Report, out: &mut String) {
                 rel(t),
                 t.saturating_sub(g.since_ns) as f64 / 1e9
             ),
-            None => "still stuck at the end".into(),
+            None => {
+                // Some of its pages may have cleared before the end.
+                let still = r
+                    .stuck_at_end
+                    .iter()
+                    .filter(|&&p| in_ranges(&ranges, p))
+                    .count() as u64;
+                if still >= g.pages {
+                    "still stuck at the end".into()
+                } else {
+                    format!("{still} of them still stuck at the end")
+                }
+            }
         };
         let owners = if g.owners.is_empty() {
             String::new()
@@ -202,7 +220,7 @@ mod tests {
         assert_eq!(text.matches("__do_sys_vmsplice").count(), 1, "{text}");
         assert!(
             text.contains(
-                "vmsplice-hold pid 4242 (get) holds 2 page(s): 0x40010-0x40011 (fsdax), held, from +2.000s still stuck at the end"
+                "vmsplice-hold pid 4242 (get) holds 2 page(s): 0x40010-0x40011 (fsdax), held, from +2.000s 1 of them still stuck at the end"
             ),
             "{text}"
         );
