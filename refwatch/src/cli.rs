@@ -36,7 +36,6 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff) on stdout, or with --dir write it and a
     /// page per subcommand into DIR.
-    #[command(hide = true)]
     Man(ManArgs),
 }
 

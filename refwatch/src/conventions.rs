@@ -86,7 +86,16 @@ mod tests {
     fn completions_name_every_subcommand_for_each_shell() {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let text = completions(shell);
-            for sub in ["attach", "record", "probes", "report", "export", "replay"] {
+            for sub in [
+                "attach",
+                "record",
+                "probes",
+                "report",
+                "export",
+                "replay",
+                "completions",
+                "man",
+            ] {
                 assert!(text.contains(sub), "{shell:?} completions lack {sub}");
             }
             // The export formats are offered as values.
@@ -163,6 +172,7 @@ mod tests {
                 "refwatch-attach.1",
                 "refwatch-completions.1",
                 "refwatch-export.1",
+                "refwatch-man.1",
                 "refwatch-probes.1",
                 "refwatch-record.1",
                 "refwatch-replay.1",

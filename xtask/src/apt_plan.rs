@@ -91,10 +91,10 @@ pub fn parse(text: &str) -> Plan {
         in_downgraded = line.starts_with("The following packages will be DOWNGRADED");
         if let Some(rest) = line.strip_prefix("Inst ") {
             plan.installs.extend(parse_inst(rest));
-        } else if let Some(rest) = line.strip_prefix("Remv ") {
-            if let Some(name) = rest.split_whitespace().next() {
-                plan.removes.push(name.to_owned());
-            }
+        } else if let Some(rest) = line.strip_prefix("Remv ")
+            && let Some(name) = rest.split_whitespace().next()
+        {
+            plan.removes.push(name.to_owned());
         }
     }
     plan
