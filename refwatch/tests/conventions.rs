@@ -121,3 +121,121 @@ fn clap_output_honours_no_color() {
     );
     assert!(!help(Some("1")).contains('\x1b'), "NO_COLOR=1: no escape");
 }
+
+/// The colour parameters among the SGR sequences of `text` (tmux's
+/// `capture-pane -e`): 30–38, 40–48, 90–97, 100–107 (39 and 49 are the
+/// default colours).
+fn colour_sgrs(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for part in text.split("\x1b[").skip(1) {
+        let Some(end) = part.find('m') else { continue };
+        let params = &part[..end];
+        if !params.chars().all(|c| c.is_ascii_digit() || c == ';') {
+            continue;
+        }
+        let colour = params
+            .split(';')
+            .filter_map(|p| p.parse::<u32>().ok())
+            .any(|p| matches!(p, 30..=38 | 40..=48 | 90..=97 | 100..=107));
+        if colour {
+            found.push(params.to_owned());
+        }
+    }
+    found
+}
+
+/// `refwatch replay` in a private tmux server, run to the end of the
+/// SYNTHETIC recording `tests/data/synthetic-dax-hold.rec` (its stuck page
+/// selected), with `NO_COLOR` as given; the screen with its attributes.
+fn replay_screen(name: &str, no_color: Option<&str>) -> String {
+    let dir = std::env::temp_dir().join(format!("refwatch-nocolor-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let socket = dir.join("tmux.sock");
+    let tmux = |args: &[&str]| -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(["-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("tmux is not installed: `cargo xtask setup` installs it");
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let rec = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/synthetic-dax-hold.rec");
+    let env = match no_color {
+        Some(v) => format!("NO_COLOR='{v}'"),
+        None => "env -u NO_COLOR".to_owned(),
+    };
+    let command = format!(
+        "cd '{}' && {env} '{}' replay '{}' --paused",
+        dir.display(),
+        env!("CARGO_BIN_EXE_refwatch"),
+        rec.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+    let wait_for = |needle: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            let s = tmux(&["capture-pane", "-p", "-t", "t"]);
+            if s.contains(needle) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                return;
+            }
+            assert!(
+                start.elapsed().as_secs() < 15,
+                "timed out waiting for {needle:?}:\n{s}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_for("⏸ paused");
+    tmux(&["send-keys", "-t", "t", "]"]);
+    wait_for("■ end");
+    let screen = tmux(&["capture-pane", "-p", "-e", "-t", "t"]);
+    tmux(&["send-keys", "-t", "t", "q"]);
+    let _ = Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .arg("kill-server")
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    screen
+}
+
+#[test]
+fn the_tui_draws_no_colour_under_no_color() {
+    let coloured = replay_screen("on", None);
+    assert!(
+        !colour_sgrs(&coloured).is_empty(),
+        "colours by default:\n{coloured}"
+    );
+    let plain = replay_screen("off", Some("1"));
+    assert!(plain.contains("● 0x40011"), "{plain}");
+    assert_eq!(colour_sgrs(&plain), Vec::<String>::new(), "{plain}");
+    // The selection and the badges still stand out: reverse video.
+    assert!(
+        plain.contains("\x1b[7m") || plain.contains(";7m") || plain.contains("[7;"),
+        "{plain}"
+    );
+}
+
+#[test]
+fn colour_sgrs_reads_tmux_sequences() {
+    assert_eq!(
+        colour_sgrs("a\x1b[1;33mb\x1b[39m\x1b[7mc\x1b[38;5;240md\x1b[0m"),
+        ["1;33", "38;5;240"]
+    );
+    assert!(colour_sgrs("\x1b[1m\x1b[7m\x1b[2m\x1b[49m\x1b[0m").is_empty());
+}
