@@ -97,8 +97,10 @@ pub fn build() -> Result<Dist> {
     }
     drop_empty_depends(&deb, &out.join("repack"))?;
 
-    let pkg_version = env!("CARGO_PKG_VERSION");
-    let binary = out.join(format!("refwatch-{pkg_version}-x86_64-linux-musl"));
+    let binary = out.join(format!(
+        "refwatch-{}-x86_64-linux-musl",
+        package_version(&version)?
+    ));
     // Stripped, as cargo-deb strips the packaged one.
     cmd::output(Command::new("strip").arg("-o").arg(&binary).arg(&built))?;
     println!(
@@ -234,6 +236,15 @@ fn version_of(bin: &Path) -> Result<String> {
     Ok(v)
 }
 
+/// `0.1.0` of `refwatch 0.1.0 (abc1234)`: the version of the refwatch
+/// package, which cargo-deb also takes.
+fn package_version(version_line: &str) -> Result<&str> {
+    version_line
+        .split_whitespace()
+        .nth(1)
+        .with_context(|| format!("no version in {version_line:?}"))
+}
+
 /// Runs `bin ARGS`, returning its stdout.
 fn run_bin(bin: &Path, args: &[&str]) -> Result<String> {
     cmd::stdout(Command::new(bin).args(args))
@@ -307,7 +318,7 @@ fn debian_changelog(version_line: &str) -> Result<String> {
     let date = cmd::stdout(&mut date)?;
     Ok(format!(
         "refwatch ({}-1) unstable; urgency=medium\n\n  * Packaged {version_line}.\n\n -- {}  {}\n",
-        env!("CARGO_PKG_VERSION"),
+        package_version(version_line)?,
         maintainer()?,
         date.trim()
     ))
@@ -513,6 +524,23 @@ mod tests {
         assert!(problems[0].contains("PT_INTERP"), "{problems:?}");
         assert!(problems[1].contains("dynamically linked"), "{problems:?}");
         // (the musl build passes: `cargo xtask dist` checks it)
+    }
+
+    #[test]
+    fn the_changelog_entry_names_version_revision_and_maintainer() {
+        let text = debian_changelog("refwatch 0.1.0 (abc1234-dirty)").expect("changelog");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "refwatch (0.1.0-1) unstable; urgency=medium");
+        assert_eq!(lines[2], "  * Packaged refwatch 0.1.0 (abc1234-dirty).");
+        let trailer = lines[4]
+            .strip_prefix(" -- refwatch developers <refwatch@example.org>  ")
+            .expect(lines[4]);
+        // RFC 2822 with a two-digit day, as dpkg wants: "Fri, 04 Dec 2026 21:19:50 +0000".
+        let parts: Vec<&str> = trailer.split(' ').collect();
+        assert_eq!(parts.len(), 6, "{trailer}");
+        assert!(parts[0].ends_with(',') && parts[1].len() == 2, "{trailer}");
+        assert_eq!(parts[5], "+0000", "{trailer}");
+        assert!(package_version("refwatch").is_err());
     }
 
     /// A package made here with the empty `Depends:` line cargo-deb writes.
