@@ -5,7 +5,10 @@ use std::{fs, io::Write, path::Path, process::ExitCode, time::Duration};
 use anyhow::{Context as _, Result};
 
 use crate::{
-    cli::{AttachArgs, ExportArgs, ProbeArgs, ProbesArgs, RecordArgs, ReplayArgs, ReportArgs},
+    cli::{
+        AttachArgs, CompletionsArgs, ExportArgs, ManArgs, ProbeArgs, ProbesArgs, RecordArgs,
+        ReplayArgs, ReportArgs,
+    },
     collector,
     diagnose::{self, Facts},
     format::export,
@@ -453,6 +456,27 @@ fn export_stream<R: std::io::BufRead>(
         }
     }
     x.end(out).context("write output")
+}
+
+/// `refwatch completions SHELL`: the script on standard output.
+pub fn completions(args: &CompletionsArgs) -> Result<ExitCode> {
+    let mut script = Vec::new();
+    crate::conventions::write_completions(args.shell, &mut script);
+    stdout_with(|w| w.write_all(&script))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `refwatch man`: refwatch.1 on standard output, or every page into `--dir`.
+pub fn man(args: &ManArgs) -> Result<ExitCode> {
+    match &args.dir {
+        Some(dir) => crate::conventions::write_man_pages(dir)?,
+        None => {
+            let mut page = Vec::new();
+            crate::conventions::write_man(&mut page)?;
+            stdout_with(|w| w.write_all(&page))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `refwatch replay`: the TUI on a recording.

@@ -9,7 +9,7 @@ use crate::{plan::ModeChoice, stacks::StackPolicy};
 /// refwatch: reference-count lifetimes of ZONE_DEVICE pages (fs-dax, device
 /// private, device-dax, P2PDMA) on a live Linux system.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = crate::conventions::VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -32,6 +32,24 @@ pub enum Command {
     Export(ExportArgs),
     /// Open the TUI on a recording: play, pause, step, seek, change speed.
     Replay(ReplayArgs),
+    /// Print a completion script for SHELL (bash, zsh, fish) on stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout, or with --dir write it and a
+    /// page per subcommand into DIR.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ManArgs {
+    /// Write refwatch.1 and refwatch-COMMAND.1 here instead.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: crate::conventions::Shell,
 }
 
 #[derive(Debug, Args, Clone)]

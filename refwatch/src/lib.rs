@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 #[allow(unsafe_code)]
 pub mod collector;
+pub mod conventions;
 pub mod diagnose;
 #[allow(unsafe_code)]
 pub mod event;

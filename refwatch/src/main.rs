@@ -28,6 +28,8 @@ fn main() -> ExitCode {
         Command::Report(r) => app::report(r),
         Command::Export(e) => app::export(e),
         Command::Replay(r) => app::replay(r),
+        Command::Completions(c) => app::completions(c),
+        Command::Man(m) => app::man(m),
     };
     let message = result
         .as_ref()

@@ -2,12 +2,14 @@
 //!
 //! Run it as `cargo xtask <command>`; `cargo xtask --help` lists the commands.
 
+mod apt_plan;
 mod bench;
 mod bpftool;
 mod checks;
 mod cmd;
 mod cpio;
 mod demo;
+mod dist;
 mod fuzz;
 mod groundtruth;
 mod initramfs;
@@ -58,9 +60,21 @@ enum Command {
     /// Fuzz the recording reader and the ring-record decoder, each through
     /// the tracker (cargo-fuzz on nightly); non-zero exit on any crash.
     Fuzz(FuzzArgs),
+    /// A static x86-64 refwatch (musl) and a Debian package with its man
+    /// pages and shell completions, in target/dist/; with --check, lintian
+    /// and the extracted package's checks too.
+    Dist(DistArgs),
     /// Compare scenario folders of a lab run with their page_ref ground truth
     /// again (the lab does this itself; writes DIR/groundtruth.json).
     Groundtruth(GroundtruthArgs),
+}
+
+#[derive(Args)]
+struct DistArgs {
+    /// Then check the package as `cargo xtask test` does (lintian, the
+    /// extracted binary, man pages, completions).
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args)]
@@ -156,6 +170,9 @@ struct TestArgs {
     /// Skip the lab matrix.
     #[arg(long)]
     no_lab: bool,
+    /// Skip building and checking the static binary and the Debian package.
+    #[arg(long)]
+    no_dist: bool,
     /// Only the lab matrix.
     #[arg(long, conflicts_with_all = ["no_lab"])]
     lab_only: bool,
@@ -299,6 +316,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let opts = test::TestOptions {
                 static_checks: !args.no_static && !args.lab_only,
                 unit: !args.no_unit && !args.lab_only,
+                dist: !args.no_dist && !args.lab_only,
                 lab: !args.no_lab,
                 kernels: if args.kernel.is_empty() {
                     KernelId::LAB.to_vec()
@@ -311,6 +329,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             return test::run(&opts);
         }
         Command::Fuzz(args) => return fuzz_command(&args),
+        Command::Dist(args) => {
+            if !args.check {
+                dist::build()?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let problems = dist::check()?;
+            for p in &problems {
+                println!("{p}");
+            }
+            return Ok(if problems.is_empty() {
+                println!("dist: package checked, no problem");
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         Command::Groundtruth(args) => {
             for dir in &args.dirs {
                 let mode = lab::recorded_mode(dir);

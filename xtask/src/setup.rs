@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cmd;
+use crate::{apt_plan, cmd};
 
 /// Debian packages the lab (and the TUI's terminal test: tmux) need on the host.
 const DEBIAN_PACKAGES: &[&str] = &[
@@ -104,7 +104,12 @@ fn is_installed(package: &str) -> bool {
 }
 
 fn ensure_debian_packages(verbose: bool) -> Result<bool> {
-    let all = [DEBIAN_PACKAGES, SELFTEST_PACKAGES].concat();
+    let all = [
+        DEBIAN_PACKAGES,
+        SELFTEST_PACKAGES,
+        crate::dist::CHECK_PACKAGES,
+    ]
+    .concat();
     let changed = install_missing(&all, "setup")?;
     if !changed && verbose {
         println!("setup: Debian packages present: {}", all.join(" "));
@@ -113,7 +118,9 @@ fn ensure_debian_packages(verbose: bool) -> Result<bool> {
 }
 
 /// Installs those of `packages` that are not installed, from the machine's
-/// own apt sources; `who` prefixes the message. True when it installed any.
+/// own apt sources; `who` prefixes the messages. apt simulates first: when it
+/// would remove or downgrade anything, nothing is installed and the error
+/// gives the command to run by hand. True when it installed any.
 pub fn install_missing(packages: &[&str], who: &str) -> Result<bool> {
     let missing: Vec<&str> = packages
         .iter()
@@ -123,23 +130,79 @@ pub fn install_missing(packages: &[&str], who: &str) -> Result<bool> {
     if missing.is_empty() {
         return Ok(false);
     }
-    println!("{who}: installing Debian packages: {}", missing.join(" "));
+    println!("{who}: missing Debian packages: {}", missing.join(" "));
+    cmd::streamed(&mut apt_get(&["update", "-q"]))?;
+    let by_hand = format!(
+        "apt-get install --no-install-recommends {}",
+        missing.join(" ")
+    );
+    let simulated =
+        cmd::stdout(apt_get(&["install", "-s", "-y", "--no-install-recommends"]).args(&missing))?;
+    let plan = apt_plan::parse(&simulated);
+    if plan.takes_away() {
+        bail!(
+            "{who}: installing {} would make apt {}; nothing was installed. If that is what you want, run `{by_hand}` yourself",
+            missing.join(" "),
+            plan.losses()
+        );
+    }
+    // --no-remove: apt stops rather than remove, should its plan change
+    // since the simulation; without --allow-downgrades -y never downgrades.
     cmd::streamed(
-        Command::new("apt-get")
-            .args(["update", "-q"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
+        apt_get(&[
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "--no-remove",
+        ])
+        .args(&missing),
     )?;
-    cmd::streamed(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    let still: Vec<&str> = missing.into_iter().filter(|p| !is_installed(p)).collect();
+    let still: Vec<&str> = missing
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
     if !still.is_empty() {
         bail!("apt-get install left packages missing: {}", still.join(" "));
     }
+    let (asked, needed): (Vec<&apt_plan::Install>, Vec<&apt_plan::Install>) = plan
+        .new_packages()
+        .partition(|i| missing.contains(&i.name.as_str()));
+    let asked: Vec<String> = asked
+        .iter()
+        .map(|i| format!("{} {}", i.name, i.new))
+        .collect();
+    let needed: Vec<&str> = needed.iter().map(|i| i.name.as_str()).collect();
+    println!("{who}: installed {}", asked.join(", "));
+    if !needed.is_empty() {
+        println!(
+            "{who}: and {} package(s) they need: {}",
+            needed.len(),
+            needed.join(" ")
+        );
+    }
+    let upgraded: Vec<String> = plan
+        .replaced()
+        .map(|i| format!("{} {} → {}", i.name, i.old.as_deref().unwrap_or("?"), i.new))
+        .collect();
+    if !upgraded.is_empty() {
+        println!(
+            "{who}: upgraded {} package(s) they need: {}",
+            upgraded.len(),
+            upgraded.join(", ")
+        );
+    }
     Ok(true)
+}
+
+/// `apt-get ARGS`, non-interactive, its messages in English (parsed).
+fn apt_get(args: &[&str]) -> Command {
+    let mut c = Command::new("apt-get");
+    c.args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("LC_ALL", "C");
+    c
 }
 
 fn nightly_installed() -> bool {

@@ -12,7 +12,7 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    checks, cmd, fuzz,
+    checks, cmd, dist, fuzz,
     kernels::KernelId,
     lab::{self, LabRun},
     pointer_scan, setup,
@@ -23,6 +23,8 @@ use crate::{
 pub struct TestOptions {
     pub static_checks: bool,
     pub unit: bool,
+    /// The static binary and the Debian package, checked (lintian…).
+    pub dist: bool,
     pub lab: bool,
     pub kernels: Vec<KernelId>,
     /// Only these of each kernel's lab scenarios (all when empty).
@@ -144,6 +146,10 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
             started.elapsed().as_secs_f64()
         );
         tally.result("fuzz (short pass)", r);
+    }
+    if opts.dist {
+        println!("== dist: static binary and Debian package, lintian, the extracted package");
+        tally.result("dist (static binary, .deb)", dist::check());
     }
     if opts.lab {
         for kernel in &opts.kernels {

@@ -15,6 +15,7 @@ pub mod holders;
 pub mod input;
 pub mod keys;
 pub mod model;
+pub mod palette;
 pub mod render;
 pub mod replay;
 pub mod synthetic;
@@ -74,12 +75,17 @@ pub fn holds_log(cmd: &CliCommand) -> bool {
 /// panics when stderr is that dead terminal.
 struct Term {
     terminal: DefaultTerminal,
+    colors: palette::Colors,
 }
 
 impl Term {
+    /// Takes the terminal; colours unless `NO_COLOR` says otherwise.
     fn start() -> Result<Self> {
         match ratatui::try_init() {
-            Ok(terminal) => Ok(Self { terminal }),
+            Ok(terminal) => Ok(Self {
+                terminal,
+                colors: palette::Colors::from_env(),
+            }),
             Err(e) => {
                 let _ = ratatui::try_restore();
                 Err(e).context("set up the terminal")
@@ -89,7 +95,7 @@ impl Term {
 
     fn draw(&mut self, app: &App) -> Result<()> {
         self.terminal
-            .draw(|f| f.render_widget(app, f.area()))
+            .draw(|f| palette::draw(f, app, self.colors))
             .context("draw")?;
         Ok(())
     }

@@ -143,7 +143,7 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-fn target_dir() -> Result<PathBuf> {
+pub(crate) fn target_dir() -> Result<PathBuf> {
     let text = cmd::stdout(
         Command::new("cargo")
             .args(["metadata", "--format-version", "1", "--no-deps"])
