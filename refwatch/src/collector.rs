@@ -59,6 +59,8 @@ pub struct Options {
     pub ring_bytes: u32,
     /// The user's filters: the snapshot at attach keeps to them.
     pub watch: crate::filter::Watch,
+    /// Where each tick's metrics text goes (`--metrics`).
+    pub metrics: Option<crate::metrics::serve::Published>,
 }
 
 /// Totals at the end of a run.
@@ -74,6 +76,8 @@ pub struct Totals {
     /// last second ([`Collector::tick`]) and over the run.
     pub ring_fill_last: f64,
     pub ring_fill_peak: f64,
+    /// Events decoded, by wire kind value.
+    pub by_kind: [u64; 13],
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -172,6 +176,8 @@ pub struct Collector<'a> {
     /// Reads of the ring so far: woken by the kernel, by the poll timer,
     /// and kernel log reads (in refwatch's log at the end).
     wakeups: [u64; 3],
+    /// `--metrics`: the values, and where their text goes.
+    metrics: Option<(crate::metrics::Metrics, crate::metrics::serve::Published)>,
 }
 
 /// PFNs the snapshot at attach reads and keeps at once.
@@ -290,8 +296,13 @@ impl<'a> Collector<'a> {
             peeker,
             wakeups: [0; 3],
             ring_bytes: opts.ring_bytes,
+            metrics: opts
+                .metrics
+                .clone()
+                .map(|p| (crate::metrics::Metrics::new(), p)),
         };
         c.snapshot_at_attach(&opts.watch)?;
+        c.publish_metrics();
         Ok(c)
     }
 
@@ -443,7 +454,22 @@ impl<'a> Collector<'a> {
         if let Some(j) = self.out.jsonl.as_mut() {
             j.flush().context("flush JSON lines")?;
         }
+        self.publish_metrics();
         Ok(dropped)
+    }
+
+    /// `--metrics`: the values now, rendered for the endpoint.
+    fn publish_metrics(&mut self) {
+        let Some((m, text)) = self.metrics.as_mut() else {
+            return;
+        };
+        let counts = crate::metrics::Counts {
+            seen_by_kind: self.totals.by_kind,
+            lost_ring_full: read_counter(&self.counters, counter::DROPPED),
+            lost_inflight_full: read_counter(&self.counters, counter::INFLIGHT_FULL),
+        };
+        m.update(&self.tracker, &counts, crate::metrics::process::read());
+        text.set(m.render());
     }
 
     /// The ring's fullest since the last call (the kernel's per-CPU peaks,
@@ -668,6 +694,9 @@ fn drain(
         match out.decoder.decode(&item) {
             Ok(mut ev) => {
                 totals.events += 1;
+                if let Some(n) = totals.by_kind.get_mut(ev.kind.raw() as usize) {
+                    *n += 1;
+                }
                 let named = out.stacks.get(&ev.stack, &mut out.syms);
                 let (sym, hook_role) = out
                     .hooks
