@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    event::{Decoder, PageEvent, StackTaken, pgmap_name},
+    event::{Decoder, PageEvent, StackTaken, cgroup::Cgroups, pgmap_name},
     format::json::Format,
     format::recording::{self, Line},
     loader::Loaded,
@@ -106,6 +106,8 @@ struct Outputs<'a> {
     stacks: StackTable,
     /// Shares equal stacks between events.
     decoder: Decoder,
+    /// Processes' cgroups, for the outputs.
+    cgroups: Cgroups,
     format: Format,
 }
 
@@ -256,6 +258,7 @@ impl<'a> Collector<'a> {
             syms: Symbolizer::new(syms, DEFAULT_SYMBOL_CACHE),
             stacks: StackTable::new(opts.format, DEFAULT_NAMED_STACKS),
             decoder: Decoder::default(),
+            cgroups: Cgroups::default(),
             format: opts.format,
         };
         let mut poll = tokio::time::interval(DRAIN_EVERY);
@@ -704,14 +707,27 @@ fn drain(
                     .copied()
                     .unwrap_or(("?", None));
                 ev.role = hook_role.unwrap_or(named.role);
+                let cgroup = if out.jsonl.is_some() || out.rec.is_some() {
+                    out.cgroups.get(ev.tgid)
+                } else {
+                    None
+                };
                 if let Some(w) = out.jsonl.as_mut() {
-                    let j = out.syms.to_json_named(&ev, sym, out.format, &named.frames);
+                    let mut j = out.syms.to_json_named(&ev, sym, out.format, &named.frames);
+                    j.cgroup = cgroup.as_deref().map(Into::into);
                     serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
                     w.write_all(b"\n").context("write JSON line")?;
                 }
                 if let Some(rec) = out.rec.as_mut() {
                     let stack = (ev.stack_taken != StackTaken::No).then_some(named);
-                    rec.live_event(&ev, sym, stack, &mut out.syms, out.format)?;
+                    rec.live_event(
+                        &ev,
+                        sym,
+                        stack,
+                        &mut out.syms,
+                        out.format,
+                        cgroup.as_deref(),
+                    )?;
                 }
                 tracker.apply(&ev);
                 out.rotate_if_full(tracker, totals)?;
