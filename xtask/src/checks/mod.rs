@@ -14,6 +14,7 @@
 //! - [`report`]: refwatch's own report (`report.json`, `--fail-on-stuck`);
 //! - [`groundtruth`]: the comparison with the page_ref tracepoints;
 //! - [`filters`]: `--pfn` and `--pid` (the `+pfn-filter`, `+pid-filter` scenarios);
+//! - [`metrics`]: the `/metrics` endpoint and the holder's cgroup (`+metrics`);
 //! - [`selftests`]: the kernel's HMM selftests under refwatch (`hmm-selftests`);
 //! - [`signals`]: how refwatch ended (every scenario) and the signal scenarios.
 
@@ -22,6 +23,7 @@ pub mod fsdax;
 pub mod groundtruth;
 pub mod hmm;
 pub mod loss;
+pub mod metrics;
 pub mod probes;
 pub mod report;
 pub mod selftests;
