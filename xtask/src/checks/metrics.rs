@@ -257,7 +257,8 @@ pub fn check_metrics(refwatch: &Path, dir: &Path) -> Result<Vec<String>> {
     let (cpu_during, rss_during) = process_plausible("during the hold", &during, &mut bad);
 
     // After: nothing stuck, every episode closed, every event counted.
-    let stuck_after = sum(&after, "refwatch_pages_stuck");
+    // `+ 0.0`: an empty sum is -0.0.
+    let stuck_after = sum(&after, "refwatch_pages_stuck") + 0.0;
     if stuck_after != 0.0 || of(&after, "refwatch_holder_stuck_pages").next().is_some() {
         bad.push(format!(
             "after the workload: {stuck_after} stuck pages, holders {:?}",
