@@ -246,6 +246,13 @@ pub fn check_metrics(refwatch: &Path, dir: &Path) -> Result<Vec<String>> {
         ));
     }
     let seen_during = by(&during, "refwatch_events_seen_total", "kind");
+    let recorded = report_during["events"].as_f64().unwrap_or(0.0);
+    if seen_during.values().sum::<f64>() > recorded {
+        bad.push(format!(
+            "during the hold: {} events seen, more than the {recorded} of the recording copied right after",
+            seen_during.values().sum::<f64>()
+        ));
+    }
     events_between(
         "during the hold",
         &seen_during,
