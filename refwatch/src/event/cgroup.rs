@@ -67,6 +67,8 @@ pub fn container_id(path: &str) -> Option<&str> {
 #[derive(Debug, Default)]
 pub struct Cgroups {
     by_tgid: FastMap<u32, Option<Rc<str>>>,
+    /// The last process asked about: runs of events come from one.
+    last: Option<(u32, Option<Rc<str>>)>,
 }
 
 impl Cgroups {
@@ -76,7 +78,13 @@ impl Cgroups {
         if tgid == 0 {
             return None;
         }
+        if let Some((t, c)) = &self.last
+            && *t == tgid
+        {
+            return c.clone();
+        }
         if let Some(c) = self.by_tgid.get(&tgid) {
+            self.last = Some((tgid, c.clone()));
             return c.clone();
         }
         if self.by_tgid.len() >= MAX_TASKS {
@@ -84,6 +92,7 @@ impl Cgroups {
         }
         let c = read(tgid).map(Rc::from);
         self.by_tgid.insert(tgid, c.clone());
+        self.last = Some((tgid, c.clone()));
         c
     }
 }
@@ -174,6 +183,9 @@ mod tests {
         let mut c = Cgroups::default();
         let me = c.get(std::process::id());
         assert!(me.as_deref().is_some_and(|p| p.starts_with('/')), "{me:?}");
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        assert_eq!(me.as_deref(), parse(&text).as_deref());
+        assert_eq!(c.get(std::process::id()), me, "asked again");
         assert_eq!(c.get(0), None);
         // Beyond the largest PID Linux allows (2^22): no such process.
         assert_eq!(c.get(u32::MAX), None);
