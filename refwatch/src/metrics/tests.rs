@@ -331,3 +331,29 @@ async fn the_endpoint_serves_over_loopback_and_drops_oversized_requests() {
     let r = ask(big).await.unwrap_or_default();
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
 }
+
+#[test]
+fn a_hostile_comm_stays_inside_its_label() {
+    // Synthetic: a task named to forge a series of its own.
+    let mut t = synthetic::busy(0);
+    let comm = "x\"} 1\nevil 9\n\\";
+    t.apply(&event(
+        T0 + S,
+        0x50000,
+        Kind::Get,
+        1,
+        2,
+        7,
+        comm,
+        pgmap::FSDAX,
+    ));
+    t.advance(T0 + 20 * S);
+    let text = updated(&t, &Counts::default());
+    assert!(!text.lines().any(|l| l.starts_with("evil")), "{text}");
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("refwatch_holder_stuck_pages{"))
+        .collect();
+    assert_eq!(series.len(), 1, "{text}");
+    assert!(series[0].ends_with("} 1"), "{}", series[0]);
+}
