@@ -221,6 +221,7 @@ fn bench(c: &mut Criterion) {
                             Some(named),
                             &mut symbolizer,
                             fmt,
+                            None,
                             line,
                         );
                         out.write_all(line).expect("recording line");

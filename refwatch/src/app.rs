@@ -153,6 +153,11 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         .chain(recording.map(|r| r.0))
         .collect();
     crate::output::check_growing_all(&outputs)?;
+    // Also before: a port already taken is one line, nothing attached.
+    let metrics_listener = args.metrics.map(crate::metrics::serve::bind).transpose()?;
+    let metrics = metrics_listener
+        .is_some()
+        .then(crate::metrics::serve::Published::default);
     let recording_path = recording.map(|r| r.0);
     let thresholds = args.thresholds.apply(Thresholds::default())?;
     // `record` stays headless: it is for scripts and the lab VM.
@@ -259,6 +264,7 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         kprobe_only: args.probe.mode == crate::plan::ModeChoice::Kprobe,
         ring_bytes: args.ring_size,
         watch: watch.clone(),
+        metrics: metrics.clone(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -267,6 +273,17 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
     // The outputs exist once the collector runs; say ready only then.
     let ready = args.ready_file.clone();
     let (tracker, totals) = rt.block_on(async {
+        if let (Some(l), Some(text)) = (metrics_listener, metrics) {
+            let addr = l.local_addr().ok();
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve::serve(l, text).await {
+                    log::warn!("{e:#}");
+                }
+            });
+            if let Some(a) = addr {
+                log::info!("metrics at http://{a}/metrics");
+            }
+        }
         let run: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = match tui_info {
             Some(info) => Box::pin(crate::tui::run_live(&mut loaded, &p.kallsyms, opts, info)),
             None => Box::pin(collector::run(&mut loaded, &p.kallsyms, opts)),

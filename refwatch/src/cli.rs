@@ -239,6 +239,10 @@ pub struct AttachArgs {
     /// Create this file once the probes are attached (for scripts).
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Serve Prometheus/OpenMetrics numbers at http://ADDR/metrics: PORT
+    /// (on 127.0.0.1), or IP:PORT (0.0.0.0:9464 to expose them).
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::serve::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Write refwatch's own log here instead of stderr (with the TUI and no
     /// --log-file: no log; warnings and errors are printed when it ends).
     #[arg(long, value_name = "FILE")]

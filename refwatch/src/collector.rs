@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    event::{Decoder, PageEvent, StackTaken, pgmap_name},
+    event::{Decoder, PageEvent, StackTaken, cgroup::Cgroups, pgmap_name},
     format::json::Format,
     format::recording::{self, Line},
     loader::Loaded,
@@ -61,6 +61,8 @@ pub struct Options {
     pub ring_bytes: u32,
     /// The user's filters: the snapshot at attach keeps to them.
     pub watch: crate::filter::Watch,
+    /// Where each tick's metrics text goes (`--metrics`).
+    pub metrics: Option<crate::metrics::serve::Published>,
 }
 
 /// Totals at the end of a run.
@@ -76,6 +78,8 @@ pub struct Totals {
     /// last second ([`Collector::tick`]) and over the run.
     pub ring_fill_last: f64,
     pub ring_fill_peak: f64,
+    /// Events decoded, by wire kind value.
+    pub by_kind: [u64; 13],
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -104,6 +108,8 @@ struct Outputs<'a> {
     stacks: StackTable,
     /// Shares equal stacks between events.
     decoder: Decoder,
+    /// Processes' cgroups, for the outputs.
+    cgroups: Cgroups,
     format: Format,
 }
 
@@ -174,6 +180,8 @@ pub struct Collector<'a> {
     /// Reads of the ring so far: woken by the kernel, by the poll timer,
     /// and kernel log reads (in refwatch's log at the end).
     wakeups: [u64; 3],
+    /// `--metrics`: the values, and where their text goes.
+    metrics: Option<(crate::metrics::Metrics, crate::metrics::serve::Published)>,
 }
 
 /// PFNs the snapshot at attach reads and keeps at once.
@@ -252,6 +260,7 @@ impl<'a> Collector<'a> {
             syms: Symbolizer::new(syms, DEFAULT_SYMBOL_CACHE),
             stacks: StackTable::new(opts.format, DEFAULT_NAMED_STACKS),
             decoder: Decoder::default(),
+            cgroups: Cgroups::default(),
             format: opts.format,
         };
         let mut poll = tokio::time::interval(DRAIN_EVERY);
@@ -292,8 +301,13 @@ impl<'a> Collector<'a> {
             peeker,
             wakeups: [0; 3],
             ring_bytes: opts.ring_bytes,
+            metrics: opts
+                .metrics
+                .clone()
+                .map(|p| (crate::metrics::Metrics::new(), p)),
         };
         c.snapshot_at_attach(&opts.watch)?;
+        c.publish_metrics();
         Ok(c)
     }
 
@@ -445,7 +459,22 @@ impl<'a> Collector<'a> {
         if let Some(j) = self.out.jsonl.as_mut() {
             j.flush().context("flush JSON lines")?;
         }
+        self.publish_metrics();
         Ok(dropped)
+    }
+
+    /// `--metrics`: the values now, rendered for the endpoint.
+    fn publish_metrics(&mut self) {
+        let Some((m, text)) = self.metrics.as_mut() else {
+            return;
+        };
+        let counts = crate::metrics::Counts {
+            seen_by_kind: self.totals.by_kind,
+            lost_ring_full: read_counter(&self.counters, counter::DROPPED),
+            lost_inflight_full: read_counter(&self.counters, counter::INFLIGHT_FULL),
+        };
+        m.update(&self.tracker, &counts, crate::metrics::process::read());
+        text.set(m.render());
     }
 
     /// The ring's fullest since the last call (the kernel's per-CPU peaks,
@@ -677,6 +706,9 @@ fn drain(
         match out.decoder.decode(&item) {
             Ok(mut ev) => {
                 totals.events += 1;
+                if let Some(n) = totals.by_kind.get_mut(ev.kind.raw() as usize) {
+                    *n += 1;
+                }
                 let named = out.stacks.get(&ev.stack, &mut out.syms);
                 let (sym, hook_role) = out
                     .hooks
@@ -684,14 +716,27 @@ fn drain(
                     .copied()
                     .unwrap_or(("?", None));
                 ev.role = hook_role.unwrap_or(named.role);
+                let cgroup = if out.jsonl.is_some() || out.rec.is_some() {
+                    out.cgroups.get(ev.tgid)
+                } else {
+                    None
+                };
                 if let Some(w) = out.jsonl.as_mut() {
-                    let j = out.syms.to_json_named(&ev, sym, out.format, &named.frames);
+                    let mut j = out.syms.to_json_named(&ev, sym, out.format, &named.frames);
+                    j.cgroup = cgroup.as_deref().map(Into::into);
                     serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
                     w.write_all(b"\n").context("write JSON line")?;
                 }
                 if let Some(rec) = out.rec.as_mut() {
                     let stack = (ev.stack_taken != StackTaken::No).then_some(named);
-                    rec.live_event(&ev, sym, stack, &mut out.syms, out.format)?;
+                    rec.live_event(
+                        &ev,
+                        sym,
+                        stack,
+                        &mut out.syms,
+                        out.format,
+                        cgroup.as_deref(),
+                    )?;
                 }
                 tracker.apply(&ev);
                 out.rotate_if_full(tracker, totals)?;

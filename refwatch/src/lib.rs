@@ -23,6 +23,7 @@ pub mod layout;
 #[allow(unsafe_code)]
 pub mod loader;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod peek;
 pub mod plan;

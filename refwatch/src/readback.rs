@@ -284,6 +284,7 @@ impl Readback {
             late: ev.late,
             forking: ev.forking,
             page: d.page.clone(),
+            cgroup: None,
         })
     }
 }
@@ -316,6 +317,7 @@ mod tests {
             late: i.is_multiple_of(2),
             forking: false,
             page: None,
+            cgroup: None,
         }
     }
 

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    event::{Kind, pgmap_name},
+    event::{Kind, cgroup::container_id, pgmap_name},
     fasthash::FastMap,
     format::json::{Frames, JsonEvent},
     format::recording::{Header, Line, Reader, Recording},
@@ -29,6 +29,12 @@ pub struct HolderOut {
     /// The reference was taken by this parent process while it forked the holder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<u32>,
+    /// The holder process's cgroup, when the recording has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The container id its cgroup names ([`container_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// One episode in the report.
@@ -149,6 +155,9 @@ pub fn apply_gap(t: &mut Tracker, ts_ns: u64, pfn: Option<u64>) {
 /// [`EpisodeOut::holders_omitted`].
 pub const MAX_HOLDERS_SHOWN: usize = 16;
 
+/// Processes whose cgroup a report remembers (forgotten all at once when full).
+const MAX_CGROUPS: usize = 1 << 16;
+
 /// Builds a report line by line: state per page (the tracker's), per
 /// distinct stack ([`Readback`]) and per page map owner, not per event.
 pub struct Builder {
@@ -156,6 +165,8 @@ pub struct Builder {
     rb: Readback,
     /// The entry of the last event of each PFN that named its owner.
     owners: FastMap<u64, u32>,
+    /// Processes' cgroups, as their events said.
+    cgroups: FastMap<u32, std::rc::Rc<str>>,
     kernel: String,
     start_ns: u64,
     filter: Option<String>,
@@ -177,6 +188,7 @@ impl Builder {
             t,
             rb: Readback::new(),
             owners: FastMap::default(),
+            cgroups: FastMap::default(),
             kernel: header.kernel.clone(),
             start_ns: header.started_ns,
             filter: header.filter.clone(),
@@ -192,6 +204,14 @@ impl Builder {
                 };
                 if j.owner.is_some() {
                     self.owners.insert(j.pfn, id);
+                }
+                if let Some(c) = &j.cgroup
+                    && self.cgroups.get(&j.tgid).is_none_or(|k| **k != **c)
+                {
+                    if self.cgroups.len() >= MAX_CGROUPS {
+                        self.cgroups.clear();
+                    }
+                    self.cgroups.insert(j.tgid, c.as_str().into());
                 }
                 self.t.apply(&ev);
             }
@@ -273,6 +293,12 @@ impl Builder {
                         event: h.kind.name().into(),
                         stack: stack_of(&h.stack),
                         forked_from: h.forked_from.map(|(tgid, _)| tgid),
+                        cgroup: self.cgroups.get(&h.tgid).map(|c| c.to_string()),
+                        container: self
+                            .cgroups
+                            .get(&h.tgid)
+                            .and_then(|c| container_id(c))
+                            .map(Into::into),
                     })
                     .collect(),
                 holders_omitted: e.holders.len().saturating_sub(MAX_HOLDERS_SHOWN) as u64,
@@ -285,8 +311,13 @@ impl Builder {
                     .collect(),
             })
             .collect();
-        let holder_groups =
-            groups::holder_groups(&t.episodes, &|s| rb.stack_id(s), &stack_of, &owner_of);
+        let holder_groups = groups::holder_groups(
+            &t.episodes,
+            &|s| rb.stack_id(s),
+            &stack_of,
+            &owner_of,
+            &|tgid| self.cgroups.get(&tgid).map(|c| c.to_string()),
+        );
         let named = episodes.iter().filter(|e| !e.holders.is_empty()).count();
         let holders_named = if episodes.is_empty() {
             1.0
@@ -347,6 +378,7 @@ fn placeholder() -> JsonEvent {
         late: false,
         forking: false,
         page: None,
+        cgroup: None,
     }
 }
 
@@ -495,6 +527,13 @@ fn episodes_text(r: &Report, out: &mut String) {
                 h.event,
                 rel(h.ts_ns)
             ));
+            if let Some(c) = &h.cgroup {
+                let container = h
+                    .container
+                    .as_ref()
+                    .map_or(String::new(), |id| format!(", container {id}"));
+                out.push_str(&format!("    in cgroup {c}{container}\n"));
+            }
             for f in &h.stack {
                 out.push_str(&format!("      {f}\n"));
             }
@@ -622,5 +661,69 @@ mod text_tests {
         let out = printable(&format!("holder: {comm} pid 1\n"));
         assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
         assert_eq!(out, "holder: evil?]0;owned??[2J?31m pid 1\n");
+    }
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use crate::{format::recording::Line, tui::synthetic};
+
+    /// The synthetic dax-hold recording with the holder's events in a
+    /// container's cgroup: its holder names the cgroup and the container.
+    #[test]
+    fn holders_name_their_cgroup_and_container() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let cg = format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope");
+        let (header, mut lines) = synthetic::dax_hold_recording();
+        for l in &mut lines {
+            if let Line::Event(j) = l
+                && j.tgid == 4242
+            {
+                j.cgroup = Some(cg.clone());
+            }
+        }
+        let mut b = super::Builder::new(&header, None);
+        for (i, l) in lines.iter().enumerate() {
+            b.line(i + 2, l).expect("line");
+        }
+        let end = lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => Some(*now_ns),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(header.started_ns);
+        let r = b.finish(true, end, 0, false);
+        let holders: Vec<_> = r.episodes.iter().flat_map(|e| &e.holders).collect();
+        assert!(!holders.is_empty());
+        for h in &holders {
+            if h.pid == 4242 {
+                assert_eq!(h.cgroup.as_deref(), Some(cg.as_str()));
+                assert_eq!(h.container.as_deref(), Some(id));
+            } else {
+                assert_eq!((h.cgroup.as_deref(), h.container.as_deref()), (None, None));
+            }
+        }
+        let json = serde_json::to_value(&r).expect("json");
+        let h = &json["episodes"][0]["holders"][0];
+        assert_eq!(h["cgroup"], cg.as_str(), "{h}");
+        assert_eq!(h["container"], id);
+        let g = &json["holder_groups"][0];
+        assert_eq!(
+            (&g["pid"], &g["cgroup"], &g["container"]),
+            (&4242.into(), &cg.as_str().into(), &id.into()),
+            "{g}"
+        );
+        let text = super::text(&r);
+        assert!(
+            text.contains(&format!("\n  in cgroup {cg}, container {id}\n")),
+            "{text}"
+        );
+        let per_page = super::text_per_page(&r);
+        assert!(
+            per_page.contains(&format!("    in cgroup {cg}, container {id}\n")),
+            "{per_page}"
+        );
     }
 }

@@ -249,6 +249,47 @@ run_scenario() {
     say "scenario $S end: workload rc $wrc, refwatch rc $(head -n 1 $D/refwatch.rc) (uptime $(up) s)"
 }
 
+# scrape FILE: refwatch's metrics endpoint into FILE (busybox wget: any
+# answer but 200 fails).
+scrape() {
+    wget -q -O $1 http://127.0.0.1:@METRICS_PORT@/metrics || say "warning: scrape into $1 failed (exit $?)"
+}
+# run_metrics S W F: workload W under refwatch (flags F, with --metrics on
+# 127.0.0.1:@METRICS_PORT@), in the cgroup @METRICS_CGROUP@ (named as docker
+# names a container's) from its start. During the hold the endpoint is
+# scraped into $D/metrics.during-hold, and right after the recording and the
+# JSON lines are copied (*.during-hold); once the workload ended and refwatch
+# had two ticks, scraped again into $D/metrics.after.
+run_metrics() {
+    ifconfig lo 127.0.0.1 up || say "warning: cannot bring lo up"
+    C=/sys/fs/cgroup
+    grep -q " $C cgroup2 " /proc/mounts || mount -t cgroup2 cgroup2 $C || say "warning: cannot mount cgroup2 on $C"
+    G=$C@METRICS_CGROUP@
+    mkdir -p $G || say "warning: cannot create $G"
+    refwatch_start $1 "$3"
+    sh -c "echo \$\$ > $G/cgroup.procs && exec workload $2 --dir /mnt/dax --pages @PAGES@ --hold-secs @HOLD@ --bdev /dev/vdb --out $D/workload.json" > $D/workload.out 2>&1 &
+    WL=$!
+    n=0
+    until grep -q "^workload: hold_start " $D/workload.out 2>/dev/null; do
+        kill -0 $WL 2>/dev/null || break
+        n=$((n + 1))
+        [ $n -gt 1200 ] && break
+        usleep 50000
+    done
+    sleep @SNAP@
+    scrape $D/metrics.during-hold
+    cp $D/recording $D/recording.during-hold
+    cp $D/events.jsonl $D/events.during-hold.jsonl
+    say "scenario $S: scraped during the hold (uptime $(up) s)"
+    wait $WL
+    wrc=$?
+    echo $wrc > $D/workload.rc
+    sleep 2
+    scrape $D/metrics.after
+    refwatch_stop
+    say "scenario $S end: workload rc $wrc, refwatch rc $(head -n 1 $D/refwatch.rc) (uptime $(up) s)"
+}
+
 # run_filtered S W F BY HOLD: workload W holding its pages for HOLD s;
 # once it holds, refwatch starts with flags F and a filter (BY "pfn": the
 # first half of the workload's PFNs, at most 8; "pid": the workload's

@@ -28,6 +28,8 @@ const APPLETS: &[&str] = &[
     "head", "insmod", "kill", "ln", "ls", "lsmod", "mkdir", "mknod", "mount", "poweroff", "ps",
     "readlink", "reboot", "rm", "sed", "seq", "sleep", "stat", "sync", "tail", "tar", "test",
     "timeout", "touch", "tr", "true", "umount", "uname", "uptime", "usleep", "wc", "[",
+    // `+metrics` scenarios: loopback up, and a scrape of the endpoint.
+    "ifconfig", "wget",
 ];
 
 /// What goes into the archive besides busybox and the mkfs tools.

@@ -29,6 +29,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libelf1",
     "libcap2",
     "zlib1g",
+    // `systemd-analyze verify` of deploy/refwatch.service (refwatch's tests).
+    "systemd",
 ];
 
 /// Debian packages that build the kernel's HMM selftest (`hmm-tests`, static)

@@ -315,6 +315,12 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
                     p
                 })
             }
+            (Ok(mut p), lab::Variant::Metrics) if report_error.is_none() => {
+                checks::metrics::check_metrics(&refwatch, &dir).map(|q| {
+                    p.extend(q);
+                    p
+                })
+            }
             (c, _) => c,
         };
         match checked {

@@ -2,6 +2,7 @@
 //! types and migrations, the task name ([`comm`]), the stack ([`stack`]) and
 //! the ring buffer's records ([`wire`]).
 
+pub mod cgroup;
 mod comm;
 mod stack;
 mod wire;

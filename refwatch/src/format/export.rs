@@ -503,6 +503,7 @@ pub fn csv_parse_row(line: &str) -> Result<JsonEvent> {
         late: flags.contains(&"late"),
         forking: flags.contains(&"forking"),
         page: None,
+        cgroup: None,
     })
 }
 
@@ -539,6 +540,7 @@ mod tests {
                 late: false,
                 forking: false,
                 page: None,
+                cgroup: None,
             })
             .collect()
     }

@@ -54,6 +54,10 @@ pub struct JsonEvent {
     /// Raw `struct page` address, only with `--raw-pointers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<String>,
+    /// The process's cgroup (`/proc/TGID/cgroup`) when refwatch could read
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 /// An exported stack: its frames, or none taken (`null`). Reads as its
@@ -124,6 +128,7 @@ pub(crate) fn json_with(
         late: ev.late,
         forking: ev.forking,
         page: fmt.raw_pointers.then(|| format!("{:#x}", ev.page)),
+        cgroup: None,
     };
     if !fmt.raw_pointers {
         // Stacks and owner are names here; the numbers are what is left.

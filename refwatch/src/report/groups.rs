@@ -46,6 +46,12 @@ pub struct HolderGroupOut {
     /// Why no holder is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder_note: Option<String>,
+    /// The holder process's cgroup, when the recording has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The container id its cgroup names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// The groups of `episodes`, their stacks as `stack_of` names them.
@@ -54,10 +60,11 @@ pub(super) fn holder_groups(
     stack_id: &dyn Fn(&Stack) -> StackId,
     stack_of: &dyn Fn(&Stack) -> Vec<String>,
     owner_of: &dyn Fn(u64) -> Option<String>,
+    cgroup_of: &dyn Fn(u32) -> Option<String>,
 ) -> Vec<HolderGroupOut> {
     groups::group(groups::episode_members(episodes, stack_id))
         .iter()
-        .map(|g| out(g, stack_of, owner_of))
+        .map(|g| out(g, stack_of, owner_of, cgroup_of))
         .collect()
 }
 
@@ -65,8 +72,10 @@ fn out(
     g: &Group,
     stack_of: &dyn Fn(&Stack) -> Vec<String>,
     owner_of: &dyn Fn(u64) -> Option<String>,
+    cgroup_of: &dyn Fn(u32) -> Option<String>,
 ) -> HolderGroupOut {
     let h = g.holder.as_ref();
+    let cgroup = h.and_then(|h| cgroup_of(h.tgid));
     let mut owners: Vec<String> = g.pfns.iter().filter_map(|p| owner_of(*p)).collect();
     owners.sort_unstable();
     owners.dedup();
@@ -88,6 +97,11 @@ fn out(
         end_ns: g.end_ns,
         episodes: g.members as u64,
         holder_note: g.key.note.clone(),
+        container: cgroup
+            .as_deref()
+            .and_then(crate::event::cgroup::container_id)
+            .map(Into::into),
+        cgroup,
     }
 }
 
@@ -143,6 +157,13 @@ pub(super) fn text(r: &Report, out: &mut String) {
             g.detector,
             rel(g.since_ns),
         ));
+        if let Some(c) = &g.cgroup {
+            let container = g
+                .container
+                .as_ref()
+                .map_or(String::new(), |id| format!(", container {id}"));
+            out.push_str(&format!("  in cgroup {c}{container}\n"));
+        }
         if let Some(n) = &g.holder_note {
             out.push_str(&format!(
                 "  {n} (--per-page lists each page's last events)\n"

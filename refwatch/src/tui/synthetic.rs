@@ -390,6 +390,7 @@ fn json(ev: &PageEvent, symbol: &str, stack: &[&str]) -> JsonEvent {
         late: false,
         forking: false,
         page: None,
+        cgroup: None,
     }
 }
 

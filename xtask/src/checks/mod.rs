@@ -15,6 +15,7 @@
 //! - [`groups`]: holders grouped, in the report and the headless stream;
 //! - [`groundtruth`]: the comparison with the page_ref tracepoints;
 //! - [`filters`]: `--pfn` and `--pid` (the `+pfn-filter`, `+pid-filter` scenarios);
+//! - [`metrics`]: the `/metrics` endpoint and the holder's cgroup (`+metrics`);
 //! - [`selftests`]: the kernel's HMM selftests under refwatch (`hmm-selftests`);
 //! - [`signals`]: how refwatch ended (every scenario) and the signal scenarios.
 
@@ -24,6 +25,7 @@ pub mod groundtruth;
 pub mod groups;
 pub mod hmm;
 pub mod loss;
+pub mod metrics;
 pub mod probes;
 pub mod report;
 pub mod selftests;

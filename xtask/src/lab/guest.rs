@@ -77,6 +77,8 @@ pub fn init_script(run: &LabRun, module_paths: &[String]) -> anyhow::Result<Stri
                     .map(|t| format!(" -T {t}"))
                     .collect(),
             ),
+            ("METRICS_PORT", METRICS_PORT.to_string()),
+            ("METRICS_CGROUP", METRICS_CGROUP.to_owned()),
             ("RUN", run_lines),
         ],
     )
@@ -110,6 +112,13 @@ fn scenario_lines(run: &LabRun) -> String {
                 "run_signal {scenario} {workload} \"{}\" {}\n",
                 flags.trim(),
                 sig.name()
+            ));
+            continue;
+        }
+        if variant == Variant::Metrics {
+            s.push_str(&format!(
+                "run_metrics {scenario} {workload} \"{}\"\n",
+                flags.trim()
             ));
             continue;
         }
@@ -171,6 +180,19 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_scenario_scrapes_its_port_in_its_cgroup() {
+        let run = LabRun::new(KernelId::Debian6_12, &["dax-hold+metrics"]);
+        let init = init_of(&run, &[]);
+        assert!(
+            init.contains("\nrun_metrics dax-hold+metrics dax-hold \"--metrics 9464\"\n"),
+            "{init}"
+        );
+        assert!(init.contains("wget -q -O $1 http://127.0.0.1:9464/metrics"));
+        assert!(init.contains(&format!("G=$C{METRICS_CGROUP}\n")));
+        assert!(!init.contains("@METRICS"));
+    }
+
+    #[test]
     fn init_runs_each_scenario_once() {
         let run = LabRun::new(KernelId::Debian6_1, &["dax-hold", "dax-splice"]);
         let init = init_of(&run, &["/lib/modules/ext4.ko".to_owned()]);
@@ -194,7 +216,8 @@ mod tests {
             1,
             "probes once per boot"
         );
-        assert_eq!(init.matches("recording.during-hold").count(), 1);
+        // Copied during the hold by run_scenario and run_metrics.
+        assert_eq!(init.matches("recording.during-hold").count(), 2);
     }
 
     #[test]
@@ -244,14 +267,15 @@ mod tests {
         for kernel in KernelId::ALL {
             let all = scenarios_for(kernel);
             assert_eq!(&all[..SCENARIOS.len()], SCENARIOS, "{kernel}");
-            let (filters, signals) = if kernel == KernelId::Debian6_12 {
-                (FILTER_SCENARIOS, SIGNAL_SCENARIOS)
+            let (filters, metrics, signals) = if kernel == KernelId::Debian6_12 {
+                (FILTER_SCENARIOS, METRICS_SCENARIOS, SIGNAL_SCENARIOS)
             } else {
-                (&[][..], &[][..])
+                (&[][..], &[][..], &[][..])
             };
             let rest = [
                 &["dax-splice+tiny-ring", "dax-hold+late"][..],
                 filters,
+                metrics,
                 signals,
                 DAX_KPROBE,
                 DAX_XFS,

@@ -173,6 +173,25 @@ pub const SIGNAL_SCENARIOS: &[&str] = &[
     "dax-hold+sigkill",
 ];
 
+/// Suffix of a scenario whose refwatch serves its metrics
+/// (`--metrics`, see [`METRICS_PORT`]) and whose workload runs in a cgroup
+/// named as docker names a container's ([`METRICS_CGROUP`]), e.g.
+/// `dax-hold+metrics`: the guest scrapes the endpoint during the hold and
+/// after it, and the numbers are checked against the report of the same
+/// run. Only kernels with networking (the Debian ones; see
+/// [`scenarios_for`]).
+pub const METRICS: &str = "+metrics";
+
+/// The metrics scenarios (debian-6.12, in its boot of the other scenarios).
+pub const METRICS_SCENARIOS: &[&str] = &["dax-hold+metrics"];
+
+/// The loopback port of `+metrics` scenarios' endpoint.
+pub const METRICS_PORT: u16 = 9464;
+
+/// The cgroup (under the cgroup2 mount) a `+metrics` workload runs in.
+pub const METRICS_CGROUP: &str =
+    "/lab.slice/docker-5eed0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab.scope";
+
 /// How refwatch runs for a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
@@ -196,6 +215,8 @@ pub enum Variant {
     PidFilter,
     /// Started during the hold with `--cgroup` ([`CGROUP_FILTER`]).
     CgroupFilter,
+    /// `--metrics` on [`METRICS_PORT`], scraped during and after the hold ([`METRICS`]).
+    Metrics,
 }
 
 impl Variant {
@@ -214,6 +235,7 @@ impl Variant {
             Variant::Functions => "--no-precise",
             Variant::Kprobe => "--mode kprobe",
             Variant::TinyRing => "--ring-size 4096",
+            Variant::Metrics => "--metrics 9464",
         }
     }
 
@@ -269,6 +291,8 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
         (base, Variant::PidFilter)
     } else if let Some(base) = run.strip_suffix(CGROUP_FILTER) {
         (base, Variant::CgroupFilter)
+    } else if let Some(base) = run.strip_suffix(METRICS) {
+        (base, Variant::Metrics)
     } else if let Some((base, sig)) = Signal::ALL
         .iter()
         .find_map(|sig| Some((run.strip_suffix(sig.suffix())?, *sig)))
@@ -289,6 +313,7 @@ pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
     all.push("dax-hold+late");
     if kernel == KernelId::Debian6_12 {
         all.extend_from_slice(FILTER_SCENARIOS);
+        all.extend_from_slice(METRICS_SCENARIOS);
     } else if kernel.has_test_hmm() {
         all.extend_from_slice(&FILTER_SCENARIOS[..2]);
     }
@@ -360,7 +385,7 @@ pub fn parse_scenario(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold, {PFN_FILTER}, {PID_FILTER} or {CGROUP_FILTER} to start it then with a filter, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
+            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold, {PFN_FILTER}, {PID_FILTER} or {CGROUP_FILTER} to start it then with a filter, {METRICS} to scrape its metrics, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
             SCENARIOS.join(", "),
             HMM_SCENARIOS.join(", ")
         ))
@@ -387,6 +412,20 @@ mod tests {
         ] {
             assert!(c.contains(part), "{part} missing from {c}");
         }
+    }
+
+    #[test]
+    fn the_metrics_variant_serves_on_its_port() {
+        assert_eq!(
+            split_variant("dax-hold+metrics"),
+            ("dax-hold", Variant::Metrics)
+        );
+        assert_eq!(
+            Variant::Metrics.flags(),
+            format!("--metrics {METRICS_PORT}")
+        );
+        assert!(scenarios_for(KernelId::Debian6_12).contains(&"dax-hold+metrics"));
+        assert!(parse_scenario("dax-hold+metrics").is_ok());
     }
 
     #[test]

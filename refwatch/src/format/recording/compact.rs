@@ -7,7 +7,8 @@
 //!
 //! - a table entry, an array whose first element is its tag:
 //!   `["s",ID,["frame",…]]` a stack (`symbol+0xoff`, innermost first),
-//!   `["t",ID,PID,TGID,"comm"]` a task, `["f",ID,"symbol"]` a hooked
+//!   `["t",ID,PID,TGID,"comm"]` a task (`["t",ID,PID,TGID,"comm","cgroup"]`
+//!   where its process's cgroup was read), `["f",ID,"symbol"]` a hooked
 //!   function, `["o",ID,"owner"]` a page map owner, `["r"]` every table
 //!   forgotten (the writer's tables are bounded; ids are defined again
 //!   before they are used);
@@ -150,7 +151,11 @@ impl Encoder {
     /// Appends the line(s) of a live event to `out`: table entries it
     /// needs first, then the event. `stack` is the event's stack as named
     /// by the collector's [`crate::symbols::StackTable`] (`None`: no stack
-    /// was taken).
+    /// was taken); `cgroup` is its process's, for the task's entry.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the event and what names it, as the collector has them"
+    )]
     pub fn live_event(
         &mut self,
         ev: &PageEvent,
@@ -158,6 +163,7 @@ impl Encoder {
         stack: Option<&Named>,
         syms: &mut Symbolizer<'_>,
         fmt: Format,
+        cgroup: Option<&str>,
         out: &mut Vec<u8>,
     ) {
         self.bound(out);
@@ -190,7 +196,7 @@ impl Encoder {
             write_named(out, b"o", id, &name);
             id
         });
-        let task = self.task(ev.pid, ev.tgid, &ev.comm, out);
+        let task = self.task(ev.pid, ev.tgid, &ev.comm, cgroup, out);
         let function = self.function(function, out);
         self.table_bytes += out.len() - at;
         let page = fmt.raw_pointers.then(|| format!("{:#x}", ev.page));
@@ -253,7 +259,8 @@ impl Encoder {
             write_named(out, b"o", id, name);
             id
         });
-        let task = self.task(j.pid, j.tgid, &Comm::from(j.comm.as_str()), out);
+        let comm = Comm::from(j.comm.as_str());
+        let task = self.task(j.pid, j.tgid, &comm, j.cgroup.as_deref(), out);
         let function = self.function(&j.symbol, out);
         self.table_bytes += out.len() - at;
         let f = Fields {
@@ -279,7 +286,14 @@ impl Encoder {
         Some(())
     }
 
-    fn task(&mut self, pid: u32, tgid: u32, comm: &Comm, out: &mut Vec<u8>) -> u64 {
+    fn task(
+        &mut self,
+        pid: u32,
+        tgid: u32,
+        comm: &Comm,
+        cgroup: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> u64 {
         if let Some((p, t, c, id)) = &self.last_task
             && (*p, *t) == (pid, tgid)
             && c == comm
@@ -302,6 +316,10 @@ impl Encoder {
         num(out, tgid);
         out.push(b',');
         string(out, comm.as_str());
+        if let Some(c) = cgroup {
+            out.push(b',');
+            string(out, c);
+        }
         out.extend_from_slice(b"]\n");
         self.tasks.map.insert(key, id);
         id
@@ -576,6 +594,7 @@ struct Task {
     pid: u32,
     tgid: u32,
     comm: String,
+    cgroup: Option<String>,
 }
 
 /// The reader's side: the tables defined so far in the file.
@@ -598,6 +617,7 @@ enum Entry {
     Named(String, u64, String),
     Stack(String, u64, Vec<String>),
     Task(String, u64, u32, u32, String),
+    TaskInCgroup(String, u64, u32, u32, String, String),
 }
 
 fn defined<T: Clone>(table: &FastMap<u64, T>, id: u64, what: &str) -> Result<T> {
@@ -670,6 +690,7 @@ impl Decoder {
             late: e.flags & LATE != 0,
             forking: e.flags & FORKING != 0,
             page: e.page,
+            cgroup: task.cgroup,
         }))
     }
 
@@ -703,7 +724,29 @@ impl Decoder {
             }
             Entry::Task(tag, id, pid, tgid, comm) if tag == "t" => {
                 id_ok(id)?;
-                self.tasks.insert(id, Task { pid, tgid, comm });
+                let cgroup = None;
+                self.tasks.insert(
+                    id,
+                    Task {
+                        pid,
+                        tgid,
+                        comm,
+                        cgroup,
+                    },
+                );
+            }
+            Entry::TaskInCgroup(tag, id, pid, tgid, comm, cgroup) if tag == "t" => {
+                id_ok(id)?;
+                let cgroup = Some(cgroup);
+                self.tasks.insert(
+                    id,
+                    Task {
+                        pid,
+                        tgid,
+                        comm,
+                        cgroup,
+                    },
+                );
             }
             _ => bail!("not a table entry of this version"),
         }

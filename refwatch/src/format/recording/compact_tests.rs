@@ -121,7 +121,7 @@ fn version_2_reads_back_what_version_1_says() {
                 };
                 if live {
                     let named = table.get(&e.stack, sym).clone();
-                    w.live_event(e, function, Some(&named), sym, fmt)
+                    w.live_event(e, function, Some(&named), sym, fmt, None)
                         .expect("event");
                 } else {
                     w.line(&Line::Event(sym.to_json(e, function, fmt)))
@@ -191,7 +191,15 @@ fn tables_are_bounded_and_forgotten_together() {
         e.ts_ns = i;
         e.stack = interner.intern(&[0xffff_ffff_8100_0000 + i]);
         let named = table.get(&e.stack, &mut sym).clone();
-        enc.live_event(&e, "f", Some(&named), &mut sym, Format::default(), &mut out);
+        enc.live_event(
+            &e,
+            "f",
+            Some(&named),
+            &mut sym,
+            Format::default(),
+            None,
+            &mut out,
+        );
     }
     let text = String::from_utf8(out).expect("utf8");
     assert_eq!(text.lines().filter(|l| *l == "[\"r\"]").count(), 1);
@@ -287,4 +295,64 @@ fn table_bytes_are_bounded_when_read() {
     let (i, e) = refused.expect("refused");
     assert!(i > 1000, "{i}");
     assert!(e.to_string().contains("tables hold more than"), "{e}");
+}
+
+/// A task's cgroup: a sixth element of its entry, read back into the
+/// events; entries of five elements (recordings made before) still read.
+#[test]
+fn a_task_entry_carries_its_cgroup_and_old_entries_still_read() {
+    let cg = "/system.slice/docker-3f2b8e1c9d0a47b6a5e4f3d2c1b0a9f8e7d6c5b4a3928170f6e5d4c3b2a19080.scope";
+    let syms = kallsyms();
+    let mut sym = Symbolizer::new(&syms, 64);
+    let mut table = StackTable::new(Format::default(), 1 << 10);
+    let mut interner = StackInterner::default();
+    let evs = events(&mut interner);
+    let mut enc = Encoder::default();
+    enc.start(0);
+    let mut out = Vec::new();
+    let named = table.get(&evs[0].stack, &mut sym).clone();
+    enc.live_event(
+        &evs[0],
+        "f",
+        Some(&named),
+        &mut sym,
+        Format::default(),
+        Some(cg),
+        &mut out,
+    );
+    // From an exported event (carried over at a rotation): its cgroup too.
+    let mut j = sym.to_json(&evs[0], "f", Format::default());
+    j.pid = 99;
+    j.cgroup = Some("/user.slice".into());
+    enc.json_event(&j, &mut out).expect("known kind");
+    let text = String::from_utf8(out).expect("utf8");
+    assert!(
+        text.lines()
+            .any(|l| l == format!("[\"t\",0,7,7,\"fio\",\"{cg}\"]")),
+        "{text}"
+    );
+    let mut dec = Decoder::new(0);
+    let got: Vec<_> = text
+        .lines()
+        .filter_map(|l| dec.line(l.as_bytes()).expect("line"))
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].cgroup.as_deref(), Some(cg));
+    assert_eq!(got[1].cgroup.as_deref(), Some("/user.slice"));
+    // Written before tasks had cgroups.
+    let mut dec = Decoder::new(0);
+    let old: Vec<_> = [
+        r#"["t",0,7,7,"fio"]"#,
+        r#"["f",0,"try_grab_folio"]"#,
+        "[2,262144,1,1,2,-1,4,1,0,null,0,1]",
+    ]
+    .iter()
+    .filter_map(|l| dec.line(l.as_bytes()).expect("old line"))
+    .collect();
+    assert_eq!(old.len(), 1);
+    assert_eq!(
+        (old[0].comm.as_str(), old[0].cgroup.as_deref()),
+        ("fio", None)
+    );
+    assert!(dec.line(br#"["t",0,7,7,"fio","/a","extra"]"#).is_err());
 }

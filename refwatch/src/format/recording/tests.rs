@@ -43,6 +43,7 @@ fn event(ts: u64) -> JsonEvent {
         late: false,
         forking: false,
         page: None,
+        cgroup: None,
     }
 }
 

@@ -76,7 +76,7 @@ impl Writer {
     /// Writes a live event: as a compact line in version 2, with the
     /// table entries it needs; as the exported JSON object in version 1.
     /// `stack` is the event's stack named by the collector (`None`: no
-    /// stack was taken).
+    /// stack was taken), `cgroup` its process's.
     pub fn live_event(
         &mut self,
         ev: &PageEvent,
@@ -84,13 +84,16 @@ impl Writer {
         stack: Option<&Named>,
         syms: &mut Symbolizer<'_>,
         fmt: Format,
+        cgroup: Option<&str>,
     ) -> Result<()> {
         if !self.compact {
-            return self.line(&Line::Event(syms.to_json(ev, function, fmt)));
+            let mut j = syms.to_json(ev, function, fmt);
+            j.cgroup = cgroup.map(Into::into);
+            return self.line(&Line::Event(j));
         }
         self.buf.clear();
         self.enc
-            .live_event(ev, function, stack, syms, fmt, &mut self.buf);
+            .live_event(ev, function, stack, syms, fmt, cgroup, &mut self.buf);
         self.write_buf()
     }
 
