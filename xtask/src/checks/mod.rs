@@ -15,7 +15,8 @@
 //! - [`groundtruth`]: the comparison with the page_ref tracepoints;
 //! - [`filters`]: `--pfn` and `--pid` (the `+pfn-filter`, `+pid-filter` scenarios);
 //! - [`selftests`]: the kernel's HMM selftests under refwatch (`hmm-selftests`);
-//! - [`signals`]: how refwatch ended (every scenario) and the signal scenarios.
+//! - [`signals`]: how refwatch ended (every scenario) and the signal scenarios;
+//! - [`tui`]: the live TUI's screens (`+tui`).
 
 pub mod filters;
 pub mod fsdax;
@@ -26,6 +27,7 @@ pub mod probes;
 pub mod report;
 pub mod selftests;
 pub mod signals;
+pub mod tui;
 
 use std::{collections::BTreeMap, fs, path::Path};
 

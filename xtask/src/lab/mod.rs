@@ -109,6 +109,8 @@ pub struct LabRun {
     /// mount and `refwatch probes`, before the results are written); what it
     /// writes under `/out` comes back to the host. For `cargo xtask bench`.
     pub script: Option<String>,
+    /// The terminal of the `+tui` scenarios.
+    pub tui: TuiConsole,
 }
 
 impl LabRun {
@@ -128,6 +130,7 @@ impl LabRun {
             verbose: false,
             refwatch_args: Vec::new(),
             script: None,
+            tui: TuiConsole::default(),
         }
     }
 }
@@ -358,9 +361,12 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
         .map(|name| {
             let dir = out.join(name);
             let mut outcome = outcome::read_outcome(&dir, name);
-            outcome.report_error = outcome::write_report(&bins.refwatch, &dir)
-                .err()
-                .map(|e| format!("{e:#}"));
+            // `+tui` runs `refwatch attach`: events.jsonl, no recording.
+            if split_variant(name).1.records() {
+                outcome.report_error = outcome::write_report(&bins.refwatch, &dir)
+                    .err()
+                    .map(|e| format!("{e:#}"));
+            }
             outcome
         })
         .collect();
