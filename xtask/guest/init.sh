@@ -325,10 +325,11 @@ run_tui() {
     mkdir -p $D
     say "scenario $S start (uptime $(up) s)"
     if [ -n "$LIVE" ]; then
+        # A job in the background reads /dev/null unless told otherwise.
         printk=$(cut -f1 /proc/sys/kernel/printk)
         echo 1 > /proc/sys/kernel/printk
         say "tui live begin"
-        workload pty --cols $5 --rows $6 --capture $D/tui.capture --quit-file $D/quit --passthrough -- @ATTACH@ 2> $D/pty.err &
+        workload pty --cols $5 --rows $6 --capture $D/tui.capture --quit-file $D/quit --passthrough -- @ATTACH@ < /dev/console 2> $D/pty.err &
     else
         workload pty --cols $5 --rows $6 --capture $D/tui.capture --quit-file $D/quit -- @ATTACH@ > $D/pty.out 2> $D/pty.err &
     fi

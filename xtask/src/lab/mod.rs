@@ -29,6 +29,7 @@ use crate::setup;
 use qemu::{Disks, boot, console_tail, oops_report, out_disk_bytes};
 
 pub mod guest;
+pub mod live;
 pub mod outcome;
 pub mod qemu;
 pub mod scenarios;
