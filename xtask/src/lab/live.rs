@@ -3,7 +3,8 @@
 //! live end`, see `run_tui` in `xtask/guest/init.sh`), the console's bytes
 //! go to the user's terminal as they are and the user's keys to the guest,
 //! with the terminal in raw mode. The terminal is restored when the TUI
-//! ends, when qemu ends, and on SIGINT, SIGTERM or SIGHUP to xtask.
+//! ends, when qemu ends, and on SIGINT, SIGTERM or SIGHUP to xtask, which
+//! then also ends qemu: the guest's TUI has no terminal left.
 
 #![allow(unsafe_code)]
 
@@ -13,7 +14,7 @@ use std::{
     process::ChildStdin,
     sync::{
         Arc, OnceLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicI32, Ordering},
     },
     thread,
     time::Duration,
@@ -43,11 +44,33 @@ pub fn host_size() -> Option<(u16, u16)> {
 /// The terminal's attributes before raw mode, for the signal handler.
 static SAVED: OnceLock<libc::termios> = OnceLock::new();
 
+/// qemu's pid while the live part runs (0: none), for the signal handler.
+static QEMU: AtomicI32 = AtomicI32::new(0);
+
+/// What the guest's TUI would have written on its way out: the main
+/// screen back, the cursor shown.
+const LEAVE_TUI: &[u8] = b"\x1b[0m\x1b[?1049l\x1b[?25h\r\n";
+
+/// Tells the signal handler which qemu to end.
+pub fn set_qemu(pid: u32) {
+    QEMU.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
+}
+
 extern "C" fn restore_and_die(sig: libc::c_int) {
     if let Some(t) = SAVED.get() {
-        // SAFETY: tcsetattr, signal and raise are async-signal-safe.
+        // SAFETY: tcsetattr, write, kill, signal and raise are
+        // async-signal-safe; LEAVE_TUI is static.
         unsafe {
             libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t);
+            libc::write(
+                libc::STDOUT_FILENO,
+                LEAVE_TUI.as_ptr().cast(),
+                LEAVE_TUI.len(),
+            );
+            let qemu = QEMU.load(Ordering::SeqCst);
+            if qemu > 0 {
+                libc::kill(qemu, libc::SIGTERM);
+            }
         }
     }
     // SAFETY: as above; the default action then ends the process.

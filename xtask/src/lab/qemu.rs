@@ -251,6 +251,9 @@ pub(super) fn boot(
     let label = run.kernel.name();
     // The demo's live TUI: the console on the user's terminal meanwhile.
     let live = live_tui(run).then(live::Live::default);
+    if live.is_some() {
+        live::set_qemu(child.id());
+    }
     let keys = match (&live, child.stdin.take()) {
         (Some(l), Some(stdin)) => Some(live::forward_keys(l.clone(), stdin)),
         _ => None,
@@ -286,6 +289,7 @@ pub(super) fn boot(
     };
     let _ = pump.join();
     if let Some(l) = &live {
+        live::set_qemu(0);
         l.finish();
     }
     if let Some(k) = keys {
