@@ -320,3 +320,59 @@ fn run(cli: &PtyCli) -> Result<i32> {
         .context("write the capture")?;
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ptycap::{self, Kind};
+
+    #[test]
+    fn a_command_sees_its_terminal_and_what_it_draws_is_captured() {
+        let dir = std::env::temp_dir().join(format!("workload-pty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let capture = dir.join("capture");
+        let quit = dir.join("quit");
+        // Present from the start: q is typed at once.
+        std::fs::write(&quit, b"").expect("quit file");
+        let cli = PtyCli::parse_from([
+            OsString::from("workload pty"),
+            "--cols".into(),
+            "100".into(),
+            "--rows".into(),
+            "30".into(),
+            "--capture".into(),
+            capture.clone().into(),
+            "--quit-file".into(),
+            quit.into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            "stty size; tty; echo $TERM; stty raw -echo; k=$(dd bs=1 count=1 2>/dev/null); stty sane; echo got=$k; exit 3".into(),
+        ]);
+        assert_eq!(run(&cli).expect("run"), 3);
+        let cap = ptycap::parse(&std::fs::read(&capture).expect("read")).expect("parse");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!((cap.cols, cap.rows), (100, 30));
+        let out: Vec<u8> = cap
+            .records
+            .iter()
+            .filter_map(|r| match &r.kind {
+                Kind::Output(b) => Some(b.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains("30 100\r\n"), "{out}");
+        assert!(out.contains("/dev/pts/"), "a terminal of its own: {out}");
+        assert!(out.contains("xterm-256color"), "{out}");
+        assert!(out.contains("got=q"), "{out}");
+        assert_eq!(
+            cap.inputs().map(|(_, b)| b.to_vec()).collect::<Vec<_>>(),
+            [b"q"]
+        );
+        let (at, code) = cap.exit().expect("the exit");
+        assert_eq!(code, 3);
+        assert!(cap.records.iter().all(|r| r.ns <= at), "in time order");
+    }
+}
