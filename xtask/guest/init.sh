@@ -43,6 +43,9 @@ say "init started, uptime $(up) s, kernel $(uname -r)"
 mount -t tracefs tracefs /sys/kernel/tracing || say "warning: cannot mount tracefs"
 mount -t debugfs debugfs /sys/kernel/debug || say "warning: cannot mount debugfs"
 mount -t bpf bpf /sys/fs/bpf || say "warning: cannot mount bpffs"
+# Pseudo-terminals, for the TUI's scenarios (workload pty).
+mkdir -p /dev/pts
+mount -t devpts devpts /dev/pts || say "warning: cannot mount devpts"
 
 @MODULES@
 say "modules loaded (uptime $(up) s)"
@@ -345,6 +348,68 @@ run_filtered() {
     sleep 1
     refwatch_stop
     say "scenario $S end: workload rc $wrc, other rc $(cat $D/other.rc), refwatch rc $(head -n 1 $D/refwatch.rc) (uptime $(up) s)"
+}
+# run_tui S W F HOLD COLS ROWS [live]: refwatch's TUI (refwatch attach,
+# flags F) on a COLS x ROWS pseudo-terminal (workload pty, which captures
+# what it draws into $D/tui.capture) while workload W holds its pages for
+# HOLD s. Once the hold is over and the screen has had 2 s to show it, q is
+# typed into the terminal, as a user quits; refwatch's exit code goes to
+# $D/refwatch.rc, the workload's pid to $D/workload.pid. With "live" the
+# terminal is also shown on the console, between the lines "tui live
+# begin" and "tui live end", and what comes from the console typed into it
+# (the demo): nothing else is printed on the console meanwhile.
+run_tui() {
+    S=$1
+    F=$3
+    D=/out/$S
+    LIVE=$7
+    mkdir -p $D
+    say "scenario $S start (uptime $(up) s)"
+    if [ -n "$LIVE" ]; then
+        # A job in the background reads /dev/null unless told otherwise.
+        printk=$(cut -f1 /proc/sys/kernel/printk)
+        echo 1 > /proc/sys/kernel/printk
+        say "tui live begin"
+        workload pty --cols $5 --rows $6 --capture $D/tui.capture --quit-file $D/quit --passthrough -- @ATTACH@ < /dev/console 2> $D/pty.err &
+    else
+        workload pty --cols $5 --rows $6 --capture $D/tui.capture --quit-file $D/quit -- @ATTACH@ > $D/pty.out 2> $D/pty.err &
+    fi
+    RW=$!
+    note=""
+    n=0
+    while [ ! -e $D/ready ]; do
+        if ! kill -0 $RW 2>/dev/null; then
+            note="exited before ready"
+            break
+        fi
+        n=$((n + 1))
+        if [ $n -gt @READY_TICKS@ ]; then
+            note="not ready after @READY_SECS@ s"
+            break
+        fi
+        usleep 100000
+    done
+    ready_at=$(up)
+    wrc=-
+    if [ -z "$note" ]; then
+        workload $2 --dir /mnt/dax --pages @PAGES@ --hold-secs $4 --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
+        WL=$!
+        echo $WL > $D/workload.pid
+        wait $WL
+        wrc=$?
+        echo $wrc > $D/workload.rc
+        sleep 2
+    fi
+    touch $D/quit
+    wait $RW
+    echo $? > $D/refwatch.rc
+    [ -n "$note" ] && echo "note: $note" >> $D/refwatch.rc
+    if [ -n "$LIVE" ]; then
+        say "tui live end"
+        echo $printk > /proc/sys/kernel/printk
+    fi
+    say "scenario $S: refwatch ${note:-ready} (uptime $ready_at s)"
+    say "scenario $S end: workload rc $wrc, refwatch rc $(head -n 1 $D/refwatch.rc) (uptime $(up) s)"
 }
 # run_selftests S F: the kernel's HMM selftests (/bin/@HMM_TESTS@, the
 # kselftest harness) under refwatch (flags F) instead of a workload, killed

@@ -17,6 +17,11 @@ mod kbuild;
 mod kernels;
 mod lab;
 mod pointer_scan;
+#[allow(
+    dead_code,
+    reason = "the capture format, shared with the workload: its writer is the workload's"
+)]
+mod ptycap;
 mod selftests;
 mod setup;
 mod test;
@@ -515,6 +520,7 @@ fn lab_command(args: LabArgs) -> anyhow::Result<()> {
         verbose: args.verbose,
         refwatch_args: args.refwatch_args,
         script: None,
+        tui: lab::TuiConsole::default(),
     };
     let result = lab::run(&run, &args.out)?;
     println!("{}", result.summary());

@@ -249,8 +249,9 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
             Ok(p) => problems.extend(p),
             Err(e) => problems.push(format!("{e:#}")),
         }
-        // Nothing lost, in every scenario but those made to lose.
-        if report_error.is_none() && !checks::loss::may_lose(variant) {
+        // Nothing lost, in every scenario but those made to lose. (The
+        // TUI makes no recording: its screen's drop count is checked.)
+        if report_error.is_none() && !checks::loss::may_lose(variant) && variant.records() {
             match checks::loss::check_lossless(&dir) {
                 Ok(p) => problems.extend(p),
                 Err(e) => problems.push(format!("{e:#}")),
@@ -298,6 +299,13 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
                 (None, lab::Variant::TinyRing) => checks::report::check_tiny_ring(&refwatch, &dir),
                 (None, _) => checks::report::check_late(&refwatch, &dir),
             }
+        } else if variant == lab::Variant::Tui {
+            // Its events (--jsonl) as any fs-dax run's, then its screens.
+            let mut p = checks::tui::check_tui(&dir).unwrap_or_else(|e| vec![format!("{e:#}")]);
+            checks::fsdax::check_scenario(&name, workload, "ext4", &dir).map(|q| {
+                p.extend(q);
+                p
+            })
         } else if workload.starts_with("hmm-") {
             checks::hmm::check_hmm(workload, functions, &dir)
         } else {
@@ -332,6 +340,7 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
             && variant != lab::Variant::TinyRing
             && variant != lab::Variant::Late
             && variant.filter_by().is_none()
+            && variant.records()
             && s != lab::SELFTESTS
         {
             match checks::report::check_report(&refwatch, &name, workload, functions, &dir) {

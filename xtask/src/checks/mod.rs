@@ -17,7 +17,8 @@
 //! - [`filters`]: `--pfn` and `--pid` (the `+pfn-filter`, `+pid-filter` scenarios);
 //! - [`metrics`]: the `/metrics` endpoint and the holder's cgroup (`+metrics`);
 //! - [`selftests`]: the kernel's HMM selftests under refwatch (`hmm-selftests`);
-//! - [`signals`]: how refwatch ended (every scenario) and the signal scenarios.
+//! - [`signals`]: how refwatch ended (every scenario) and the signal scenarios;
+//! - [`tui`]: the live TUI's screens (`+tui`).
 
 pub mod filters;
 pub mod fsdax;
@@ -30,6 +31,7 @@ pub mod probes;
 pub mod report;
 pub mod selftests;
 pub mod signals;
+pub mod tui;
 
 use std::{collections::BTreeMap, fs, path::Path};
 

@@ -59,6 +59,7 @@ pub fn init_script(run: &LabRun, module_paths: &[String]) -> anyhow::Result<Stri
             ("MKFS_XFS", initramfs::MKFS_XFS.to_owned()),
             ("HMM_CHECK", hmm_check.to_owned()),
             ("REFWATCH", refwatch_cmd("$D", "$F")),
+            ("ATTACH", attach_cmd("$D", "$F")),
             ("READY_TICKS", (u64::from(run.ready_secs) * 10).to_string()),
             ("READY_SECS", run.ready_secs.to_string()),
             ("PAGES", run.pages.to_string()),
@@ -119,6 +120,18 @@ fn scenario_lines(run: &LabRun) -> String {
             s.push_str(&format!(
                 "run_metrics {scenario} {workload} \"{}\"\n",
                 flags.trim()
+            ));
+            continue;
+        }
+        if variant == Variant::Tui {
+            let t = run.tui;
+            s.push_str(&format!(
+                "run_tui {scenario} {workload} \"{}\" {} {} {}{}\n",
+                flags.trim(),
+                t.hold_secs,
+                t.cols,
+                t.rows,
+                if t.live { " live" } else { "" }
             ));
             continue;
         }
@@ -267,15 +280,21 @@ mod tests {
         for kernel in KernelId::ALL {
             let all = scenarios_for(kernel);
             assert_eq!(&all[..SCENARIOS.len()], SCENARIOS, "{kernel}");
-            let (filters, metrics, signals) = if kernel == KernelId::Debian6_12 {
-                (FILTER_SCENARIOS, METRICS_SCENARIOS, SIGNAL_SCENARIOS)
+            let (filters, metrics, tui, signals) = if kernel == KernelId::Debian6_12 {
+                (
+                    FILTER_SCENARIOS,
+                    METRICS_SCENARIOS,
+                    &["dax-hold+tui"][..],
+                    SIGNAL_SCENARIOS,
+                )
             } else {
-                (&[][..], &[][..], &[][..])
+                (&[][..], &[][..], &[][..], &[][..])
             };
             let rest = [
                 &["dax-splice+tiny-ring", "dax-hold+late"][..],
                 filters,
                 metrics,
+                tui,
                 signals,
                 DAX_KPROBE,
                 DAX_XFS,
@@ -357,6 +376,39 @@ mod tests {
         assert!(init.contains("wait_for -c /dev/hmm_dmirror0 ||"));
         let run = LabRun::new(KernelId::Debian6_1, &["dax-hold"]);
         assert!(!init_of(&run, &[]).contains("hmm_dmirror"));
+    }
+
+    #[test]
+    fn the_tui_runs_attach_on_a_pseudo_terminal() {
+        assert_eq!(split_variant("dax-hold+tui"), ("dax-hold", Variant::Tui));
+        assert!(parse_scenario("dax-hold+tui").is_ok());
+        assert!(!Variant::Tui.records() && Variant::Late.records());
+        let mut run = LabRun::new(KernelId::Debian6_12, &["dax-hold", "dax-hold+tui"]);
+        let init = init_of(&run, &[]);
+        assert!(
+            init.contains("\nrun_tui dax-hold+tui dax-hold \"\" 8 120 50\n"),
+            "{init}"
+        );
+        let attach = init
+            .lines()
+            .find(|l| l.contains("workload pty ") && !l.contains("--passthrough"))
+            .expect("the pty line");
+        for part in [
+            "--capture $D/tui.capture --quit-file $D/quit -- refwatch attach ",
+            "--jsonl $D/events.jsonl --ready-file $D/ready --log-file $D/refwatch.log ",
+            "--held-secs 1 ",
+        ] {
+            assert!(attach.contains(part), "{part} missing from {attach}");
+        }
+        run.tui = TuiConsole {
+            cols: 200,
+            rows: 60,
+            hold_secs: 25,
+            live: true,
+        };
+        assert!(
+            init_of(&run, &[]).contains("\nrun_tui dax-hold+tui dax-hold \"\" 25 200 60 live\n")
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::setup;
 use qemu::{Disks, boot, console_tail, oops_report, out_disk_bytes};
 
 pub mod guest;
+pub mod live;
 pub mod outcome;
 pub mod qemu;
 pub mod scenarios;
@@ -109,6 +110,8 @@ pub struct LabRun {
     /// mount and `refwatch probes`, before the results are written); what it
     /// writes under `/out` comes back to the host. For `cargo xtask bench`.
     pub script: Option<String>,
+    /// The terminal of the `+tui` scenarios.
+    pub tui: TuiConsole,
 }
 
 impl LabRun {
@@ -128,6 +131,7 @@ impl LabRun {
             verbose: false,
             refwatch_args: Vec::new(),
             script: None,
+            tui: TuiConsole::default(),
         }
     }
 }
@@ -358,9 +362,12 @@ pub fn run(run: &LabRun, out: &Path) -> Result<LabResult> {
         .map(|name| {
             let dir = out.join(name);
             let mut outcome = outcome::read_outcome(&dir, name);
-            outcome.report_error = outcome::write_report(&bins.refwatch, &dir)
-                .err()
-                .map(|e| format!("{e:#}"));
+            // `+tui` runs `refwatch attach`: events.jsonl, no recording.
+            if split_variant(name).1.records() {
+                outcome.report_error = outcome::write_report(&bins.refwatch, &dir)
+                    .err()
+                    .map(|e| format!("{e:#}"));
+            }
             outcome
         })
         .collect();

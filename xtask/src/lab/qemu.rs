@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{LabRun, SELFTESTS};
+use super::{LabRun, SELFTESTS, Variant, live, split_variant};
 use crate::cmd;
 use crate::kernels::KernelInfo;
 
@@ -225,7 +225,11 @@ pub(super) fn boot(
         .arg(initrd)
         .args(["-append", KERNEL_CMDLINE])
         .args(disk_args(disks, run.pages, run.hold_secs))
-        .stdin(Stdio::null())
+        .stdin(if live_tui(run) {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     println!(
@@ -245,7 +249,17 @@ pub(super) fn boot(
     let stderr = child.stderr.take().context("qemu stderr")?;
     let verbose = run.verbose;
     let label = run.kernel.name();
-    let pump = thread::spawn(move || pump_console(stdout, log, verbose, label));
+    // The demo's live TUI: the console on the user's terminal meanwhile.
+    let live = live_tui(run).then(live::Live::default);
+    if live.is_some() {
+        live::set_qemu(child.id());
+    }
+    let keys = match (&live, child.stdin.take()) {
+        (Some(l), Some(stdin)) => Some(live::forward_keys(l.clone(), stdin)),
+        _ => None,
+    };
+    let pump_live = live.clone();
+    let pump = thread::spawn(move || pump_console(stdout, log, verbose, label, pump_live));
     let err_pump = thread::spawn(move || {
         let mut text = String::new();
         let mut stderr = stderr;
@@ -274,6 +288,13 @@ pub(super) fn boot(
         thread::sleep(Duration::from_millis(100));
     };
     let _ = pump.join();
+    if let Some(l) = &live {
+        live::set_qemu(0);
+        l.finish();
+    }
+    if let Some(k) = keys {
+        let _ = k.join();
+    }
     let qemu_stderr = err_pump.join().unwrap_or_default();
     if !status.success() {
         bail!(
@@ -284,41 +305,70 @@ pub(super) fn boot(
     Ok(())
 }
 
+/// Whether the run shows a `+tui` scenario's TUI on the user's terminal.
+fn live_tui(run: &LabRun) -> bool {
+    run.tui.live
+        && run
+            .scenarios
+            .iter()
+            .any(|s| split_variant(s).1 == Variant::Tui)
+}
+
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
 
 /// Copies the console to the log; echoes everything (verbose) or only the
-/// `LAB:` marker lines.
-fn pump_console(mut from: impl Read, mut log: File, verbose: bool, label: &str) {
+/// `LAB:` marker lines. With `live`, the console between [`live::BEGIN`]
+/// and [`live::END`] goes to the terminal as it is, the terminal in raw mode.
+fn pump_console(
+    mut from: impl Read,
+    mut log: File,
+    verbose: bool,
+    label: &str,
+    live: Option<live::Live>,
+) {
     let mut buf = [0u8; 8192];
-    let mut line = Vec::new();
+    let mut console = live::Console::new(verbose, live.is_some());
+    let mut raw: Option<live::RawTerminal> = None;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         let _ = log.write_all(&buf[..n]);
-        if verbose {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&buf[..n]);
-            let _ = out.flush();
-            continue;
-        }
-        for &b in &buf[..n] {
-            if b == b'\n' {
-                let text = String::from_utf8_lossy(&line);
-                let text = text.trim_end();
-                if let Some(pos) = text.find("LAB: ") {
-                    println!("  [{label}] {}", &text[pos..]);
+        let mut out = std::io::stdout().lock();
+        for step in console.feed(&buf[..n]) {
+            match step {
+                live::Step::Show(bytes) => {
+                    let _ = out.write_all(&bytes);
                 }
-                line.clear();
-            } else {
-                line.push(b);
+                live::Step::Lab(text) => {
+                    let _ = writeln!(out, "  [{label}] {text}");
+                }
+                live::Step::Begin => {
+                    let _ = out.flush();
+                    raw = live::RawTerminal::enter();
+                    if let Some(l) = &live {
+                        l.set(true);
+                    }
+                }
+                live::Step::End => {
+                    let _ = out.flush();
+                    raw = None;
+                    if let Some(l) = &live {
+                        l.set(false);
+                    }
+                }
             }
         }
+        let _ = out.flush();
     }
+    drop(raw);
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&console.rest());
+    let _ = out.flush();
     let _ = log.flush();
 }
 

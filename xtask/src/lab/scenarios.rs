@@ -192,6 +192,41 @@ pub const METRICS_PORT: u16 = 9464;
 pub const METRICS_CGROUP: &str =
     "/lab.slice/docker-5eed0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab.scope";
 
+/// Suffix of a scenario run with the TUI (`refwatch attach`, with
+/// `--jsonl` beside it) on a pseudo-terminal of [`TuiConsole`]'s size
+/// instead of `refwatch record`, e.g. `dax-hold+tui`: the capture of what it
+/// drew is judged screen by screen (`checks::tui`). There is no recording.
+pub const TUI: &str = "+tui";
+
+/// The hold of a `+tui` scenario in `cargo xtask test`: the TUI refreshes
+/// every 250 ms and flags a page held after [`DETECTOR_SECS`].
+pub const TUI_HOLD_SECS: u32 = 8;
+
+/// The terminal of a `+tui` scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TuiConsole {
+    pub cols: u16,
+    /// Rows: 50 leave the page table room for the 16 pages of a hold beside
+    /// the detail pane.
+    pub rows: u16,
+    /// Seconds the workload holds its pages.
+    pub hold_secs: u32,
+    /// Also show the TUI on the guest's console and type its input into it
+    /// (the demo, whose console is the user's terminal).
+    pub live: bool,
+}
+
+impl Default for TuiConsole {
+    fn default() -> Self {
+        Self {
+            cols: 120,
+            rows: 50,
+            hold_secs: TUI_HOLD_SECS,
+            live: false,
+        }
+    }
+}
+
 /// How refwatch runs for a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
@@ -217,6 +252,8 @@ pub enum Variant {
     CgroupFilter,
     /// `--metrics` on [`METRICS_PORT`], scraped during and after the hold ([`METRICS`]).
     Metrics,
+    /// `refwatch attach`, the TUI on a pseudo-terminal ([`TUI`]).
+    Tui,
 }
 
 impl Variant {
@@ -231,7 +268,8 @@ impl Variant {
             | Variant::Signal(_)
             | Variant::PfnFilter
             | Variant::PidFilter
-            | Variant::CgroupFilter => "",
+            | Variant::CgroupFilter
+            | Variant::Tui => "",
             Variant::Functions => "--no-precise",
             Variant::Kprobe => "--mode kprobe",
             Variant::TinyRing => "--ring-size 4096",
@@ -247,6 +285,11 @@ impl Variant {
             Variant::CgroupFilter => Some("cgroup"),
             _ => None,
         }
+    }
+
+    /// Whether refwatch writes a recording (`record`): all but the TUI.
+    pub fn records(self) -> bool {
+        self != Variant::Tui
     }
 
     /// Pages the workload works on, when not the run's.
@@ -293,6 +336,8 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
         (base, Variant::CgroupFilter)
     } else if let Some(base) = run.strip_suffix(METRICS) {
         (base, Variant::Metrics)
+    } else if let Some(base) = run.strip_suffix(TUI) {
+        (base, Variant::Tui)
     } else if let Some((base, sig)) = Signal::ALL
         .iter()
         .find_map(|sig| Some((run.strip_suffix(sig.suffix())?, *sig)))
@@ -316,6 +361,9 @@ pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
         all.extend_from_slice(METRICS_SCENARIOS);
     } else if kernel.has_test_hmm() {
         all.extend_from_slice(&FILTER_SCENARIOS[..2]);
+    }
+    if kernel == KernelId::Debian6_12 {
+        all.push("dax-hold+tui");
     }
     if kernel == KernelId::Debian6_12 || kernel.has_test_hmm() {
         all.extend_from_slice(SIGNAL_SCENARIOS);
@@ -344,6 +392,20 @@ pub fn refwatch_cmd(scenario_dir: &str, extra_flags: &str) -> String {
         "refwatch record -o {d}/recording $J --ready-file {d}/ready \
          --log-file {d}/refwatch.log --held-secs {t} --pinned-secs {t} --unmapped-secs {t} \
          --summary-secs 0 {extra_flags} > {d}/refwatch.out 2>&1",
+        t = DETECTOR_SECS
+    )
+}
+
+/// The command line that starts the TUI in the guest for one `+tui`
+/// scenario (under `workload pty`): `refwatch attach` with the lab's
+/// thresholds, its events as JSON Lines in `scenario_dir` (what the fs-dax
+/// checks read) and its log in a file (nothing but the TUI on the terminal).
+pub fn attach_cmd(scenario_dir: &str, extra_flags: &str) -> String {
+    let d = scenario_dir;
+    format!(
+        "refwatch attach --jsonl {d}/events.jsonl --ready-file {d}/ready \
+         --log-file {d}/refwatch.log --held-secs {t} --pinned-secs {t} --unmapped-secs {t} \
+         --summary-secs 0 {extra_flags}",
         t = DETECTOR_SECS
     )
 }
@@ -385,7 +447,7 @@ pub fn parse_scenario(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold, {PFN_FILTER}, {PID_FILTER} or {CGROUP_FILTER} to start it then with a filter, {METRICS} to scrape its metrics, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
+            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold, {TUI} to run its TUI (refwatch attach) on a pseudo-terminal, {METRICS} to scrape its metrics, {PFN_FILTER}, {PID_FILTER} or {CGROUP_FILTER} to start it then with a filter, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
             SCENARIOS.join(", "),
             HMM_SCENARIOS.join(", ")
         ))

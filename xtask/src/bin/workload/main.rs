@@ -47,6 +47,10 @@
 //! drops page references in a loop for S seconds and reports the rate (see
 //! [`bench_put`]).
 //!
+//! `workload pty --capture FILE -- CMD…` is not a scenario either: it runs
+//! CMD on a pseudo-terminal and captures what it draws, for the lab's checks
+//! of refwatch's TUI (see [`pty`]).
+//!
 //! This file holds the command line and the dispatch; [`dax`] and [`hmm`]
 //! the scenarios, [`dmirror`] the HMM test driver's device, [`pattern`] the
 //! page data, [`report`] the marks and the JSON report, and [`sys`] the
@@ -57,6 +61,13 @@ mod dax;
 mod dmirror;
 mod hmm;
 mod pattern;
+mod pty;
+#[allow(
+    dead_code,
+    reason = "the capture format, shared with xtask: its reader is xtask's"
+)]
+#[path = "../../ptycap.rs"]
+mod ptycap;
 mod report;
 mod sys;
 
@@ -74,7 +85,7 @@ const DEFAULT_HMM_DEVICE: &str = "/dev/hmm_dmirror0";
 #[derive(Debug, Parser)]
 #[command(
     about = "Drive fs-dax ZONE_DEVICE pages for refwatch's lab tests",
-    after_help = "The overhead benchmark's load: `workload bench-put --help`."
+    after_help = "The overhead benchmark's load: `workload bench-put --help`. A pseudo-terminal recorder: `workload pty --help`."
 )]
 struct Cli {
     /// What to do with the pages.
@@ -150,6 +161,9 @@ impl Scenario {
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "bench-put") {
         return bench_put::main(std::env::args_os().skip(2));
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "pty") {
+        return pty::main(std::env::args_os().skip(2));
     }
     let cli = Cli::parse();
     let mut run = Run::default();
