@@ -227,6 +227,24 @@ fn header(app: &App, area: Rect, buf: &mut Buffer) {
             Style::new().bold().black().on_yellow(),
         ));
     }
+    // The largest holder on the main screen: who holds the stuck pages is
+    // the question the tool answers; `h` lists every holder.
+    if let Some(g) = app.holder_groups.first() {
+        l2.push(sep());
+        l2.push(Span::styled("holder ", DIM));
+        l2.push(Span::styled(g.who.clone(), Style::new().bold()));
+        l2.push(Span::raw(format!(
+            " {} page(s) {} {}",
+            fmt::count(g.pages as u64),
+            crate::state::groups::ranges_text(&g.ranges, 2),
+            g.detector.name()
+        )));
+        let more = app.holder_groups.len() - 1;
+        if more > 0 {
+            l2.push(Span::raw(format!(" · {more} more")));
+        }
+        l2.push(Span::styled(" (h)", DIM));
+    }
 
     let total: u64 = app.counts.iter().sum();
     let mut l3 = vec![

@@ -97,6 +97,36 @@ fn header_count(rows: &[String], word: &str) -> Option<u64> {
     })
 }
 
+/// PFNs as refwatch writes their runs: `0x48200-0x4820f,0x48300`, the
+/// first two runs.
+fn ranges_text(pfns: &[u64]) -> String {
+    let mut sorted = pfns.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for p in sorted {
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(p) => *last = p,
+            _ => runs.push((p, p)),
+        }
+    }
+    let mut parts: Vec<String> = runs
+        .iter()
+        .take(2)
+        .map(|&(a, b)| {
+            if a == b {
+                format!("{a:#x}")
+            } else {
+                format!("{a:#x}-{b:#x}")
+            }
+        })
+        .collect();
+    if runs.len() > 2 {
+        parts.push(format!("(+{} more ranges)", runs.len() - 2));
+    }
+    parts.join(",")
+}
+
 /// The page table's row of `pfn`: its PFN cell (`0x…`) first, after the
 /// stuck marker.
 fn pfn_row(rows: &[String], pfn: u64) -> Option<&String> {
@@ -146,6 +176,17 @@ pub fn held_screen(screen: &vt100::Screen, held: &Held) -> Vec<String> {
             Some(_) => {}
         }
     }
+    // The holder group on the main screen: one holder, every held page.
+    let group = format!(
+        "holder {holder} get {} page(s) {}",
+        held.pfns.len(),
+        ranges_text(&held.pfns)
+    );
+    if !rows.iter().take(3).any(|r| r.contains(&group)) {
+        bad.push(format!(
+            "the header does not name the holder group {group:?}"
+        ));
+    }
     let stuck = header_count(&rows, "stuck");
     if stuck != Some(held.pfns.len() as u64) {
         bad.push(format!(
@@ -174,6 +215,12 @@ pub fn cleared_screen(screen: &vt100::Screen) -> Vec<String> {
     }
     if let Some(r) = rows.iter().find(|r| r.starts_with('●')) {
         bad.push(format!("a row is still marked stuck: {:?}", r.trim_end()));
+    }
+    if let Some(r) = rows.iter().take(3).find(|r| r.contains("│ holder ")) {
+        bad.push(format!(
+            "the header still names a holder: {:?}",
+            r.trim_end()
+        ));
     }
     if !bad.is_empty() {
         bad.push(format!("the screen: {}", shown(&rows)));
@@ -391,7 +438,7 @@ mod tests {
         w.output(
             100,
             b"\x1b[?1049h\x1b[?25l\x1b[1;1H refwatch  live | 6.12 | probes 3/4\
-              \x1b[2;1H events 9 (1/s) | drops 0 | stuck 1\
+              \x1b[2;1H events 9 (1/s) | drops 0 | stuck 1 | holder workload/306 get 1 page(s) 0x48200 held\
               \x1b[5;1H\xe2\x97\x8f 0x48200  fsdax  2  held  workload/306  held",
         )
         .expect("draw");
