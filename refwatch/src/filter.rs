@@ -101,18 +101,10 @@ impl Watch {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if !self.pfns.is_empty() {
-            let r: Vec<String> = self
-                .pfns
-                .iter()
-                .map(|&(a, b)| {
-                    if a == b {
-                        format!("{a:#x}")
-                    } else {
-                        format!("{a:#x}-{b:#x}")
-                    }
-                })
-                .collect();
-            parts.push(format!("--pfn {}", r.join(",")));
+            parts.push(format!(
+                "--pfn {}",
+                crate::state::groups::ranges_text(&self.pfns, usize::MAX)
+            ));
         }
         if !self.types.is_empty() {
             let t: Vec<&str> = self.types.iter().map(|&t| pgmap_name(t)).collect();

@@ -273,7 +273,14 @@ fn replay_in_a_terminal() {
     let s = t.wait_for("■ end");
     assert!(s.contains("event 55/55"), "{s}");
     assert!(s.contains("stuck 1"), "{s}");
-    let first_row = s.lines().find(|l| l.contains("0x4")).expect("a table row");
+    assert!(
+        s.contains("stuck 1 │ holder vmsplice-hold/4242 get 1 page(s) 0x40011 held (h)"),
+        "{s}"
+    );
+    let first_row = s
+        .lines()
+        .find(|l| l.starts_with("● 0x") || l.starts_with("  0x"))
+        .expect("a table row");
     assert!(
         first_row.starts_with("● 0x40011")
             && first_row.contains("vmsplice-hold/4242")

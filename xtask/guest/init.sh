@@ -129,19 +129,9 @@ truth_stop() {
     TRUTH=""
 }
 
-# refwatch_start S F: refwatch records scenario S with the extra flags F
-# into D=/out/S and is waited for until ready. Leaves RW (its pid, empty
-# when it already exited) and note (why it is not ready) for refwatch_stop.
-refwatch_start() {
-    S=$1
-    F=$2
-    D=/out/$S
-    mkdir -p $D
-    J="--jsonl $D/events.jsonl"
-    [ -n "$NO_LIVE_JSONL" ] && J=""
-    say "scenario $S start (uptime $(up) s)"
-    @REFWATCH@ &
-    RW=$!
+# wait_ready: waits for refwatch (job $RW) to write $D/ready; $note says
+# why not when it exited first or took longer than @READY_SECS@ s.
+wait_ready() {
     note=""
     n=0
     while [ ! -e $D/ready ]; do
@@ -156,6 +146,22 @@ refwatch_start() {
         fi
         usleep 100000
     done
+}
+
+# refwatch_start S F: refwatch records scenario S with the extra flags F
+# into D=/out/S and is waited for until ready. Leaves RW (its pid, empty
+# when it already exited) and note (why it is not ready) for refwatch_stop.
+refwatch_start() {
+    S=$1
+    F=$2
+    D=/out/$S
+    mkdir -p $D
+    J="--jsonl $D/events.jsonl"
+    [ -n "$NO_LIVE_JSONL" ] && J=""
+    say "scenario $S start (uptime $(up) s)"
+    @REFWATCH@ &
+    RW=$!
+    wait_ready
     if [ -n "$note" ]; then
         say "scenario $S: refwatch $note (uptime $(up) s)"
     else
@@ -375,20 +381,7 @@ run_tui() {
         workload pty --cols $5 --rows $6 --capture $D/tui.capture --quit-file $D/quit -- @ATTACH@ > $D/pty.out 2> $D/pty.err &
     fi
     RW=$!
-    note=""
-    n=0
-    while [ ! -e $D/ready ]; do
-        if ! kill -0 $RW 2>/dev/null; then
-            note="exited before ready"
-            break
-        fi
-        n=$((n + 1))
-        if [ $n -gt @READY_TICKS@ ]; then
-            note="not ready after @READY_SECS@ s"
-            break
-        fi
-        usleep 100000
-    done
+    wait_ready
     ready_at=$(up)
     wrc=-
     if [ -z "$note" ]; then

@@ -159,49 +159,10 @@ fn ensure_target() -> Result<()> {
     )
 }
 
-/// cargo-deb's install root in the cache (its binary is in `bin/`).
-fn cargo_deb_root() -> PathBuf {
-    setup::cache_dir().join("cargo-deb")
-}
-
 /// Makes sure the cache holds cargo-deb [`CARGO_DEB_VERSION`]; returns its
 /// binary.
 fn ensure_cargo_deb() -> Result<PathBuf> {
-    let root = cargo_deb_root();
-    let binary = root.join("bin").join("cargo-deb");
-    let want = format!("cargo-deb {CARGO_DEB_VERSION}");
-    let have = Command::new(&binary)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    if have.as_deref() == Some(want.as_str()) {
-        return Ok(binary);
-    }
-    println!("dist: installing {want} into {}", root.display());
-    cmd::streamed(
-        Command::new("cargo")
-            .args([
-                "install",
-                "cargo-deb",
-                "--locked",
-                "--force",
-                "--version",
-                CARGO_DEB_VERSION,
-                "--root",
-            ])
-            .arg(&root)
-            // Built in a folder of its own that cargo removes after.
-            .env_remove("CARGO_TARGET_DIR"),
-    )?;
-    if !binary.is_file() {
-        bail!(
-            "cargo install cargo-deb finished but {} is missing",
-            binary.display()
-        );
-    }
-    Ok(binary)
+    setup::ensure_cargo_tool("cargo-deb", CARGO_DEB_VERSION)
 }
 
 /// Why `bin` is not a static x86-64 executable (none when it is).

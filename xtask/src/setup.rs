@@ -338,48 +338,57 @@ fn ensure_bpf_linker(verbose: bool) -> Result<bool> {
 /// The cargo-fuzz release `cargo xtask fuzz` installs.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-/// cargo-fuzz's install root in the cache (its binary is in `bin/`).
-fn cargo_fuzz_root() -> PathBuf {
-    cache_dir().join("cargo-fuzz")
-}
-
-/// Makes sure the cache holds cargo-fuzz [`CARGO_FUZZ_VERSION`] (built from
-/// crates.io with the stable toolchain the first time, under a minute);
-/// returns PATH with its folder first, then bpf-linker's.
-pub fn ensure_cargo_fuzz() -> Result<OsString> {
-    let root = cargo_fuzz_root();
-    let binary = root.join("bin").join("cargo-fuzz");
-    let want = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+/// A cargo subcommand installed from crates.io into its own folder of the
+/// cache, `<cache>/NAME`, kept while its `--version` says `NAME VERSION`;
+/// returns its binary.
+pub fn ensure_cargo_tool(name: &str, version: &str) -> Result<PathBuf> {
+    let root = cache_dir().join(name);
+    let binary = root.join("bin").join(name);
+    let want = format!("{name} {version}");
     let have = Command::new(&binary)
         .arg("--version")
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    if have.as_deref() != Some(want.as_str()) {
-        println!("fuzz: installing {want} into {}", root.display());
-        cmd::streamed(
-            Command::new("cargo")
-                .args([
-                    "install",
-                    "cargo-fuzz",
-                    "--locked",
-                    "--force",
-                    "--version",
-                    CARGO_FUZZ_VERSION,
-                    "--root",
-                ])
-                .arg(&root)
-                // Built in a folder of its own that cargo removes after.
-                .env_remove("CARGO_TARGET_DIR"),
-        )?;
-        if !binary.is_file() {
-            bail!(
-                "cargo install cargo-fuzz finished but {} is missing",
-                binary.display()
-            );
-        }
+    if have.as_deref() == Some(want.as_str()) {
+        return Ok(binary);
     }
+    println!("setup: installing {want} into {}", root.display());
+    cmd::streamed(
+        Command::new("cargo")
+            .args([
+                "install",
+                name,
+                "--locked",
+                "--force",
+                "--version",
+                version,
+                "--root",
+            ])
+            .arg(&root)
+            // Built in a folder of its own that cargo removes after.
+            .env_remove("CARGO_TARGET_DIR"),
+    )?;
+    if !binary.is_file() {
+        bail!(
+            "cargo install {name} finished but {} is missing",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// Makes sure the cache holds cargo-fuzz [`CARGO_FUZZ_VERSION`] (built from
+/// crates.io with the stable toolchain the first time, under a minute);
+/// returns PATH with its folder first, then bpf-linker's.
+pub fn ensure_cargo_fuzz() -> Result<OsString> {
+    let binary = ensure_cargo_tool("cargo-fuzz", CARGO_FUZZ_VERSION)?;
+    let root = binary
+        .parent()
+        .and_then(Path::parent)
+        .context("cargo-fuzz's folder")?
+        .to_path_buf();
     let mut dirs = vec![root.join("bin")];
     dirs.extend(std::env::split_paths(&env_path()));
     std::env::join_paths(dirs).context("PATH with cargo-fuzz")

@@ -341,18 +341,10 @@ impl std::fmt::Display for ViewFilter {
             terms.push(format!("task:{t}"));
         }
         if !self.pfns.is_empty() {
-            let v: Vec<String> = self
-                .pfns
-                .iter()
-                .map(|(a, b)| {
-                    if a == b {
-                        format!("{a:#x}")
-                    } else {
-                        format!("{a:#x}-{b:#x}")
-                    }
-                })
-                .collect();
-            terms.push(format!("pfn:{}", v.join(",")));
+            terms.push(format!(
+                "pfn:{}",
+                crate::state::groups::ranges_text(&self.pfns, usize::MAX)
+            ));
         }
         if self.detectors != 0 {
             let v: Vec<&str> = detectors(self.detectors).map(|d| d.name()).collect();
