@@ -163,8 +163,16 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         args.watch.pid,
         args.watch.cgroup.as_deref(),
     )?;
+    let watchpoints = args
+        .watchpoints
+        .as_deref()
+        .map(crate::watch::Request::parse)
+        .transpose()?;
     let mut p = prepare(&args.probe)?;
     watch.encode(&mut p.layout.raw);
+    if let Some(w) = &watchpoints {
+        log::info!("hardware watchpoints asked for: {}", w.describe());
+    }
     if !watch.is_empty() {
         log::info!("watching only: {}", watch.describe());
     }
@@ -255,6 +263,11 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         kprobe_only: args.probe.mode == crate::plan::ModeChoice::Kprobe,
         ring_bytes: args.ring_size,
         watch: watch.clone(),
+        watchpoints: watchpoints.map(|request| crate::watch::Options {
+            request,
+            ready_file: args.watch_ready.clone(),
+            off_refcount: p.layout.raw.off_refcount,
+        }),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

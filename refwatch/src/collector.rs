@@ -59,6 +59,8 @@ pub struct Options {
     pub ring_bytes: u32,
     /// The user's filters: the snapshot at attach keeps to them.
     pub watch: crate::filter::Watch,
+    /// Hardware watchpoints asked for (`--watch`).
+    pub watchpoints: Option<crate::watch::Options>,
 }
 
 /// Totals at the end of a run.
@@ -161,6 +163,8 @@ pub struct Collector<'a> {
     /// Reads pages' state from the kernel (snapshot at attach, state after
     /// loss); `None` where its program could not attach.
     peeker: Option<Peeker>,
+    /// The hardware watchpoints (`--watch`).
+    watcher: Option<crate::watch::Watcher>,
     /// When to read the ring buffer unasked: the programs wake the reader
     /// only once 1 MiB of it waits (see the kernel side's `submit`).
     poll: tokio::time::Interval,
@@ -245,6 +249,9 @@ impl<'a> Collector<'a> {
                         *slot = (sym, (role != Role::Other).then_some(role));
                     }
                 }
+                if let Some(slot) = hooks.get_mut(refwatch_common::hook::WATCHPOINT as usize) {
+                    *slot = (crate::watch::SYMBOL, None);
+                }
                 hooks
             },
             syms: Symbolizer::new(syms, DEFAULT_SYMBOL_CACHE),
@@ -266,7 +273,12 @@ impl<'a> Collector<'a> {
                 None
             }
         };
+        let watcher = match &opts.watchpoints {
+            Some(w) => Some(crate::watch::Watcher::new(&mut loaded.ebpf, w.clone())?),
+            None => None,
+        };
         let mut c = Self {
+            watcher,
             ring,
             klog,
             counters,
@@ -292,7 +304,15 @@ impl<'a> Collector<'a> {
             ring_bytes: opts.ring_bytes,
         };
         c.snapshot_at_attach(&opts.watch)?;
+        c.tick_watch(monotonic_ns());
         Ok(c)
+    }
+
+    /// Arms and rotates the hardware watchpoints (`--watch`).
+    fn tick_watch(&mut self, now: u64) {
+        if let Some(w) = self.watcher.as_mut() {
+            w.tick(&self.tracker, self.peeker.as_mut(), now);
+        }
     }
 
     /// Reads every device page the kernel has now and tracks those with
@@ -429,6 +449,7 @@ impl<'a> Collector<'a> {
     pub fn tick(&mut self, now: u64) -> Result<u64> {
         self.take_losses()?;
         self.tracker.advance(now);
+        self.tick_watch(now);
         let (dropped, _) = read_counters(&self.counters);
         self.totals.dropped = dropped;
         self.read_ring_fill();

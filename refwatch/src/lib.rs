@@ -37,3 +37,4 @@ pub mod state;
 pub mod symbols;
 pub mod tty;
 pub mod tui;
+pub mod watch;

@@ -254,6 +254,7 @@ pub fn hook_of_symbol(symbol: &str) -> Option<u32> {
                 .find(|(s, _)| *s == symbol)
                 .map(|&(_, hook)| hook)
         })
+        .or_else(|| (symbol == crate::watch::SYMBOL).then_some(hook::WATCHPOINT))
 }
 
 /// The logical hook named `name`.
