@@ -32,6 +32,20 @@ pub enum Command {
     Export(ExportArgs),
     /// Open the TUI on a recording: play, pause, step, seek, change speed.
     Replay(ReplayArgs),
+    /// Watch these pages' refcounts with hardware watchpoints and print
+    /// each of their events as it comes (headless `attach --watch PFNS
+    /// --pfn PFNS`): every get and put, inline ones included, with the
+    /// task and stack that made it.
+    Watch(WatchCmdArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WatchCmdArgs {
+    /// The pages (PFNs, decimal or 0x hex).
+    #[arg(required = true, value_name = "PFN")]
+    pub pfns: Vec<String>,
+    #[command(flatten)]
+    pub attach: AttachArgs,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -61,6 +61,8 @@ pub struct Options {
     pub watch: crate::filter::Watch,
     /// Hardware watchpoints asked for (`--watch`).
     pub watchpoints: Option<crate::watch::Options>,
+    /// Print each event as a line on stdout (`refwatch watch`).
+    pub print_events: bool,
 }
 
 /// Totals at the end of a run.
@@ -105,6 +107,8 @@ struct Outputs<'a> {
     /// Shares equal stacks between events.
     decoder: Decoder,
     format: Format,
+    /// Print each event as a line on stdout.
+    print_events: bool,
 }
 
 impl Outputs<'_> {
@@ -258,6 +262,7 @@ impl<'a> Collector<'a> {
             stacks: StackTable::new(opts.format, DEFAULT_NAMED_STACKS),
             decoder: Decoder::default(),
             format: opts.format,
+            print_events: opts.print_events,
         };
         let mut poll = tokio::time::interval(DRAIN_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -311,7 +316,9 @@ impl<'a> Collector<'a> {
     /// Arms and rotates the hardware watchpoints (`--watch`).
     fn tick_watch(&mut self, now: u64) {
         if let Some(w) = self.watcher.as_mut() {
-            w.tick(&self.tracker, self.peeker.as_mut(), now);
+            for (pfn, since) in w.tick(&self.tracker, self.peeker.as_mut(), now) {
+                self.tracker.watch_armed(pfn, since);
+            }
         }
     }
 
@@ -700,6 +707,9 @@ fn drain(
                     let j = out.syms.to_json_named(&ev, sym, out.format, &named.frames);
                     serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
                     w.write_all(b"\n").context("write JSON line")?;
+                }
+                if out.print_events {
+                    println!("{}", crate::watch::event_line(&ev, sym, &named.frames));
                 }
                 if let Some(rec) = out.rec.as_mut() {
                     let stack = (ev.stack_taken != StackTaken::No).then_some(named);

@@ -124,7 +124,13 @@ pub(super) fn holders_of(page: &Page) -> (Vec<Holder>, Option<String>, Vec<PageE
             "the reference(s) were taken before refwatch started (it read the page's state at attach), or before this file of a rotated recording began (the state was carried over); who took them is unknown here"
                 .to_string()
         });
-        let note = lost.or(before).unwrap_or_else(|| {
+        let watched = (page.watched_since != 0).then(|| {
+            format!(
+                "taken before watching: the hardware watchpoint on its refcount, armed at {:.3} s, saw no get of it; its release will name who drops it",
+                page.watched_since as f64 / 1e9
+            )
+        });
+        let note = lost.or(watched).or(before).unwrap_or_else(|| {
             "the outstanding reference was taken where this kernel offers no hook (an inline get); see the page's last events"
                 .into()
         });

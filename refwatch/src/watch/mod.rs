@@ -173,8 +173,14 @@ impl Watcher {
     }
 
     /// Once a second: asks for the pages `new`/`unknown` want, notes the
-    /// pages written to, then disarms and arms as the policy says.
-    pub fn tick(&mut self, tracker: &Tracker, mut peeker: Option<&mut Peeker>, now_ns: u64) {
+    /// pages written to, then disarms and arms as the policy says. Returns
+    /// the pages whose watch changed: armed at (`Some(ns)`), or disarmed.
+    pub fn tick(
+        &mut self,
+        tracker: &Tracker,
+        mut peeker: Option<&mut Peeker>,
+        now_ns: u64,
+    ) -> Vec<(u64, Option<u64>)> {
         if self.request.new || self.request.unknown {
             let mut new: Vec<(u64, u64)> = Vec::new();
             for p in tracker.pages() {
@@ -209,11 +215,13 @@ impl Watcher {
             }
         }
         let plan = self.slots.plan(now_ns);
+        let mut changed = Vec::new();
         if plan.disarm.is_empty() && plan.arm.is_empty() {
-            return;
+            return changed;
         }
         for pfn in &plan.disarm {
             self.disarm(*pfn);
+            changed.push((*pfn, None));
             log::info!("watch: page {pfn:#x} saw no write for {IDLE_SECS} s and yields its slot");
         }
         let mut full = false;
@@ -224,6 +232,7 @@ impl Watcher {
             }
             match self.arm(pfn, peeker.as_deref_mut()) {
                 Ok(value) => {
+                    changed.push((pfn, Some(now_ns)));
                     let msg = format!(
                         "refwatch: watching page {pfn:#x} (refcount {value}) on {} CPUs",
                         self.cpus.len()
@@ -246,6 +255,7 @@ impl Watcher {
             }
         }
         self.write_ready();
+        changed
     }
 
     /// Logs `msg` the first time.
@@ -360,6 +370,36 @@ impl RawProgFd for ProgramFd {
         use std::os::fd::AsFd as _;
         self.as_fd().as_raw_fd()
     }
+}
+
+/// One event as a line (`refwatch watch`): time, page, what happened to
+/// its refcount, who, where (by symbol; the source is `watchpoint` for the
+/// watchpoint's events, else the hooked function).
+pub fn event_line(ev: &crate::event::PageEvent, symbol: &str, frames: &[String]) -> String {
+    let rc = match (ev.refcount_before, ev.refcount_after) {
+        (Some(b), Some(a)) => format!("{b}→{a}"),
+        (None, Some(a)) => format!("→{a}"),
+        (Some(b), None) => format!("{b}→?"),
+        (None, None) => "?".into(),
+    };
+    let stack = if frames.is_empty() {
+        "no stack".to_string()
+    } else {
+        frames
+            .iter()
+            .take(6)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ← ")
+    };
+    format!(
+        "{:.6} pfn {:#x} {} {rc} by {}[{}] via {symbol}: {stack}",
+        ev.ts_ns as f64 / 1e9,
+        ev.pfn,
+        ev.kind.name(),
+        ev.comm,
+        ev.tgid
+    )
 }
 
 /// Whether hardware watchpoints can be created here, for `refwatch

@@ -327,6 +327,7 @@ fn pfn_cap_evicts_idle_pages_only() {
 mod budget;
 mod device;
 mod loss;
+mod watch;
 
 /// Debian 7.2 in function mode (synthetic events in the kernel's order):
 /// the fault's insert hook sees the count with the fault's own transient
