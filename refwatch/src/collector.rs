@@ -309,17 +309,30 @@ impl<'a> Collector<'a> {
             ring_bytes: opts.ring_bytes,
         };
         c.snapshot_at_attach(&opts.watch)?;
-        c.tick_watch(monotonic_ns());
+        c.tick_watch(monotonic_ns())?;
         Ok(c)
     }
 
-    /// Arms and rotates the hardware watchpoints (`--watch`).
-    fn tick_watch(&mut self, now: u64) {
-        if let Some(w) = self.watcher.as_mut() {
-            for (pfn, since) in w.tick(&self.tracker, self.peeker.as_mut(), now) {
-                self.tracker.watch_armed(pfn, since);
+    /// Arms and rotates the hardware watchpoints (`--watch`). Each page
+    /// armed gets the state read then as an event of the watchpoint (in
+    /// the outputs too: a report of the recording knows since when the
+    /// page was watched).
+    fn tick_watch(&mut self, now: u64) -> Result<()> {
+        let Some(w) = self.watcher.as_mut() else {
+            return Ok(());
+        };
+        for c in w.tick(&self.tracker, self.peeker.as_mut(), now) {
+            match (c.since_ns, c.read) {
+                (Some(at), Some(read)) => {
+                    let mut ev = snapshot::event(&read, at, std::process::id());
+                    ev.hook = refwatch_common::hook::WATCHPOINT;
+                    apply_read(&ev, &mut self.tracker, &mut self.out)?;
+                    self.tracker.watch_armed(c.pfn, Some(at));
+                }
+                (since, _) => self.tracker.watch_armed(c.pfn, since),
             }
         }
+        Ok(())
     }
 
     /// Reads every device page the kernel has now and tracks those with
@@ -456,7 +469,7 @@ impl<'a> Collector<'a> {
     pub fn tick(&mut self, now: u64) -> Result<u64> {
         self.take_losses()?;
         self.tracker.advance(now);
-        self.tick_watch(now);
+        self.tick_watch(now)?;
         let (dropped, _) = read_counters(&self.counters);
         self.totals.dropped = dropped;
         self.read_ring_fill();
@@ -729,8 +742,14 @@ fn drain(
 
 /// A state refwatch read from the kernel: into the outputs, then the tracker.
 fn apply_read(ev: &PageEvent, tracker: &mut Tracker, out: &mut Outputs<'_>) -> Result<()> {
+    // A read when a watchpoint was armed goes by the watchpoint's name.
+    let symbol = if ev.hook == refwatch_common::hook::WATCHPOINT {
+        crate::watch::SYMBOL
+    } else {
+        snapshot::SYMBOL
+    };
     if out.jsonl.is_some() || out.rec.is_some() {
-        let j = out.syms.to_json(ev, snapshot::SYMBOL, out.format);
+        let j = out.syms.to_json(ev, symbol, out.format);
         if let Some(w) = out.jsonl.as_mut() {
             serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
             w.write_all(b"\n").context("write JSON line")?;

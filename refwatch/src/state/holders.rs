@@ -125,8 +125,13 @@ pub(super) fn holders_of(page: &Page) -> (Vec<Holder>, Option<String>, Vec<PageE
                 .to_string()
         });
         let watched = (page.watched_since != 0).then(|| {
+            let when = if page.before_refwatch {
+                "taken before refwatch started, so before watching"
+            } else {
+                "taken before watching"
+            };
             format!(
-                "taken before watching: the hardware watchpoint on its refcount, armed at {:.3} s, saw no get of it; its release will name who drops it",
+                "{when}: the hardware watchpoint on its refcount, armed at {:.3} s, saw no get of it; its release will name who drops it",
                 page.watched_since as f64 / 1e9
             )
         });

@@ -174,13 +174,13 @@ impl Watcher {
 
     /// Once a second: asks for the pages `new`/`unknown` want, notes the
     /// pages written to, then disarms and arms as the policy says. Returns
-    /// the pages whose watch changed: armed at (`Some(ns)`), or disarmed.
+    /// the pages whose watch changed.
     pub fn tick(
         &mut self,
         tracker: &Tracker,
         mut peeker: Option<&mut Peeker>,
         now_ns: u64,
-    ) -> Vec<(u64, Option<u64>)> {
+    ) -> Vec<Change> {
         if self.request.new || self.request.unknown {
             let mut new: Vec<(u64, u64)> = Vec::new();
             for p in tracker.pages() {
@@ -194,7 +194,11 @@ impl Watcher {
                 {
                     self.slots.ask(p.pfn, true);
                 }
-                if self.request.new && !self.asked.contains(&p.pfn) {
+                // System RAM a device migration touched is no device page.
+                if self.request.new
+                    && p.pgmap_type != refwatch_common::pgmap::SYSTEM
+                    && !self.asked.contains(&p.pfn)
+                {
                     new.push((p.first_ns, p.pfn));
                 }
             }
@@ -221,32 +225,45 @@ impl Watcher {
         }
         for pfn in &plan.disarm {
             self.disarm(*pfn);
-            changed.push((*pfn, None));
+            changed.push(Change {
+                pfn: *pfn,
+                since_ns: None,
+                read: None,
+            });
             log::info!("watch: page {pfn:#x} saw no write for {IDLE_SECS} s and yields its slot");
         }
-        let mut full = false;
-        for pfn in plan.arm {
-            if full {
-                self.slots.no_slot(pfn);
-                continue;
-            }
+        for (i, &pfn) in plan.arm.iter().enumerate() {
             match self.arm(pfn, peeker.as_deref_mut()) {
-                Ok(value) => {
-                    changed.push((pfn, Some(now_ns)));
+                Ok(read) => {
+                    let value = read.refcount;
+                    // Every write from now on traps.
+                    let at = crate::collector::monotonic_ns();
+                    self.slots.armed_at(pfn, at);
+                    changed.push(Change {
+                        pfn,
+                        since_ns: Some(at),
+                        read: Some(read),
+                    });
                     let msg = format!(
-                        "refwatch: watching page {pfn:#x} (refcount {value}) on {} CPUs",
-                        self.cpus.len()
+                        "refwatch: watching page {pfn:#x} (refcount {value}) on {} CPUs since {:.6} s",
+                        self.cpus.len(),
+                        at as f64 / 1e9
                     );
                     println!("{msg}");
                     log::info!("{msg}");
                 }
                 Err(ArmError::NoSlot(why)) => {
-                    full = true;
+                    // The pages planned after it wait too, in their order;
+                    // the capacity is what is armed then.
+                    for &later in plan.arm[i + 1..].iter().rev() {
+                        self.slots.no_slot(later);
+                    }
                     self.slots.no_slot(pfn);
                     self.say(format!(
                         "watch: page {pfn:#x} waits: {why}; {} page(s) watched at once",
                         self.slots.capacity()
                     ));
+                    break;
                 }
                 Err(ArmError::Page(why)) => {
                     self.slots.forget(pfn);
@@ -289,7 +306,7 @@ impl Watcher {
 
     /// Reads the page, writes what the program needs to know, opens the
     /// breakpoints on every CPU. Returns the refcount read before.
-    fn arm(&mut self, pfn: u64, peeker: Option<&mut Peeker>) -> Result<i32, ArmError> {
+    fn arm(&mut self, pfn: u64, peeker: Option<&mut Peeker>) -> Result<PagePeek, ArmError> {
         let p = read(pfn, peeker)?;
         let addr = p.page + self.off_refcount;
         self.last
@@ -318,7 +335,7 @@ impl Watcher {
             fds.push(fd);
         }
         self.armed.insert(pfn, Armed { _fds: fds });
-        Ok(p.refcount)
+        Ok(p)
     }
 
     fn disarm(&mut self, pfn: u64) {
@@ -327,6 +344,16 @@ impl Watcher {
         let _ = self.last.remove(&pfn);
         self.hits.remove(&pfn);
     }
+}
+
+/// A page whose watch changed.
+#[derive(Debug, Clone, Copy)]
+pub struct Change {
+    pub pfn: u64,
+    /// Armed at (CLOCK_MONOTONIC ns), or `None`: disarmed.
+    pub since_ns: Option<u64>,
+    /// The page's state read just before arming.
+    pub read: Option<PagePeek>,
 }
 
 /// Why a page was not armed.

@@ -154,6 +154,14 @@ impl Slots {
         plan
     }
 
+    /// `pfn` was armed at `ns` (its breakpoints enabled on every CPU).
+    pub fn armed_at(&mut self, pfn: u64, ns: u64) {
+        if let Some(a) = self.armed.iter_mut().find(|a| a.pfn == pfn) {
+            a.since_ns = ns;
+            a.active_ns = a.active_ns.max(ns);
+        }
+    }
+
     /// Arming `pfn` found no slot: it waits again at the front, and no
     /// more pages than are armed now fit.
     pub fn no_slot(&mut self, pfn: u64) {

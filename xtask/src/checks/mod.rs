@@ -26,6 +26,7 @@ pub mod probes;
 pub mod report;
 pub mod selftests;
 pub mod signals;
+pub mod watch;
 
 use std::{collections::BTreeMap, fs, path::Path};
 

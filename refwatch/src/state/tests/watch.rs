@@ -47,7 +47,7 @@ fn a_reference_taken_before_watching_is_said_until_its_release() {
     let e = t.episodes.last().expect("stuck");
     assert!(e.holders.is_empty());
     let note = e.holder_note.as_deref().unwrap_or("");
-    assert!(note.contains("taken before watching"), "{note}");
+    assert!(note.contains("before watching"), "{note}");
     t.apply(&hit(4 * S, 7, Kind::Put, 2, 1, 99));
     let e = t.episodes.last().expect("episode");
     assert_eq!(e.end_ns, Some(4 * S));
@@ -56,4 +56,26 @@ fn a_reference_taken_before_watching_is_said_until_its_release() {
         .and_then(|p| p.history.iter().last())
         .expect("event");
     assert_eq!((last.hook, last.tgid), (hook::WATCHPOINT, 99));
+}
+
+/// A recording knows since when a page was watched from the state read at
+/// arming (a snapshot from the watchpoint), as the live tracker does.
+#[test]
+fn the_read_at_arming_starts_the_watch_in_a_replay() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100);
+    t.apply(&ev(0, 7, Kind::Snapshot, 2, 2, 1));
+    let mut armed = ev(S / 2, 7, Kind::Snapshot, 2, 2, 1);
+    armed.hook = hook::WATCHPOINT;
+    t.apply(&armed);
+    assert_eq!(t.page(7).map(|p| p.watched_since), Some(S / 2));
+    t.advance(3 * S);
+    let note = t.episodes.last().and_then(|e| e.holder_note.clone());
+    let note = note.unwrap_or_default();
+    assert!(
+        note.contains("before refwatch started, so before watching"),
+        "{note}"
+    );
+    // A hook's put after arming is the watchpoint's to count.
+    t.apply(&ev(4 * S, 7, Kind::Put, 2, 1, 5));
+    assert!(t.page(7).is_some_and(|p| p.holders.is_empty()));
 }

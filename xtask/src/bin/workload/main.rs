@@ -59,6 +59,7 @@ mod hmm;
 mod pattern;
 mod report;
 mod sys;
+mod watch;
 
 use std::{fs, path::PathBuf, process::ExitCode};
 
