@@ -281,6 +281,12 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
                     Err(e) => problems.push(format!("{e:#}")),
                 }
             }
+            if lab::split_watch(s).1 {
+                match checks::watch::check_slots_freed(out, &dir) {
+                    Ok(p) => problems.extend(p),
+                    Err(e) => problems.push(format!("{e:#}")),
+                }
+            }
             tally.record(&format!("lab {name} {s}"), problems);
             continue;
         }

@@ -87,6 +87,50 @@ pub fn check_late_watch(dir: &Path) -> Result<Vec<String>> {
     Ok(bad)
 }
 
+/// A SIGKILL of a refwatch watching pages (`+sigkill+watch`): it had
+/// armed pages, and after it was gone a second refwatch (`probes`) could
+/// open as many breakpoints as the first `probes` of the boot: nothing of
+/// the first one holds a debug register.
+pub fn check_slots_freed(out: &Path, dir: &Path) -> Result<Vec<String>> {
+    let slots = |p: &Path| -> Result<Option<usize>> {
+        let text = fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+        Ok(slots_of(&text))
+    };
+    let before = slots(&out.join("probes.txt"))?;
+    let after = slots(&dir.join("probes-after.txt"))?;
+    let armed = fs::read_to_string(dir.join(crate::lab::WATCH_READY_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    println!(
+        "    watch slots: {armed} pages armed before SIGKILL; free slots before refwatch {before:?}, after it was killed {after:?}"
+    );
+    let mut bad = Vec::new();
+    if armed == 0 {
+        bad.push("no page armed before the kill: nothing was held".into());
+    }
+    match (before, after) {
+        (Some(b), Some(a)) if b > 0 && a == b => {}
+        _ => bad.push(format!(
+            "hardware breakpoint slots free before {before:?}, after the kill {after:?}: expected the same, at least one"
+        )),
+    }
+    Ok(bad)
+}
+
+/// The pages `refwatch probes` says fit at once.
+fn slots_of(probes: &str) -> Option<usize> {
+    let line = probes
+        .lines()
+        .find(|l| l.starts_with("watchpoints (--watch): "))?;
+    line.trim_start_matches("watchpoints (--watch): ")
+        .split_once(" page(s) at once")?
+        .0
+        .parse()
+        .ok()
+}
+
 fn judge(w: &WatchTruth, pages: usize) -> Vec<String> {
     let mut bad = Vec::new();
     if w.per_pfn.len() != pages {
@@ -139,6 +183,16 @@ mod tests {
             hits: per_pfn.iter().map(|p| p.hits).sum(),
             per_pfn,
         }
+    }
+
+    #[test]
+    fn the_free_slots_are_read_from_probes() {
+        let p = "layout: ...\nwatchpoints (--watch): 4 page(s) at once (free hardware breakpoint slots on every CPU)\n";
+        assert_eq!(slots_of(p), Some(4));
+        assert_eq!(
+            slots_of("watchpoints (--watch): not available: no hardware breakpoints\n"),
+            None
+        );
     }
 
     #[test]

@@ -204,7 +204,7 @@ mod tests {
         assert!(init.contains("P=${4:-16}\n    H=${5:-3}\n"));
         assert!(init.contains("--pages $P --hold-secs $H"));
         assert_eq!(
-            init.matches("refwatch probes >").count(),
+            init.matches("refwatch probes > /out/probes.txt").count(),
             1,
             "probes once per boot"
         );

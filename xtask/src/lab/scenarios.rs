@@ -126,8 +126,10 @@ pub const WATCH_PAGES: u32 = 3;
 pub const WATCH_HMM: &[&str] = &["hmm-release+functions+watch"];
 
 /// The `+watch` scenarios of debian-6.12 (no page_ref tracepoints): a late
-/// attach whose watch must see the release of references taken before it.
-pub const WATCH_DAX: &[&str] = &["dax-hold+late+watch"];
+/// attach whose watch must see the release of references taken before it,
+/// and a SIGKILL of a refwatch holding every debug register, after which a
+/// second refwatch finds them all free again.
+pub const WATCH_DAX: &[&str] = &["dax-hold+late+watch", "dax-hold+sigkill+watch"];
 
 /// The file a `+watch` scenario's refwatch lists its armed pages in, in the
 /// scenario folder.
