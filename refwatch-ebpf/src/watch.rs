@@ -46,7 +46,7 @@ fn on_hit(ctx: &PerfEventContext, addr: u64) {
     let after = refcount(p.head);
     let mut before = None;
     let mut hits = 0;
-    if let Some(last) = WATCH_LAST.get_ptr_mut(&p.pfn) {
+    if let Some(last) = WATCH_LAST.get_ptr_mut(p.pfn) {
         // SAFETY: the map's value for this PFN; hits of one page on two
         // CPUs at once may interleave here, and then one `before` is the
         // other's (the values stay those the word held).

@@ -34,7 +34,7 @@ use crate::{peek::Peeker, state::Tracker};
 pub const SYMBOL: &str = "watchpoint";
 
 /// The kernel program.
-const PROGRAM: &str = "watch_hit";
+pub const PROGRAM: &str = "watch_hit";
 
 /// Seconds a watched page may see no write before it yields its slot to a
 /// waiting page.
