@@ -446,6 +446,26 @@ pub fn probe(addr: u64) -> Result<usize, String> {
 mod tests {
     use super::*;
 
+    /// A watchpoint put as `refwatch watch` prints it (synthetic event).
+    #[test]
+    fn an_event_is_one_line_by_symbol() {
+        let mut ev = crate::snapshot::event(&PagePeek::default(), 1_500_000_000, 42);
+        ev.pfn = 0x48200;
+        ev.kind = crate::event::Kind::Put;
+        ev.comm = "workload".into();
+        ev.refcount_before = Some(2);
+        ev.refcount_after = Some(1);
+        let frames = [
+            "__put_devmap_managed_folio_refs+0x22".to_string(),
+            "pipe_read+0x1db".to_string(),
+        ];
+        assert_eq!(
+            event_line(&ev, SYMBOL, &frames),
+            "1.500000 pfn 0x48200 put 2→1 by workload[42] via watchpoint: __put_devmap_managed_folio_refs+0x22 ← pipe_read+0x1db"
+        );
+        assert!(event_line(&ev, SYMBOL, &[]).ends_with("via watchpoint: no stack"));
+    }
+
     #[test]
     fn watch_requests_parse() {
         let r = Request::parse("0x40000, 262145,new").expect("valid");
