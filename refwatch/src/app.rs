@@ -311,6 +311,7 @@ fn run_live_printing(
             request,
             ready_file: args.watch_ready.clone(),
             off_refcount: p.layout.raw.off_refcount,
+            print: !use_tui,
         }),
         print_events,
     };

@@ -100,6 +100,9 @@ pub struct Options {
     pub ready_file: Option<PathBuf>,
     /// `offsetof(struct page, _refcount)`.
     pub off_refcount: u32,
+    /// Say what is armed on stdout too (headless; the TUI owns the
+    /// terminal: the log only).
+    pub print: bool,
 }
 
 /// One armed page: its breakpoints (one per CPU), open as long as it is
@@ -125,6 +128,8 @@ pub struct Watcher {
     ready_file: Option<PathBuf>,
     /// Why the last arming failed, said once.
     said: HashSet<String>,
+    /// Print on stdout too.
+    print: bool,
 }
 
 impl Watcher {
@@ -134,6 +139,7 @@ impl Watcher {
             request,
             ready_file,
             off_refcount,
+            print,
         } = opts;
         let prog: &mut PerfEvent = ebpf
             .program_mut(PROGRAM)
@@ -165,6 +171,7 @@ impl Watcher {
             asked: HashSet::new(),
             ready_file,
             said: HashSet::new(),
+            print,
         };
         for pfn in w.request.pfns.clone() {
             w.slots.ask(pfn, false);
@@ -249,7 +256,9 @@ impl Watcher {
                         self.cpus.len(),
                         at as f64 / 1e9
                     );
-                    println!("{msg}");
+                    if self.print {
+                        println!("{msg}");
+                    }
                     log::info!("{msg}");
                 }
                 Err(ArmError::NoSlot(why)) => {
@@ -278,7 +287,9 @@ impl Watcher {
     /// Logs `msg` the first time.
     fn say(&mut self, msg: String) {
         if self.said.insert(msg.clone()) {
-            println!("refwatch: {msg}");
+            if self.print {
+                println!("refwatch: {msg}");
+            }
             log::warn!("{msg}");
         }
     }
