@@ -129,8 +129,18 @@ pub mod hook {
     pub const LAYOUT_SLEEP: u32 = 34;
     /// `xfs_wait_dax_page` (the same on XFS).
     pub const LAYOUT_SLEEP_XFS: u32 = 35;
+    /// A hardware data watchpoint on the page's `_refcount` word fired
+    /// (`source: watch`): a write to the refcount from any path, inline
+    /// or not. `refcount_after` is the value read in the trap (x86 data
+    /// breakpoints trap after the write), `refcount_before` the last value
+    /// the watch knew (read when it was armed, then each hit's `after`);
+    /// the kind is `GET` when the value rose, `PUT` when it fell, `SET`
+    /// when it stayed (a rewrite of the same value) or no earlier value is
+    /// known. `aux` is the hit's number since the watch was armed (1, 2,
+    /// …: a jump says hits were lost).
+    pub const WATCHPOINT: u32 = 36;
     /// Number of hook ids + 1 (for tables indexed by hook).
-    pub const COUNT: u32 = 36;
+    pub const COUNT: u32 = 37;
 }
 
 /// What `Event::ret` holds: the hooked function's return value, by its
@@ -679,6 +689,9 @@ pub struct PagePeek {
     /// 1: a ZONE_DEVICE page whose fields were read; 0: not a device page
     /// (or no `struct page` there).
     pub valid: u32,
+    /// Kernel address of the head page's `struct page` (where a watchpoint
+    /// goes). Never shown.
+    pub page: u64,
 }
 
 /// The answer to one peek: [`PEEK_PAGES`] consecutive PFNs from the first
@@ -689,7 +702,7 @@ pub struct PeekBatch {
     pub pages: [PagePeek; PEEK_PAGES],
 }
 
-const _: () = assert!(core::mem::size_of::<PagePeek>() == 32);
+const _: () = assert!(core::mem::size_of::<PagePeek>() == 40);
 
 /// Slots of the peek request (`PEEK_REQ`).
 pub mod peek {
@@ -701,6 +714,24 @@ pub mod peek {
     pub const COUNT: u32 = 2;
     /// Number of slots.
     pub const SLOTS: u32 = 3;
+}
+
+/// Pages watched at once at most (`WATCH_LAST` entries): each takes one
+/// hardware breakpoint slot on every CPU, and x86 has four.
+pub const WATCH_PAGES: u32 = 64;
+
+/// What the watchpoint program knows of a watched page (`WATCH_LAST`,
+/// keyed by PFN): written by userspace when it arms the watch, updated by
+/// every hit.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchLast {
+    /// Last value of `_refcount` known (read before arming, then each
+    /// hit's value).
+    pub refcount: i32,
+    /// Hits since the watch was armed (userspace writes 0; each hit adds
+    /// one and sends the new count as `Event::aux`).
+    pub hits: u32,
 }
 
 /// Entries of the kernel's table of PFNs whose events were lost.
@@ -729,8 +760,11 @@ pub mod counter {
     /// refwatch last read and reset it: a maximum, not a count (the ring's
     /// fill level).
     pub const RING_PEAK: u32 = 8;
+    /// Watchpoint hits (`hook::WATCHPOINT`) on an address that was not a
+    /// device page's `_refcount` any more (the page map went away).
+    pub const WATCH_STRAY: u32 = 9;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 #[cfg(feature = "user")]
@@ -742,6 +776,8 @@ mod user {
     unsafe impl aya::Pod for super::KernelLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PeekBatch {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::WatchLast {}
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod filter;
 mod page;
 mod pending;
 mod probes;
+mod watch;
 
 use aya_ebpf::{
     macros::map,

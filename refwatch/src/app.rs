@@ -123,12 +123,47 @@ pub fn probes(args: &ProbesArgs) -> Result<ExitCode> {
     require_attached(&p, &loaded)?;
     println!("references: {}", loaded.mode_words());
     println!("{}", args.probe.stack_policy().describe());
+    println!("{}", watch_words(&p));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether hardware watchpoints (`--watch`) can be created here, tried on
+/// a kernel variable (breakpoints opened and closed, never enabled).
+fn watch_words(p: &Prepared) -> String {
+    let addr = ["jiffies_64", "jiffies"]
+        .iter()
+        .find_map(|s| p.kallsyms.address(s))
+        .unwrap_or(p.layout.raw.vmemmap_base_addr);
+    if addr == 0 {
+        return "watchpoints (--watch): not known (no kernel variable to try them on)".into();
+    }
+    match crate::watch::probe(addr) {
+        Ok(0) => "watchpoints (--watch): none: no hardware breakpoint slot is free".into(),
+        Ok(n) => format!(
+            "watchpoints (--watch): {n} page(s) at once (free hardware breakpoint slots on every CPU)"
+        ),
+        Err(why) => format!("watchpoints (--watch): not available: {why}"),
+    }
 }
 
 /// `refwatch attach`.
 pub fn attach(args: &AttachArgs) -> Result<ExitCode> {
     run_live(args, None)
+}
+
+/// `refwatch watch PFN…`: a headless attach that watches those pages and
+/// prints their events.
+pub fn watch(args: &crate::cli::WatchCmdArgs) -> Result<ExitCode> {
+    let pfns = args.pfns.join(",");
+    let request = crate::watch::Request::parse(&pfns)?;
+    if request.new || request.unknown {
+        anyhow::bail!("refwatch watch takes PFNs; `new` and `unknown` go with attach --watch");
+    }
+    let mut a = args.attach.clone();
+    a.headless = true;
+    a.watchpoints = Some(pfns.clone());
+    a.watch.pfn.get_or_insert(pfns);
+    run_live_printing(&a, None, true)
 }
 
 /// The size at which `record`'s recording and `--jsonl` rotate.
@@ -145,6 +180,15 @@ pub fn record(args: &RecordArgs) -> Result<ExitCode> {
 }
 
 fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> Result<ExitCode> {
+    run_live_printing(args, recording, false)
+}
+
+/// [`run_live`], printing each event as a line when `print_events`.
+fn run_live_printing(
+    args: &AttachArgs,
+    recording: Option<(&Path, recording::Limit)>,
+    print_events: bool,
+) -> Result<ExitCode> {
     // Before attaching: a refused output costs nothing.
     let outputs: Vec<&Path> = args
         .jsonl
@@ -171,8 +215,16 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         args.watch.pid,
         args.watch.cgroup.as_deref(),
     )?;
+    let watchpoints = args
+        .watchpoints
+        .as_deref()
+        .map(crate::watch::Request::parse)
+        .transpose()?;
     let mut p = prepare(&args.probe)?;
     watch.encode(&mut p.layout.raw);
+    if let Some(w) = &watchpoints {
+        log::info!("hardware watchpoints asked for: {}", w.describe());
+    }
     if !watch.is_empty() {
         log::info!("watching only: {}", watch.describe());
     }
@@ -265,6 +317,13 @@ fn run_live(args: &AttachArgs, recording: Option<(&Path, recording::Limit)>) -> 
         ring_bytes: args.ring_size,
         watch: watch.clone(),
         metrics: metrics.clone(),
+        watchpoints: watchpoints.map(|request| crate::watch::Options {
+            request,
+            ready_file: args.watch_ready.clone(),
+            off_refcount: p.layout.raw.off_refcount,
+            print: !use_tui,
+        }),
+        print_events,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

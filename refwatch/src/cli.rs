@@ -37,6 +37,20 @@ pub enum Command {
     /// Print the man page (roff) on stdout, or with --dir write it and a
     /// page per subcommand into DIR.
     Man(ManArgs),
+    /// Watch these pages' refcounts with hardware watchpoints and print
+    /// each of their events as it comes (headless `attach --watch PFNS
+    /// --pfn PFNS`): every get and put, inline ones included, with the
+    /// task and stack that made it.
+    Watch(WatchCmdArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WatchCmdArgs {
+    /// The pages (PFNs, decimal or 0x hex).
+    #[arg(required = true, value_name = "PFN")]
+    pub pfns: Vec<String>,
+    #[command(flatten)]
+    pub attach: AttachArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -236,6 +250,18 @@ pub struct AttachArgs {
     /// are removed. At most (N + 1) × --max-size on disk per output.
     #[arg(long, value_name = "N", default_value_t = crate::rotate::DEFAULT_LIMIT.keep, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub keep: u32,
+    /// Hardware watchpoints on pages' refcounts: every write to it, from
+    /// any path (inline gets and puts included), with the writer's task
+    /// and stack. PFNs (comma-separated), `new` (each device page as
+    /// refwatch first learns of it) or `unknown` (stuck pages whose holder
+    /// refwatch could not name), combined at will. Few pages fit at once
+    /// (4 debug registers per CPU); the others wait their turn.
+    #[arg(long = "watch", value_name = "PFNS|new|unknown")]
+    pub watchpoints: Option<String>,
+    /// With --watch: rewrite this file with the watched pages (`PFN
+    /// armed-at-ns` lines, CLOCK_MONOTONIC) each time they change.
+    #[arg(long, value_name = "FILE", requires = "watchpoints")]
+    pub watch_ready: Option<PathBuf>,
     /// Create this file once the probes are attached (for scripts).
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,

@@ -63,6 +63,10 @@ pub struct Options {
     pub watch: crate::filter::Watch,
     /// Where each tick's metrics text goes (`--metrics`).
     pub metrics: Option<crate::metrics::serve::Published>,
+    /// Hardware watchpoints asked for (`--watch`).
+    pub watchpoints: Option<crate::watch::Options>,
+    /// Print each event as a line on stdout (`refwatch watch`).
+    pub print_events: bool,
 }
 
 /// Totals at the end of a run.
@@ -111,6 +115,8 @@ struct Outputs<'a> {
     /// Processes' cgroups, for the outputs.
     cgroups: Cgroups,
     format: Format,
+    /// Print each event as a line on stdout.
+    print_events: bool,
 }
 
 impl Outputs<'_> {
@@ -169,6 +175,8 @@ pub struct Collector<'a> {
     /// Reads pages' state from the kernel (snapshot at attach, state after
     /// loss); `None` where its program could not attach.
     peeker: Option<Peeker>,
+    /// The hardware watchpoints (`--watch`).
+    watcher: Option<crate::watch::Watcher>,
     /// When to read the ring buffer unasked: the programs wake the reader
     /// only once 1 MiB of it waits (see the kernel side's `submit`).
     poll: tokio::time::Interval,
@@ -255,6 +263,9 @@ impl<'a> Collector<'a> {
                         *slot = (sym, (role != Role::Other).then_some(role));
                     }
                 }
+                if let Some(slot) = hooks.get_mut(refwatch_common::hook::WATCHPOINT as usize) {
+                    *slot = (crate::watch::SYMBOL, None);
+                }
                 hooks
             },
             syms: Symbolizer::new(syms, DEFAULT_SYMBOL_CACHE),
@@ -262,6 +273,7 @@ impl<'a> Collector<'a> {
             decoder: Decoder::default(),
             cgroups: Cgroups::default(),
             format: opts.format,
+            print_events: opts.print_events,
         };
         let mut poll = tokio::time::interval(DRAIN_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -277,7 +289,12 @@ impl<'a> Collector<'a> {
                 None
             }
         };
+        let watcher = match &opts.watchpoints {
+            Some(w) => Some(crate::watch::Watcher::new(&mut loaded.ebpf, w.clone())?),
+            None => None,
+        };
         let mut c = Self {
+            watcher,
             ring,
             klog,
             counters,
@@ -308,7 +325,30 @@ impl<'a> Collector<'a> {
         };
         c.snapshot_at_attach(&opts.watch)?;
         c.publish_metrics();
+        c.tick_watch(monotonic_ns())?;
         Ok(c)
+    }
+
+    /// Arms and rotates the hardware watchpoints (`--watch`). Each page
+    /// armed gets the state read then as an event of the watchpoint (in
+    /// the outputs too: a report of the recording knows since when the
+    /// page was watched).
+    fn tick_watch(&mut self, now: u64) -> Result<()> {
+        let Some(w) = self.watcher.as_mut() else {
+            return Ok(());
+        };
+        for c in w.tick(&self.tracker, self.peeker.as_mut(), now) {
+            match (c.since_ns, c.read) {
+                (Some(at), Some(read)) => {
+                    let mut ev = snapshot::event(&read, at, std::process::id());
+                    ev.hook = refwatch_common::hook::WATCHPOINT;
+                    apply_read(&ev, &mut self.tracker, &mut self.out)?;
+                    self.tracker.watch_armed(c.pfn, Some(at));
+                }
+                (since, _) => self.tracker.watch_armed(c.pfn, since),
+            }
+        }
+        Ok(())
     }
 
     /// Reads every device page the kernel has now and tracks those with
@@ -445,6 +485,7 @@ impl<'a> Collector<'a> {
     pub fn tick(&mut self, now: u64) -> Result<u64> {
         self.take_losses()?;
         self.tracker.advance(now);
+        self.tick_watch(now)?;
         let (dropped, _) = read_counters(&self.counters);
         self.totals.dropped = dropped;
         self.read_ring_fill();
@@ -727,6 +768,9 @@ fn drain(
                     serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
                     w.write_all(b"\n").context("write JSON line")?;
                 }
+                if out.print_events {
+                    println!("{}", crate::watch::event_line(&ev, sym, &named.frames));
+                }
                 if let Some(rec) = out.rec.as_mut() {
                     let stack = (ev.stack_taken != StackTaken::No).then_some(named);
                     rec.live_event(
@@ -752,8 +796,14 @@ fn drain(
 
 /// A state refwatch read from the kernel: into the outputs, then the tracker.
 fn apply_read(ev: &PageEvent, tracker: &mut Tracker, out: &mut Outputs<'_>) -> Result<()> {
+    // A read when a watchpoint was armed goes by the watchpoint's name.
+    let symbol = if ev.hook == refwatch_common::hook::WATCHPOINT {
+        crate::watch::SYMBOL
+    } else {
+        snapshot::SYMBOL
+    };
     if out.jsonl.is_some() || out.rec.is_some() {
-        let j = out.syms.to_json(ev, snapshot::SYMBOL, out.format);
+        let j = out.syms.to_json(ev, symbol, out.format);
         if let Some(w) = out.jsonl.as_mut() {
             serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
             w.write_all(b"\n").context("write JSON line")?;

@@ -177,6 +177,7 @@ mod tests {
                 "refwatch-record.1",
                 "refwatch-replay.1",
                 "refwatch-report.1",
+                "refwatch-watch.1",
                 "refwatch.1",
             ]
         );

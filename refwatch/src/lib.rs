@@ -40,3 +40,4 @@ pub mod stream;
 pub mod symbols;
 pub mod tty;
 pub mod tui;
+pub mod watch;

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Attach(a) => logging::init(a.log_file.as_deref(), a.verbose, hold),
         Command::Replay(r) => logging::init(r.log_file.as_deref(), false, hold),
         Command::Record(r) => logging::init(r.attach.log_file.as_deref(), r.attach.verbose, false),
+        Command::Watch(w) => logging::init(w.attach.log_file.as_deref(), w.attach.verbose, false),
         _ => logging::init(None, false, false),
     };
     if let Err(e) = log_setup {
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         Command::Replay(r) => app::replay(r),
         Command::Completions(c) => app::completions(c),
         Command::Man(m) => app::man(m),
+        Command::Watch(w) => app::watch(w),
     };
     let message = result
         .as_ref()

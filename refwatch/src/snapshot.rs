@@ -96,6 +96,7 @@ mod tests {
                 mapcount,
                 pgmap_type: pgmap::FSDAX,
                 valid: 1,
+                page: 0,
             },
         )
     }

@@ -470,6 +470,15 @@ run_signal() {
         usleep 50000
     done
     sleep 1
+    # Under --watch: until refwatch has armed its first pages.
+    case "$3" in *--watch-ready*)
+        n=0
+        until [ -s $D/watch-ready ]; do
+            n=$((n + 1))
+            [ $n -gt 300 ] && break
+            usleep 100000
+        done ;;
+    esac
     if [ -n "$RW" ]; then
         echo $RW > $D/refwatch.pid
         if [ $SIG = KILL ]; then
@@ -493,6 +502,9 @@ run_signal() {
                 usleep 100000
             done
             echo "$(up)${left:+ left:$left}" > $D/bpf-after/when.txt
+            # Under --watch: the debug registers are free again for a
+            # second refwatch.
+            case "$3" in *--watch*) refwatch probes > $D/probes-after.txt 2>&1 ;; esac
             say "scenario $S: $(wc -l < $D/bpf-before/ids.txt) BPF objects of refwatch's before the kill, left after: ${left:-none} (uptime $(up) s)"
         fi
     fi

@@ -29,11 +29,19 @@ cpu_sample() {
     ticks=$(sed 's/.*) //' /proc/$RW/stat | awk '{ print $12 + $13 }')
     echo "$1 $ns $ticks" >> $B/$RWN.cpu
 }
-# rw_start NAME: refwatch record in the background, until its ready file exists
+# rw_start NAME [watch]: refwatch record in the background, until its ready
+# file exists; with "watch", also --watch new, and the workload (bench_put
+# dax-watch) waits until refwatch lists @WATCH_PAGES@ pages armed.
 rw_start() {
     RWN=$1
     rm -f @REC@ @READY@
-    refwatch record -o @REC@ --ready-file @READY@ --log-file $B/$RWN.log --summary-secs 0@EXTRA@ > $B/$RWN.out 2>&1 &
+    W=""
+    if [ "$2" = watch ]; then
+        rm -f $B/$RWN.watch
+        W="--watch new --watch-ready $B/$RWN.watch"
+        export WATCH_READY=$B/$RWN.watch WATCH_PAGES=@WATCH_PAGES@
+    fi
+    refwatch record -o @REC@ --ready-file @READY@ --log-file $B/$RWN.log --summary-secs 0@EXTRA@ $W > $B/$RWN.out 2>&1 &
     RW=$!
     n=0
     while [ ! -e @READY@ ]; do
@@ -65,6 +73,7 @@ rw_stop() {
     done
     wait $RW
     rc=$?
+    unset WATCH_READY WATCH_PAGES
     echo $rc > $B/$RWN.rc
     [ -n "$note" ] && echo "note: $note" >> $B/$RWN.rc
     tail -n 1 @REC@ > $B/$RWN.end 2>/dev/null

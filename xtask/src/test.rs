@@ -195,6 +195,10 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, only: &[String], out_root: &P
     let (signals, rest): (Vec<&str>, Vec<&str>) = scenarios
         .into_iter()
         .partition(|s| matches!(lab::split_variant(s).1, lab::Variant::Signal(_)));
+    // The hardware watchpoints in a boot of their own: no other scenario's
+    // refwatch or workload shares the debug registers or the pages.
+    let (watched, rest): (Vec<&str>, Vec<&str>) =
+        rest.into_iter().partition(|s| lab::split_watch(s).1);
     if !rest.is_empty() {
         let out = out_root.join(&name);
         println!(
@@ -203,6 +207,19 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, only: &[String], out_root: &P
             out.display()
         );
         lab_boot(tally, &LabRun::new(kernel, &rest), &name, &out)?;
+    }
+    if !watched.is_empty() {
+        let out = out_root.join(format!("{name}-watch"));
+        println!(
+            "== lab {name}: the watchpoint scenarios in one boot → {}",
+            out.display()
+        );
+        lab_boot(
+            tally,
+            &LabRun::new(kernel, &watched),
+            &format!("{name}-watch"),
+            &out,
+        )?;
     }
     if !signals.is_empty() {
         let out = out_root.join(format!("{name}-signals"));
@@ -271,6 +288,12 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
                     Err(e) => problems.push(format!("{e:#}")),
                 }
             }
+            if lab::split_watch(s).1 {
+                match checks::watch::check_slots_freed(out, &dir) {
+                    Ok(p) => problems.extend(p),
+                    Err(e) => problems.push(format!("{e:#}")),
+                }
+            }
             tally.record(&format!("lab {name} {s}"), problems);
             continue;
         }
@@ -315,6 +338,20 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
                 "ext4"
             };
             checks::fsdax::check_scenario(&name, workload, fs, &dir)
+        };
+        let checked = match checked {
+            Ok(mut p) if lab::split_watch(s).1 && report_error.is_none() => {
+                let watched = if variant == lab::Variant::Late {
+                    checks::watch::check_late_watch(&dir)
+                } else {
+                    checks::watch::check_watch(&dir, lab::WATCH_PAGES as usize)
+                };
+                watched.map(|q| {
+                    p.extend(q);
+                    p
+                })
+            }
+            c => c,
         };
         let checked = match (checked, variant) {
             (Ok(mut p), lab::Variant::Kprobe) => {

@@ -72,6 +72,7 @@ extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
             mapcount: mapcount(d.head).unwrap_or(i32::MIN),
             pgmap_type: d.pgmap_type,
             valid: 1,
+            page: d.head,
         });
     // SAFETY: the single answer slot; `idx` is masked into the array.
     unsafe { (*out).pages[idx] = answer };

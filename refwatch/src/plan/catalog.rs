@@ -28,6 +28,8 @@ pub enum ProgType {
     KProbe,
     KRetProbe,
     TpBtf,
+    /// A perf event program (the hardware watchpoint's).
+    PerfEvent,
 }
 
 impl ProgType {
@@ -39,6 +41,7 @@ impl ProgType {
             Self::KProbe => "kprobe",
             Self::KRetProbe => "kretprobe",
             Self::TpBtf => "tp_btf",
+            Self::PerfEvent => "perf_event",
         }
     }
 }
@@ -232,6 +235,7 @@ pub const PAGE_READER_KPROBE: &str = "kprobe_peek";
 pub const NOT_HOOKS: &[(ProgType, &str)] = &[
     (ProgType::FEntry, PAGE_READER_FENTRY),
     (ProgType::KProbe, PAGE_READER_KPROBE),
+    (ProgType::PerfEvent, crate::watch::PROGRAM),
 ];
 
 /// Symbols earlier versions attached to, for their recordings: `__folio_put`
@@ -254,6 +258,7 @@ pub fn hook_of_symbol(symbol: &str) -> Option<u32> {
                 .find(|(s, _)| *s == symbol)
                 .map(|&(_, hook)| hook)
         })
+        .or_else(|| (symbol == crate::watch::SYMBOL).then_some(hook::WATCHPOINT))
 }
 
 /// The logical hook named `name`.

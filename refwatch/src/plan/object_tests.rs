@@ -30,6 +30,7 @@ fn type_of(section: &ProgramSection) -> Option<ProgType> {
         ProgramSection::KProbe => ProgType::KProbe,
         ProgramSection::KRetProbe => ProgType::KRetProbe,
         ProgramSection::BtfTracePoint => ProgType::TpBtf,
+        ProgramSection::PerfEvent => ProgType::PerfEvent,
         _ => return None,
     })
 }

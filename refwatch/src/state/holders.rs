@@ -133,7 +133,15 @@ pub(super) fn unknown_note(page: &Page) -> String {
     let before = page.before_refwatch.then_some(
         "the reference(s) were taken before refwatch started (it read the page's state at attach), or before this file of a rotated recording began (the state was carried over); who took them is unknown here",
     );
+    // Without the arming time: pages that differ only by it are one group
+    // (the arming is the page's event from the watchpoint).
+    let watched = (page.watched_since != 0).then_some(if page.before_refwatch {
+        "taken before refwatch started, so before watching: the hardware watchpoint on its refcount saw no get of it; its release will name who drops it"
+    } else {
+        "taken before watching: the hardware watchpoint on its refcount saw no get of it; its release will name who drops it"
+    });
     lost_note(page)
+        .or(watched)
         .or(before)
         .unwrap_or(
             "the outstanding reference was taken where this kernel offers no hook (an inline get); see the page's last events",

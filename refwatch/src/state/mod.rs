@@ -225,6 +225,11 @@ pub struct Page {
     /// First seen referenced in refwatch's snapshot at attach: references
     /// taken before refwatch started (a known state, holders unknown).
     pub before_refwatch: bool,
+    /// Since when a hardware watchpoint watches the page's refcount
+    /// (`--watch`): then its gets and puts come from the watchpoint, which
+    /// sees every write, and the hooks' events of them are history only.
+    /// 0: not watched.
+    pub watched_since: u64,
     /// When refwatch last read the page's counts (a snapshot; 0: never).
     /// Ring events stamped before it, still unread at the time, carry counts
     /// the read already includes: they do not set the counts back.
@@ -260,6 +265,7 @@ impl Page {
             hot: false,
             gaps: Gaps::default(),
             before_refwatch: false,
+            watched_since: 0,
             read_ns: 0,
         })
     }
@@ -285,6 +291,19 @@ impl Page {
         v.sort();
         v
     }
+}
+
+/// Notes a watchpoint event on `page` (the watch since then), and says
+/// whether `ev` is a hook's event of a page the watchpoint watches: its get
+/// or put is the watchpoint's too, and only the watchpoint's counts.
+fn watch_event(page: &mut Page, ev: &PageEvent) -> bool {
+    if ev.hook == hook::WATCHPOINT {
+        if page.watched_since == 0 {
+            page.watched_since = ev.ts_ns.max(1);
+        }
+        return false;
+    }
+    page.watched_since != 0 && ev.ts_ns >= page.watched_since
 }
 
 /// All tracked pages, and every episode so far.
@@ -451,9 +470,13 @@ impl Tracker {
         page.counts[(ev.kind.raw() as usize).min(12)] += 1;
         page.last_kind = ev.kind;
         page.last_comm.clone_from(&ev.comm);
+        let watched = watch_event(page, ev);
 
         let mut forked = false;
         match ev.kind {
+            // The watchpoint saw (or will see) this write: one holder per
+            // reference.
+            Kind::Get | Kind::Pin | Kind::Put | Kind::Unpin if watched => {}
             Kind::Get | Kind::Pin => {
                 // Room for one at first (not the vector's usual four): most
                 // pages have at most one holder at a time.
@@ -627,6 +650,14 @@ impl Tracker {
             self.apply_migration(ev, m);
         }
         self.refresh_holders(ev.pfn);
+    }
+
+    /// A hardware watchpoint on `pfn`'s refcount was armed at `since_ns`
+    /// (`--watch`); `None`: it was disarmed.
+    pub fn watch_armed(&mut self, pfn: u64, since_ns: Option<u64>) {
+        if let Some(p) = self.pages.get_mut(&pfn) {
+            p.watched_since = since_ns.map_or(0, |s| s.max(1));
+        }
     }
 
     pub fn page(&self, pfn: u64) -> Option<&Page> {

@@ -247,6 +247,7 @@ fn guest_script(
             ("READY_SECS", lab::DEFAULT_READY_SECS.to_string()),
             ("STOP_TICKS", "300".to_owned()),
             ("STOP_SECS", "30".to_owned()),
+            ("WATCH_PAGES", goals::WATCHED_PAGES.to_string()),
         ],
     )?;
     for &target in targets {
@@ -261,8 +262,9 @@ fn guest_script(
                 "bench_put {} {target} {secs}\n",
                 run_name(target, round, "without")
             );
+            let watch = if target == "dax-watch" { " watch" } else { "" };
             let with = format!(
-                "rw_start {}\nbench_put {} {target} {secs}\nrw_stop\n",
+                "rw_start {}{watch}\nbench_put {} {target} {secs}\nrw_stop\n",
                 run_name(target, round, "refwatch"),
                 run_name(target, round, "with")
             );
@@ -651,6 +653,11 @@ mod tests {
         assert!(pos("bench_put anon-r1-without ") < pos("rw_start anon-r1-refwatch\n"));
         assert!(pos("rw_start anon-r2-refwatch\n") < pos("bench_put anon-r2-without "));
         assert!(s.contains("rw_start dax-r2-refwatch\nbench_put dax-r2-with dax 3\nrw_stop\n"));
+        // Only dax-watch's refwatch watches.
+        assert!(s.contains(
+            "rw_start dax-watch-r2-refwatch watch\nbench_put dax-watch-r2-with dax-watch 3\nrw_stop\n"
+        ));
+        assert_eq!(s.matches(" watch\n").count(), 2);
         assert!(s.contains("refwatch record -o /tmp/refwatch-bench.rec "));
         assert!(s.contains("--summary-secs 0"));
         // refwatch's CPU time is sampled once it is ready and before the
@@ -678,7 +685,7 @@ mod tests {
         assert!(!s.contains("anon"));
         assert!(s.contains("bench_put dax-r1-with dax 2\n"));
         assert!(
-            s.contains("--summary-secs 0 '--no-stacks' 'it'\\''s' > "),
+            s.contains("--summary-secs 0 '--no-stacks' 'it'\\''s' $W > "),
             "{s}"
         );
         Ok(())

@@ -173,6 +173,7 @@ mod tests {
             notes: Vec::new(),
             per_pfn,
             mismatches: Vec::new(),
+            watch: None,
         }
     }
 

@@ -32,6 +32,7 @@ pub mod report;
 pub mod selftests;
 pub mod signals;
 pub mod tui;
+pub mod watch;
 
 use std::{collections::BTreeMap, fs, path::Path};
 

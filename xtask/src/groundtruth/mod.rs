@@ -223,6 +223,11 @@ pub struct GroundTruth {
     pub per_pfn: Vec<PfnSummary>,
     /// The first 20 mismatches.
     pub mismatches: Vec<Mismatch>,
+    /// The hardware watchpoints' share (`+watch` scenarios: refwatch
+    /// listed its armed pages in `watch-ready`), see [`watch`]. The
+    /// watchpoint's events take no part in the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<watch::WatchTruth>,
 }
 
 /// One device PFN's share.
@@ -318,6 +323,7 @@ pub fn compare(
         pfns,
         mode,
         slack_ns,
+        None,
     )
 }
 
@@ -332,6 +338,15 @@ pub fn write_for_dir(dir: &Path, mode: &str) -> Result<GroundTruth> {
     let workload = read_text(&workload_path, "the workload report")?;
     let pfns = workload_pfns(&workload)
         .with_context(|| format!("{} is corrupt", workload_path.display()))?;
+    let ready_path = dir.join(watch::READY_FILE);
+    let armed = if ready_path.exists() {
+        Some(watch::parse_ready(&read_text(
+            &ready_path,
+            "refwatch's list of watched pages",
+        )?)?)
+    } else {
+        None
+    };
     let trace_name = trace_path.display().to_string();
     let recording_name = recording_path.display().to_string();
     let gt = compare_named(
@@ -346,6 +361,7 @@ pub fn write_for_dir(dir: &Path, mode: &str) -> Result<GroundTruth> {
         &pfns,
         mode,
         DEFAULT_SLACK_NS,
+        armed.as_deref(),
     )?;
     let out = dir.join(OUTPUT_FILE);
     let tmp = dir.join(format!("{OUTPUT_FILE}.tmp"));
@@ -401,6 +417,7 @@ fn compare_named(
     pfns: &[u64],
     mode: &str,
     slack_ns: u64,
+    armed: Option<&[(u64, u64)]>,
 ) -> Result<GroundTruth> {
     let mut order = Vec::new();
     let mut device = BTreeSet::new();
@@ -411,6 +428,7 @@ fn compare_named(
     }
     let parsed_trace = parse_trace(trace.text, trace.name)?;
     let rec = parse_recording(recording.text, recording.name, &device)?;
+    let watch = armed.map(|a| watch::compare(&parsed_trace.events, &rec.watch_hits, a));
 
     let mut gt = GroundTruth {
         mode: mode.to_string(),
@@ -442,6 +460,7 @@ fn compare_named(
         notes: Vec::new(),
         per_pfn: Vec::new(),
         mismatches: Vec::new(),
+        watch,
     };
 
     let mut timelines: BTreeMap<u64, Vec<TruthEvent>> =
@@ -662,6 +681,7 @@ mod recording;
 #[cfg(test)]
 mod tests;
 mod trace;
+pub mod watch;
 
 use cursor::*;
 use recording::*;

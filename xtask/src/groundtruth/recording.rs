@@ -35,6 +35,8 @@ pub(super) struct ParsedRecording {
     pub(super) other_pfns: BTreeSet<u64>,
     pub(super) dropped: u64,
     pub(super) truncated_line: Option<usize>,
+    /// Events of the hardware watchpoint (`+watch`), apart.
+    pub(super) watch_hits: Vec<super::watch::Hit>,
 }
 
 pub(super) fn parse_recording(
@@ -189,6 +191,18 @@ impl ParsedRecording {
         };
         let ts_ns = num("ts_ns")?;
         let pfn = num("pfn")?;
+        if v.get("symbol").and_then(Value::as_str) == Some("watchpoint") {
+            // The state read when the watch was armed is no hit.
+            if v.get("event").and_then(Value::as_str) == Some("snapshot") {
+                return Ok(());
+            }
+            self.watch_hits.push(super::watch::Hit {
+                ts_ns,
+                pfn,
+                after: v.get("refcount_after").and_then(Value::as_i64),
+            });
+            return Ok(());
+        }
         if !device.contains(&pfn) {
             self.other_pfn_events += 1;
             self.other_pfns.insert(pfn);

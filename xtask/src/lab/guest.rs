@@ -144,14 +144,28 @@ fn scenario_lines(run: &LabRun) -> String {
         }
         let late = variant == Variant::Late;
         let tail = if late {
-            format!(" \"\" {LATE_HOLD_SECS} late")
+            let pages =
+                super::scenarios::run_pages(scenario).map_or("\"\"".into(), |p| p.to_string());
+            format!(" {pages} {LATE_HOLD_SECS} late")
         } else {
-            super::scenarios::pages(workload, variant).map_or(String::new(), |p| format!(" {p}"))
+            super::scenarios::run_pages(scenario).map_or(String::new(), |p| format!(" {p}"))
         };
+        let watched = super::scenarios::split_watch(scenario).1;
+        if watched {
+            // The workload waits at its hold until the pages are armed.
+            s.push_str(&format!(
+                "export WATCH_READY=/out/{scenario}/{} WATCH_PAGES={}\n",
+                super::scenarios::WATCH_READY_FILE,
+                super::scenarios::WATCH_PAGES
+            ));
+        }
         s.push_str(&format!(
             "run_scenario {scenario} {workload} \"{}\"{tail}\n",
             flags.trim()
         ));
+        if watched {
+            s.push_str("unset WATCH_READY WATCH_PAGES\n");
+        }
     }
     s.push_str("say \"all scenarios finished\"\nfinish");
     s
@@ -225,7 +239,7 @@ mod tests {
         assert!(init.contains("P=${4:-16}\n    H=${5:-3}\n"));
         assert!(init.contains("--pages $P --hold-secs $H"));
         assert_eq!(
-            init.matches("refwatch probes >").count(),
+            init.matches("refwatch probes > /out/probes.txt").count(),
             1,
             "probes once per boot"
         );
@@ -280,15 +294,16 @@ mod tests {
         for kernel in KernelId::ALL {
             let all = scenarios_for(kernel);
             assert_eq!(&all[..SCENARIOS.len()], SCENARIOS, "{kernel}");
-            let (filters, metrics, tui, signals) = if kernel == KernelId::Debian6_12 {
+            let (filters, metrics, tui, signals, watch) = if kernel == KernelId::Debian6_12 {
                 (
                     FILTER_SCENARIOS,
                     METRICS_SCENARIOS,
                     &["dax-hold+tui"][..],
                     SIGNAL_SCENARIOS,
+                    WATCH_DAX,
                 )
             } else {
-                (&[][..], &[][..], &[][..], &[][..])
+                (&[][..], &[][..], &[][..], &[][..], &[][..])
             };
             let rest = [
                 &["dax-splice+tiny-ring", "dax-hold+late"][..],
@@ -296,6 +311,7 @@ mod tests {
                 metrics,
                 tui,
                 signals,
+                watch,
                 DAX_KPROBE,
                 DAX_XFS,
             ]
@@ -307,6 +323,7 @@ mod tests {
         // Precise mode: the page and task filters.
         assert!(FILTER_SCENARIOS[..2].iter().all(|s| hmm.contains(s)));
         assert!(HMM_SCENARIOS.iter().all(|s| hmm.contains(s)));
+        assert!(WATCH_HMM.iter().all(|s| hmm.contains(s)));
         assert!(parse_scenario("hmm-leak").is_ok());
         assert!(parse_scenario("hmm-leak+functions").is_ok());
         assert_eq!(

@@ -109,6 +109,40 @@ pub const PID_FILTER: &str = "+pid-filter";
 /// The same with `--cgroup` a cgroup v2 the workload is moved into.
 pub const CGROUP_FILTER: &str = "+cgroup-filter";
 
+/// Suffix of a scenario whose refwatch puts hardware watchpoints on the
+/// workload's pages' refcounts (`--watch new`), combined with any other,
+/// e.g. `hmm-release+functions+watch`: the workload works on
+/// [`WATCH_PAGES`] pages, and waits at the start of its hold until
+/// refwatch lists them armed (`--watch-ready`); the ground truth then
+/// checks that the watch saw every change of their refcounts after arming.
+pub const WATCH: &str = "+watch";
+
+/// Pages a `+watch` scenario works on: each takes a debug register on
+/// every CPU, and x86 has four.
+pub const WATCH_PAGES: u32 = 3;
+
+/// The `+watch` scenarios of the HMM test kernel: the release of the
+/// pages after arming, compared with the page_ref ground truth.
+pub const WATCH_HMM: &[&str] = &["hmm-release+functions+watch"];
+
+/// The `+watch` scenarios of debian-6.12 (no page_ref tracepoints): a late
+/// attach whose watch must see the release of references taken before it,
+/// and a SIGKILL of a refwatch holding every debug register, after which a
+/// second refwatch finds them all free again.
+pub const WATCH_DAX: &[&str] = &["dax-hold+late+watch", "dax-hold+sigkill+watch"];
+
+/// The file a `+watch` scenario's refwatch lists its armed pages in, in the
+/// scenario folder.
+pub const WATCH_READY_FILE: &str = "watch-ready";
+
+/// Whether `run` is a `+watch` scenario, and its name without the suffix.
+pub fn split_watch(run: &str) -> (&str, bool) {
+    match run.strip_suffix(WATCH) {
+        Some(base) => (base, true),
+        None => (run, false),
+    }
+}
+
 /// The hold of a filter scenario: refwatch must be ready and the second
 /// workload done before it ends (refwatch took 28 s to get ready on a busy
 /// host under TCG).
@@ -254,6 +288,8 @@ pub enum Variant {
     Metrics,
     /// `refwatch attach`, the TUI on a pseudo-terminal ([`TUI`]).
     Tui,
+    /// Defaults with `+watch` alone ([`WATCH`]).
+    Watched,
 }
 
 impl Variant {
@@ -269,7 +305,8 @@ impl Variant {
             | Variant::PfnFilter
             | Variant::PidFilter
             | Variant::CgroupFilter
-            | Variant::Tui => "",
+            | Variant::Tui
+            | Variant::Watched => "",
             Variant::Functions => "--no-precise",
             Variant::Kprobe => "--mode kprobe",
             Variant::TinyRing => "--ring-size 4096",
@@ -308,7 +345,7 @@ pub const SIZE_PAGES: u32 = 1000;
 pub const MAX_RECORDING_BYTES_PER_EVENT: u64 = 64;
 
 /// Pages the workload of `workload` run as `variant` works on, when not
-/// the run's.
+/// the run's (a `+watch` run's: [`WATCH_PAGES`], see [`run_pages`]).
 pub fn pages(workload: &str, variant: Variant) -> Option<u32> {
     match (workload, variant) {
         ("dax-splice", Variant::Default) => Some(SIZE_PAGES),
@@ -316,8 +353,19 @@ pub fn pages(workload: &str, variant: Variant) -> Option<u32> {
     }
 }
 
-/// The workload scenario of a run name and how refwatch runs.
+/// Pages the workload of the run `run` works on, when not the run's.
+pub fn run_pages(run: &str) -> Option<u32> {
+    if split_watch(run).1 {
+        return Some(WATCH_PAGES);
+    }
+    let (workload, variant) = split_variant(run);
+    pages(workload, variant)
+}
+
+/// The workload scenario of a run name and how refwatch runs (a `+watch`
+/// suffix aside: [`split_watch`]; alone, it is [`Variant::Watched`]).
 pub fn split_variant(run: &str) -> (&str, Variant) {
+    let (run, watched) = split_watch(run);
     if let Some(base) = run.strip_suffix(FUNCTIONS) {
         (base, Variant::Functions)
     } else if let Some(base) = run.strip_suffix(KPROBE) {
@@ -343,6 +391,8 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
         .find_map(|sig| Some((run.strip_suffix(sig.suffix())?, *sig)))
     {
         (base, Variant::Signal(sig))
+    } else if watched {
+        (run, Variant::Watched)
     } else {
         (run, Variant::Default)
     }
@@ -368,9 +418,13 @@ pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
     if kernel == KernelId::Debian6_12 || kernel.has_test_hmm() {
         all.extend_from_slice(SIGNAL_SCENARIOS);
     }
+    if kernel == KernelId::Debian6_12 {
+        all.extend_from_slice(WATCH_DAX);
+    }
     if kernel.has_test_hmm() {
         all.extend_from_slice(HMM_SCENARIOS);
         all.extend_from_slice(HMM_FUNCTIONS);
+        all.extend_from_slice(WATCH_HMM);
         all.push(SELFTESTS);
     } else {
         all.extend_from_slice(DAX_KPROBE);
@@ -430,7 +484,12 @@ pub fn extra_flags(workload: &str) -> &'static str {
 /// variant's, then the workload's.
 pub fn run_flags(run: &str) -> String {
     let (workload, variant) = split_variant(run);
-    [variant.flags(), extra_flags(workload)]
+    let watch = if split_watch(run).1 {
+        format!("--watch new --watch-ready /out/{run}/{WATCH_READY_FILE}")
+    } else {
+        String::new()
+    };
+    [variant.flags(), extra_flags(workload), &watch]
         .into_iter()
         .filter(|f| !f.is_empty())
         .collect::<Vec<_>>()
@@ -447,7 +506,7 @@ pub fn parse_scenario(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold, {TUI} to run its TUI (refwatch attach) on a pseudo-terminal, {METRICS} to scrape its metrics, {PFN_FILTER}, {PID_FILTER} or {CGROUP_FILTER} to start it then with a filter, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
+            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold, {TUI} to run its TUI (refwatch attach) on a pseudo-terminal, {METRICS} to scrape its metrics, {PFN_FILTER}, {PID_FILTER} or {CGROUP_FILTER} to start it then with a filter, {WATCH} (after any other) to watch the pages' refcounts with hardware watchpoints, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
             SCENARIOS.join(", "),
             HMM_SCENARIOS.join(", ")
         ))
@@ -488,6 +547,25 @@ mod tests {
         );
         assert!(scenarios_for(KernelId::Debian6_12).contains(&"dax-hold+metrics"));
         assert!(parse_scenario("dax-hold+metrics").is_ok());
+    }
+
+    #[test]
+    fn watch_combines_with_the_other_variants() {
+        assert_eq!(
+            split_variant("hmm-release+functions+watch"),
+            ("hmm-release", Variant::Functions)
+        );
+        assert_eq!(
+            split_variant("hmm-release+watch"),
+            ("hmm-release", Variant::Watched)
+        );
+        assert_eq!(
+            run_flags("hmm-release+functions+watch"),
+            "--no-precise --watch new --watch-ready /out/hmm-release+functions+watch/watch-ready"
+        );
+        assert_eq!(run_pages("hmm-release+functions+watch"), Some(WATCH_PAGES));
+        assert_eq!(run_pages("dax-splice"), Some(SIZE_PAGES));
+        assert!(parse_scenario("hmm-release+functions+watch").is_ok());
     }
 
     #[test]

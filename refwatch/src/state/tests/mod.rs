@@ -328,6 +328,7 @@ mod budget;
 mod device;
 mod groups;
 mod loss;
+mod watch;
 
 /// Debian 7.2 in function mode (synthetic events in the kernel's order):
 /// the fault's insert hook sees the count with the fault's own transient

@@ -82,7 +82,15 @@ pub enum Target {
     /// munmap drops it: two events per page; before, the mappings take
     /// none).
     DaxUnmap,
+    /// `dax` on [`WATCHED_PAGES`] pages that refwatch watches with hardware
+    /// watchpoints (`--watch new`): every reference taken and dropped is a
+    /// debug trap. Under refwatch (`WATCH_READY` set), the loop starts once
+    /// the pages are armed.
+    DaxWatch,
 }
+
+/// Pages of `--target dax-watch`: as many as debug registers per CPU.
+pub const WATCHED_PAGES: u32 = 4;
 
 impl Target {
     fn name(self) -> &'static str {
@@ -92,6 +100,7 @@ impl Target {
             Target::Unmap => "unmap",
             Target::Dax => "dax",
             Target::DaxUnmap => "dax-unmap",
+            Target::DaxWatch => "dax-watch",
         }
     }
 }
@@ -118,7 +127,11 @@ impl BenchResult {
             target: cli.target.name(),
             secs,
             requested_secs: cli.secs,
-            pages: cli.pages,
+            pages: if cli.target == Target::DaxWatch {
+                WATCHED_PAGES
+            } else {
+                cli.pages
+            },
             iterations,
             ops,
             ops_per_sec: ops as f64 / secs,
@@ -149,7 +162,12 @@ pub fn main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
 fn run(cli: &BenchPutCli) -> Result<BenchResult> {
     check_page_size()?;
     let mut notes = Run::default();
-    let pages = usize::try_from(cli.pages).context("--pages does not fit in usize")?;
+    let pages = if cli.target == Target::DaxWatch {
+        WATCHED_PAGES
+    } else {
+        cli.pages
+    };
+    let pages = usize::try_from(pages).context("--pages does not fit in usize")?;
     let len = pages * PAGE_SIZE;
     match cli.target {
         Target::Free => return run_free(cli, pages, notes),
@@ -168,7 +186,7 @@ fn run(cli: &BenchPutCli) -> Result<BenchResult> {
             }
             (None, mapping)
         }
-        Target::Dax => {
+        Target::Dax | Target::DaxWatch => {
             let file = dax_file(&cli.dir, len, &mut notes)?;
             let mapping = Mapping::shared_file(file.file(), len)
                 .with_context(|| format!("mapping {}", file.path().display()))?;
@@ -185,6 +203,12 @@ fn run(cli: &BenchPutCli) -> Result<BenchResult> {
         .collect();
     let iovecs: Vec<IoSliceRaw<'_>> = spans.iter().map(|s| IoSliceRaw::from_slice(s)).collect();
     let mut buf = vec![0u8; pages * SPAN];
+    if cli.target == Target::DaxWatch {
+        // refwatch learns the pages from this round's events and arms them.
+        splice_all(&pipe, &spans, &iovecs)?;
+        read_all(&pipe, &mut buf)?;
+        crate::watch::wait_armed(&mut notes)?;
+    }
 
     let (iterations, elapsed_ns) = timed(cli.secs, |iteration| {
         splice_all(&pipe, &spans, &iovecs)?;

@@ -62,6 +62,8 @@ pub fn hold(cli: &Cli, run: &mut Run) -> Result<()> {
     run.marks.mark("unmap")?;
 
     let hold_start = run.marks.mark("hold_start")?;
+    // Under `+watch`: the release is what the watchpoints must see.
+    crate::watch::wait_armed(run)?;
     sleep_until(deadline_after(hold_start, cli.hold_secs))?;
     run.marks.mark("hold_end")?;
 

@@ -67,6 +67,8 @@ pub fn migrate(cli: &Cli, run: &mut Run) -> Result<()> {
 pub fn release(cli: &Cli, run: &mut Run) -> Result<()> {
     let (dev, mapping) = prepare_hmm_pages(cli, run)?;
     migrate_all_to_device(&dev, &mapping, run)?;
+    // Under `+watch`: the release is what the watchpoints must see.
+    crate::watch::wait_armed(run)?;
     unmap_and_close(dev, mapping, run)
 }
 

@@ -70,6 +70,7 @@ mod pty;
 mod ptycap;
 mod report;
 mod sys;
+mod watch;
 
 use std::{fs, path::PathBuf, process::ExitCode};
 

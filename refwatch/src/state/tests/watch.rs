@@ -1,0 +1,81 @@
+//! Synthetic events (not from a kernel) of pages a hardware watchpoint
+//! watches (`--watch`).
+
+use super::*;
+
+/// A watchpoint event (synthetic).
+fn hit(ts: u64, pfn: u64, kind: Kind, before: i32, after: i32, tgid: u32) -> PageEvent {
+    let mut e = ev(ts, pfn, kind, before, after, tgid);
+    e.hook = hook::WATCHPOINT;
+    e
+}
+
+/// A get a hook saw and the watchpoint saw too counts once; an inline get
+/// only the watchpoint saw names its holder.
+#[test]
+fn watched_pages_count_each_reference_once() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100);
+    t.watch_armed(1, Some(0));
+    t.apply(&ev(0, 1, Kind::Snapshot, 1, 1, 1));
+    t.watch_armed(1, Some(0));
+    // GUP: the write traps first, the hook's exit reports after.
+    t.apply(&hit(S, 1, Kind::Get, 1, 2, 42));
+    t.apply(&ev(S + 10, 1, Kind::Get, 1, 2, 42));
+    // An inline get_page (no hook).
+    t.apply(&hit(2 * S, 1, Kind::Get, 2, 3, 43));
+    let p = t.page(1).expect("tracked");
+    assert_eq!(
+        p.holders.iter().map(|h| h.tgid).collect::<Vec<_>>(),
+        [42, 43]
+    );
+    // Its put, also inline.
+    t.apply(&hit(3 * S, 1, Kind::Put, 3, 2, 43));
+    let p = t.page(1).expect("tracked");
+    assert_eq!(p.holders.iter().map(|h| h.tgid).collect::<Vec<_>>(), [42]);
+    assert_eq!(p.refcount, Some(2));
+}
+
+/// A reference taken before the watch: "taken before watching" until its
+/// release, which the watchpoint sees with the releaser.
+#[test]
+fn a_reference_taken_before_watching_is_said_until_its_release() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100);
+    // Read at attach: held already (refcount 2, idle 1).
+    t.apply(&ev(0, 7, Kind::Snapshot, 2, 2, 1));
+    t.watch_armed(7, Some(S));
+    t.advance(3 * S);
+    let e = t.episodes.last().expect("stuck");
+    assert!(e.holders.is_empty());
+    let note = e.holder_note.as_deref().unwrap_or("");
+    assert!(note.contains("before watching"), "{note}");
+    t.apply(&hit(4 * S, 7, Kind::Put, 2, 1, 99));
+    let e = t.episodes.last().expect("episode");
+    assert_eq!(e.end_ns, Some(4 * S));
+    let last = t
+        .page(7)
+        .and_then(|p| p.history.iter().last())
+        .expect("event");
+    assert_eq!((last.hook, last.tgid), (hook::WATCHPOINT, 99));
+}
+
+/// A recording knows since when a page was watched from the state read at
+/// arming (a snapshot from the watchpoint), as the live tracker does.
+#[test]
+fn the_read_at_arming_starts_the_watch_in_a_replay() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100);
+    t.apply(&ev(0, 7, Kind::Snapshot, 2, 2, 1));
+    let mut armed = ev(S / 2, 7, Kind::Snapshot, 2, 2, 1);
+    armed.hook = hook::WATCHPOINT;
+    t.apply(&armed);
+    assert_eq!(t.page(7).map(|p| p.watched_since), Some(S / 2));
+    t.advance(3 * S);
+    let note = t.episodes.last().and_then(|e| e.holder_note.clone());
+    let note = note.unwrap_or_default();
+    assert!(
+        note.contains("before refwatch started, so before watching"),
+        "{note}"
+    );
+    // A hook's put after arming is the watchpoint's to count.
+    t.apply(&ev(4 * S, 7, Kind::Put, 2, 1, 5));
+    assert!(t.page(7).is_some_and(|p| p.holders.is_empty()));
+}

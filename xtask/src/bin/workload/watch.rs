@@ -1,0 +1,48 @@
+//! Waiting for refwatch's hardware watchpoints (the lab's `+watch`
+//! scenarios): the lab sets `WATCH_READY` (the file refwatch lists its
+//! armed pages in, `--watch-ready`) and `WATCH_PAGES` (how many to wait
+//! for); without them this does nothing.
+
+use std::{
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+
+use crate::report::Run;
+
+/// Longest wait for the pages to be armed (refwatch arms a page it learns
+/// of within a second; under TCG on a busy host a few).
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until refwatch lists `WATCH_PAGES` armed pages in `WATCH_READY`,
+/// then marks `watch_armed`.
+pub fn wait_armed(run: &mut Run) -> Result<()> {
+    let (Ok(file), Ok(want)) = (std::env::var("WATCH_READY"), std::env::var("WATCH_PAGES")) else {
+        return Ok(());
+    };
+    let Ok(want) = want.trim().parse::<usize>() else {
+        bail!("WATCH_PAGES={want:?} is not a number");
+    };
+    let start = Instant::now();
+    loop {
+        let armed = std::fs::read_to_string(&file)
+            .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
+            .unwrap_or(0);
+        if armed >= want {
+            run.note(format!(
+                "refwatch armed {armed} watchpoint page(s) ({file})"
+            ));
+            run.marks.mark("watch_armed")?;
+            return Ok(());
+        }
+        if start.elapsed() > WAIT {
+            bail!(
+                "refwatch armed {armed} of {want} pages in {} s ({file})",
+                WAIT.as_secs()
+            );
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
