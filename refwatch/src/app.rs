@@ -323,6 +323,7 @@ fn run_live_printing(
             off_refcount: p.layout.raw.off_refcount,
             print: !use_tui,
         }),
+        off_refcount: p.layout.raw.off_refcount,
         print_events,
     };
     let rt = tokio::runtime::Builder::new_current_thread()

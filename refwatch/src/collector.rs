@@ -65,6 +65,9 @@ pub struct Options {
     pub metrics: Option<crate::metrics::serve::Published>,
     /// Hardware watchpoints asked for (`--watch`).
     pub watchpoints: Option<crate::watch::Options>,
+    /// `offsetof(struct page, _refcount)`: for a watcher made on demand
+    /// (the TUI's `w` without `--watch`).
+    pub off_refcount: u32,
     /// Print each event as a line on stdout (`refwatch watch`).
     pub print_events: bool,
 }
@@ -175,8 +178,11 @@ pub struct Collector<'a> {
     /// Reads pages' state from the kernel (snapshot at attach, state after
     /// loss); `None` where its program could not attach.
     peeker: Option<Peeker>,
-    /// The hardware watchpoints (`--watch`).
+    /// The hardware watchpoints (`--watch`, or made on the TUI's first `w`).
     watcher: Option<crate::watch::Watcher>,
+    /// Why a watcher could not be made on demand (said again on each ask).
+    watcher_failed: Option<String>,
+    off_refcount: u32,
     /// When to read the ring buffer unasked: the programs wake the reader
     /// only once 1 MiB of it waits (see the kernel side's `submit`).
     poll: tokio::time::Interval,
@@ -295,6 +301,8 @@ impl<'a> Collector<'a> {
         };
         let mut c = Self {
             watcher,
+            watcher_failed: None,
+            off_refcount: opts.off_refcount,
             ring,
             klog,
             counters,
@@ -349,6 +357,74 @@ impl<'a> Collector<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The TUI's `w` on `pfn`: watches the page (armed now when a slot is
+    /// free, else queued), or stops watching it when it is watched or
+    /// queued already. Makes the watcher on the first ask when `--watch`
+    /// did not. Returns what to tell the user, and whether it is an error.
+    pub fn watch_toggle(&mut self, ebpf: &mut aya::Ebpf, pfn: u64) -> Result<(String, bool)> {
+        if self.watcher.is_none() {
+            if let Some(why) = &self.watcher_failed {
+                return Ok((format!("no hardware watchpoints: {why}"), true));
+            }
+            let opts = crate::watch::Options {
+                request: crate::watch::Request::default(),
+                ready_file: None,
+                off_refcount: self.off_refcount,
+                print: false,
+            };
+            match crate::watch::Watcher::new(ebpf, opts) {
+                Ok(w) => self.watcher = Some(w),
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    log::warn!("watch: no hardware watchpoints: {why}");
+                    self.watcher_failed = Some(why.clone());
+                    return Ok((format!("no hardware watchpoints: {why}"), true));
+                }
+            }
+        }
+        let Some(w) = self.watcher.as_mut() else {
+            return Ok(("no hardware watchpoints".into(), true));
+        };
+        if !w.toggle(pfn) {
+            self.tracker.watch_armed(pfn, None);
+            return Ok((format!("page {pfn:#x}: no longer watched"), false));
+        }
+        self.tick_watch(monotonic_ns())?;
+        Ok(match self.watch_status() {
+            Some(s) if s.armed(pfn).is_some() => (
+                format!(
+                    "watching page {pfn:#x}: every write to its refcount is an event (w again stops)"
+                ),
+                false,
+            ),
+            Some(s) if s.queued(pfn) => (
+                format!(
+                    "page {pfn:#x} queued for a watchpoint: {} slot(s) busy",
+                    s.armed.len()
+                ),
+                false,
+            ),
+            _ => {
+                let why = self
+                    .watcher
+                    .as_ref()
+                    .and_then(|w| w.failed(pfn))
+                    .unwrap_or("not armed");
+                (format!("page {pfn:#x} cannot be watched: {why}"), true)
+            }
+        })
+    }
+
+    /// The watchpoints for the TUI; `None` without a watcher.
+    pub fn watch_status(&self) -> Option<crate::tui::WatchStatus> {
+        let (armed, queued, slots) = self.watcher.as_ref()?.status();
+        Some(crate::tui::WatchStatus {
+            armed,
+            queued,
+            slots,
+        })
     }
 
     /// Reads every device page the kernel has now and tracks those with

@@ -199,6 +199,9 @@ fn summary(app: &App, d: &DetailSnap) -> Vec<Line<'static>> {
             format!("{} events", fmt::count(total))
         }),
     ])];
+    if let Some(w) = watch_line(app, d) {
+        lines.push(w);
+    }
     for e in &d.open {
         lines.push(Line::from(vec![
             Span::styled(
@@ -255,6 +258,47 @@ fn summary(app: &App, d: &DetailSnap) -> Vec<Line<'static>> {
         lines.push(Line::styled("not stuck", DIM));
     }
     lines
+}
+
+/// Whether a hardware watchpoint watches the page: live, as the watcher
+/// says (armed since when, writes seen; or queued); in a replay, from the
+/// recording's watchpoint events.
+fn watch_line(app: &App, d: &DetailSnap) -> Option<Line<'static>> {
+    let p = &d.page;
+    let t0 = app.info.t0_ns;
+    let (since, hits) = match &app.watch {
+        Some(w) => match w.armed(p.pfn) {
+            Some(a) => a,
+            None if w.queued(p.pfn) => {
+                return Some(Line::from(vec![
+                    Span::styled("○ queued for a watchpoint", Style::new().bold()),
+                    Span::raw(format!(" (slots busy: {} of {})", w.armed.len(), w.slots)),
+                ]));
+            }
+            None => return None,
+        },
+        None if p.watched_since != 0 => {
+            // The read at arming is the watchpoint's first event; writes
+            // come after it.
+            let hits = d
+                .events
+                .iter()
+                .filter(|e| {
+                    e.hook == refwatch_common::hook::WATCHPOINT && e.ts_ns > p.watched_since
+                })
+                .count();
+            (p.watched_since, u32::try_from(hits).unwrap_or(u32::MAX))
+        }
+        None => return None,
+    };
+    Some(Line::from(vec![
+        Span::styled("◉ watched", Style::new().bold()),
+        Span::raw(format!(
+            " since {} ({}) · hits {hits}",
+            fmt::rel(since, t0),
+            fmt::age(app.now_ns.saturating_sub(since))
+        )),
+    ]))
 }
 
 /// The highest refcount in each of `columns` equal time slices from the

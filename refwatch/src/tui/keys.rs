@@ -71,6 +71,7 @@ impl App {
                 self.scroll = 0;
             }
             KeyCode::Char('h') => self.open_holders(),
+            KeyCode::Char('w') => return self.watch_key(),
             KeyCode::Char('e') => {
                 self.overlay = Overlay::Export {
                     scope: Scope::Selected,
@@ -218,6 +219,25 @@ impl App {
             return None;
         }
         Some(Command::Replay(cmd))
+    }
+
+    /// `w`: asks the runner to watch the selected page (or to stop
+    /// watching it); a replay has no kernel to watch in.
+    fn watch_key(&mut self) -> Option<Command> {
+        if self.replay.is_some() {
+            self.set_message(
+                "watching needs a live attach; a replay shows what was watched",
+                true,
+            );
+            return None;
+        }
+        match self.selected_pfn {
+            Some(pfn) => Some(Command::Watch(pfn)),
+            None => {
+                self.set_message("no page selected to watch", true);
+                None
+            }
+        }
     }
 
     fn move_by(&mut self, delta: isize) {

@@ -38,7 +38,9 @@ use tokio::{
     time::MissedTickBehavior,
 };
 
-pub use model::{App, Command, Feed, HeaderInfo, HookLine, ReplayStatus, Stacks, Stats};
+pub use model::{
+    App, Command, Feed, HeaderInfo, HookLine, ReplayStatus, Stacks, Stats, WatchStatus,
+};
 pub use replay::Replay;
 
 use self::input::{Incoming, Input};
@@ -245,12 +247,17 @@ pub async fn run_live(
     opts: collector::Options,
     info: HeaderInfo,
 ) -> Result<(Tracker, Totals)> {
-    let hooks: HashMap<u32, String> = loaded
+    let mut hooks: HashMap<u32, String> = loaded
         .rows
         .iter()
         .filter(|r| r.attached())
         .filter_map(|r| Some((r.hook?, r.symbol?.to_string())))
         .collect();
+    // The watchpoint's events (`--watch`, `w`) go by its name, as in the outputs.
+    hooks.insert(
+        refwatch_common::hook::WATCHPOINT,
+        crate::watch::SYMBOL.to_string(),
+    );
     let mut outside = Outside::install()?;
     // The terminal before the collector: when it cannot be had, no output
     // is started (and none left unfinished).
@@ -319,6 +326,7 @@ pub async fn run_live(
                         evicted: c.tracker.evicted(),
                     };
                     last_events = c.totals.events;
+                    app.watch = c.watch_status();
                 }
                 o = outside.next(&mut input, &term) => match o {
                     Ok(e) => ev = Some(e),
@@ -355,6 +363,11 @@ pub async fn run_live(
                     if err {
                         log::warn!("{m}");
                     }
+                    app.set_message(m, err);
+                }
+                Some(Command::Watch(pfn)) => {
+                    let (m, err) = c.watch_toggle(&mut loaded.ebpf, pfn)?;
+                    app.watch = c.watch_status();
                     app.set_message(m, err);
                 }
                 Some(Command::Replay(_)) | None => {}
@@ -512,6 +525,10 @@ async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<(Replay, En
                 });
                 let (m, err) = export_message(r);
                 app.set_message(m, err);
+            }
+            // The key says so itself in a replay; never asked here.
+            Some(Command::Watch(_)) => {
+                app.set_message("watching a page needs a live attach", true);
             }
             None => {}
         }

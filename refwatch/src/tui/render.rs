@@ -220,6 +220,14 @@ fn header(app: &App, area: Rect, buf: &mut Buffer) {
             fmt::count(app.episodes_left_out)
         )));
     }
+    // Pages armed / pages that fit at once, once any watch is asked for.
+    if let Some(w) = app.watch.as_ref().filter(|w| w.any()) {
+        l2.push(sep());
+        l2.push(Span::raw(format!("watch {}/{}", w.armed.len(), w.slots)));
+        if !w.queued.is_empty() {
+            l2.push(Span::raw(format!(" +{} queued", w.queued.len())));
+        }
+    }
     if app.paused {
         l2.push(Span::raw("  "));
         l2.push(Span::styled(
@@ -411,6 +419,18 @@ fn table_title(app: &App) -> Line<'static> {
     Line::from(spans)
 }
 
+/// Beside a PFN: `◉` watched by a hardware watchpoint, `○` queued for one.
+/// Live, the watcher says; in a replay, the recording's watchpoint events.
+fn watch_mark(app: &App, r: &view::Row) -> &'static str {
+    match &app.watch {
+        Some(w) if w.armed(r.pfn).is_some() => "◉",
+        Some(w) if w.queued(r.pfn) => "○",
+        Some(_) => "",
+        None if r.watched => "◉",
+        None => "",
+    }
+}
+
 fn table(app: &App, area: Rect, buf: &mut Buffer) {
     let focused = app.focus == Focus::Table;
     let block = Block::new()
@@ -443,7 +463,8 @@ fn table(app: &App, area: Rect, buf: &mut Buffer) {
         .map(|r| format!("{:#x}", r.pfn).len() as u16)
         .max()
         .unwrap_or(0)
-        .max(7);
+        .max(7)
+        + u16::from(visible.iter().any(|r| !watch_mark(app, r).is_empty()));
     let cols = columns(inner.width);
     let widths = widths(&cols, pfn_w, inner.width);
     let mut head = vec![Cell::from("")];
@@ -473,7 +494,7 @@ fn table(app: &App, area: Rect, buf: &mut Buffer) {
             let mut cells = vec![Cell::from(if r.stuck() { "●" } else { " " })];
             for c in &cols {
                 cells.push(match c {
-                    Column::Pfn => Cell::from(format!("{:#x}", r.pfn)),
+                    Column::Pfn => Cell::from(format!("{:#x}{}", r.pfn, watch_mark(app, r))),
                     Column::Type => Cell::from(r.type_name()),
                     Column::Refcount => Cell::from(
                         Line::from(fmt::refcount(r.refcount)).alignment(Alignment::Right),
@@ -682,6 +703,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("t  o", "cycle type, only stuck"),
     ("c", "clear filters and search"),
     ("h", "stuck pages by holder"),
+    ("w", "watch page (live) on/off"),
     ("e", "export jsonl csv perfetto"),
     ("p", "probe plan"),
     ("space", "pause live, play replay"),

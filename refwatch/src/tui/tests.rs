@@ -837,3 +837,4 @@ fn small_replay_at_the_end() {
 }
 
 mod holders;
+mod watch;

@@ -88,6 +88,8 @@ pub struct Row {
     /// `comm` is the holder's (else the last task that touched the page).
     pub holder: bool,
     pub comm: Comm,
+    /// A hardware watchpoint watches it (as the tracker knows).
+    pub watched: bool,
 }
 
 impl Row {
@@ -112,6 +114,7 @@ impl Row {
             flags,
             holder,
             comm,
+            watched: p.watched_since != 0,
         }
     }
 

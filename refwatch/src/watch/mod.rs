@@ -130,6 +130,11 @@ pub struct Watcher {
     said: HashSet<String>,
     /// Print on stdout too.
     print: bool,
+    /// Pages the user stopped watching (the TUI's `w`): `unknown` does
+    /// not ask for them again.
+    dropped: HashSet<u64>,
+    /// Why a page could not be watched, by PFN (the TUI says it).
+    failed: HashMap<u64, String>,
 }
 
 impl Watcher {
@@ -172,6 +177,8 @@ impl Watcher {
             ready_file,
             said: HashSet::new(),
             print,
+            dropped: HashSet::new(),
+            failed: HashMap::new(),
         };
         for pfn in w.request.pfns.clone() {
             w.slots.ask(pfn, false);
@@ -193,6 +200,7 @@ impl Watcher {
             for p in tracker.pages() {
                 let unnamed = self.request.unknown && p.stuck() && p.holder().is_none();
                 if unnamed
+                    && !self.dropped.contains(&p.pfn)
                     && !self
                         .slots
                         .armed()
@@ -276,12 +284,54 @@ impl Watcher {
                 }
                 Err(ArmError::Page(why)) => {
                     self.slots.forget(pfn);
+                    self.failed.insert(pfn, why.clone());
                     self.say(format!("watch: page {pfn:#x} cannot be watched: {why}"));
                 }
             }
         }
         self.write_ready();
         changed
+    }
+
+    /// The user's ask about `pfn` (the TUI's `w`): a page armed or queued
+    /// stops being watched (`false`); any other is queued (`true`), armed
+    /// at the next [`Watcher::tick`] when a slot is free.
+    pub fn toggle(&mut self, pfn: u64) -> bool {
+        if self.slots.toggle(pfn) {
+            self.dropped.remove(&pfn);
+            self.failed.remove(&pfn);
+            log::info!("watch: page {pfn:#x} asked for (TUI)");
+            true
+        } else {
+            self.disarm(pfn);
+            self.dropped.insert(pfn);
+            self.write_ready();
+            log::info!("watch: page {pfn:#x} no longer watched (asked in the TUI)");
+            false
+        }
+    }
+
+    /// Why `pfn` could not be watched, when its arming failed.
+    pub fn failed(&self, pfn: u64) -> Option<&str> {
+        self.failed.get(&pfn).map(String::as_str)
+    }
+
+    /// Armed pages (PFN, since, writes seen), queued pages, and how many
+    /// fit at once.
+    pub fn status(&self) -> (Vec<(u64, u64, u32)>, Vec<u64>, usize) {
+        let armed = self
+            .slots
+            .armed()
+            .iter()
+            .map(|a| {
+                (
+                    a.pfn,
+                    a.since_ns,
+                    self.hits.get(&a.pfn).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        (armed, self.slots.waiting_pfns(), self.slots.capacity())
     }
 
     /// Logs `msg` the first time.

@@ -92,6 +92,29 @@ impl Slots {
         self.waiting.len()
     }
 
+    /// The user's ask about `pfn` (the TUI's `w`): a page armed or
+    /// waiting is forgotten (`false`: the caller disarms it); any other
+    /// waits for a slot (`true`).
+    pub fn toggle(&mut self, pfn: u64) -> bool {
+        let asked = self.armed.iter().any(|a| a.pfn == pfn) || self.is_waiting(pfn);
+        if asked {
+            self.forget(pfn);
+        } else {
+            self.ask(pfn, false);
+        }
+        !asked
+    }
+
+    /// Whether `pfn` waits for a slot.
+    pub fn is_waiting(&self, pfn: u64) -> bool {
+        self.waiting.iter().any(|w| w.pfn == pfn)
+    }
+
+    /// The waiting pages, in order asked.
+    pub fn waiting_pfns(&self) -> Vec<u64> {
+        self.waiting.iter().map(|w| w.pfn).collect()
+    }
+
     /// Pages that fit at once, as known so far.
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -238,6 +261,24 @@ mod tests {
         s.ask(12, true);
         let p = s.plan(100 * S);
         assert_eq!((p.disarm, p.arm), (vec![10], vec![12]));
+    }
+
+    /// The TUI's `w` twice on one page, and on a page asked by `--watch`.
+    #[test]
+    fn toggling_queues_then_forgets() {
+        let mut s = Slots::new(1, 10 * S);
+        s.ask(10, false);
+        assert!(s.toggle(11), "asked");
+        assert_eq!(s.waiting_pfns(), vec![10, 11]);
+        assert_eq!(s.plan(0).arm, vec![10]);
+        assert!(!s.toggle(10), "an armed page is forgotten");
+        assert!(s.armed().is_empty());
+        assert_eq!(s.plan(1).arm, vec![11]);
+        assert!(!s.toggle(11));
+        assert!(s.toggle(11), "asked again");
+        assert!(!s.toggle(11), "a waiting page is forgotten");
+        assert_eq!(s.waiting(), 0);
+        assert_eq!(s.plan(2), Plan::default());
     }
 
     #[test]
