@@ -130,10 +130,7 @@ pub fn probes(args: &ProbesArgs) -> Result<ExitCode> {
 /// Whether hardware watchpoints (`--watch`) can be created here, tried on
 /// a kernel variable (breakpoints opened and closed, never enabled).
 fn watch_words(p: &Prepared) -> String {
-    let addr = ["jiffies_64", "jiffies"]
-        .iter()
-        .find_map(|s| p.kallsyms.address(s))
-        .unwrap_or(p.layout.raw.vmemmap_base_addr);
+    let addr = crate::watch::probe_address(&p.kallsyms).unwrap_or(p.layout.raw.vmemmap_base_addr);
     if addr == 0 {
         return "watchpoints (--watch): not known (no kernel variable to try them on)".into();
     }

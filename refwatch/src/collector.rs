@@ -183,6 +183,8 @@ pub struct Collector<'a> {
     /// Why a watcher could not be made on demand (said again on each ask).
     watcher_failed: Option<String>,
     off_refcount: u32,
+    /// A kernel variable to count the free breakpoint slots on.
+    probe_addr: Option<u64>,
     /// When to read the ring buffer unasked: the programs wake the reader
     /// only once 1 MiB of it waits (see the kernel side's `submit`).
     poll: tokio::time::Interval,
@@ -296,13 +298,23 @@ impl<'a> Collector<'a> {
             }
         };
         let watcher = match &opts.watchpoints {
-            Some(w) => Some(crate::watch::Watcher::new(&mut loaded.ebpf, w.clone())?),
+            Some(w) => {
+                let mut watcher = crate::watch::Watcher::new(&mut loaded.ebpf, w.clone())?;
+                // How many fit, as far as trying says (arming finds out too).
+                if let Some(Ok(n)) = crate::watch::probe_address(syms).map(crate::watch::probe)
+                    && n > 0
+                {
+                    watcher.fit(n);
+                }
+                Some(watcher)
+            }
             None => None,
         };
         let mut c = Self {
             watcher,
             watcher_failed: None,
             off_refcount: opts.off_refcount,
+            probe_addr: crate::watch::probe_address(syms),
             ring,
             klog,
             counters,
@@ -364,10 +376,24 @@ impl<'a> Collector<'a> {
     /// queued already. Makes the watcher on the first ask when `--watch`
     /// did not. Returns what to tell the user, and whether it is an error.
     pub fn watch_toggle(&mut self, ebpf: &mut aya::Ebpf, pfn: u64) -> Result<(String, bool)> {
+        use crate::watch::ask;
         if self.watcher.is_none() {
             if let Some(why) = &self.watcher_failed {
                 return Ok((format!("no hardware watchpoints: {why}"), true));
             }
+            // Breakpoints tried first: why none can be made is the user's
+            // answer (no slot free, no CONFIG_HAVE_HW_BREAKPOINT, not allowed).
+            let fit = match ask::probe(self.probe_addr.map(crate::watch::probe)) {
+                ask::Probe::Make(fit) => fit,
+                ask::Probe::NotNow(why) => {
+                    return Ok((format!("no hardware watchpoints now: {why}"), true));
+                }
+                ask::Probe::Never(why) => {
+                    log::warn!("watch: no hardware watchpoints: {why}");
+                    self.watcher_failed = Some(why.clone());
+                    return Ok((format!("no hardware watchpoints: {why}"), true));
+                }
+            };
             let opts = crate::watch::Options {
                 request: crate::watch::Request::default(),
                 ready_file: None,
@@ -375,7 +401,12 @@ impl<'a> Collector<'a> {
                 print: false,
             };
             match crate::watch::Watcher::new(ebpf, opts) {
-                Ok(w) => self.watcher = Some(w),
+                Ok(mut w) => {
+                    if let Some(n) = fit {
+                        w.fit(n);
+                    }
+                    self.watcher = Some(w);
+                }
                 Err(e) => {
                     let why = format!("{e:#}");
                     log::warn!("watch: no hardware watchpoints: {why}");
@@ -392,29 +423,16 @@ impl<'a> Collector<'a> {
             return Ok((format!("page {pfn:#x}: no longer watched"), false));
         }
         self.tick_watch(monotonic_ns())?;
-        Ok(match self.watch_status() {
-            Some(s) if s.armed(pfn).is_some() => (
-                format!(
-                    "watching page {pfn:#x}: every write to its refcount is an event (w again stops)"
-                ),
-                false,
-            ),
-            Some(s) if s.queued(pfn) => (
-                format!(
-                    "page {pfn:#x} queued for a watchpoint: {} slot(s) busy",
-                    s.armed.len()
-                ),
-                false,
-            ),
-            _ => {
-                let why = self
-                    .watcher
-                    .as_ref()
-                    .and_then(|w| w.failed(pfn))
-                    .unwrap_or("not armed");
-                (format!("page {pfn:#x} cannot be watched: {why}"), true)
-            }
-        })
+        let Some(s) = self.watch_status() else {
+            return Ok(("no hardware watchpoints".into(), true));
+        };
+        let failed = self.watcher.as_ref().and_then(|w| w.failed(pfn));
+        Ok(ask::asked_words(
+            pfn,
+            s.armed(pfn).is_some(),
+            s.queued(pfn).then_some(s.armed.len()),
+            failed,
+        ))
     }
 
     /// The watchpoints for the TUI; `None` without a watcher.

@@ -6,9 +6,11 @@
 //!
 //! [`Request`] is what the user asked for; [`slots`] decides which pages
 //! hold the debug registers; [`perf`] opens the breakpoints; [`Watcher`]
-//! ties them to the kernel program and the live state. Only [`perf`]
+//! ties them to the kernel program and the live state; [`ask`] says what
+//! the TUI's `w` on a page gets. Only [`perf`]
 //! holds unsafe code (the system calls).
 
+pub mod ask;
 #[allow(unsafe_code)]
 pub mod perf;
 pub mod slots;
@@ -311,6 +313,11 @@ impl Watcher {
         }
     }
 
+    /// At most `n` pages at once (free slots found by [`probe`]).
+    pub fn fit(&mut self, n: usize) {
+        self.slots.lower_capacity(n);
+    }
+
     /// Why `pfn` could not be watched, when its arming failed.
     pub fn failed(&self, pfn: u64) -> Option<&str> {
         self.failed.get(&pfn).map(String::as_str)
@@ -488,6 +495,13 @@ pub fn event_line(ev: &crate::event::PageEvent, symbol: &str, frames: &[String])
         ev.comm,
         ev.tgid
     )
+}
+
+/// A kernel variable to try breakpoints on ([`probe`]).
+pub fn probe_address(syms: &crate::symbols::kallsyms::Kallsyms) -> Option<u64> {
+    ["jiffies_64", "jiffies"]
+        .iter()
+        .find_map(|s| syms.address(s))
 }
 
 /// Whether hardware watchpoints can be created here, for `refwatch

@@ -49,12 +49,13 @@ struct Attr {
 }
 const _: () = assert!(std::mem::size_of::<Attr>() == ATTR_SIZE as usize);
 
+/// [`why`] when every slot is taken: for now only (they free up).
+pub const NO_SLOT: &str = "no free hardware breakpoint slot on this CPU (4 debug registers on x86, shared with debuggers and other watchers)";
+
 /// Why a breakpoint could not be opened, in the user's words.
 pub fn why(e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::ENOSPC) => {
-            "no free hardware breakpoint slot on this CPU (4 debug registers on x86, shared with debuggers and other watchers)".into()
-        }
+        Some(libc::ENOSPC) => NO_SLOT.into(),
         Some(libc::ENOENT | libc::EOPNOTSUPP | libc::ENODEV) => {
             "this kernel has no hardware breakpoints (CONFIG_HAVE_HW_BREAKPOINT) or this machine exposes none".into()
         }

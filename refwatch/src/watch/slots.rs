@@ -105,6 +105,11 @@ impl Slots {
         !asked
     }
 
+    /// No more than `n` pages fit at once (found by trying).
+    pub fn lower_capacity(&mut self, n: usize) {
+        self.capacity = self.capacity.min(n);
+    }
+
     /// Whether `pfn` waits for a slot.
     pub fn is_waiting(&self, pfn: u64) -> bool {
         self.waiting.iter().any(|w| w.pfn == pfn)
@@ -279,6 +284,20 @@ mod tests {
         assert!(!s.toggle(11), "a waiting page is forgotten");
         assert_eq!(s.waiting(), 0);
         assert_eq!(s.plan(2), Plan::default());
+    }
+
+    /// Free slots found by trying lower the capacity, never raise it.
+    #[test]
+    fn a_probe_lowers_the_capacity() {
+        let mut s = Slots::new(64, 10 * S);
+        s.lower_capacity(4);
+        s.lower_capacity(8);
+        assert_eq!(s.capacity(), 4);
+        for pfn in 0..6 {
+            s.ask(pfn, false);
+        }
+        assert_eq!(s.plan(0).arm, vec![0, 1, 2, 3]);
+        assert_eq!(s.waiting_pfns(), vec![4, 5]);
     }
 
     #[test]
