@@ -10,7 +10,10 @@
 //! watchpoint events (a watch may see more writes than the trace names,
 //! never fewer). Inline gets and puts count like the others: the trace
 //! has them all, whatever the code path. The watchpoint events are left
-//! out of the main comparison (they would count a hook's get twice).
+//! out of the main comparison (they would count a hook's get twice). Each
+//! page's `gets` (watchpoint events that raised the count) are set against
+//! the hooks' (`per_pfn.seen_gets`) by `checks::watch`: the watch must see
+//! the inline gets no hook sees.
 
 use super::*;
 
