@@ -204,6 +204,7 @@ refwatch_stop() {
     RW=""
 }
 
+@HMM_WATCH@
 # run_scenario S W F [PAGES [HOLD [late]]]: workload W under refwatch
 # (flags F), with the page_ref ground truth; with "late", refwatch starts
 # only once the workload holds its references, as a user attaches after

@@ -200,6 +200,7 @@ impl ParsedRecording {
                 ts_ns,
                 pfn,
                 after: v.get("refcount_after").and_then(Value::as_i64),
+                get: v.get("event").and_then(Value::as_str) == Some("get"),
             });
             return Ok(());
         }

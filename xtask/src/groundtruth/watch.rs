@@ -10,7 +10,10 @@
 //! watchpoint events (a watch may see more writes than the trace names,
 //! never fewer). Inline gets and puts count like the others: the trace
 //! has them all, whatever the code path. The watchpoint events are left
-//! out of the main comparison (they would count a hook's get twice).
+//! out of the main comparison (they would count a hook's get twice). Each
+//! page's `gets` (watchpoint events that raised the count) are set against
+//! the hooks' (`per_pfn.seen_gets`) by `checks::watch`: the watch must see
+//! the inline gets no hook sees.
 
 use super::*;
 
@@ -38,6 +41,9 @@ pub struct WatchPfn {
     pub truth_writes: u64,
     pub seen: u64,
     pub hits: u64,
+    /// Of the hits, those that raised the count (gets, inline ones
+    /// included).
+    pub gets: u64,
     /// The first trace operation the watch did not see, if any.
     pub first_missed: Option<TruthPoint>,
 }
@@ -48,6 +54,8 @@ pub(super) struct Hit {
     pub(super) ts_ns: u64,
     pub(super) pfn: u64,
     pub(super) after: Option<i64>,
+    /// Whether refwatch called it a get (the count rose).
+    pub(super) get: bool,
 }
 
 /// Parses the `--watch-ready` list.
@@ -89,11 +97,11 @@ pub(super) fn compare(truth: &[TruthEvent], hits: &[Hit], armed: &[(u64, u64)]) 
             .filter(|e| e.pfn == pfn && e.ts_ns >= since && wrote(e))
             .collect();
         ops.sort_by_key(|e| e.ts_ns);
-        let afters: Vec<Option<i64>> = hits
+        let page_hits: Vec<&Hit> = hits
             .iter()
             .filter(|h| h.pfn == pfn && h.ts_ns >= since)
-            .map(|h| h.after)
             .collect();
+        let afters: Vec<Option<i64>> = page_hits.iter().map(|h| h.after).collect();
         // In order: each operation's count at or after the last one found.
         let mut at = 0;
         let mut seen = 0;
@@ -118,6 +126,7 @@ pub(super) fn compare(truth: &[TruthEvent], hits: &[Hit], armed: &[(u64, u64)]) 
             truth_writes: ops.len() as u64,
             seen,
             hits: afters.len() as u64,
+            gets: page_hits.iter().filter(|h| h.get).count() as u64,
             first_missed,
         });
     }
@@ -140,11 +149,12 @@ mod tests {
         }
     }
 
-    fn hit(ts_ns: u64, pfn: u64, after: i64) -> Hit {
+    fn hit(ts_ns: u64, pfn: u64, after: i64, get: bool) -> Hit {
         Hit {
             ts_ns,
             pfn,
             after: Some(after),
+            get,
         }
     }
 
@@ -160,12 +170,17 @@ mod tests {
             op(40, 1, RefOp::ModAndTest, 0, -1, Some(1)),
         ];
         let armed = [(1, 10)];
-        let all = [hit(21, 1, 2), hit(31, 1, 1), hit(41, 1, 0)];
+        let all = [
+            hit(21, 1, 2, true),
+            hit(31, 1, 1, false),
+            hit(41, 1, 0, false),
+        ];
         let w = compare(&truth, &all, &armed);
         assert_eq!((w.truth_writes, w.seen, w.hits), (3, 3, 3));
         assert_eq!(w.per_pfn[0].first_missed, None);
+        assert_eq!(w.per_pfn[0].gets, 1);
         // The put to 1 not seen: the watch's 0 cannot stand for it.
-        let w = compare(&truth, &[hit(21, 1, 2), hit(41, 1, 0)], &armed);
+        let w = compare(&truth, &[hit(21, 1, 2, true), hit(41, 1, 0, false)], &armed);
         assert_eq!((w.truth_writes, w.seen), (3, 2));
         assert_eq!(
             w.per_pfn[0].first_missed.as_ref().map(|p| p.ts_ns),
@@ -174,7 +189,11 @@ mod tests {
         // Out of order is not seen.
         let w = compare(
             &truth,
-            &[hit(21, 1, 0), hit(31, 1, 1), hit(41, 1, 2)],
+            &[
+                hit(21, 1, 0, false),
+                hit(31, 1, 1, true),
+                hit(41, 1, 2, true),
+            ],
             &armed,
         );
         assert_eq!(w.seen, 1);

@@ -10,6 +10,10 @@ use crate::initramfs;
 
 const INIT_SH: &str = include_str!("../../guest/init.sh");
 
+/// The guest's function that finds the PFNs an HMM `+watch` scenario
+/// watches (`hmm_watch_pfns`), in the init of a run with such a scenario.
+const HMM_WATCH_SH: &str = include_str!("../../guest/hmm_watch.sh");
+
 /// Seconds the guest waits for refwatch to exit after SIGINT before SIGKILL.
 pub const STOP_SECS: u32 = 30;
 
@@ -17,6 +21,12 @@ pub const STOP_SECS: u32 = 30;
 /// its BPF objects away (their release may be deferred to RCU callbacks
 /// and workqueues).
 pub const RELEASE_SECS: u32 = 10;
+
+/// Whether `scenario` is an HMM `+watch` one, whose refwatch watches the
+/// PFNs the guest's `hmm_watch_pfns` finds ([`HMM_WATCH_PFNS`]).
+fn hmm_watched(scenario: &str) -> bool {
+    split_watch(scenario).1 && split_variant(scenario).0.starts_with("hmm-")
+}
 
 /// The guest's `/init`: [`INIT_SH`] filled in for `run`, loading the
 /// modules at `module_paths`.
@@ -32,6 +42,11 @@ pub fn init_script(run: &LabRun, module_paths: &[String]) -> anyhow::Result<Stri
     {
         "wait_for -c /dev/hmm_dmirror0 || fail \"/dev/hmm_dmirror0 did not appear (CONFIG_TEST_HMM)\"\n\
          say \"HMM test driver ready: $(ls /dev | grep hmm_dmirror | tr '\\n' ' ')\"\n"
+    } else {
+        ""
+    };
+    let hmm_watch = if run.scenarios.iter().any(|s| hmm_watched(s)) {
+        HMM_WATCH_SH
     } else {
         ""
     };
@@ -58,6 +73,7 @@ pub fn init_script(run: &LabRun, module_paths: &[String]) -> anyhow::Result<Stri
             ("MKE2FS", initramfs::MKE2FS.to_owned()),
             ("MKFS_XFS", initramfs::MKFS_XFS.to_owned()),
             ("HMM_CHECK", hmm_check.to_owned()),
+            ("HMM_WATCH", hmm_watch.to_owned()),
             ("REFWATCH", refwatch_cmd("$D", "$F")),
             ("ATTACH", attach_cmd("$D", "$F")),
             ("READY_TICKS", (u64::from(run.ready_secs) * 10).to_string()),
@@ -151,8 +167,15 @@ fn scenario_lines(run: &LabRun) -> String {
             super::scenarios::run_pages(scenario).map_or(String::new(), |p| format!(" {p}"))
         };
         let watched = super::scenarios::split_watch(scenario).1;
+        if hmm_watched(scenario) {
+            // The PFNs refwatch is to watch, before the workload takes them.
+            s.push_str(&format!(
+                "hmm_watch_pfns {}\n",
+                super::scenarios::WATCH_PAGES
+            ));
+        }
         if watched {
-            // The workload waits at its hold until the pages are armed.
+            // The workload waits until the pages are armed.
             s.push_str(&format!(
                 "export WATCH_READY=/out/{scenario}/{} WATCH_PAGES={}\n",
                 super::scenarios::WATCH_READY_FILE,
@@ -287,6 +310,26 @@ mod tests {
         let end = init.rfind("\nfinish\n").expect("finish");
         assert!(mount < probes && probes < script && script < end);
         assert!(init.ends_with("say \"script finished\"\nfinish\n"));
+    }
+
+    #[test]
+    fn hmm_watch_scenarios_watch_the_drivers_first_pages() {
+        let run = LabRun::new(KernelId::Hmm7_2, WATCH_HMM);
+        let init = init_of(&run, &[]);
+        assert!(init.contains("hmm_watch_pfns() {"));
+        for s in WATCH_HMM {
+            let call = format!("hmm_watch_pfns {WATCH_PAGES}\nexport WATCH_READY=/out/{s}/");
+            assert!(init.contains(&call), "{s}: {init}");
+            assert!(init.contains(&format!(
+                "run_scenario {s} {} \"--no-precise --watch $HMM_WATCH_PFNS --watch-ready",
+                split_variant(s).0
+            )));
+        }
+        // Only there: the fs-dax watch scenarios watch new pages.
+        let run = LabRun::new(KernelId::Debian6_12, WATCH_DAX);
+        let init = init_of(&run, &[]);
+        assert!(!init.contains("hmm_watch_pfns"));
+        assert!(init.contains("--watch new"));
     }
 
     #[test]

@@ -121,9 +121,19 @@ pub const WATCH: &str = "+watch";
 /// every CPU, and x86 has four.
 pub const WATCH_PAGES: u32 = 3;
 
-/// The `+watch` scenarios of the HMM test kernel: the release of the
-/// pages after arming, compared with the page_ref ground truth.
-pub const WATCH_HMM: &[&str] = &["hmm-release+functions+watch"];
+/// The `+watch` scenarios of the HMM test kernel, in function mode (where
+/// the inline gets are the hooks' blind spot): the pages are watched from
+/// before the workload allocates them ([`HMM_WATCH_PFNS`]), and every
+/// change of their refcounts, from the driver's initialisation to the
+/// release, is compared with the page_ref ground truth.
+pub const WATCH_HMM: &[&str] = &["hmm-release+functions+watch", "hmm-migrate+functions+watch"];
+
+/// The guest script's variable that holds the PFNs an HMM `+watch`
+/// scenario's refwatch watches (`--watch PFN,PFN,PFN`): the [`WATCH_PAGES`]
+/// device pages the test driver hands out first, set by the guest's
+/// `hmm_watch_pfns` just before the scenario (see the guest script for why
+/// these).
+pub const HMM_WATCH_PFNS: &str = "HMM_WATCH_PFNS";
 
 /// The `+watch` scenarios of debian-6.12 (no page_ref tracepoints): a late
 /// attach whose watch must see the release of references taken before it,
@@ -484,7 +494,10 @@ pub fn extra_flags(workload: &str) -> &'static str {
 /// variant's, then the workload's.
 pub fn run_flags(run: &str) -> String {
     let (workload, variant) = split_variant(run);
-    let watch = if split_watch(run).1 {
+    let watch = if split_watch(run).1 && workload.starts_with("hmm-") {
+        // Expanded by the guest script where it calls the scenario.
+        format!("--watch ${HMM_WATCH_PFNS} --watch-ready /out/{run}/{WATCH_READY_FILE}")
+    } else if split_watch(run).1 {
         format!("--watch new --watch-ready /out/{run}/{WATCH_READY_FILE}")
     } else {
         String::new()
@@ -560,8 +573,12 @@ mod tests {
             ("hmm-release", Variant::Watched)
         );
         assert_eq!(
-            run_flags("hmm-release+functions+watch"),
-            "--no-precise --watch new --watch-ready /out/hmm-release+functions+watch/watch-ready"
+            run_flags("hmm-migrate+functions+watch"),
+            "--no-precise --watch $HMM_WATCH_PFNS --watch-ready /out/hmm-migrate+functions+watch/watch-ready"
+        );
+        assert_eq!(
+            run_flags("dax-hold+late+watch"),
+            "--watch new --watch-ready /out/dax-hold+late+watch/watch-ready"
         );
         assert_eq!(run_pages("hmm-release+functions+watch"), Some(WATCH_PAGES));
         assert_eq!(run_pages("dax-splice"), Some(SIZE_PAGES));

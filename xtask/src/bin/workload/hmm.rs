@@ -23,6 +23,9 @@ use crate::{
 /// `hmm-migrate`: migrate to the device, read through the device, touch from
 /// the CPU (the pages fault back to RAM), unmap, close the device.
 pub fn migrate(cli: &Cli, run: &mut Run) -> Result<()> {
+    // Under `+watch`: the pages are watched from before the driver hands
+    // them out.
+    crate::watch::wait_armed(run)?;
     let (dev, mapping) = prepare_hmm_pages(cli, run)?;
     let pages = mapping.len() / PAGE_SIZE;
     migrate_all_to_device(&dev, &mapping, run)?;
@@ -65,10 +68,11 @@ pub fn migrate(cli: &Cli, run: &mut Run) -> Result<()> {
 /// `hmm-release`: migrate to the device, then unmap while the pages are
 /// there (the driver gets them back through its `folio_free` callback).
 pub fn release(cli: &Cli, run: &mut Run) -> Result<()> {
+    // Under `+watch`: the pages are watched from before the driver hands
+    // them out.
+    crate::watch::wait_armed(run)?;
     let (dev, mapping) = prepare_hmm_pages(cli, run)?;
     migrate_all_to_device(&dev, &mapping, run)?;
-    // Under `+watch`: the release is what the watchpoints must see.
-    crate::watch::wait_armed(run)?;
     unmap_and_close(dev, mapping, run)
 }
 
