@@ -377,9 +377,9 @@ run_tui() {
         printk=$(cut -f1 /proc/sys/kernel/printk)
         echo 1 > /proc/sys/kernel/printk
         say "tui live begin"
-        workload pty --cols $5 --rows $6 --capture $D/tui.capture --quit-file $D/quit --passthrough -- @ATTACH@ < /dev/console 2> $D/pty.err &
+        workload pty --cols $5 --rows $6 --capture $D/tui.capture --keys-file $D/keys --quit-file $D/quit --passthrough -- @ATTACH@ < /dev/console 2> $D/pty.err &
     else
-        workload pty --cols $5 --rows $6 --capture $D/tui.capture --quit-file $D/quit -- @ATTACH@ > $D/pty.out 2> $D/pty.err &
+        workload pty --cols $5 --rows $6 --capture $D/tui.capture --keys-file $D/keys --quit-file $D/quit -- @ATTACH@ > $D/pty.out 2> $D/pty.err &
     fi
     RW=$!
     wait_ready
@@ -389,6 +389,10 @@ run_tui() {
         workload $2 --dir /mnt/dax --pages @PAGES@ --hold-secs $4 --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
         WL=$!
         echo $WL > $D/workload.pid
+        # Watch the selected page (the first stuck one) with a hardware
+        # watchpoint, as a user presses w, once the hold is flagged.
+        sleep 3
+        printf w > $D/keys.new && mv $D/keys.new $D/keys
         wait $WL
         wrc=$?
         echo $wrc > $D/workload.rc

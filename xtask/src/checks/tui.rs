@@ -97,6 +97,38 @@ fn header_count(rows: &[String], word: &str) -> Option<u64> {
     })
 }
 
+/// The page watched from the TUI (`w` on the first held page): its
+/// release came through the watchpoint, by the workload, with a stack.
+fn watched_release(dir: &Path, held: &Held) -> Result<Vec<String>> {
+    let Some(first) = held.pfns.iter().min() else {
+        return Ok(vec!["the workload held no page".to_owned()]);
+    };
+    let path = dir.join("events.jsonl");
+    let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let puts = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["symbol"] == "watchpoint"
+                && e["event"] == "put"
+                && e["pfn"].as_u64() == Some(*first)
+                && e["tgid"].as_u64() == Some(u64::from(held.pid))
+                && e["stack"].as_array().is_some_and(|s| !s.is_empty())
+        })
+        .count();
+    println!(
+        "    tui: {puts} put(s) of the watched page {first:#x} by the workload through the watchpoint"
+    );
+    Ok(if puts == 0 {
+        vec![format!(
+            "no put of the watched page {first:#x} by the workload (pid {}) through the watchpoint in events.jsonl",
+            held.pid
+        )]
+    } else {
+        Vec::new()
+    })
+}
+
 /// PFNs as refwatch writes their runs: `0x48200-0x4820f,0x48300`, the
 /// first two runs.
 fn ranges_text(pfns: &[u64]) -> String {
@@ -131,8 +163,24 @@ fn ranges_text(pfns: &[u64]) -> String {
 /// stuck marker.
 fn pfn_row(rows: &[String], pfn: u64) -> Option<&String> {
     let want = format!("{pfn:#x}");
-    rows.iter()
-        .find(|r| r.trim_start_matches('●').split_whitespace().next() == Some(want.as_str()))
+    rows.iter().find(|r| {
+        r.trim_start_matches('●')
+            .split_whitespace()
+            .next()
+            .map(|cell| cell.trim_end_matches(WATCH_MARKS))
+            == Some(want.as_str())
+    })
+}
+
+/// What the TUI writes right after a PFN: watched, queued for a watchpoint.
+const WATCH_MARKS: [char; 2] = ['◉', '○'];
+
+/// Whether the row's PFN cell carries the watched mark.
+fn watched(row: &str) -> bool {
+    row.trim_start_matches('●')
+        .split_whitespace()
+        .next()
+        .is_some_and(|cell| cell.ends_with('◉'))
 }
 
 /// What a screen shows, for messages: its non-empty rows.
@@ -186,6 +234,18 @@ pub fn held_screen(screen: &vt100::Screen, held: &Held) -> Vec<String> {
         bad.push(format!(
             "the header does not name the holder group {group:?}"
         ));
+    }
+    // `w` was typed on the selected page, the first held one: a hardware
+    // watchpoint now watches it.
+    if let Some(first) = held.pfns.iter().min()
+        && !pfn_row(&rows, *first).is_some_and(|r| watched(r))
+    {
+        bad.push(format!(
+            "held pfn {first:#x} is not marked watched (◉) after w"
+        ));
+    }
+    if header_count(&rows, "watch") != Some(1) {
+        bad.push("the header does not count 1 page watched (watch 1/…)".to_owned());
     }
     let stuck = header_count(&rows, "stuck");
     if stuck != Some(held.pfns.len() as u64) {
@@ -312,7 +372,8 @@ pub fn check_tui(dir: &Path) -> Result<Vec<String>> {
     };
     let cap = ptycap::parse(&fs::read(&path).with_context(|| format!("read {}", path.display()))?)
         .with_context(|| format!("parse {}", path.display()))?;
-    let bad = judge(&cap, &held)?;
+    let mut bad = judge(&cap, &held)?;
+    bad.extend(watched_release(dir, &held)?);
     let mut play = Player::new(&cap)?;
     let screen = rows(play.at(held.hold_end));
     println!(
@@ -386,7 +447,7 @@ mod tests {
         }
         assert_eq!(header_count(&during, "stuck"), Some(16));
         assert_eq!(header_count(&during, "PFNs"), Some(16));
-        let (q, _) = cap.inputs().next().expect("q typed");
+        let (q, _) = cap.inputs().find(|(_, b)| *b == b"q").expect("q typed");
         let after = rows(play.at(q));
         assert_eq!(header_count(&after, "stuck"), Some(0));
         // The pages are still listed, none stuck.
@@ -417,7 +478,7 @@ mod tests {
         assert!(bad.contains("at the hold's end: held pfn"), "{bad}");
         // The capture cut before refwatch restored the terminal and ended.
         let mut cut = cap.clone();
-        let q = cap.inputs().next().expect("q").0;
+        let q = cap.inputs().find(|(_, b)| *b == b"q").expect("q").0;
         cut.records.retain(|r| r.ns <= q);
         let bad = judge(&cut, &held).expect("judge").join("\n");
         assert!(bad.contains("left on the alternate screen"), "{bad}");
@@ -434,12 +495,12 @@ mod tests {
     /// the alternate screen with a header and one stuck row, then that row
     /// cleared, then the terminal restored (or not, with `restore` false).
     fn synthetic(restore: bool, exit: i32) -> Capture {
-        let mut w = Writer::new(Vec::new(), 80, 12).expect("header");
+        let mut w = Writer::new(Vec::new(), 120, 12).expect("header");
         w.output(
             100,
             b"\x1b[?1049h\x1b[?25l\x1b[1;1H refwatch  live | 6.12 | probes 3/4\
-              \x1b[2;1H events 9 (1/s) | drops 0 | stuck 1 | holder workload/306 get 1 page(s) 0x48200 held\
-              \x1b[5;1H\xe2\x97\x8f 0x48200  fsdax  2  held  workload/306  held",
+              \x1b[2;1H events 9 (1/s) | drops 0 | stuck 1 | watch 1/4 | holder workload/306 get 1 page(s) 0x48200 held\
+              \x1b[5;1H\xe2\x97\x8f 0x48200\xe2\x97\x89 fsdax  2  held  workload/306  held",
         )
         .expect("draw");
         w.output(

@@ -454,7 +454,7 @@ mod tests {
             .find(|l| l.contains("workload pty ") && !l.contains("--passthrough"))
             .expect("the pty line");
         for part in [
-            "--capture $D/tui.capture --quit-file $D/quit -- refwatch attach ",
+            "--capture $D/tui.capture --keys-file $D/keys --quit-file $D/quit -- refwatch attach ",
             "--jsonl $D/events.jsonl --ready-file $D/ready --log-file $D/refwatch.log ",
             "--held-secs 1 ",
         ] {

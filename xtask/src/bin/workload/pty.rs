@@ -4,7 +4,8 @@
 //! the guest has no `script` or terminal emulator.
 //!
 //! The command gets the terminal as its controlling terminal (its own
-//! session) and `TERM=xterm-256color`. When `--quit-file` appears, `q` is
+//! session) and `TERM=xterm-256color`. When `--keys-file` appears, its
+//! content is typed into the terminal. When `--quit-file` appears, `q` is
 //! typed into the terminal, as a user quits; a command still running
 //! `--quit-secs` later gets SIGTERM, and SIGKILL as long again after that.
 //! With `--passthrough`, the terminal's output is also copied to stdout and
@@ -51,6 +52,10 @@ pub struct PtyCli {
     /// Type `q` into the terminal once this file exists.
     #[arg(long)]
     quit_file: Option<PathBuf>,
+    /// Type this file's content into the terminal once it exists (keys a
+    /// user presses during the run; write it whole, e.g. by a rename).
+    #[arg(long)]
+    keys_file: Option<PathBuf>,
     /// Seconds from `q` to SIGTERM (and from SIGTERM to SIGKILL).
     #[arg(long, default_value_t = 20)]
     quit_secs: u64,
@@ -238,6 +243,7 @@ fn run(cli: &PtyCli) -> Result<i32> {
     let mut stdin_open = cli.passthrough;
     let mut buf = vec![0u8; 65536];
     let mut quit_sent: Option<Instant> = None;
+    let mut keys_sent = false;
     let mut termed = false;
     let mut killed = false;
     let mut stdout = io::stdout().lock();
@@ -288,6 +294,13 @@ fn run(cli: &PtyCli) -> Result<i32> {
                 }
             }
             break status;
+        }
+        if !keys_sent && let Some(f) = cli.keys_file.as_ref().filter(|f| f.exists()) {
+            let keys = std::fs::read(f).with_context(|| format!("read {}", f.display()))?;
+            cap.input(monotonic_ns()?, &keys)
+                .context("write the capture")?;
+            write_all_fd(m, &keys).context("type the keys")?;
+            keys_sent = true;
         }
         if quit_sent.is_none() && cli.quit_file.as_ref().is_some_and(|f| f.exists()) {
             cap.input(monotonic_ns()?, b"q")
