@@ -349,6 +349,9 @@ impl<'a> Collector<'a> {
         c.snapshot_at_attach(&opts.watch)?;
         c.publish_metrics();
         c.tick_watch(monotonic_ns())?;
+        if let Some(why) = c.watcher.as_ref().and_then(|w| w.nothing_to_watch()) {
+            anyhow::bail!("none of the pages asked for can be watched: {why}");
+        }
         Ok(c)
     }
 

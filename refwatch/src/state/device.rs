@@ -46,6 +46,22 @@ impl Tracker {
         let rc = ev.refcount_after.or(ev.refcount_before);
         let extra = rc.map(|r| i64::from(r) - expected);
         let dir = m.direction_words();
+        // A system page's references refwatch saw taken and not dropped
+        // (GUP holders, `--ram-holders`): the migration left the page
+        // behind while they were held, whatever the count says (the LRU
+        // batch's reference comes and goes, so `expected` may be one too
+        // many). A device page's holders include its owner's reference:
+        // there the count decides.
+        let held = self
+            .pages
+            .get(&ev.pfn)
+            .filter(|p| p.pgmap_type == pgmap::SYSTEM)
+            .map_or(0, |p| p.holders.len());
+        let stage = if m.stage == Stage::Setup {
+            "setup"
+        } else {
+            "finalize"
+        };
         let reason = match m.stage {
             Stage::Copy => format!(
                 "migration {dir} refused at the copy stage (folio_migrate_mapping -EAGAIN): refcount {} is not the count the migration expected{}",
@@ -54,16 +70,17 @@ impl Tracker {
                     .map_or(String::new(), |x| format!(" (extra_count {x})"))
             ),
             _ if extra.is_some_and(|e| e > 0) => format!(
-                "migration {dir} left this page behind ({} stage, by {} pid {}): refcount {}, the migration expected {expected} ({own} of its own + {mappings} mapping(s)): {} extra reference(s)",
-                if m.stage == Stage::Setup {
-                    "setup"
-                } else {
-                    "finalize"
-                },
+                "migration {dir} left this page behind ({stage} stage, by {} pid {}): refcount {}, the migration expected {expected} ({own} of its own + {mappings} mapping(s)): {} extra reference(s)",
                 ev.comm,
                 ev.tgid,
                 rc.unwrap_or(0),
                 extra.unwrap_or(0)
+            ),
+            _ if held > 0 => format!(
+                "migration {dir} left this page behind ({stage} stage, by {} pid {}): refcount {}, {held} reference(s) refwatch saw taken and not dropped",
+                ev.comm,
+                ev.tgid,
+                rc.map_or("?".into(), |r| r.to_string()),
             ),
             // Failed for another reason (no destination page, a race): not
             // a reference problem.

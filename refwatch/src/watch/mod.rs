@@ -139,6 +139,20 @@ pub struct Watcher {
     failed: HashMap<u64, String>,
 }
 
+/// [`Watcher::nothing_to_watch`]: `failed` gives why each page could not
+/// be watched.
+fn nothing_to_watch(r: &Request, failed: &HashMap<u64, String>) -> Option<String> {
+    if r.new || r.unknown || r.pfns.is_empty() {
+        return None;
+    }
+    let why: Option<Vec<String>> = r
+        .pfns
+        .iter()
+        .map(|p| failed.get(p).map(|w| format!("{p:#x}: {w}")))
+        .collect();
+    why.map(|w| w.join("; "))
+}
+
 impl Watcher {
     /// Loads the watch program and takes its map; nothing is armed yet.
     pub fn new(ebpf: &mut Ebpf, opts: Options) -> Result<Self> {
@@ -316,6 +330,13 @@ impl Watcher {
     /// At most `n` pages at once (free slots found by [`probe`]).
     pub fn fit(&mut self, n: usize) {
         self.slots.lower_capacity(n);
+    }
+
+    /// When only PFNs were asked for (no `new`, no `unknown`) and none of
+    /// them can be watched: why, page by page. Nothing would ever be
+    /// watched: `refwatch watch` ends with this instead of waiting.
+    pub fn nothing_to_watch(&self) -> Option<String> {
+        nothing_to_watch(&self.request, &self.failed)
     }
 
     /// Why `pfn` could not be watched, when its arming failed.
@@ -539,6 +560,27 @@ mod tests {
             "1.500000 pfn 0x48200 put 2→1 by workload[42] via watchpoint: __put_devmap_managed_folio_refs+0x22 ← pipe_read+0x1db"
         );
         assert!(event_line(&ev, SYMBOL, &[]).ends_with("via watchpoint: no stack"));
+    }
+
+    /// `refwatch watch` ends, saying why page by page, only when every PFN
+    /// asked for failed for a reason of its own (a page waiting for a slot
+    /// has not failed).
+    #[test]
+    fn nothing_to_watch_only_when_every_page_failed() {
+        let req = Request::parse("0x10,0x20").expect("parse");
+        let mut failed = HashMap::new();
+        assert_eq!(nothing_to_watch(&req, &failed), None);
+        failed.insert(0x10, "not a device page".to_string());
+        assert_eq!(nothing_to_watch(&req, &failed), None);
+        failed.insert(0x20, "a tail page".to_string());
+        assert_eq!(
+            nothing_to_watch(&req, &failed).as_deref(),
+            Some("0x10: not a device page; 0x20: a tail page")
+        );
+        for more in ["0x10,0x20,new", "0x10,0x20,unknown"] {
+            let req = Request::parse(more).expect("parse");
+            assert_eq!(nothing_to_watch(&req, &failed), None, "{more}");
+        }
     }
 
     #[test]

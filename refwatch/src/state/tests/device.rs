@@ -62,6 +62,49 @@ fn migration_blocked_names_the_remembered_holder_and_clears_on_success() {
     assert_eq!(t.episodes[0].end_ns, Some(101 * S));
 }
 
+/// Seen in the lab (hmm-blocked in functions mode on 7.2): the page
+/// restored at setup with refcount 2, its LRU batch reference already
+/// gone, while a remembered GUP reference still holds it (synthetic copy).
+#[test]
+fn a_remembered_holder_blocks_whatever_the_count_says() {
+    let mut t = Tracker::new(rules_7_2(), th(), 16, 100);
+    let mut get = ev(S, 0x100, Kind::Get, 0, 2, 7);
+    get.late = true;
+    get.pgmap_type = pgmap::SYSTEM;
+    get.refcount_before = None;
+    t.apply(&get);
+    t.apply(&migration(
+        2 * S,
+        0x100,
+        false,
+        Stage::Setup,
+        2,
+        pgmap::SYSTEM,
+    ));
+    assert_eq!(
+        t.page(0x100).expect("page").flags(),
+        vec![Detector::MigrationBlocked]
+    );
+    let e = &t.episodes[0];
+    assert!(
+        e.reason
+            .contains("refcount 2, 1 reference(s) refwatch saw taken and not dropped"),
+        "{}",
+        e.reason
+    );
+    assert_eq!(e.holders.len(), 1);
+    assert_eq!(e.holders[0].tgid, 7);
+    t.apply(&migration(
+        3 * S,
+        0x100,
+        true,
+        Stage::Finalize,
+        1,
+        pgmap::SYSTEM,
+    ));
+    assert_eq!(t.episodes[0].end_ns, Some(3 * S));
+}
+
 #[test]
 fn a_failure_without_extra_references_is_not_blocking() {
     let mut t = Tracker::new(rules_7_2(), th(), 16, 100);
