@@ -103,11 +103,11 @@ pub fn open(addr: u64, cpu: u32) -> io::Result<OwnedFd> {
 /// Attaches the program `prog_fd` to the event `event` and enables it.
 pub fn attach(event: &OwnedFd, prog_fd: i32) -> io::Result<()> {
     // SAFETY: ioctls on a perf event descriptor we own, with an int argument.
-    if unsafe { libc::ioctl(event.as_raw_fd(), IOC_SET_BPF, prog_fd) } < 0 {
+    if unsafe { libc::ioctl(event.as_raw_fd(), IOC_SET_BPF as _, prog_fd) } < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: as above, without argument.
-    if unsafe { libc::ioctl(event.as_raw_fd(), IOC_ENABLE, 0) } < 0 {
+    if unsafe { libc::ioctl(event.as_raw_fd(), IOC_ENABLE as _, 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
