@@ -129,6 +129,18 @@ truth_stop() {
     TRUTH=""
 }
 
+# wait_hold_start FILE: until the workload (job $WL) writes its hold_start
+# line to FILE, it exits, or 60 s pass.
+wait_hold_start() {
+    n=0
+    until grep -q "^workload: hold_start " $1 2>/dev/null; do
+        kill -0 $WL 2>/dev/null || break
+        n=$((n + 1))
+        [ $n -gt 1200 ] && break
+        usleep 50000
+    done
+}
+
 # wait_ready: waits for refwatch (job $RW) to write $D/ready; $note says
 # why not when it exited first or took longer than @READY_SECS@ s.
 wait_ready() {
@@ -222,12 +234,7 @@ run_scenario() {
         mkdir -p /out/$1
         workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev $B --out /out/$1/workload.json > /out/$1/workload.out 2>&1 &
         WL=$!
-        n=0
-        until grep -q "^workload: hold_start " /out/$1/workload.out 2>/dev/null; do
-            n=$((n + 1))
-            [ $n -gt 600 ] && break
-            usleep 50000
-        done
+        wait_hold_start /out/$1/workload.out
         say "scenario $1: the workload holds, refwatch starts (uptime $(up) s)"
     fi
     refwatch_start $1 "$3"
@@ -279,13 +286,7 @@ run_metrics() {
     refwatch_start $1 "$3"
     sh -c "echo \$\$ > $G/cgroup.procs && exec workload $2 --dir /mnt/dax --pages @PAGES@ --hold-secs @HOLD@ --bdev /dev/vdb --out $D/workload.json" > $D/workload.out 2>&1 &
     WL=$!
-    n=0
-    until grep -q "^workload: hold_start " $D/workload.out 2>/dev/null; do
-        kill -0 $WL 2>/dev/null || break
-        n=$((n + 1))
-        [ $n -gt 1200 ] && break
-        usleep 50000
-    done
+    wait_hold_start $D/workload.out
     sleep @SNAP@
     scrape $D/metrics.during-hold
     cp $D/recording $D/recording.during-hold
@@ -315,12 +316,7 @@ run_filtered() {
     mkdir -p $D
     workload $2 --dir /mnt/dax --pages @PAGES@ --hold-secs $5 --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
     WL=$!
-    n=0
-    until grep -q "^workload: hold_start " $D/workload.out 2>/dev/null; do
-        n=$((n + 1))
-        [ $n -gt 600 ] && break
-        usleep 50000
-    done
+    wait_hold_start $D/workload.out
     case $BY in
         pfn)
             set -- $(grep "^workload: pfns " $D/workload.out | cut -d' ' -f3-)
@@ -467,13 +463,7 @@ run_signal() {
     refwatch_start $1 "$3"
     workload $2 --dir /mnt/dax --pages @PAGES@ --hold-secs @HOLD@ --bdev /dev/vdb --out $D/workload.json > $D/workload.out 2>&1 &
     WL=$!
-    n=0
-    until grep -q "^workload: hold_start " $D/workload.out 2>/dev/null; do
-        kill -0 $WL 2>/dev/null || break
-        n=$((n + 1))
-        [ $n -gt 1200 ] && break
-        usleep 50000
-    done
+    wait_hold_start $D/workload.out
     sleep 1
     # Under --watch: until refwatch has armed its first pages.
     case "$3" in *--watch-ready*)
