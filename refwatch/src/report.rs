@@ -15,7 +15,7 @@ use crate::{
     state::{Thresholds, Tracker},
 };
 
-pub use groups::HolderGroupOut;
+pub use groups::{HolderGroupOut, ReleaserOut, seen_via};
 
 /// A holder in the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +62,11 @@ pub struct EpisodeOut {
     /// is unknown, not known to be fine.
     #[serde(default)]
     pub ended_by_loss: bool,
+    /// The drop that ended it (put, unpin or free): who released the page,
+    /// with its stack (from the hardware watchpoint under `--watch`, which
+    /// names the releaser of references taken before watching).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<JsonEvent>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -304,6 +309,11 @@ impl Builder {
                 holders_omitted: e.holders.len().saturating_sub(MAX_HOLDERS_SHOWN) as u64,
                 holder_note: e.holder_note.clone(),
                 ended_by_loss: e.ended_by_loss,
+                released_by: e
+                    .released_by
+                    .as_deref()
+                    .and_then(|ev| rb.json(ev))
+                    .map(shown),
                 last_events: e
                     .last_events
                     .iter()
@@ -557,6 +567,19 @@ fn episodes_text(r: &Report, out: &mut String) {
                     ev.tgid,
                     ev.symbol
                 ));
+            }
+        }
+        if let Some(r) = &e.released_by {
+            out.push_str(&format!(
+                "  released by {} pid {} ({} in {}) at +{:.3}s\n",
+                r.comm,
+                r.tgid,
+                r.event,
+                r.symbol,
+                rel(r.ts_ns)
+            ));
+            for f in r.stack.0.iter().flatten() {
+                out.push_str(&format!("      {f}\n"));
             }
         }
     }

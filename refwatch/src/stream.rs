@@ -5,9 +5,10 @@
 use crate::{
     event::pgmap_name,
     format::json::Format,
+    report::ReleaserOut,
     state::{
         Episode, Tracker,
-        groups::{self, Change, Group, GroupWatch, ranges_text},
+        groups::{self, Change, Group, GroupWatch, Releaser, ranges_text},
     },
     symbols::{Kallsyms, stack_strings},
 };
@@ -38,10 +39,51 @@ impl GroupStream {
             .cloned()
             .collect();
         let passed = groups::group(groups::episode_members(&ended, &groups::by_frames));
-        for c in self.watch.update_with_passed(&groups, passed, now_ns) {
+        for mut c in self.watch.update_with_passed(&groups, passed, now_ns) {
+            if let Change::Cleared(g) = &mut c
+                && g.released_by.is_empty()
+            {
+                g.released_by = releasers(tracker, &g.pfns);
+            }
             println!("{}", line(&c, now_ns, &|g| via(g, syms, fmt)));
         }
     }
+}
+
+/// Who released `pfns` (sorted): the drop that ended each one's latest
+/// closed episode, counted per releaser.
+fn releasers(tracker: &Tracker, pfns: &[u64]) -> Vec<(Releaser, usize)> {
+    let mut found = vec![false; pfns.len()];
+    let mut out: Vec<(Releaser, usize)> = Vec::new();
+    for e in tracker.episodes.iter().rev() {
+        let (Ok(i), Some(ev)) = (pfns.binary_search(&e.pfn), e.released_by.as_deref()) else {
+            continue;
+        };
+        if found[i] {
+            continue;
+        }
+        found[i] = true;
+        let r = Releaser::of(ev);
+        match out.iter_mut().find(|(x, _)| *x == r) {
+            Some((_, n)) => *n += 1,
+            None => out.push((r, 1)),
+        }
+    }
+    out
+}
+
+/// `, released by workload pid 248 (put via watchpoint)`: who released a
+/// cleared group's pages, when drops ended them.
+fn released(g: &Group) -> String {
+    if g.released_by.is_empty() {
+        return String::new();
+    }
+    let who: Vec<String> = g
+        .released_by
+        .iter()
+        .map(|(r, n)| ReleaserOut::new(r, *n).text(g.pages()))
+        .collect();
+    format!(", released by {}", who.join(", "))
 }
 
 fn via(g: &Group, syms: &Kallsyms, fmt: Format) -> String {
@@ -101,12 +143,13 @@ pub fn line(c: &Change, now_ns: u64, stack: &dyn Fn(&Group) -> String) -> String
             secs(g.since_ns)
         ),
         Change::Cleared(g) => format!(
-            "STUCK group cleared: {} no longer holds {} stuck ({} since {:.3}s, for {:.1}s)",
+            "STUCK group cleared: {} no longer holds {} stuck ({} since {:.3}s, for {:.1}s){}",
             who(g),
             pages(g),
             g.key.detector.name(),
             secs(g.since_ns),
-            secs(g.end_ns.unwrap_or(now_ns).saturating_sub(g.since_ns))
+            secs(g.end_ns.unwrap_or(now_ns).saturating_sub(g.since_ns)),
+            released(g)
         ),
     };
     // Task names come from the kernel: no terminal controls.
@@ -122,7 +165,7 @@ mod tests {
         event::Kind,
         state::{
             Detector, Holder,
-            groups::{Change, Group, HolderKey},
+            groups::{Change, Group, HolderKey, Releaser},
         },
         symbols::Role,
     };
@@ -154,6 +197,7 @@ mod tests {
             since_ns: 2_000_000_000,
             end_ns: None,
             members: pages as usize,
+            released_by: Vec::new(),
         }
     }
 
@@ -175,6 +219,22 @@ mod tests {
         assert_eq!(
             line(&Change::Cleared(group(32)), 12_500_000_000, &via),
             "STUCK group cleared: vmsplice-hold pid 4242 (get) no longer holds 32 page(s) 0x48200-0x4821f (fsdax) stuck (held since 2.000s, for 10.5s)"
+        );
+        // With who released its pages.
+        let mut g = group(32);
+        let releaser = |comm: &str, tgid| Releaser {
+            comm: comm.into(),
+            tgid,
+            kind: Kind::Put,
+            hook: refwatch_common::hook::WATCHPOINT,
+        };
+        g.released_by = vec![
+            (releaser("vmsplice-hold", 4242), 30),
+            (releaser("kworker/0:1", 12), 2),
+        ];
+        assert_eq!(
+            line(&Change::Cleared(g), 12_500_000_000, &via),
+            "STUCK group cleared: vmsplice-hold pid 4242 (get) no longer holds 32 page(s) 0x48200-0x4821f (fsdax) stuck (held since 2.000s, for 10.5s), released by vmsplice-hold pid 4242 (put via watchpoint, 30 page(s)), kworker/0:1 pid 12 (put via watchpoint, 2 page(s))"
         );
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::Report;
 use crate::{
     event::{Stack, pgmap_name},
-    state::groups::{self, Group, StackId},
+    state::groups::{self, Group, Releaser, StackId},
     state::{Episode, groups::ranges_text},
 };
 
@@ -52,6 +52,58 @@ pub struct HolderGroupOut {
     /// The container id its cgroup names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Who released the pages that cleared (each page's last release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released_by: Vec<ReleaserOut>,
+}
+
+/// Who released some of a group's pages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaserOut {
+    pub comm: String,
+    pub pid: u32,
+    /// `put`, `unpin` or `free`.
+    pub event: String,
+    /// What saw the drop: `watchpoint` (the hardware watchpoint), or the
+    /// hook's name.
+    pub via: String,
+    pub pages: u64,
+}
+
+/// What saw a drop: the watchpoint, or the hook's logical name.
+pub fn seen_via(hook: u32) -> &'static str {
+    if hook == refwatch_common::hook::WATCHPOINT {
+        crate::watch::SYMBOL
+    } else {
+        crate::plan::catalog::of_hook(hook).map_or("?", |l| l.name)
+    }
+}
+
+impl ReleaserOut {
+    /// `r`, who released `pages` pages.
+    pub fn new(r: &Releaser, pages: usize) -> Self {
+        Self {
+            comm: r.comm.clone(),
+            pid: r.tgid,
+            event: r.kind.name().into(),
+            via: seen_via(r.hook).into(),
+            pages: pages as u64,
+        }
+    }
+
+    /// `workload pid 248 (put via watchpoint)`, with the page count when
+    /// `of` is more than one page.
+    pub fn text(&self, of: usize) -> String {
+        let pages = if of > 1 {
+            format!(", {} page(s)", self.pages)
+        } else {
+            String::new()
+        };
+        format!(
+            "{} pid {} ({} via {}{pages})",
+            self.comm, self.pid, self.event, self.via
+        )
+    }
 }
 
 /// The groups of `episodes`, their stacks as `stack_of` names them.
@@ -102,6 +154,11 @@ fn out(
             .and_then(crate::event::cgroup::container_id)
             .map(Into::into),
         cgroup,
+        released_by: g
+            .released_by
+            .iter()
+            .map(|(r, n)| ReleaserOut::new(r, *n))
+            .collect(),
     }
 }
 
@@ -172,6 +229,14 @@ pub(super) fn text(r: &Report, out: &mut String) {
         for f in &g.stack {
             out.push_str(&format!("      {f}\n"));
         }
+        if !g.released_by.is_empty() {
+            let who: Vec<String> = g
+                .released_by
+                .iter()
+                .map(|r| r.text(g.pages as usize))
+                .collect();
+            out.push_str(&format!("  released by {}\n", who.join(", ")));
+        }
     }
 }
 
@@ -212,6 +277,15 @@ mod tests {
         assert!(g["end_ns"].is_null(), "{g}");
         assert_eq!(g["episodes"], 2);
         assert!(g.get("holder_note").is_none(), "{g}");
+        // The page that cleared names who released it, as its episode does.
+        assert_eq!(
+            g["released_by"],
+            serde_json::json!([{"comm": "vmsplice-hold", "pid": 4242, "event": "put", "via": "fsdax-put", "pages": 1}])
+        );
+        let released = &json["episodes"][0]["released_by"];
+        assert_eq!(released["symbol"], "__put_devmap_managed_page_refs");
+        assert_eq!(released["stack"][1], "pipe_buf_release+0x21");
+        assert!(json["episodes"][1].get("released_by").is_none());
         // Symbolized frames, as the episodes' holders have them.
         let stack: Vec<&str> = g["stack"]
             .as_array()
@@ -247,6 +321,10 @@ mod tests {
         );
         assert!(!text.contains("holder: "), "{text}");
         assert!(
+            text.contains("  released by vmsplice-hold pid 4242 (put via fsdax-put, 1 page(s))\n"),
+            "{text}"
+        );
+        assert!(
             text.contains("stuck at the end: 1 page(s): 0x40011"),
             "{text}"
         );
@@ -257,6 +335,13 @@ mod tests {
             "{per_page}"
         );
         assert_eq!(per_page.matches("  holder: vmsplice-hold").count(), 2);
+        assert_eq!(
+            per_page
+                .matches("  released by vmsplice-hold pid 4242 (put in __put_devmap_managed_page_refs) at +")
+                .count(),
+            1,
+            "{per_page}"
+        );
         assert!(
             per_page.contains("stuck at the end: 0x40011\n"),
             "{per_page}"

@@ -70,7 +70,7 @@ impl Footprint {
         let events = max_events
             .max(max_pfns.saturating_mul(MIN_KEEP.min(history)))
             .min(max_pfns.saturating_mul(history));
-        let refs = events + max_pfns * MAX_HOLDERS + max_episodes * (MAX_HOLDERS + LAST_EVENTS);
+        let refs = events + max_pfns * MAX_HOLDERS + max_episodes * (MAX_HOLDERS + LAST_EVENTS + 1);
         Self {
             pages: max_pfns,
             events,
@@ -110,6 +110,8 @@ impl Footprint {
             + TEXT_BYTES
             + self.holders * size_of::<Holder>() * VEC_SLACK
             + LAST_EVENTS * size_of::<PageEvent>()
+            // The drop that ended it (`released_by`).
+            + size_of::<PageEvent>()
             // The open episode's slot in its page's map (a first one
             // allocates four).
             + 4 * (16 + 1) + 16

@@ -1,7 +1,10 @@
 //! The time-based detectors, and opening and closing episodes.
 
 use super::{Detector, Episode, MAX_HOLDERS, PIN_BIAS, Page, Tracker, UNKEPT, holders::holders_of};
-use crate::{event::PageEvent, rules::Rules};
+use crate::{
+    event::{Kind, PageEvent},
+    rules::Rules,
+};
 
 impl Tracker {
     /// Runs the time-based detectors at `now_ns` (monotonic, like event times).
@@ -144,6 +147,7 @@ impl Tracker {
             holder_note,
             last_events,
             ended_by_loss: false,
+            released_by: None,
         });
         page.open.insert(d, self.episodes.len() - 1);
     }
@@ -244,20 +248,25 @@ pub(super) fn layout_wait(ev: &PageEvent, page: &Page, rules: &Rules) -> (Detect
     )
 }
 
-/// Ends the episodes of `page` that `to_close` names, at `ts_ns`.
+/// Ends the episodes of `page` that `to_close` names, at `ev`'s time; a
+/// drop (put, unpin, free) is what released the page.
 #[cold]
 #[inline(never)]
 pub(super) fn close_all(
     page: &mut Page,
     episodes: &mut [Episode],
     to_close: Detectors,
-    ts_ns: u64,
+    ev: &PageEvent,
 ) {
+    let released = matches!(ev.kind, Kind::Put | Kind::Unpin | Kind::Free);
     for d in to_close.iter() {
         if let Some(idx) = page.open.remove(&d)
             && let Some(ep) = episodes.get_mut(idx)
         {
-            ep.end_ns = Some(ts_ns);
+            ep.end_ns = Some(ev.ts_ns);
+            if released {
+                ep.released_by = Some(Box::new(ev.clone()));
+            }
         }
     }
 }

@@ -11,7 +11,10 @@ mod watch;
 pub use watch::{Change, GROW_EVERY_NS, GroupWatch};
 
 use super::{Detector, Episode, Holder, Page, Tracker, UNKEPT, holders::unknown_note};
-use crate::{event::Stack, symbols::Role};
+use crate::{
+    event::{Kind, PageEvent, Stack},
+    symbols::Role,
+};
 
 /// What makes two holders' stacks the same to the caller: the frames live
 /// (interned or not), the recorded stack's entry in a report or replay.
@@ -66,6 +69,29 @@ pub struct HolderKey {
     pub note: Option<String>,
 }
 
+/// Who released a page: the task of the drop that ended its episode
+/// ([`Episode::released_by`]) and how.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Releaser {
+    pub comm: String,
+    pub tgid: u32,
+    /// `put`, `unpin` or `free`.
+    pub kind: Kind,
+    /// The hook that saw it (`hook::WATCHPOINT`: the hardware watchpoint).
+    pub hook: u32,
+}
+
+impl Releaser {
+    pub fn of(ev: &PageEvent) -> Self {
+        Self {
+            comm: ev.comm.to_string(),
+            tgid: ev.tgid,
+            kind: ev.kind,
+            hook: ev.hook,
+        }
+    }
+}
+
 /// One stuck page (or one episode of one) and who holds it.
 #[derive(Debug, Clone)]
 pub struct Member {
@@ -78,6 +104,8 @@ pub struct Member {
     pub since_ns: u64,
     /// When it cleared; `None` while stuck.
     pub end_ns: Option<u64>,
+    /// Who released it, when a drop ended it.
+    pub released_by: Option<Releaser>,
 }
 
 impl Member {
@@ -112,6 +140,7 @@ impl Member {
             pgmap_type,
             since_ns: 0,
             end_ns: None,
+            released_by: None,
         }
     }
 }
@@ -133,6 +162,9 @@ pub struct Group {
     pub end_ns: Option<u64>,
     /// Members (episodes, in a report) folded in.
     pub members: usize,
+    /// Who released its pages, with how many each, in the order first
+    /// seen (a page's last release counts).
+    pub released_by: Vec<(Releaser, usize)>,
 }
 
 impl Group {
@@ -219,6 +251,7 @@ pub fn episode_members(eps: &[Episode], stack_id: &dyn Fn(&Stack) -> StackId) ->
             let mut m = Member::new(e.pfn, e.pgmap_type, e.detector, holder, note, stack_id);
             m.since_ns = e.start_ns;
             m.end_ns = e.end_ns;
+            m.released_by = e.released_by.as_deref().map(Releaser::of);
             m
         })
         .collect()
@@ -249,6 +282,10 @@ pub fn group(members: Vec<Member>) -> Vec<Group> {
                 let (kept, n) = &mut pages[i];
                 *n += 1;
                 kept.since_ns = kept.since_ns.min(m.since_ns);
+                // The page's last release is the one that counts.
+                if m.released_by.is_some() && m.end_ns >= kept.end_ns {
+                    kept.released_by = m.released_by;
+                }
                 kept.end_ns = match (kept.end_ns, m.end_ns) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     _ => None,
@@ -277,9 +314,12 @@ pub fn group(members: Vec<Member>) -> Vec<Group> {
                     _ => None,
                 };
                 g.members += n;
+                add_release(&mut g.released_by, m.released_by);
             }
             None => {
                 index.insert(m.key.clone(), groups.len());
+                let mut released_by = Vec::new();
+                add_release(&mut released_by, m.released_by);
                 groups.push(Group {
                     key: m.key,
                     holder: m.holder,
@@ -288,6 +328,7 @@ pub fn group(members: Vec<Member>) -> Vec<Group> {
                     since_ns: m.since_ns,
                     end_ns: m.end_ns,
                     members: n,
+                    released_by,
                 });
             }
         }
@@ -301,6 +342,18 @@ pub fn group(members: Vec<Member>) -> Vec<Group> {
     // Stable: equal counts keep their order.
     groups.sort_by_key(|g| std::cmp::Reverse(g.pfns.len()));
     groups
+}
+
+/// Counts one page released by `r` (pages of one group are one holder's:
+/// its releasers are few).
+fn add_release(counts: &mut Vec<(Releaser, usize)>, r: Option<Releaser>) {
+    let Some(r) = r else {
+        return;
+    };
+    match counts.iter_mut().find(|(x, _)| *x == r) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((r, 1)),
+    }
 }
 
 /// The groups of the pages stuck now.

@@ -179,6 +179,10 @@ pub struct Episode {
     /// Ended because events of the page were lost: its state is unknown
     /// from `end_ns`, not known to be fine.
     pub ended_by_loss: bool,
+    /// The drop that ended it (a put, unpin or free): who released the
+    /// page, with its stack. `None` while open, and for an episode that
+    /// ended otherwise (a migration, a loss, a rewrite of the count).
+    pub released_by: Option<Box<PageEvent>>,
 }
 
 /// What refwatch knows of one page. In C order, what every event reads
@@ -620,7 +624,7 @@ impl Tracker {
         }
         // Most pages have nothing open: no episode to look at.
         if !page.open.is_empty() {
-            close_all(page, &mut self.episodes, to_close, ev.ts_ns);
+            close_all(page, &mut self.episodes, to_close, ev);
         }
         // Only open episodes learn of holders: most events have none to tell.
         let may_be_open = !page.open.is_empty() || to_open.is_some() || ev.kind == Kind::Migrate;

@@ -246,9 +246,18 @@ fn summary(app: &App, d: &DetailSnap) -> Vec<Line<'static>> {
         }
     } else if let Some(e) = &d.last_closed {
         let end = e.end_ns.map_or("?".into(), |t| fmt::rel(t, t0));
+        let released = e.released_by.as_deref().map_or(String::new(), |r| {
+            format!(
+                ", released by {}/{} ({} via {})",
+                r.comm,
+                r.tgid,
+                r.kind.name(),
+                crate::report::seen_via(r.hook)
+            )
+        });
         lines.push(Line::styled(
             format!(
-                "not stuck now · last: {} from {} to {end}",
+                "not stuck now · last: {} from {} to {end}{released}",
                 e.detector.name(),
                 fmt::rel(e.start_ns, t0)
             ),

@@ -69,7 +69,7 @@ fn hook_gets_of(hook_gets: &[(String, u64)], pfn: &str) -> u64 {
 /// a kernel without page_ref tracepoints): each held page armed, flagged
 /// during the hold as held by references taken before watching, and its
 /// release seen by the watchpoint: a put from the workload (which drops the
-/// pipe), with a stack.
+/// pipe), with a stack, which the report names as the episode's releaser.
 pub fn check_late_watch(dir: &Path) -> Result<Vec<String>> {
     let w = super::read_workload(dir)?;
     let armed = std::fs::read_to_string(dir.join(crate::lab::WATCH_READY_FILE))
@@ -88,15 +88,31 @@ pub fn check_late_watch(dir: &Path) -> Result<Vec<String>> {
         if !armed.lines().any(|l| l.starts_with(&hex)) {
             bad.push(format!("pfn {pfn:#x}: not armed"));
         }
-        let said = episodes.iter().any(|e| {
-            e["pfn"].as_u64() == Some(*pfn)
-                && e["holder_note"]
-                    .as_str()
-                    .is_some_and(|n| n.contains("before watching"))
-        });
-        if !said {
+        let said: Vec<&serde_json::Value> = episodes
+            .iter()
+            .filter(|e| {
+                e["pfn"].as_u64() == Some(*pfn)
+                    && e["holder_note"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("before watching"))
+            })
+            .collect();
+        if said.is_empty() {
             bad.push(format!(
                 "pfn {pfn:#x}: no episode says its references were taken before watching"
+            ));
+        }
+        // The report names the releaser on the episode the release ended.
+        let named = said.iter().any(|e| {
+            let r = &e["released_by"];
+            r["symbol"] == "watchpoint"
+                && r["comm"] == "workload"
+                && r["stack"].as_array().is_some_and(|s| !s.is_empty())
+        });
+        if !named {
+            bad.push(format!(
+                "pfn {pfn:#x}: its episode's released_by is not the workload's put seen by the watchpoint, with a stack: {}",
+                said.first().map_or("no episode".into(), |e| e["released_by"].to_string())
             ));
         }
         let release = events.iter().any(|e| {

@@ -51,6 +51,9 @@ fn a_reference_taken_before_watching_is_said_until_its_release() {
     t.apply(&hit(4 * S, 7, Kind::Put, 2, 1, 99));
     let e = t.episodes.last().expect("episode");
     assert_eq!(e.end_ns, Some(4 * S));
+    // The episode names its releaser: the watchpoint's put.
+    let r = e.released_by.as_deref().expect("released by");
+    assert_eq!((r.hook, r.tgid, r.kind), (hook::WATCHPOINT, 99, Kind::Put));
     let last = t
         .page(7)
         .and_then(|p| p.history.iter().last())
@@ -78,4 +81,18 @@ fn the_read_at_arming_starts_the_watch_in_a_replay() {
     // A hook's put after arming is the watchpoint's to count.
     t.apply(&ev(4 * S, 7, Kind::Put, 2, 1, 5));
     assert!(t.page(7).is_some_and(|p| p.holders.is_empty()));
+}
+
+/// An episode that ends otherwise than by a drop names no releaser.
+#[test]
+fn only_a_drop_names_a_releaser() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100);
+    t.apply(&ev(0, 7, Kind::Snapshot, 2, 2, 1));
+    t.advance(3 * S);
+    assert!(t.page(7).is_some_and(|p| p.stuck()));
+    // A read that finds it idle again: no drop seen.
+    t.apply(&ev(4 * S, 7, Kind::Snapshot, 1, 1, 1));
+    let e = t.episodes.last().expect("episode");
+    assert_eq!(e.end_ns, Some(4 * S));
+    assert!(e.released_by.is_none());
 }

@@ -120,6 +120,52 @@ fn recorded_watchpoint_events_mark_the_page_and_count_its_hits() {
     assert!(!s.contains("watch 1/"), "no live count: {s}");
 }
 
+/// The release a watchpoint saw names its releaser in the page's detail
+/// once the page is no longer stuck.
+#[test]
+fn a_released_page_names_its_releaser() {
+    let fx = Fixture::new();
+    let mut t = synthetic::stuck();
+    let fs = refwatch_common::pgmap::FSDAX;
+    let ev = |ts, kind, before, after, tgid, comm| {
+        let mut e = synthetic::event(ts, 0x40010, kind, before, after, tgid, comm, fs);
+        e.hook = hook::WATCHPOINT;
+        e
+    };
+    t.apply(&ev(
+        T0 + 5 * S,
+        crate::event::Kind::Snapshot,
+        2,
+        2,
+        1,
+        "refwatch",
+    ));
+    t.apply(&ev(
+        T0 + 6 * S,
+        crate::event::Kind::Put,
+        2,
+        1,
+        4243,
+        "drainer",
+    ));
+    assert!(t.page(0x40010).is_some_and(|p| !p.stuck()));
+    let mut app = fx.app(&t, T0 + 12 * S, 120, 30);
+    // Stuck pages come first: down to it.
+    for _ in 0..8 {
+        if app.selected_pfn() == Some(0x40010) {
+            break;
+        }
+        app.on_key(ch('j'));
+        app.sync(&fx.feed(&t, T0 + 12 * S));
+    }
+    assert_eq!(app.selected_pfn(), Some(0x40010));
+    let s = screen(&draw(&app, 120, 30));
+    assert!(
+        s.contains("released by drainer/4243 (put via watchpoint)"),
+        "{s}"
+    );
+}
+
 #[test]
 fn the_watch_key_asks_the_runner_live_and_says_why_not_in_a_replay() {
     let fx = Fixture::new();
