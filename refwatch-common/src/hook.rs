@@ -86,5 +86,10 @@ pub const LAYOUT_SLEEP_XFS: u32 = 35;
 /// known. `aux` is the hit's number since the watch was armed (1, 2,
 /// …: a jump says hits were lost).
 pub const WATCHPOINT: u32 = 36;
+/// Not a kernel hook: userspace's record that a page's watchpoint ended
+/// (its slot yielded to a waiting page, or the TUI's `w` stopped it), a
+/// read of the page's state then (`snapshot` kind), so that a recording
+/// says until when the page was watched.
+pub const WATCH_END: u32 = 37;
 /// Number of hook ids + 1 (for tables indexed by hook).
-pub const COUNT: u32 = 37;
+pub const COUNT: u32 = 38;

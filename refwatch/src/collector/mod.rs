@@ -274,8 +274,10 @@ impl<'a> Collector<'a> {
                         *slot = (sym, (role != Role::Other).then_some(role));
                     }
                 }
-                if let Some(slot) = hooks.get_mut(refwatch_common::hook::WATCHPOINT as usize) {
-                    *slot = (crate::watch::SYMBOL, None);
+                for (h, name) in crate::watch::HOOK_NAMES {
+                    if let Some(slot) = hooks.get_mut(h as usize) {
+                        *slot = (name, None);
+                    }
                 }
                 hooks
             },
@@ -670,12 +672,11 @@ fn drain(
 
 /// A state refwatch read from the kernel: into the outputs, then the tracker.
 fn apply_read(ev: &PageEvent, tracker: &mut Tracker, out: &mut Outputs<'_>) -> Result<()> {
-    // A read when a watchpoint was armed goes by the watchpoint's name.
-    let symbol = if ev.hook == refwatch_common::hook::WATCHPOINT {
-        crate::watch::SYMBOL
-    } else {
-        snapshot::SYMBOL
-    };
+    // A read when a watchpoint was armed or ended goes by its name.
+    let symbol = crate::watch::HOOK_NAMES
+        .iter()
+        .find(|(h, _)| *h == ev.hook)
+        .map_or(snapshot::SYMBOL, |(_, s)| *s);
     if out.jsonl.is_some() || out.rec.is_some() {
         let j = out.syms.to_json(ev, symbol, out.format);
         if let Some(w) = out.jsonl.as_mut() {

@@ -12,7 +12,8 @@ impl Collector<'_> {
         let Some(w) = self.watcher.as_mut() else {
             return Ok(());
         };
-        for c in w.tick(&self.tracker, self.peeker.as_mut(), now) {
+        let changes = w.tick(&self.tracker, self.peeker.as_mut(), now);
+        for c in changes {
             match (c.since_ns, c.read) {
                 (Some(at), Some(read)) => {
                     let mut ev = snapshot::event(&read, at, std::process::id());
@@ -20,9 +21,41 @@ impl Collector<'_> {
                     apply_read(&ev, &mut self.tracker, &mut self.out)?;
                     self.tracker.watch_armed(c.pfn, Some(at));
                 }
-                (since, _) => self.tracker.watch_armed(c.pfn, since),
+                (Some(at), None) => self.tracker.watch_armed(c.pfn, Some(at)),
+                (None, _) => self.watch_ended(c.pfn, now)?,
             }
         }
+        Ok(())
+    }
+
+    /// Records that `pfn`'s watch ended (its slot yielded, or the TUI's `w`
+    /// stopped it): the page's state read then, as an event of
+    /// `hook::WATCH_END` in the outputs, so that a replay of the recording
+    /// stops treating the page as watched where the live run did. Without a
+    /// read the event carries no counts.
+    fn watch_ended(&mut self, pfn: u64, now: u64) -> Result<()> {
+        let Some(page) = self.tracker.page(pfn).filter(|p| p.watched_since != 0) else {
+            return Ok(());
+        };
+        let unread = refwatch_common::PagePeek {
+            head_pfn: pfn,
+            refcount: i32::MIN,
+            mapcount: i32::MIN,
+            pgmap_type: page.pgmap_type,
+            ..Default::default()
+        };
+        let read = self
+            .peeker
+            .as_mut()
+            .and_then(|p| p.read(pfn, 1).ok())
+            .and_then(|v| v.into_iter().next())
+            .filter(|p| p.valid != 0 && p.head_pfn == pfn)
+            .unwrap_or(unread);
+        let mut ev = snapshot::event(&read, now, std::process::id());
+        ev.hook = refwatch_common::hook::WATCH_END;
+        apply_read(&ev, &mut self.tracker, &mut self.out)?;
+        // Whatever the event said (a tracker that forgot the page).
+        self.tracker.watch_armed(pfn, None);
         Ok(())
     }
 
@@ -74,7 +107,7 @@ impl Collector<'_> {
             return Ok(("no hardware watchpoints".into(), true));
         };
         if !w.toggle(pfn) {
-            self.tracker.watch_armed(pfn, None);
+            self.watch_ended(pfn, monotonic_ns())?;
             return Ok((format!("page {pfn:#x}: no longer watched"), false));
         }
         self.tick_watch(monotonic_ns())?;

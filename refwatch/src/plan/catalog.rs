@@ -258,7 +258,12 @@ pub fn hook_of_symbol(symbol: &str) -> Option<u32> {
                 .find(|(s, _)| *s == symbol)
                 .map(|&(_, hook)| hook)
         })
-        .or_else(|| (symbol == crate::watch::SYMBOL).then_some(hook::WATCHPOINT))
+        .or_else(|| {
+            crate::watch::HOOK_NAMES
+                .iter()
+                .find(|(_, s)| *s == symbol)
+                .map(|&(h, _)| h)
+        })
 }
 
 /// The logical hook named `name`.

@@ -64,8 +64,10 @@ fn every_hook_id_is_a_catalog_entrys_or_retired() {
         .map(|c| c.hook)
         .collect();
     ids.extend(RETIRED.iter().map(|&(_, h)| h));
-    // Not a hooked function: the hardware watchpoint (`--watch`).
+    // Not hooked functions: the hardware watchpoint (`--watch`) and the
+    // end of a page's watch.
     ids.insert(hook::WATCHPOINT);
+    ids.insert(hook::WATCH_END);
     let all: HashSet<u32> = (1..hook::COUNT).collect();
     assert_eq!(ids, all);
 }
@@ -87,6 +89,9 @@ fn every_symbol_maps_back_to_its_hook() {
     assert_eq!(hook_of_symbol("__folio_put"), Some(hook::FOLIO_PUT));
     assert_eq!(hook_of_symbol("try_grab_folio"), Some(hook::TRY_GRAB_FOLIO));
     assert_eq!(hook_of_symbol("no_such_function"), None);
+    // The watch's events, as recordings name them.
+    assert_eq!(hook_of_symbol("watchpoint"), Some(hook::WATCHPOINT));
+    assert_eq!(hook_of_symbol("watch ended"), Some(hook::WATCH_END));
 }
 
 #[test]

@@ -297,7 +297,8 @@ impl Page {
     }
 }
 
-/// Notes a watchpoint event on `page` (the watch since then), and says
+/// Notes a watchpoint event on `page` (the watch since then; the end of
+/// its watch: no longer), and says
 /// whether `ev` is a hook's event of a page the watchpoint watches: its get
 /// or put is the watchpoint's too, and only the watchpoint's counts.
 fn watch_event(page: &mut Page, ev: &PageEvent) -> bool {
@@ -305,6 +306,10 @@ fn watch_event(page: &mut Page, ev: &PageEvent) -> bool {
         if page.watched_since == 0 {
             page.watched_since = ev.ts_ns.max(1);
         }
+        return false;
+    }
+    if ev.hook == hook::WATCH_END {
+        page.watched_since = 0;
         return false;
     }
     page.watched_since != 0 && ev.ts_ns >= page.watched_since
@@ -458,7 +463,8 @@ impl Tracker {
         let superseded = ev.kind != Kind::Snapshot
             && !ev.late
             && ev.ts_ns.saturating_add(loss::GAP_SLACK_NS) < page.read_ns;
-        if ev.kind == Kind::Snapshot {
+        // A read that found no counts (the end of a watch, unread) is none.
+        if ev.kind == Kind::Snapshot && ev.refcount_after.is_some() {
             page.read_ns = page.read_ns.max(ev.ts_ns);
         }
         // A migration event's refcount includes the migration's own

@@ -255,10 +255,9 @@ pub async fn run_live(
         .filter_map(|r| Some((r.hook?, r.symbol?.to_string())))
         .collect();
     // The watchpoint's events (`--watch`, `w`) go by its name, as in the outputs.
-    hooks.insert(
-        refwatch_common::hook::WATCHPOINT,
-        crate::watch::SYMBOL.to_string(),
-    );
+    for (h, name) in crate::watch::HOOK_NAMES {
+        hooks.insert(h, name.to_string());
+    }
     let mut outside = Outside::install()?;
     // The terminal before the collector: when it cannot be had, no output
     // is started (and none left unfinished).

@@ -35,6 +35,16 @@ use crate::{peek::Peeker, state::Tracker};
 /// function (`symbol` in JSON lines and recordings).
 pub const SYMBOL: &str = "watchpoint";
 
+/// The function name of the read that ends a page's watch
+/// (`hook::WATCH_END`).
+pub const END_SYMBOL: &str = "watch ended";
+
+/// The names the watch's events go by, by hook, as the outputs show them.
+pub const HOOK_NAMES: [(u32, &str); 2] = [
+    (refwatch_common::hook::WATCHPOINT, SYMBOL),
+    (refwatch_common::hook::WATCH_END, END_SYMBOL),
+];
+
 /// The kernel program.
 pub const PROGRAM: &str = "watch_hit";
 

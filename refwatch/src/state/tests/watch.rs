@@ -96,3 +96,33 @@ fn only_a_drop_names_a_releaser() {
     assert_eq!(e.end_ns, Some(4 * S));
     assert!(e.released_by.is_none());
 }
+
+/// The end of a watch (a slot yielded, `w` again) in a recording: from
+/// then on the hooks' gets and puts count again, as live.
+#[test]
+fn the_end_of_a_watch_gives_the_counting_back_to_the_hooks() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100);
+    let mut armed = ev(S, 7, Kind::Snapshot, 1, 1, 1);
+    armed.hook = hook::WATCHPOINT;
+    t.apply(&armed);
+    assert_eq!(t.page(7).map(|p| p.watched_since), Some(S));
+    let mut ended = ev(2 * S, 7, Kind::Snapshot, 1, 1, 1);
+    ended.hook = hook::WATCH_END;
+    t.apply(&ended);
+    assert_eq!(t.page(7).map(|p| p.watched_since), Some(0));
+    // A hook's get after the end names its holder.
+    t.apply(&ev(3 * S, 7, Kind::Get, 1, 2, 42));
+    let p = t.page(7).expect("tracked");
+    assert_eq!(p.holders.iter().map(|h| h.tgid).collect::<Vec<_>>(), [42]);
+    // An end without a read (no counts) is no read: the get stays current.
+    let mut unread = ev(4 * S, 7, Kind::Snapshot, 0, 0, 1);
+    unread.hook = hook::WATCH_END;
+    (
+        unread.refcount_before,
+        unread.refcount_after,
+        unread.mapcount,
+    ) = (None, None, None);
+    t.apply(&unread);
+    assert_eq!(t.page(7).and_then(|p| p.refcount), Some(2));
+    assert_eq!(t.page(7).map(|p| p.read_ns), Some(2 * S));
+}
