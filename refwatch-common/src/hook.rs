@@ -81,9 +81,10 @@ pub const LAYOUT_SLEEP_XFS: u32 = 35;
 /// or not. `refcount_after` is the value read in the trap (x86 data
 /// breakpoints trap after the write), `refcount_before` the last value
 /// the watch knew (read when it was armed, then each hit's `after`);
-/// the kind is `GET` when the value rose, `PUT` when it fell, `SET`
-/// when it stayed (a rewrite of the same value) or no earlier value is
-/// known. `aux` is the hit's number since the watch was armed (1, 2,
+/// the kind is `PIN` when the value rose by the pin bias (1024) or
+/// its last 1023 (fast GUP adds 1 first), `UNPIN` when it fell by as
+/// much, else `GET` when it rose, `PUT` when it fell, `SET` when it
+/// stayed (a rewrite of the same value) or no earlier value is known. `aux` is the hit's number since the watch was armed (1, 2,
 /// …: a jump says hits were lost).
 pub const WATCHPOINT: u32 = 36;
 /// Not a kernel hook: userspace's record that a page's watchpoint ended

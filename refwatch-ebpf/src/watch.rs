@@ -17,6 +17,7 @@ use refwatch_common::{WATCH_PAGES, WatchLast, counter, hook, kind};
 use crate::{
     emit::{Fields, count, emit},
     page::{device_page, layout, refcount},
+    probes::GUP_PIN_COUNTING_BIAS,
 };
 
 /// Watched PFN → what the watch knows of it.
@@ -59,7 +60,12 @@ fn on_hit(ctx: &PerfEventContext, addr: u64) {
             }
         }
     }
+    // A pin of a small folio adds the pin bias: at once (slow GUP), or 1
+    // then the rest (fast GUP); its unpin drops it at once.
+    let pin = i64::from(GUP_PIN_COUNTING_BIAS - 1);
     let k = match (before, after) {
+        (Some(b), Some(a)) if i64::from(a) - i64::from(b) >= pin => kind::PIN,
+        (Some(b), Some(a)) if i64::from(b) - i64::from(a) >= pin => kind::UNPIN,
         (Some(b), Some(a)) if a > b => kind::GET,
         (Some(b), Some(a)) if a < b => kind::PUT,
         _ => kind::SET,

@@ -343,6 +343,8 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
             Ok(mut p) if lab::split_watch(s).1 && report_error.is_none() => {
                 let watched = if variant == lab::Variant::Late {
                     checks::watch::check_late_watch(&dir)
+                } else if workload == "dax-pin-long" {
+                    checks::watch::check_pin_watch(&dir, lab::WATCH_PAGES as usize)
                 } else {
                     checks::watch::check_watch(&dir, lab::WATCH_PAGES as usize)
                 };

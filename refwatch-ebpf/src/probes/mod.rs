@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// Pin bias GUP adds per `FOLL_PIN` reference on a small folio.
-const GUP_PIN_COUNTING_BIAS: i32 = 1024;
+pub(crate) const GUP_PIN_COUNTING_BIAS: i32 = 1024;
 
 /// Hooks that drop references; the innermost one that emits covers the others.
 const DROP_HOOKS: [u32; 4] = [

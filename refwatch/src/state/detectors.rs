@@ -1,6 +1,9 @@
 //! The time-based detectors, and opening and closing episodes.
 
-use super::{Detector, Episode, MAX_HOLDERS, PIN_BIAS, Page, Tracker, UNKEPT, holders::holders_of};
+use super::{
+    Detector, Episode, MAX_HOLDERS, PIN_BIAS, Page, Tracker, UNKEPT,
+    holders::{holders_of, unknown_note},
+};
 use crate::{
     event::{Kind, PageEvent},
     rules::Rules,
@@ -189,6 +192,21 @@ impl Tracker {
             && let Some(ep) = self.episodes.get_mut(idx)
         {
             ep.end_ns = Some(ts);
+        }
+    }
+
+    /// Open episodes without a holder say why anew: a watch armed or ended
+    /// on their page since they opened changes what is known of it.
+    pub(super) fn refresh_note(&mut self, pfn: u64) {
+        let Some(page) = self.pages.get(&pfn) else {
+            return;
+        };
+        for idx in page.open.values() {
+            if let Some(ep) = self.episodes.get_mut(*idx)
+                && ep.holders.is_empty()
+            {
+                ep.holder_note = Some(unknown_note(page));
+            }
         }
     }
 

@@ -106,6 +106,32 @@ pub(super) fn drop_holder(holders: &mut Vec<Holder>, ev: &PageEvent) {
     }
 }
 
+/// Longest time between the two writes of one fast-GUP pin (the 1, then
+/// the rest of the bias) for the watchpoint's two events to be one pin.
+const PIN_STEPS_NS: u64 = 1_000_000;
+
+/// A pin the watchpoint saw as the last 1023 of the bias (fast GUP adds 1
+/// first, then the rest): the 1 the same thread added just before is the
+/// same pin, not a get of its own. Folds it into `pin`, so that its unpin
+/// (the whole bias at once) leaves no holder behind.
+pub(super) fn fold_pin_steps(holders: &mut Vec<Holder>, pin: &mut Holder) {
+    if pin.refs != super::PIN_BIAS - 1 {
+        return;
+    }
+    let Some(first) = holders.last() else {
+        return;
+    };
+    if first.kind == Kind::Get
+        && first.refs == 1
+        && first.pid == pin.pid
+        && pin.ts_ns.saturating_sub(first.ts_ns) <= PIN_STEPS_NS
+    {
+        pin.ts_ns = first.ts_ns;
+        pin.refs = super::PIN_BIAS;
+        holders.pop();
+    }
+}
+
 pub(super) fn holders_of(page: &Page) -> (Vec<Holder>, Option<String>, Vec<PageEvent>) {
     let kept = page.history.len();
     let last: Vec<PageEvent> = page

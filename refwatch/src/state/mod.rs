@@ -24,7 +24,7 @@ use device::{kept_by_another, still_kept};
 pub use history::History;
 use history::Tasks;
 pub use holders::Holder;
-use holders::{drop_holder, note_fork};
+use holders::{drop_holder, fold_pin_steps, note_fork};
 pub use loss::{GAP_SLACK_NS, Gaps};
 
 /// Default number of events kept per PFN.
@@ -493,10 +493,14 @@ impl Tracker {
                 if page.holders.capacity() == 0 {
                     page.holders.reserve_exact(1);
                 }
+                let mut h = Holder::from_event(ev);
+                if ev.kind == Kind::Pin && ev.hook == hook::WATCHPOINT {
+                    fold_pin_steps(&mut page.holders, &mut h);
+                }
                 if page.holders.len() >= MAX_HOLDERS {
                     page.holders.remove(0);
                 }
-                page.holders.push(Holder::from_event(ev));
+                page.holders.push(h);
                 forked = ev.forking;
             }
             Kind::Put | Kind::Unpin => drop_holder(&mut page.holders, ev),
@@ -643,6 +647,11 @@ impl Tracker {
         if may_be_open {
             self.refresh_holders(pfn);
         }
+        // A watch armed (its read) or ended: what open episodes say of
+        // holders they could not name changes.
+        if ev.kind == Kind::Snapshot && matches!(ev.hook, hook::WATCHPOINT | hook::WATCH_END) {
+            self.refresh_note(pfn);
+        }
         // The time-based detectors walk every referenced page: run them when
         // event time has moved on enough, and on every tick (`advance`).
         if ev.ts_ns >= self.last_advance_ns.saturating_add(ADVANCE_EVERY_NS) {
@@ -667,6 +676,7 @@ impl Tracker {
     pub fn watch_armed(&mut self, pfn: u64, since_ns: Option<u64>) {
         if let Some(p) = self.pages.get_mut(&pfn) {
             p.watched_since = since_ns.map_or(0, |s| s.max(1));
+            self.refresh_note(pfn);
         }
     }
 

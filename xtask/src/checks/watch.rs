@@ -137,6 +137,93 @@ pub fn check_late_watch(dir: &Path) -> Result<Vec<String>> {
     Ok(bad)
 }
 
+/// `dax-pin-long+watch` (a kernel with page_ref tracepoints): the pages
+/// armed from their fault, before the O_DIRECT write; every refcount change
+/// after arming seen; the pin and the unpin each seen by the watchpoint,
+/// the pin from the workload with its stack; in the report, each page's
+/// `pinned` episode names the workload's pin as holder (one pin, its two
+/// writes folded) and the watchpoint's unpin as the release.
+pub fn check_pin_watch(dir: &Path, pages: usize) -> Result<Vec<String>> {
+    let w = super::read_workload(dir)?;
+    let g: GroundTruth = serde_json::from_slice(
+        &fs::read(dir.join("groundtruth.json")).context("read groundtruth.json")?,
+    )
+    .context("parse groundtruth.json")?;
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("report.json")).context("read report.json")?)
+            .context("parse report.json")?;
+    let episodes = report["episodes"]
+        .as_array()
+        .context("report.json: episodes")?;
+    let events = super::read_events(&dir.join("events.jsonl"))?;
+    let mut bad = Vec::new();
+    match &g.watch {
+        None => bad.push("no watch in groundtruth.json: refwatch listed no armed page".into()),
+        Some(t) => {
+            println!(
+                "    pin watch: {} pages armed, {}/{} refcount changes after arming seen",
+                t.per_pfn.len(),
+                t.seen,
+                t.truth_writes
+            );
+            if t.per_pfn.len() != pages {
+                bad.push(format!("{} pages armed, expected {pages}", t.per_pfn.len()));
+            }
+            for p in t.per_pfn.iter().filter(|p| p.seen != p.truth_writes) {
+                bad.push(format!(
+                    "page {}: the watch saw {} of {} refcount changes after arming",
+                    p.pfn, p.seen, p.truth_writes
+                ));
+            }
+        }
+    }
+    let mut released = 0;
+    for pfn in &w.pfns {
+        let by_watch = |event: &str| {
+            events.iter().any(|e| {
+                e.pfn == *pfn
+                    && e.symbol == "watchpoint"
+                    && e.event == event
+                    && e.comm == "workload"
+                    && !e.stack.is_empty()
+            })
+        };
+        for event in ["pin", "unpin"] {
+            if !by_watch(event) {
+                bad.push(format!(
+                    "pfn {pfn:#x}: no {event} from the workload, with a stack, seen by the watchpoint"
+                ));
+            }
+        }
+        let pinned: Vec<&serde_json::Value> = episodes
+            .iter()
+            .filter(|e| e["pfn"].as_u64() == Some(*pfn) && e["detector"] == "pinned")
+            .collect();
+        let named = pinned.iter().any(|e| {
+            let holders = e["holders"].as_array().map_or(&[][..], Vec::as_slice);
+            let pins = holders
+                .iter()
+                .filter(|h| h["comm"] == "workload" && h["event"] == "pin")
+                .count();
+            let r = &e["released_by"];
+            pins == 1 && r["symbol"] == "watchpoint" && r["event"] == "unpin"
+        });
+        if named {
+            released += 1;
+        } else {
+            bad.push(format!(
+                "pfn {pfn:#x}: no pinned episode with one pin by the workload as holder and the watchpoint's unpin as release: {}",
+                serde_json::to_string(&pinned).unwrap_or_default()
+            ));
+        }
+    }
+    println!(
+        "    pin watch: {released} of {} pages' pinned episodes name the workload's pin and the watchpoint's unpin",
+        w.pfns.len()
+    );
+    Ok(bad)
+}
+
 /// A SIGKILL of a refwatch watching pages (`+sigkill+watch`): it had
 /// armed pages, and after it was gone a second refwatch (`probes`) could
 /// open as many breakpoints as the first `probes` of the boot: nothing of

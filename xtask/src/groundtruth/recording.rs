@@ -191,16 +191,18 @@ impl ParsedRecording {
         };
         let ts_ns = num("ts_ns")?;
         let pfn = num("pfn")?;
-        if v.get("symbol").and_then(Value::as_str) == Some("watchpoint") {
-            // The state read when the watch was armed is no hit.
+        let symbol = v.get("symbol").and_then(Value::as_str);
+        if symbol == Some("watchpoint") || symbol == Some("watch ended") {
+            // The states read when a watch was armed or ended are no hits.
             if v.get("event").and_then(Value::as_str) == Some("snapshot") {
                 return Ok(());
             }
+            let event = v.get("event").and_then(Value::as_str);
             self.watch_hits.push(super::watch::Hit {
                 ts_ns,
                 pfn,
                 after: v.get("refcount_after").and_then(Value::as_i64),
-                get: v.get("event").and_then(Value::as_str) == Some("get"),
+                get: event == Some("get") || event == Some("pin"),
             });
             return Ok(());
         }

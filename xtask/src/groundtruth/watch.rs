@@ -54,7 +54,7 @@ pub(super) struct Hit {
     pub(super) ts_ns: u64,
     pub(super) pfn: u64,
     pub(super) after: Option<i64>,
-    /// Whether refwatch called it a get (the count rose).
+    /// Whether refwatch called it a get or a pin (the count rose).
     pub(super) get: bool,
 }
 

@@ -325,11 +325,26 @@ mod tests {
                 split_variant(s).0
             )));
         }
-        // Only there: the fs-dax watch scenarios watch new pages.
+        // Only there: the fs-dax watch scenarios watch new pages, or the
+        // stuck ones without a holder after a late attach.
         let run = LabRun::new(KernelId::Debian6_12, WATCH_DAX);
         let init = init_of(&run, &[]);
         assert!(!init.contains("hmm_watch_pfns"));
-        assert!(init.contains("--watch new"));
+        assert!(
+            init.contains(
+                "run_scenario dax-hold+late+watch dax-hold \"--watch unknown --watch-ready"
+            )
+        );
+        assert!(
+            init.contains("run_signal dax-hold+sigkill+watch dax-hold \"--watch new --watch-ready")
+        );
+        let run = LabRun::new(KernelId::Hmm7_2, WATCH_PIN);
+        let init = init_of(&run, &[]);
+        assert!(
+            init.contains(
+                "run_scenario dax-pin-long+watch dax-pin-long \"--watch new --watch-ready"
+            )
+        );
     }
 
     #[test]
@@ -367,6 +382,7 @@ mod tests {
         assert!(FILTER_SCENARIOS[..2].iter().all(|s| hmm.contains(s)));
         assert!(HMM_SCENARIOS.iter().all(|s| hmm.contains(s)));
         assert!(WATCH_HMM.iter().all(|s| hmm.contains(s)));
+        assert!(WATCH_PIN.iter().all(|s| hmm.contains(s)));
         assert!(parse_scenario("hmm-leak").is_ok());
         assert!(parse_scenario("hmm-leak+functions").is_ok());
         assert_eq!(

@@ -110,7 +110,8 @@ pub const PID_FILTER: &str = "+pid-filter";
 pub const CGROUP_FILTER: &str = "+cgroup-filter";
 
 /// Suffix of a scenario whose refwatch puts hardware watchpoints on the
-/// workload's pages' refcounts (`--watch new`), combined with any other,
+/// workload's pages' refcounts (`--watch new`; after `+late`, `--watch
+/// unknown`; on HMM workloads, the driver's first PFNs), combined with any other,
 /// e.g. `hmm-release+functions+watch`: the workload works on
 /// [`WATCH_PAGES`] pages, and waits at the start of its hold until
 /// refwatch lists them armed (`--watch-ready`); the ground truth then
@@ -136,10 +137,18 @@ pub const WATCH_HMM: &[&str] = &["hmm-release+functions+watch", "hmm-migrate+fun
 pub const HMM_WATCH_PFNS: &str = "HMM_WATCH_PFNS";
 
 /// The `+watch` scenarios of debian-6.12 (no page_ref tracepoints): a late
-/// attach whose watch must see the release of references taken before it,
-/// and a SIGKILL of a refwatch holding every debug register, after which a
+/// attach with `--watch unknown`, whose watch must arm the pages once
+/// they are flagged with no holder it can name and see the release of
+/// the references taken before it, and a SIGKILL of a refwatch holding every debug register, after which a
 /// second refwatch finds them all free again.
 pub const WATCH_DAX: &[&str] = &["dax-hold+late+watch", "dax-hold+sigkill+watch"];
+
+/// The fs-dax `+watch` scenario of the HMM test kernel (its page_ref
+/// tracepoints are the ground truth): `dax-pin-long`'s pages watched from
+/// their fault, before the O_DIRECT write pins them, so that the watch sees
+/// the pin (fast GUP writes 1, then the rest of the bias), the unpin, and
+/// the report names the unpin as the release.
+pub const WATCH_PIN: &[&str] = &["dax-pin-long+watch"];
 
 /// The file a `+watch` scenario's refwatch lists its armed pages in, in the
 /// scenario folder.
@@ -435,6 +444,7 @@ pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
         all.extend_from_slice(HMM_SCENARIOS);
         all.extend_from_slice(HMM_FUNCTIONS);
         all.extend_from_slice(WATCH_HMM);
+        all.extend_from_slice(WATCH_PIN);
         all.push(SELFTESTS);
     } else {
         all.extend_from_slice(DAX_KPROBE);
@@ -497,6 +507,10 @@ pub fn run_flags(run: &str) -> String {
     let watch = if split_watch(run).1 && workload.starts_with("hmm-") {
         // Expanded by the guest script where it calls the scenario.
         format!("--watch ${HMM_WATCH_PFNS} --watch-ready /out/{run}/{WATCH_READY_FILE}")
+    } else if split_watch(run).1 && variant == Variant::Late {
+        // A user who attaches after the hang: the pages are stuck with no
+        // holder refwatch can name, which is what `unknown` watches.
+        format!("--watch unknown --watch-ready /out/{run}/{WATCH_READY_FILE}")
     } else if split_watch(run).1 {
         format!("--watch new --watch-ready /out/{run}/{WATCH_READY_FILE}")
     } else {
@@ -578,7 +592,11 @@ mod tests {
         );
         assert_eq!(
             run_flags("dax-hold+late+watch"),
-            "--watch new --watch-ready /out/dax-hold+late+watch/watch-ready"
+            "--watch unknown --watch-ready /out/dax-hold+late+watch/watch-ready"
+        );
+        assert_eq!(
+            run_flags("dax-pin-long+watch"),
+            "--watch new --watch-ready /out/dax-pin-long+watch/watch-ready"
         );
         assert_eq!(run_pages("hmm-release+functions+watch"), Some(WATCH_PAGES));
         assert_eq!(run_pages("dax-splice"), Some(SIZE_PAGES));

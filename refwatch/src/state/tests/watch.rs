@@ -126,3 +126,71 @@ fn the_end_of_a_watch_gives_the_counting_back_to_the_hooks() {
     assert_eq!(t.page(7).and_then(|p| p.refcount), Some(2));
     assert_eq!(t.page(7).map(|p| p.read_ns), Some(2 * S));
 }
+
+/// A pin through fast GUP writes 1, then the rest of the bias; the
+/// watchpoint sees a get and a pin of 1023 from one thread: one pin of
+/// 1024, which its unpin (1024 at once) drops, leaving no holder.
+#[test]
+fn a_fast_gup_pin_in_two_writes_is_one_pin() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100);
+    let mut armed = ev(0, 7, Kind::Snapshot, 1, 1, 1);
+    armed.hook = hook::WATCHPOINT;
+    t.apply(&armed);
+    t.apply(&hit(S, 7, Kind::Get, 1, 2, 42));
+    t.apply(&hit(S + 2_000, 7, Kind::Pin, 2, 1025, 42));
+    let p = t.page(7).expect("tracked");
+    let held: Vec<_> = p
+        .holders
+        .iter()
+        .map(|h| (h.kind, h.refs, h.ts_ns))
+        .collect();
+    assert_eq!(held, [(Kind::Pin, 1024, S)]);
+    t.advance(3 * S);
+    assert!(
+        t.page(7)
+            .is_some_and(|p| p.flags().contains(&Detector::Pinned))
+    );
+    t.apply(&hit(4 * S, 7, Kind::Unpin, 1025, 1, 42));
+    let p = t.page(7).expect("tracked");
+    assert!(p.holders.is_empty(), "{:?}", p.holders);
+    assert!(!p.stuck());
+    // A slow-GUP pin (1024 at once) keeps a get before it.
+    t.apply(&hit(5 * S, 7, Kind::Get, 1, 2, 43));
+    t.apply(&hit(5 * S + 1_000, 7, Kind::Pin, 2, 1026, 42));
+    let p = t.page(7).expect("tracked");
+    let held: Vec<_> = p.holders.iter().map(|h| (h.tgid, h.kind, h.refs)).collect();
+    assert_eq!(held, [(43, Kind::Get, 1), (42, Kind::Pin, 1024)]);
+}
+
+/// `--watch unknown`: the page is flagged first, with no holder, then
+/// armed; its open episode then says "before watching", as one opened on
+/// a watched page does.
+#[test]
+fn an_episode_open_when_its_page_is_armed_says_taken_before_watching() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100);
+    t.apply(&ev(0, 7, Kind::Snapshot, 2, 2, 1));
+    t.advance(3 * S);
+    let note = |t: &Tracker| t.episodes.last().and_then(|e| e.holder_note.clone());
+    assert!(
+        note(&t).is_some_and(|n| !n.contains("watching")),
+        "{:?}",
+        note(&t)
+    );
+    let mut armed = ev(4 * S, 7, Kind::Snapshot, 2, 2, 1);
+    armed.hook = hook::WATCHPOINT;
+    t.apply(&armed);
+    let n = note(&t).unwrap_or_default();
+    assert!(
+        n.contains("before refwatch started, so before watching"),
+        "{n}"
+    );
+    // The watch ends before the release: unknown again.
+    let mut ended = ev(5 * S, 7, Kind::Snapshot, 2, 2, 1);
+    ended.hook = hook::WATCH_END;
+    t.apply(&ended);
+    assert!(
+        note(&t).is_some_and(|n| !n.contains("watching")),
+        "{:?}",
+        note(&t)
+    );
+}

@@ -125,6 +125,8 @@ pub fn pin_long(cli: &Cli, run: &mut Run) -> Result<()> {
     let bdev = direct_io_target(cli);
     let target = open_direct(&bdev, true)
         .with_context(|| format!("open {} with O_DIRECT|O_WRONLY", bdev.display()))?;
+    // Under `+watch`: the pin and the unpin are what the watchpoints must see.
+    crate::watch::wait_armed(run)?;
     run.marks.mark("hold_start")?;
     let start = run.marks.mark("write_start")?;
     let written = target
