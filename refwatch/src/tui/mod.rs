@@ -324,6 +324,8 @@ pub async fn run_live(
                         dropped: c.totals.dropped,
                         decode_errors: c.totals.decode_errors,
                         evicted: c.tracker.evicted(),
+                        skipped: c.totals.skipped,
+                        ring_fill: Some(c.totals.ring_fill_last),
                     };
                     last_events = c.totals.events;
                     app.watch = c.watch_status();

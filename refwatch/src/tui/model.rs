@@ -141,6 +141,11 @@ pub struct Stats {
     pub dropped: u64,
     pub decode_errors: u64,
     pub evicted: u64,
+    /// Events the user's filters left out in the kernel (not losses).
+    pub skipped: u64,
+    /// The ring buffer's fullest over the last second, as a share of its
+    /// size (0–1); `None` in a replay.
+    pub ring_fill: Option<f64>,
 }
 
 /// Where a replay stands.

@@ -180,6 +180,27 @@ fn header(app: &App, area: Rect, buf: &mut Buffer) {
     } else {
         l2.push(Span::raw("0"));
     }
+    // How near the ring is to losing events: shown live once it holds a
+    // tenth of its size, yellow from half, red from nine tenths.
+    if let Some(fill) = s.ring_fill.filter(|f| *f >= 0.1) {
+        let style = if fill >= 0.9 {
+            Style::new().bold().fg(Color::Red)
+        } else if fill >= 0.5 {
+            Style::new().fg(Color::Yellow)
+        } else {
+            Style::new()
+        };
+        l2.push(Span::styled(
+            format!(" ring {:.0}%", (fill * 100.0).min(100.0)),
+            style,
+        ));
+    }
+    if s.skipped > 0 {
+        l2.push(Span::styled(
+            format!(" skipped {}", fmt::count(s.skipped)),
+            DIM,
+        ));
+    }
     if app.unknown > 0 {
         l2.push(Span::raw(" unknown "));
         l2.push(Span::styled(

@@ -408,6 +408,8 @@ impl Replay {
             dropped: self.dropped,
             decode_errors: 0,
             evicted: self.tracker.evicted(),
+            skipped: 0,
+            ring_fill: None,
         }
     }
 

@@ -180,6 +180,19 @@ fn strip_escapes(text: &str) -> String {
     out
 }
 
+/// The pages the slow disk's rate is set for: the fewest any of the run's
+/// slow-disk scenarios writes (a `+watch` one writes
+/// [`super::WATCH_PAGES`]); a write of more pages at that rate only takes
+/// longer.
+fn slow_pages(run: &LabRun) -> u32 {
+    run.scenarios
+        .iter()
+        .filter(|s| SLOW_DISK_SCENARIOS.contains(&super::split_variant(s).0))
+        .map(|s| super::run_pages(s).unwrap_or(run.pages))
+        .min()
+        .unwrap_or(run.pages)
+}
+
 /// qemu's arguments for the guest's disks, in the order the guest names
 /// them (`vda`, `vdb`, `vdc`: the devices' PCI slots follow the order of
 /// the `-device` arguments). The slow disk is write-throttled (see
@@ -224,7 +237,7 @@ pub(super) fn boot(
         .arg("-initrd")
         .arg(initrd)
         .args(["-append", KERNEL_CMDLINE])
-        .args(disk_args(disks, run.pages, run.hold_secs))
+        .args(disk_args(disks, slow_pages(run), run.hold_secs))
         .stdin(if live_tui(run) {
             Stdio::piped()
         } else {
@@ -417,6 +430,20 @@ mod tests {
                 .is_some_and(|l| l.contains("frame 421")),
             "{report}"
         );
+    }
+
+    #[test]
+    fn the_slow_disk_is_set_for_the_fewest_pages_written_to_it() {
+        use crate::kernels::KernelId;
+        let run = LabRun::new(KernelId::Hmm7_2, &["dax-pin-long", "dax-hold"]);
+        assert_eq!(slow_pages(&run), run.pages);
+        let run = LabRun::new(
+            KernelId::Hmm7_2,
+            &["hmm-release+watch", "dax-pin-long+watch"],
+        );
+        assert_eq!(slow_pages(&run), super::super::WATCH_PAGES);
+        let run = LabRun::new(KernelId::Hmm7_2, &["dax-hold"]);
+        assert_eq!(slow_pages(&run), run.pages);
     }
 
     #[test]
