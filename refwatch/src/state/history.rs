@@ -45,10 +45,11 @@ type Extras = Option<Box<VecDeque<u64>>>;
 /// flagged in `head`.
 #[derive(Debug, Clone)]
 struct Entry {
-    /// Bits 0–42: nanoseconds since the page's previous event (signed;
-    /// unless [`X_STEP`]); 43–48: the return value (signed; unless
-    /// [`X_RET`]); 49–54: the wire flags ([`ENTRY_FLAGS`]); 55–58: the
-    /// kind; 59–60: the role; 61–63: [`X_RET`], [`X_STEP`], [`X_EXT`].
+    /// Bits 0–40: nanoseconds since the page's previous event (signed, up
+    /// to 18 minutes; unless [`X_STEP`]); 41–46: the return value (signed;
+    /// unless [`X_RET`]); 47–54: the wire flags ([`ENTRY_FLAGS`], how the
+    /// stack was taken included); 55–58: the kind; 59–60: the role; 61–63:
+    /// [`X_RET`], [`X_STEP`], [`X_EXT`].
     head: u64,
     /// Bits 0–31: the refcount after (before when there is no after);
     /// 32–43: before minus after, when both; 44–51: the mapcount; 52–57:
@@ -93,9 +94,9 @@ impl Field {
 }
 
 // `Entry::head`.
-const STEP: Field = Field { shift: 0, bits: 43 };
-const RET: Field = Field { shift: 43, bits: 6 };
-const FLAGS_SHIFT: u32 = 49;
+const STEP: Field = Field { shift: 0, bits: 41 };
+const RET: Field = Field { shift: 41, bits: 6 };
+const FLAGS_SHIFT: u32 = 47;
 const KIND_SHIFT: u32 = 55;
 const ROLE_SHIFT: u32 = 59;
 /// The return value is the entry's first extra word.
@@ -114,13 +115,15 @@ const MAPCOUNT: Field = Field { shift: 44, bits: 8 };
 const HOOK: Field = Field { shift: 52, bits: 6 };
 const AUX: Field = Field { shift: 58, bits: 6 };
 
-/// The wire flags an entry keeps (all below bit 6).
+/// The wire flags an entry keeps (all below bit 8).
 const ENTRY_FLAGS: u32 = flags::HAS_BEFORE
     | flags::HAS_AFTER
     | flags::HAS_MAPCOUNT
     | flags::HAS_RET
     | flags::LATE
-    | flags::FORKING;
+    | flags::FORKING
+    | flags::STACK_SHORT
+    | flags::NO_STACK;
 const _: () = assert!(ENTRY_FLAGS < 1 << (KIND_SHIFT - FLAGS_SHIFT));
 const _: () = assert!(Kind::ALL.len() <= 1 << (ROLE_SHIFT - KIND_SHIFT));
 // An entry keeps the kind as its place in `Kind::ALL`.
@@ -419,7 +422,8 @@ impl History {
             | flag(ev.mapcount.is_some(), flags::HAS_MAPCOUNT)
             | flag(ev.ret.is_some(), flags::HAS_RET)
             | flag(ev.late, flags::LATE)
-            | flag(ev.forking, flags::FORKING);
+            | flag(ev.forking, flags::FORKING)
+            | u64::from(ev.stack_taken.flags());
         let role: u64 = match ev.role {
             Role::Other => 0,
             Role::Map => 1,
@@ -606,8 +610,7 @@ impl History {
                 _ => Role::Other,
             },
             stack: e.stack.clone(),
-            // Not kept: an entry has no bit left for it.
-            stack_taken: Default::default(),
+            stack_taken: crate::event::StackTaken::from_flags(fl & ENTRY_FLAGS),
         }
     }
 }

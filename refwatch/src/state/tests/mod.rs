@@ -4,7 +4,7 @@
 use super::*;
 
 use crate::{
-    event::{Stack, Stage},
+    event::{Stack, StackTaken, Stage},
     symbols::Role,
     symbols::kallsyms::Kallsyms,
 };
@@ -123,6 +123,8 @@ fn history_keeps_events_exactly() {
         e.ret = (r & 8 != 0).then_some(r as i64);
         e.late = r & 16 != 0;
         e.forking = r & 32 != 0;
+        e.stack_taken =
+            [StackTaken::Full, StackTaken::Short, StackTaken::No][(r >> 40) as usize % 3];
         match i % 7 {
             1 => e.aux = u64::MAX,
             2 => e.aux2 = 7,
@@ -143,6 +145,10 @@ fn history_keeps_events_exactly() {
         }
         if i == 35 {
             e.ts_ns = 1 << 60;
+        }
+        // 20 minutes after the one before (past what an entry's step holds).
+        if i == 30 {
+            e.ts_ns = 1000 + 29 + 1_200_000_000_000;
         }
         if i == 37 {
             e.ts_ns = u64::MAX;
