@@ -353,11 +353,18 @@ fn check_pin_long(
     let mut named = 0;
     let mut lasted = Vec::new();
     for pfn in &w.pfns {
-        let released = events
-            .iter()
-            .filter(|e| e.pfn == *pfn && e.event == release && e.ts >= t0 && e.ts <= t1)
+        let releases = || {
+            events
+                .iter()
+                .filter(|e| e.pfn == *pfn && e.event == release && e.ts >= t0 && e.ts <= t1)
+        };
+        // Under `+watch` the watchpoint's release is the page's (the hook
+        // reports the same write just after).
+        let released = releases()
+            .filter(|e| super::watch::from_watch(e))
             .map(|e| e.ts)
-            .max();
+            .max()
+            .or_else(|| releases().map(|e| e.ts).max());
         let eps: Vec<&Value> = episodes
             .iter()
             .filter(|e| e["pfn"].as_u64() == Some(*pfn) && e["detector"] == detector)

@@ -8,6 +8,12 @@ use anyhow::{Context, Result};
 
 use crate::groundtruth::{GroundTruth, watch::WatchTruth};
 
+/// Whether `e` comes from a page's watch (`--watch`): a watchpoint hit, or
+/// the state read when a watch was armed or ended.
+pub fn from_watch(e: &super::Ev) -> bool {
+    e.symbol == "watchpoint" || e.symbol == "watch ended"
+}
+
 /// Refcount changes a watched page must show after its arming, when it is
 /// watched from before the workload allocates it (the HMM `+watch`
 /// scenarios, see `lab::HMM_WATCH_PFNS`): its initialisation, the
