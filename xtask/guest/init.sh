@@ -220,7 +220,9 @@ refwatch_stop() {
 # run_scenario S W F [PAGES [HOLD [late]]]: workload W under refwatch
 # (flags F), with the page_ref ground truth; with "late", refwatch starts
 # only once the workload holds its references, as a user attaches after
-# the hang.
+# the hang. With "late" and WATCH_CMD set, `refwatch watch` on the first
+# held PFN runs first (until its page is armed) and until the end, its
+# lines in $D/watch-cmd.out, its exit code in $D/watch-cmd.rc.
 run_scenario() {
     W=$2
     P=${4:-@PAGES@}
@@ -235,6 +237,9 @@ run_scenario() {
         workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev $B --out /out/$1/workload.json > /out/$1/workload.out 2>&1 &
         WL=$!
         wait_hold_start /out/$1/workload.out
+        if [ -n "$WATCH_CMD" ]; then
+            watch_cmd_start /out/$1
+        fi
         say "scenario $1: the workload holds, refwatch starts (uptime $(up) s)"
     fi
     refwatch_start $1 "$3"
@@ -263,7 +268,32 @@ run_scenario() {
     sleep 1
     truth_stop $D
     refwatch_stop
+    if [ -n "$WC" ]; then
+        kill -INT $WC 2>/dev/null
+        wait $WC
+        echo $? > $D/watch-cmd.rc
+        WC=
+    fi
     say "scenario $S end: workload rc $wrc, refwatch rc $(head -n 1 $D/refwatch.rc) (uptime $(up) s)"
+}
+
+# watch_cmd_start D: `refwatch watch` on the first PFN the workload (output
+# in D/workload.out) holds, as a user names a page to watch; returns once
+# it says the page is armed (at most 120 s), leaving its pid in WC.
+watch_cmd_start() {
+    P1=$(grep "^workload: pfns " $1/workload.out | cut -d' ' -f3)
+    refwatch watch $P1 > $1/watch-cmd.out 2>&1 &
+    WC=$!
+    n=0
+    until grep -q "watching page $P1 " $1/watch-cmd.out; do
+        n=$((n + 1))
+        if [ $n -gt 1200 ] || ! kill -0 $WC 2>/dev/null; then
+            say "scenario: refwatch watch $P1 did not arm its page (uptime $(up) s)"
+            break
+        fi
+        usleep 100000
+    done
+    say "refwatch watch $P1 armed (uptime $(up) s)"
 }
 
 # scrape FILE: refwatch's metrics endpoint into FILE (busybox wget: any

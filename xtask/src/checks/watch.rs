@@ -140,6 +140,44 @@ pub fn check_late_watch(dir: &Path) -> Result<Vec<String>> {
         "    late watch: {} held pages, {released} releases seen by the watchpoint with the releasing task and stack",
         w.pfns.len()
     );
+    bad.extend(check_watch_cmd(dir, &w.pfns)?);
+    Ok(bad)
+}
+
+/// `refwatch watch PFN` beside the late attach, on the first held page (the
+/// guest's `watch_cmd_start`): it armed the page, printed its release as a
+/// line (a put by the workload, via the watchpoint, with a stack) and
+/// ended with status 0 on SIGINT.
+fn check_watch_cmd(dir: &Path, pfns: &[u64]) -> Result<Vec<String>> {
+    let Some(first) = pfns.first() else {
+        return Ok(vec!["the workload held no page".into()]);
+    };
+    let out = fs::read_to_string(dir.join("watch-cmd.out")).context("read watch-cmd.out")?;
+    let rc = fs::read_to_string(dir.join("watch-cmd.rc")).context("read watch-cmd.rc")?;
+    let mut bad = Vec::new();
+    if !out.contains(&format!("watching page {first:#x} ")) {
+        bad.push(format!(
+            "refwatch watch {first:#x}: never said the page was armed"
+        ));
+    }
+    let release = out.lines().find(|l| {
+        l.contains(&format!(" pfn {first:#x} put "))
+            && l.contains(" by workload[")
+            && l.contains(" via watchpoint: ")
+            && !l.ends_with("no stack")
+    });
+    match release {
+        Some(l) => println!("    refwatch watch {first:#x}: {l}"),
+        None => bad.push(format!(
+            "refwatch watch {first:#x}: no line of the workload's put via the watchpoint with a stack: {out}"
+        )),
+    }
+    if rc.trim() != "0" {
+        bad.push(format!(
+            "refwatch watch ended with status {}, expected 0",
+            rc.trim()
+        ));
+    }
     Ok(bad)
 }
 

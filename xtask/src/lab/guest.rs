@@ -182,12 +182,16 @@ fn scenario_lines(run: &LabRun) -> String {
                 super::scenarios::WATCH_PAGES
             ));
         }
+        if watched && late {
+            // A user's `refwatch watch PFN` beside it (see `run_scenario`).
+            s.push_str("export WATCH_CMD=1\n");
+        }
         s.push_str(&format!(
             "run_scenario {scenario} {workload} \"{}\"{tail}\n",
             flags.trim()
         ));
         if watched {
-            s.push_str("unset WATCH_READY WATCH_PAGES\n");
+            s.push_str("unset WATCH_READY WATCH_PAGES WATCH_CMD\n");
         }
     }
     s.push_str("say \"all scenarios finished\"\nfinish");
@@ -330,11 +334,10 @@ mod tests {
         let run = LabRun::new(KernelId::Debian6_12, WATCH_DAX);
         let init = init_of(&run, &[]);
         assert!(!init.contains("hmm_watch_pfns"));
-        assert!(
-            init.contains(
-                "run_scenario dax-hold+late+watch dax-hold \"--watch unknown --watch-ready"
-            )
-        );
+        assert!(init.contains(
+            "export WATCH_CMD=1\nrun_scenario dax-hold+late+watch dax-hold \"--watch unknown --watch-ready"
+        ));
+        assert_eq!(init.matches("export WATCH_CMD=1").count(), 1);
         assert!(
             init.contains("run_signal dax-hold+sigkill+watch dax-hold \"--watch new --watch-ready")
         );
