@@ -123,13 +123,8 @@ impl Collector<'_> {
         ))
     }
 
-    /// The watchpoints for the TUI; `None` without a watcher.
-    pub fn watch_status(&self) -> Option<crate::tui::WatchStatus> {
-        let (armed, queued, slots) = self.watcher.as_ref()?.status();
-        Some(crate::tui::WatchStatus {
-            armed,
-            queued,
-            slots,
-        })
+    /// The watchpoints, for the views; `None` without a watcher.
+    pub fn watch_status(&self) -> Option<crate::watch::Status> {
+        Some(self.watcher.as_ref()?.status())
     }
 }

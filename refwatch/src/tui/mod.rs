@@ -39,9 +39,7 @@ use tokio::{
     time::MissedTickBehavior,
 };
 
-pub use model::{
-    App, Command, Feed, HeaderInfo, HookLine, ReplayStatus, Stacks, Stats, WatchStatus,
-};
+pub use model::{App, Command, Feed, HeaderInfo, HookLine, ReplayStatus, Stacks, Stats};
 pub use replay::Replay;
 
 use self::input::{Incoming, Input};

@@ -281,37 +281,6 @@ pub enum Command {
     Watch(u64),
 }
 
-/// The hardware watchpoints of a live session, as the header, the table
-/// and the detail pane show them ([`App::watch`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WatchStatus {
-    /// Armed pages: PFN, since when (monotonic ns), writes seen.
-    pub armed: Vec<(u64, u64, u32)>,
-    /// Pages waiting for a slot, in order.
-    pub queued: Vec<u64>,
-    /// Pages that fit at once, as known so far.
-    pub slots: usize,
-}
-
-impl WatchStatus {
-    /// Since when `pfn` is armed, and its writes seen.
-    pub fn armed(&self, pfn: u64) -> Option<(u64, u32)> {
-        self.armed
-            .iter()
-            .find(|a| a.0 == pfn)
-            .map(|&(_, since, hits)| (since, hits))
-    }
-
-    pub fn queued(&self, pfn: u64) -> bool {
-        self.queued.contains(&pfn)
-    }
-
-    /// Whether any watch is asked for.
-    pub fn any(&self) -> bool {
-        !self.armed.is_empty() || !self.queued.is_empty()
-    }
-}
-
 /// Write these PFNs' events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportRequest {
@@ -343,7 +312,7 @@ pub struct App {
     /// `Some` in a replay.
     pub replay: Option<ReplayStatus>,
     /// The hardware watchpoints, once the live session has a watcher.
-    pub watch: Option<WatchStatus>,
+    pub watch: Option<crate::watch::Status>,
     pub(crate) sort: SortSpec,
     pub(crate) filter: ViewFilter,
     pub(crate) search: Option<String>,

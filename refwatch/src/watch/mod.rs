@@ -14,6 +14,9 @@ pub mod ask;
 #[allow(unsafe_code)]
 pub mod perf;
 pub mod slots;
+mod status;
+
+pub use status::Status;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -356,7 +359,7 @@ impl Watcher {
 
     /// Armed pages (PFN, since, writes seen), queued pages, and how many
     /// fit at once.
-    pub fn status(&self) -> (Vec<(u64, u64, u32)>, Vec<u64>, usize) {
+    pub fn status(&self) -> Status {
         let armed = self
             .slots
             .armed()
@@ -369,7 +372,11 @@ impl Watcher {
                 )
             })
             .collect();
-        (armed, self.slots.waiting_pfns(), self.slots.capacity())
+        Status {
+            armed,
+            queued: self.slots.waiting_pfns(),
+            slots: self.slots.capacity(),
+        }
     }
 
     /// Logs `msg` the first time.

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::{
-    tui::model::WatchStatus,
+    watch::Status as WatchStatus,
     watch::slots::{Plan, Slots},
 };
 use refwatch_common::hook;
