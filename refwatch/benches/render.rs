@@ -14,24 +14,28 @@ use ratatui::{
 use refwatch::{
     format::json::Format,
     state::Tracker,
-    symbols::Kallsyms,
+    symbols::{Kallsyms, Live},
     tui::{
-        App, Feed, Stacks,
+        App, Feed,
         synthetic::{self, S, T0},
     },
 };
 
 const PFNS: u64 = 1_000_000;
 
-fn feed<'a>(t: &'a Tracker, syms: &'a Kallsyms, hooks: &'a HashMap<u32, String>) -> Feed<'a> {
+fn feed<'a>(t: &'a Tracker, names: &'a Live<'a>) -> Feed<'a> {
     Feed {
         tracker: t,
-        stacks: Stacks::Kernel {
-            syms,
-            format: Format::default(),
-            hooks,
-        },
+        stacks: names,
         now_ns: T0 + 20 * S,
+    }
+}
+
+fn names<'a>(syms: &'a Kallsyms, hooks: &'a HashMap<u32, String>) -> Live<'a> {
+    Live {
+        syms,
+        format: Format::default(),
+        hooks,
     }
 }
 
@@ -47,7 +51,8 @@ fn benches(c: &mut Criterion) {
     assert_eq!(tracker.len() as u64, PFNS);
     let syms = synthetic::kallsyms();
     let hooks = synthetic::hook_symbols();
-    let f = feed(&tracker, &syms, &hooks);
+    let names = names(&syms, &hooks);
+    let f = feed(&tracker, &names);
     let mut app = app(&f);
     assert_eq!(app.shown() as u64, PFNS);
     let mut term = Terminal::new(TestBackend::new(200, 50)).expect("test terminal");

@@ -289,6 +289,23 @@ impl Readback {
     }
 }
 
+/// A recording's events name their code with the recorded strings.
+impl crate::symbols::Names for Readback {
+    fn function(&self, ev: &PageEvent) -> String {
+        self.symbol(&ev.stack).unwrap_or("?").to_string()
+    }
+
+    fn frames(&self, stack: &Stack) -> Vec<String> {
+        self.stack(stack)
+            .map(<[String]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    fn stack_id(&self, stack: &Stack) -> crate::state::groups::StackId {
+        Readback::stack_id(self, stack)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use ratatui::{
 
 use super::{
     fmt,
-    model::{App, Command, Overlay, Stacks},
+    model::{App, Command, Overlay},
     render::{detector_color, fit, popup_with},
 };
 use crate::{
@@ -23,7 +23,7 @@ use crate::{
         Detector, Tracker,
         groups::{self, StackId, ranges_text},
     },
-    symbols::stack_strings,
+    symbols::Names,
 };
 
 /// One holder's stuck pages, as the view shows them.
@@ -43,13 +43,8 @@ pub struct GroupRow {
 }
 
 /// The groups of the pages stuck in `t`, most pages first.
-pub fn rows(t: &Tracker, stacks: &Stacks<'_>) -> Vec<GroupRow> {
-    let id = |s: &Stack| -> StackId {
-        match stacks {
-            Stacks::Kernel { .. } => groups::by_frames(s),
-            Stacks::Recorded(rb) => rb.stack_id(s),
-        }
-    };
+pub fn rows(t: &Tracker, stacks: &dyn Names) -> Vec<GroupRow> {
+    let id = |s: &Stack| -> StackId { stacks.stack_id(s) };
     groups::stuck_groups(t, &id)
         .into_iter()
         .map(|g| {
@@ -65,13 +60,7 @@ pub fn rows(t: &Tracker, stacks: &Stacks<'_>) -> Vec<GroupRow> {
                 types: types.join(","),
                 detector: g.key.detector,
                 since_ns: g.since_ns,
-                stack: h.map_or_else(Vec::new, |h| match stacks {
-                    Stacks::Kernel { syms, format, .. } => stack_strings(&h.stack, syms, *format),
-                    Stacks::Recorded(rb) => rb
-                        .stack(&h.stack)
-                        .map(<[String]>::to_vec)
-                        .unwrap_or_default(),
-                }),
+                stack: h.map_or_else(Vec::new, |h| stacks.frames(&h.stack)),
                 note: g.key.note.clone(),
             }
         })

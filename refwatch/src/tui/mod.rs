@@ -39,7 +39,7 @@ use tokio::{
     time::MissedTickBehavior,
 };
 
-pub use model::{App, Command, Feed, HeaderInfo, HookLine, ReplayStatus, Stacks, Stats};
+pub use model::{App, Command, Feed, HeaderInfo, HookLine, ReplayStatus, Stats};
 pub use replay::Replay;
 
 use self::input::{Incoming, Input};
@@ -263,6 +263,11 @@ pub async fn run_live(
     let mut input = Input::spawn()?;
     let mut c = Collector::new(loaded, syms, &opts)?;
     let format = opts.format;
+    let names = crate::symbols::Live {
+        syms,
+        format,
+        hooks: &hooks,
+    };
     let deadline = opts
         .duration
         .map(|d| tokio::time::Instant::now() + d)
@@ -305,7 +310,7 @@ pub async fn run_live(
                     if throttle.due() {
                         let feed = Feed {
                             tracker: &c.tracker,
-                            stacks: Stacks::Kernel { syms, format, hooks: &hooks },
+                            stacks: &names,
                             now_ns: monotonic_ns(),
                         };
                         throttle.run(|| app.refresh(&feed));
@@ -338,11 +343,7 @@ pub async fn run_live(
                 cmd = on_event(&mut app, ev);
                 let feed = Feed {
                     tracker: &c.tracker,
-                    stacks: Stacks::Kernel {
-                        syms,
-                        format,
-                        hooks: &hooks,
-                    },
+                    stacks: &names,
                     now_ns: monotonic_ns(),
                 };
                 app.sync(&feed);
@@ -464,7 +465,7 @@ async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<(Replay, En
         if changed && throttle.due() {
             let feed = Feed {
                 tracker: &replay.tracker,
-                stacks: Stacks::Recorded(&replay.stacks),
+                stacks: &replay.stacks,
                 now_ns: replay.cursor_ns,
             };
             app.replay = Some(replay.status());
@@ -542,7 +543,7 @@ async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<(Replay, En
         // The detail follows the selection at once, even between refreshes.
         let feed = Feed {
             tracker: &replay.tracker,
-            stacks: Stacks::Recorded(&replay.stacks),
+            stacks: &replay.stacks,
             now_ns: replay.cursor_ns,
         };
         app.sync(&feed);

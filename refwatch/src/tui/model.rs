@@ -2,19 +2,15 @@
 //! no terminal: the runner feeds it data ([`App::refresh`]) and keys
 //! ([`App::on_key`]), and carries out the [`Command`]s it returns.
 
-use std::collections::HashMap;
-
 use crate::{
     event::PageEvent,
     format::export::ExportFormat,
-    format::json::Format,
     format::recording,
     loader::PlanRow,
     plan::ModeChoice,
     rules::Rules,
     state::{Episode, Page, Tracker},
-    symbols::kallsyms::Kallsyms,
-    symbols::stack_strings,
+    symbols::Names,
 };
 
 use super::view::{self, Column, Row, SortSpec, ViewFilter};
@@ -160,47 +156,12 @@ pub struct ReplayStatus {
     pub events_total: u64,
 }
 
-/// Where stacks come from.
-#[derive(Clone, Copy)]
-pub enum Stacks<'a> {
-    /// Live: kernel addresses, symbolized with kallsyms; hook id → symbol.
-    Kernel {
-        syms: &'a Kallsyms,
-        format: Format,
-        hooks: &'a HashMap<u32, String>,
-    },
-    /// Replay: the recording's symbolized strings, named by the event's
-    /// stack tag.
-    Recorded(&'a crate::readback::Readback),
-}
-
-impl Stacks<'_> {
-    /// The function the event was seen in, and its stack (innermost first).
-    pub fn of(&self, ev: &PageEvent) -> (String, Vec<String>) {
-        match self {
-            Self::Kernel {
-                syms,
-                format,
-                hooks,
-            } => (
-                hooks.get(&ev.hook).cloned().unwrap_or_else(|| "?".into()),
-                stack_strings(&ev.stack, syms, *format),
-            ),
-            Self::Recorded(rb) => (
-                rb.symbol(&ev.stack).unwrap_or("?").to_string(),
-                rb.stack(&ev.stack)
-                    .map(<[String]>::to_vec)
-                    .unwrap_or_default(),
-            ),
-        }
-    }
-}
-
 /// What [`App::refresh`] reads.
 #[derive(Clone, Copy)]
 pub struct Feed<'a> {
     pub tracker: &'a Tracker,
-    pub stacks: Stacks<'a>,
+    /// How the events name their code (live or recorded).
+    pub stacks: &'a dyn Names,
     /// The time the view is at (monotonic ns): now when live, the cursor in a replay.
     pub now_ns: u64,
 }
@@ -450,7 +411,7 @@ impl App {
             if self.data_key != Some(key) {
                 self.data_key = Some(key);
                 self.rebuild_rows(t);
-                self.holder_groups = super::holders::rows(t, &feed.stacks);
+                self.holder_groups = super::holders::rows(t, feed.stacks);
                 self.reorder();
             }
         }

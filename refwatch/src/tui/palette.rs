@@ -64,7 +64,7 @@ mod tests {
     use crate::{
         format::json::Format,
         tui::{
-            model::{Feed, Stacks},
+            model::Feed,
             synthetic::{self, S, T0},
         },
     };
@@ -81,7 +81,7 @@ mod tests {
         let t = synthetic::stuck();
         let feed = Feed {
             tracker: &t,
-            stacks: Stacks::Kernel {
+            stacks: &crate::symbols::Live {
                 syms: &syms,
                 format: Format::default(),
                 hooks: &hooks,

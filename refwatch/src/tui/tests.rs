@@ -14,37 +14,43 @@ use ratatui::{
 };
 
 use super::{
-    model::{App, Command, Feed, Focus, Overlay, ReplayCommand, Scope, Stacks},
+    model::{App, Command, Feed, Focus, Overlay, ReplayCommand, Scope},
     replay::Replay,
     synthetic::{self, S, T0},
     view::Column,
 };
 use crate::{
     format::export::ExportFormat, format::json::Format, format::recording::Recording,
-    state::Tracker, symbols::kallsyms::Kallsyms,
+    state::Tracker, symbols::Live, symbols::kallsyms::Kallsyms,
 };
 
+/// The synthetic kernel's names, as a live session has them (leaked: the
+/// names borrow them for every test's duration).
 struct Fixture {
-    syms: Kallsyms,
-    hooks: HashMap<u32, String>,
+    syms: &'static Kallsyms,
+    hooks: &'static HashMap<u32, String>,
+    names: Live<'static>,
 }
 
 impl Fixture {
     fn new() -> Self {
+        let syms: &'static Kallsyms = Box::leak(Box::new(synthetic::kallsyms()));
+        let hooks: &'static HashMap<u32, String> = Box::leak(Box::new(synthetic::hook_symbols()));
         Self {
-            syms: synthetic::kallsyms(),
-            hooks: synthetic::hook_symbols(),
+            syms,
+            hooks,
+            names: Live {
+                syms,
+                format: Format::default(),
+                hooks,
+            },
         }
     }
 
     fn feed<'a>(&'a self, t: &'a Tracker, now_ns: u64) -> Feed<'a> {
         Feed {
             tracker: t,
-            stacks: Stacks::Kernel {
-                syms: &self.syms,
-                format: Format::default(),
-                hooks: &self.hooks,
-            },
+            stacks: &self.names,
             now_ns,
         }
     }
@@ -103,7 +109,7 @@ fn replay_app(r: &Replay, w: u16, h: u16) -> App {
     app.resize(w, h);
     app.refresh(&Feed {
         tracker: &r.tracker,
-        stacks: Stacks::Recorded(&r.stacks),
+        stacks: &r.stacks,
         now_ns: r.cursor_ns,
     });
     app
@@ -587,7 +593,7 @@ fn export_writes_the_file_and_says_where() {
     let t = synthetic::stuck();
     let dir = std::env::temp_dir().join(format!("refwatch-tui-export-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let events = super::export::live_events(&t, &[0x40030], &fx.hooks, &fx.syms, Format::default());
+    let events = super::export::live_events(&t, &[0x40030], fx.hooks, fx.syms, Format::default());
     assert_eq!(events.len(), 2);
     assert_eq!(events[0].symbol, "try_grab_folio");
     assert_eq!(events[0].stack[0], "try_grab_folio+0x1a");

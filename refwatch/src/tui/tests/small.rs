@@ -140,7 +140,7 @@ fn small_replay_at_the_end() {
     app.on_key(key(KeyCode::Enter));
     app.sync(&Feed {
         tracker: &r.tracker,
-        stacks: Stacks::Recorded(&r.stacks),
+        stacks: &r.stacks,
         now_ns: r.cursor_ns,
     });
     let s = screen(&draw(&app, SW, SH));
