@@ -221,8 +221,9 @@ refwatch_stop() {
 # (flags F), with the page_ref ground truth; with "late", refwatch starts
 # only once the workload holds its references, as a user attaches after
 # the hang. With "late" and WATCH_CMD set, `refwatch watch` on the first
-# held PFN runs first (until its page is armed) and until the end, its
-# lines in $D/watch-cmd.out, its exit code in $D/watch-cmd.rc.
+# held PFN runs beside it once it is ready, until the end: its lines in
+# $D/watch-cmd.out, its armed page in $D/watch-ready (which the workload
+# waits for), its exit code in $D/watch-cmd.rc.
 run_scenario() {
     W=$2
     P=${4:-@PAGES@}
@@ -237,12 +238,12 @@ run_scenario() {
         workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev $B --out /out/$1/workload.json > /out/$1/workload.out 2>&1 &
         WL=$!
         wait_hold_start /out/$1/workload.out
-        if [ -n "$WATCH_CMD" ]; then
-            watch_cmd_start /out/$1
-        fi
         say "scenario $1: the workload holds, refwatch starts (uptime $(up) s)"
     fi
     refwatch_start $1 "$3"
+    if [ -n "$LATE" ] && [ -n "$WATCH_CMD" ]; then
+        watch_cmd_start /out/$1
+    fi
     if [ -z "$LATE" ]; then
         truth_start
         workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev $B --out $D/workload.json > $D/workload.out 2>&1 &
@@ -282,7 +283,7 @@ run_scenario() {
 # it says the page is armed (at most 120 s), leaving its pid in WC.
 watch_cmd_start() {
     P1=$(grep "^workload: pfns " $1/workload.out | cut -d' ' -f3)
-    refwatch watch $P1 > $1/watch-cmd.out 2>&1 &
+    refwatch watch $P1 --watch-ready $1/watch-ready > $1/watch-cmd.out 2>&1 &
     WC=$!
     n=0
     until grep -q "watching page $P1 " $1/watch-cmd.out; do

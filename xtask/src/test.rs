@@ -316,10 +316,18 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
             } else {
                 Ok(Vec::new())
             }
-        } else if variant == lab::Variant::TinyRing || variant == lab::Variant::Late {
+        } else if matches!(
+            variant,
+            lab::Variant::TinyRing | lab::Variant::Late | lab::Variant::WatchCmd
+        ) {
             match (report_error, variant) {
                 (Some(_), _) => Ok(Vec::new()),
                 (None, lab::Variant::TinyRing) => checks::report::check_tiny_ring(&refwatch, &dir),
+                (None, lab::Variant::WatchCmd) => checks::report::check_late(&refwatch, &dir)
+                    .and_then(|mut p| {
+                        p.extend(checks::watch::check_watch_cmd(&dir)?);
+                        Ok(p)
+                    }),
                 (None, _) => checks::report::check_late(&refwatch, &dir),
             }
         } else if variant == lab::Variant::Tui {
@@ -378,6 +386,7 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
         if report_error.is_none()
             && variant != lab::Variant::TinyRing
             && variant != lab::Variant::Late
+            && variant != lab::Variant::WatchCmd
             && variant.filter_by().is_none()
             && variant.records()
             && s != lab::SELFTESTS

@@ -140,16 +140,16 @@ pub fn check_late_watch(dir: &Path) -> Result<Vec<String>> {
         "    late watch: {} held pages, {released} releases seen by the watchpoint with the releasing task and stack",
         w.pfns.len()
     );
-    bad.extend(check_watch_cmd(dir, &w.pfns)?);
     Ok(bad)
 }
 
-/// `refwatch watch PFN` beside the late attach, on the first held page (the
-/// guest's `watch_cmd_start`): it armed the page, printed its release as a
-/// line (a put by the workload, via the watchpoint, with a stack) and
-/// ended with status 0 on SIGINT.
-fn check_watch_cmd(dir: &Path, pfns: &[u64]) -> Result<Vec<String>> {
-    let Some(first) = pfns.first() else {
+/// `+watch-cmd`: `refwatch watch PFN` beside a late attach, on the first
+/// held page (the guest's `watch_cmd_start`): it armed the page, printed
+/// its release as a line (a put by the workload, via the watchpoint, with
+/// a stack) and ended with status 0 on SIGINT.
+pub fn check_watch_cmd(dir: &Path) -> Result<Vec<String>> {
+    let w = super::read_workload(dir)?;
+    let Some(first) = w.pfns.first() else {
         return Ok(vec!["the workload held no page".into()]);
     };
     let out = fs::read_to_string(dir.join("watch-cmd.out")).context("read watch-cmd.out")?;

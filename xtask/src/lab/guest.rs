@@ -158,7 +158,8 @@ fn scenario_lines(run: &LabRun) -> String {
             ));
             continue;
         }
-        let late = variant == Variant::Late;
+        let watch_cmd = variant == Variant::WatchCmd;
+        let late = variant == Variant::Late || watch_cmd;
         let tail = if late {
             let pages =
                 super::scenarios::run_pages(scenario).map_or("\"\"".into(), |p| p.to_string());
@@ -182,15 +183,19 @@ fn scenario_lines(run: &LabRun) -> String {
                 super::scenarios::WATCH_PAGES
             ));
         }
-        if watched && late {
-            // A user's `refwatch watch PFN` beside it (see `run_scenario`).
-            s.push_str("export WATCH_CMD=1\n");
+        if watch_cmd {
+            // A user's `refwatch watch PFN` beside the late attach (see
+            // `run_scenario`); the workload waits until its page is armed.
+            s.push_str(&format!(
+                "export WATCH_CMD=1 WATCH_READY=/out/{scenario}/{} WATCH_PAGES=1\n",
+                super::scenarios::WATCH_READY_FILE
+            ));
         }
         s.push_str(&format!(
             "run_scenario {scenario} {workload} \"{}\"{tail}\n",
             flags.trim()
         ));
-        if watched {
+        if watched || watch_cmd {
             s.push_str("unset WATCH_READY WATCH_PAGES WATCH_CMD\n");
         }
     }
@@ -334,8 +339,14 @@ mod tests {
         let run = LabRun::new(KernelId::Debian6_12, WATCH_DAX);
         let init = init_of(&run, &[]);
         assert!(!init.contains("hmm_watch_pfns"));
+        assert!(
+            init.contains(
+                "run_scenario dax-hold+late+watch dax-hold \"--watch unknown --watch-ready"
+            )
+        );
+        // `refwatch watch` beside a late attach that watches nothing.
         assert!(init.contains(
-            "export WATCH_CMD=1\nrun_scenario dax-hold+late+watch dax-hold \"--watch unknown --watch-ready"
+            "export WATCH_CMD=1 WATCH_READY=/out/dax-hold+watch-cmd/watch-ready WATCH_PAGES=1\nrun_scenario dax-hold+watch-cmd dax-hold \"\" \"\" 30 late\n"
         ));
         assert_eq!(init.matches("export WATCH_CMD=1").count(), 1);
         assert!(

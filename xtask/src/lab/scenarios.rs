@@ -91,6 +91,15 @@ pub const TINY_RING_PAGES: u32 = 1000;
 /// after the hang expects.
 pub const LATE: &str = "+late";
 
+/// Suffix of a late attach (`+late`, refwatch's defaults) beside which a
+/// user's `refwatch watch PFN` watches the first held page, e.g.
+/// `dax-hold+watch-cmd`: it must print that page's release, via the
+/// watchpoint, with the releasing task and stack. A scenario of its own:
+/// under TCG only one of two breakpoints on one address fires (qemu stops
+/// at the first watchpoint that matches), so it cannot share a page with
+/// the `+watch` variants' own watch.
+pub const WATCH_CMD: &str = "+watch-cmd";
+
 /// The hold of a `+late` scenario: long enough for refwatch to get ready
 /// (7 to 20 s under TCG, more on a busy host), flag the pages and be copied during the hold.
 pub const LATE_HOLD_SECS: u32 = 30;
@@ -136,12 +145,18 @@ pub const WATCH_HMM: &[&str] = &["hmm-release+functions+watch", "hmm-migrate+fun
 /// these).
 pub const HMM_WATCH_PFNS: &str = "HMM_WATCH_PFNS";
 
-/// The `+watch` scenarios of debian-6.12 (no page_ref tracepoints): a late
-/// attach with `--watch unknown`, whose watch must arm the pages once
-/// they are flagged with no holder it can name and see the release of
-/// the references taken before it, and a SIGKILL of a refwatch holding every debug register, after which a
-/// second refwatch finds them all free again.
-pub const WATCH_DAX: &[&str] = &["dax-hold+late+watch", "dax-hold+sigkill+watch"];
+/// The watchpoint scenarios of debian-6.12 (no page_ref tracepoints): a
+/// late attach with `--watch unknown`, whose watch must arm the pages once
+/// they are flagged with no holder it can name and see the release of the
+/// references taken before it; a SIGKILL of a refwatch holding every debug
+/// register, after which a second refwatch finds them all free again; and
+/// a user's `refwatch watch PFN` beside a late attach ([`WATCH_CMD`]; in
+/// the main boot, as it has no `+watch` suffix).
+pub const WATCH_DAX: &[&str] = &[
+    "dax-hold+late+watch",
+    "dax-hold+sigkill+watch",
+    "dax-hold+watch-cmd",
+];
 
 /// The fs-dax `+watch` scenario of the HMM test kernel (its page_ref
 /// tracepoints are the ground truth): `dax-pin-long`'s pages watched from
@@ -309,6 +324,9 @@ pub enum Variant {
     Tui,
     /// Defaults with `+watch` alone ([`WATCH`]).
     Watched,
+    /// Defaults, started once the workload holds, with `refwatch watch`
+    /// beside it on the first held page ([`WATCH_CMD`]).
+    WatchCmd,
 }
 
 impl Variant {
@@ -325,7 +343,8 @@ impl Variant {
             | Variant::PidFilter
             | Variant::CgroupFilter
             | Variant::Tui
-            | Variant::Watched => "",
+            | Variant::Watched
+            | Variant::WatchCmd => "",
             Variant::Functions => "--no-precise",
             Variant::Kprobe => "--mode kprobe",
             Variant::TinyRing => "--ring-size 4096",
@@ -395,6 +414,8 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
         (base, Variant::TinyRing)
     } else if let Some(base) = run.strip_suffix(LATE) {
         (base, Variant::Late)
+    } else if let Some(base) = run.strip_suffix(WATCH_CMD) {
+        (base, Variant::WatchCmd)
     } else if let Some(base) = run.strip_suffix(PFN_FILTER) {
         (base, Variant::PfnFilter)
     } else if let Some(base) = run.strip_suffix(PID_FILTER) {
@@ -533,7 +554,7 @@ pub fn parse_scenario(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold, {TUI} to run its TUI (refwatch attach) on a pseudo-terminal, {METRICS} to scrape its metrics, {PFN_FILTER}, {PID_FILTER} or {CGROUP_FILTER} to start it then with a filter, {WATCH} (after any other) to watch the pages' refcounts with hardware watchpoints, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
+            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold ({WATCH_CMD}: and refwatch watch on its first page), {TUI} to run its TUI (refwatch attach) on a pseudo-terminal, {METRICS} to scrape its metrics, {PFN_FILTER}, {PID_FILTER} or {CGROUP_FILTER} to start it then with a filter, {WATCH} (after any other) to watch the pages' refcounts with hardware watchpoints, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
             SCENARIOS.join(", "),
             HMM_SCENARIOS.join(", ")
         ))
