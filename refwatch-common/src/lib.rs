@@ -298,8 +298,10 @@ pub struct KernelLayout {
     pub filter_types: u32,
     /// `--pid`: the thread group tasks must be in (0: any).
     pub filter_tgid: u32,
-    /// Kept zero (alignment).
-    pub filter_reserved: u32,
+    /// `--max-rate`: events each CPU sends per second at most; past it, an
+    /// event is counted ([`counter::CAPPED`]) and its page noted as for a
+    /// loss, without its stack walk and ring record (0: no cap).
+    pub rate_cap: u32,
     /// Raw `enum memory_type` value → stable [`pgmap`] value.
     pub memtype: [u32; 8],
 }
@@ -357,7 +359,7 @@ impl KernelLayout {
             filter_pfn_ranges: 0,
             filter_types: 0,
             filter_tgid: 0,
-            filter_reserved: 0,
+            rate_cap: 0,
             memtype: [0; 8],
         }
     }
@@ -484,8 +486,11 @@ pub mod counter {
     /// Watchpoint hits (`hook::WATCHPOINT`) on an address that was not a
     /// device page's `_refcount` any more (the page map went away).
     pub const WATCH_STRAY: u32 = 9;
+    /// Events past the rate cap (`--max-rate`, [`KernelLayout::rate_cap`]):
+    /// counted and their pages noted like losses, not sent.
+    pub const CAPPED: u32 = 10;
     /// Number of counters.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 #[cfg(feature = "user")]

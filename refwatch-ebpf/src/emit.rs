@@ -7,7 +7,7 @@ use aya_ebpf::{
 use refwatch_common::{Event, KIND_SLOTS, MAX_STACK, counter, flags, stack_depth, stack_flags};
 
 use crate::{
-    COUNTERS, EVENTS, FORKING, LOST,
+    COUNTERS, EVENTS, FORKING, LOST, RATE,
     page::{DevicePage, mapcount, refcount},
 };
 
@@ -64,6 +64,35 @@ pub fn note_lost(pfn: u64) {
     if LOST.insert(pfn, now, 0).is_err() {
         count(counter::LOST_UNATTRIBUTED);
     }
+}
+
+/// Whether this event is past this CPU's `--max-rate` for the current
+/// second (a fixed window, restarted by the first event a second or more
+/// after its start). Counts the event when it is not.
+#[inline(always)]
+fn over_rate() -> bool {
+    let cap = crate::page::layout!(rate_cap);
+    if cap == 0 {
+        return false;
+    }
+    let Some(w) = RATE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a helper call without pointers into program memory.
+    let now = unsafe { generated::bpf_ktime_get_ns() };
+    // SAFETY: this CPU's slot; programs on one CPU run one at a time
+    // (a nested one may miscount by one, a statistic).
+    unsafe {
+        if now.wrapping_sub((*w)[0]) >= 1_000_000_000 {
+            (*w)[0] = now;
+            (*w)[1] = 0;
+        }
+        if (*w)[1] >= u64::from(cap) {
+            return true;
+        }
+        (*w)[1] += 1;
+    }
+    false
 }
 
 /// Fields of an event that vary per hook.
@@ -191,6 +220,11 @@ pub fn emit<C: EbpfContext>(ctx: &C, f: &Fields) {
 #[inline(always)]
 pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStack>) {
     if crate::filter::skips(f.kind, f.pfn, f.pgmap_type, f.aux) {
+        return;
+    }
+    if over_rate() {
+        count(counter::CAPPED);
+        note_lost(f.pfn);
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {

@@ -45,6 +45,11 @@ static SETTINGS: aya_ebpf::maps::Array<u32> = aya_ebpf::maps::Array::with_max_en
 #[map]
 static LOST: HashMap<u64, u64> = HashMap::with_max_entries(refwatch_common::LOST_PFNS, 0);
 
+/// Each CPU's rate window (`--max-rate`): the start of its current second
+/// and the events sent in it.
+#[map]
+static RATE: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Threads inside `kernel_clone`: value 1 once they touched a device page.
 #[map]
 static FORKING: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);

@@ -217,8 +217,17 @@ fn run_live_printing(
         .as_deref()
         .map(crate::watch::Request::parse)
         .transpose()?;
+    if watchpoints.is_none() && args.watch_ready.is_some() {
+        anyhow::bail!("--watch-ready lists the pages --watch watches: give --watch too");
+    }
     let mut p = prepare(&args.probe)?;
     watch.encode(&mut p.layout.raw);
+    p.layout.raw.rate_cap = args.max_rate.unwrap_or(0);
+    if let Some(n) = args.max_rate {
+        log::info!(
+            "--max-rate: at most {n} events per second from each CPU; past it they are counted, their pages marked with a gap"
+        );
+    }
     if let Some(w) = &watchpoints {
         log::info!("hardware watchpoints asked for: {}", w.describe());
     }
@@ -357,7 +366,7 @@ fn run_live_printing(
         run.await
     })?;
     println!(
-        "refwatch: {} events, {} pages, {} stuck now, {} episodes ({} old ones forgotten, {} not kept: the cap was full of open ones), {} lost, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted, {} events on pages beyond --max-pfns, {} old events trimmed (--max-events)",
+        "refwatch: {} events, {} pages, {} stuck now, {} episodes ({} old ones forgotten, {} not kept: the cap was full of open ones), {} lost, {} capped by --max-rate, {} pages with gaps, {} of them unknown now, {} undecodable, {} evicted, {} events on pages beyond --max-pfns, {} old events trimmed (--max-events)",
         totals.events,
         tracker.len(),
         tracker.stuck().len(),
@@ -365,6 +374,7 @@ fn run_live_printing(
         tracker.episodes_dropped(),
         tracker.episodes_unkept(),
         totals.dropped,
+        totals.capped,
         tracker.gapped_pages().len(),
         tracker.unknown_pages().len(),
         totals.decode_errors,

@@ -258,9 +258,10 @@ pub struct AttachArgs {
     /// (4 debug registers per CPU); the others wait their turn.
     #[arg(long = "watch", value_name = "PFNS|new|unknown")]
     pub watchpoints: Option<String>,
-    /// With --watch: rewrite this file with the watched pages (`PFN
-    /// armed-at-ns` lines, CLOCK_MONOTONIC) each time they change.
-    #[arg(long, value_name = "FILE", requires = "watchpoints")]
+    /// With --watch (or `refwatch watch`): rewrite this file with the
+    /// watched pages (`PFN armed-at-ns` lines, CLOCK_MONOTONIC) each time
+    /// they change.
+    #[arg(long, value_name = "FILE")]
     pub watch_ready: Option<PathBuf>,
     /// Create this file once the probes are attached (for scripts).
     #[arg(long, value_name = "FILE")]
@@ -277,6 +278,13 @@ pub struct AttachArgs {
     /// at least one page (4096). A larger ring rides out longer bursts.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BYTES, value_parser = parse_ring_size)]
     pub ring_size: u32,
+    /// A safety valve: at most N events per second from each CPU. Past it
+    /// an event is counted instead of recorded (no stack walk, no ring
+    /// record), and its page is marked with a gap, its state unknown until
+    /// its next recorded event, as for a loss; every view says how many were
+    /// capped. Off by default.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rate: Option<u32>,
     /// Have the kernel time refwatch's programs while attached (BPF run-time
     /// statistics; this adds two clock reads per program run) and print how
     /// often each ran and how long it took, at the end.
@@ -455,5 +463,34 @@ mod stacks_tests {
         let e = policy(&["refwatch", "attach", "--stacks", "all", "--no-stacks"])
             .expect_err("conflict");
         assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Command};
+
+    /// `refwatch watch PFN --watch-ready FILE` (its PFNs are the watch) and
+    /// `--max-rate` on the live commands parse; a rate of 0 is refused.
+    #[test]
+    fn watch_ready_goes_with_refwatch_watch_and_max_rate_with_live_commands() {
+        let cli = Cli::try_parse_from(["refwatch", "watch", "0x48200", "--watch-ready", "r"])
+            .expect("parses");
+        match cli.command {
+            Command::Watch(w) => {
+                assert_eq!(w.pfns, ["0x48200"]);
+                assert_eq!(w.attach.watch_ready.as_deref(), Some("r".as_ref()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["refwatch", "record", "-o", "x", "--max-rate", "5000"])
+            .expect("parses");
+        match cli.command {
+            Command::Record(r) => assert_eq!(r.attach.max_rate, Some(5000)),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["refwatch", "attach", "--max-rate", "0"]).is_err());
     }
 }

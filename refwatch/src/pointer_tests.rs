@@ -217,6 +217,7 @@ fn old_recording(v: u64) -> Recording {
         Line::Tick {
             now_ns: 20_000_000_000,
             dropped: 0,
+            capped: 0,
         },
     ];
     let mut bytes = Vec::new();

@@ -103,6 +103,10 @@ pub struct Report {
     /// Events the kernel lost, every kind (the recording's last count).
     #[serde(default)]
     pub dropped: u64,
+    /// Events past `--max-rate`: counted, not recorded; their pages have
+    /// gaps like lost events' (the recording's last count).
+    #[serde(default)]
+    pub capped: u64,
     /// Pages whose state is unknown at the end because events were lost.
     #[serde(default)]
     pub unknown_at_end: Vec<u64>,
@@ -347,6 +351,7 @@ impl Builder {
             holder_groups,
             holders_named,
             dropped,
+            capped: 0,
             episodes_dropped: t.episodes_dropped(),
             events_not_followed: t.over_cap(),
             unknown_at_end: t.unknown_pages().iter().map(|(pfn, _)| *pfn).collect(),
@@ -403,16 +408,18 @@ pub fn build(
     for (i, line) in rec.lines.iter().enumerate() {
         b.line(i + 2, line)?;
     }
-    let dropped = rec
-        .lines
-        .iter()
-        .filter_map(|l| match l {
-            Line::Tick { dropped, .. } | Line::End { dropped, .. } => Some(*dropped),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
-    Ok(b.finish(rec.complete, rec.end_ns(), dropped, raw_pointers))
+    let counts = |of: fn(&Line) -> Option<u64>| rec.lines.iter().filter_map(of).max().unwrap_or(0);
+    let dropped = counts(|l| match l {
+        Line::Tick { dropped, .. } | Line::End { dropped, .. } => Some(*dropped),
+        _ => None,
+    });
+    let capped = counts(|l| match l {
+        Line::Tick { capped, .. } | Line::End { capped, .. } => Some(*capped),
+        _ => None,
+    });
+    let mut r = b.finish(rec.complete, rec.end_ns(), dropped, raw_pointers);
+    r.capped = capped;
+    Ok(r)
 }
 
 /// Builds the report streaming from `r`, one line at a time.
@@ -425,7 +432,9 @@ pub fn build_from<R: std::io::BufRead>(
     while let Some((no, line)) = r.next_line()? {
         b.line(no, &line).with_context(|| r.name().to_string())?;
     }
-    Ok(b.finish(r.complete(), r.end_ns(), r.dropped(), raw_pointers))
+    let mut report = b.finish(r.complete(), r.end_ns(), r.dropped(), raw_pointers);
+    report.capped = r.capped();
+    Ok(report)
 }
 
 /// The text form of a report, for a terminal: the episodes grouped by
@@ -474,9 +483,17 @@ fn text_with(r: &Report, per_page: bool) -> String {
     } else {
         groups::text(r, &mut out);
     }
-    if r.dropped > 0 || !r.gaps.is_empty() {
+    if r.dropped > 0 || r.capped > 0 || !r.gaps.is_empty() {
+        let capped = if r.capped > 0 {
+            format!(
+                ", {} more counted and not recorded past --max-rate",
+                r.capped
+            )
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "{} event(s) lost; {} page(s) with gaps in their history, {} of them in an unknown state at the end (no verdict on those)\n",
+            "{} event(s) lost{capped}; {} page(s) with gaps in their history, {} of them in an unknown state at the end (no verdict on those)\n",
             r.dropped,
             r.gaps.len(),
             r.unknown_at_end.len()

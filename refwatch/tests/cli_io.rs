@@ -176,6 +176,24 @@ fn record_and_jsonl_refuse_a_link_before_attaching() {
     assert!(!d.path().join("new.rec").exists());
 }
 
+/// `--watch-ready` without `--watch` is one line and exit 1, before anything
+/// is attached.
+#[test]
+fn watch_ready_without_a_watch_is_refused() {
+    let d = tempfile::tempdir().expect("dir");
+    let ready = d.path().join("ready");
+    let out = refwatch()
+        .args(["attach", "--headless", "--watch-ready"])
+        .arg(&ready)
+        .output()
+        .expect("refwatch runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("give --watch too"), "{err}");
+    assert!(!ready.exists());
+}
+
 /// Copies of the SYNTHETIC dax-hold recording with an event moved four
 /// seconds back: in version 1 (every event a JSON object) a put moved
 /// ahead of the get before it (line 49 moved up to line 24); in version 2

@@ -318,11 +318,15 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
             }
         } else if matches!(
             variant,
-            lab::Variant::TinyRing | lab::Variant::Late | lab::Variant::WatchCmd
+            lab::Variant::TinyRing
+                | lab::Variant::RateCap
+                | lab::Variant::Late
+                | lab::Variant::WatchCmd
         ) {
             match (report_error, variant) {
                 (Some(_), _) => Ok(Vec::new()),
                 (None, lab::Variant::TinyRing) => checks::report::check_tiny_ring(&refwatch, &dir),
+                (None, lab::Variant::RateCap) => checks::report::check_rate_cap(&refwatch, &dir),
                 (None, lab::Variant::WatchCmd) => checks::report::check_late(&refwatch, &dir)
                     .and_then(|mut p| {
                         p.extend(checks::watch::check_watch_cmd(&dir)?);
@@ -385,6 +389,7 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
         // hmm-selftests has no workload.json; its report is judged above.
         if report_error.is_none()
             && variant != lab::Variant::TinyRing
+            && variant != lab::Variant::RateCap
             && variant != lab::Variant::Late
             && variant != lab::Variant::WatchCmd
             && variant.filter_by().is_none()

@@ -84,6 +84,9 @@ pub struct Totals {
     pub filtered: u64,
     /// Events the user's filters left out in the kernel (not losses).
     pub skipped: u64,
+    /// Events past `--max-rate`: counted, not recorded (their pages have
+    /// gaps).
+    pub capped: u64,
     /// The ring buffer's fullest, as a share of its size (0–1): over the
     /// last second ([`Collector::tick`]) and over the run.
     pub ring_fill_last: f64,
@@ -152,6 +155,7 @@ impl Outputs<'_> {
             now_ns: now,
             events: totals.events,
             dropped: totals.dropped,
+            capped: totals.capped,
         };
         rec.rotate(&end, header, &carry)?;
         log::info!(
@@ -369,6 +373,7 @@ impl<'a> Collector<'a> {
             rec.line(&Line::Tick {
                 now_ns: now,
                 dropped,
+                capped: self.totals.capped,
             })?;
             rec.flush()?;
         }
@@ -389,6 +394,7 @@ impl<'a> Collector<'a> {
             seen_by_kind: self.totals.by_kind,
             lost_ring_full: read_counter(&self.counters, counter::DROPPED),
             lost_inflight_full: read_counter(&self.counters, counter::INFLIGHT_FULL),
+            capped: self.totals.capped,
         };
         m.update(&self.tracker, &counts, crate::metrics::process::read());
         text.set(m.render());
@@ -425,8 +431,11 @@ impl<'a> Collector<'a> {
         // only after the count moved, and once more after it settled (a
         // page noted just after its count was read).
         let unattributed = read_counter(&self.counters, counter::LOST_UNATTRIBUTED);
+        let capped = read_counter(&self.counters, counter::CAPPED);
+        self.totals.capped = capped;
         let losses = read_counter(&self.counters, counter::DROPPED)
             + read_counter(&self.counters, counter::INFLIGHT_FULL)
+            + capped
             + unattributed;
         let settled = losses == self.losses_seen;
         if settled && self.losses_settled {
@@ -510,13 +519,14 @@ impl<'a> Collector<'a> {
             })
             .collect();
         log::info!(
-            "kernel counters: submitted {} lost {} filtered {} in-flight full {} bios {} system-page grabs remembered {}",
+            "kernel counters: submitted {} lost {} filtered {} in-flight full {} bios {} system-page grabs remembered {} capped by --max-rate {}",
             all[counter::SUBMITTED as usize],
             all[counter::DROPPED as usize],
             all[counter::FILTERED as usize],
             all[counter::INFLIGHT_FULL as usize],
             all[counter::BIOS as usize],
-            all[counter::RAM_GETS as usize]
+            all[counter::RAM_GETS as usize],
+            all[counter::CAPPED as usize]
         );
         self.read_ring_fill();
         log::info!(
@@ -539,6 +549,7 @@ impl<'a> Collector<'a> {
                 now_ns: now,
                 events: self.totals.events,
                 dropped,
+                capped: self.totals.capped,
             })?;
             rec.finish()?;
         }
@@ -580,8 +591,13 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
                 if every > 0 && seconds.is_multiple_of(every) {
                     let rate = (c.totals.events - last_events) as f64 / every as f64;
                     last_events = c.totals.events;
+                    let capped = if c.totals.capped > 0 {
+                        format!(" capped={}", c.totals.capped)
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "refwatch: {:>6.1}s events={} ({rate:.0}/s) pfns={} stuck={} lost={} ring≤{:.0}%",
+                        "refwatch: {:>6.1}s events={} ({rate:.0}/s) pfns={} stuck={} lost={} ring≤{:.0}%{capped}",
                         start.elapsed().as_secs_f64(), c.totals.events, c.tracker.len(), c.tracker.stuck().len(), dropped,
                         c.totals.ring_fill_last * 100.0
                     );

@@ -82,6 +82,8 @@ pub struct Counts {
     pub lost_ring_full: u64,
     /// Events lost because the in-flight table was full.
     pub lost_inflight_full: u64,
+    /// Events past `--max-rate`, counted and not recorded.
+    pub capped: u64,
 }
 
 /// refwatch's own use of the machine.
@@ -189,7 +191,7 @@ impl Metrics {
             "refwatch's resident memory",
             m.rss.clone(),
         );
-        for reason in ["ring_full", "inflight_full"] {
+        for reason in ["ring_full", "inflight_full", "rate_cap"] {
             let _ = m.lost.get_or_create(&ReasonLabel { reason });
         }
         m
@@ -307,6 +309,7 @@ impl Metrics {
                 counts.lost_inflight_full,
                 self.last.counts.lost_inflight_full,
             ),
+            ("rate_cap", counts.capped, self.last.counts.capped),
         ] {
             self.lost
                 .get_or_create(&ReasonLabel { reason })

@@ -128,6 +128,7 @@ fn counters_take_totals_not_increments() {
     let mut counts = Counts::default();
     counts.seen_by_kind[Kind::Get.raw() as usize] = 10;
     counts.lost_ring_full = 3;
+    counts.capped = 7;
     m.update(&t, &counts, None);
     m.update(&t, &counts, None);
     counts.seen_by_kind[Kind::Get.raw() as usize] = 15;
@@ -167,6 +168,14 @@ fn counters_take_totals_not_increments() {
             &[("reason", "inflight_full")]
         ),
         Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "refwatch_events_lost_total",
+            &[("reason", "rate_cap")]
+        ),
+        Some(7.0)
     );
     // Kinds not seen have no series.
     assert_eq!(

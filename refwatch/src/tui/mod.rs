@@ -328,6 +328,7 @@ pub async fn run_live(
                         decode_errors: c.totals.decode_errors,
                         evicted: c.tracker.evicted(),
                         skipped: c.totals.skipped,
+                        capped: c.totals.capped,
                         ring_fill: Some(c.totals.ring_fill_last),
                     };
                     last_events = c.totals.events;

@@ -139,6 +139,8 @@ pub struct Stats {
     pub evicted: u64,
     /// Events the user's filters left out in the kernel (not losses).
     pub skipped: u64,
+    /// Events past `--max-rate`: counted, not recorded.
+    pub capped: u64,
     /// The ring buffer's fullest over the last second, as a share of its
     /// size (0–1); `None` in a replay.
     pub ring_fill: Option<f64>,

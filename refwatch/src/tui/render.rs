@@ -195,6 +195,13 @@ fn header(app: &App, area: Rect, buf: &mut Buffer) {
             style,
         ));
     }
+    // Past --max-rate: counted, not recorded; their pages have gaps.
+    if s.capped > 0 {
+        l2.push(Span::styled(
+            format!(" capped {}", fmt::count(s.capped)),
+            Style::new().bold().fg(Color::Yellow),
+        ));
+    }
     if s.skipped > 0 {
         l2.push(Span::styled(
             format!(" skipped {}", fmt::count(s.skipped)),

@@ -86,6 +86,8 @@ pub struct Replay {
     /// Function and stack of every event in the tracker, by its stack tag.
     pub stacks: Readback,
     dropped: u64,
+    /// Events past `--max-rate` as last recorded.
+    capped: u64,
     events_done: u64,
     events_total: u64,
     /// Times of the events applied in the last second before the latest.
@@ -167,6 +169,7 @@ impl Replay {
             speed: speed.clamp(MIN_SPEED, MAX_SPEED),
             stacks: Readback::new(),
             dropped: 0,
+            capped: 0,
             events_done: 0,
             events_total,
             recent: VecDeque::new(),
@@ -207,6 +210,7 @@ impl Replay {
         self.tracker = fresh(&self.header, self.thresholds);
         self.pos = 0;
         self.dropped = 0;
+        self.capped = 0;
         self.events_done = 0;
         self.recent.clear();
         self.cursor_ns = self.start_ns;
@@ -248,11 +252,19 @@ impl Replay {
                     self.recent.pop_front();
                 }
             }
-            Line::Tick { now_ns, dropped }
+            Line::Tick {
+                now_ns,
+                dropped,
+                capped,
+            }
             | Line::End {
-                now_ns, dropped, ..
+                now_ns,
+                dropped,
+                capped,
+                ..
             } => {
                 self.dropped = dropped;
+                self.capped = capped;
                 self.tracker.set_loss_horizon(now_ns);
                 self.tracker.advance(now_ns);
             }
@@ -409,6 +421,7 @@ impl Replay {
             decode_errors: 0,
             evicted: self.tracker.evicted(),
             skipped: 0,
+            capped: self.capped,
             ring_fill: None,
         }
     }

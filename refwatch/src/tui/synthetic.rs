@@ -508,6 +508,7 @@ pub fn dax_hold_recording() -> (Header, Vec<Line>) {
             lines.push(Line::Tick {
                 now_ns: next_tick,
                 dropped: 0,
+                capped: 0,
             });
             next_tick += S;
         }
@@ -518,6 +519,7 @@ pub fn dax_hold_recording() -> (Header, Vec<Line>) {
         lines.push(Line::Tick {
             now_ns: next_tick,
             dropped: 0,
+            capped: 0,
         });
         next_tick += S;
     }
@@ -526,6 +528,7 @@ pub fn dax_hold_recording() -> (Header, Vec<Line>) {
         now_ns: end,
         events,
         dropped: 0,
+        capped: 0,
     });
     (header, lines)
 }

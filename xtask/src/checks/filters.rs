@@ -213,7 +213,7 @@ mod tests {
     #[test]
     fn refwatch_end_lines_are_read() {
         // The lines as refwatch prints them (synthetic figures).
-        let text = "refwatch: 40 events, 8 pages, 0 stuck now, 8 episodes (0 old ones forgotten, 0 not kept: the cap was full of open ones), 2 lost, 3 pages with gaps, 1 of them unknown now, 0 undecodable, 0 evicted, 0 events on pages beyond --max-pfns, 0 old events trimmed (--max-events)\n\
+        let text = "refwatch: 40 events, 8 pages, 0 stuck now, 8 episodes (0 old ones forgotten, 0 not kept: the cap was full of open ones), 2 lost, 0 capped by --max-rate, 3 pages with gaps, 1 of them unknown now, 0 undecodable, 0 evicted, 0 events on pages beyond --max-pfns, 0 old events trimmed (--max-events)\n\
                     refwatch: 56 events left out by --pfn 0x48210,0x48211 (not losses)\n";
         assert_eq!(
             parse_end(text).expect("parse"),

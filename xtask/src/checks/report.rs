@@ -443,15 +443,41 @@ fn check_pin_long(
 /// release was not seen, and `--fail-on-stuck` never says "stuck" (3),
 /// only "unknown" (4) or nothing (0).
 pub fn check_tiny_ring(refwatch: &Path, dir: &Path) -> Result<Vec<String>> {
+    check_degraded(refwatch, dir, false)
+}
+
+/// `+rate-cap`: the events past `--max-rate` are counted, not recorded, and
+/// none lost to a full ring; the report says how many and, as for a loss,
+/// gives no verdict they could have made up ([`check_tiny_ring`]).
+pub fn check_rate_cap(refwatch: &Path, dir: &Path) -> Result<Vec<String>> {
+    check_degraded(refwatch, dir, true)
+}
+
+/// A run that could not record every event: lost to a tiny ring, or
+/// `capped` past `--max-rate`.
+fn check_degraded(refwatch: &Path, dir: &Path, capped: bool) -> Result<Vec<String>> {
     let w = read_workload(dir)?;
     let report: Value = serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
     let mut bad = Vec::new();
     let dropped = report["dropped"].as_u64().context("report.json: dropped")?;
+    let over = report["capped"].as_u64().context("report.json: capped")?;
     let gaps = report["gaps"].as_array().context("report.json: gaps")?;
     let episodes = report["episodes"]
         .as_array()
         .context("report.json: episodes")?;
-    if dropped == 0 || gaps.is_empty() {
+    if capped {
+        let said = std::fs::read_to_string(dir.join("refwatch.out")).unwrap_or_default();
+        let end_says = said
+            .lines()
+            .any(|l| l.contains(&format!(" {over} capped by --max-rate,")));
+        if over == 0 || dropped != 0 || gaps.is_empty() || !end_says {
+            bad.push(format!(
+                "--max-rate on {} pages: {over} events capped (the end line says so: {end_says}), {dropped} lost to the ring (expected 0), {} pages with gaps",
+                w.pfns.len(),
+                gaps.len()
+            ));
+        }
+    } else if dropped == 0 || gaps.is_empty() {
         bad.push(format!(
             "a 4096-byte ring on {} pages lost nothing? dropped {dropped}, {} pages with gaps",
             w.pfns.len(),
@@ -490,7 +516,8 @@ pub fn check_tiny_ring(refwatch: &Path, dir: &Path) -> Result<Vec<String>> {
         ));
     }
     println!(
-        "    tiny ring: {dropped} events lost, {} pages with gaps ({} unknown at the end), {} of {} pages seen, --fail-on-stuck {rc}",
+        "    {}: {dropped} events lost, {over} capped, {} pages with gaps ({} unknown at the end), {} of {} pages seen, --fail-on-stuck {rc}",
+        if capped { "rate cap" } else { "tiny ring" },
         gaps.len(),
         report["unknown_at_end"].as_array().map_or(0, Vec::len),
         seen.len(),

@@ -377,15 +377,17 @@ mod tests {
             } else {
                 (&[][..], &[][..], &[][..], &[][..], &[][..])
             };
+            let first: &[&str] = if kernel == KernelId::Debian6_12 {
+                &[
+                    "dax-splice+tiny-ring",
+                    "dax-splice+rate-cap",
+                    "dax-hold+late",
+                ]
+            } else {
+                &["dax-splice+tiny-ring", "dax-hold+late"]
+            };
             let rest = [
-                &["dax-splice+tiny-ring", "dax-hold+late"][..],
-                filters,
-                metrics,
-                tui,
-                signals,
-                watch,
-                DAX_KPROBE,
-                DAX_XFS,
+                first, filters, metrics, tui, signals, watch, DAX_KPROBE, DAX_XFS,
             ]
             .concat();
             assert_eq!(&all[SCENARIOS.len()..], rest, "{kernel}");

@@ -82,6 +82,17 @@ pub const DAX_XFS: &[&str] = &["dax-truncate-pinned+xfs"];
 /// loss is reported and gives no false verdict.
 pub const TINY_RING: &str = "+tiny-ring";
 
+/// Suffix of a scenario run with the safety valve on (`--max-rate`
+/// [`RATE_CAP`]), e.g. `dax-splice+rate-cap`: the burst of events passes
+/// the cap, the events past it are counted (not lost to a full ring), and
+/// the run shows that they are reported, their pages marked with gaps,
+/// and that they give no false verdict.
+pub const RATE_CAP_SUFFIX: &str = "+rate-cap";
+
+/// Events per second per CPU a `+rate-cap` run allows: a few pages' worth,
+/// well under the burst of `dax-splice` on the run's pages.
+pub const RATE_CAP: u32 = 20;
+
 /// Pages a `+tiny-ring` scenario works on.
 pub const TINY_RING_PAGES: u32 = 1000;
 
@@ -308,6 +319,8 @@ pub enum Variant {
     Xfs,
     /// `--ring-size 4096`, on [`TINY_RING_PAGES`] pages.
     TinyRing,
+    /// `--max-rate` [`RATE_CAP`] ([`RATE_CAP_SUFFIX`]).
+    RateCap,
     /// Defaults, started once the workload holds ([`LATE`]).
     Late,
     /// Defaults, stopped by this signal during the hold ([`Signal`]).
@@ -348,6 +361,7 @@ impl Variant {
             Variant::Functions => "--no-precise",
             Variant::Kprobe => "--mode kprobe",
             Variant::TinyRing => "--ring-size 4096",
+            Variant::RateCap => "--max-rate 20",
             Variant::Metrics => "--metrics 9464",
         }
     }
@@ -412,6 +426,8 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
         (base, Variant::Xfs)
     } else if let Some(base) = run.strip_suffix(TINY_RING) {
         (base, Variant::TinyRing)
+    } else if let Some(base) = run.strip_suffix(RATE_CAP_SUFFIX) {
+        (base, Variant::RateCap)
     } else if let Some(base) = run.strip_suffix(LATE) {
         (base, Variant::Late)
     } else if let Some(base) = run.strip_suffix(WATCH_CMD) {
@@ -445,6 +461,9 @@ pub fn split_variant(run: &str) -> (&str, Variant) {
 pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
     let mut all = SCENARIOS.to_vec();
     all.push("dax-splice+tiny-ring");
+    if kernel == KernelId::Debian6_12 {
+        all.push("dax-splice+rate-cap");
+    }
     all.push("dax-hold+late");
     if kernel == KernelId::Debian6_12 {
         all.extend_from_slice(FILTER_SCENARIOS);
@@ -554,7 +573,7 @@ pub fn parse_scenario(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {LATE} to start refwatch during the hold ({WATCH_CMD}: and refwatch watch on its first page), {TUI} to run its TUI (refwatch attach) on a pseudo-terminal, {METRICS} to scrape its metrics, {PFN_FILTER}, {PID_FILTER} or {CGROUP_FILTER} to start it then with a filter, {WATCH} (after any other) to watch the pages' refcounts with hardware watchpoints, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
+            "unknown scenario (known: {}, {}, {SELFTESTS}; add {FUNCTIONS} to run refwatch without precise mode, {KPROBE} to force kprobes, {XFS} to run on XFS, {TINY_RING} for a 4096-byte ring on {TINY_RING_PAGES} pages, {RATE_CAP_SUFFIX} for --max-rate {RATE_CAP}, {LATE} to start refwatch during the hold ({WATCH_CMD}: and refwatch watch on its first page), {TUI} to run its TUI (refwatch attach) on a pseudo-terminal, {METRICS} to scrape its metrics, {PFN_FILTER}, {PID_FILTER} or {CGROUP_FILTER} to start it then with a filter, {WATCH} (after any other) to watch the pages' refcounts with hardware watchpoints, +sigint, +sigterm, +sighup or +sigkill to stop it so during the hold)",
             SCENARIOS.join(", "),
             HMM_SCENARIOS.join(", ")
         ))
@@ -595,6 +614,16 @@ mod tests {
         );
         assert!(scenarios_for(KernelId::Debian6_12).contains(&"dax-hold+metrics"));
         assert!(parse_scenario("dax-hold+metrics").is_ok());
+    }
+
+    #[test]
+    fn the_rate_cap_variant_runs_with_its_cap() {
+        assert_eq!(
+            split_variant("dax-splice+rate-cap"),
+            ("dax-splice", Variant::RateCap)
+        );
+        assert_eq!(Variant::RateCap.flags(), format!("--max-rate {RATE_CAP}"));
+        assert!(parse_scenario("dax-splice+rate-cap").is_ok());
     }
 
     #[test]

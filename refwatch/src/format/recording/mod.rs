@@ -68,6 +68,10 @@ pub enum Line {
     Tick {
         now_ns: u64,
         dropped: u64,
+        /// Events past `--max-rate` so far, counted, not recorded (their
+        /// pages have gaps); absent: none.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        capped: u64,
     },
     /// Events of `pfn` (of every page when `None`: the kernel could not
     /// note which) were lost; the last loss was at `ts_ns`.
@@ -80,7 +84,13 @@ pub enum Line {
         now_ns: u64,
         events: u64,
         dropped: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        capped: u64,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -150,6 +150,8 @@ pub struct Reader<R> {
     end_ns: u64,
     /// The last loss count a tick or the end line gave.
     dropped: u64,
+    /// The last count of events past `--max-rate` they gave.
+    capped: u64,
     /// The tables of a version 2 file.
     compact: Option<compact::Decoder>,
 }
@@ -232,6 +234,7 @@ impl<R: BufRead> Reader<R> {
             done: false,
             latest_event_ns: None,
             dropped: 0,
+            capped: 0,
         })
     }
 
@@ -263,6 +266,12 @@ impl<R: BufRead> Reader<R> {
     /// The last loss count a tick or end line gave so far.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// The last count of events past `--max-rate` (counted, not recorded)
+    /// a tick or end line gave so far.
+    pub fn capped(&self) -> u64 {
+        self.capped
     }
 
     /// The next line after the header with its 1-based line number; `None`
@@ -357,9 +366,17 @@ impl<R: BufRead> Reader<R> {
                         Some(self.latest_event_ns.map_or(e.ts_ns, |l| l.max(e.ts_ns)));
                 }
             }
-            Line::Tick { dropped, .. } => self.dropped = self.dropped.max(*dropped),
-            Line::End { dropped, .. } => {
+            Line::Tick {
+                dropped, capped, ..
+            } => {
                 self.dropped = self.dropped.max(*dropped);
+                self.capped = self.capped.max(*capped);
+            }
+            Line::End {
+                dropped, capped, ..
+            } => {
+                self.dropped = self.dropped.max(*dropped);
+                self.capped = self.capped.max(*capped);
                 self.complete = true;
             }
             Line::Gap { .. } => {}

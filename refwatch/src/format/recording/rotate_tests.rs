@@ -98,6 +98,7 @@ fn rotation_keeps_n_whole_files_of_bounded_size() {
         w.line(&Line::Tick {
             now_ns: S + ticks,
             dropped: 0,
+            capped: 0,
         })
         .expect("tick");
         assert!(w.bytes() < limit.max_bytes + 200, "{}", w.bytes());
@@ -106,6 +107,7 @@ fn rotation_keeps_n_whole_files_of_bounded_size() {
                 now_ns: S + ticks,
                 events: 0,
                 dropped: 0,
+                capped: 0,
             };
             w.rotate(&end, header(S + ticks), &[]).expect("rotate");
         }
@@ -146,6 +148,7 @@ fn a_planted_symlink_at_a_rotated_name_is_replaced_not_followed() {
         w.line(&Line::Tick {
             now_ns: S + i,
             dropped: 0,
+            capped: 0,
         })
         .expect("tick");
         if w.full() {
@@ -153,6 +156,7 @@ fn a_planted_symlink_at_a_rotated_name_is_replaced_not_followed() {
                 now_ns: S + i,
                 events: 0,
                 dropped: 0,
+                capped: 0,
             };
             w.rotate(&end, header(S + i), &[]).expect("rotate");
         }
@@ -192,6 +196,7 @@ fn a_stuck_page_with_no_event_after_a_rotation_is_still_stuck_in_the_new_file() 
             w.line(&Line::Tick {
                 now_ns: s * S,
                 dropped: 0,
+                capped: 0,
             })
             .expect("tick");
         }
@@ -199,6 +204,7 @@ fn a_stuck_page_with_no_event_after_a_rotation_is_still_stuck_in_the_new_file() 
             now_ns: 20 * S,
             events: 0,
             dropped: 0,
+            capped: 0,
         })
         .expect("end");
         w.finish().expect("finish");

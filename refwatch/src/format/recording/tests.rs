@@ -66,12 +66,14 @@ fn round_trip_through_a_file() {
     w.line(&Line::Tick {
         now_ns: 9,
         dropped: 0,
+        capped: 0,
     })
     .expect("line");
     w.line(&Line::End {
         now_ns: 10,
         events: 1,
         dropped: 0,
+        capped: 0,
     })
     .expect("line");
     w.finish().expect("finish");
@@ -117,6 +119,7 @@ fn hostile_recordings_are_refused_with_the_line() {
         now_ns: 10,
         events: 1,
         dropped: 0,
+        capped: 0,
     };
     // Anything after the end line.
     let mut bytes = write(&[Line::Header(header()), Line::Event(event(5)), end.clone()]);
@@ -151,6 +154,7 @@ fn hostile_recordings_are_refused_with_the_line() {
     let tick = Line::Tick {
         now_ns: 1,
         dropped: 0,
+        capped: 0,
     };
     let mut bytes = write(&[Line::Header(header())]);
     bytes = [write(&[tick]), bytes].concat();
@@ -182,6 +186,7 @@ fn gap_lines_reach_the_report_and_its_exit_code() {
             now_ns: 10_000_000_000,
             events: 1,
             dropped: 1,
+            capped: 0,
         },
     ];
     let r = crate::report::build(&parse(&write(&lines)[..], "x").expect("parse"), None, false)
@@ -199,6 +204,7 @@ fn gap_lines_reach_the_report_and_its_exit_code() {
             now_ns: 10_000_000_000,
             events: 1,
             dropped: 0,
+            capped: 0,
         },
     ];
     let r = crate::report::build(&parse(&write(&lines)[..], "x").expect("parse"), None, false)
@@ -222,6 +228,7 @@ fn pages_a_report_cannot_follow_make_its_state_unknown() {
         now_ns: 10_000_000_000,
         events: 3,
         dropped: 0,
+        capped: 0,
     };
     let mut b = crate::report::Builder::with_max_pfns(&h, None, 2);
     for (i, pfn) in [0x1000u64, 0x1001, 0x1002].into_iter().enumerate() {
@@ -347,6 +354,7 @@ fn impossible_times_and_unknown_events_are_refused_with_the_line() {
             Line::Tick {
                 now_ns: MAX_TIME_NS + 1,
                 dropped: 0,
+                capped: 0,
             },
         ])[..],
         "x",
@@ -438,6 +446,7 @@ fn extreme_values_go_through_the_report_and_exports() {
             now_ns: t,
             events: u64::MAX,
             dropped: u64::MAX,
+            capped: 0,
         },
     ];
     let bytes = write(&lines);

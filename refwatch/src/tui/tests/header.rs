@@ -43,3 +43,16 @@ fn events_left_out_by_filters_are_counted_apart_from_drops() {
     let (l, _) = line2(&app, 100);
     assert!(l.contains("drops 0 skipped 12"), "{l}");
 }
+
+#[test]
+fn events_past_the_rate_cap_are_counted_in_yellow() {
+    let fx = Fixture::new();
+    let t = synthetic::stuck();
+    let mut app = fx.app(&t, T0 + 12 * S, 100, 24);
+    let (l, _) = line2(&app, 100);
+    assert!(!l.contains("capped"), "{l}");
+    app.stats.capped = 4_200;
+    let (l, term) = line2(&app, 100);
+    let x = l.find("capped 4").expect("capped shown") as u16;
+    assert_eq!(term.backend().buffer()[(x, 1)].fg, Color::Yellow);
+}
