@@ -26,11 +26,7 @@ pub const MIN_WATCHED_WRITES: u64 = 4;
 /// more gets seen by the watch than by refwatch's hooks on the same page
 /// (the inline ones, which no hook sees).
 pub fn check_watch(dir: &Path, pages: usize) -> Result<Vec<String>> {
-    let p = dir.join("groundtruth.json");
-    let g: GroundTruth = serde_json::from_slice(
-        &fs::read(&p).with_context(|| format!("read {} (the lab writes it)", p.display()))?,
-    )
-    .with_context(|| format!("parse {}", p.display()))?;
+    let g = read_truth(dir)?;
     let Some(w) = g.watch else {
         return Ok(vec![
             "no watch in groundtruth.json: refwatch listed no armed page".into(),
@@ -62,6 +58,26 @@ pub fn check_watch(dir: &Path, pages: usize) -> Result<Vec<String>> {
     Ok(judge(&w, &hook_gets, pages))
 }
 
+/// `groundtruth.json` of a scenario folder.
+fn read_truth(dir: &Path) -> Result<GroundTruth> {
+    let p = dir.join("groundtruth.json");
+    serde_json::from_slice(
+        &fs::read(&p).with_context(|| format!("read {} (the lab writes it)", p.display()))?,
+    )
+    .with_context(|| format!("parse {}", p.display()))
+}
+
+/// The episodes of a scenario folder's `report.json`.
+fn report_episodes(dir: &Path) -> Result<Vec<serde_json::Value>> {
+    let mut report: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("report.json")).context("read report.json")?)
+            .context("parse report.json")?;
+    match report["episodes"].take() {
+        serde_json::Value::Array(e) => Ok(e),
+        _ => anyhow::bail!("report.json: no episodes"),
+    }
+}
+
 /// The hooks' gets of a page (`groundtruth.json`'s `per_pfn.seen_gets`,
 /// the watchpoint's events left out), 0 when it has none.
 fn hook_gets_of(hook_gets: &[(String, u64)], pfn: &str) -> u64 {
@@ -80,12 +96,7 @@ pub fn check_late_watch(dir: &Path) -> Result<Vec<String>> {
     let w = super::read_workload(dir)?;
     let armed = std::fs::read_to_string(dir.join(crate::lab::WATCH_READY_FILE))
         .with_context(|| format!("read {}", crate::lab::WATCH_READY_FILE))?;
-    let report: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.join("report.json")).context("read report.json")?)
-            .context("parse report.json")?;
-    let episodes = report["episodes"]
-        .as_array()
-        .context("report.json: episodes")?;
+    let episodes = report_episodes(dir)?;
     let events = super::read_events(&dir.join("events.jsonl"))?;
     let mut bad = Vec::new();
     let mut released = 0;
@@ -189,16 +200,8 @@ pub fn check_watch_cmd(dir: &Path) -> Result<Vec<String>> {
 /// writes folded) and the watchpoint's unpin as the release.
 pub fn check_pin_watch(dir: &Path, pages: usize) -> Result<Vec<String>> {
     let w = super::read_workload(dir)?;
-    let g: GroundTruth = serde_json::from_slice(
-        &fs::read(dir.join("groundtruth.json")).context("read groundtruth.json")?,
-    )
-    .context("parse groundtruth.json")?;
-    let report: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.join("report.json")).context("read report.json")?)
-            .context("parse report.json")?;
-    let episodes = report["episodes"]
-        .as_array()
-        .context("report.json: episodes")?;
+    let g = read_truth(dir)?;
+    let episodes = report_episodes(dir)?;
     let events = super::read_events(&dir.join("events.jsonl"))?;
     let mut bad = Vec::new();
     match &g.watch {
