@@ -156,6 +156,9 @@ pub fn watch(args: &crate::cli::WatchCmdArgs) -> Result<ExitCode> {
     if request.new || request.unknown {
         anyhow::bail!("refwatch watch takes PFNs; `new` and `unknown` go with attach --watch");
     }
+    if args.attach.watchpoints.is_some() {
+        anyhow::bail!("refwatch watch watches the PFNs it is given; --watch goes with attach");
+    }
     let mut a = args.attach.clone();
     a.headless = true;
     a.watchpoints = Some(pfns.clone());

@@ -176,10 +176,10 @@ fn record_and_jsonl_refuse_a_link_before_attaching() {
     assert!(!d.path().join("new.rec").exists());
 }
 
-/// `--watch-ready` without `--watch` is one line and exit 1, before anything
-/// is attached.
+/// `--watch-ready` without `--watch`, and `--watch` on `refwatch watch`, are
+/// one line and exit 1, before anything is attached.
 #[test]
-fn watch_ready_without_a_watch_is_refused() {
+fn watch_flags_out_of_place_are_refused() {
     let d = tempfile::tempdir().expect("dir");
     let ready = d.path().join("ready");
     let out = refwatch()
@@ -192,6 +192,14 @@ fn watch_ready_without_a_watch_is_refused() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("give --watch too"), "{err}");
     assert!(!ready.exists());
+    // `refwatch watch` watches its arguments: --watch there is refused too.
+    let out = refwatch()
+        .args(["watch", "0x48200", "--watch", "new"])
+        .output()
+        .expect("refwatch runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--watch goes with attach"), "{err}");
 }
 
 /// Copies of the SYNTHETIC dax-hold recording with an event moved four
