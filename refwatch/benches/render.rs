@@ -31,7 +31,7 @@ fn feed<'a>(t: &'a Tracker, names: &'a Live<'a>) -> Feed<'a> {
     }
 }
 
-fn names<'a>(syms: &'a Kallsyms, hooks: &'a HashMap<u32, String>) -> Live<'a> {
+fn names(syms: &Kallsyms, hooks: HashMap<u32, String>) -> Live<'_> {
     Live {
         syms,
         format: Format::default(),
@@ -51,7 +51,7 @@ fn benches(c: &mut Criterion) {
     assert_eq!(tracker.len() as u64, PFNS);
     let syms = synthetic::kallsyms();
     let hooks = synthetic::hook_symbols();
-    let names = names(&syms, &hooks);
+    let names = names(&syms, hooks);
     let f = feed(&tracker, &names);
     let mut app = app(&f);
     assert_eq!(app.shown() as u64, PFNS);

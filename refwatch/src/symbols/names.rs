@@ -31,7 +31,7 @@ pub struct Live<'a> {
     pub syms: &'a Kallsyms,
     pub format: Format,
     /// Hook id → the symbol it attached to.
-    pub hooks: &'a HashMap<u32, String>,
+    pub hooks: HashMap<u32, String>,
 }
 
 impl Names for Live<'_> {

@@ -1,9 +1,10 @@
 //! The terminal UI of `refwatch attach` and `refwatch replay`.
 //!
 //! [`model`] holds the state and handles keys without a terminal, [`render`]
-//! draws it (`impl Widget for &App`, never changing it), and the runners here
-//! drive both from one `tokio::select!` over the UI tick, the keys ([`input`]),
-//! SIGWINCH, the collector (or the replay clock) and SIGINT/SIGTERM/SIGHUP.
+//! draws it (`impl Widget for &App`, never changing it), and one loop here
+//! drives both for either [`source`] (a live attach or a recording) from one
+//! `tokio::select!` over the UI tick, the keys ([`input`]), SIGWINCH, the
+//! source (the collector, or the replay clock) and SIGINT/SIGTERM/SIGHUP.
 //! When the terminal goes away ([`crate::tty`]: SIGHUP, a hang-up or error on its
 //! input, a failed draw) they stop and return an error, so refwatch exits
 //! non-zero.
@@ -19,6 +20,7 @@ mod overlays;
 pub mod palette;
 mod render;
 pub mod replay;
+mod source;
 pub mod synthetic;
 pub mod view;
 
@@ -26,7 +28,7 @@ pub mod view;
 mod tests;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
@@ -42,10 +44,13 @@ use tokio::{
 pub use model::{App, Command, Feed, HeaderInfo, HookLine, ReplayStatus, Stats};
 pub use replay::Replay;
 
-use self::input::{Incoming, Input};
+use self::{
+    input::{Incoming, Input},
+    source::{LiveSource, ReplaySource, Source, Step},
+};
 use crate::{
     cli::{Command as CliCommand, ReplayArgs},
-    collector::{self, Collector, Totals, monotonic_ns},
+    collector::{self, Collector, Totals},
     format::recording,
     loader::Loaded,
     state::Tracker,
@@ -54,8 +59,6 @@ use crate::{
 
 /// How often the screen is redrawn when nothing else happens.
 const UI_TICK: Duration = Duration::from_millis(250);
-/// Replay clock resolution while playing.
-const PLAY_TICK: Duration = Duration::from_millis(100);
 
 /// Whether the command opens the TUI with no `--log-file`: its warnings
 /// and errors are then held until the terminal is restored
@@ -261,128 +264,24 @@ pub async fn run_live(
     // is started (and none left unfinished).
     let mut term = Term::start()?;
     let mut input = Input::spawn()?;
-    let mut c = Collector::new(loaded, syms, &opts)?;
-    let format = opts.format;
+    let c = Collector::new(loaded, syms, &opts)?;
     let names = crate::symbols::Live {
         syms,
-        format,
-        hooks: &hooks,
+        format: opts.format,
+        hooks,
     };
-    let deadline = opts
-        .duration
-        .map(|d| tokio::time::Instant::now() + d)
-        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86400));
-
+    let mut source = LiveSource::new(c, &mut loaded.ebpf, names, opts.duration);
     let mut app = App::new(info);
-    app.export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let (w, h) = term.size();
-    app.resize(w, h);
-
-    let mut ui = tokio::time::interval(UI_TICK);
-    ui.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut second = tokio::time::interval(Duration::from_secs(1));
-    second.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut throttle = Throttle::new();
-    let mut last_events = 0u64;
-    let mut last_second = Instant::now();
-    let mut redraw = true;
-
     // Whatever ends the loop (a key, a signal, the terminal going away, an
     // error), the collector is finished below so the recording and JSON
     // Lines are complete.
-    let result: Result<End> = async {
-        let end = loop {
-            if redraw {
-                if let Err(e) = term.draw(&app) {
-                    break End::draw_failed(&e);
-                }
-                redraw = false;
-            }
-            let mut cmd = None;
-            let mut ev = None;
-            tokio::select! {
-                r = c.readable() => r?,
-                _ = ui.tick() => {
-                    // The input thread watches the terminal's input; this, its output too.
-                    if let Some(why) = input.tty.gone() {
-                        break End::TerminalGone(why);
-                    }
-                    if throttle.due() {
-                        let feed = Feed {
-                            tracker: &c.tracker,
-                            stacks: &names,
-                            now_ns: monotonic_ns(),
-                        };
-                        throttle.run(|| app.refresh(&feed));
-                    }
-                    redraw = true;
-                }
-                _ = second.tick() => {
-                    c.tick(monotonic_ns())?;
-                    let secs = last_second.elapsed().as_secs_f64().max(1e-3);
-                    last_second = Instant::now();
-                    app.stats = Stats {
-                        events: c.totals.events,
-                        rate: (c.totals.events - last_events) as f64 / secs,
-                        dropped: c.totals.dropped,
-                        decode_errors: c.totals.decode_errors,
-                        evicted: c.tracker.evicted(),
-                        skipped: c.totals.skipped,
-                        capped: c.totals.capped,
-                        ring_fill: Some(c.totals.ring_fill_last),
-                    };
-                    last_events = c.totals.events;
-                    app.watch = c.watch_status();
-                }
-                o = outside.next(&mut input, &term) => match o {
-                    Ok(e) => ev = Some(e),
-                    Err(end) => break end,
-                },
-                _ = tokio::time::sleep_until(deadline) => break End::Stop,
-            }
-            if let Some(ev) = ev {
-                cmd = on_event(&mut app, ev);
-                let feed = Feed {
-                    tracker: &c.tracker,
-                    stacks: &names,
-                    now_ns: monotonic_ns(),
-                };
-                app.sync(&feed);
-                redraw = true;
-            }
-            match cmd {
-                Some(Command::Quit) => break End::Stop,
-                Some(Command::Export(req)) => {
-                    let events = export::live_events(&c.tracker, &req.pfns, &hooks, syms, format);
-                    let r = export::write(
-                        &app.export_dir,
-                        &req.label,
-                        req.format,
-                        events.iter(),
-                        format.raw_pointers,
-                    );
-                    let (m, err) = export_message(r);
-                    if err {
-                        log::warn!("{m}");
-                    }
-                    app.set_message(m, err);
-                }
-                Some(Command::Watch(pfn)) => {
-                    let (m, err) = c.watch_toggle(&mut loaded.ebpf, pfn)?;
-                    app.watch = c.watch_status();
-                    app.set_message(m, err);
-                }
-                Some(Command::Replay(_)) | None => {}
-            }
-        };
-        Ok(end)
-    }
-    .await;
+    let result = run_loop(&mut source, &mut app, &mut term, &mut input, &mut outside).await;
     drop(input);
     drop(term);
     if let Ok(End::TerminalGone(why)) = &result {
         log::error!("{why}: stopping; finishing the outputs");
     }
+    let mut c = source.c;
     let finished = c.finish();
     let end = result?;
     finished?;
@@ -391,6 +290,81 @@ pub async fn run_live(
         End::TerminalGone(why) => {
             log::error!("{why}: stopped, the outputs are complete");
             Err(anyhow!("{why}: stopped, the outputs are complete"))
+        }
+    }
+}
+
+/// The screen over `source` until a key, a signal or the source ends it,
+/// or the terminal goes away.
+async fn run_loop<S: Source>(
+    source: &mut S,
+    app: &mut App,
+    term: &mut Term,
+    input: &mut Input,
+    outside: &mut Outside,
+) -> Result<End> {
+    app.export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let (w, h) = term.size();
+    app.resize(w, h);
+    let mut ui = tokio::time::interval(UI_TICK);
+    ui.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut throttle = Throttle::new();
+    let mut changed = true;
+    let mut redraw = true;
+    loop {
+        if changed && throttle.due() {
+            source.show(app);
+            let feed = source.feed();
+            throttle.run(|| app.refresh(&feed));
+            changed = false;
+            redraw = true;
+        }
+        if redraw {
+            if let Err(e) = term.draw(app) {
+                return Ok(End::draw_failed(&e));
+            }
+            redraw = false;
+        }
+        let mut ev = None;
+        tokio::select! {
+            s = source.step() => match s? {
+                Step::Changed => changed = true,
+                Step::Idle => {}
+                Step::Ended => return Ok(End::Stop),
+            },
+            _ = ui.tick() => {
+                // The input thread watches the terminal's input; this, its output too.
+                if let Some(why) = input.tty.gone() {
+                    return Ok(End::TerminalGone(why));
+                }
+                changed |= source.refresh_on_tick();
+                redraw = true;
+            }
+            o = outside.next(input, term) => match o {
+                Ok(e) => ev = Some(e),
+                Err(end) => return Ok(end),
+            },
+        }
+        if let Some(ev) = ev {
+            let cmd = on_event(app, ev);
+            redraw = true;
+            if matches!(cmd, Some(Command::Quit)) {
+                return Ok(End::Stop);
+            }
+            let waited_on = match cmd {
+                Some(cmd) => source.command(cmd, app)?,
+                None => false,
+            };
+            if waited_on {
+                // A key the user waits on: no throttle.
+                throttle.last = None;
+                changed = true;
+            }
+            // The detail follows the selection at once, even between refreshes.
+            app.sync(&source.feed());
+        }
+        if let Some(e) = source.take_error() {
+            return Err(e);
         }
     }
 }
@@ -447,109 +421,15 @@ pub fn run_replay(args: &ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn replay_loop(mut replay: Replay, info: HeaderInfo) -> Result<(Replay, End)> {
+async fn replay_loop(replay: Replay, info: HeaderInfo) -> Result<(Replay, End)> {
     let mut outside = Outside::install()?;
     let mut app = App::new(info);
-    app.export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let mut term = Term::start()?;
     let mut input = Input::spawn()?;
-    let (w, h) = term.size();
-    app.resize(w, h);
-    let mut tick = tokio::time::interval(PLAY_TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut throttle = Throttle::new();
-    let mut last_tick = Instant::now();
-    let mut redraw = true;
-    let mut changed = true;
-
-    let end = loop {
-        if changed && throttle.due() {
-            let feed = Feed {
-                tracker: &replay.tracker,
-                stacks: &replay.stacks,
-                now_ns: replay.cursor_ns,
-            };
-            app.replay = Some(replay.status());
-            app.stats = replay.stats();
-            throttle.run(|| app.refresh(&feed));
-            changed = false;
-            redraw = true;
-        }
-        if redraw {
-            if let Err(e) = term.draw(&app) {
-                break End::draw_failed(&e);
-            }
-            redraw = false;
-        }
-        let mut cmd = None;
-        let mut ev = None;
-        tokio::select! {
-            _ = tick.tick() => {
-                // The input thread watches the terminal's input; this, its output too.
-                if let Some(why) = input.tty.gone() {
-                    break End::TerminalGone(why);
-                }
-                let elapsed = last_tick.elapsed();
-                last_tick = Instant::now();
-                if replay.playing {
-                    replay.tick(elapsed);
-                    changed = true;
-                }
-            }
-            o = outside.next(&mut input, &term) => match o {
-                Ok(e) => ev = Some(e),
-                Err(end) => break end,
-            },
-        }
-        if let Some(ev) = ev {
-            cmd = on_event(&mut app, ev);
-            redraw = true;
-        }
-        match cmd {
-            Some(Command::Quit) => break End::Stop,
-            Some(Command::Replay(rc)) => {
-                replay.command(rc);
-                last_tick = Instant::now();
-                // A key the user waits on: no throttle.
-                throttle.last = None;
-                changed = true;
-            }
-            Some(Command::Export(req)) => {
-                let set: HashSet<u64> = req.pfns.iter().copied().collect();
-                let r = replay.events_of(&set).and_then(|events| {
-                    export::write(
-                        &app.export_dir,
-                        &req.label,
-                        req.format,
-                        events.iter(),
-                        false,
-                    )
-                });
-                let (m, err) = export_message(r);
-                app.set_message(m, err);
-            }
-            // The key says so itself in a replay; never asked here.
-            Some(Command::Watch(_)) => {
-                app.set_message("watching a page needs a live attach", true);
-            }
-            None => {}
-        }
-        // The recording could not be read again (it changed or went away):
-        // stop, with the terminal restored first.
-        if let Some(e) = replay.take_error() {
-            drop(input);
-            drop(term);
-            return Err(e.context("replay stopped"));
-        }
-        // The detail follows the selection at once, even between refreshes.
-        let feed = Feed {
-            tracker: &replay.tracker,
-            stacks: &replay.stacks,
-            now_ns: replay.cursor_ns,
-        };
-        app.sync(&feed);
-    };
+    let mut source = ReplaySource::new(replay);
+    let end = run_loop(&mut source, &mut app, &mut term, &mut input, &mut outside).await;
+    // The terminal restored before any error is said.
     drop(input);
     drop(term);
-    Ok((replay, end))
+    Ok((source.replay, end?))
 }

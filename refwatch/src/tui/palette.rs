@@ -84,7 +84,7 @@ mod tests {
             stacks: &crate::symbols::Live {
                 syms: &syms,
                 format: Format::default(),
-                hooks: &hooks,
+                hooks,
             },
             now_ns: T0 + 12 * S,
         };

@@ -1,8 +1,6 @@
 //! Screens as insta snapshots of ratatui's `TestBackend`, and keys driven on
 //! the state without a terminal. All data is synthetic ([`super::synthetic`]).
 
-use std::collections::HashMap;
-
 use ratatui::{
     Terminal,
     backend::TestBackend,
@@ -24,25 +22,20 @@ use crate::{
     state::Tracker, symbols::Live, symbols::kallsyms::Kallsyms,
 };
 
-/// The synthetic kernel's names, as a live session has them (leaked: the
-/// names borrow them for every test's duration).
+/// The synthetic kernel's names, as a live session has them (the symbols
+/// leaked: the names borrow them for every test's duration).
 struct Fixture {
-    syms: &'static Kallsyms,
-    hooks: &'static HashMap<u32, String>,
     names: Live<'static>,
 }
 
 impl Fixture {
     fn new() -> Self {
         let syms: &'static Kallsyms = Box::leak(Box::new(synthetic::kallsyms()));
-        let hooks: &'static HashMap<u32, String> = Box::leak(Box::new(synthetic::hook_symbols()));
         Self {
-            syms,
-            hooks,
             names: Live {
                 syms,
                 format: Format::default(),
-                hooks,
+                hooks: synthetic::hook_symbols(),
             },
         }
     }
@@ -593,7 +586,13 @@ fn export_writes_the_file_and_says_where() {
     let t = synthetic::stuck();
     let dir = std::env::temp_dir().join(format!("refwatch-tui-export-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let events = super::export::live_events(&t, &[0x40030], fx.hooks, fx.syms, Format::default());
+    let events = super::export::live_events(
+        &t,
+        &[0x40030],
+        &fx.names.hooks,
+        fx.names.syms,
+        Format::default(),
+    );
     assert_eq!(events.len(), 2);
     assert_eq!(events[0].symbol, "try_grab_folio");
     assert_eq!(events[0].stack[0], "try_grab_folio+0x1a");
