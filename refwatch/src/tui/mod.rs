@@ -2,7 +2,7 @@
 //!
 //! [`model`] holds the state and handles keys without a terminal, [`render`]
 //! draws it (`impl Widget for &App`, never changing it), and one loop here
-//! drives both for either [`source`] (a live attach or a recording) from one
+//! drives both for either source (`source.rs`: a live attach or a recording) from one
 //! `tokio::select!` over the UI tick, the keys ([`input`]), SIGWINCH, the
 //! source (the collector, or the replay clock) and SIGINT/SIGTERM/SIGHUP.
 //! When the terminal goes away ([`crate::tty`]: SIGHUP, a hang-up or error on its
