@@ -289,8 +289,8 @@ watch_cmd_start() {
     until grep -q "watching page $P1 " $1/watch-cmd.out; do
         n=$((n + 1))
         if [ $n -gt 1200 ] || ! kill -0 $WC 2>/dev/null; then
-            say "scenario: refwatch watch $P1 did not arm its page (uptime $(up) s)"
-            break
+            say "refwatch watch $P1 did not arm its page (uptime $(up) s)"
+            return
         fi
         usleep 100000
     done
