@@ -173,7 +173,7 @@ impl Metrics {
         );
         r.register(
             "refwatch_events_lost",
-            "Events the kernel could not hand over, by reason (ring_full, inflight_full)",
+            "Events the kernel could not hand over, by reason (ring_full, inflight_full; rate_cap: counted past --max-rate, not recorded)",
             m.lost.clone(),
         );
         r.register(
