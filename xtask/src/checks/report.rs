@@ -477,9 +477,9 @@ fn check_degraded(refwatch: &Path, dir: &Path, capped: bool) -> Result<Vec<Strin
                 gaps.len()
             ));
         }
-    } else if dropped == 0 || gaps.is_empty() {
+    } else if dropped == 0 || gaps.is_empty() || over != 0 {
         bad.push(format!(
-            "a 4096-byte ring on {} pages lost nothing? dropped {dropped}, {} pages with gaps",
+            "a 4096-byte ring on {} pages lost nothing? dropped {dropped}, {} pages with gaps, {over} capped (expected 0: no --max-rate)",
             w.pfns.len(),
             gaps.len()
         ));

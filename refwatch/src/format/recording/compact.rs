@@ -597,6 +597,17 @@ struct Task {
     cgroup: Option<String>,
 }
 
+impl Task {
+    fn new(pid: u32, tgid: u32, comm: String, cgroup: Option<String>) -> Self {
+        Self {
+            pid,
+            tgid,
+            comm,
+            cgroup,
+        }
+    }
+}
+
 /// The reader's side: the tables defined so far in the file.
 #[derive(Debug, Default)]
 pub struct Decoder {
@@ -724,29 +735,12 @@ impl Decoder {
             }
             Entry::Task(tag, id, pid, tgid, comm) if tag == "t" => {
                 id_ok(id)?;
-                let cgroup = None;
-                self.tasks.insert(
-                    id,
-                    Task {
-                        pid,
-                        tgid,
-                        comm,
-                        cgroup,
-                    },
-                );
+                self.tasks.insert(id, Task::new(pid, tgid, comm, None));
             }
             Entry::TaskInCgroup(tag, id, pid, tgid, comm, cgroup) if tag == "t" => {
                 id_ok(id)?;
-                let cgroup = Some(cgroup);
-                self.tasks.insert(
-                    id,
-                    Task {
-                        pid,
-                        tgid,
-                        comm,
-                        cgroup,
-                    },
-                );
+                self.tasks
+                    .insert(id, Task::new(pid, tgid, comm, Some(cgroup)));
             }
             _ => bail!("not a table entry of this version"),
         }
