@@ -298,6 +298,10 @@ pub struct KernelLayout {
     pub filter_types: u32,
     /// `--pid`: the thread group tasks must be in (0: any).
     pub filter_tgid: u32,
+    /// The `FOLL_PIN` bit of GUP's flags: a grab with it is a pin.
+    pub foll_pin: u32,
+    /// Bit number of `PG_head` in `page->flags` (a large folio's head).
+    pub pg_head: u32,
     /// `--max-rate`: events each CPU sends per second at most; past it, an
     /// event is counted ([`counter::CAPPED`]) and its page noted as for a
     /// loss, without its stack walk and ring record (0: no cap).
@@ -308,7 +312,7 @@ pub struct KernelLayout {
 
 const _: () = assert!(
     core::mem::size_of::<KernelLayout>()
-        == 3 * 8 + 24 * 4 + KIND_SLOTS + 2 * MAX_PFN_RANGES * 8 + 8 + 4 * 4 + 8 * 4
+        == 3 * 8 + 24 * 4 + KIND_SLOTS + 2 * MAX_PFN_RANGES * 8 + 8 + 6 * 4 + 8 * 4
 );
 
 /// Most `--pfn` ranges the kernel programs test an event against.
@@ -359,6 +363,8 @@ impl KernelLayout {
             filter_pfn_ranges: 0,
             filter_types: 0,
             filter_tgid: 0,
+            foll_pin: 0,
+            pg_head: 0,
             rate_cap: 0,
             memtype: [0; 8],
         }

@@ -93,7 +93,7 @@ pub fn probes(args: &ProbesArgs) -> Result<ExitCode> {
     let p = prepare(&args.probe)?;
     println!("kernel {}", p.release);
     println!(
-        "layout: struct page {} bytes, _refcount@{}, _mapcount@{}, pgmap via {}@{}, dev_pagemap.type@{}, zone bits >>{} &{:#x}, ZONE_DEVICE={}; vmemmap: {}",
+        "layout: struct page {} bytes, _refcount@{}, _mapcount@{}, pgmap via {}@{}, dev_pagemap.type@{}, zone bits >>{} &{:#x}, ZONE_DEVICE={}, PG_head={}, FOLL_PIN={:#x} ({}); vmemmap: {}",
         p.layout.raw.page_struct_size,
         p.layout.raw.off_refcount,
         p.layout.raw.off_mapcount,
@@ -103,6 +103,9 @@ pub fn probes(args: &ProbesArgs) -> Result<ExitCode> {
         p.layout.raw.zones_shift,
         p.layout.raw.zones_mask,
         p.layout.raw.zone_device,
+        p.layout.raw.pg_head,
+        p.layout.raw.foll_pin,
+        p.layout.foll_pin_from,
         p.layout.vmemmap_from
     );
     let loaded = loader::load(&p.layout, &p.plan, crate::cli::DEFAULT_RING_BYTES, &p.facts)?;

@@ -5,6 +5,7 @@ use std::{collections::HashMap, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, BtfType, Type};
+use fallible_iterator::FallibleIterator as _;
 use refwatch_common::{KIND_SLOTS, KernelLayout, pgmap};
 
 /// Default vmemmap start on x86_64 with 4-level paging, used only when the
@@ -123,6 +124,28 @@ impl KernelBtf {
             .ok()
             .and_then(|st| members.iter().find_map(|m| self.member_offset(&st, m)))
             .unwrap_or(0)
+    }
+
+    /// The value of the enumerator `name` of any enum, anonymous ones
+    /// included (which [`Self::enum_values`] cannot name): a scan of every
+    /// type, stopped at the first match.
+    pub fn enumerator(&self, name: &str) -> Option<i64> {
+        let mut types = self.btf.type_iter();
+        while let Ok(Some(t)) = types.next() {
+            let Type::Enum(e) = t else {
+                continue;
+            };
+            for m in &e.members {
+                if self.btf.resolve_name(m).is_ok_and(|n| n == name) {
+                    return Some(if e.is_signed() {
+                        i64::from(m.val() as i32)
+                    } else {
+                        i64::from(m.val())
+                    });
+                }
+            }
+        }
+        None
     }
 
     /// Whether BTF has a type (any kind) called `name`.
@@ -253,6 +276,8 @@ pub struct Layout {
     pub pgmap_from: &'static str,
     /// How the vmemmap base is found.
     pub vmemmap_from: String,
+    /// Where `FOLL_PIN` came from.
+    pub foll_pin_from: &'static str,
 }
 
 /// Builds the layout from BTF and kallsyms.
@@ -336,6 +361,11 @@ pub fn resolve(
         .ok()
         .and_then(|v| v.get("MIGRATE_VMA_SELECT_SYSTEM").copied())
         .unwrap_or(1) as u32;
+    let (foll_pin, foll_pin_from) = foll_pin(btf);
+    let pg_head = *btf
+        .enum_values("pageflags")?
+        .get("PG_head")
+        .ok_or_else(|| anyhow!("enum pageflags has no PG_head"))? as u32;
     let (vmemmap_base_addr, vmemmap_from) = match kallsyms.address("vmemmap_base") {
         Some(a) => (a, "kallsyms vmemmap_base (read in the kernel)".to_string()),
         None => (
@@ -373,13 +403,33 @@ pub fn resolve(
             off_fbatch_nr,
             off_fbatch_folios,
             stack_frames,
+            foll_pin,
+            pg_head,
             memtype: memtype_table(&memtypes),
             // The user's filters (`--pfn`, …) are set after: none by default.
             ..KernelLayout::empty()
         },
         pgmap_from,
         vmemmap_from,
+        foll_pin_from,
     })
+}
+
+/// `FOLL_PIN` before 6.5, a `#define` (so not in BTF), since 5.7.
+const FOLL_PIN_DEFINE: u32 = 0x40000;
+
+/// GUP's `FOLL_PIN` bit, and where it came from. An enumerator of an
+/// anonymous enum since 6.5 (`1 << 19` on 6.12 and 7.2), a `#define`
+/// before, which BTF does not carry: the GUP grab hooks tell pins from
+/// gets by it at their exit.
+fn foll_pin(btf: &KernelBtf) -> (u32, &'static str) {
+    match btf.enumerator("FOLL_PIN") {
+        Some(v) if v > 0 && (v as u64).is_power_of_two() => (v as u32, "BTF"),
+        _ => (
+            FOLL_PIN_DEFINE,
+            "#define of kernels before 6.5 (not in BTF)",
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -160,6 +160,13 @@ pub fn typed_filtered<C: EbpfContext>(ctx: &C, hook: u32, n: usize) -> bool {
     (flags >> layout!(zones_shift)) & layout!(zones_mask) as u64 != layout!(zone_device) as u64
 }
 
+/// Whether precise mode is on: the page_ref tracepoints report every
+/// reference, and the hooks that take or drop them stay quiet.
+#[inline(always)]
+fn precise() -> bool {
+    crate::SETTINGS.get(0).is_some_and(|v| *v != 0)
+}
+
 /// Entry of a hook: resolve the page, remember its refcount for the exit.
 #[inline(always)]
 pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
@@ -170,7 +177,7 @@ pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
         count(counter::FILTERED);
         return;
     };
-    let precise = crate::SETTINGS.get(0).is_some_and(|v| *v != 0);
+    let precise = precise();
     let refs_hook = GET_HOOKS.contains(&hook) || DROP_HOOKS.contains(&hook);
     if refs_hook && precise {
         // Precise mode: the page_ref tracepoints report this page's references.

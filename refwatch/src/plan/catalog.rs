@@ -117,6 +117,18 @@ macro_rules! pair {
     };
 }
 
+/// A hook whose fentry mode needs only the exit program (fexit sees the
+/// arguments too): `fexit_<stem>`, and `kprobe_<stem>` with
+/// `kretprobe_<stem>` (a kretprobe has no arguments).
+macro_rules! exit_pair {
+    ($stem:literal) => {
+        Progs {
+            fentry: None,
+            ..pair!($stem)
+        }
+    };
+}
+
 /// Entry programs only, `fentry_<stem>` and `kprobe_<stem>`.
 macro_rules! entry_only {
     ($stem:literal) => {
@@ -454,14 +466,14 @@ pub const LOGICAL: &[Logical] = &[
                 kernels: "6.6.47+, 6.10+ (folio argument, returns int)",
                 first_arg: Some(FOLIO),
                 hook: hook::TRY_GRAB_FOLIO,
-                progs: pair!("grab_folio"),
+                progs: exit_pair!("grab_folio"),
             },
             Candidate {
                 symbol: "try_grab_folio",
                 kernels: "6.1 … 6.6.46 (page argument, returns the folio)",
                 first_arg: Some(PAGE),
                 hook: hook::TRY_GRAB_FOLIO_PAGE,
-                progs: pair!("grab_folio_page"),
+                progs: exit_pair!("grab_folio_page"),
             },
         ],
     },
@@ -476,7 +488,7 @@ pub const LOGICAL: &[Logical] = &[
             kernels: "6.6.47+, 6.10+ (static)",
             first_arg: Some(PAGE),
             hook: hook::TRY_GRAB_FOLIO_FAST,
-            progs: pair!("grab_fast"),
+            progs: exit_pair!("grab_fast"),
         }],
     },
     Logical {

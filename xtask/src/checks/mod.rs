@@ -61,6 +61,10 @@ pub struct KernelFacts {
     pub unseen_puts: bool,
     /// Symbols `refwatch probes` must report attached.
     pub must_attach: &'static [&'static str],
+    /// How `refwatch probes` must report GUP's `FOLL_PIN` bit: an
+    /// enumerator in BTF since 6.5, a `#define` before (verified in the
+    /// kernels' BTF: 6.1 has none, 6.12 and 7.2 have `1 << 19`).
+    pub foll_pin: &'static str,
 }
 
 /// Facts per lab kernel, as verified in the lab.
@@ -77,6 +81,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
                 "try_grab_folio",
                 "dax_layout_busy_page_range",
             ],
+            foll_pin: "FOLL_PIN=0x40000 (#define",
         },
         "debian-6.12" => KernelFacts {
             fsdax_idle: 1,
@@ -89,6 +94,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
                 "gup_put_folio",
                 "dax_layout_busy_page_range",
             ],
+            foll_pin: "FOLL_PIN=0x80000 (BTF)",
         },
         "debian-7.2" => KernelFacts {
             fsdax_idle: 0,
@@ -105,6 +111,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
                 "ext4_wait_dax_page",
                 "xfs_wait_dax_page",
             ],
+            foll_pin: "FOLL_PIN=0x80000 (BTF)",
         },
         // Built with CONFIG_DEBUG_PAGE_REF: precise mode, the get/put
         // functions are covered by the page_ref tracepoints.
@@ -127,6 +134,7 @@ pub fn facts(kernel: &str) -> Result<KernelFacts> {
                 "page_ref_mod_and_test",
                 "page_ref_mod_unless",
             ],
+            foll_pin: "FOLL_PIN=0x80000 (BTF)",
         },
         other => bail!("no facts for kernel {other}"),
     })

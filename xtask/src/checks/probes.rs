@@ -17,6 +17,12 @@ pub fn check_probes(kernel: &str, dir: &Path) -> Result<Vec<String>> {
     if rc.trim() != "0" {
         bad.push(format!("refwatch probes exited {}", rc.trim()));
     }
+    if !text.contains(f.foll_pin) {
+        bad.push(format!(
+            "refwatch probes does not say {}: the GUP grabs would misjudge pins",
+            f.foll_pin
+        ));
+    }
     if kernel == "hmm-7.2" && !text.contains("references: precise") {
         bad.push("refwatch probes does not report precise mode".into());
     }
