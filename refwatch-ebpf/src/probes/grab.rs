@@ -161,7 +161,7 @@ fn on_grab_exit(ctx: &FExitContext, hook: u32, raw: i64) {
             pfn: p.pfn,
             head: p.head,
             pgmap_type: p.pgmap_type,
-            before: after.map(|a| a - added),
+            before: after.map(|a| a.saturating_sub(added)),
             after,
             mapcount: mapcount(p.head),
             ret: ret::value(hook, raw),

@@ -4,13 +4,84 @@
 //! and `bool __put_devmap_managed_folio_refs(struct folio *folio, int refs)`
 //! (6.10–6.14): subtracts `refs` from an fs-dax page and wakes DAX waiters at 1.
 //! Returns false (nothing done) for other page types.
-use refwatch_common::hook;
+//!
+//! Every fs-dax put passes here, so it attaches as one fexit program: the
+//! return value says whether it dropped anything, `refs` what, and the
+//! refcount before is the one after plus that. It never frees the page (an
+//! fs-dax page is idle at 1 on these kernels), so the page is still the
+//! same page at the exit. Kprobe mode keeps entry + exit.
+use aya_ebpf::programs::FExitContext;
+use refwatch_common::{hook, kind, ret};
 
-super::entry_exit!(
-    hook = hook::PUT_DEVMAP_REFS,
-    args = 2,
-    fentry = fentry_put_devmap,
-    fexit = fexit_put_devmap,
-    kprobe = kprobe_put_devmap,
-    kretprobe = kretprobe_put_devmap,
-);
+use super::{DROP_HOOKS, GUP_PIN_COUNTING_BIAS, cover_outer, raw_arg, typed_filtered};
+use crate::{
+    emit::{Fields, emit},
+    page::{device_page, mapcount, refcount},
+};
+
+#[aya_ebpf::macros::fexit]
+pub fn fexit_put_devmap(ctx: FExitContext) -> i32 {
+    if typed_filtered(&ctx, hook::PUT_DEVMAP_REFS, 0) {
+        return 0;
+    }
+    let raw: i64 = ctx.ret::<i64>().unwrap_or(0);
+    on_put_exit(&ctx, raw);
+    0
+}
+
+#[aya_ebpf::macros::kprobe]
+pub fn kprobe_put_devmap(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
+    let a0: u64 = ctx.arg(0).unwrap_or(0);
+    let a1: u64 = ctx.arg(1).unwrap_or(0);
+    super::on_entry(&ctx, hook::PUT_DEVMAP_REFS, a0, a1);
+    0
+}
+
+#[aya_ebpf::macros::kretprobe]
+pub fn kretprobe_put_devmap(ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
+    let ret: i64 = ctx.ret();
+    super::on_exit(&ctx, hook::PUT_DEVMAP_REFS, Some(ret));
+    0
+}
+
+/// The exit of the put: arguments 0 (the page or folio) and 1 (`refs`) of
+/// `ctx`, `raw` its return value.
+#[inline(always)]
+fn on_put_exit(ctx: &FExitContext, raw: i64) {
+    let h = hook::PUT_DEVMAP_REFS;
+    // False: not an fs-dax page; the caller drops the reference inline and
+    // an enclosing hook (or the free) reports it.
+    if ret::value(h, raw) != Some(1) {
+        return;
+    }
+    let Some(p) = device_page(raw_arg(ctx, 0)) else {
+        return;
+    };
+    let refs = raw_arg(ctx, 1) as i32;
+    if refs <= 0 || super::precise() || crate::filter::skips_page(p.pfn, p.pgmap_type) {
+        return;
+    }
+    let after = refcount(p.head);
+    // The innermost drop hook reports; an unpin entry point around it says
+    // what the drop is.
+    let unpin = cover_outer(&DROP_HOOKS, h, p.head, true) || refs >= GUP_PIN_COUNTING_BIAS;
+    emit(
+        ctx,
+        &Fields {
+            kind: if unpin { kind::UNPIN } else { kind::PUT },
+            hook: h,
+            pfn: p.pfn,
+            head: p.head,
+            pgmap_type: p.pgmap_type,
+            before: after.map(|a| a.saturating_add(refs)),
+            after,
+            mapcount: mapcount(p.head),
+            ret: Some(1),
+            aux: refs as u64,
+            aux2: 0,
+            owner: p.owner,
+            nr_pages: 1,
+            stack: true,
+        },
+    );
+}
