@@ -466,4 +466,57 @@ mod tests {
         assert_eq!(memtype_table(&old)[2], pgmap::FSDAX);
         assert_eq!(memtype_table(&old)[0], pgmap::UNKNOWN);
     }
+
+    /// A BTF object with one anonymous enum of `members` (`name`, value),
+    /// as the kernel's (6.5+) holds GUP's internal flags.
+    fn btf_with_anonymous_enum(members: &[(&str, u32)]) -> Vec<u8> {
+        let mut strings = vec![0u8];
+        let mut types = Vec::new();
+        // BTF_KIND_ENUM (6), vlen members, 4 bytes, no name.
+        types.extend_from_slice(&0u32.to_le_bytes());
+        types.extend_from_slice(&((6u32 << 24) | members.len() as u32).to_le_bytes());
+        types.extend_from_slice(&4u32.to_le_bytes());
+        for (name, val) in members {
+            types.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+            types.extend_from_slice(&val.to_le_bytes());
+            strings.extend_from_slice(name.as_bytes());
+            strings.push(0);
+        }
+        let mut out = Vec::new();
+        out.extend_from_slice(&0xeb9fu16.to_le_bytes());
+        out.push(1); // version
+        out.push(0); // flags
+        out.extend_from_slice(&24u32.to_le_bytes()); // header length
+        out.extend_from_slice(&0u32.to_le_bytes()); // types at
+        out.extend_from_slice(&(types.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(types.len() as u32).to_le_bytes()); // strings at
+        out.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+        out.extend_from_slice(&types);
+        out.extend_from_slice(&strings);
+        out
+    }
+
+    fn open_bytes(bytes: &[u8]) -> KernelBtf {
+        let f = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(f.path(), bytes).expect("write BTF");
+        KernelBtf::open(f.path()).expect("parse BTF")
+    }
+
+    #[test]
+    fn foll_pin_comes_from_btf_or_the_old_define() {
+        // 6.12 and 7.2: an enumerator of an anonymous enum, 1 << 19.
+        let btf = open_bytes(&btf_with_anonymous_enum(&[
+            ("FOLL_TOUCH", 1 << 10),
+            ("FOLL_PIN", 1 << 19),
+        ]));
+        assert_eq!(btf.enumerator("FOLL_PIN"), Some(1 << 19));
+        assert_eq!(btf.enumerator("FOLL_NOPE"), None);
+        assert_eq!(foll_pin(&btf), (1 << 19, "BTF"));
+        // 6.1: a #define, not in BTF.
+        let old = open_bytes(&btf_with_anonymous_enum(&[("PG_locked", 0)]));
+        assert_eq!(foll_pin(&old).0, 0x40000);
+        // Not a single bit: not trusted either.
+        let odd = open_bytes(&btf_with_anonymous_enum(&[("FOLL_PIN", 3)]));
+        assert_eq!(foll_pin(&odd).0, 0x40000);
+    }
 }

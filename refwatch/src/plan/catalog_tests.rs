@@ -162,3 +162,37 @@ fn precise_mode_leaves_out_only_hooks_whose_events_the_tracepoints_see() {
     assert!(!Class::Grab.covered_by_precise(true));
     assert!(!Class::PageRef.covered_by_precise(false));
 }
+
+/// The hooks on paths every GUP (or every fs-dax put) takes attach by
+/// fexit alone in fentry mode: one trampoline program per call. Their
+/// kprobe mode keeps entry + exit, as a kretprobe has no arguments.
+#[test]
+fn hot_hooks_attach_by_fexit_alone() {
+    let exit_only = [
+        hook::TRY_GRAB_FOLIO,
+        hook::TRY_GRAB_FOLIO_PAGE,
+        hook::TRY_GRAB_FOLIO_FAST,
+        hook::PUT_DEVMAP_REFS,
+    ];
+    let mut seen = 0;
+    for c in LOGICAL.iter().flat_map(|l| l.candidates) {
+        let (entry, exit) = c.progs.for_mode(Mode::Fentry);
+        let (kprobe, kretprobe) = c.progs.for_mode(Mode::Kprobe);
+        if exit_only.contains(&c.hook) {
+            seen += 1;
+            assert!(entry.is_none(), "{}: an fentry program", c.symbol);
+            assert!(exit.is_some(), "{}: no fexit program", c.symbol);
+            assert!(kprobe.is_some() && kretprobe.is_some(), "{}", c.symbol);
+        }
+    }
+    // try_grab_folio's two prototypes and the two fs-dax puts count apart.
+    assert_eq!(seen, 5);
+    // try_grab_page's success is 1 (bool, before 6.2) or 0 (int): its
+    // entry reads the count before instead.
+    let page = LOGICAL
+        .iter()
+        .flat_map(|l| l.candidates)
+        .find(|c| c.hook == hook::TRY_GRAB_PAGE)
+        .expect("try_grab_page");
+    assert!(page.progs.for_mode(Mode::Fentry).0.is_some());
+}
