@@ -295,6 +295,11 @@ struct OverheadArgs {
     /// (repeatable; for ablations).
     #[arg(long = "refwatch-arg", allow_hyphen_values = true)]
     refwatch_args: Vec<String>,
+    /// Guest CPUs. With 1, refwatch's CPU time is its own instructions
+    /// (with 2 on the instruction clock, a sample taken while it runs also
+    /// counts what the other vCPU ran in its turns).
+    #[arg(long, default_value_t = lab::DEFAULT_CPUS, value_parser = clap::value_parser!(u32).range(1..=8))]
+    cpus: u32,
 }
 
 fn main() -> ExitCode {
@@ -379,6 +384,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             return bench::overhead(&bench::OverheadOptions {
                 targets,
                 refwatch_args: args.refwatch_args,
+                cpus: args.cpus,
                 kernel: args.kernel,
                 rounds: args.rounds,
                 secs: args.secs,
@@ -521,6 +527,7 @@ fn lab_command(args: LabArgs) -> anyhow::Result<()> {
         refwatch_args: args.refwatch_args,
         script: None,
         tui: lab::TuiConsole::default(),
+        cpus: lab::DEFAULT_CPUS,
     };
     let result = lab::run(&run, &args.out)?;
     println!("{}", result.summary());

@@ -67,6 +67,8 @@ pub struct OverheadOptions {
     /// Extra arguments for `refwatch record` (ablations, e.g.
     /// `--stacks=none`).
     pub refwatch_args: Vec<String>,
+    /// Guest CPUs.
+    pub cpus: u32,
 }
 
 /// The [`TARGETS`] named in `names` (all when empty), in [`TARGETS`] order.
@@ -179,6 +181,8 @@ pub struct OverheadReport {
     pub secs: u64,
     /// Extra arguments `refwatch record` ran with.
     pub refwatch_args: Vec<String>,
+    /// Guest CPUs.
+    pub cpus: u32,
     /// Holder stacks on or off (from [`Self::refwatch_args`]), which picks
     /// the `dax-unmap` goal.
     pub stacks: Stacks,
@@ -408,12 +412,13 @@ fn loadavg() -> String {
 pub fn render(report: &OverheadReport) -> String {
     let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
     let mut t = format!(
-        "refwatch overhead on {} (uname -r {}, package {}), qemu {}, {} rounds × {} s per run\n\
+        "refwatch overhead on {} (uname -r {}, package {}), qemu {}, {} guest CPU(s), {} rounds × {} s per run\n\
          host load average before/after: {} / {}{}\n\n",
         report.kernel,
         report.release,
         report.package_version,
         report.accel.label(),
+        report.cpus,
         report.rounds,
         report.secs,
         report.host_loadavg_before,
@@ -564,6 +569,7 @@ pub fn overhead(opts: &OverheadOptions) -> Result<ExitCode> {
     );
     let mut run = LabRun::new(opts.kernel, &[]);
     run.accel = opts.accel;
+    run.cpus = opts.cpus;
     run.refwatch_bin.clone_from(&opts.refwatch_bin);
     run.script = Some(guest_script(
         opts.rounds,
@@ -593,6 +599,7 @@ pub fn overhead(opts: &OverheadOptions) -> Result<ExitCode> {
         rounds: opts.rounds,
         secs: opts.secs,
         refwatch_args: opts.refwatch_args.clone(),
+        cpus: opts.cpus,
         stacks,
         host_loadavg_before: before,
         host_loadavg_after: after,

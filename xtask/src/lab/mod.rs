@@ -112,7 +112,13 @@ pub struct LabRun {
     pub script: Option<String>,
     /// The terminal of the `+tui` scenarios.
     pub tui: TuiConsole,
+    /// Guest CPUs.
+    pub cpus: u32,
 }
+
+/// Guest CPUs of a lab boot: the workload on one and refwatch's reader on
+/// the other, as on any multi-core machine.
+pub const DEFAULT_CPUS: u32 = 2;
 
 impl LabRun {
     /// A run with default settings.
@@ -132,6 +138,7 @@ impl LabRun {
             refwatch_args: Vec::new(),
             script: None,
             tui: TuiConsole::default(),
+            cpus: DEFAULT_CPUS,
         }
     }
 }

@@ -230,7 +230,9 @@ pub(super) fn boot(
     if run.accel == Accel::TcgIcount {
         qemu.args(["-icount", "shift=0,sleep=off"]);
     }
-    qemu.args(["-m", "2048", "-smp", "2", "-cpu", "max"])
+    qemu.args(["-m", "2048", "-cpu", "max"])
+        .arg("-smp")
+        .arg(run.cpus.to_string())
         .args(["-nographic", "-no-reboot", "-nic", "none"])
         .arg("-kernel")
         .arg(kernel.vmlinuz_path())
