@@ -25,65 +25,31 @@
 use aya_ebpf::programs::FExitContext;
 use refwatch_common::{counter, hook, kind, ret};
 
-use super::{GET_HOOKS, GUP_PIN_COUNTING_BIAS, cover_outer, raw_arg, typed_filtered};
+use super::{GET_HOOKS, GUP_PIN_COUNTING_BIAS, cover_outer, raw_arg};
 use crate::{
     emit::{Fields, count, emit},
     page::{DevicePage, device_page, layout, mapcount, read_u64, refcount},
 };
 
-/// The fexit program of a folio grab (everything happens at the exit), and
-/// the kprobe + kretprobe pair for kernels without BTF trampolines.
-macro_rules! grab_at_exit {
-    (
-        hook = $hook:expr,
-        fexit = $fexit:ident,
-        kprobe = $kprobe:ident,
-        kretprobe = $kretprobe:ident $(,)?
-    ) => {
-        #[aya_ebpf::macros::fexit]
-        pub fn $fexit(ctx: FExitContext) -> i32 {
-            if typed_filtered(&ctx, $hook, 0) {
-                count(counter::FILTERED);
-                return 0;
-            }
-            let raw: i64 = ctx.ret::<i64>().unwrap_or(0);
-            on_grab_exit(&ctx, $hook, raw);
-            0
-        }
-
-        #[aya_ebpf::macros::kprobe]
-        pub fn $kprobe(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
-            let a0: u64 = ctx.arg(0).unwrap_or(0);
-            let a1: u64 = ctx.arg(1).unwrap_or(0);
-            super::on_entry(&ctx, $hook, a0, a1);
-            0
-        }
-
-        #[aya_ebpf::macros::kretprobe]
-        pub fn $kretprobe(ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
-            let ret: i64 = ctx.ret();
-            super::on_exit(&ctx, $hook, Some(ret));
-            0
-        }
-    };
-}
-
-grab_at_exit!(
+super::exit_only!(
     hook = hook::TRY_GRAB_FOLIO,
+    on_exit = on_grab_exit,
     fexit = fexit_grab_folio,
     kprobe = kprobe_grab_folio,
     kretprobe = kretprobe_grab_folio,
 );
 
-grab_at_exit!(
+super::exit_only!(
     hook = hook::TRY_GRAB_FOLIO_PAGE,
+    on_exit = on_grab_exit,
     fexit = fexit_grab_folio_page,
     kprobe = kprobe_grab_folio_page,
     kretprobe = kretprobe_grab_folio_page,
 );
 
-grab_at_exit!(
+super::exit_only!(
     hook = hook::TRY_GRAB_FOLIO_FAST,
+    on_exit = on_grab_exit,
     fexit = fexit_grab_fast,
     kprobe = kprobe_grab_fast,
     kretprobe = kretprobe_grab_fast,
@@ -119,8 +85,8 @@ fn large(page: u64, p: &DevicePage) -> bool {
         .is_some_and(|f| (f >> (layout!(pg_head) & 63)) & 1 != 0)
 }
 
-/// The exit of a folio grab: arguments 0 (the page or folio), 1 (`refs`)
-/// and 2 (GUP's flags) of `ctx`, `raw` its return value.
+/// The exit of a folio grab `hook`: arguments 0 (the page or folio), 1
+/// (`refs`) and 2 (GUP's flags) of `ctx`, `raw` its return value.
 #[inline(always)]
 fn on_grab_exit(ctx: &FExitContext, hook: u32, raw: i64) {
     let ptr = raw_arg(ctx, 0);

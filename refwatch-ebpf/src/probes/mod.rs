@@ -126,6 +126,48 @@ macro_rules! entry_exit {
 }
 pub(crate) use entry_exit;
 
+/// Generates the entry points of a hook whose fentry mode needs only the
+/// exit program, as fexit sees the arguments too: `fexit` filters the page
+/// (argument 0) and hands the rest to `on_exit(&ctx, hook, raw return)`.
+/// Kprobe mode keeps entry + exit (a kretprobe has no arguments), with the
+/// page and argument 1 kept at entry as in [`entry_exit!`].
+macro_rules! exit_only {
+    (
+        hook = $hook:expr,
+        on_exit = $on_exit:path,
+        fexit = $fexit:ident,
+        kprobe = $kprobe:ident,
+        kretprobe = $kretprobe:ident $(,)?
+    ) => {
+        #[aya_ebpf::macros::fexit]
+        pub fn $fexit(ctx: aya_ebpf::programs::FExitContext) -> i32 {
+            if $crate::probes::typed_filtered(&ctx, $hook, 0) {
+                $crate::emit::count(refwatch_common::counter::FILTERED);
+                return 0;
+            }
+            let raw: i64 = ctx.ret::<i64>().unwrap_or(0);
+            $on_exit(&ctx, $hook, raw);
+            0
+        }
+
+        #[aya_ebpf::macros::kprobe]
+        pub fn $kprobe(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
+            let a0: u64 = ctx.arg(0).unwrap_or(0);
+            let a1: u64 = ctx.arg(1).unwrap_or(0);
+            $crate::probes::on_entry(&ctx, $hook, a0, a1);
+            0
+        }
+
+        #[aya_ebpf::macros::kretprobe]
+        pub fn $kretprobe(ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
+            let ret: i64 = ctx.ret();
+            $crate::probes::on_exit(&ctx, $hook, Some(ret));
+            0
+        }
+    };
+}
+pub(crate) use exit_only;
+
 /// Argument `n` of a tracing (fentry/fexit) program as a plain number. The
 /// verifier types BTF pointer arguments (`struct page *`), and older kernels
 /// (6.1) refuse to pass such typed pointers on to BPF subprograms; reading the

@@ -13,42 +13,24 @@
 use aya_ebpf::programs::FExitContext;
 use refwatch_common::{hook, kind, ret};
 
-use super::{DROP_HOOKS, GUP_PIN_COUNTING_BIAS, cover_outer, raw_arg, typed_filtered};
+use super::{DROP_HOOKS, GUP_PIN_COUNTING_BIAS, cover_outer, raw_arg};
 use crate::{
     emit::{Fields, emit},
     page::{device_page, mapcount, refcount},
 };
 
-#[aya_ebpf::macros::fexit]
-pub fn fexit_put_devmap(ctx: FExitContext) -> i32 {
-    if typed_filtered(&ctx, hook::PUT_DEVMAP_REFS, 0) {
-        return 0;
-    }
-    let raw: i64 = ctx.ret::<i64>().unwrap_or(0);
-    on_put_exit(&ctx, raw);
-    0
-}
+super::exit_only!(
+    hook = hook::PUT_DEVMAP_REFS,
+    on_exit = on_put_exit,
+    fexit = fexit_put_devmap,
+    kprobe = kprobe_put_devmap,
+    kretprobe = kretprobe_put_devmap,
+);
 
-#[aya_ebpf::macros::kprobe]
-pub fn kprobe_put_devmap(ctx: aya_ebpf::programs::ProbeContext) -> u32 {
-    let a0: u64 = ctx.arg(0).unwrap_or(0);
-    let a1: u64 = ctx.arg(1).unwrap_or(0);
-    super::on_entry(&ctx, hook::PUT_DEVMAP_REFS, a0, a1);
-    0
-}
-
-#[aya_ebpf::macros::kretprobe]
-pub fn kretprobe_put_devmap(ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
-    let ret: i64 = ctx.ret();
-    super::on_exit(&ctx, hook::PUT_DEVMAP_REFS, Some(ret));
-    0
-}
-
-/// The exit of the put: arguments 0 (the page or folio) and 1 (`refs`) of
-/// `ctx`, `raw` its return value.
+/// The exit of the put `h`: arguments 0 (the page or folio) and 1
+/// (`refs`) of `ctx`, `raw` its return value.
 #[inline(always)]
-fn on_put_exit(ctx: &FExitContext, raw: i64) {
-    let h = hook::PUT_DEVMAP_REFS;
+fn on_put_exit(ctx: &FExitContext, h: u32, raw: i64) {
     // False: not an fs-dax page; the caller drops the reference inline and
     // an enclosing hook (or the free) reports it.
     if ret::value(h, raw) != Some(1) {
