@@ -1,0 +1,49 @@
+//! Unit tests of the compact line's private number writing: zigzag deltas and the
+//! digits (the format's own tests are in `../compact_tests.rs`).
+
+use super::{LineBuf, unzigzag, zigzag};
+
+#[test]
+fn zigzag_round_trips_and_keeps_small_deltas_small() {
+    for v in [
+        0,
+        1,
+        -1,
+        2,
+        -2,
+        4095,
+        -4096,
+        -5000,
+        i64::MAX,
+        i64::MIN,
+        1_240_530_752,
+    ] {
+        assert_eq!(unzigzag(zigzag(v)), v, "{v}");
+    }
+    assert_eq!(
+        (zigzag(0), zigzag(-1), zigzag(1), zigzag(-5000)),
+        (0, 1, 2, 9999)
+    );
+    assert!(!refwatch_common::kaddr::is_kernel_address(zigzag(-5000)));
+}
+
+#[test]
+fn numbers_are_written_as_their_decimal_digits() {
+    let mut l = LineBuf::new();
+    for v in [0u64, 9, 10, 99, 100, 295_440, u64::MAX] {
+        l.len = 0;
+        l.u(v);
+        assert_eq!(l.as_slice(), v.to_string().as_bytes());
+    }
+    for v in [-1i64, -4096, i64::MIN, i64::MAX] {
+        l.len = 0;
+        l.i(v);
+        assert_eq!(l.as_slice(), v.to_string().as_bytes());
+    }
+    // A full buffer takes no more (the line stops growing, no panic).
+    l.len = LineBuf::CAP - 3;
+    l.u(123_456);
+    assert_eq!(l.len, LineBuf::CAP - 3);
+    l.u(123);
+    assert_eq!(l.len, LineBuf::CAP);
+}
