@@ -15,8 +15,10 @@ pub struct Install {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub installs: Vec<Install>,
-    /// `Remv NAME [VERSION]` lines.
+    /// `Remv NAME [VERSION]` lines: the names.
     pub removes: Vec<String>,
+    /// The versions of [`Plan::removes`] (`None` where the line had none).
+    pub removed_versions: Vec<Option<String>>,
     /// The packages listed under "The following packages will be DOWNGRADED:".
     pub downgrades: Vec<String>,
 }
@@ -36,6 +38,30 @@ impl Plan {
     /// Whether apt would take away anything the machine has.
     pub fn takes_away(&self) -> bool {
         !self.removes.is_empty() || !self.downgrades.is_empty()
+    }
+
+    /// The Debian release whose backports the packages apt would remove
+    /// came from (`bookworm` for a version ending `~bpo12+1`), when every
+    /// removal is such a package: their siblings then have to come from
+    /// the same backports. `None` when nothing is removed or any removal
+    /// is not a backport.
+    pub fn removes_backports(&self) -> Option<&'static str> {
+        let mut release = None;
+        for v in &self.removed_versions {
+            let bpo = v.as_deref()?.rsplit_once("~bpo")?.1;
+            let major: String = bpo.chars().take_while(char::is_ascii_digit).collect();
+            let this = match major.as_str() {
+                "11" => "bullseye",
+                "12" => "bookworm",
+                "13" => "trixie",
+                _ => return None,
+            };
+            if release.is_some_and(|r| r != this) {
+                return None;
+            }
+            release = Some(this);
+        }
+        release
     }
 
     /// What it would take away, for a message: "remove a, b; downgrade c".
@@ -95,6 +121,8 @@ pub fn parse(text: &str) -> Plan {
             && let Some(name) = rest.split_whitespace().next()
         {
             plan.removes.push(name.to_owned());
+            let version = bracketed(&rest[name.len()..], '[', ']').map(|(v, _)| v.to_owned());
+            plan.removed_versions.push(version);
         }
     }
     plan
@@ -166,6 +194,21 @@ Inst foo-tools (2.0-3 Debian:12.15/oldstable [amd64])
 Conf libfoo-data (2.0-3 Debian:12.15/oldstable [all])
 ";
 
+    /// `apt-get -s install -y --no-install-recommends qemu-system-x86` on a
+    /// Debian 12 machine with qemu-utils from bookworm-backports and no
+    /// backports in its sources (shortened).
+    const BACKPORT_REMOVED: &str = "\
+The following packages will be REMOVED:
+  qemu-utils
+The following NEW packages will be installed:
+  qemu-system-common qemu-system-x86
+0 upgraded, 2 newly installed, 1 to remove and 140 not upgraded.
+Remv qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]
+Inst qemu-system-common (1:7.2+dfsg-7+deb12u18+b3 Debian:12.15/oldstable [amd64])
+Inst qemu-system-x86 (1:7.2+dfsg-7+deb12u18+b3 Debian:12.15/oldstable [amd64])
+Conf qemu-system-x86 (1:7.2+dfsg-7+deb12u18+b3 Debian:12.15/oldstable [amd64])
+";
+
     const NOTHING: &str = "\
 Reading package lists...
 Building dependency tree...
@@ -208,9 +251,23 @@ tmux is already the newest version (3.3a-3).
         let plan = parse(REMOVES);
         assert!(plan.takes_away());
         assert_eq!(plan.removes, ["busybox-static"]);
+        assert_eq!(plan.removes_backports(), None);
         assert!(plan.downgrades.is_empty());
         assert_eq!(plan.losses(), "remove busybox-static");
         assert_eq!(plan.new_packages().count(), 1);
+    }
+
+    #[test]
+    fn a_removed_backport_names_its_release() {
+        let plan = parse(BACKPORT_REMOVED);
+        assert!(plan.takes_away());
+        assert_eq!(plan.removes, ["qemu-utils"]);
+        assert_eq!(plan.removes_backports(), Some("bookworm"));
+        // One removal that is no backport, and apt is not retried.
+        let mixed = format!("{BACKPORT_REMOVED}Remv busybox-static [1:1.35.0-4+b3]\n");
+        assert_eq!(parse(&mixed).removes_backports(), None);
+        let other = BACKPORT_REMOVED.replace("~bpo12+1", "~bpo11+1");
+        assert_eq!(parse(&other).removes_backports(), Some("bullseye"));
     }
 
     #[test]

@@ -140,7 +140,30 @@ pub fn install_missing(packages: &[&str], who: &str) -> Result<bool> {
     );
     let simulated =
         cmd::stdout(apt_get(&["install", "-s", "-y", "--no-install-recommends"]).args(&missing))?;
-    let plan = apt_plan::parse(&simulated);
+    let mut plan = apt_plan::parse(&simulated);
+    let mut from: Vec<String> = Vec::new();
+    // A machine whose qemu-utils (say) came from backports that its sources
+    // no longer list: qemu-system-x86 from the release would replace it.
+    // Its sibling comes from the same backports instead, at the same
+    // version, through a source list of refwatch's own (the machine's
+    // sources are left as they are).
+    if plan.takes_away()
+        && plan.downgrades.is_empty()
+        && let Some(release) = plan.removes_backports()
+    {
+        from = backports_options(release)?;
+        println!(
+            "{who}: {} came from {release}-backports: taking the missing packages from there too",
+            plan.removes.join(", ")
+        );
+        cmd::streamed(apt_get(&["update", "-q"]).args(&from))?;
+        let simulated = cmd::stdout(
+            apt_get(&["install", "-s", "-y", "--no-install-recommends"])
+                .args(&from)
+                .args(&missing),
+        )?;
+        plan = apt_plan::parse(&simulated);
+    }
     if plan.takes_away() {
         bail!(
             "{who}: installing {} would make apt {}; nothing was installed. If that is what you want, run `{by_hand}` yourself",
@@ -158,6 +181,7 @@ pub fn install_missing(packages: &[&str], who: &str) -> Result<bool> {
             "--no-install-recommends",
             "--no-remove",
         ])
+        .args(&from)
         .args(&missing),
     )?;
     let still: Vec<&str> = missing
@@ -199,6 +223,34 @@ pub fn install_missing(packages: &[&str], who: &str) -> Result<bool> {
 }
 
 /// `apt-get ARGS`, non-interactive, its messages in English (parsed).
+/// apt options that add `RELEASE-backports` to the machine's sources for
+/// one command, preferred for the packages asked for (`-t`): a source list
+/// in the cache holding the machine's `/etc/apt/sources.list` (if any) and
+/// the backports line; `sources.list.d` is read as always.
+fn backports_options(release: &str) -> Result<Vec<String>> {
+    let dir = cache_dir().join("apt");
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let list = dir.join(format!("{release}-backports.list"));
+    let mut text = match fs::read_to_string("/etc/apt/sources.list") {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).context("read /etc/apt/sources.list"),
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "deb http://deb.debian.org/debian {release}-backports main\n"
+    ));
+    fs::write(&list, text).with_context(|| format!("write {}", list.display()))?;
+    Ok(vec![
+        "-o".into(),
+        format!("Dir::Etc::SourceList={}", list.display()),
+        "-t".into(),
+        format!("{release}-backports"),
+    ])
+}
+
 fn apt_get(args: &[&str]) -> Command {
     let mut c = Command::new("apt-get");
     c.args(args)
