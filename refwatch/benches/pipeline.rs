@@ -2,7 +2,9 @@
 //! The events are SYNTHETIC ring-buffer records built with the wire encoder
 //! (`event::to_raw`), not kernel events: a get/put pattern over 4096 fs-dax
 //! PFNs with 4-frame stacks, as refwatch sees under a busy workload, and a
-//! SYNTHETIC kallsyms naming those frames for the JSON encoding.
+//! SYNTHETIC kallsyms naming those frames for the JSON encoding. The record
+//! path is also run on the shape of `bench overhead`'s `dax` target
+//! (SYNTHETIC as well): 256 pages, gets with 24 frames, puts with 8.
 
 use std::{
     hint::black_box,
@@ -25,13 +27,44 @@ use refwatch::{
 
 const EVENTS: usize = 100_000;
 
-fn synthetic_records() -> Vec<Vec<u8>> {
+/// The pages and stack depths of a synthetic get/put loop.
+struct Shape {
+    pfns: u64,
+    get_frames: u64,
+    put_frames: u64,
+    /// Puts leave by another path than gets (their stacks differ).
+    own_put_path: bool,
+}
+
+/// The collector benches' loop: many pages, short stacks.
+const BUSY: Shape = Shape {
+    pfns: 4096,
+    get_frames: 4,
+    put_frames: 4,
+    own_put_path: false,
+};
+
+/// `bench overhead`'s `dax` target: 256 pages spliced (a GUP get with a
+/// holder stack of 24 frames) and read back (a put walked 8 deep).
+const DAX: Shape = Shape {
+    pfns: 256,
+    get_frames: 24,
+    put_frames: 8,
+    own_put_path: true,
+};
+
+fn synthetic_records(shape: &Shape) -> Vec<Vec<u8>> {
     (0..EVENTS)
         .map(|i| {
             let get = i % 2 == 0;
+            let frames = if get {
+                shape.get_frames
+            } else {
+                shape.put_frames
+            };
             let ev = PageEvent {
                 ts_ns: 1_000_000 + i as u64 * 100,
-                pfn: 0x40000 + (i as u64 / 2) % 4096,
+                pfn: 0x40000 + (i as u64 / 2) % shape.pfns,
                 page: 0,
                 pid: 100,
                 tgid: 100,
@@ -51,13 +84,13 @@ fn synthetic_records() -> Vec<Vec<u8>> {
                 late: false,
                 forking: false,
                 role: refwatch::symbols::Role::Other,
-                stack: vec![
-                    0xffff_ffff_8100_0000,
-                    0xffff_ffff_8100_1000,
-                    0xffff_ffff_8100_2000,
-                    0xffff_ffff_8100_3000,
-                ]
-                .into(),
+                stack: (0..frames)
+                    .map(|n| {
+                        let path = u64::from(!get && shape.own_put_path) * 32;
+                        0xffff_ffff_8100_0000 + (n + path) * 0x1000
+                    })
+                    .collect::<Vec<_>>()
+                    .into(),
                 stack_taken: Default::default(),
             };
             to_bytes(&to_raw(&ev))
@@ -69,7 +102,7 @@ fn synthetic_records() -> Vec<Vec<u8>> {
 /// synthetic stacks (`synthetic_fN+0x40`), for the JSON encoding.
 fn synthetic_kallsyms() -> Kallsyms {
     let mut text = String::from("ffffffff81000000 T __put_devmap_managed_page_refs\n");
-    for n in 0..8u64 {
+    for n in 0..64u64 {
         text.push_str(&format!(
             "{:x} T synthetic_f{n}\n",
             0xffff_ffff_8100_0fc0 + n * 0x1000
@@ -79,7 +112,8 @@ fn synthetic_kallsyms() -> Kallsyms {
 }
 
 fn bench(c: &mut Criterion) {
-    let records = synthetic_records();
+    let records = synthetic_records(&BUSY);
+    let dax_records = synthetic_records(&DAX);
     let syms = synthetic_kallsyms();
     let rules = Rules::from_kernel(&syms);
     let mut g = c.benchmark_group("pipeline (synthetic events)");
@@ -123,18 +157,19 @@ fn bench(c: &mut Criterion) {
     });
     // Steady state, as a long-running collector is in: the tracker lives
     // on and every page's history is full, so each event replaces the
-    // page's oldest (4096 pages × 256 events of history).
-    let mut steady = Tracker::new(rules.clone(), Thresholds::default(), 256, 1 << 20);
-    for _ in 0..(256 * 4096 / EVENTS + 1) {
-        for r in &records {
-            if let Ok(ev) = decoder.decode(r) {
-                steady.apply(&ev);
-            }
-        }
-    }
+    // page's oldest (4096 pages × 256 events of history). Filled inside the
+    // bench, so that a run of another bench does not pay for it.
     g.bench_function(
         "decode + per-PFN update, steady state (full histories)",
         |b| {
+            let mut steady = Tracker::new(rules.clone(), Thresholds::default(), 256, 1 << 20);
+            for _ in 0..(256 * 4096 / EVENTS + 1) {
+                for r in &records {
+                    if let Ok(ev) = decoder.decode(r) {
+                        steady.apply(&ev);
+                    }
+                }
+            }
             b.iter(|| {
                 for r in &records {
                     if let Ok(ev) = decoder.decode(r) {
@@ -199,45 +234,49 @@ fn bench(c: &mut Criterion) {
     // compact recording line (version 2: tables written once, the event a
     // short line), per-PFN update. The goal of this one: ≥ 5 M events/s.
     let mut stacks = StackTable::new(fmt, DEFAULT_NAMED_STACKS);
-    g.bench_function(RECORD_BENCH, |b| {
-        b.iter_batched_ref(
-            || {
-                (
-                    Tracker::new(rules.clone(), Thresholds::default(), 256, 1 << 20),
-                    BufWriter::with_capacity(1 << 16, io::sink()),
-                    Vec::with_capacity(1 << 12),
-                    Encoder::default(),
-                )
-            },
-            |(t, out, line, encoder)| {
-                for r in &records {
-                    if let Ok(mut ev) = decoder.decode(r) {
-                        let named = stacks.get(&ev.stack, &mut symbolizer);
-                        ev.role = named.role;
-                        line.clear();
-                        encoder.live_event(
-                            &ev,
-                            "__put_devmap_managed_page_refs",
-                            Some(named),
-                            &mut symbolizer,
-                            fmt,
-                            None,
-                            line,
-                        );
-                        out.write_all(line).expect("recording line");
-                        t.apply(&ev);
+    for (name, records) in [(RECORD_BENCH, &records), (RECORD_DAX_BENCH, &dax_records)] {
+        g.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || {
+                    (
+                        Tracker::new(rules.clone(), Thresholds::default(), 256, 1 << 20),
+                        BufWriter::with_capacity(1 << 16, io::sink()),
+                        Vec::with_capacity(1 << 12),
+                        Encoder::default(),
+                    )
+                },
+                |(t, out, line, encoder)| {
+                    for r in records.iter() {
+                        if let Ok(mut ev) = decoder.decode(r) {
+                            let named = stacks.get(&ev.stack, &mut symbolizer);
+                            ev.role = named.role;
+                            line.clear();
+                            encoder.live_event(
+                                &ev,
+                                "__put_devmap_managed_page_refs",
+                                Some(named),
+                                &mut symbolizer,
+                                fmt,
+                                None,
+                                line,
+                            );
+                            out.write_all(line).expect("recording line");
+                            t.apply(&ev);
+                        }
                     }
-                }
-            },
-            criterion::BatchSize::LargeInput,
-        )
-    });
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
     g.finish();
 }
 
 /// Name of the record-mode benchmark (`cargo xtask bench pipeline` judges
 /// it against its goal).
 const RECORD_BENCH: &str = "record: decode + update + compact recording line";
+/// The same on the `dax` target's shape (256 pages, 24 and 8 frames).
+const RECORD_DAX_BENCH: &str = "record, dax shape: decode + update + compact recording line";
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
