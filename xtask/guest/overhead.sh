@@ -12,7 +12,7 @@ bench_put() {
     say "bench $1: $(grep '^bench-put:' $B/$1.out | tail -n 1 | sed 's/.*: //') (uptime $(up) s)"
 }
 # cpu_sample LABEL: refwatch's CPU time so far, appended to $B/$RWN.cpu as
-# "LABEL NS TICKS". NS: the first field (ns on a CPU) of each of its threads'
+# "LABEL NS TICKS STIME". NS: the first field (ns on a CPU) of each of its threads'
 # /proc/PID/task/TID/schedstat, summed ("-" without CONFIG_SCHED_INFO); on
 # the instruction clock a guest ns is a guest instruction. TICKS: utime +
 # stime of /proc/PID/stat (clock ticks of 10 ms, exited threads included), a
@@ -20,13 +20,15 @@ bench_put() {
 # wait4: the two samples bracket the attached run (ready to just before
 # SIGINT), leaving out start-up (BTF, symbols, attach) and shutdown, which
 # an exit's rusage includes; and schedstat counts ns where the ticks count
-# 10 M instructions, a tenth of the budget of a 100k-event run.
+# 10 M instructions, a tenth of the budget of a 100k-event run. STIME: the
+# stime part of TICKS (the kernel's work on refwatch's behalf: ring wake-ups,
+# polls, writes of the recording), which splits the reader's cost.
 cpu_sample() {
     ns=0
     for f in /proc/$RW/task/*/schedstat; do
         if [ -r $f ] && read t rest < $f; then ns=$((ns + t)); else ns=-; break; fi
     done
-    ticks=$(sed 's/.*) //' /proc/$RW/stat | awk '{ print $12 + $13 }')
+    ticks=$(sed 's/.*) //' /proc/$RW/stat | awk '{ print $12 + $13, $13 }')
     echo "$1 $ns $ticks" >> $B/$RWN.cpu
 }
 # rw_start NAME [watch]: refwatch record in the background, until its ready

@@ -436,7 +436,7 @@ pub fn render(report: &OverheadReport) -> String {
         t.push_str("holder stacks off: dax-unmap is judged against its goal without stacks\n\n");
     }
     t.push_str(&format!(
-        "{:<10}{:>6}  {:<13}{:>15}{:>15}{:>8}{:>10}{:>10}{:>8}{:>10}{:>11}{:>10}\n",
+        "{:<10}{:>6}  {:<13}{:>15}{:>15}{:>8}{:>10}{:>10}{:>8}{:>10}{:>11}{:>6}{:>10}\n",
         "target",
         "round",
         "order",
@@ -448,11 +448,12 @@ pub fn render(report: &OverheadReport) -> String {
         "seen/op",
         "filtered",
         "reader ms",
+        "sys%",
         "instr/ev"
     ));
     for r in &report.runs {
         t.push_str(&format!(
-            "{:<10}{:>6}  {:<13}{:>15.0}{:>15.0}{:>8.3}{:>10}{:>10}{:>8}{:>10}{:>11}{:>10}\n",
+            "{:<10}{:>6}  {:<13}{:>15.0}{:>15.0}{:>8.3}{:>10}{:>10}{:>8}{:>10}{:>11}{:>6}{:>10}\n",
             r.target,
             r.round,
             r.order,
@@ -469,6 +470,11 @@ pub fn render(report: &OverheadReport) -> String {
                 .reader
                 .as_ref()
                 .map_or("-".to_owned(), |c| format!("{:.1}", c.ns as f64 / 1e6)),
+            r.refwatch
+                .reader
+                .as_ref()
+                .and_then(reader::system_percent)
+                .map_or("-".to_owned(), |v| format!("{v:.0}")),
             r.refwatch
                 .reader_instructions_per_event
                 .map_or("-".to_owned(), |v| format!("{v:.0}"))
@@ -510,6 +516,7 @@ pub fn render(report: &OverheadReport) -> String {
          (dropped: ring buffer full); seen/op = (events + dropped) ÷ ops of the attached run; \
          filtered: hook entries on non-device pages; reader ms: refwatch's own CPU time \
          from ready to the SIGINT (guest ms = M instructions on the instruction clock); \
+         sys%: the kernel's share of its utime + stime ticks (10 ms each); \
          instr/ev: that time in guest instructions ÷ events (the summary: median over rounds); \
          lost: dropped over all rounds\n",
     );

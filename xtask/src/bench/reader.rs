@@ -19,36 +19,50 @@ pub struct ReaderCpu {
     pub source: &'static str,
     /// utime + stime between the samples, in ticks (the cross-check).
     pub ticks: Option<u64>,
+    /// The stime part of [`Self::ticks`]: the kernel's work on refwatch's
+    /// behalf (wake-ups, polls, the recording's writes), which splits the
+    /// reader's cost between its own code and the kernel.
+    pub system_ticks: Option<u64>,
     /// Set when schedstat and the ticks disagree by more than the ticks'
     /// resolution allows (a thread that exited between the samples takes
     /// its schedstat with it; the process's ticks keep it).
     pub note: Option<String>,
 }
 
-/// One `LABEL NS TICKS` line (NS `-`: no schedstat).
-fn sample(text: &str, label: &str) -> Option<(Option<u64>, Option<u64>)> {
+/// One sample: schedstat ns, utime + stime ticks, stime ticks.
+struct Sample {
+    ns: Option<u64>,
+    ticks: Option<u64>,
+    system_ticks: Option<u64>,
+}
+
+/// One `LABEL NS TICKS STIME` line (NS `-`: no schedstat; STIME absent in
+/// the files of older scripts).
+fn sample(text: &str, label: &str) -> Option<Sample> {
     let line = text
         .lines()
         .find(|l| l.split_whitespace().next() == Some(label))?;
     let mut f = line.split_whitespace().skip(1);
-    let ns = f.next().and_then(|v| v.parse().ok());
-    let ticks = f.next().and_then(|v| v.parse().ok());
-    Some((ns, ticks))
+    let mut next = || f.next().and_then(|v| v.parse().ok());
+    Some(Sample {
+        ns: next(),
+        ticks: next(),
+        system_ticks: next(),
+    })
+}
+
+/// `b - a` when both are there and the counter did not go backwards.
+fn between(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    b?.checked_sub(a?)
 }
 
 /// The CPU time between the `ready` and `stop` samples of `text` (the
 /// guest's `NAME.cpu`); `None` when a sample is missing or unreadable.
 pub fn parse(text: &str) -> Option<ReaderCpu> {
-    let (ns0, t0) = sample(text, "ready")?;
-    let (ns1, t1) = sample(text, "stop")?;
-    let ticks = match (t0, t1) {
-        (Some(a), Some(b)) => b.checked_sub(a),
-        _ => None,
-    };
-    let ns = match (ns0, ns1) {
-        (Some(a), Some(b)) => b.checked_sub(a),
-        _ => None,
-    };
+    let (s0, s1) = (sample(text, "ready")?, sample(text, "stop")?);
+    let ticks = between(s0.ticks, s1.ticks);
+    let ns = between(s0.ns, s1.ns);
+    let system_ticks = between(s0.system_ticks, s1.system_ticks).filter(|&s| Some(s) <= ticks);
     match (ns, ticks) {
         (Some(ns), ticks) => {
             // Ticks are charged whole to whoever runs when one arrives: a
@@ -71,6 +85,7 @@ pub fn parse(text: &str) -> Option<ReaderCpu> {
                 ns,
                 source: "schedstat",
                 ticks,
+                system_ticks,
                 note,
             })
         }
@@ -78,10 +93,18 @@ pub fn parse(text: &str) -> Option<ReaderCpu> {
             ns: t * TICK_NS,
             source: "ticks",
             ticks: Some(t),
+            system_ticks,
             note: Some("no schedstat: 10 ms resolution".to_owned()),
         }),
         (None, None) => None,
     }
+}
+
+/// The kernel's share of the ticks, in percent (`None` without a split or
+/// without ticks).
+pub fn system_percent(cpu: &ReaderCpu) -> Option<f64> {
+    let (sys, all) = (cpu.system_ticks?, cpu.ticks?);
+    (all > 0).then(|| sys as f64 * 100.0 / all as f64)
 }
 
 /// Guest instructions refwatch spent per event it recorded (on the
@@ -97,16 +120,18 @@ mod tests {
     #[test]
     fn schedstat_between_the_samples() {
         // As the guest script writes it: 31.5 ms of schedstat, 3 ticks.
-        let cpu = parse("ready 812000000 81\nstop 843500000 84\n").expect("parsed");
+        let cpu = parse("ready 812000000 81 20\nstop 843500000 84 21\n").expect("parsed");
         assert_eq!(
             cpu,
             ReaderCpu {
                 ns: 31_500_000,
                 source: "schedstat",
                 ticks: Some(3),
+                system_ticks: Some(1),
                 note: None
             }
         );
+        assert_eq!(system_percent(&cpu).map(f64::round), Some(33.0));
         assert_eq!(per_event(&cpu, 63_000), Some(500.0));
         assert_eq!(per_event(&cpu, 0), None);
     }
@@ -115,6 +140,8 @@ mod tests {
     fn ticks_when_schedstat_is_missing_and_a_note_when_they_disagree() {
         let cpu = parse("ready - 10\nstop - 25\n").expect("parsed");
         assert_eq!((cpu.ns, cpu.source), (150_000_000, "ticks"));
+        // A file of the older script: no stime, no split.
+        assert_eq!((cpu.system_ticks, system_percent(&cpu)), (None, None));
         assert!(cpu.note.is_some());
         // 1 s by ticks against 0.2 s by schedstat: a thread went missing.
         let cpu = parse("ready 0 0\nstop 200000000 100\n").expect("parsed");
@@ -129,5 +156,8 @@ mod tests {
         assert_eq!(parse("ready - \nstop - \n"), None);
         // A counter that went backwards is no measurement.
         assert_eq!(parse("ready 9 \nstop 5 \n"), None);
+        // An stime larger than the whole is no split.
+        let cpu = parse("ready 0 0 0\nstop 50000000 5 9\n").expect("parsed");
+        assert_eq!(cpu.system_ticks, None);
     }
 }
