@@ -488,6 +488,9 @@ impl Tracker {
             // reference.
             Kind::Get | Kind::Pin | Kind::Put | Kind::Unpin if watched => {}
             Kind::Get | Kind::Pin => {
+                if !superseded && !page.holders.is_empty() {
+                    drop_unseen_puts(page, ev, rules);
+                }
                 // Room for one at first (not the vector's usual four): most
                 // pages have at most one holder at a time.
                 if page.holders.capacity() == 0 {
@@ -724,6 +727,39 @@ impl Tracker {
 /// bracket `vmf_insert_page_mkwrite`/`vmf_insert_folio_pmd` with
 /// `folio_ref_inc`/`folio_put`): the count after the insert hook is one
 /// more than the page keeps. Device-dax faults insert without it.
+/// A GUP grab that found nothing outstanding on its page (its count
+/// before was the idle count with what the mappings hold): every holder
+/// taken before it has dropped its reference by a put no hook saw (an
+/// inline `folio_put` that did not free the page, as on the fs-dax pages
+/// of 6.15 and later), so they go; the mappings' stay. Without this a page
+/// that is spliced over and over lists as many stale holders as
+/// [`MAX_HOLDERS`] allows, one per get, and each get shifts them all.
+/// Only the grabs: they change no mapping (an insert's count and mapcount
+/// are read after the mapping it adds), and a count before that still
+/// holds another's transient reference only keeps more holders.
+fn drop_unseen_puts(page: &mut Page, ev: &PageEvent, rules: &Rules) {
+    let grab = matches!(
+        ev.hook,
+        hook::TRY_GRAB_FOLIO
+            | hook::TRY_GRAB_FOLIO_FAST
+            | hook::TRY_GRAB_PAGE
+            | hook::TRY_GRAB_FOLIO_PAGE
+    );
+    let Some(before) = ev.refcount_before.filter(|_| grab && !ev.late) else {
+        return;
+    };
+    if page.pgmap_type == pgmap::SYSTEM {
+        return;
+    }
+    let map_refs = page.holders.iter().filter(|h| h.role == Role::Map).count();
+    let map_refs = i32::try_from(map_refs).unwrap_or(i32::MAX);
+    if rules.outstanding(page.pgmap_type, before, page.mapcount, map_refs) == 0 {
+        let mappings_hold = rules.mappings_hold_refs(page.pgmap_type);
+        page.holders
+            .retain(|h| (mappings_hold && h.role == Role::Map) || h.ts_ns > ev.ts_ns);
+    }
+}
+
 fn fault_transient(ev: &PageEvent) -> i32 {
     let insert = matches!(
         ev.hook,

@@ -356,3 +356,49 @@ fn a_dax_fault_leaves_only_its_mapping_reference() {
     assert_eq!(t.episodes.len(), 1);
     assert_eq!(t.episodes[0].detector, Detector::Held);
 }
+
+/// fs-dax on 6.15 and later: a pipe's put of a spliced page is an inline
+/// `folio_put` no hook sees. A splice's grab that finds the page at its idle
+/// count with the mapping's reference tells that the earlier splices'
+/// references are gone: their holders go, the mapping's and its own stay.
+#[test]
+fn a_grab_at_the_idle_count_drops_holders_whose_puts_were_unseen() {
+    let mut t = Tracker::new(rules_7_2(), th(), 16, 100);
+    let mut ins = mapped(ev(S, 0x700, Kind::Get, 1, 2, 5), 0);
+    ins.hook = hook::MAP_INSERT;
+    ins.role = Role::Map;
+    t.apply(&ins);
+    let grab = |ts: u64, before: i32, tgid: u32| {
+        let mut g = mapped(ev(ts, 0x700, Kind::Get, before, before + 1, tgid), 0);
+        g.hook = hook::TRY_GRAB_FOLIO_FAST;
+        g
+    };
+    for i in 0..100 {
+        t.apply(&grab(2 * S + i, 1, 6));
+    }
+    let holders = |t: &Tracker| -> Vec<(u32, u64)> {
+        let p = t.page(0x700).expect("tracked");
+        p.holders.iter().map(|h| (h.tgid, h.ts_ns)).collect()
+    };
+    assert_eq!(holders(&t), [(5, S), (6, 2 * S + 99)]);
+    // The last splice is held past the threshold: it is named, beside the
+    // mapping, and none of the 99 before it.
+    t.advance(4 * S);
+    assert_eq!(t.episodes.len(), 1);
+    assert_eq!(t.episodes[0].detector, Detector::Held);
+    let named: Vec<(u32, u64)> = t.episodes[0]
+        .holders
+        .iter()
+        .map(|h| (h.tgid, h.ts_ns))
+        .collect();
+    assert_eq!(named, [(5, S), (6, 2 * S + 99)]);
+
+    // A grab that finds another reference outstanding keeps its holder.
+    t.apply(&grab(5 * S, 2, 7));
+    assert_eq!(holders(&t), [(5, S), (6, 2 * S + 99), (7, 5 * S)]);
+    // A late grab (a count read in the past) prunes nothing either.
+    let mut late = grab(6 * S, 1, 8);
+    late.late = true;
+    t.apply(&late);
+    assert_eq!(holders(&t).len(), 4);
+}
