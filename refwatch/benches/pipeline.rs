@@ -32,7 +32,7 @@ struct Shape {
     pfns: u64,
     get_frames: u64,
     put_frames: u64,
-    /// Puts leave by another path than gets (their stacks differ).
+    /// Puts leave by another path than gets: their stacks and hooks differ.
     own_put_path: bool,
 }
 
@@ -71,7 +71,9 @@ fn synthetic_records(shape: &Shape) -> Vec<Vec<u8>> {
                 cpu: (i % 2) as u32,
                 comm: "synthetic".into(),
                 kind: if get { Kind::Get } else { Kind::Put },
-                hook: 1,
+                // The put by a hook of its own where its path is its own
+                // (the collector names the function by the hook).
+                hook: if !get && shape.own_put_path { 2 } else { 1 },
                 refcount_before: Some(if get { 1 } else { 2 }),
                 refcount_after: Some(if get { 2 } else { 1 }),
                 mapcount: Some(-1),
@@ -253,7 +255,7 @@ fn bench(c: &mut Criterion) {
                             line.clear();
                             encoder.live_event(
                                 &ev,
-                                "__put_devmap_managed_page_refs",
+                                HOOKS[ev.hook as usize],
                                 Some(named),
                                 &mut symbolizer,
                                 fmt,
@@ -271,6 +273,14 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 }
+
+/// The functions of the synthetic hooks, by hook id, as the collector
+/// names an event's function.
+const HOOKS: [&str; 3] = [
+    "?",
+    "__put_devmap_managed_page_refs",
+    "__put_devmap_managed_folio_refs",
+];
 
 /// Name of the record-mode benchmark (`cargo xtask bench pipeline` judges
 /// it against its goal).

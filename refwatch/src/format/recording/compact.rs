@@ -60,6 +60,10 @@ const LATE: u32 = 1;
 const FORKING: u32 = 2;
 const STACK_SHORT: u32 = 4;
 
+/// Functions remembered by name without a lookup of the table: more
+/// than the hooks one path alternates between (a get, a put, a free).
+const RECENT_FUNCTIONS: usize = 4;
+
 /// One table's ids in the file being written.
 #[derive(Debug)]
 struct Ids<K> {
@@ -88,7 +92,7 @@ pub struct Encoder {
     /// Shared id counter of the two stack maps.
     next_stack: u64,
     tasks: Ids<(u32, u32, Comm)>,
-    functions: Ids<Box<str>>,
+    functions: Ids<Rc<str>>,
     owners_live: Ids<u64>,
     owners_named: Ids<Box<str>>,
     next_owner: u64,
@@ -97,7 +101,11 @@ pub struct Encoder {
     /// The last event's task, function and stack, with their ids: runs
     /// of events come from one place.
     last_task: Option<(u32, u32, Comm, u64)>,
-    last_function: Option<(Box<str>, u64)>,
+    /// The functions of the last events, with their ids, the oldest
+    /// replaced: a page's get, put and free alternate between hooks.
+    recent_functions: [Option<(Rc<str>, u64)>; RECENT_FUNCTIONS],
+    /// The slot of `recent_functions` replaced next.
+    recent_next: usize,
     last_stack: Option<(u64, u64)>,
     /// The event line being written (kept: no clearing per event).
     line: LineBuf,
@@ -326,20 +334,24 @@ impl Encoder {
     }
 
     fn function(&mut self, name: &str, out: &mut Vec<u8>) -> u64 {
-        if let Some((last, id)) = &self.last_function
-            && **last == *name
-        {
-            return *id;
+        for (known, id) in self.recent_functions.iter().flatten() {
+            if **known == *name {
+                return *id;
+            }
         }
-        if let Some(id) = self.functions.map.get(name) {
-            self.last_function = Some((name.into(), *id));
-            return *id;
-        }
-        let id = self.functions.next;
-        self.last_function = Some((name.into(), id));
-        self.functions.next += 1;
-        write_named(out, b"f", id, name);
-        self.functions.map.insert(name.into(), id);
+        let (key, id) = match self.functions.map.get_key_value(name) {
+            Some((key, id)) => (Rc::clone(key), *id),
+            None => {
+                let id = self.functions.next;
+                self.functions.next += 1;
+                write_named(out, b"f", id, name);
+                let key: Rc<str> = name.into();
+                self.functions.map.insert(Rc::clone(&key), id);
+                (key, id)
+            }
+        };
+        self.recent_functions[self.recent_next] = Some((key, id));
+        self.recent_next = (self.recent_next + 1) % RECENT_FUNCTIONS;
         id
     }
 

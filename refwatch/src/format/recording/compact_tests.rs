@@ -356,3 +356,42 @@ fn a_task_entry_carries_its_cgroup_and_old_entries_still_read() {
     );
     assert!(dec.line(br#"["t",0,7,7,"fio","/a","extra"]"#).is_err());
 }
+
+/// Events cycling through more functions than the writer remembers
+/// without a lookup: each function is defined once per file, every event
+/// reads back with its own, and after a reset (a new file) they are
+/// defined again.
+#[test]
+fn functions_cycling_past_the_recent_ones_keep_their_ids() {
+    let syms = kallsyms();
+    let mut sym = Symbolizer::new(&syms, 64);
+    let mut interner = StackInterner::default();
+    let evs = events(&mut interner);
+    let names = ["g0", "p1", "f2", "x3", "y4", "z5"];
+    let mut enc = Encoder::default();
+    let mut out = Vec::new();
+    let mut written = Vec::new();
+    for start in [0, 1] {
+        enc.start(start);
+        let mut text = Vec::new();
+        for (i, e) in evs.iter().take(30).enumerate() {
+            let f = names[(i * 5) % names.len()];
+            written.push(f);
+            enc.live_event(e, f, None, &mut sym, Format::default(), None, &mut text);
+        }
+        let text = String::from_utf8(text).expect("utf8");
+        let defined = text.lines().filter(|l| l.starts_with("[\"f\",")).count();
+        assert_eq!(defined, names.len(), "{text}");
+        out.push(text);
+    }
+    let mut got = Vec::new();
+    for text in &out {
+        let mut dec = Decoder::new(0);
+        got.extend(
+            text.lines()
+                .filter_map(|l| dec.line(l.as_bytes()).expect("line"))
+                .map(|j| j.symbol),
+        );
+    }
+    assert_eq!(got, written);
+}
