@@ -112,6 +112,7 @@ pub fn check_report(
                 }
             }
             if scenario == "dax-hold" {
+                bad.extend(held_by_the_second_fill(episodes, &w)?);
                 bad.extend(super::groups::check_dax_hold(&report, &w, dir)?);
                 let snap = dir.join("recording.during-hold");
                 let rc = fail_on_stuck(refwatch, &snap)?;
@@ -289,6 +290,50 @@ pub fn check_report(
             ));
         }
         _ => {}
+    }
+    Ok(bad)
+}
+
+/// `dax-hold` fills the pipe and drains it once before the splice that
+/// holds: from 6.15 the drain's puts are inline and no hook sees them. Each
+/// page held during the hold names one splice holder, taken after that
+/// first fill was drained; the first fill's reference is gone (its grab at
+/// the idle count told refwatch so) and must not be named.
+fn held_by_the_second_fill(episodes: &[Value], w: &Workload) -> Result<Vec<String>> {
+    let drained = w.mark("first_fill_drained")?;
+    let hold_start = w.mark("hold_start")?;
+    let mut bad = Vec::new();
+    for pfn in &w.pfns {
+        let Some(ep) = episodes.iter().find(|e| {
+            e["pfn"].as_u64() == Some(*pfn)
+                && e["detector"] == "held"
+                && e["detected_ns"].as_u64().is_some_and(|d| d >= hold_start)
+        }) else {
+            // Not flagged held at all: the hold's own check says so.
+            continue;
+        };
+        let splices: Vec<u64> = ep["holders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| {
+                h["stack"].as_array().is_some_and(|s| {
+                    s.iter()
+                        .any(|f| f.as_str().is_some_and(|f| f.contains("vmsplice")))
+                })
+            })
+            .filter_map(|h| h["ts_ns"].as_u64())
+            .collect();
+        if splices.len() != 1 || splices.iter().any(|t| *t < drained) {
+            bad.push(format!(
+                "pfn {pfn:#x}: held, naming {} vmsplice holder(s) taken at {:?} ms from the first fill's drain; expected one, taken after it",
+                splices.len(),
+                splices
+                    .iter()
+                    .map(|t| (*t as i64 - drained as i64) / 1_000_000)
+                    .collect::<Vec<_>>()
+            ));
+        }
     }
     Ok(bad)
 }
