@@ -144,9 +144,9 @@ pub fn install_missing(packages: &[&str], who: &str) -> Result<bool> {
     let mut from: Vec<String> = Vec::new();
     // A machine whose qemu-utils (say) came from backports that its sources
     // no longer list: qemu-system-x86 from the release would replace it.
-    // Its sibling comes from the same backports instead, at the same
-    // version, through a source list of refwatch's own (the machine's
-    // sources are left as they are).
+    // The missing packages come from the same backports instead, where
+    // they are there (`-t`), through a source list of refwatch's own (the
+    // machine's sources are left as they are).
     if plan.takes_away()
         && plan.downgrades.is_empty()
         && let Some(release) = plan.removes_backports()
@@ -222,7 +222,6 @@ pub fn install_missing(packages: &[&str], who: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// `apt-get ARGS`, non-interactive, its messages in English (parsed).
 /// apt options that add `RELEASE-backports` to the machine's sources for
 /// one command, preferred for the packages asked for (`-t`): a source list
 /// in the cache holding the machine's `/etc/apt/sources.list` (if any) and
@@ -251,6 +250,7 @@ fn backports_options(release: &str) -> Result<Vec<String>> {
     ])
 }
 
+/// `apt-get ARGS`, non-interactive, its messages in English (parsed).
 fn apt_get(args: &[&str]) -> Command {
     let mut c = Command::new("apt-get");
     c.args(args)

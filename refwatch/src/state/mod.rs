@@ -722,11 +722,6 @@ impl Tracker {
     }
 }
 
-/// The reference a fs-dax fault holds around installing its entry and
-/// drops inline right after (`dax_fault_iter` and `dax_insert_pfn_mkwrite`
-/// bracket `vmf_insert_page_mkwrite`/`vmf_insert_folio_pmd` with
-/// `folio_ref_inc`/`folio_put`): the count after the insert hook is one
-/// more than the page keeps. Device-dax faults insert without it.
 /// A GUP grab that found nothing outstanding on its page (its count
 /// before was the idle count with what the mappings hold): every holder
 /// taken before it has dropped its reference by a put no hook saw (an
@@ -760,6 +755,11 @@ fn drop_unseen_puts(page: &mut Page, ev: &PageEvent, rules: &Rules) {
     }
 }
 
+/// The reference a fs-dax fault holds around installing its entry and
+/// drops inline right after (`dax_fault_iter` and `dax_insert_pfn_mkwrite`
+/// bracket `vmf_insert_page_mkwrite`/`vmf_insert_folio_pmd` with
+/// `folio_ref_inc`/`folio_put`): the count after the insert hook is one
+/// more than the page keeps. Device-dax faults insert without it.
 fn fault_transient(ev: &PageEvent) -> i32 {
     let insert = matches!(
         ev.hook,
