@@ -1,5 +1,5 @@
-//! Holders grouped (`dax-hold`): the workload's one `vmsplice` holds every
-//! page, so the report's `holder_groups` has one group for it with all the
+//! Holders grouped (`dax-hold`): the workload's `vmsplice` that holds (the
+//! second: the first fill is drained at once) holds every page, so the report's `holder_groups` has one group for it with all the
 //! pages, and the headless stream (`refwatch.out`) says the group opened
 //! and cleared, once each, with no per-page holder lines. `hmm-blocked`:
 //! a group that comes and goes between two of the stream's looks is said.
