@@ -226,10 +226,9 @@ fn check_refcount_steps(dax: &[&Ev], unseen_puts: bool) -> Vec<String> {
     for e in dax.iter().filter(|e| e.symbol != "watchpoint") {
         by_pfn.entry(e.pfn).or_default().push(e);
     }
-    for (pfn, mut evs) in by_pfn {
-        evs.sort_by_key(|e| e.ts);
+    for (pfn, evs) in by_pfn {
         let mut prev: Option<&Ev> = None;
-        for e in evs {
+        for e in count_order(evs) {
             if let (Some(b), Some(a)) = (e.before, e.after) {
                 let moved = match e.event.as_str() {
                     "get" | "pin" => a > b,
@@ -272,6 +271,36 @@ fn check_refcount_steps(dax: &[&Ev], unseen_puts: bool) -> Vec<String> {
         }
     }
     bad
+}
+
+/// One page's events (in the order of `events.jsonl`) in the order of their
+/// counts: the hooks' events as they reached the ring, refwatch's own reads
+/// (`snapshot`) by their time.
+///
+/// A hook's program reads the count, reserves its record and then walks the
+/// stack; the time is stamped after the walk (milliseconds under emulation),
+/// so two events of one page from two CPUs can carry times in the other
+/// order than their counts: a truncate's `layout_wait` that read 2 can be
+/// stamped after the drain's put that took the same page from 2 to 1 and
+/// reached the ring after it. refwatch applies counts in ring order, as
+/// read here. Its reads are
+/// made while it works through the ring, so their place in it says nothing:
+/// after a loss, a read can precede events of the backlog that happened
+/// before it.
+fn count_order(evs: Vec<&Ev>) -> Vec<&Ev> {
+    let (mut reads, hooks): (Vec<&Ev>, Vec<&Ev>) =
+        evs.into_iter().partition(|e| e.event == "snapshot");
+    reads.sort_by_key(|e| e.ts);
+    let mut reads = reads.into_iter().peekable();
+    let mut out = Vec::with_capacity(hooks.len() + reads.len());
+    for h in hooks {
+        while let Some(r) = reads.next_if(|r| r.ts < h.ts) {
+            out.push(r);
+        }
+        out.push(h);
+    }
+    out.extend(reads);
+    out
 }
 
 /// What the truncate of `dax-truncate-pinned` waited for, `pfns` being the
@@ -568,6 +597,30 @@ mod tests {
         assert_eq!(bad.len(), 2, "{bad:?}");
         assert!(bad[0].contains("put in free_zone_device_folio took the refcount from 1 to 1"));
         assert!(bad[1].contains("free in free_zone_device_folio took the refcount from 1 to 0"));
+    }
+
+    #[test]
+    fn counts_chain_in_ring_order_and_reads_by_time() {
+        // The truncate's layout_wait read 2 and reached the ring before the
+        // drain's put, but its longer walk stamped it later.
+        let wait = step(10, "layout_wait", "dax_layout_busy_page_range", 2, 2);
+        let put = step(9, "put", "__put_devmap_managed_folio_refs", 2, 1);
+        assert!(steps(&[wait.clone(), put.clone()], false).is_empty());
+        // The other way round in the ring, the wait's 2 follows the put's 1.
+        let bad = steps(&[put, wait], false);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        // A read after a loss, ahead of a backlog event that happened
+        // before it, counts after it.
+        let read = Ev {
+            before: None,
+            ..step(20, "snapshot", "refwatch snapshot", 1, 1)
+        };
+        let late = step(15, "put", "__put_devmap_managed_folio_refs", 2, 1);
+        assert!(steps(&[read.clone(), late.clone()], false).is_empty());
+        let later = step(25, "put", "__put_devmap_managed_folio_refs", 2, 1);
+        let bad = steps(&[read, later], false);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].contains("refcount 1 after snapshot"), "{bad:?}");
     }
 
     const RELEASED: [(u64, u64); 3] = [(3001, 1), (3002, 2), (3003, 3)];
