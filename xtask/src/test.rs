@@ -37,7 +37,15 @@ pub struct TestOptions {
 pub struct Tally {
     passed: usize,
     failed: Vec<String>,
+    /// The first problems of each failure, repeated at the end: a long
+    /// run's log may be read from its tail only.
+    recap: Vec<String>,
 }
+
+/// How many of a failure's problems the closing recap repeats, and how
+/// many characters of each.
+const RECAP_PROBLEMS: usize = 3;
+const RECAP_CHARS: usize = 400;
 
 impl Tally {
     pub fn record(&mut self, name: &str, problems: Vec<String>) {
@@ -50,6 +58,18 @@ impl Tally {
                 println!("    {p}");
             }
             self.failed.push(name.to_string());
+            self.recap.push(format!("{name}:"));
+            for p in problems.iter().take(RECAP_PROBLEMS) {
+                let cut: String = p.chars().take(RECAP_CHARS).collect();
+                let more = if cut.len() < p.len() { " …" } else { "" };
+                self.recap.push(format!("    {cut}{more}"));
+            }
+            if problems.len() > RECAP_PROBLEMS {
+                self.recap.push(format!(
+                    "    … and {} more (above)",
+                    problems.len() - RECAP_PROBLEMS
+                ));
+            }
         }
     }
 
@@ -166,6 +186,9 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         println!("failed: {}", tally.failed.join(", "));
+        for line in &tally.recap {
+            println!("{line}");
+        }
         Ok(ExitCode::FAILURE)
     }
 }
@@ -404,4 +427,29 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
         tally.record(&format!("lab {name} {s}"), problems);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_recapped_with_its_first_problems() {
+        let mut t = Tally::default();
+        t.record("unit", Vec::new());
+        let long = "x".repeat(RECAP_CHARS + 10);
+        t.record(
+            "lab k s",
+            vec![long, "b".into(), "c".into(), "d".into(), "e".into()],
+        );
+        assert_eq!(
+            (t.passed, t.failed.as_slice()),
+            (1, &["lab k s".to_string()][..])
+        );
+        assert_eq!(t.recap.len(), 1 + RECAP_PROBLEMS + 1, "{:?}", t.recap);
+        assert_eq!(t.recap[0], "lab k s:");
+        assert_eq!(t.recap[1], format!("    {} …", "x".repeat(RECAP_CHARS)));
+        assert_eq!(t.recap[3], "    c");
+        assert_eq!(t.recap[4], "    … and 2 more (above)");
+    }
 }
