@@ -93,6 +93,10 @@ pub struct Totals {
     pub ring_fill_peak: f64,
     /// Events decoded, by wire kind value.
     pub by_kind: [u64; 13],
+    /// Pages read to check their counts before (or while) a detector flags
+    /// them, and the reads that disagreed (applied as snapshots).
+    pub verify_reads: u64,
+    pub verify_corrections: u64,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -364,6 +368,7 @@ impl<'a> Collector<'a> {
     /// Once a second: detectors, recording tick, flushes. Returns the events lost so far.
     pub fn tick(&mut self, now: u64) -> Result<u64> {
         self.take_losses()?;
+        self.verify(now)?;
         self.tracker.advance(now);
         self.tick_watch(now)?;
         let (dropped, _) = read_counters(&self.counters);
@@ -505,7 +510,15 @@ impl<'a> Collector<'a> {
         )?;
         self.take_losses()?;
         let now = monotonic_ns();
+        self.verify(now)?;
         self.tracker.advance(now);
+        if self.totals.verify_reads > 0 {
+            log::info!(
+                "pages read to check their counts before or while flagged: {} reads, {} disagreed with the events (a change no hook saw) and were applied",
+                self.totals.verify_reads,
+                self.totals.verify_corrections
+            );
+        }
         let (dropped, filtered) = read_counters(&self.counters);
         self.totals.dropped = dropped;
         self.totals.filtered = filtered;

@@ -1,5 +1,6 @@
-//! Reading pages' state from the kernel: the snapshot at attach, and the
-//! pages whose events were lost read again.
+//! Reading pages' state from the kernel: the snapshot at attach, the pages
+//! whose events were lost read again, and the pages a detector flags (or
+//! is about to) read to check their counts.
 
 use super::*;
 
@@ -86,6 +87,65 @@ impl Collector<'_> {
                 }
                 let ev = snapshot::event(&p, now, me);
                 apply_read(&ev, &mut self.tracker, &mut self.out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the pages a time-based detector flags at `now` or has flagged
+    /// ([`Tracker::to_verify`]) and applies each read that disagrees with
+    /// the counts the events gave, before the detectors run: a put no hook
+    /// saw does not leave a page flagged.
+    pub(super) fn verify(&mut self, now: u64) -> Result<()> {
+        let Some(peeker) = self.peeker.as_mut() else {
+            return Ok(());
+        };
+        let pfns = self.tracker.to_verify(now, crate::state::MAX_VERIFY);
+        if pfns.is_empty() {
+            return Ok(());
+        }
+        // The ring's events are older than the reads: in first.
+        drain(
+            self.ring.get_mut(),
+            &mut self.tracker,
+            &mut self.totals,
+            &mut self.out,
+        )?;
+        let me = std::process::id();
+        for run in peek::runs(&pfns, refwatch_common::PEEK_PAGES as u64) {
+            let now = monotonic_ns();
+            let read = match peeker.read_range(run.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    // The detectors judge these pages on their events'
+                    // counts, as without a page reader.
+                    log::warn!(
+                        "reading pages {:#x}-{:#x} to check their counts: {e:#}",
+                        run.start,
+                        run.end
+                    );
+                    continue;
+                }
+            };
+            for (pfn, p) in read {
+                if pfns.binary_search(&pfn).is_err() {
+                    continue;
+                }
+                self.tracker.note_verified(pfn, now);
+                if p.valid == 0 || p.head_pfn != pfn || p.refcount == i32::MIN {
+                    continue;
+                }
+                self.totals.verify_reads += 1;
+                let ev = snapshot::event(&p, now, me);
+                if !self.tracker.agrees(&ev) {
+                    log::debug!(
+                        "pfn {pfn:#x}: read refcount {:?}, mapcount {:?}, not what its events said: corrected",
+                        ev.refcount_after,
+                        ev.mapcount
+                    );
+                    self.totals.verify_corrections += 1;
+                    apply_read(&ev, &mut self.tracker, &mut self.out)?;
+                }
             }
         }
         Ok(())

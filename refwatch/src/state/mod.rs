@@ -9,6 +9,7 @@ pub mod groups;
 mod history;
 mod holders;
 mod loss;
+mod verify;
 
 use crate::{
     event::{Comm, Kind, PageEvent},
@@ -26,6 +27,7 @@ use history::Tasks;
 pub use holders::Holder;
 use holders::{drop_holder, fold_pin_steps, note_fork};
 pub use loss::{GAP_SLACK_NS, Gaps};
+pub use verify::{MAX_VERIFY, REVERIFY_NS};
 
 /// Default number of events kept per PFN.
 pub const DEFAULT_HISTORY: usize = 256;
@@ -218,6 +220,10 @@ pub struct Page {
     pub last_kind: Kind,
     /// Listed in [`Tracker::hot`].
     hot: bool,
+    /// First seen referenced in refwatch's snapshot at attach: references
+    /// taken before refwatch started (a known state, holders unknown).
+    /// (Here, in what would be padding.)
+    pub before_refwatch: bool,
     /// Open episodes: detector → index in [`Tracker::episodes`].
     pub open: FastMap<Detector, usize>,
     /// Events seen per kind (index: wire kind value).
@@ -226,9 +232,6 @@ pub struct Page {
     pub first_ns: u64,
     /// Lost events of this page, and whether its state is unknown now.
     pub gaps: Gaps,
-    /// First seen referenced in refwatch's snapshot at attach: references
-    /// taken before refwatch started (a known state, holders unknown).
-    pub before_refwatch: bool,
     /// Since when a hardware watchpoint watches the page's refcount
     /// (`--watch`): then its gets and puts come from the watchpoint, which
     /// sees every write, and the hooks' events of them are history only.
@@ -238,6 +241,10 @@ pub struct Page {
     /// Ring events stamped before it, still unread at the time, carry counts
     /// the read already includes: they do not set the counts back.
     pub read_ns: u64,
+    /// When refwatch last read the page's counts to check them before (or
+    /// while) a detector flags it, whether or not the read disagreed
+    /// ([`Tracker::to_verify`]); 0: never.
+    pub verified_ns: u64,
 }
 
 impl Page {
@@ -271,6 +278,7 @@ impl Page {
             before_refwatch: false,
             watched_since: 0,
             read_ns: 0,
+            verified_ns: 0,
         })
     }
 

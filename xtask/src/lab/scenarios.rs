@@ -7,6 +7,7 @@ use crate::kernels::KernelId;
 pub const SCENARIOS: &[&str] = &[
     "dax-splice",
     "dax-hold",
+    "dax-drained",
     "dax-direct-io",
     "dax-truncate-pinned",
     "dax-pin-long",

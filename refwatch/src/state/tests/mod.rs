@@ -334,6 +334,7 @@ mod budget;
 mod device;
 mod groups;
 mod loss;
+mod verify;
 mod watch;
 
 /// Debian 7.2 in function mode (synthetic events in the kernel's order):

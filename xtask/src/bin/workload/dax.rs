@@ -75,6 +75,24 @@ pub fn hold(cli: &Cli, run: &mut Run) -> Result<()> {
     file.remove()
 }
 
+/// `dax-drained`: every page spliced into a pipe and read back, then the
+/// mapping kept, and nothing else, for `--hold-secs` (between the
+/// `hold_start` and `hold_end` marks) before the unmap.
+///
+/// Nothing holds the pages during the hold but their mapping. From 6.15 the
+/// pipe's puts are inline and no hook sees them: the last count refwatch saw
+/// is the splice's, one more than the page has.
+pub fn drained(cli: &Cli, run: &mut Run) -> Result<()> {
+    let (file, mapping) = prepare_dax_pages(cli, run)?;
+    fill_and_drain(&mapping, run)?;
+    let hold_start = run.marks.mark("hold_start")?;
+    sleep_until(deadline_after(hold_start, cli.hold_secs))?;
+    run.marks.mark("hold_end")?;
+    mapping.unmap()?;
+    run.marks.mark("unmap")?;
+    file.remove()
+}
+
 /// `dax-direct-io`: one O_DIRECT pwrite of the whole DAX mapping to the block
 /// device, read back with O_DIRECT and compared.
 pub fn direct_io(cli: &Cli, run: &mut Run) -> Result<()> {

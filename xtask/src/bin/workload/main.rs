@@ -9,6 +9,8 @@
 //!
 //! - `dax-splice`: `vmsplice` the pages into a pipe, drain the pipe, unmap.
 //! - `dax-hold`: `vmsplice`, unmap, keep the pipe full for `--hold-secs`, drain.
+//! - `dax-drained`: `vmsplice`, drain the pipe, keep the mapping (and
+//!   nothing else) for `--hold-secs`, unmap.
 //! - `dax-direct-io`: one `O_DIRECT` `pwrite` from the mapping to `--bdev`
 //!   (the block layer pins the source pages for the duration of the I/O).
 //! - `dax-truncate-pinned`: like `dax-hold`, while a second thread truncates
@@ -121,6 +123,8 @@ enum Scenario {
     DaxSplice,
     /// vmsplice, unmap, hold the full pipe, drain.
     DaxHold,
+    /// vmsplice, drain, keep only the mapping for the hold, unmap.
+    DaxDrained,
     /// O_DIRECT write from the DAX mapping to a block device.
     DaxDirectIo,
     /// Hold the full pipe while another thread truncates the file.
@@ -147,6 +151,7 @@ impl Scenario {
         match self {
             Scenario::DaxSplice => "dax-splice",
             Scenario::DaxHold => "dax-hold",
+            Scenario::DaxDrained => "dax-drained",
             Scenario::DaxDirectIo => "dax-direct-io",
             Scenario::DaxTruncatePinned => "dax-truncate-pinned",
             Scenario::DaxPinLong => "dax-pin-long",
@@ -217,6 +222,7 @@ fn run_scenario(cli: &Cli, run: &mut Run) -> Result<()> {
     match cli.scenario {
         Scenario::DaxSplice => dax::splice(cli, run),
         Scenario::DaxHold => dax::hold(cli, run),
+        Scenario::DaxDrained => dax::drained(cli, run),
         Scenario::DaxDirectIo => dax::direct_io(cli, run),
         Scenario::DaxTruncatePinned => dax::truncate_pinned(cli, run),
         Scenario::DaxPinLong => dax::pin_long(cli, run),
