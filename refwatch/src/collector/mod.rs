@@ -400,6 +400,8 @@ impl<'a> Collector<'a> {
             lost_ring_full: read_counter(&self.counters, counter::DROPPED),
             lost_inflight_full: read_counter(&self.counters, counter::INFLIGHT_FULL),
             capped: self.totals.capped,
+            page_reads: self.totals.verify_reads,
+            page_reads_corrected: self.totals.verify_corrections,
         };
         m.update(&self.tracker, &counts, crate::metrics::process::read());
         text.set(m.render());

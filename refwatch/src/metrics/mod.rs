@@ -34,7 +34,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Every metric family refwatch exposes, as named in the text (counters
 /// with their `_total`).
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 11] = [
     "refwatch_pages_tracked",
     "refwatch_pages_stuck",
     "refwatch_stuck_oldest_seconds",
@@ -42,6 +42,7 @@ pub const NAMES: [&str; 10] = [
     "refwatch_episodes_closed_total",
     "refwatch_events_seen_total",
     "refwatch_events_lost_total",
+    "refwatch_page_reads_total",
     "refwatch_holder_stuck_pages",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
@@ -69,6 +70,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CommLabel {
     comm: String,
 }
@@ -84,6 +90,10 @@ pub struct Counts {
     pub lost_inflight_full: u64,
     /// Events past `--max-rate`, counted and not recorded.
     pub capped: u64,
+    /// Pages read to check their counts before or while flagged, and the
+    /// reads that disagreed with the events (applied).
+    pub page_reads: u64,
+    pub page_reads_corrected: u64,
 }
 
 /// refwatch's own use of the machine.
@@ -103,6 +113,7 @@ pub struct Metrics {
     closed: Counter,
     seen: Family<KindLabel, Counter>,
     lost: Family<ReasonLabel, Counter>,
+    reads: Family<ResultLabel, Counter>,
     holders: Family<CommLabel, Gauge>,
     cpu: Counter<f64, AtomicU64>,
     rss: Gauge,
@@ -135,6 +146,7 @@ impl Metrics {
             closed: Counter::default(),
             seen: Family::default(),
             lost: Family::default(),
+            reads: Family::default(),
             holders: Family::default(),
             cpu: Counter::default(),
             rss: Gauge::default(),
@@ -177,6 +189,11 @@ impl Metrics {
             m.lost.clone(),
         );
         r.register(
+            "refwatch_page_reads",
+            "Pages read from the kernel to check their counts before or while a detector flags them, by result (agreed; corrected: a change no hook saw, applied)",
+            m.reads.clone(),
+        );
+        r.register(
             "refwatch_holder_stuck_pages",
             "Stuck pages by the command name of a holder (the top 20 names; the rest as \"(other)\")",
             m.holders.clone(),
@@ -193,6 +210,9 @@ impl Metrics {
         );
         for reason in ["ring_full", "inflight_full", "rate_cap"] {
             let _ = m.lost.get_or_create(&ReasonLabel { reason });
+        }
+        for result in ["agreed", "corrected"] {
+            let _ = m.reads.get_or_create(&ResultLabel { result });
         }
         m
     }
@@ -313,6 +333,19 @@ impl Metrics {
         ] {
             self.lost
                 .get_or_create(&ReasonLabel { reason })
+                .inc_by(now.saturating_sub(last));
+        }
+        let agreed = |c: &Counts| c.page_reads.saturating_sub(c.page_reads_corrected);
+        for (result, now, last) in [
+            ("agreed", agreed(counts), agreed(&self.last.counts)),
+            (
+                "corrected",
+                counts.page_reads_corrected,
+                self.last.counts.page_reads_corrected,
+            ),
+        ] {
+            self.reads
+                .get_or_create(&ResultLabel { result })
                 .inc_by(now.saturating_sub(last));
         }
         let mut last = *counts;

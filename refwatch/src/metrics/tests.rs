@@ -194,6 +194,36 @@ fn counters_take_totals_not_increments() {
 }
 
 #[test]
+fn page_reads_count_agreed_and_corrected_apart() {
+    let t = synthetic::stuck();
+    let mut m = Metrics::new();
+    let reads = |m: &Metrics, result: &str| {
+        value(
+            &m.render(),
+            "refwatch_page_reads_total",
+            &[("result", result)],
+        )
+    };
+    m.update(&t, &Counts::default(), None);
+    assert_eq!(reads(&m, "agreed"), Some(0.0));
+    assert_eq!(reads(&m, "corrected"), Some(0.0));
+    let mut counts = Counts {
+        page_reads: 5,
+        page_reads_corrected: 2,
+        ..Counts::default()
+    };
+    m.update(&t, &counts, None);
+    m.update(&t, &counts, None);
+    assert_eq!(reads(&m, "agreed"), Some(3.0));
+    assert_eq!(reads(&m, "corrected"), Some(2.0));
+    counts.page_reads = 9;
+    counts.page_reads_corrected = 3;
+    m.update(&t, &counts, None);
+    assert_eq!(reads(&m, "agreed"), Some(6.0));
+    assert_eq!(reads(&m, "corrected"), Some(3.0));
+}
+
+#[test]
 fn holder_comms_beyond_the_top_are_summed_as_other() {
     // Synthetic: 30 tasks each hold 1 + (i % 3) pages past the threshold.
     let mut t = synthetic::busy(0);

@@ -12,6 +12,8 @@
 //! disagrees goes in as a snapshot, which the recording keeps, so that a
 //! report of the recording reaches the same verdict as the live view.
 
+use std::collections::BinaryHeap;
+
 use super::{Tracker, pgmap};
 use crate::event::PageEvent;
 
@@ -38,7 +40,10 @@ impl Tracker {
         let th = self.thresholds;
         let due =
             |since: Option<u64>, after: u64| since.is_some_and(|s| now.saturating_sub(s) >= after);
-        let mut v: Vec<(u64, u64)> = self
+        // The `max` read longest ago: a bounded max-heap, whatever the
+        // number of pages flagged.
+        let mut oldest: BinaryHeap<(u64, u64)> = BinaryHeap::new();
+        let due_pages = self
             .hot
             .iter()
             .filter_map(|pfn| self.pages.get(pfn))
@@ -50,14 +55,19 @@ impl Tracker {
                     && (due(p.outstanding_since, th.held_ns)
                         || due(p.pinned_since, th.pinned_ns)
                         || due(p.unmapped_since, th.unmapped_ns))
-            })
-            .map(|p| (p.verified_ns, p.pfn))
-            .collect();
-        if v.len() > max {
-            v.select_nth_unstable(max);
-            v.truncate(max);
+            });
+        for p in due_pages {
+            if oldest.len() < max {
+                oldest.push((p.verified_ns, p.pfn));
+            } else if oldest
+                .peek()
+                .is_some_and(|top| (p.verified_ns, p.pfn) < *top)
+            {
+                oldest.pop();
+                oldest.push((p.verified_ns, p.pfn));
+            }
         }
-        let mut pfns: Vec<u64> = v.into_iter().map(|(_, pfn)| pfn).collect();
+        let mut pfns: Vec<u64> = oldest.into_iter().map(|(_, pfn)| pfn).collect();
         pfns.sort_unstable();
         pfns
     }
