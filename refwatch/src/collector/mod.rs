@@ -365,6 +365,16 @@ impl<'a> Collector<'a> {
         Ok(c)
     }
 
+    /// Decodes everything the ring holds now.
+    fn drain_ring(&mut self) -> Result<()> {
+        drain(
+            self.ring.get_mut(),
+            &mut self.tracker,
+            &mut self.totals,
+            &mut self.out,
+        )
+    }
+
     /// Once a second: detectors, recording tick, flushes. Returns the events lost so far.
     pub fn tick(&mut self, now: u64) -> Result<u64> {
         self.take_losses()?;
@@ -456,12 +466,7 @@ impl<'a> Collector<'a> {
             self.tracker.set_loss_horizon(horizon);
             return Ok(());
         }
-        drain(
-            self.ring.get_mut(),
-            &mut self.tracker,
-            &mut self.totals,
-            &mut self.out,
-        )?;
+        self.drain_ring()?;
         let mut gaps = Vec::with_capacity(pfns.len());
         for pfn in pfns {
             let Ok(ts) = self.lost.get(&pfn, 0) else {
@@ -504,12 +509,7 @@ impl<'a> Collector<'a> {
 
     /// Drains what is left and closes the outputs (the recording gets its `end`).
     pub fn finish(&mut self) -> Result<()> {
-        drain(
-            self.ring.get_mut(),
-            &mut self.tracker,
-            &mut self.totals,
-            &mut self.out,
-        )?;
+        self.drain_ring()?;
         self.take_losses()?;
         let now = monotonic_ns();
         self.verify(now)?;

@@ -97,20 +97,18 @@ impl Collector<'_> {
     /// the counts the events gave, before the detectors run: a put no hook
     /// saw does not leave a page flagged.
     pub(super) fn verify(&mut self, now: u64) -> Result<()> {
-        let Some(peeker) = self.peeker.as_mut() else {
+        if self.peeker.is_none() {
             return Ok(());
-        };
+        }
         let pfns = self.tracker.to_verify(now, crate::state::MAX_VERIFY);
         if pfns.is_empty() {
             return Ok(());
         }
         // The ring's events are older than the reads: in first.
-        drain(
-            self.ring.get_mut(),
-            &mut self.tracker,
-            &mut self.totals,
-            &mut self.out,
-        )?;
+        self.drain_ring()?;
+        let Some(peeker) = self.peeker.as_mut() else {
+            return Ok(());
+        };
         let me = std::process::id();
         for run in peek::runs(&pfns, refwatch_common::PEEK_PAGES as u64) {
             let now = monotonic_ns();
