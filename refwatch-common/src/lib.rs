@@ -186,9 +186,39 @@ pub mod migrate {
     }
 }
 
-/// Size of [`Event`] on the wire.
+/// Size of [`Event`] on the wire, with room for [`MAX_STACK`] frames.
 pub const EVENT_SIZE: usize = 7 * 8 + 12 * 4 + COMM_LEN + MAX_STACK * 8;
 const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
+
+/// Bytes of an [`Event`] before its stack, the last field: the shortest
+/// ring record (an event without a stack).
+pub const EVENT_HEADER_SIZE: usize = EVENT_SIZE - MAX_STACK * 8;
+const _: () = assert!(core::mem::offset_of!(Event, stack) == EVENT_HEADER_SIZE);
+
+/// Ring records are sized to the stack their event asks for, in steps of
+/// this many frames: [`EVENT_HEADER_SIZE`] plus room for 0, 8, 16 or 24
+/// frames. A record is `Event` cut after its room; `stack_bytes` says how
+/// much of the room the walk filled.
+pub const RECORD_STEP_FRAMES: usize = 8;
+const _: () = assert!(MAX_STACK.is_multiple_of(RECORD_STEP_FRAMES));
+
+/// Frames of room in the ring record of an event that asks for `frames`
+/// ([`RECORD_STEP_FRAMES`] steps, at most [`MAX_STACK`]).
+#[inline(always)]
+pub const fn record_room(frames: usize) -> usize {
+    let n = if frames > MAX_STACK {
+        MAX_STACK
+    } else {
+        frames
+    };
+    n.div_ceil(RECORD_STEP_FRAMES) * RECORD_STEP_FRAMES
+}
+
+/// Bytes of the ring record with room for `room` frames.
+#[inline(always)]
+pub const fn record_size(room: usize) -> usize {
+    EVENT_HEADER_SIZE + room * 8
+}
 
 impl Event {
     /// An all-zero event.
@@ -514,7 +544,22 @@ mod user {
 
 #[cfg(test)]
 mod tests {
-    use super::{hook, kaddr, ret};
+    use super::{
+        EVENT_HEADER_SIZE, EVENT_SIZE, MAX_STACK, hook, kaddr, record_room, record_size, ret,
+    };
+
+    #[test]
+    fn records_have_room_for_the_frames_asked_in_steps_of_eight() {
+        let rooms: Vec<usize> = [0, 1, 7, 8, 9, 16, 17, 23, 24, 25, 200]
+            .into_iter()
+            .map(record_room)
+            .collect();
+        assert_eq!(rooms, [0, 8, 8, 8, 16, 16, 24, 24, 24, 24, 24]);
+        assert_eq!(record_size(0), EVENT_HEADER_SIZE);
+        assert_eq!(EVENT_HEADER_SIZE, 120);
+        assert_eq!(record_size(8), 184);
+        assert_eq!(record_size(record_room(MAX_STACK)), EVENT_SIZE);
+    }
 
     #[test]
     fn pointer_returns_record_their_meaning() {

@@ -1,10 +1,14 @@
 //! Writing events into the ring buffer, and the per-CPU counters.
 
+use aya_ebpf::maps::ring_buf::RingBufBytes;
 use aya_ebpf::{
     EbpfContext, bindings,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated},
 };
-use refwatch_common::{Event, KIND_SLOTS, MAX_STACK, counter, flags, stack_depth, stack_flags};
+use refwatch_common::{
+    Event, KIND_SLOTS, MAX_STACK, RECORD_STEP_FRAMES, counter, flags, record_size, stack_depth,
+    stack_flags,
+};
 
 use crate::{
     COUNTERS, EVENTS, FORKING, LOST, RATE,
@@ -23,6 +27,19 @@ const WAKE_BYTES: u64 = 1 << 20;
 /// more wait for it.
 #[inline(always)]
 pub fn submit<T: 'static>(entry: aya_ebpf::maps::ring_buf::RingBufEntry<T>) {
+    entry.submit(wake_flags());
+}
+
+/// [`submit`] for a record reserved by size ([`reserve_record`]).
+#[inline(always)]
+fn submit_record(record: RingBufBytes<'static>) {
+    record.submit(wake_flags());
+}
+
+/// The submit flags: a wakeup when [`WAKE_BYTES`] or more wait for the
+/// reader, none otherwise. Notes the ring's fill level.
+#[inline(always)]
+fn wake_flags() -> u64 {
     let waiting = EVENTS.query(u64::from(bindings::BPF_RB_AVAIL_DATA));
     if let Some(peak) = COUNTERS.get_ptr_mut(counter::RING_PEAK) {
         // SAFETY: this CPU's slot; a race with the reader's reset loses
@@ -38,7 +55,32 @@ pub fn submit<T: 'static>(entry: aya_ebpf::maps::ring_buf::RingBufEntry<T>) {
     } else {
         bindings::BPF_RB_NO_WAKEUP
     };
-    entry.submit(u64::from(wake));
+    u64::from(wake)
+}
+
+/// Reserves the ring record of an event that asks for `frames` frames:
+/// [`record_size`] of [`refwatch_common::record_room`], so an event without a stack takes
+/// 120 bytes of the ring instead of 312. Returns the record and its room
+/// in frames. Each size is a constant on its own path, as the verifier
+/// requires of `bpf_ringbuf_reserve`.
+#[inline(always)]
+fn reserve_record(frames: usize) -> Option<(RingBufBytes<'static>, usize)> {
+    const STEP: usize = RECORD_STEP_FRAMES;
+    if frames == 0 {
+        EVENTS.reserve_bytes(record_size(0), 0).map(|r| (r, 0))
+    } else if frames <= STEP {
+        EVENTS
+            .reserve_bytes(record_size(STEP), 0)
+            .map(|r| (r, STEP))
+    } else if frames <= 2 * STEP {
+        EVENTS
+            .reserve_bytes(record_size(2 * STEP), 0)
+            .map(|r| (r, 2 * STEP))
+    } else {
+        EVENTS
+            .reserve_bytes(record_size(MAX_STACK), 0)
+            .map(|r| (r, MAX_STACK))
+    }
 }
 
 /// Adds one to counter `idx` of this CPU.
@@ -169,13 +211,9 @@ pub fn stack_frames(kind: u32) -> usize {
 /// Returns the bytes written, or a negative error; 0 when `frames` is 0.
 ///
 /// # Safety
-/// `buf` must be valid for `MAX_STACK * 8` bytes.
+/// `buf` must be valid for `frames` frames (at most `MAX_STACK`).
 #[inline(always)]
-pub unsafe fn walk_stack<C: EbpfContext>(
-    ctx: &C,
-    buf: *mut [u64; MAX_STACK],
-    frames: usize,
-) -> i64 {
+pub unsafe fn walk_stack<C: EbpfContext>(ctx: &C, buf: *mut u64, frames: usize) -> i64 {
     // Bounded where the verifier sees it: the size is at most the buffer.
     let frames = if frames > MAX_STACK {
         MAX_STACK
@@ -185,7 +223,7 @@ pub unsafe fn walk_stack<C: EbpfContext>(
     if frames == 0 {
         return 0;
     }
-    // SAFETY: `buf` holds `MAX_STACK * 8 >= frames * 8` bytes (caller).
+    // SAFETY: `buf` holds `frames * 8` bytes (caller).
     unsafe { generated::bpf_get_stack(ctx.as_ptr(), buf.cast(), (frames * 8) as u32, 0) }
 }
 
@@ -206,7 +244,7 @@ impl SharedStack {
     #[inline(always)]
     pub fn take<C: EbpfContext>(&mut self, ctx: &C, kind: u32) {
         // SAFETY: `frames` is `MAX_STACK * 8` bytes of map memory.
-        self.bytes = unsafe { walk_stack(ctx, &raw mut self.frames, stack_frames(kind)) };
+        self.bytes = unsafe { walk_stack(ctx, (&raw mut self.frames).cast(), stack_frames(kind)) };
     }
 }
 
@@ -227,12 +265,15 @@ pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStac
         note_lost(f.pfn);
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+    let frames = if f.stack { stack_frames(f.kind) } else { 0 };
+    let Some((mut record, room)) = reserve_record(frames) else {
         count(counter::DROPPED);
         note_lost(f.pfn);
         return;
     };
-    let ev = entry.as_mut_ptr();
+    // The record is `Event` cut after `room` frames of its stack, the last
+    // field: what follows writes the header and at most `room` frames.
+    let ev = record.as_mut_ptr().cast::<Event>();
     let pid_tgid = bpf_get_current_pid_tgid();
     let mut fl = 0;
     if f.before.is_some() {
@@ -252,10 +293,10 @@ pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStac
         // SAFETY: this thread's own entry.
         unsafe { *forking = 1 };
     }
-    let frames = if f.stack { stack_frames(f.kind) } else { 0 };
     fl |= stack_flags(frames, f.stack);
-    // SAFETY: `ev` points at a reserved ring-buffer slot of `size_of::<Event>()`
-    // bytes that only this program writes until it is submitted.
+    // SAFETY: `ev` points at a reserved ring-buffer record of
+    // `record_size(room)` bytes that only this program writes until it is
+    // submitted: the header, and `room` frames of the stack.
     unsafe {
         (*ev).pfn = f.pfn;
         (*ev).page = f.head;
@@ -276,19 +317,21 @@ pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStac
         (*ev).nr_pages = f.nr_pages;
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         // Only `stack_bytes` of the frames are read: a short walk leaves
-        // the rest of the slot as it was.
+        // the rest of the room as it was.
+        let stack = (&raw mut (*ev).stack).cast::<u64>();
         let mut n: i64 = 0;
         if let Some(s) = shared {
             if frames > 0 && s.bytes > 0 {
-                (*ev).stack = s.frames;
-                n = s.bytes;
+                n = copy_frames(stack, &s.frames, s.bytes, room);
             }
         } else {
-            n = walk_stack(ctx, &raw mut (*ev).stack, frames);
+            // `room` bounds the walk where the verifier sees it (the
+            // record's size); `frames` never asks for more.
+            let want = if frames > room { room } else { frames };
+            n = walk_stack(ctx, stack, want);
         }
-        if n <= 0 {
+        if n < 0 {
             n = 0;
-            (*ev).stack = [0; MAX_STACK];
         }
         (*ev).stack_bytes = n as u32;
         // Last: the stack walk can take long (milliseconds under emulation),
@@ -296,6 +339,25 @@ pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStac
         // hook, where other tracers of the same tracepoint stamp it.
         (*ev).ts_ns = generated::bpf_ktime_get_ns();
     }
-    submit(entry);
+    submit_record(record);
     count(counter::SUBMITTED);
+}
+
+/// Copies the frames of a shared walk (`bytes` of them) into a record's
+/// stack with room for `room` frames; returns the bytes copied.
+///
+/// # Safety
+/// `dst` must be valid for `room` frames.
+#[inline(always)]
+unsafe fn copy_frames(dst: *mut u64, src: &[u64; MAX_STACK], bytes: i64, room: usize) -> i64 {
+    let mut copied = 0;
+    for (i, &frame) in src.iter().enumerate() {
+        if i >= room || (i as i64) * 8 >= bytes {
+            break;
+        }
+        // SAFETY: `i < room` (caller).
+        unsafe { dst.add(i).write(frame) };
+        copied += 8;
+    }
+    copied
 }

@@ -1,6 +1,7 @@
 //! Decode + per-PFN update throughput on one core (goal: ≥ 10 M events/s).
 //! The events are SYNTHETIC ring-buffer records built with the wire encoder
-//! (`event::to_raw`), not kernel events: a get/put pattern over 4096 fs-dax
+//! (`event::to_raw`, sized as the kernel sizes them by `event::to_record`),
+//! not kernel events: a get/put pattern over 4096 fs-dax
 //! PFNs with 4-frame stacks, as refwatch sees under a busy workload, and a
 //! SYNTHETIC kallsyms naming those frames for the JSON encoding. The record
 //! path is also run on the shape of `bench overhead`'s `dax` target
@@ -13,7 +14,7 @@ use std::{
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use refwatch::{
-    event::{Decoder, Kind, PageEvent, to_bytes, to_raw},
+    event::{Decoder, Kind, PageEvent, to_raw, to_record},
     format::{
         json::{Format, to_json},
         recording::compact::Encoder,
@@ -95,7 +96,7 @@ fn synthetic_records(shape: &Shape) -> Vec<Vec<u8>> {
                     .into(),
                 stack_taken: Default::default(),
             };
-            to_bytes(&to_raw(&ev))
+            to_record(&to_raw(&ev))
         })
         .collect()
 }

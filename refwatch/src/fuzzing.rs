@@ -8,11 +8,15 @@
 //! A ring input is a 4-byte [`RingConfig`] then steps of one op byte and
 //! one ring record ([`EVENT_SIZE`] bytes, the last maybe short). The op's
 //! low three bits say what the step does ([`Op`]), the next two the role the
-//! collector would have found on the event's stack.
+//! collector would have found on the event's stack, and the top three how
+//! much of the record the decoder gets ([`record_cut`]): the kernel sizes
+//! records to the stack their event asks for.
 
 use std::collections::HashMap;
 
-use refwatch_common::{EVENT_SIZE, Event};
+use refwatch_common::{
+    EVENT_HEADER_SIZE, EVENT_SIZE, Event, RECORD_STEP_FRAMES, record_room, record_size,
+};
 
 use crate::{
     event::{Decoder, Kind, to_bytes, to_raw},
@@ -172,6 +176,20 @@ impl Op {
     }
 }
 
+/// The part of a step's record the decoder gets, by the op's top three
+/// bits: 0 all of it; 1–4 the header and room for 0, 8, 16 or 24 frames, as
+/// the kernel sizes records; 5–7 a cut inside the header or the stack.
+fn record_cut(record: &[u8], op: u8) -> &[u8] {
+    let len = match op >> 5 {
+        0 => record.len(),
+        n @ 1..=4 => record_size(usize::from(n - 1) * RECORD_STEP_FRAMES),
+        5 => EVENT_HEADER_SIZE / 2,
+        6 => EVENT_HEADER_SIZE - 1,
+        _ => EVENT_HEADER_SIZE + 4,
+    };
+    record.get(..len).unwrap_or(record)
+}
+
 fn role_of_op(b: u8) -> Role {
     match (b >> 3) & 3 {
         1 => Role::Map,
@@ -222,7 +240,7 @@ pub fn ring(data: &[u8]) -> Tracker {
             Op::GapEverywhere => t.apply_gap_everywhere(ts),
             kind @ (Op::Event | Op::Snapshot) => {
                 // An undecodable record is counted and skipped.
-                let Ok(mut ev) = decoder.decode(record) else {
+                let Ok(mut ev) = decoder.decode(record_cut(record, op)) else {
                     continue;
                 };
                 ev.role = role_of_op(op);
@@ -306,7 +324,9 @@ pub fn ring_seed(rec: &Recording) -> Vec<u8> {
                 } else {
                     Op::Event
                 };
-                step(op as u8 | op_of_role(ev.role), &to_raw(&ev));
+                // Sized as the kernel sizes it: room for its stack.
+                let cut = (record_room(ev.stack.len()) / RECORD_STEP_FRAMES + 1) as u8;
+                step(op as u8 | op_of_role(ev.role) | cut << 5, &to_raw(&ev));
             }
             Line::Tick { now_ns, .. } | Line::End { now_ns, .. } => {
                 step(Op::Tick as u8, &marker(*now_ns, 0));

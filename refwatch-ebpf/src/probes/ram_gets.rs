@@ -67,7 +67,7 @@ pub fn remember<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, refs: u64) {
         (*r).refs = refs;
         (*r).hook = hook;
         (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let n = walk_stack(ctx, &raw mut (*r).stack, frames);
+        let n = walk_stack(ctx, (&raw mut (*r).stack).cast(), frames);
         (*r).stack_bytes = if n > 0 { n as u32 } else { 0 };
         if RAM_GETS.insert(pfn, *r, 0).is_ok() {
             count(counter::RAM_GETS);

@@ -9,19 +9,20 @@ mod wire;
 
 pub use comm::Comm;
 pub use stack::{DEFAULT_INTERNED_STACKS, Stack, StackInterner};
-pub use wire::{Decoder, decode, from_raw, to_bytes, to_raw};
+pub use wire::{Decoder, decode, from_raw, to_bytes, to_raw, to_record};
 
 use std::fmt;
 
-use refwatch_common::{EVENT_SIZE, flags, kind, pgmap};
+use refwatch_common::{flags, kind, pgmap};
 
 use crate::symbols::Role;
 
 /// Why bytes could not be decoded into an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
-    /// Fewer bytes than an event.
-    Truncated { got: usize },
+    /// Fewer bytes than the record's header, or than its header and the
+    /// stack it says it carries (`need`).
+    Truncated { got: usize, need: usize },
     /// An event kind this build does not know.
     UnknownKind(u32),
     /// A stack length that is not a whole number of frames within the array.
@@ -31,7 +32,9 @@ pub enum DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Truncated { got } => write!(f, "truncated event: {got} of {EVENT_SIZE} bytes"),
+            Self::Truncated { got, need } => {
+                write!(f, "truncated event: {got} bytes, at least {need} needed")
+            }
             Self::UnknownKind(k) => write!(f, "unknown event kind {k}"),
             Self::BadStack(n) => write!(f, "bad stack length {n} bytes"),
         }

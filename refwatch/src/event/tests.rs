@@ -1,6 +1,9 @@
 //! Decoding, names and stacks of events (SYNTHETIC records).
 
-use refwatch_common::{COMM_LEN, EVENT_SIZE, Event, MAX_STACK};
+use refwatch_common::{
+    COMM_LEN, EVENT_HEADER_SIZE, EVENT_SIZE, Event, MAX_STACK, RECORD_STEP_FRAMES, record_room,
+    record_size,
+};
 
 use super::*;
 use crate::symbols::role_of;
@@ -72,12 +75,49 @@ fn stack_flags_say_what_was_taken() {
 
 #[test]
 fn truncated_is_an_error() {
+    // Two frames: the record needs its header and 16 bytes of stack.
     let bytes = to_bytes(&to_raw(&sample()));
-    for len in [0, 1, 8, EVENT_SIZE - 1] {
+    for (len, need) in [
+        (0, EVENT_HEADER_SIZE),
+        (1, EVENT_HEADER_SIZE),
+        (8, EVENT_HEADER_SIZE),
+        (EVENT_HEADER_SIZE - 1, EVENT_HEADER_SIZE),
+        (EVENT_HEADER_SIZE, EVENT_HEADER_SIZE + 16),
+        (EVENT_HEADER_SIZE + 15, EVENT_HEADER_SIZE + 16),
+    ] {
         assert_eq!(
             decode(&bytes[..len]),
-            Err(DecodeError::Truncated { got: len })
+            Err(DecodeError::Truncated { got: len, need })
         );
+    }
+    assert_eq!(decode(&bytes[..EVENT_HEADER_SIZE + 16]), Ok(sample()));
+}
+
+/// The kernel sizes a record to the frames its event asks for (the
+/// header and 0, 8, 16 or 24 frames of room): every such record decodes
+/// to what the full-size one does, whatever the walk filled of its room.
+#[test]
+fn records_sized_to_their_stack_decode_as_full_ones() {
+    for frames in 0..=MAX_STACK {
+        let mut ev = sample();
+        ev.stack = (0..frames as u64)
+            .map(|n| 0xffff_ffff_8100_0000 + n * 0x40)
+            .collect::<Vec<_>>()
+            .into();
+        let full = to_bytes(&to_raw(&ev));
+        let sized = to_record(&to_raw(&ev));
+        assert_eq!(
+            sized.len(),
+            record_size(record_room(frames)),
+            "{frames} frames"
+        );
+        assert!(sized.len() < EVENT_SIZE || frames > 2 * RECORD_STEP_FRAMES);
+        assert_eq!(decode(&sized), decode(&full), "{frames} frames");
+        assert_eq!(decode(&sized).map(|e| e.stack.len()), Ok(frames));
+        // With the room of a deeper request (a walk that stopped short).
+        for room in (record_room(frames)..=MAX_STACK).step_by(RECORD_STEP_FRAMES) {
+            assert_eq!(decode(&full[..record_size(room)]), decode(&full));
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::hash::Hasher as _;
 
-use refwatch_common::{COMM_LEN, EVENT_SIZE, Event, MAX_STACK, flags};
+use refwatch_common::{
+    COMM_LEN, EVENT_HEADER_SIZE, EVENT_SIZE, Event, MAX_STACK, flags, record_room, record_size,
+};
 
 use super::{Comm, DecodeError, Kind, PageEvent, Stack, StackInterner, StackTaken};
 use crate::symbols::Role;
@@ -94,10 +96,10 @@ pub fn from_raw(raw: &Event) -> Result<PageEvent, DecodeError> {
     decode(&to_bytes(raw))
 }
 
-/// A record's bytes, read field by field at `Event`'s offsets in native byte
-/// order (what an unaligned read of the whole `Event` would give), without
-/// copying the record.
-struct Wire<'a>(&'a [u8; EVENT_SIZE]);
+/// A record's header (the fields before the stack), read field by field at
+/// `Event`'s offsets in native byte order (what an unaligned read of the
+/// whole `Event` would give), without copying the record.
+struct Wire<'a>(&'a [u8; EVENT_HEADER_SIZE]);
 
 macro_rules! at {
     ($field:ident) => {
@@ -192,8 +194,14 @@ fn decode_with(
     stack: impl FnOnce(WireStack<'_>) -> Stack,
     comm: impl FnOnce(&[u8; COMM_LEN]) -> Comm,
 ) -> Result<PageEvent, DecodeError> {
-    let Some(w) = bytes.first_chunk::<EVENT_SIZE>() else {
-        return Err(DecodeError::Truncated { got: bytes.len() });
+    // A record is `Event` cut after the room its stack was given (the
+    // kernel sizes it to the frames the event asks for): the header, then
+    // at least `stack_bytes` of frames.
+    let Some((w, room)) = bytes.split_first_chunk::<EVENT_HEADER_SIZE>() else {
+        return Err(DecodeError::Truncated {
+            got: bytes.len(),
+            need: EVENT_HEADER_SIZE,
+        });
     };
     let w = Wire(w);
     let kind = Kind::try_from(w.u32(at!(kind)))?;
@@ -201,10 +209,15 @@ fn decode_with(
     if !stack_bytes.is_multiple_of(8) || stack_bytes as usize > MAX_STACK * 8 {
         return Err(DecodeError::BadStack(stack_bytes));
     }
+    let Some(frames) = room.get(..stack_bytes as usize) else {
+        return Err(DecodeError::Truncated {
+            got: bytes.len(),
+            need: EVENT_HEADER_SIZE + stack_bytes as usize,
+        });
+    };
     // The stack first: the other fields then go straight into the event,
     // not held across the interning.
-    let frames = at!(stack)..at!(stack) + stack_bytes as usize;
-    let stack = stack(WireStack(w.0.get(frames).unwrap_or_default()));
+    let stack = stack(WireStack(frames));
     let fl = w.u32(at!(flags));
     let has = |bit: u32| fl & bit != 0;
     Ok(PageEvent {
@@ -284,7 +297,15 @@ pub fn to_raw(ev: &PageEvent) -> Event {
     raw
 }
 
-/// The wire bytes of an event.
+/// The ring record of an event as the kernel sizes it: the header and the
+/// room for its stack's frames ([`record_room`]).
+pub fn to_record(raw: &Event) -> Vec<u8> {
+    let mut out = to_bytes(raw);
+    out.truncate(record_size(record_room(raw.stack_bytes as usize / 8)));
+    out
+}
+
+/// The wire bytes of an event, with room for [`MAX_STACK`] frames.
 pub fn to_bytes(raw: &Event) -> Vec<u8> {
     let mut out = vec![0u8; EVENT_SIZE];
     // SAFETY: `out` has exactly `EVENT_SIZE` bytes and `write_unaligned` has no
