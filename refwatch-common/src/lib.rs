@@ -190,6 +190,22 @@ pub mod migrate {
 pub const EVENT_SIZE: usize = 7 * 8 + 12 * 4 + COMM_LEN + MAX_STACK * 8;
 const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
 
+/// The ring's unread bytes from which an event wakes the reader
+/// ([`KernelLayout::wake_bytes`]) for a ring of `ring_bytes`: a sixteenth of
+/// it, so that the reader has the other fifteen to catch up in.
+pub const fn wake_bytes(ring_bytes: u64) -> u64 {
+    ring_bytes / 16
+}
+
+/// Whether the record of `size` bytes that leaves `waiting` unread bytes
+/// in the ring (itself included) wakes the reader at wake level `level`:
+/// only the record that brings the ring to the level does; those after it,
+/// while the reader catches up, do not.
+#[inline(always)]
+pub const fn wakes_reader(waiting: u64, level: u64, size: u64) -> bool {
+    waiting >= level && waiting < level.saturating_add(size)
+}
+
 /// Bytes of an [`Event`] before its stack, the last field: the shortest
 /// ring record (an event without a stack).
 pub const EVENT_HEADER_SIZE: usize = EVENT_SIZE - MAX_STACK * 8;
@@ -322,6 +338,10 @@ pub struct KernelLayout {
     pub filter_pfn_hi: [u64; MAX_PFN_RANGES],
     /// `--cgroup`: the cgroup v2 id tasks must be in (0: any).
     pub filter_cgroup: u64,
+    /// Unread bytes in the ring from which an event wakes the reader: the
+    /// event that brings the ring to this level wakes it, the ones after it
+    /// do not (0: a MiB). A sixteenth of the ring.
+    pub wake_bytes: u64,
     /// `--pfn`: ranges in use (0: every PFN).
     pub filter_pfn_ranges: u32,
     /// `--type`: bit `1 << t` for each stable [`pgmap`] type `t` kept (0: all).
@@ -342,7 +362,7 @@ pub struct KernelLayout {
 
 const _: () = assert!(
     core::mem::size_of::<KernelLayout>()
-        == 3 * 8 + 24 * 4 + KIND_SLOTS + 2 * MAX_PFN_RANGES * 8 + 8 + 6 * 4 + 8 * 4
+        == 3 * 8 + 24 * 4 + KIND_SLOTS + 2 * MAX_PFN_RANGES * 8 + 2 * 8 + 6 * 4 + 8 * 4
 );
 
 /// Most `--pfn` ranges the kernel programs test an event against.
@@ -390,6 +410,7 @@ impl KernelLayout {
             filter_pfn_lo: [0; MAX_PFN_RANGES],
             filter_pfn_hi: [0; MAX_PFN_RANGES],
             filter_cgroup: 0,
+            wake_bytes: 0,
             filter_pfn_ranges: 0,
             filter_types: 0,
             filter_tgid: 0,
@@ -546,7 +567,29 @@ mod user {
 mod tests {
     use super::{
         EVENT_HEADER_SIZE, EVENT_SIZE, MAX_STACK, hook, kaddr, record_room, record_size, ret,
+        wake_bytes, wakes_reader,
     };
+
+    #[test]
+    fn the_record_that_reaches_the_wake_level_wakes_the_reader_and_no_other() {
+        // The default ring's level is the MiB it always was.
+        assert_eq!(wake_bytes(16 << 20), 1 << 20);
+        assert_eq!(wake_bytes(4096), 256);
+        let level = 1 << 20;
+        // Records of 184 bytes filling an unread ring: exactly one wakes.
+        let wakers: Vec<u64> = (1..20_000u64)
+            .map(|n| n * 184)
+            .filter(|&waiting| wakes_reader(waiting, level, 184))
+            .collect();
+        assert_eq!(wakers, [5699 * 184]);
+        assert!(!wakes_reader(level - 1, level, 184));
+        assert!(wakes_reader(level, level, 184));
+        assert!(!wakes_reader(level + 184, level, 184));
+        // Read down below the level, the ring wakes the reader again when
+        // it reaches it again.
+        assert!(wakes_reader(level + 100, level, 120));
+        assert!(!wakes_reader(u64::MAX, u64::MAX, 0));
+    }
 
     #[test]
     fn records_have_room_for_the_frames_asked_in_steps_of_eight() {

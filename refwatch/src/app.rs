@@ -229,6 +229,7 @@ fn run_live_printing(
     let mut p = prepare(&args.probe)?;
     watch.encode(&mut p.layout.raw);
     p.layout.raw.rate_cap = args.max_rate.unwrap_or(0);
+    p.layout.raw.wake_bytes = refwatch_common::wake_bytes(u64::from(args.ring_size));
     if let Some(n) = args.max_rate {
         log::info!(
             "--max-rate: at most {n} events per second from each CPU; past it they are counted, their pages marked with a gap"
