@@ -2,12 +2,12 @@
 
 use aya_ebpf::{
     EbpfContext, bindings,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated},
+    helpers::{bpf_get_current_pid_tgid, generated},
     maps::ring_buf::RingBufBytes,
 };
 use refwatch_common::{
-    Event, KIND_SLOTS, MAX_STACK, RECORD_STEP_FRAMES, counter, flags, record_size, stack_depth,
-    stack_flags, wakes_reader,
+    COMM_LEN, Event, KIND_SLOTS, MAX_STACK, RECORD_STEP_FRAMES, counter, flags, record_size,
+    stack_depth, stack_flags, wakes_reader,
 };
 
 use crate::{
@@ -329,7 +329,7 @@ pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStac
         (*ev).mapcount = f.mapcount.unwrap_or(0);
         (*ev).pgmap_type = f.pgmap_type;
         (*ev).nr_pages = f.nr_pages;
-        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        write_comm(&raw mut (*ev).comm);
         // Only `stack_bytes` of the frames are read: a short walk leaves
         // the rest of the room as it was.
         let stack = (&raw mut (*ev).stack).cast::<u64>();
@@ -355,6 +355,19 @@ pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStac
     }
     submit_record(record);
     count(counter::SUBMITTED);
+}
+
+/// Writes the current task's name into `dst`, straight from the helper
+/// (which fills all of it, zeroed when it fails): a name built on the
+/// program's stack first is zeroed there by `memset`, a loop of a store per
+/// byte on BPF.
+///
+/// # Safety
+/// `dst` must be valid for writes.
+#[inline(always)]
+pub unsafe fn write_comm(dst: *mut [u8; COMM_LEN]) {
+    // SAFETY: `dst` holds `COMM_LEN` bytes (caller).
+    unsafe { generated::bpf_get_current_comm(dst.cast(), COMM_LEN as u32) };
 }
 
 /// Copies the frames of a shared walk (`bytes` of them) into a record's

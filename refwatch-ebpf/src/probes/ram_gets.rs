@@ -9,7 +9,7 @@
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_pid_tgid,
         generated::{self, bpf_probe_read_kernel},
     },
     macros::map,
@@ -19,7 +19,7 @@ use refwatch_common::{Event, MAX_STACK, counter, flags, kind, pgmap, stack_flags
 
 use crate::{
     EVENTS,
-    emit::{count, stack_frames, walk_stack},
+    emit::{count, stack_frames, walk_stack, write_comm},
     page::{any_page, layout},
 };
 
@@ -66,7 +66,7 @@ pub fn remember<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, refs: u64) {
         (*r).head = head;
         (*r).refs = refs;
         (*r).hook = hook;
-        (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        write_comm(&raw mut (*r).comm);
         let n = walk_stack(ctx, (&raw mut (*r).stack).cast(), frames);
         (*r).stack_bytes = if n > 0 { n as u32 } else { 0 };
         if RAM_GETS.insert(pfn, *r, 0).is_ok() {
