@@ -13,6 +13,8 @@ pub mod resolve;
 #[cfg(test)]
 mod catalog_tests;
 #[cfg(test)]
+mod object_calls_tests;
+#[cfg(test)]
 mod object_tests;
 
 pub use catalog::{
