@@ -421,7 +421,16 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let r = report::build_from(&mut rec, th, args.raw_pointers)?;
+    // The image first: a wrong path fails before the replay.
+    let lines = args
+        .vmlinux
+        .as_deref()
+        .map(crate::symbols::SourceLines::open)
+        .transpose()?;
+    let mut r = report::build_from(&mut rec, th, args.raw_pointers)?;
+    if let Some(lines) = &lines {
+        r.add_source_lines(lines);
+    }
     if args.json {
         // Written as it is encoded: no second copy of a large report.
         stdout_with(|w| {

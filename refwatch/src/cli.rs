@@ -109,6 +109,11 @@ pub struct ReportArgs {
     /// instead of one per holder with its pages as PFN ranges.
     #[arg(long)]
     pub per_page: bool,
+    /// A vmlinux with DWARF of the recorded kernel (Debian's
+    /// linux-image-*-dbg package: /usr/lib/debug/boot/vmlinux-VERSION):
+    /// each frame shown with its source line (`mm/gup.c:412`).
+    #[arg(long, value_name = "FILE")]
+    pub vmlinux: Option<PathBuf>,
     /// Show the kernel addresses the recording holds (made with
     /// --raw-pointers, or by an earlier version); hidden by default.
     #[arg(long)]

@@ -3,6 +3,8 @@
 
 mod groups;
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +127,39 @@ pub struct Report {
     /// and tasks they leave out are not in it, stuck or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// `--vmlinux`: the source line of each frame shown that the image
+    /// knows, by frame (`"try_grab_folio_fast+0x5": "mm/gup.c:412"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_lines: BTreeMap<String, String>,
+}
+
+impl Report {
+    /// Every frame the report shows: the holders' stacks and the
+    /// releasers', per episode and per group.
+    pub fn frames(&self) -> impl Iterator<Item = &String> {
+        let episodes = self.episodes.iter().flat_map(|e| {
+            e.holders.iter().flat_map(|h| h.stack.iter()).chain(
+                e.released_by
+                    .iter()
+                    .flat_map(|r| r.stack.0.iter().flatten()),
+            )
+        });
+        let groups = self.holder_groups.iter().flat_map(|g| g.stack.iter());
+        episodes.chain(groups)
+    }
+
+    /// `--vmlinux`: names the source line of every frame shown.
+    pub fn add_source_lines(&mut self, lines: &crate::symbols::SourceLines) {
+        self.source_lines = lines.lines(self.frames());
+    }
+
+    /// A frame as the text shows it: with its source line when known.
+    pub(crate) fn frame_text(&self, f: &str) -> String {
+        match self.source_lines.get(f) {
+            Some(l) => format!("      {f}  {l}\n"),
+            None => format!("      {f}\n"),
+        }
+    }
 }
 
 /// Pages a report tracks at once (as many as `attach` by default); idle
@@ -354,6 +389,7 @@ impl Builder {
             capped: 0,
             episodes_dropped: t.episodes_dropped(),
             events_not_followed: t.over_cap(),
+            source_lines: BTreeMap::new(),
             unknown_at_end: t.unknown_pages().iter().map(|(pfn, _)| *pfn).collect(),
             gaps: t
                 .gapped_pages()
@@ -562,7 +598,7 @@ fn episodes_text(r: &Report, out: &mut String) {
                 out.push_str(&format!("    in cgroup {c}{container}\n"));
             }
             for f in &h.stack {
-                out.push_str(&format!("      {f}\n"));
+                out.push_str(&r.frame_text(f));
             }
         }
         if e.holders_omitted > 0 {
@@ -586,17 +622,17 @@ fn episodes_text(r: &Report, out: &mut String) {
                 ));
             }
         }
-        if let Some(r) = &e.released_by {
+        if let Some(rel_by) = &e.released_by {
             out.push_str(&format!(
                 "  released by {} pid {} ({} in {}) at +{:.3}s\n",
-                r.comm,
-                r.tgid,
-                r.event,
-                r.symbol,
-                rel(r.ts_ns)
+                rel_by.comm,
+                rel_by.tgid,
+                rel_by.event,
+                rel_by.symbol,
+                rel(rel_by.ts_ns)
             ));
-            for f in r.stack.0.iter().flatten() {
-                out.push_str(&format!("      {f}\n"));
+            for f in rel_by.stack.0.iter().flatten() {
+                out.push_str(&r.frame_text(f));
             }
         }
     }

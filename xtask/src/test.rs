@@ -12,8 +12,8 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    checks, cmd, dist, fuzz,
-    kernels::KernelId,
+    checks, cmd, dist, fuzz, kbuild,
+    kernels::{self, KernelId},
     lab::{self, LabRun},
     pointer_scan, setup,
 };
@@ -426,8 +426,33 @@ fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<
         }
         tally.record(&format!("lab {name} {s}"), problems);
     }
+    // `report --vmlinux` on a kernel built here, whose image has DWARF.
+    let lined: Vec<&String> = run
+        .scenarios
+        .iter()
+        .filter(|s| SOURCE_LINE_SCENARIOS.contains(&s.as_str()))
+        .collect();
+    if !lined.is_empty()
+        && let kernels::KernelSource::Built { .. } = run.kernel.source()
+    {
+        let tree = kbuild::cached(run.kernel)
+            .ok_or_else(|| anyhow::anyhow!("kernel {name}: no build in the cache"))
+            .and_then(|info| kbuild::source_tree(run.kernel, &info.version));
+        for s in lined {
+            let checked = tree
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                .and_then(|t| checks::lines::check_source_lines(&refwatch, &out.join(s), t));
+            tally.result(&format!("lab {label} {s} source lines"), checked);
+        }
+    }
     Ok(())
 }
+
+/// The scenarios whose holders' frames `report --vmlinux` names by source
+/// line, on the kernels built here: a GUP holder of fs-dax pages, and a
+/// device-private page's (`test_hmm` is built in).
+const SOURCE_LINE_SCENARIOS: &[&str] = &["dax-hold", "hmm-leak"];
 
 #[cfg(test)]
 mod tests {

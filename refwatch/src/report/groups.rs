@@ -227,7 +227,7 @@ pub(super) fn text(r: &Report, out: &mut String) {
             ));
         }
         for f in &g.stack {
-            out.push_str(&format!("      {f}\n"));
+            out.push_str(&r.frame_text(f));
         }
         if !g.released_by.is_empty() {
             let who: Vec<String> = g
@@ -306,6 +306,50 @@ mod tests {
         // Read back as written.
         let back: report::Report = serde_json::from_value(json).expect("read back");
         assert_eq!(back, r);
+    }
+
+    /// `--vmlinux`: the frames the image knows get their line in the text
+    /// and in `source_lines`, the others stay as they were. The image is
+    /// this test binary (ELF with DWARF), the frame its function
+    /// `refwatch_source_lines_probe` (`symbols/lines.rs`'s tests).
+    #[test]
+    fn frames_the_image_knows_are_shown_with_their_source_line() {
+        let mut r = synthetic_report();
+        let probe = "refwatch_source_lines_probe+0x4".to_owned();
+        for g in &mut r.holder_groups {
+            g.stack.insert(0, probe.clone());
+        }
+        for e in &mut r.episodes {
+            for h in &mut e.holders {
+                h.stack.insert(0, probe.clone());
+            }
+        }
+        let exe = std::env::current_exe().expect("the test binary");
+        let lines = crate::symbols::SourceLines::open(&exe).expect("the test binary's DWARF");
+        r.add_source_lines(&lines);
+        assert_eq!(r.source_lines.len(), 1, "{:?}", r.source_lines);
+        let line = r.source_lines.get(&probe).expect("the probe's line");
+        assert!(line.contains("src/symbols/lines.rs:"), "{line}");
+        let text = report::text(&r);
+        assert_eq!(
+            text.matches(&format!("      {probe}  {line}\n")).count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("__do_sys_vmsplice+0x"), "{text}");
+        assert!(text.contains("      __do_sys_vmsplice+0x9d\n"), "{text}");
+        let per_page = report::text_per_page(&r);
+        assert_eq!(
+            per_page.matches(&format!("{probe}  {line}")).count(),
+            2,
+            "{per_page}"
+        );
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["source_lines"][&probe], serde_json::json!(line));
+        // Without the image, no key at all.
+        r.source_lines.clear();
+        let json = serde_json::to_value(&r).expect("json");
+        assert!(json.get("source_lines").is_none());
     }
 
     #[test]

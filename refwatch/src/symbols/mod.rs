@@ -4,12 +4,14 @@
 //! gives its events ([`Names`]).
 
 pub mod kallsyms;
+pub mod lines;
 pub mod names;
 pub mod roles;
 pub mod symbolizer;
 pub mod table;
 
 pub use kallsyms::Kallsyms;
+pub use lines::SourceLines;
 pub use names::{Live, Names};
 pub use roles::{Role, role_of};
 pub use symbolizer::{DEFAULT_SYMBOL_CACHE, Symbolizer, owner_name, stack_strings};

@@ -14,6 +14,7 @@
 //! - [`report`]: refwatch's own report (`report.json`, `--fail-on-stuck`);
 //! - [`groups`]: holders grouped, in the report and the headless stream;
 //! - [`groundtruth`]: the comparison with the page_ref tracepoints;
+//! - [`lines`]: source lines of holders' frames (`report --vmlinux`, kernels built here);
 //! - [`filters`]: `--pfn` and `--pid` (the `+pfn-filter`, `+pid-filter` scenarios);
 //! - [`metrics`]: the `/metrics` endpoint and the holder's cgroup (`+metrics`);
 //! - [`selftests`]: the kernel's HMM selftests under refwatch (`hmm-selftests`);
@@ -25,6 +26,7 @@ pub mod fsdax;
 pub mod groundtruth;
 pub mod groups;
 pub mod hmm;
+pub mod lines;
 pub mod loss;
 pub mod metrics;
 pub mod probes;

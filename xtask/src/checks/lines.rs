@@ -1,0 +1,216 @@
+//! `refwatch report --vmlinux` on a recording of a kernel built here: the
+//! image's DWARF names a source line for the holders' frames, and each
+//! line named lies, in the kernel's own source tree, within the function
+//! the frame names.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// Frames of the holder stacks whose line must be checked against the
+/// source, at least (the rest are macros such as `SYSCALL_DEFINE`, whose
+/// function name is not in the text, or inlined across files).
+const CHECKED_MIN: usize = 3;
+
+/// Runs `report --json --vmlinux` on `dir`'s recording and checks the
+/// source lines it names against `tree`.
+pub fn check_source_lines(refwatch: &Path, dir: &Path, tree: &Path) -> Result<Vec<String>> {
+    let vmlinux = tree.join("vmlinux");
+    let out = Command::new(refwatch)
+        .args(["report", "--json", "--vmlinux"])
+        .arg(&vmlinux)
+        .arg(dir.join("recording"))
+        .output()
+        .context("run refwatch report --vmlinux")?;
+    if !out.status.success() {
+        bail!(
+            "refwatch report --vmlinux {} failed: {}",
+            vmlinux.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let report: Value = serde_json::from_slice(&out.stdout).context("report JSON")?;
+    let lines: BTreeMap<String, String> =
+        serde_json::from_value(report["source_lines"].clone()).unwrap_or_default();
+    let groups = report["holder_groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let stacks: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            g["stack"]
+                .as_array()
+                .map(|s| {
+                    s.iter()
+                        .filter_map(|f| f.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .filter(|s: &Vec<String>| !s.is_empty())
+        .collect();
+    let mut bad = Vec::new();
+    if stacks.is_empty() {
+        bad.push("no holder group with a stack in the report".to_owned());
+        return Ok(bad);
+    }
+    let mut checked = 0;
+    for stack in &stacks {
+        if let Some(first) = stack.first()
+            && !lines.contains_key(first)
+        {
+            bad.push(format!(
+                "the holder's first frame {first} has no source line"
+            ));
+        }
+        for frame in stack {
+            let Some(at) = lines.get(frame) else { continue };
+            match within_function(tree, frame, at) {
+                Ok(Some(true)) => checked += 1,
+                Ok(Some(false)) => bad.push(format!(
+                    "{frame} → {at}: the line is outside the function in the source"
+                )),
+                Ok(None) => {}
+                Err(e) => bad.push(format!("{frame} → {at}: {e:#}")),
+            }
+        }
+    }
+    if checked < CHECKED_MIN {
+        bad.push(format!(
+            "only {checked} frame(s) checked against the source (of {} with a line), expected at least {CHECKED_MIN}",
+            lines.len()
+        ));
+    }
+    println!(
+        "source lines ({}): {} frame(s) named, {checked} checked within their function",
+        dir.display(),
+        lines.len()
+    );
+    Ok(bad)
+}
+
+/// Whether `file:line` (`at`) lies within the definition of the function
+/// `frame` names, in `tree`; `None` when the file has no definition of it
+/// that starts a line (a macro-made function, or a line in another file).
+fn within_function(tree: &Path, frame: &str, at: &str) -> Result<Option<bool>> {
+    let (name, _) = frame
+        .rsplit_once('+')
+        .context("a frame without an offset")?;
+    let base = base_name(name);
+    let (file, line) = at.rsplit_once(':').context("a line without a file")?;
+    let line: usize = line.parse().context("a line number")?;
+    let path: PathBuf = tree.join(file);
+    let Ok(text) = fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    Ok(function_span(&text, base).map(|(start, end)| (start..=end).contains(&line)))
+}
+
+/// The function a compiler clone is of: `f.isra.0`, `f.constprop.0`,
+/// `f.part.0`, `f.cold` → `f`.
+fn base_name(name: &str) -> &str {
+    name.split_once('.').map_or(name, |(b, _)| b)
+}
+
+/// The lines (1-based, inclusive) of the definition of `name` in C source
+/// `text`: from the line that opens it (at column 0, `name(` on it, not a
+/// declaration) to the `}` at column 0 that closes it.
+fn function_span(text: &str, name: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let call = format!("{name}(");
+    for (i, l) in lines.iter().enumerate() {
+        let starts_ok = l
+            .chars()
+            .next()
+            .is_some_and(|c| !c.is_whitespace() && c != '#' && c != '/' && c != '*');
+        let Some(at) = l.find(&call) else { continue };
+        let boundary = at == 0 || !l[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_');
+        if !starts_ok || !boundary || l.trim_end().ends_with(';') {
+            continue;
+        }
+        // A definition: its body opens before any `;` ends a prototype.
+        let mut opened = false;
+        for next in lines.iter().skip(i) {
+            if next.starts_with('{') || next.trim_end().ends_with('{') {
+                opened = true;
+                break;
+            }
+            if next.trim_end().ends_with(';') {
+                break;
+            }
+        }
+        if !opened {
+            continue;
+        }
+        let end = lines
+            .iter()
+            .enumerate()
+            .skip(i + 1)
+            .find(|(_, l)| l.starts_with('}'))
+            .map(|(j, _)| j + 1)?;
+        return Some((i + 1, end));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCE: &str = "\
+static int helper(int x);
+
+/* helper( in a comment */
+static int helper(int x)
+{
+\treturn x + 1;
+}
+
+int
+try_grab_folio_fast(struct folio *folio, int refs,
+\t\t    unsigned int flags)
+{
+\tif (helper(refs))
+\t\treturn 0;
+\treturn 1;
+}
+";
+
+    #[test]
+    fn a_definition_spans_from_its_name_to_its_closing_brace() {
+        assert_eq!(function_span(SOURCE, "helper"), Some((4, 7)));
+        assert_eq!(function_span(SOURCE, "try_grab_folio_fast"), Some((10, 16)));
+        assert_eq!(function_span(SOURCE, "refs"), None);
+        assert_eq!(function_span(SOURCE, "missing"), None);
+        assert_eq!(base_name("gup_fast_pte_range.isra.0"), "gup_fast_pte_range");
+        assert_eq!(base_name("f"), "f");
+    }
+
+    #[test]
+    fn a_line_is_judged_against_the_function_the_frame_names() {
+        let tree = std::env::temp_dir().join(format!("xtask-lines-{}", std::process::id()));
+        fs::create_dir_all(tree.join("mm")).expect("mkdir");
+        fs::write(tree.join("mm/gup.c"), SOURCE).expect("write");
+        let t = tree.as_path();
+        assert_eq!(
+            within_function(t, "try_grab_folio_fast+0x5", "mm/gup.c:13").expect("judged"),
+            Some(true)
+        );
+        assert_eq!(
+            within_function(t, "try_grab_folio_fast.isra.0+0x5", "mm/gup.c:6").expect("judged"),
+            Some(false)
+        );
+        assert_eq!(
+            within_function(t, "__do_sys_vmsplice+0x9d", "fs/splice.c:1500").expect("judged"),
+            None
+        );
+        fs::remove_dir_all(&tree).expect("clean up");
+    }
+}
