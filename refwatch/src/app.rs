@@ -427,6 +427,9 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode> {
         .as_deref()
         .map(crate::symbols::SourceLines::open)
         .transpose()?;
+    if let (Some(l), Some(path)) = (&lines, &args.vmlinux) {
+        l.check_release(&rec.header().kernel, path)?;
+    }
     let mut r = report::build_from(&mut rec, th, args.raw_pointers)?;
     if let Some(lines) = &lines {
         r.add_source_lines(lines);

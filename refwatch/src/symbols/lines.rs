@@ -19,6 +19,8 @@ use crate::fasthash::FastMap;
 /// The source lines of one kernel image.
 pub struct SourceLines {
     loader: addr2line::Loader,
+    /// The kernel release the image's `linux_banner` names (`uname -r`).
+    release: Option<String>,
     /// Text symbols by name; `None` for a name several functions share.
     addrs: FastMap<String, Option<u64>>,
     /// The tree the image was built in (the directory holding it, with a
@@ -69,6 +71,7 @@ impl SourceLines {
                 path.display()
             );
         }
+        let release = banner_release(&obj);
         drop(obj);
         let loader = addr2line::Loader::new(path)
             .map_err(|e| anyhow::anyhow!("{}: reading its DWARF: {e}", path.display()))?;
@@ -79,9 +82,28 @@ impl SourceLines {
             .unwrap_or_default();
         Ok(Self {
             loader,
+            release,
             addrs,
             root,
         })
+    }
+
+    /// The kernel release (`uname -r`) the image's banner names, when it
+    /// is a kernel image.
+    pub fn release(&self) -> Option<&str> {
+        self.release.as_deref()
+    }
+
+    /// An error unless the image is of kernel `release` (as far as its
+    /// banner says: an image without one is taken as it is).
+    pub fn check_release(&self, release: &str, path: &Path) -> Result<()> {
+        match self.release() {
+            Some(r) if r != release => bail!(
+                "{} is an image of kernel {r}, not of {release}: its lines would name other code",
+                path.display()
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// `file:line` of a frame `symbol+0xoff`, when the image knows it.
@@ -130,6 +152,19 @@ impl SourceLines {
         }
         file.strip_prefix("./").unwrap_or(file)
     }
+}
+
+/// The release in `linux_banner` (`Linux version RELEASE (…`).
+fn banner_release<'d, R: object::ReadRef<'d>>(obj: &object::File<'d, R>) -> Option<String> {
+    use object::ObjectSection as _;
+    let sym = obj.symbols().find(|s| s.name() == Ok("linux_banner"))?;
+    let section = obj.section_by_index(sym.section_index()?).ok()?;
+    let len = sym.size().clamp(16, 512);
+    let data = section.data_range(sym.address(), len).ok()??;
+    let text = String::from_utf8_lossy(data);
+    let rest = text.strip_prefix("Linux version ")?;
+    let release = rest.split_whitespace().next()?;
+    Some(release.to_owned())
 }
 
 /// `symbol+0xoff` → (`symbol`, off).
@@ -189,6 +224,10 @@ mod tests {
                 "{frame}: line {line} outside the function ({first}..{last})"
             );
         }
+        assert_eq!(lines.release(), None, "no kernel banner in a test binary");
+        lines
+            .check_release("7.2.13", &exe)
+            .expect("an image without a banner is taken as it is");
         assert_eq!(lines.line("no_such_function_anywhere+0x4"), None);
         assert_eq!(lines.line("refwatch_source_lines_probe"), None);
         let map = lines.lines(&[

@@ -1,7 +1,7 @@
 //! `refwatch report --vmlinux` on a recording of a kernel built here: the
 //! image's DWARF names a source line for the holders' frames, and each
 //! line named lies, in the kernel's own source tree, within the function
-//! the frame names.
+//! the frame names; a recording of another kernel is refused with it.
 
 use std::{
     collections::BTreeMap,
@@ -88,12 +88,52 @@ pub fn check_source_lines(refwatch: &Path, dir: &Path, tree: &Path) -> Result<Ve
             lines.len()
         ));
     }
+    bad.extend(refuses_another_kernel(refwatch, dir, &vmlinux, &report)?);
     println!(
         "source lines ({}): {} frame(s) named, {checked} checked within their function",
         dir.display(),
         lines.len()
     );
     Ok(bad)
+}
+
+/// The same recording with its header naming another kernel release must
+/// be refused with the image (its lines would name other code).
+fn refuses_another_kernel(
+    refwatch: &Path,
+    dir: &Path,
+    vmlinux: &Path,
+    report: &Value,
+) -> Result<Vec<String>> {
+    let release = report["kernel"].as_str().context("the report's kernel")?;
+    let text = fs::read_to_string(dir.join("recording")).context("read recording")?;
+    let (header, rest) = text.split_once('\n').context("a recording without lines")?;
+    let from = format!("\"kernel\":\"{release}\"");
+    if !header.contains(&from) {
+        bail!("the recording's header does not name kernel {release}");
+    }
+    let other = dir.join("recording.other-kernel");
+    let renamed = header.replace(&from, "\"kernel\":\"0.0.1-other\"");
+    fs::write(&other, format!("{renamed}\n{rest}")).context("write recording.other-kernel")?;
+    let out = Command::new(refwatch)
+        .args(["report", "--vmlinux"])
+        .arg(vmlinux)
+        .arg(&other)
+        .output()
+        .context("run refwatch report --vmlinux")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = fs::remove_file(&other);
+    if out.status.code() == Some(1)
+        && stderr.contains(&format!("an image of kernel {release}, not of 0.0.1-other"))
+    {
+        Ok(Vec::new())
+    } else {
+        Ok(vec![format!(
+            "a recording of another kernel with this image: exit {:?}, expected 1 naming both releases: {}",
+            out.status.code(),
+            stderr.trim()
+        )])
+    }
 }
 
 /// Whether `file:line` (`at`) lies within the definition of the function
