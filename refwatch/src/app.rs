@@ -265,6 +265,11 @@ fn run_live_printing(
         plan_table(&loaded.rows)
     );
     log::info!("refcount rules: {}", rules.basis);
+    let lines = if use_tui {
+        tui_source_lines(args.vmlinux.as_deref(), &p.release)?
+    } else {
+        None
+    };
     let tui_info = use_tui.then(|| {
         crate::tui::HeaderInfo::live(
             &p.release,
@@ -358,7 +363,13 @@ fn run_live_printing(
             }
         }
         let run: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = match tui_info {
-            Some(info) => Box::pin(crate::tui::run_live(&mut loaded, &p.kallsyms, opts, info)),
+            Some(info) => Box::pin(crate::tui::run_live(
+                &mut loaded,
+                &p.kallsyms,
+                opts,
+                info,
+                lines,
+            )),
             None => Box::pin(collector::run(&mut loaded, &p.kallsyms, opts)),
         };
         tokio::pin!(run);
@@ -414,6 +425,38 @@ fn run_live_printing(
 }
 
 /// `refwatch report`.
+/// The live TUI's source lines: from `--vmlinux` (an error when it cannot
+/// be read or is of another kernel), else from Debian's debug image of the
+/// running kernel when one is installed (a warning when it cannot be used).
+fn tui_source_lines(
+    asked: Option<&Path>,
+    release: &str,
+) -> Result<Option<crate::symbols::lines::LineCache>> {
+    use crate::symbols::{SourceLines, lines::LineCache};
+    if let Some(path) = asked {
+        let l = SourceLines::open(path)?;
+        l.check_release(release, path)?;
+        return Ok(Some(LineCache::new(l)));
+    }
+    let default = crate::symbols::lines::debug_image(release);
+    if !default.is_file() {
+        return Ok(None);
+    }
+    match SourceLines::open(&default).and_then(|l| {
+        l.check_release(release, &default)?;
+        Ok(l)
+    }) {
+        Ok(l) => {
+            log::info!("source lines from {}", default.display());
+            Ok(Some(LineCache::new(l)))
+        }
+        Err(e) => {
+            log::warn!("no source lines: {e:#}");
+            Ok(None)
+        }
+    }
+}
+
 pub fn report(args: &ReportArgs) -> Result<ExitCode> {
     let mut rec = recording::Reader::open(&args.file)?;
     let th = if args.thresholds.any() {

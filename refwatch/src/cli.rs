@@ -76,6 +76,10 @@ pub struct ReplayArgs {
     /// Start paused at the beginning instead of playing.
     #[arg(long)]
     pub paused: bool,
+    /// A vmlinux with DWARF of the recorded kernel: stack frames shown
+    /// with their source lines (see `report --vmlinux`).
+    #[arg(long, value_name = "FILE")]
+    pub vmlinux: Option<PathBuf>,
     /// Write refwatch's own log here (default: none; warnings and errors are
     /// printed on stderr when the TUI ends).
     #[arg(long, value_name = "FILE")]
@@ -237,6 +241,11 @@ pub struct AttachArgs {
     /// No TUI: a periodic one-line summary on stdout, and a per-PFN table at the end.
     #[arg(long)]
     pub headless: bool,
+    /// The TUI's stacks with source lines, from this vmlinux with DWARF of
+    /// the running kernel (default: Debian's debug image,
+    /// /usr/lib/debug/boot/vmlinux-RELEASE, when it is installed).
+    #[arg(long, value_name = "FILE")]
+    pub vmlinux: Option<PathBuf>,
     /// Headless: a line per stuck episode with its holders (each page
     /// apart) instead of a line when a holder's group of stuck pages opens,
     /// grows or clears.

@@ -9,7 +9,7 @@
 //! A name that several functions share (static functions of different
 //! files) gives no line: the frame cannot say which one it is.
 
-use std::{collections::BTreeMap, fs::File, path::Path};
+use std::{cell::RefCell, collections::BTreeMap, fs::File, path::Path, rc::Rc};
 
 use anyhow::{Context as _, Result, bail};
 use object::{Object as _, ObjectSymbol as _, SymbolKind, read::ReadCache};
@@ -154,6 +154,55 @@ impl SourceLines {
     }
 }
 
+/// Where Debian's `linux-image-*-dbg` package puts the image of kernel
+/// `release`: the live TUI takes it from there when it is present.
+pub fn debug_image(release: &str) -> std::path::PathBuf {
+    Path::new("/usr/lib/debug/boot").join(format!("vmlinux-{release}"))
+}
+
+/// [`SourceLines`] looked up once per frame: the TUI draws the same frames
+/// many times.
+pub struct LineCache {
+    lines: SourceLines,
+    seen: RefCell<FastMap<String, Option<Rc<str>>>>,
+}
+
+impl std::fmt::Debug for LineCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineCache")
+            .field("lines", &self.lines)
+            .field("seen", &self.seen.borrow().len())
+            .finish()
+    }
+}
+
+/// Frames whose lines a [`LineCache`] keeps: the stacks of a long session
+/// are few, but nothing here may grow without a bound.
+const CACHE_MAX: usize = 1 << 16;
+
+impl LineCache {
+    pub fn new(lines: SourceLines) -> Self {
+        Self {
+            lines,
+            seen: RefCell::default(),
+        }
+    }
+
+    /// `file:line` of `frame`, looked up the first time only.
+    pub fn of(&self, frame: &str) -> Option<Rc<str>> {
+        if let Some(l) = self.seen.borrow().get(frame) {
+            return l.clone();
+        }
+        let l: Option<Rc<str>> = self.lines.line(frame).map(Into::into);
+        let mut seen = self.seen.borrow_mut();
+        if seen.len() >= CACHE_MAX {
+            seen.clear();
+        }
+        seen.insert(frame.to_owned(), l.clone());
+        l
+    }
+}
+
 /// The release in `linux_banner` (`Linux version RELEASE (…`).
 fn banner_release<'d, R: object::ReadRef<'d>>(obj: &object::File<'d, R>) -> Option<String> {
     use object::ObjectSection as _;
@@ -230,6 +279,12 @@ mod tests {
             .expect("an image without a banner is taken as it is");
         assert_eq!(lines.line("no_such_function_anywhere+0x4"), None);
         assert_eq!(lines.line("refwatch_source_lines_probe"), None);
+        let cache = LineCache::new(SourceLines::open(&exe).expect("again"));
+        let probe = "refwatch_source_lines_probe+0x4";
+        let once = cache.of(probe).expect("a line");
+        assert_eq!(cache.of(probe), Some(once), "the same line from the cache");
+        assert_eq!(cache.of("x+0x1"), None);
+        assert_eq!(cache.seen.borrow().len(), 2);
         let map = lines.lines(&[
             "refwatch_source_lines_probe+0x4".to_owned(),
             "x+0x1".to_owned(),

@@ -509,7 +509,7 @@ fn stack(app: &App, d: &DetailSnap, area: Rect, buf: &mut Buffer, side: bool) {
         ));
     }
     for f in frames {
-        lines.push(Line::raw(format!(" {f}")));
+        lines.push(Line::raw(format!(" {}", app.frame_text(f))));
     }
     Paragraph::new(lines).render(inner, buf);
 }

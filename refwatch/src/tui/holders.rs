@@ -180,7 +180,7 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
             foot_lines.push(Line::styled(fit(n, width), DIM));
         }
         for f in g.stack.iter().take(8) {
-            foot_lines.push(Line::raw(fit(&format!("  {f}"), width)));
+            foot_lines.push(Line::raw(fit(&format!("  {}", app.frame_text(f)), width)));
         }
     }
     foot_lines.push(Line::from(vec![Span::styled(

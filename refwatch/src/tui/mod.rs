@@ -248,6 +248,7 @@ pub async fn run_live(
     syms: &Kallsyms,
     opts: collector::Options,
     info: HeaderInfo,
+    lines: Option<crate::symbols::lines::LineCache>,
 ) -> Result<(Tracker, Totals)> {
     let mut hooks: HashMap<u32, String> = loaded
         .rows
@@ -272,6 +273,7 @@ pub async fn run_live(
     };
     let mut source = LiveSource::new(c, &mut loaded.ebpf, names, opts.duration);
     let mut app = App::new(info);
+    app.source_lines = lines.map(std::rc::Rc::new);
     // Whatever ends the loop (a key, a signal, the terminal going away, an
     // error), the collector is finished below so the recording and JSON
     // Lines are complete.
@@ -389,13 +391,21 @@ pub fn run_replay(args: &ReplayArgs) -> Result<ExitCode> {
         |n| n.to_string_lossy().into_owned(),
     );
     let info = HeaderInfo::recorded(&name, &header, header.started_ns);
+    let lines = match &args.vmlinux {
+        Some(path) => {
+            let l = crate::symbols::SourceLines::open(path)?;
+            l.check_release(&header.kernel, path)?;
+            Some(crate::symbols::lines::LineCache::new(l))
+        }
+        None => None,
+    };
     let replay = Replay::open(&args.file, Some(thresholds), args.speed, !args.paused)?;
     let complete = replay.complete();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    let (replay, end) = rt.block_on(replay_loop(replay, info))?;
+    let (replay, end) = rt.block_on(replay_loop(replay, info, lines))?;
     let st = replay.status();
     if let End::TerminalGone(why) = end {
         let m = format!(
@@ -421,9 +431,14 @@ pub fn run_replay(args: &ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn replay_loop(replay: Replay, info: HeaderInfo) -> Result<(Replay, End)> {
+async fn replay_loop(
+    replay: Replay,
+    info: HeaderInfo,
+    lines: Option<crate::symbols::lines::LineCache>,
+) -> Result<(Replay, End)> {
     let mut outside = Outside::install()?;
     let mut app = App::new(info);
+    app.source_lines = lines.map(std::rc::Rc::new);
     let mut term = Term::start()?;
     let mut input = Input::spawn()?;
     let mut source = ReplaySource::new(replay);

@@ -315,9 +315,20 @@ pub struct App {
     pub(crate) quit: bool,
     /// Where exports are written (shown in the export dialog).
     pub export_dir: std::path::PathBuf,
+    /// `--vmlinux` (or Debian's debug image of the running kernel): the
+    /// source line of each frame shown.
+    pub source_lines: Option<std::rc::Rc<crate::symbols::lines::LineCache>>,
 }
 
 impl App {
+    /// A frame as the stack panes show it: with its source line when known.
+    pub(crate) fn frame_text(&self, frame: &str) -> String {
+        match self.source_lines.as_ref().and_then(|c| c.of(frame)) {
+            Some(l) => format!("{frame}  {l}"),
+            None => frame.to_owned(),
+        }
+    }
+
     pub fn new(info: HeaderInfo) -> Self {
         Self {
             info,
@@ -353,6 +364,7 @@ impl App {
             message: None,
             quit: false,
             export_dir: std::path::PathBuf::from("."),
+            source_lines: None,
         }
     }
 

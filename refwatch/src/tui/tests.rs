@@ -699,3 +699,37 @@ mod header;
 mod holders;
 mod small;
 mod watch;
+
+/// `--vmlinux`: the stack panes show a frame's source line after it when
+/// the image knows the frame, and the frame alone when not. The image is
+/// this test binary (ELF with DWARF; `symbols/lines.rs`'s tests define
+/// `refwatch_source_lines_probe`); the synthetic stacks' frames are not in
+/// it.
+#[test]
+fn stack_frames_with_their_source_lines() {
+    let fx = Fixture::new();
+    let t = synthetic::stuck();
+    let mut app = fx.app(&t, T0 + 12 * S, 100, 30);
+    let exe = std::env::current_exe().expect("the test binary");
+    let lines = crate::symbols::SourceLines::open(&exe).expect("the test binary's DWARF");
+    app.source_lines = Some(std::rc::Rc::new(crate::symbols::lines::LineCache::new(
+        lines,
+    )));
+    let probe = app.frame_text("refwatch_source_lines_probe+0x4");
+    assert!(
+        probe.starts_with("refwatch_source_lines_probe+0x4  ")
+            && probe.contains("src/symbols/lines.rs:"),
+        "{probe}"
+    );
+    assert_eq!(app.frame_text("try_grab_folio+0x1a"), "try_grab_folio+0x1a");
+    typed(&mut app, "/40030");
+    app.on_key(key(KeyCode::Enter));
+    app.sync(&fx.feed(&t, T0 + 12 * S));
+    app.on_key(key(KeyCode::Tab));
+    app.on_key(key(KeyCode::Up));
+    let s = screen(&draw(&app, 100, 30));
+    assert!(
+        s.contains(" try_grab_folio+0x1a "),
+        "unchanged without a line: {s}"
+    );
+}
