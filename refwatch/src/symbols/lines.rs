@@ -21,8 +21,9 @@ pub struct SourceLines {
     loader: addr2line::Loader,
     /// The kernel release the image's `linux_banner` names (`uname -r`).
     release: Option<String>,
-    /// Text symbols by name; `None` for a name several functions share.
-    addrs: FastMap<String, Option<u64>>,
+    /// Text symbols by name: address and size (0: unknown); `None` for a
+    /// name several functions share.
+    addrs: FastMap<String, Option<(u64, u64)>>,
     /// The tree the image was built in (the directory holding it, with a
     /// trailing `/`): stripped from the paths the DWARF gives.
     root: String,
@@ -44,20 +45,21 @@ impl SourceLines {
         let cache = ReadCache::new(file);
         let obj = object::File::parse(&cache)
             .with_context(|| format!("{}: not an ELF kernel image", path.display()))?;
-        let mut addrs: FastMap<String, Option<u64>> = FastMap::default();
+        let mut addrs: FastMap<String, Option<(u64, u64)>> = FastMap::default();
         for sym in obj.symbols() {
             if sym.kind() != SymbolKind::Text || !sym.is_definition() {
                 continue;
             }
             let Ok(name) = sym.name() else { continue };
+            let at = (sym.address(), sym.size());
             addrs
                 .entry(name.to_owned())
                 .and_modify(|a| {
-                    if *a != Some(sym.address()) {
+                    if a.is_some_and(|(addr, _)| addr != at.0) {
                         *a = None;
                     }
                 })
-                .or_insert(Some(sym.address()));
+                .or_insert(Some(at));
         }
         if addrs.is_empty() {
             bail!(
@@ -109,7 +111,12 @@ impl SourceLines {
     /// `file:line` of a frame `symbol+0xoff`, when the image knows it.
     pub fn line(&self, frame: &str) -> Option<String> {
         let (name, off) = split_frame(frame)?;
-        let start = (*self.addrs.get(name)?)?;
+        let (start, size) = (*self.addrs.get(name)?)?;
+        // Past the function's end: not this image's function (a module's
+        // of the same name, say).
+        if size > 0 && off >= size {
+            return None;
+        }
         // A frame above the first is a return address: the call is the
         // instruction before it.
         let probe = start.checked_add(off)?.saturating_sub(u64::from(off > 0));
@@ -278,6 +285,11 @@ mod tests {
             .check_release("7.2.13", &exe)
             .expect("an image without a banner is taken as it is");
         assert_eq!(lines.line("no_such_function_anywhere+0x4"), None);
+        assert_eq!(
+            lines.line("refwatch_source_lines_probe+0x100000"),
+            None,
+            "an offset past the function's end"
+        );
         assert_eq!(lines.line("refwatch_source_lines_probe"), None);
         let cache = LineCache::new(SourceLines::open(&exe).expect("again"));
         let probe = "refwatch_source_lines_probe+0x4";

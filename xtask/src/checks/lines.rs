@@ -89,12 +89,219 @@ pub fn check_source_lines(refwatch: &Path, dir: &Path, tree: &Path) -> Result<Ve
         ));
     }
     bad.extend(refuses_another_kernel(refwatch, dir, &vmlinux, &report)?);
+    let held = groups
+        .first()
+        .and_then(|g| g["pfn_ranges"][0][0].as_u64())
+        .context("no PFN in the first holder group")?;
+    bad.extend(replay_shows_lines(refwatch, dir, &vmlinux, tree, held)?);
     println!(
         "source lines ({}): {} frame(s) named, {checked} checked within their function",
         dir.display(),
         lines.len()
     );
     Ok(bad)
+}
+
+/// `replay --vmlinux` in a terminal (a private tmux server, 160×45): at
+/// the recording's end, on page `pfn` (one the holder held), the detail
+/// pane shows the page's latest event that has a stack, each frame the
+/// image knows followed by its line; those lines must lie within their
+/// functions as the report's do.
+fn replay_shows_lines(
+    refwatch: &Path,
+    dir: &Path,
+    vmlinux: &Path,
+    tree: &Path,
+    pfn: u64,
+) -> Result<Vec<String>> {
+    let tmux = Tmux::start(
+        dir,
+        &format!(
+            "{} replay --paused --vmlinux {} {}; echo refwatch-exit=$?",
+            refwatch.display(),
+            vmlinux.display(),
+            dir.join("recording").display()
+        ),
+    )?;
+    tmux.wait_for("paused")?;
+    tmux.keys("]")?;
+    tmux.wait_for("■ end")?;
+    // A page the holder held, found by its PFN (`/`), then its events: its
+    // last (a free) has no stack, so back through them to the latest one
+    // that has.
+    tmux.keys("/")?;
+    tmux.keys(&format!("{pfn:x}"))?;
+    tmux.keys("Enter")?;
+    let mut screen = tmux.wait_for(&format!("detail pfn {pfn:#x}"))?;
+    tmux.keys("Tab")?;
+    let mut shown = framed_lines(&screen);
+    for _ in 0..12 {
+        if !shown.is_empty() {
+            break;
+        }
+        tmux.keys("Up")?;
+        screen = tmux.settled()?;
+        shown = framed_lines(&screen);
+    }
+    tmux.keys("q")?;
+    let code = tmux.wait_exit()?;
+    let mut bad = Vec::new();
+    if code != 0 {
+        bad.push(format!("replay --vmlinux exited {code}"));
+    }
+    let mut checked = 0;
+    for (frame, at) in &shown {
+        match within_function(tree, frame, at) {
+            Ok(Some(true)) => checked += 1,
+            Ok(Some(false)) => bad.push(format!(
+                "the TUI shows {frame} at {at}, outside the function in the source"
+            )),
+            Ok(None) => {}
+            Err(e) => bad.push(format!("the TUI's {frame} → {at}: {e:#}")),
+        }
+    }
+    if checked == 0 {
+        bad.push(format!(
+            "no frame with a source line checked on the replay's screen ({} shown):\n{screen}",
+            shown.len()
+        ));
+    }
+    println!(
+        "    replay --vmlinux: {} frame(s) with a line on screen, {checked} checked",
+        shown.len()
+    );
+    Ok(bad)
+}
+
+/// The stack pane's frames with a line: `… │ folios_put_refs+0x1f9  mm/swap.c:1024`.
+fn framed_lines(screen: &str) -> Vec<(String, String)> {
+    screen
+        .lines()
+        .filter_map(|l| {
+            let l = l.rsplit('│').next()?.trim();
+            let (frame, at) = l.split_once("  ")?;
+            (frame.contains("+0x") && at.contains(':'))
+                .then(|| (frame.to_owned(), at.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// A private tmux server running one command in a detached session.
+struct Tmux {
+    dir: PathBuf,
+}
+
+impl Tmux {
+    fn start(scenario: &Path, command: &str) -> Result<Self> {
+        let name = scenario
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let dir = std::env::temp_dir().join(format!("xtask-lines-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let t = Self { dir };
+        t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "160",
+            "-y",
+            "45",
+            command,
+            ";",
+            "set-option",
+            "-t",
+            "t",
+            "remain-on-exit",
+            "on",
+        ])?;
+        Ok(t)
+    }
+
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(self.dir.join("tmux.sock"))
+            .args(["-f", "/dev/null"])
+            .args(args)
+            .output()
+            .context("run tmux (`cargo xtask setup` installs it)")?;
+        if !out.status.success() {
+            bail!(
+                "tmux {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn screen(&self) -> Result<String> {
+        self.run(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    fn keys(&self, keys: &str) -> Result<()> {
+        self.run(&["send-keys", "-t", "t", keys]).map(drop)
+    }
+
+    /// The screen once it stays the same for 200 ms (5 s at most).
+    fn settled(&self) -> Result<String> {
+        let start = std::time::Instant::now();
+        let mut last = self.screen()?;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let s = self.screen()?;
+            if s == last || start.elapsed() > std::time::Duration::from_secs(5) {
+                return Ok(s);
+            }
+            last = s;
+        }
+    }
+
+    /// The screen once it shows `needle` and has settled (20 s at most).
+    fn wait_for(&self, needle: &str) -> Result<String> {
+        let start = std::time::Instant::now();
+        loop {
+            let s = self.screen()?;
+            if s.contains(needle) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let again = self.screen()?;
+                if again == s {
+                    return Ok(s);
+                }
+            }
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                bail!("the replay never showed {needle:?}; its screen:\n{s}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The command's exit status, once it printed it (10 s at most).
+    fn wait_exit(&self) -> Result<i32> {
+        let start = std::time::Instant::now();
+        loop {
+            let all = self.run(&["capture-pane", "-p", "-J", "-S", "-", "-t", "t"])?;
+            if let Some(c) = all.lines().find_map(|l| l.strip_prefix("refwatch-exit=")) {
+                return c.trim().parse().context("the exit status");
+            }
+            if start.elapsed() > std::time::Duration::from_secs(10) {
+                bail!(
+                    "the replay did not exit on q; its screen:\n{}",
+                    self.screen()?
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// The same recording with its header naming another kernel release must
