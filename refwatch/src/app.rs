@@ -192,6 +192,16 @@ fn run_live_printing(
     recording: Option<(&Path, recording::Limit)>,
     print_events: bool,
 ) -> Result<ExitCode> {
+    if args.vmlinux.is_some() && (args.headless || recording.is_some()) {
+        anyhow::bail!(
+            "--vmlinux names the frames the TUI shows, and `{}` has none; `refwatch report --vmlinux FILE` names a recording's",
+            if recording.is_some() {
+                "record"
+            } else {
+                "attach --headless"
+            }
+        );
+    }
     // Before attaching: a refused output costs nothing.
     let outputs: Vec<&Path> = args
         .jsonl

@@ -170,3 +170,50 @@ fn nothing_attachable_is_one_line_and_probes_shows_why() {
         assert_eq!(attach.status.code(), Some(0), "{}", stderr(&attach));
     }
 }
+
+/// `--vmlinux` names the frames the TUI shows: without a TUI (`record`,
+/// `attach --headless`) it is refused before anything attaches, naming
+/// where it applies, and `report --vmlinux` refuses a file that is no ELF
+/// image.
+#[test]
+fn vmlinux_without_a_tui_is_refused_naming_where_it_applies() {
+    let d = tempfile::tempdir().expect("dir");
+    let out = d.path().join("run.rec");
+    let o = Command::new(bin())
+        .args(["record", "--vmlinux", "/nonexistent/vmlinux", "-o"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .expect("refwatch runs");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`record` has none; `refwatch report --vmlinux FILE`"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists(), "no recording is started");
+    let o = Command::new(bin())
+        .args(["attach", "--headless", "--vmlinux", "/nonexistent/vmlinux"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("refwatch runs");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`attach --headless` has none"),
+        "{}",
+        stderr(&o)
+    );
+    let rec = recording();
+    let o = Command::new(bin())
+        .args(["report", "--vmlinux"])
+        .arg(&rec)
+        .arg(&rec)
+        .output()
+        .expect("refwatch runs");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not an ELF kernel image"),
+        "{}",
+        stderr(&o)
+    );
+}
