@@ -131,7 +131,7 @@ impl SourceLines {
             }
         }
         let (file, line) = outer?;
-        Some(format!("{}:{line}", self.relative(&file)))
+        Some(format!("{}:{line}", shown_path(&self.root, &file)))
     }
 
     /// The lines of every frame in `frames` the image knows, by frame.
@@ -150,15 +150,20 @@ impl SourceLines {
         }
         out
     }
+}
 
-    fn relative<'a>(&self, file: &'a str) -> &'a str {
-        if !self.root.is_empty()
-            && let Some(rest) = file.strip_prefix(self.root.as_str())
-        {
-            return rest;
-        }
-        file.strip_prefix("./").unwrap_or(file)
-    }
+/// A source path as shown: below `root` (the image's directory, with a
+/// trailing `/`) relative to it, `./` dropped, and control characters
+/// replaced (the image is a file the user names; its strings reach the
+/// terminal).
+fn shown_path(root: &str, file: &str) -> String {
+    let rel = match file.strip_prefix(root) {
+        Some(rest) if !root.is_empty() => rest,
+        _ => file.strip_prefix("./").unwrap_or(file),
+    };
+    rel.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Where Debian's `linux-image-*-dbg` package puts the image of kernel
@@ -233,6 +238,22 @@ pub fn split_frame(frame: &str) -> Option<(&str, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_shown_below_the_tree_and_without_control_characters() {
+        let root = "/build/linux-7.2/";
+        assert_eq!(shown_path(root, "/build/linux-7.2/mm/gup.c"), "mm/gup.c");
+        assert_eq!(
+            shown_path(root, "./include/linux/mm.h"),
+            "include/linux/mm.h"
+        );
+        assert_eq!(
+            shown_path(root, "/usr/lib/gcc/stddef.h"),
+            "/usr/lib/gcc/stddef.h"
+        );
+        assert_eq!(shown_path("", "mm/gup.c"), "mm/gup.c");
+        assert_eq!(shown_path(root, "mm/\x1b[2Jgup.c\n"), "mm/?[2Jgup.c?");
+    }
 
     #[test]
     fn frames_split_into_name_and_offset() {
