@@ -237,6 +237,12 @@ fn run_live_printing(
         anyhow::bail!("--watch-ready lists the pages --watch watches: give --watch too");
     }
     let mut p = prepare(&args.probe)?;
+    // Before attaching too: an image that cannot be used is one line.
+    let lines = if use_tui {
+        tui_source_lines(args.vmlinux.as_deref(), &p.release)?
+    } else {
+        None
+    };
     watch.encode(&mut p.layout.raw);
     p.layout.raw.rate_cap = args.max_rate.unwrap_or(0);
     p.layout.raw.wake_bytes = refwatch_common::wake_bytes(u64::from(args.ring_size));
@@ -275,11 +281,6 @@ fn run_live_printing(
         plan_table(&loaded.rows)
     );
     log::info!("refcount rules: {}", rules.basis);
-    let lines = if use_tui {
-        tui_source_lines(args.vmlinux.as_deref(), &p.release)?
-    } else {
-        None
-    };
     let tui_info = use_tui.then(|| {
         crate::tui::HeaderInfo::live(
             &p.release,
@@ -434,7 +435,6 @@ fn run_live_printing(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `refwatch report`.
 /// The live TUI's source lines: from `--vmlinux` (an error when it cannot
 /// be read or is of another kernel), else from Debian's debug image of the
 /// running kernel when one is installed (a warning when it cannot be used).
@@ -467,6 +467,7 @@ fn tui_source_lines(
     }
 }
 
+/// `refwatch report`.
 pub fn report(args: &ReportArgs) -> Result<ExitCode> {
     let mut rec = recording::Reader::open(&args.file)?;
     let th = if args.thresholds.any() {
