@@ -1,7 +1,8 @@
 //! `refwatch report --vmlinux` on a recording of a kernel built here: the
 //! image's DWARF names a source line for the holders' frames, and each
 //! line named lies, in the kernel's own source tree, within the function
-//! the frame names; a recording of another kernel is refused with it.
+//! the frame names; a recording of another kernel is refused with it; and
+//! `replay --vmlinux`, in a terminal, shows such lines on a held page.
 
 use std::{
     collections::BTreeMap,
