@@ -153,7 +153,9 @@ impl SourceLines {
 }
 
 /// A source path as shown: below `root` (the image's directory, with a
-/// trailing `/`) relative to it, `./` dropped, and control characters
+/// trailing `/`) relative to it, `./` and Debian's build directory
+/// dropped (its debug images name `debian/build/build_amd64_none_amd64/mm/gup.c`),
+/// and control characters
 /// replaced (the image is a file the user names; its strings reach the
 /// terminal).
 fn shown_path(root: &str, file: &str) -> String {
@@ -161,6 +163,11 @@ fn shown_path(root: &str, file: &str) -> String {
         Some(rest) if !root.is_empty() => rest,
         _ => file.strip_prefix("./").unwrap_or(file),
     };
+    // Debian builds each flavour in `debian/build/build_<arch>_<featureset>_<flavour>/`.
+    let rel = rel
+        .strip_prefix("debian/build/")
+        .and_then(|r| r.split_once('/'))
+        .map_or(rel, |(_, r)| r);
     rel.chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
@@ -252,6 +259,10 @@ mod tests {
             "/usr/lib/gcc/stddef.h"
         );
         assert_eq!(shown_path("", "mm/gup.c"), "mm/gup.c");
+        assert_eq!(
+            shown_path(root, "debian/build/build_amd64_none_amd64/mm/gup.c"),
+            "mm/gup.c"
+        );
         assert_eq!(shown_path(root, "mm/\x1b[2Jgup.c\n"), "mm/?[2Jgup.c?");
     }
 
