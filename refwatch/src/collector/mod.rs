@@ -197,7 +197,7 @@ pub struct Collector<'a> {
     /// A kernel variable to count the free breakpoint slots on.
     probe_addr: Option<u64>,
     /// When to read the ring buffer unasked: the programs wake the reader
-    /// only once 1 MiB of it waits (see the kernel side's `submit`).
+    /// only once a sixteenth of it waits (see the kernel side's `submit`).
     poll: tokio::time::Interval,
     out: Outputs<'a>,
     pub tracker: Tracker,
