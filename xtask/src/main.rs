@@ -314,9 +314,11 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     if !matches!(command, Command::Setup) {
         setup::ensure(false)?;
     }
+    let setup_secs = started.elapsed().as_secs_f64();
     match command {
         Command::Setup => setup::ensure(true)?,
         Command::Kernels(args) => kernels_command(&args)?,
@@ -335,6 +337,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 },
                 scenarios: args.scenario,
                 out: test::workspace_root().join(&args.out),
+                setup_secs,
             };
             return test::run(&opts);
         }

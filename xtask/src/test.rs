@@ -30,6 +30,9 @@ pub struct TestOptions {
     /// Only these of each kernel's lab scenarios (all when empty).
     pub scenarios: Vec<String>,
     pub out: PathBuf,
+    /// Seconds `cargo xtask setup` took before the run (installing what a
+    /// fresh machine lacks; next to nothing once it is there).
+    pub setup_secs: f64,
 }
 
 /// Tallies passes and failures, printing each as it comes.
@@ -40,6 +43,10 @@ pub struct Tally {
     /// The first problems of each failure, repeated at the end: a long
     /// run's log may be read from its tail only.
     recap: Vec<String>,
+    /// Wall-clock seconds per phase, in the order run: the closing lines
+    /// show where a run's time went (CI's budget is a fresh clone, the
+    /// test kernel's build included, in an hour).
+    phases: Vec<(String, f64)>,
 }
 
 /// How many of a failure's problems the closing recap repeats, and how
@@ -73,6 +80,28 @@ impl Tally {
         }
     }
 
+    /// Notes that `name` took the time since `started`, and says so.
+    fn timed(&mut self, name: &str, started: Instant) {
+        let secs = started.elapsed().as_secs_f64();
+        println!("{name}: {secs:.0} s");
+        self.phases.push((name.to_string(), secs));
+    }
+
+    /// The phases' times, one line each, with their share of `total`.
+    fn phase_lines(&self, total: f64) -> Vec<String> {
+        self.phases
+            .iter()
+            .map(|(name, secs)| {
+                let share = if total > 0.0 {
+                    secs / total * 100.0
+                } else {
+                    0.0
+                };
+                format!("  {secs:>6.0} s {share:>4.0}%  {name}")
+            })
+            .collect()
+    }
+
     fn result(&mut self, name: &str, r: Result<Vec<String>>) {
         match r {
             Ok(p) => self.record(name, p),
@@ -96,13 +125,16 @@ fn cargo(args: &[&str]) -> Command {
 
 fn step(tally: &mut Tally, name: &str, c: &mut Command) {
     println!("== {name}: {}", cmd::describe(c));
+    let started = Instant::now();
     let r = cmd::streamed(c).map(|()| Vec::new());
+    tally.timed(name, started);
     tally.result(name, r);
 }
 
 pub fn run(opts: &TestOptions) -> Result<ExitCode> {
     let started = Instant::now();
     let mut tally = Tally::default();
+    tally.phases.push(("setup".to_string(), opts.setup_secs));
     if opts.static_checks {
         step(
             &mut tally,
@@ -161,26 +193,31 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
         println!("== fuzz (short pass): each target {} s", fuzz::SHORT_SECS);
         let started = Instant::now();
         let r = fuzz::run(&fuzz::TARGETS, fuzz::SHORT_SECS);
-        println!(
-            "fuzz (short pass): {:.0} s",
-            started.elapsed().as_secs_f64()
-        );
+        tally.timed("fuzz (short pass)", started);
         tally.result("fuzz (short pass)", r);
     }
     if opts.dist {
         println!("== dist: static binary and Debian package, lintian, the extracted package");
-        tally.result("dist (static binary, .deb)", dist::check());
+        let started = Instant::now();
+        let r = dist::check();
+        tally.timed("dist", started);
+        tally.result("dist (static binary, .deb)", r);
     }
     if opts.lab {
         for kernel in &opts.kernels {
             lab_kernel(&mut tally, *kernel, &opts.scenarios, &opts.out)?;
         }
     }
+    let total = started.elapsed().as_secs_f64() + opts.setup_secs;
+    println!("\ntime by phase (wall clock):");
+    for line in tally.phase_lines(total) {
+        println!("{line}");
+    }
     println!(
-        "\n{} passed, {} failed ({:.0} s)",
+        "\n{} passed, {} failed ({:.0} s, setup included)",
         tally.passed,
         tally.failed.len(),
-        started.elapsed().as_secs_f64()
+        total
     );
     if tally.failed.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -213,6 +250,15 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, only: &[String], out_root: &P
                 lab::scenarios_for(kernel).join(", ")
             )],
         );
+        return Ok(());
+    }
+    // The kernel first, timed on its own: on a fresh machine it is
+    // fetched, or built (the test_hmm kernel), before its first boot.
+    let started = Instant::now();
+    let ready = kernels::ensure(kernel);
+    tally.timed(&format!("kernel {name} (fetch or build)"), started);
+    if let Err(e) = ready {
+        tally.record(&format!("lab {name} kernel"), vec![format!("{e:#}")]);
         return Ok(());
     }
     let (signals, rest): (Vec<&str>, Vec<&str>) = scenarios
@@ -260,6 +306,14 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, only: &[String], out_root: &P
 /// Boots `run` and checks each of its scenarios; `label` names the boot in
 /// the tally.
 fn lab_boot(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<()> {
+    let started = Instant::now();
+    let checked = lab_boot_checks(tally, run, label, out);
+    tally.timed(&format!("lab {label}"), started);
+    checked
+}
+
+/// [`lab_boot`]'s boot and checks.
+fn lab_boot_checks(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> Result<()> {
     let name = run.kernel.to_string();
     let result = match lab::run(run, out) {
         Ok(r) => r,
@@ -476,5 +530,20 @@ mod tests {
         assert_eq!(t.recap[1], format!("    {} …", "x".repeat(RECAP_CHARS)));
         assert_eq!(t.recap[3], "    c");
         assert_eq!(t.recap[4], "    … and 2 more (above)");
+    }
+
+    #[test]
+    fn phases_are_listed_with_their_share_of_the_run() {
+        let mut t = Tally::default();
+        t.phases.push(("setup".into(), 30.0));
+        t.phases.push(("lab debian-6.12".into(), 270.0));
+        assert_eq!(
+            t.phase_lines(600.0),
+            [
+                "      30 s    5%  setup",
+                "     270 s   45%  lab debian-6.12"
+            ]
+        );
+        assert_eq!(t.phase_lines(0.0)[0], "      30 s    0%  setup");
     }
 }
