@@ -256,11 +256,11 @@ pub struct AttachArgs {
     pub jsonl: Option<PathBuf>,
     /// Rotate the recording (`record -o`) and the JSON lines (`--jsonl`)
     /// when one reaches this size: FILE is ended and renamed FILE.1 (FILE.1
-    /// becomes FILE.2, …), and a new FILE starts; a recording carries over
+    /// becomes FILE.2, ...), and a new FILE starts; a recording carries over
     /// the state of referenced pages. Bytes, or with K, M, G.
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub max_size: u64,
-    /// Finished files kept beside each FILE (FILE.1 … FILE.N); older ones
+    /// Finished files kept beside each FILE (FILE.1 to FILE.N); older ones
     /// are removed. At most (N + 1) × --max-size on disk per output.
     #[arg(long, value_name = "N", default_value_t = crate::rotate::DEFAULT_LIMIT.keep, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub keep: u32,

@@ -67,6 +67,44 @@ fn completions_for_each_shell_and_bash_accepts_its_script() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'tcsh'"));
 }
 
+/// Every page `refwatch man --dir` writes renders without a warning in the
+/// C locale (a machine with no locale set), where groff lacks characters
+/// such as the ellipsis.
+fn every_page_renders_in_the_c_locale() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = refwatch()
+        .arg("man")
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let mut pages: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read the pages")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    pages.sort();
+    assert!(pages.len() >= 5, "{pages:?}");
+    for page in &pages {
+        let out = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(page)
+            .env("MANWIDTH", "80")
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .env("LC_ALL", "C")
+            .output()
+            .expect("man");
+        assert!(out.status.success(), "{}: {out:?}", page.display());
+        assert!(
+            out.stderr.is_empty(),
+            "{}: {}",
+            page.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn man_page_renders() {
     let page = stdout(refwatch().arg("man"));
@@ -93,6 +131,7 @@ fn man_page_renders() {
                 "man: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            every_page_renders_in_the_c_locale();
         }
         _ => {
             assert!(page.lines().any(|l| l.starts_with(".TH refwatch 1")));

@@ -378,15 +378,20 @@ fn check_man(root: &Path) -> Result<Vec<String>> {
     if !pages.iter().any(|p| p.ends_with("refwatch.1.gz")) {
         problems.push(format!("no refwatch.1.gz in {MAN1}"));
     }
+    // In the C locale, as on a machine where no locale is set: a character
+    // its output lacks (an ellipsis, say) is a warning there.
+    let mut failed = 0;
     for page in &pages {
         let out = Command::new("man")
             .args(["--warnings", "-l"])
             .arg(page)
             .env("MANWIDTH", "80")
+            .env("LC_ALL", "C")
             .output()
             .context("cannot start man")?;
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() || !out.stderr.is_empty() || !text.contains("SYNOPSIS") {
+            failed += 1;
             problems.push(format!(
                 "man -l {}: {} {}",
                 page.display(),
@@ -395,7 +400,11 @@ fn check_man(root: &Path) -> Result<Vec<String>> {
             ));
         }
     }
-    println!("dist: {} man pages render", pages.len());
+    println!(
+        "dist: {} of {} man pages render without a warning (C locale)",
+        pages.len() - failed,
+        pages.len()
+    );
     Ok(problems)
 }
 
