@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod bytes;
 pub mod cli;
 #[allow(unsafe_code)]
 pub mod collector;

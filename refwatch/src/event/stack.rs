@@ -35,13 +35,13 @@ impl Stack {
         self.0.as_deref().map_or(&[], |f| &f.0)
     }
 
-    /// Whether `self` and `other` are the same allocation (both empty counts).
     /// The address of the shared frames (0 for no frames): equal for
     /// clones of one stack, and not reused while one of them lives.
     pub fn addr(&self) -> usize {
         self.0.as_ref().map_or(0, |f| Rc::as_ptr(f) as usize)
     }
 
+    /// Whether `self` and `other` are the same allocation (both empty counts).
     pub fn ptr_eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
             (Some(a), Some(b)) => Rc::ptr_eq(a, b),

@@ -335,7 +335,8 @@ impl Encoder {
 
     fn function(&mut self, name: &str, out: &mut Vec<u8>) -> u64 {
         for (known, id) in self.recent_functions.iter().flatten() {
-            if **known == *name {
+            // Not `==`, which is the C library's `bcmp`: see `crate::bytes`.
+            if crate::bytes::same(known.as_bytes(), name.as_bytes()) {
                 return *id;
             }
         }
