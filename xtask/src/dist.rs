@@ -51,23 +51,33 @@ pub fn dist_dir() -> Result<PathBuf> {
     Ok(lab::target_dir()?.join("dist"))
 }
 
-/// Builds the static binary and the package.
-pub fn build() -> Result<Dist> {
-    let started = Instant::now();
+/// Builds the static refwatch users install (the binary of the package):
+/// the lab runs this one too. Returns its path in the target folder.
+pub fn build_static() -> Result<PathBuf> {
     ensure_target()?;
-    println!("dist: building refwatch for {TARGET} (release)");
+    println!("building refwatch for {TARGET} (release, static: the binary of the package)");
     cmd::streamed(
         Command::new("cargo")
             .args(["build", "--release", "-p", "refwatch", "--target", TARGET])
             .current_dir(workspace_root())
             .env("PATH", setup::env_path()),
     )?;
-    let release = lab::target_dir()?.join(TARGET).join("release");
-    let built = release.join("refwatch");
+    let built = lab::target_dir()?
+        .join(TARGET)
+        .join("release")
+        .join("refwatch");
     let problems = static_problems(&built)?;
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
+    Ok(built)
+}
+
+/// Builds the static binary and the package.
+pub fn build() -> Result<Dist> {
+    let started = Instant::now();
+    let built = build_static()?;
+    let release = built.parent().map(Path::to_path_buf).unwrap_or_default();
     let version = version_of(&built)?;
     println!("dist: {version}");
 
