@@ -146,10 +146,42 @@ pub fn cached(id: KernelId) -> Option<KernelInfo> {
 /// `refresh` any cached build of the current fragment is taken; with it,
 /// only one of the archive's current source version.
 pub fn build(id: KernelId, suite: &str, package: &str, refresh: bool) -> Result<KernelInfo> {
+    match prepare(id, suite, package, refresh)? {
+        Start::Cached(info) => Ok(info),
+        Start::Prepared(p) => p.compile(false),
+    }
+}
+
+/// What [`prepare`] found: the cached build, or one to compile.
+pub enum Start {
+    Cached(KernelInfo),
+    Prepared(Prepared),
+}
+
+/// A build whose packages, pahole and source tree are in place: what is
+/// left is make ([`Prepared::compile`]), which needs neither apt nor the
+/// network, so it may run in a thread of its own beside other work.
+pub struct Prepared {
+    id: KernelId,
+    suite: String,
+    package: String,
+    version: String,
+    digest: String,
+    fragment_name: &'static str,
+    fragment_text: &'static str,
+    pahole: Pahole,
+    src: PathBuf,
+    dir: PathBuf,
+    started: Instant,
+}
+
+/// Everything of a build but make: the cache looked up, the build
+/// packages installed, pahole and the source fetched and unpacked.
+pub fn prepare(id: KernelId, suite: &str, package: &str, refresh: bool) -> Result<Start> {
     let (fragment_name, fragment_text) = fragment(id)?;
     if !refresh && let Some(info) = cached(id) {
         println!("kernel {} (cached)", info.describe());
-        return Ok(info);
+        return Ok(Start::Cached(info));
     }
     let digest = sha256_hex(fragment_text.as_bytes())?;
     let apt = Apt::new()?;
@@ -159,7 +191,7 @@ pub fn build(id: KernelId, suite: &str, package: &str, refresh: bool) -> Result<
     let dir = base.join(format!("{version}-{}", &digest[..DIGEST_PREFIX]));
     if let Some(info) = read_build(&dir, id, &digest) {
         println!("kernel {} (cached, up to date)", info.describe());
-        return Ok(info);
+        return Ok(Start::Cached(info));
     }
 
     let started = Instant::now();
@@ -167,111 +199,153 @@ pub fn build(id: KernelId, suite: &str, package: &str, refresh: bool) -> Result<
     setup::install_missing(BUILD_PACKAGES, &format!("kernel {id}"))?;
     let pahole = ensure_pahole(&apt, suite)?;
     let src = ensure_source(&apt, id, package, &version)?;
-
-    let make = |target: &[&str]| -> Command {
-        let mut c = Command::new("make");
-        c.arg("-C")
-            .arg(&src)
-            .arg(format!("PAHOLE={}", pahole.wrapper.display()))
-            .args(target)
-            .env("KBUILD_BUILD_USER", "refwatch")
-            .env("KBUILD_BUILD_HOST", "lab");
-        c
-    };
-
-    // Configuration: tinyconfig, the fragment, olddefconfig, then a check
-    // that every line of the fragment survived.
-    let frag_file = src.join(".refwatch-fragment.config");
-    fs::write(&frag_file, fragment_text)
-        .with_context(|| format!("write {}", frag_file.display()))?;
-    cmd::output(&mut make(&["-s", "tinyconfig"]))?;
-    cmd::output(
-        Command::new(src.join("scripts/kconfig/merge_config.sh"))
-            .arg("-m")
-            .arg(".config")
-            .arg(&frag_file)
-            .current_dir(&src),
-    )?;
-    cmd::output(&mut make(&["-s", "olddefconfig"]))?;
-    let config_text = fs::read_to_string(src.join(".config"))
-        .with_context(|| format!("read {}/.config", src.display()))?;
-    let missing = check_fragment(fragment_text, &config_text);
-    if !missing.is_empty() {
-        bail!(
-            "kernel {id}: {} line(s) of {fragment_name} did not survive olddefconfig: {}",
-            missing.len(),
-            missing.join("; ")
-        );
-    }
-    let configured = started.elapsed();
-
-    let jobs = thread::available_parallelism().map_or(1, |n| n.get());
-    let log = src.join("build.log");
-    println!(
-        "kernel {id}: configured ({:.1} s); make -j{jobs} bzImage, log in {}",
-        configured.as_secs_f64(),
-        log.display()
-    );
-    let mut bz = make(&[&format!("-j{jobs}"), "bzImage"]);
-    run_logged(&mut bz, &log, &format!("kernel {id}"))?;
-    let release = cmd::stdout(&mut make(&["-s", "kernelrelease"]))?
-        .trim()
-        .to_owned();
-    let build_secs = started.elapsed().as_secs_f64();
-
-    let bzimage = src.join("arch/x86/boot/bzImage");
-    let bzimage_bytes = fs::metadata(&bzimage)
-        .with_context(|| format!("stat {}", bzimage.display()))?
-        .len();
-    let gcc = cmd::stdout(Command::new("gcc").arg("--version"))?
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned();
-
-    let work = base.join(format!(".new-{}", std::process::id()));
-    if work.exists() {
-        fs::remove_dir_all(&work).with_context(|| format!("remove {}", work.display()))?;
-    }
-    fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
-    fs::copy(&bzimage, work.join("bzImage"))
-        .with_context(|| format!("copy {}", bzimage.display()))?;
-    fs::write(work.join("config"), &config_text).context("write config")?;
-    let info = KernelInfo {
+    Ok(Start::Prepared(Prepared {
         id,
         suite: suite.to_owned(),
-        version: version.clone(),
-        packages: vec![Package {
-            name: package.to_owned(),
+        package: package.to_owned(),
+        version,
+        digest,
+        fragment_name,
+        fragment_text,
+        pahole,
+        src,
+        dir,
+        started,
+    }))
+}
+
+impl Prepared {
+    /// Configures and builds the kernel into the cache. With `low_priority`
+    /// make runs under `nice -n 19`: a build beside the lab's boots takes
+    /// the CPU they leave idle and little of what they use.
+    pub fn compile(self, low_priority: bool) -> Result<KernelInfo> {
+        let Prepared {
+            id,
+            suite,
+            package,
             version,
-        }],
-        release,
-        vmlinuz: PathBuf::from("bzImage"),
-        modules_dir: None,
-        config: Some(PathBuf::from("config")),
-        fetched_at: now_secs(),
-        build: Some(BuildInfo {
-            fragment: fragment_name.to_owned(),
-            fragment_digest: digest,
-            pahole: pahole.describe,
-            gcc,
-            jobs,
-            build_secs: (build_secs * 10.0).round() / 10.0,
-            bzimage_bytes,
-        }),
-        dir: PathBuf::new(),
-    };
-    let json = serde_json::to_string_pretty(&info).context("encode kernel.json")?;
-    fs::write(work.join("kernel.json"), json + "\n").context("write kernel.json")?;
-    if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+            digest,
+            fragment_name,
+            fragment_text,
+            pahole,
+            src,
+            dir,
+            started,
+        } = self;
+        let base = kernels::kernel_dir(id);
+        let suite = suite.as_str();
+        let package = package.as_str();
+        let make = |target: &[&str]| -> Command {
+            let mut c = if low_priority {
+                let mut c = Command::new("nice");
+                c.args(["-n", "19", "make"]);
+                c
+            } else {
+                Command::new("make")
+            };
+            c.arg("-C")
+                .arg(&src)
+                .arg(format!("PAHOLE={}", pahole.wrapper.display()))
+                .args(target)
+                .env("KBUILD_BUILD_USER", "refwatch")
+                .env("KBUILD_BUILD_HOST", "lab");
+            c
+        };
+
+        // Configuration: tinyconfig, the fragment, olddefconfig, then a check
+        // that every line of the fragment survived.
+        let frag_file = src.join(".refwatch-fragment.config");
+        fs::write(&frag_file, fragment_text)
+            .with_context(|| format!("write {}", frag_file.display()))?;
+        cmd::output(&mut make(&["-s", "tinyconfig"]))?;
+        cmd::output(
+            Command::new(src.join("scripts/kconfig/merge_config.sh"))
+                .arg("-m")
+                .arg(".config")
+                .arg(&frag_file)
+                .current_dir(&src),
+        )?;
+        cmd::output(&mut make(&["-s", "olddefconfig"]))?;
+        let config_text = fs::read_to_string(src.join(".config"))
+            .with_context(|| format!("read {}/.config", src.display()))?;
+        let missing = check_fragment(fragment_text, &config_text);
+        if !missing.is_empty() {
+            bail!(
+                "kernel {id}: {} line(s) of {fragment_name} did not survive olddefconfig: {}",
+                missing.len(),
+                missing.join("; ")
+            );
+        }
+        let configured = started.elapsed();
+
+        let jobs = thread::available_parallelism().map_or(1, |n| n.get());
+        let log = src.join("build.log");
+        println!(
+            "kernel {id}: configured ({:.1} s); make -j{jobs} bzImage, log in {}",
+            configured.as_secs_f64(),
+            log.display()
+        );
+        let mut bz = make(&[&format!("-j{jobs}"), "bzImage"]);
+        run_logged(&mut bz, &log, &format!("kernel {id}"))?;
+        let release = cmd::stdout(&mut make(&["-s", "kernelrelease"]))?
+            .trim()
+            .to_owned();
+        let build_secs = started.elapsed().as_secs_f64();
+
+        let bzimage = src.join("arch/x86/boot/bzImage");
+        let bzimage_bytes = fs::metadata(&bzimage)
+            .with_context(|| format!("stat {}", bzimage.display()))?
+            .len();
+        let gcc = cmd::stdout(Command::new("gcc").arg("--version"))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+
+        let work = base.join(format!(".new-{}", std::process::id()));
+        if work.exists() {
+            fs::remove_dir_all(&work).with_context(|| format!("remove {}", work.display()))?;
+        }
+        fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
+        fs::copy(&bzimage, work.join("bzImage"))
+            .with_context(|| format!("copy {}", bzimage.display()))?;
+        fs::write(work.join("config"), &config_text).context("write config")?;
+        let info = KernelInfo {
+            id,
+            suite: suite.to_owned(),
+            version: version.clone(),
+            packages: vec![Package {
+                name: package.to_owned(),
+                version,
+            }],
+            release,
+            vmlinuz: PathBuf::from("bzImage"),
+            modules_dir: None,
+            config: Some(PathBuf::from("config")),
+            fetched_at: now_secs(),
+            build: Some(BuildInfo {
+                fragment: fragment_name.to_owned(),
+                fragment_digest: digest,
+                pahole: pahole.describe,
+                gcc,
+                jobs,
+                build_secs: (build_secs * 10.0).round() / 10.0,
+                bzimage_bytes,
+            }),
+            dir: PathBuf::new(),
+        };
+        let json = serde_json::to_string_pretty(&info).context("encode kernel.json")?;
+        fs::write(work.join("kernel.json"), json + "\n").context("write kernel.json")?;
+        if dir.exists() {
+            fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+        }
+        fs::rename(&work, &dir)
+            .with_context(|| format!("rename {} to {}", work.display(), dir.display()))?;
+        let info = KernelInfo { dir, ..info };
+        println!("kernel {} (built)", info.describe());
+        println!("{}", build_summary(&info));
+        Ok(info)
     }
-    fs::rename(&work, &dir)
-        .with_context(|| format!("rename {} to {}", work.display(), dir.display()))?;
-    let info = KernelInfo { dir, ..info };
-    println!("kernel {} (built)", info.describe());
-    println!("{}", build_summary(&info));
-    Ok(info)
 }
 
 /// One line with a build's time and bzImage size.

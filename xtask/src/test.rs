@@ -6,6 +6,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
+    thread,
     time::Instant,
 };
 
@@ -13,7 +14,7 @@ use anyhow::Result;
 
 use crate::{
     checks, cmd, dist, fuzz, kbuild,
-    kernels::{self, KernelId},
+    kernels::{self, KernelId, KernelInfo, KernelSource},
     lab::{self, LabRun},
     pointer_scan, setup,
 };
@@ -135,6 +136,11 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
     let started = Instant::now();
     let mut tally = Tally::default();
     tally.phases.push(("setup".to_string(), opts.setup_secs));
+    let mut builds = if opts.lab {
+        start_kernel_builds(&mut tally, &opts.kernels, &opts.scenarios)
+    } else {
+        Vec::new()
+    };
     if opts.static_checks {
         step(
             &mut tally,
@@ -200,12 +206,17 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
         println!("== dist: static binary and Debian package, lintian, the extracted package");
         let started = Instant::now();
         let r = dist::check();
-        tally.timed("dist", started);
+        // (The check prints its own time.)
+        tally
+            .phases
+            .push(("dist".to_string(), started.elapsed().as_secs_f64()));
         tally.result("dist (static binary, .deb)", r);
     }
     if opts.lab {
         for kernel in &opts.kernels {
-            lab_kernel(&mut tally, *kernel, &opts.scenarios, &opts.out)?;
+            let build = builds.iter_mut().find(|(id, _)| id == kernel);
+            let build = build.and_then(|(_, b)| b.take());
+            lab_kernel(&mut tally, *kernel, build, &opts.scenarios, &opts.out)?;
         }
     }
     let total = started.elapsed().as_secs_f64() + opts.setup_secs;
@@ -230,13 +241,59 @@ pub fn run(opts: &TestOptions) -> Result<ExitCode> {
     }
 }
 
+/// A self-built kernel's build, started before the other phases.
+type Build = thread::JoinHandle<Result<KernelInfo>>;
+
+/// Starts the build of each self-built kernel of `kernels` the cache lacks:
+/// prepared here (packages, pahole, the source: apt, which no other phase
+/// may use at the same time), compiled in a thread under `nice -n 19` while
+/// the checks and the other kernels' boots run. On a fresh machine that
+/// puts most of its make (about 12 minutes on 2 cores) into the CPU time
+/// the boots leave idle; the kernel's lab boot waits for it.
+fn start_kernel_builds(
+    tally: &mut Tally,
+    kernels: &[KernelId],
+    only: &[String],
+) -> Vec<(KernelId, Option<Build>)> {
+    let mut builds = Vec::new();
+    for &id in kernels {
+        let KernelSource::Built { suite, package } = id.source() else {
+            continue;
+        };
+        // Only a kernel the run boots.
+        let runs = lab::scenarios_for(id);
+        if !only.is_empty() && !runs.iter().any(|s| only.iter().any(|o| o == s)) {
+            continue;
+        }
+        let started = Instant::now();
+        let prepared = kbuild::prepare(id, suite, package, false);
+        tally.timed(&format!("kernel {id} (packages and source)"), started);
+        match prepared {
+            Ok(kbuild::Start::Cached(_)) => {}
+            Ok(kbuild::Start::Prepared(p)) => {
+                println!("kernel {id}: make runs in the background (nice 19) from now on");
+                builds.push((id, Some(thread::spawn(move || p.compile(true)))));
+            }
+            // Said again, and counted, when the kernel's boot comes.
+            Err(e) => println!("kernel {id}: {e:#}"),
+        }
+    }
+    builds
+}
+
 /// Boots `kernel` for its scenarios (or those of `only` it runs) and checks
 /// the results: one boot for all but the signal scenarios, and one for
 /// those, with qemu's instruction-counting clock. Their limit is seconds of
 /// guest time, which under plain TCG stretch with the host's load (on a
 /// loaded host, SIGTERM to exit took 5.3 s under TCG; 2.8 s on the
 /// instruction clock, where the same SIGKILL teardown took 2.9 s).
-fn lab_kernel(tally: &mut Tally, kernel: KernelId, only: &[String], out_root: &Path) -> Result<()> {
+fn lab_kernel(
+    tally: &mut Tally,
+    kernel: KernelId,
+    build: Option<Build>,
+    only: &[String],
+    out_root: &Path,
+) -> Result<()> {
     let name = kernel.to_string();
     let scenarios: Vec<&str> = lab::scenarios_for(kernel)
         .into_iter()
@@ -255,8 +312,24 @@ fn lab_kernel(tally: &mut Tally, kernel: KernelId, only: &[String], out_root: &P
     // The kernel first, timed on its own: on a fresh machine it is
     // fetched, or built (the test_hmm kernel), before its first boot.
     let started = Instant::now();
-    let ready = kernels::ensure(kernel);
-    tally.timed(&format!("kernel {name} (fetch or build)"), started);
+    let ready = match build {
+        Some(b) => {
+            let built = b
+                .join()
+                .map_err(|_| anyhow::anyhow!("kernel {name}: the build thread panicked"))
+                .and_then(|r| r);
+            tally.timed(
+                &format!("kernel {name} (waiting for its background build)"),
+                started,
+            );
+            built
+        }
+        None => {
+            let r = kernels::ensure(kernel);
+            tally.timed(&format!("kernel {name} (fetch or build)"), started);
+            r
+        }
+    };
     if let Err(e) = ready {
         tally.record(&format!("lab {name} kernel"), vec![format!("{e:#}")]);
         return Ok(());
