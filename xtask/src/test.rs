@@ -248,8 +248,9 @@ type Build = thread::JoinHandle<Result<KernelInfo>>;
 /// prepared here (packages, pahole, the source: apt, which no other phase
 /// may use at the same time), compiled in a thread under `nice -n 19` while
 /// the checks and the other kernels' boots run. On a fresh machine that
-/// puts most of its make (about 12 minutes on 2 cores) into the CPU time
-/// the boots leave idle; the kernel's lab boot waits for it.
+/// puts its make (8 minutes on a quiet 2-core machine, 12 on a busy one)
+/// into the CPU time the other phases leave idle; the kernel's lab boot
+/// waits for it.
 fn start_kernel_builds(
     tally: &mut Tally,
     kernels: &[KernelId],
