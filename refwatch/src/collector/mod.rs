@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    event::{Decoder, PageEvent, StackTaken, cgroup::Cgroups, pgmap_name},
+    event::{Decoder, PageEvent, cgroup::Cgroups, pgmap_name},
     format::json::Format,
     format::recording::{self, Line},
     loader::Loaded,
@@ -32,8 +32,11 @@ use crate::{
     },
 };
 
+mod drain;
 mod reread;
 mod watch;
+
+use drain::{drain, read_cost_line};
 
 /// What the collector does with events.
 pub struct Options {
@@ -97,6 +100,11 @@ pub struct Totals {
     /// them, and the reads that disagreed (applied as snapshots).
     pub verify_reads: u64,
     pub verify_corrections: u64,
+    /// CPU time this thread spent on the ring's events, from the first
+    /// event of each read to the last (decode, stacks named, outputs,
+    /// per-PFN state): with [`Totals::events`], the reader's cost per
+    /// event apart from its waits, ticks and polls.
+    pub read_cpu_ns: u64,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -555,6 +563,7 @@ impl<'a> Collector<'a> {
             self.wakeups[1],
             self.wakeups[2]
         );
+        log::info!("{}", read_cost_line(&self.totals));
         if let Some(mut w) = self.out.jsonl.take() {
             // A FIFO or a device has nothing to sync.
             w.sync()?;
@@ -642,63 +651,6 @@ pub async fn run(loaded: &mut Loaded, syms: &Kallsyms, opts: Options) -> Result<
         groups.print(&c.tracker, now, syms, opts.format);
     }
     Ok((c.tracker, c.totals))
-}
-
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    tracker: &mut Tracker,
-    totals: &mut Totals,
-    out: &mut Outputs<'_>,
-) -> Result<()> {
-    while let Some(item) = ring.next() {
-        match out.decoder.decode(&item) {
-            Ok(mut ev) => {
-                totals.events += 1;
-                if let Some(n) = totals.by_kind.get_mut(ev.kind.raw() as usize) {
-                    *n += 1;
-                }
-                let named = out.stacks.get(&ev.stack, &mut out.syms);
-                let (sym, hook_role) = out
-                    .hooks
-                    .get(ev.hook as usize)
-                    .copied()
-                    .unwrap_or(("?", None));
-                ev.role = hook_role.unwrap_or(named.role);
-                let cgroup = if out.jsonl.is_some() || out.rec.is_some() {
-                    out.cgroups.get(ev.tgid)
-                } else {
-                    None
-                };
-                if let Some(w) = out.jsonl.as_mut() {
-                    let mut j = out.syms.to_json_named(&ev, sym, out.format, &named.frames);
-                    j.cgroup = cgroup.as_deref().map(Into::into);
-                    serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
-                    w.write_all(b"\n").context("write JSON line")?;
-                }
-                if out.print_events {
-                    println!("{}", crate::watch::event_line(&ev, sym, &named.frames));
-                }
-                if let Some(rec) = out.rec.as_mut() {
-                    let stack = (ev.stack_taken != StackTaken::No).then_some(named);
-                    rec.live_event(
-                        &ev,
-                        sym,
-                        stack,
-                        &mut out.syms,
-                        out.format,
-                        cgroup.as_deref(),
-                    )?;
-                }
-                tracker.apply(&ev);
-                out.rotate_if_full(tracker, totals)?;
-            }
-            Err(e) => {
-                totals.decode_errors += 1;
-                log::warn!("undecodable event: {e}");
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A state refwatch read from the kernel: into the outputs, then the tracker.

@@ -128,6 +128,12 @@ pub struct RefwatchRun {
     /// [`Self::reader`] per event recorded: guest instructions on the
     /// instruction clock.
     pub reader_instructions_per_event: Option<f64>,
+    /// The part of it spent on the events themselves, as refwatch timed
+    /// its reads of the ring (its `events read:` log line: the thread's CPU
+    /// clock from the first event of each read to the last, over the
+    /// whole run): what is left of the reader without its waits, ticks
+    /// and polls.
+    pub read_instructions_per_event: Option<u64>,
 }
 
 /// One line of `refwatch record --prog-stats`.
@@ -327,7 +333,11 @@ fn read_refwatch(dir: &Path, name: &str) -> RefwatchRun {
         run.dropped = end["dropped"].as_u64();
     }
     run.recording_bytes = read("size").and_then(|t| t.trim().parse().ok());
-    run.filtered = read("log").and_then(|log| counter_in_log(&log, "filtered"));
+    let log = read("log");
+    run.filtered = log
+        .as_deref()
+        .and_then(|log| counter_in_log(log, "filtered"));
+    run.read_instructions_per_event = log.as_deref().and_then(read_cost_in_log);
     run.programs = read("out").map(|o| program_lines(&o)).unwrap_or_default();
     run.reader = read("cpu").as_deref().and_then(reader::parse);
     run
@@ -340,6 +350,14 @@ fn counter_in_log(log: &str, name: &str) -> Option<u64> {
     let mut words = line.split_whitespace();
     words.find(|w| *w == name)?;
     words.next()?.parse().ok()
+}
+
+/// The ns per event of refwatch's `events read: N in T us of CPU, P ns per
+/// event …` log line.
+fn read_cost_in_log(log: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains("events read:"))?;
+    let (_, rest) = line.split_once(" us of CPU, ")?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// Reads every round's results from `dir` (the guest's `/out/bench`).
@@ -436,7 +454,7 @@ pub fn render(report: &OverheadReport) -> String {
         t.push_str("holder stacks off: dax-unmap is judged against its goal without stacks\n\n");
     }
     t.push_str(&format!(
-        "{:<10}{:>6}  {:<13}{:>15}{:>15}{:>8}{:>10}{:>10}{:>8}{:>10}{:>11}{:>6}{:>10}\n",
+        "{:<10}{:>6}  {:<13}{:>15}{:>15}{:>8}{:>10}{:>10}{:>8}{:>10}{:>11}{:>6}{:>10}{:>9}\n",
         "target",
         "round",
         "order",
@@ -449,11 +467,12 @@ pub fn render(report: &OverheadReport) -> String {
         "filtered",
         "reader ms",
         "sys%",
-        "instr/ev"
+        "instr/ev",
+        "read/ev"
     ));
     for r in &report.runs {
         t.push_str(&format!(
-            "{:<10}{:>6}  {:<13}{:>15.0}{:>15.0}{:>8.3}{:>10}{:>10}{:>8}{:>10}{:>11}{:>6}{:>10}\n",
+            "{:<10}{:>6}  {:<13}{:>15.0}{:>15.0}{:>8.3}{:>10}{:>10}{:>8}{:>10}{:>11}{:>6}{:>10}{:>9}\n",
             r.target,
             r.round,
             r.order,
@@ -477,7 +496,8 @@ pub fn render(report: &OverheadReport) -> String {
                 .map_or("-".to_owned(), |v| format!("{v:.0}")),
             r.refwatch
                 .reader_instructions_per_event
-                .map_or("-".to_owned(), |v| format!("{v:.0}"))
+                .map_or("-".to_owned(), |v| format!("{v:.0}")),
+            opt(r.refwatch.read_instructions_per_event)
         ));
     }
     for r in &report.runs {
@@ -518,6 +538,8 @@ pub fn render(report: &OverheadReport) -> String {
          from ready to the SIGINT (guest ms = M instructions on the instruction clock); \
          sys%: the kernel's share of its utime + stime ticks (10 ms each); \
          instr/ev: that time in guest instructions ÷ events (the summary: median over rounds); \
+         read/ev: the part of it refwatch timed on the events themselves (decode, outputs, \
+         per-PFN state; its log's `events read:`); \
          lost: dropped over all rounds\n",
     );
     t
@@ -742,10 +764,12 @@ mod tests {
         fs::write(dir.join("x.cpu"), "ready 100000000 10\nstop 160000000 16\n").expect("write");
         fs::write(
             dir.join("x.log"),
-            "[INFO] refwatch::collector: kernel counters: submitted 0 lost 0 filtered 890138 in-flight full 0 bios 0\n",
+            "[INFO] refwatch::collector: kernel counters: submitted 0 lost 0 filtered 890138 in-flight full 0 bios 0\n\
+             [INFO] refwatch::collector: events read: 1200 in 3146 us of CPU, 2622 ns per event (decode, stacks named, outputs, per-PFN state)\n",
         )
         .expect("write");
         let r = read_refwatch(&dir, "x");
+        assert_eq!(r.read_instructions_per_event, Some(2622));
         assert_eq!(
             (r.rc, r.events, r.dropped, r.recording_bytes, r.filtered),
             (Some(0), Some(1200), Some(7), Some(4096), Some(890138))
