@@ -5,7 +5,9 @@
 //! PFNs with 4-frame stacks, as refwatch sees under a busy workload, and a
 //! SYNTHETIC kallsyms naming those frames for the JSON encoding. The record
 //! path is also run on the shape of `bench overhead`'s `dax` target
-//! (SYNTHETIC as well): 256 pages, gets with 24 frames, puts with 8.
+//! (SYNTHETIC as well): 256 pages, gets with 24 frames, puts with 8; and on
+//! that shape with the puts unseen, as it runs on Debian's 7.2 kernel (the
+//! pipe's puts are inline there): gets only, each page back at 1 between.
 
 use std::{
     hint::black_box,
@@ -25,6 +27,7 @@ use refwatch::{
         DEFAULT_NAMED_STACKS, DEFAULT_SYMBOL_CACHE, Kallsyms, StackTable, Symbolizer, role_of,
     },
 };
+use refwatch_common::hook;
 
 const EVENTS: usize = 100_000;
 
@@ -35,6 +38,12 @@ struct Shape {
     put_frames: u64,
     /// Puts leave by another path than gets: their stacks and hooks differ.
     own_put_path: bool,
+    /// The puts reach refwatch. Without: every event is a get, each page's
+    /// count back at 1 before the next (its put taken inline, where no hook
+    /// sees it).
+    puts_seen: bool,
+    /// The gets' hook (the collector names an event's function by it).
+    get_hook: u32,
 }
 
 /// The collector benches' loop: many pages, short stacks.
@@ -43,6 +52,8 @@ const BUSY: Shape = Shape {
     get_frames: 4,
     put_frames: 4,
     own_put_path: false,
+    puts_seen: true,
+    get_hook: 1,
 };
 
 /// `bench overhead`'s `dax` target: 256 pages spliced (a GUP get with a
@@ -52,12 +63,25 @@ const DAX: Shape = Shape {
     get_frames: 24,
     put_frames: 8,
     own_put_path: true,
+    puts_seen: true,
+    get_hook: 1,
+};
+
+/// The same loop where the kernel takes the puts inline (`dax` on Debian's
+/// 7.2 kernel): the gets alone, 24 frames each, a get 1 → 2 every time.
+const DAX_PUTS_UNSEEN: Shape = Shape {
+    pfns: 256,
+    get_frames: 24,
+    put_frames: 24,
+    own_put_path: false,
+    puts_seen: false,
+    get_hook: hook::TRY_GRAB_FOLIO_FAST,
 };
 
 fn synthetic_records(shape: &Shape) -> Vec<Vec<u8>> {
     (0..EVENTS)
         .map(|i| {
-            let get = i % 2 == 0;
+            let get = !shape.puts_seen || i % 2 == 0;
             let frames = if get {
                 shape.get_frames
             } else {
@@ -65,7 +89,7 @@ fn synthetic_records(shape: &Shape) -> Vec<Vec<u8>> {
             };
             let ev = PageEvent {
                 ts_ns: 1_000_000 + i as u64 * 100,
-                pfn: 0x40000 + (i as u64 / 2) % shape.pfns,
+                pfn: 0x40000 + (i as u64 / if shape.puts_seen { 2 } else { 1 }) % shape.pfns,
                 page: 0,
                 pid: 100,
                 tgid: 100,
@@ -74,7 +98,13 @@ fn synthetic_records(shape: &Shape) -> Vec<Vec<u8>> {
                 kind: if get { Kind::Get } else { Kind::Put },
                 // The put by a hook of its own where its path is its own
                 // (the collector names the function by the hook).
-                hook: if !get && shape.own_put_path { 2 } else { 1 },
+                hook: if get {
+                    shape.get_hook
+                } else if shape.own_put_path {
+                    2
+                } else {
+                    1
+                },
                 refcount_before: Some(if get { 1 } else { 2 }),
                 refcount_after: Some(if get { 2 } else { 1 }),
                 mapcount: Some(-1),
@@ -117,6 +147,7 @@ fn synthetic_kallsyms() -> Kallsyms {
 fn bench(c: &mut Criterion) {
     let records = synthetic_records(&BUSY);
     let dax_records = synthetic_records(&DAX);
+    let unseen_records = synthetic_records(&DAX_PUTS_UNSEEN);
     let syms = synthetic_kallsyms();
     let rules = Rules::from_kernel(&syms);
     let mut g = c.benchmark_group("pipeline (synthetic events)");
@@ -237,7 +268,11 @@ fn bench(c: &mut Criterion) {
     // compact recording line (version 2: tables written once, the event a
     // short line), per-PFN update. The goal of this one: ≥ 5 M events/s.
     let mut stacks = StackTable::new(fmt, DEFAULT_NAMED_STACKS);
-    for (name, records) in [(RECORD_BENCH, &records), (RECORD_DAX_BENCH, &dax_records)] {
+    for (name, records) in [
+        (RECORD_BENCH, &records),
+        (RECORD_DAX_BENCH, &dax_records),
+        (RECORD_UNSEEN_BENCH, &unseen_records),
+    ] {
         g.bench_function(name, |b| {
             b.iter_batched_ref(
                 || {
@@ -256,7 +291,7 @@ fn bench(c: &mut Criterion) {
                             line.clear();
                             encoder.live_event(
                                 &ev,
-                                HOOKS[ev.hook as usize],
+                                hook_name(ev.hook),
                                 Some(named),
                                 &mut symbolizer,
                                 fmt,
@@ -275,19 +310,25 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// The functions of the synthetic hooks, by hook id, as the collector
-/// names an event's function.
-const HOOKS: [&str; 3] = [
-    "?",
-    "__put_devmap_managed_page_refs",
-    "__put_devmap_managed_folio_refs",
-];
+/// The function of a synthetic event's hook, as the collector names an
+/// event's function.
+fn hook_name(h: u32) -> &'static str {
+    match h {
+        1 => "__put_devmap_managed_page_refs",
+        2 => "__put_devmap_managed_folio_refs",
+        hook::TRY_GRAB_FOLIO_FAST => "try_grab_folio_fast",
+        _ => "?",
+    }
+}
 
 /// Name of the record-mode benchmark (`cargo xtask bench pipeline` judges
 /// it against its goal).
 const RECORD_BENCH: &str = "record: decode + update + compact recording line";
 /// The same on the `dax` target's shape (256 pages, 24 and 8 frames).
 const RECORD_DAX_BENCH: &str = "record, dax shape: decode + update + compact recording line";
+/// The same with the puts unseen (gets only), as `dax` runs on 7.2.
+const RECORD_UNSEEN_BENCH: &str =
+    "record, dax shape, puts unseen: decode + update + compact recording line";
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
