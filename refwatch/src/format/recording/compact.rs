@@ -34,6 +34,10 @@ use std::rc::Rc;
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
+mod line;
+
+use line::{Line, LineBuf};
+
 use crate::{
     event::{Comm, Kind, Migration, PageEvent, StackTaken, pgmap_from_name, pgmap_name},
     fasthash::FastMap,
@@ -106,6 +110,12 @@ pub struct Encoder {
     recent_functions: [Option<(Rc<str>, u64)>; RECENT_FUNCTIONS],
     /// The slot of `recent_functions` replaced next.
     recent_next: usize,
+    /// The live path's function names by their address: a name that is
+    /// `'static` never changes, so the same address and length are the
+    /// same name, found without reading it (most events).
+    recent_static: [Option<(&'static str, u64)>; RECENT_FUNCTIONS],
+    /// The slot of `recent_static` replaced next.
+    static_next: usize,
     last_stack: Option<(u64, u64)>,
     /// The event line being written (kept: no clearing per event).
     line: LineBuf,
@@ -167,7 +177,7 @@ impl Encoder {
     pub fn live_event(
         &mut self,
         ev: &PageEvent,
-        function: &str,
+        function: &'static str,
         stack: Option<&Named>,
         syms: &mut Symbolizer<'_>,
         fmt: Format,
@@ -205,7 +215,7 @@ impl Encoder {
             id
         });
         let task = self.task(ev.pid, ev.tgid, &ev.comm, cgroup, out);
-        let function = self.function(function, out);
+        let function = self.static_function(function, out);
         self.table_bytes += out.len() - at;
         let page = fmt.raw_pointers.then(|| format!("{:#x}", ev.page));
         let f = Fields {
@@ -333,6 +343,21 @@ impl Encoder {
         id
     }
 
+    /// [`Self::function`] for a `'static` name, by its address first.
+    fn static_function(&mut self, name: &'static str, out: &mut Vec<u8>) -> u64 {
+        for (known, id) in self.recent_static.iter().flatten() {
+            if std::ptr::eq(*known, name) {
+                return *id;
+            }
+        }
+        let id = self.function(name, out);
+        if let Some(s) = self.recent_static.get_mut(self.static_next) {
+            *s = Some((name, id));
+        }
+        self.static_next = (self.static_next + 1) % RECENT_FUNCTIONS;
+        id
+    }
+
     fn function(&mut self, name: &str, out: &mut Vec<u8>) -> u64 {
         for (known, id) in self.recent_functions.iter().flatten() {
             // Not `==`, which is the C library's `bcmp`: see `crate::bytes`.
@@ -359,8 +384,7 @@ impl Encoder {
     fn event_line(&mut self, f: &Fields<'_>, out: &mut Vec<u8>) {
         let dt = zigzag(f.ts_ns.wrapping_sub(self.prev_ts) as i64);
         self.prev_ts = f.ts_ns;
-        let l = &mut self.line;
-        l.len = 0;
+        let l = &mut Line::new(&mut self.line);
         l.byte(b'[');
         l.u(dt);
         l.byte(b',');
@@ -430,89 +454,19 @@ impl Encoder {
             l.byte(b',');
             l.u(f.flags.into());
         }
-        out.extend_from_slice(l.as_slice());
-        if let Some(p) = f.page {
-            out.push(b',');
-            string(out, p);
+        match f.page {
+            Some(p) => {
+                out.extend_from_slice(l.as_slice());
+                out.push(b',');
+                string(out, p);
+                out.extend_from_slice(b"]\n");
+            }
+            None => {
+                l.byte(b']');
+                l.byte(b'\n');
+                out.extend_from_slice(l.as_slice());
+            }
         }
-        out.extend_from_slice(b"]\n");
-    }
-}
-
-/// An event line's numbers, written into a buffer on the stack: the line
-/// is appended to the output once (a push per byte into a `Vec` checked
-/// its capacity each time, and each number went through a copy call).
-#[derive(Debug)]
-struct LineBuf {
-    buf: Box<[u8; LineBuf::CAP]>,
-    len: usize,
-}
-
-impl Default for LineBuf {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl LineBuf {
-    /// The longest line of numbers: 19 numbers of at most 20 digits and a
-    /// sign, with their separators.
-    const CAP: usize = 512;
-
-    fn new() -> Self {
-        Self {
-            buf: Box::new([0; Self::CAP]),
-            len: 0,
-        }
-    }
-
-    #[inline(always)]
-    fn byte(&mut self, b: u8) {
-        if let Some(slot) = self.buf.get_mut(self.len) {
-            *slot = b;
-            self.len += 1;
-        }
-    }
-
-    #[inline(always)]
-    fn u(&mut self, v: u64) {
-        if v < 10 {
-            self.byte(b'0' + v as u8);
-            return;
-        }
-        // Two digits per step (`itoa`), copied in once.
-        let mut digits = itoa::Buffer::new();
-        let d = digits.format(v).as_bytes();
-        if let Some(slot) = self.buf.get_mut(self.len..self.len + d.len()) {
-            slot.copy_from_slice(d);
-            self.len += d.len();
-        }
-    }
-
-    #[inline(always)]
-    fn i(&mut self, v: i64) {
-        if v < 0 {
-            self.byte(b'-');
-        }
-        self.u(v.unsigned_abs());
-    }
-
-    #[inline(always)]
-    fn opt(&mut self, v: Option<i64>) {
-        match v {
-            Some(v) => self.i(v),
-            None => self.null(),
-        }
-    }
-
-    fn null(&mut self) {
-        for &b in b"null" {
-            self.byte(b);
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 

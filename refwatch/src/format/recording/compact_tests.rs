@@ -395,3 +395,43 @@ fn functions_cycling_past_the_recent_ones_keep_their_ids() {
     }
     assert_eq!(got, written);
 }
+
+#[test]
+fn a_name_at_another_address_is_the_same_function() {
+    let syms = kallsyms();
+    let mut sym = Symbolizer::new(&syms, 64);
+    let mut interner = StackInterner::default();
+    let evs = events(&mut interner);
+    // The same names as `'static` strings at other addresses than the
+    // literals (the encoder finds a name by its address first).
+    let copies: Vec<&'static str> = ["g0", "p1"]
+        .iter()
+        .map(|n| &*Box::leak(n.to_string().into_boxed_str()))
+        .collect();
+    let names = ["g0", "p1", "f2", "x3", "y4", "z5"];
+    let mut enc = Encoder::default();
+    enc.start(0);
+    let mut text = Vec::new();
+    let mut written = Vec::new();
+    for (i, e) in evs.iter().cycle().take(48).enumerate() {
+        let f = match i % 4 {
+            0 => names[(i / 4) % names.len()],
+            1 => copies[0],
+            2 => copies[1],
+            _ => names[(i / 4) % 2],
+        };
+        written.push(f);
+        enc.live_event(e, f, None, &mut sym, Format::default(), None, &mut text);
+    }
+    let text = String::from_utf8(text).expect("utf8");
+    let defined: Vec<&str> = text.lines().filter(|l| l.starts_with("[\"f\",")).collect();
+    // Each name once, whichever address it came from.
+    assert_eq!(defined.len(), names.len(), "{text}");
+    let mut dec = Decoder::new(0);
+    let got: Vec<String> = text
+        .lines()
+        .filter_map(|l| dec.line(l.as_bytes()).expect("line"))
+        .map(|j| j.symbol)
+        .collect();
+    assert_eq!(got, written);
+}

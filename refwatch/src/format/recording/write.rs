@@ -80,7 +80,7 @@ impl Writer {
     pub fn live_event(
         &mut self,
         ev: &PageEvent,
-        function: &str,
+        function: &'static str,
         stack: Option<&Named>,
         syms: &mut Symbolizer<'_>,
         fmt: Format,

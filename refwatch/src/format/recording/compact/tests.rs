@@ -1,7 +1,10 @@
 //! Unit tests of the compact line's private number writing: zigzag deltas and the
 //! digits (the format's own tests are in `../compact_tests.rs`).
 
-use super::{LineBuf, unzigzag, zigzag};
+use super::{
+    line::{LINE_CAP, Line, LineBuf},
+    unzigzag, zigzag,
+};
 
 #[test]
 fn zigzag_round_trips_and_keeps_small_deltas_small() {
@@ -29,21 +32,33 @@ fn zigzag_round_trips_and_keeps_small_deltas_small() {
 
 #[test]
 fn numbers_are_written_as_their_decimal_digits() {
-    let mut l = LineBuf::new();
-    for v in [0u64, 9, 10, 99, 100, 295_440, u64::MAX] {
+    let mut buf = LineBuf::default();
+    let mut l = Line::new(&mut buf);
+    // Every number below 100 000, and each side of every power of ten.
+    let edges = (1..=19).flat_map(|k| {
+        let p = 10u64.pow(k);
+        [p - 1, p, p + 1]
+    });
+    for v in (0..100_000).chain(edges).chain([295_440, u64::MAX]) {
         l.len = 0;
         l.u(v);
         assert_eq!(l.as_slice(), v.to_string().as_bytes());
     }
-    for v in [-1i64, -4096, i64::MIN, i64::MAX] {
+    for v in [-1i64, -10, -4096, i64::MIN, i64::MAX] {
         l.len = 0;
         l.i(v);
         assert_eq!(l.as_slice(), v.to_string().as_bytes());
     }
+    l.len = 0;
+    l.opt(None);
+    assert_eq!(l.as_slice(), b"null");
     // A full buffer takes no more (the line stops growing, no panic).
-    l.len = LineBuf::CAP - 3;
+    l.len = LINE_CAP - 3;
     l.u(123_456);
-    assert_eq!(l.len, LineBuf::CAP - 3);
+    l.null();
+    assert_eq!(l.len, LINE_CAP - 3);
     l.u(123);
-    assert_eq!(l.len, LineBuf::CAP);
+    assert_eq!(l.len, LINE_CAP);
+    l.byte(b',');
+    assert_eq!(l.len, LINE_CAP);
 }
