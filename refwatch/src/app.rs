@@ -34,16 +34,22 @@ pub struct Prepared {
     pub release: String,
     /// Capabilities and lockdown, to explain a refusal.
     pub facts: Facts,
+    /// The steps of reading the kernel, with their times.
+    pub steps: Vec<(&'static str, std::time::Duration)>,
 }
 
 fn prepare(args: &ProbeArgs) -> Result<Prepared> {
+    let mut steps = crate::steps::Steps::start();
     // Which capability is missing, before a kernel call fails for lack of it.
     let facts = Facts::read();
     if let Some(d) = diagnose::preflight(&facts) {
         return Err(d.into());
     }
+    steps.done("capabilities read");
     let kallsyms = Kallsyms::read(Path::new(KALLSYMS))?;
+    steps.done("kernel symbols read");
     let btf = KernelBtf::open(Path::new(VMLINUX_BTF))?;
+    steps.done("kernel BTF read");
     let layout = layout::resolve(
         &btf,
         &kallsyms,
@@ -51,8 +57,11 @@ fn prepare(args: &ProbeArgs) -> Result<Prepared> {
         args.ram_holders,
     )
     .context("read the kernel layout from BTF")?;
+    steps.done("kernel layout resolved");
     let caps = KernelCaps::probe();
+    steps.done("BPF features probed");
     let plan = plan::resolve(&kallsyms, &btf, &caps, args.mode, !args.no_precise);
+    steps.done("probe plan made");
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
@@ -62,6 +71,7 @@ fn prepare(args: &ProbeArgs) -> Result<Prepared> {
         plan,
         release,
         facts,
+        steps: steps.done,
     })
 }
 
@@ -271,14 +281,20 @@ fn run_live_printing(
     let mut loaded = attach_all(&p, args.ring_size)?;
     // Name the trampolines attaching just made: their frames in stacks are
     // then left out by name instead of showing as unknown.
+    let mut steps = crate::steps::Steps::start();
     match p.kallsyms.add_bpf_symbols(Path::new(KALLSYMS)) {
         Ok(n) => log::info!("{n} BPF symbols (trampolines, programs) added after attaching"),
         Err(e) => log::warn!("BPF symbols after attaching: {e:#}; their frames stay unknown"),
     }
+    steps.done("BPF symbols read");
     log::info!(
         "kernel {}: attached\n{}",
         p.release,
         plan_table(&loaded.rows)
+    );
+    log::info!(
+        "{}",
+        crate::steps::Steps::line(&[p.steps.as_slice(), &loaded.steps, &steps.done].concat())
     );
     log::info!("refcount rules: {}", rules.basis);
     let tui_info = use_tui.then(|| {

@@ -37,6 +37,7 @@ pub mod rules;
 pub mod snapshot;
 pub mod stacks;
 pub mod state;
+pub mod steps;
 pub mod stream;
 pub mod symbols;
 pub mod tty;

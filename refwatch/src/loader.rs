@@ -1,6 +1,6 @@
 //! Loading the kernel programs with the layout, and attaching them per plan.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -32,6 +32,8 @@ pub struct PlanRow {
     pub notes: Vec<String>,
     /// What the kernel said to each mode it refused.
     pub refusals: Vec<Refusal>,
+    /// The modes it refused, in the order tried.
+    pub refused: Vec<Mode>,
 }
 
 impl PlanRow {
@@ -46,6 +48,8 @@ pub struct Loaded {
     pub rows: Vec<PlanRow>,
     /// Every page_ref tracepoint is attached: gets and puts come from them.
     pub precise: bool,
+    /// How long each step took, in order (refwatch's log says them).
+    pub steps: Vec<(&'static str, Duration)>,
 }
 
 impl Loaded {
@@ -70,7 +74,10 @@ pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32, facts: &Facts) 
             "this refwatch was built with AYA_BUILD_SKIP=1 and carries no kernel programs; rebuild without it"
         ));
     }
-    let mut ebpf = EbpfLoader::new()
+    let mut steps = crate::steps::Steps::start();
+    let mut loader = EbpfLoader::new();
+    steps.done("kernel BTF read by the loader");
+    let mut ebpf = loader
         .override_global("LAYOUT", &layout.raw, true)
         .map_max_entries("EVENTS", ring_bytes)
         .load(OBJECT)
@@ -83,7 +90,9 @@ pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32, facts: &Facts) 
                 no_networking,
             ))
         })?;
+    steps.done("programs loaded (relocated, verified)");
     let btf = Btf::from_sys_fs().ok();
+    steps.done("kernel BTF read for attaching");
     let mut rows: Vec<Option<PlanRow>> = vec![None; plan.len()];
     let is_tp = |r: &Resolved| r.logical.class == Class::PageRef;
     let mut tp_rows = 0;
@@ -134,6 +143,7 @@ pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32, facts: &Facts) 
                 status: "covered by precise mode (page_ref tracepoints)".into(),
                 notes: Vec::new(),
                 refusals: Vec::new(),
+                refused: Vec::new(),
             });
             continue;
         }
@@ -143,11 +153,37 @@ pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32, facts: &Facts) 
         }
         rows[i] = Some(row);
     }
+    steps.done("hooks attached");
+    explain_fentry_refusals(plan, &mut rows);
     Ok(Loaded {
         ebpf,
         rows: rows.into_iter().flatten().collect(),
         precise,
+        steps: steps.done,
     })
+}
+
+/// Names a refused fentry whose function ftrace cannot trace (`notrace`:
+/// not in `available_filter_functions`). The list is read only here, when
+/// a fentry was refused: reading it costs the kernel a lookup of every
+/// traceable function.
+fn explain_fentry_refusals(plan: &[Resolved], rows: &mut [Option<PlanRow>]) {
+    let mut traceable = None;
+    for (r, row) in plan.iter().zip(rows.iter_mut()) {
+        let (Some(row), Some((cand, _))) = (row.as_mut(), r.choice.as_ref()) else {
+            continue;
+        };
+        if !row.refused.contains(&Mode::Fentry) {
+            continue;
+        }
+        let t = traceable.get_or_insert_with(crate::plan::resolve::traceable_functions);
+        if t.as_ref().is_some_and(|t| !t.contains(cand.symbol)) {
+            row.notes.push(format!(
+                "{}: not in available_filter_functions (notrace), no fentry",
+                cand.symbol
+            ));
+        }
+    }
 }
 
 /// Attaches one resolved hook in the first mode that works.
@@ -161,6 +197,7 @@ fn attach_row(ebpf: &mut Ebpf, btf: Option<&Btf>, r: &Resolved) -> PlanRow {
         status: String::new(),
         notes: r.notes.clone(),
         refusals: Vec::new(),
+        refused: Vec::new(),
     };
     let Some((cand, modes)) = &r.choice else {
         row.status = match &r.skipped {
@@ -187,6 +224,7 @@ fn attach_row(ebpf: &mut Ebpf, btf: Option<&Btf>, r: &Resolved) -> PlanRow {
                 };
                 errors.push(format!("{} refused: {}{log}", mode.name(), r.text));
                 row.refusals.push(r);
+                row.refused.push(*mode);
             }
         }
     }

@@ -21,27 +21,39 @@ pub enum ModeChoice {
 /// What the kernel offers for attaching.
 #[derive(Debug, Clone)]
 pub struct KernelCaps {
-    /// `available_filter_functions`, when readable.
+    /// `available_filter_functions`, when read: a candidate with a BTF
+    /// record that is not in it gets no fentry. `None`: not read (the
+    /// fentry attach then finds out, and falls back to the kprobe).
     pub traceable: Option<HashSet<String>>,
     /// The kprobe PMU exists (`CONFIG_KPROBES`).
     pub kprobes: bool,
 }
 
 impl KernelCaps {
-    /// Reads the running kernel's capabilities.
+    /// Reads the running kernel's capabilities, without the list of
+    /// traceable functions: reading it makes the kernel look up every
+    /// function it can trace (about 60,000), most of a start on a slow
+    /// machine, while a fentry attach refused for a function outside it
+    /// falls back to the kprobe anyway ([`traceable_functions`] explains
+    /// such a refusal afterwards).
     pub fn probe() -> Self {
-        let traceable = [
-            "/sys/kernel/tracing/available_filter_functions",
-            "/sys/kernel/debug/tracing/available_filter_functions",
-        ]
-        .iter()
-        .find_map(|p| fs::read_to_string(p).ok())
-        .map(|t| parse_filter_functions(&t));
         Self {
-            traceable,
+            traceable: None,
             kprobes: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
         }
     }
+}
+
+/// The functions of `available_filter_functions` (those ftrace, and so
+/// fentry, can attach to); `None` when tracefs is not readable.
+pub fn traceable_functions() -> Option<HashSet<String>> {
+    [
+        "/sys/kernel/tracing/available_filter_functions",
+        "/sys/kernel/debug/tracing/available_filter_functions",
+    ]
+    .iter()
+    .find_map(|p| fs::read_to_string(p).ok())
+    .map(|t| parse_filter_functions(&t))
 }
 
 /// Function names of `available_filter_functions` (module suffixes dropped).
