@@ -59,7 +59,7 @@ fn prepare(args: &ProbeArgs) -> Result<Prepared> {
     .context("read the kernel layout from BTF")?;
     steps.done("kernel layout resolved");
     let caps = KernelCaps::probe();
-    steps.done("BPF features probed");
+    steps.done("kprobe support checked");
     let plan = plan::resolve(&kallsyms, &btf, &caps, args.mode, !args.no_precise);
     steps.done("probe plan made");
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")

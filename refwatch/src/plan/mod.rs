@@ -1,6 +1,7 @@
 //! The probe plan: for each logical hook, which kernel symbol to watch on this
 //! kernel and how (fentry/fexit or kprobe/kretprobe), decided at run time from
-//! kallsyms, BTF prototypes and `available_filter_functions`.
+//! kallsyms and BTF prototypes; the attach itself has the last word (a
+//! fentry the kernel refuses falls back to the kprobe).
 //!
 //! [`catalog`] is every hook's identity in one table; [`resolve`] chooses a
 //! symbol and modes on the running kernel; [`render`] prints the outcome

@@ -1,6 +1,7 @@
 //! Resolution of the catalog against the running kernel: for each logical
-//! hook, the first candidate symbol kallsyms, BTF prototypes and
-//! `available_filter_functions` allow, and the attach modes worth trying.
+//! hook, the first candidate symbol kallsyms and BTF prototypes allow (and
+//! `available_filter_functions`, where it was read), and the attach modes
+//! worth trying.
 
 use std::{collections::HashSet, fs, path::Path};
 
