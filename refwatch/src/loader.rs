@@ -90,7 +90,7 @@ pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32, facts: &Facts) 
                 no_networking,
             ))
         })?;
-    steps.done("programs loaded (relocated, verified)");
+    steps.done("programs loaded (relocated and verified)");
     let btf = Btf::from_sys_fs().ok();
     steps.done("kernel BTF read for attaching");
     let mut rows: Vec<Option<PlanRow>> = vec![None; plan.len()];
@@ -154,7 +154,7 @@ pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32, facts: &Facts) 
         rows[i] = Some(row);
     }
     steps.done("hooks attached");
-    explain_fentry_refusals(plan, &mut rows);
+    explain_fentry_refusals(plan, &mut rows, crate::plan::resolve::traceable_functions);
     Ok(Loaded {
         ebpf,
         rows: rows.into_iter().flatten().collect(),
@@ -166,8 +166,13 @@ pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32, facts: &Facts) 
 /// Names a refused fentry whose function ftrace cannot trace (`notrace`:
 /// not in `available_filter_functions`). The list is read only here, when
 /// a fentry was refused: reading it costs the kernel a lookup of every
-/// traceable function.
-fn explain_fentry_refusals(plan: &[Resolved], rows: &mut [Option<PlanRow>]) {
+/// traceable function. `read_list` reads it (at most once).
+fn explain_fentry_refusals(
+    plan: &[Resolved],
+    rows: &mut [Option<PlanRow>],
+    read_list: impl FnOnce() -> Option<std::collections::HashSet<String>>,
+) {
+    let mut read_list = Some(read_list);
     let mut traceable = None;
     for (r, row) in plan.iter().zip(rows.iter_mut()) {
         let (Some(row), Some((cand, _))) = (row.as_mut(), r.choice.as_ref()) else {
@@ -176,7 +181,7 @@ fn explain_fentry_refusals(plan: &[Resolved], rows: &mut [Option<PlanRow>]) {
         if !row.refused.contains(&Mode::Fentry) {
             continue;
         }
-        let t = traceable.get_or_insert_with(crate::plan::resolve::traceable_functions);
+        let t = traceable.get_or_insert_with(|| read_list.take().and_then(|read| read()));
         if t.as_ref().is_some_and(|t| !t.contains(cand.symbol)) {
             row.notes.push(format!(
                 "{}: not in available_filter_functions (notrace), no fentry",
@@ -373,7 +378,90 @@ pub fn prog_stats_text(stats: &[ProgStat]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::{cell::Cell, collections::HashSet};
+
     use super::*;
+    use crate::plan::LOGICAL;
+
+    /// The first catalog hook with a fentry candidate, resolved to it, and
+    /// its row after an attach that refused `refused`.
+    fn fentry_row(refused: &[Mode]) -> (Resolved, Option<PlanRow>) {
+        let (logical, cand) = LOGICAL
+            .iter()
+            .find_map(|l| {
+                l.candidates
+                    .iter()
+                    .find(|c| c.progs.has(Mode::Fentry))
+                    .map(|c| (l, *c))
+            })
+            .expect("a fentry candidate in the catalog");
+        let r = Resolved {
+            logical,
+            choice: Some((cand, vec![Mode::Fentry, Mode::Kprobe])),
+            notes: Vec::new(),
+            skipped: None,
+        };
+        let row = PlanRow {
+            logical: logical.name,
+            events: logical.events,
+            symbol: Some(cand.symbol),
+            hook: Some(cand.hook),
+            mode: if refused.contains(&Mode::Kprobe) {
+                None
+            } else {
+                Some(Mode::Kprobe)
+            },
+            status: String::new(),
+            notes: Vec::new(),
+            refusals: Vec::new(),
+            refused: refused.to_vec(),
+        };
+        (r, Some(row))
+    }
+
+    #[test]
+    fn a_refused_fentry_is_explained_by_the_list_read_once() {
+        let (r, row) = fentry_row(&[Mode::Fentry]);
+        let symbol = r.choice.as_ref().map(|(c, _)| c.symbol).unwrap_or_default();
+        let plan = [r.clone(), r.clone()];
+        let mut rows = [row.clone(), row.clone()];
+        let reads = Cell::new(0);
+        // The symbol is not in the list: notrace.
+        explain_fentry_refusals(&plan, &mut rows, || {
+            reads.set(reads.get() + 1);
+            Some(HashSet::from(["other_function".to_owned()]))
+        });
+        assert_eq!(reads.get(), 1);
+        for row in rows.iter().flatten() {
+            assert_eq!(
+                row.notes,
+                [format!(
+                    "{symbol}: not in available_filter_functions (notrace), no fentry"
+                )]
+            );
+        }
+        // In the list (refused for another reason), or the list unreadable:
+        // no note.
+        let mut rows = [row.clone()];
+        explain_fentry_refusals(&plan[..1], &mut rows, || {
+            Some(HashSet::from([symbol.to_owned()]))
+        });
+        assert!(rows[0].as_ref().is_some_and(|r| r.notes.is_empty()));
+        let mut rows = [row];
+        explain_fentry_refusals(&plan[..1], &mut rows, || None);
+        assert!(rows[0].as_ref().is_some_and(|r| r.notes.is_empty()));
+    }
+
+    #[test]
+    fn the_list_is_not_read_without_a_refused_fentry() {
+        let (r, row) = fentry_row(&[]);
+        let (r2, row2) = fentry_row(&[Mode::Kprobe]);
+        let mut rows = [row, row2, None];
+        explain_fentry_refusals(&[r.clone(), r2, r], &mut rows, || {
+            panic!("the list was read with no fentry refused")
+        });
+        assert!(rows.iter().flatten().all(|r| r.notes.is_empty()));
+    }
 
     #[test]
     fn program_statistics_lines() {
