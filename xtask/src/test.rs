@@ -425,6 +425,17 @@ fn lab_boot_checks(tally: &mut Tally, run: &LabRun, label: &str, out: &Path) -> 
                 Err(e) => problems.push(format!("{e:#}")),
             }
         }
+        // refwatch's log says what its start and its reads cost, and the
+        // count agrees with the recording's.
+        if report_error.is_none()
+            && variant.records()
+            && !matches!(variant, lab::Variant::Signal(_))
+        {
+            match checks::costs::check(&dir) {
+                Ok(p) => problems.extend(p),
+                Err(e) => problems.push(format!("{e:#}")),
+            }
+        }
         let Some(outcome) = outcome else {
             problems.push("no outcome in lab.json".to_owned());
             tally.record(&format!("lab {name} {s}"), problems);

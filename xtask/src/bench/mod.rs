@@ -337,7 +337,10 @@ fn read_refwatch(dir: &Path, name: &str) -> RefwatchRun {
     run.filtered = log
         .as_deref()
         .and_then(|log| counter_in_log(log, "filtered"));
-    run.read_instructions_per_event = log.as_deref().and_then(read_cost_in_log);
+    run.read_instructions_per_event = log
+        .as_deref()
+        .and_then(crate::checks::costs::read_cost)
+        .and_then(|c| c.ns_per_event);
     run.programs = read("out").map(|o| program_lines(&o)).unwrap_or_default();
     run.reader = read("cpu").as_deref().and_then(reader::parse);
     run
@@ -350,14 +353,6 @@ fn counter_in_log(log: &str, name: &str) -> Option<u64> {
     let mut words = line.split_whitespace();
     words.find(|w| *w == name)?;
     words.next()?.parse().ok()
-}
-
-/// The ns per event of refwatch's `events read: N in T us of CPU, P ns per
-/// event …` log line.
-fn read_cost_in_log(log: &str) -> Option<u64> {
-    let line = log.lines().rev().find(|l| l.contains("events read:"))?;
-    let (_, rest) = line.split_once(" us of CPU, ")?;
-    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// Reads every round's results from `dir` (the guest's `/out/bench`).
@@ -394,6 +389,13 @@ fn read_rounds(dir: &Path, rounds: u32, targets: &[&str]) -> Result<Vec<Round>> 
                         .map(|n| format!(" ({n})"))
                         .unwrap_or_default(),
                     cmd::tail(&log, 3)
+                );
+            }
+            if refwatch.events.is_some_and(|e| e > 0)
+                && refwatch.read_instructions_per_event.is_none()
+            {
+                bail!(
+                    "refwatch in run {name} recorded events but its log has no `events read:` figure"
                 );
             }
             if target == "dax" && refwatch.events == Some(0) {

@@ -21,6 +21,7 @@
 //! - [`signals`]: how refwatch ended (every scenario) and the signal scenarios;
 //! - [`tui`]: the live TUI's screens (`+tui`).
 
+pub mod costs;
 pub mod filters;
 pub mod fsdax;
 pub mod groundtruth;
