@@ -115,7 +115,8 @@ fn synthetic_records(shape: &Shape) -> Vec<Vec<u8>> {
                 ret: None,
                 aux: 1,
                 aux2: 0,
-                owner: 0,
+                // A device page's map owner, as every fs-dax event has.
+                owner: SYNTHETIC_OWNER,
                 late: false,
                 forking: false,
                 role: refwatch::symbols::Role::Other,
@@ -133,10 +134,17 @@ fn synthetic_records(shape: &Shape) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The page map owner of the synthetic events (its ops, named by the
+/// synthetic kallsyms).
+const SYNTHETIC_OWNER: u64 = 0xffff_ffff_8200_0000;
+
 /// SYNTHETIC kallsyms: the hook and a function around each frame of the
-/// synthetic stacks (`synthetic_fN+0x40`), for the JSON encoding.
+/// synthetic stacks (`synthetic_fN+0x40`), for the JSON encoding, and the
+/// page map owner.
 fn synthetic_kallsyms() -> Kallsyms {
-    let mut text = String::from("ffffffff81000000 T __put_devmap_managed_page_refs\n");
+    let mut text = String::from(
+        "ffffffff81000000 T __put_devmap_managed_page_refs\nffffffff82000000 D synthetic_pagemap_ops\n",
+    );
     for n in 0..64u64 {
         text.push_str(&format!(
             "{:x} T synthetic_f{n}\n",
