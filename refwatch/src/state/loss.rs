@@ -132,6 +132,12 @@ impl Tracker {
         v
     }
 
+    /// Whether losses on pages not tracked wait for their page.
+    #[inline]
+    pub(super) fn has_untracked(&self) -> bool {
+        !self.untracked.0.is_empty()
+    }
+
     /// What a page first seen now lost before (taken over from the
     /// untracked losses).
     pub(super) fn take_untracked(&mut self, pfn: u64) -> Option<Gaps> {

@@ -444,7 +444,10 @@ impl Tracker {
                 return;
             }
         }
-        if !self.pages.contains_key(&ev.pfn)
+        // Losses on untracked pages are rare: their check (one compare)
+        // before the page's lookup, which the entry below makes anyway.
+        if self.has_untracked()
+            && !self.pages.contains_key(&ev.pfn)
             && let Some(g) = self.take_untracked(ev.pfn)
         {
             let mut page = Page::new(ev);
