@@ -117,6 +117,9 @@ pub struct Encoder {
     /// The slot of `recent_static` replaced next.
     static_next: usize,
     last_stack: Option<(u64, u64)>,
+    /// The last event's page map owner (its address) with its id: a run
+    /// of events is on one page map.
+    last_owner: Option<(u64, u64)>,
     /// The event line being written (kept: no clearing per event).
     line: LineBuf,
 }
@@ -204,12 +207,19 @@ impl Encoder {
             id
         });
         let owner = (ev.owner != 0).then(|| {
+            if let Some((addr, id)) = self.last_owner
+                && addr == ev.owner
+            {
+                return id;
+            }
             if let Some(id) = self.owners_live.map.get(&ev.owner) {
+                self.last_owner = Some((ev.owner, *id));
                 return *id;
             }
             let id = self.next_owner;
             self.next_owner += 1;
             self.owners_live.map.insert(ev.owner, id);
+            self.last_owner = Some((ev.owner, id));
             let name = syms.owner_name(ev.owner, fmt).unwrap_or_default();
             write_named(out, b"o", id, &name);
             id
@@ -387,31 +397,23 @@ impl Encoder {
         let l = &mut Line::new(&mut self.line);
         l.byte(b'[');
         l.u(dt);
-        l.byte(b',');
-        l.u(f.pfn);
-        l.byte(b',');
-        l.u(f.kind.into());
-        l.byte(b',');
-        l.opt(f.before.map(i64::from));
-        l.byte(b',');
-        l.opt(f.after.map(i64::from));
-        l.byte(b',');
-        l.opt(f.mapcount.map(i64::from));
-        l.byte(b',');
-        l.u(f.pgmap.into());
-        l.byte(b',');
-        l.u(f.nr_pages.into());
-        l.byte(b',');
-        l.u(f.function);
-        l.byte(b',');
+        l.next_u(f.pfn);
+        l.next_u(f.kind.into());
+        l.next_opt(f.before.map(i64::from));
+        l.next_opt(f.after.map(i64::from));
+        l.next_opt(f.mapcount.map(i64::from));
+        l.next_u(f.pgmap.into());
+        l.next_u(f.nr_pages.into());
+        l.next_u(f.function);
         match f.stack {
-            Some(s) => l.u(s),
-            None => l.null(),
+            Some(s) => l.next_u(s),
+            None => {
+                l.byte(b',');
+                l.null();
+            }
         }
-        l.byte(b',');
-        l.u(f.task);
-        l.byte(b',');
-        l.u(f.cpu.into());
+        l.next_u(f.task);
+        l.next_u(f.cpu.into());
         // The optional tail, as far as a value is not its default.
         let tail = if f.page.is_some() {
             5
@@ -427,14 +429,15 @@ impl Encoder {
             0
         };
         if tail >= 1 {
-            l.byte(b',');
-            l.opt(f.ret);
+            l.next_opt(f.ret);
         }
         if tail >= 2 {
-            l.byte(b',');
             match f.owner {
-                Some(o) => l.u(o),
-                None => l.null(),
+                Some(o) => l.next_u(o),
+                None => {
+                    l.byte(b',');
+                    l.null();
+                }
             }
         }
         if tail >= 3 {
@@ -451,8 +454,7 @@ impl Encoder {
             }
         }
         if tail >= 4 {
-            l.byte(b',');
-            l.u(f.flags.into());
+            l.next_u(f.flags.into());
         }
         match f.page {
             Some(p) => {

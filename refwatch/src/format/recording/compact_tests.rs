@@ -17,12 +17,12 @@ use crate::{
 
 fn kallsyms() -> Kallsyms {
     Kallsyms::parse(
-        "ffffffff81000000 T try_grab_folio\nffffffff81001000 T pipe_buf_release\nffffffff81002000 T zap_pte_range\nffffffff82000000 d fsdax_pagemap_ops\nffffffff83000000 T end\n",
+        "ffffffff81000000 T try_grab_folio\nffffffff81001000 T pipe_buf_release\nffffffff81002000 T zap_pte_range\nffffffff82000000 d fsdax_pagemap_ops\nffffffff82001000 d dev_dax_pagemap_ops\nffffffff83000000 T end\n",
     )
 }
 
-/// SYNTHETIC events of two tasks on three pages, with and without stacks,
-/// a migration, flags and a return value.
+/// SYNTHETIC events of two tasks on three pages of two page maps, with and
+/// without stacks, a migration, flags and a return value.
 fn events(stacks: &mut StackInterner) -> Vec<PageEvent> {
     let a = stacks.intern(&[0xffff_ffff_8100_0010, 0xffff_ffff_8100_1020]);
     let b = stacks.intern(&[0xffff_ffff_8100_2030]);
@@ -64,6 +64,11 @@ fn events(stacks: &mut StackInterner) -> Vec<PageEvent> {
             e.pid = 9;
             e.tgid = 8;
             e.comm = "kworker/0:1 x".into();
+        }
+        if i % 4 == 2 {
+            // Pages of another page map between the first's: the owner
+            // the writer remembers changes back and forth.
+            e.owner = 0xffff_ffff_8200_1000;
         }
         if i == 7 {
             // Behind the event before by 9 µs: another CPU's.

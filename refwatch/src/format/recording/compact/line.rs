@@ -80,6 +80,47 @@ impl<'a> Line<'a> {
         }
     }
 
+    /// A comma, then `v`: most of a line's numbers are one digit, written
+    /// with the comma as one two-byte store.
+    #[inline(always)]
+    pub(super) fn next_u(&mut self, v: u64) {
+        if v < 10
+            && let Some(pair) = self
+                .buf
+                .get_mut(self.len..)
+                .and_then(|s| s.first_chunk_mut::<2>())
+        {
+            *pair = [b',', b'0' + v as u8];
+            self.len += 2;
+            return;
+        }
+        self.byte(b',');
+        self.u(v);
+    }
+
+    /// A comma, then `v` or `null`, with [`Line::next_u`]'s fast path for
+    /// one digit and a three-byte one for -1 (a page not mapped).
+    #[inline(always)]
+    pub(super) fn next_opt(&mut self, v: Option<i64>) {
+        match v {
+            Some(v @ 0..=9) => self.next_u(v as u64),
+            Some(-1) => {
+                if let Some(three) = self
+                    .buf
+                    .get_mut(self.len..)
+                    .and_then(|s| s.first_chunk_mut::<3>())
+                {
+                    *three = *b",-1";
+                    self.len += 3;
+                }
+            }
+            v => {
+                self.byte(b',');
+                self.opt(v);
+            }
+        }
+    }
+
     #[inline(always)]
     pub(super) fn i(&mut self, v: i64) {
         if v < 0 {

@@ -62,3 +62,36 @@ fn numbers_are_written_as_their_decimal_digits() {
     l.byte(b',');
     assert_eq!(l.len, LINE_CAP);
 }
+
+#[test]
+fn a_comma_and_a_number_are_written_as_the_comma_and_its_digits() {
+    let mut buf = LineBuf::default();
+    let mut l = Line::new(&mut buf);
+    for v in (0..1000).chain([u64::MAX]) {
+        l.len = 0;
+        l.next_u(v);
+        assert_eq!(l.as_slice(), format!(",{v}").as_bytes());
+    }
+    for v in (-1000..1000).chain([i64::MIN, i64::MAX]) {
+        l.len = 0;
+        l.next_opt(Some(v));
+        assert_eq!(l.as_slice(), format!(",{v}").as_bytes());
+    }
+    l.len = 0;
+    l.next_opt(None);
+    assert_eq!(l.as_slice(), b",null");
+    // Near a full buffer: what fits of it, never past the end, no panic.
+    for room in 0..4 {
+        for v in [Some(-1), Some(7), Some(42), None] {
+            l.len = LINE_CAP - room;
+            l.next_opt(v);
+            assert!(l.len <= LINE_CAP, "{room} {v:?}");
+        }
+        l.len = LINE_CAP - room;
+        l.next_u(3);
+        assert!(l.len <= LINE_CAP);
+    }
+    l.len = LINE_CAP - 2;
+    l.next_u(3);
+    assert_eq!(l.as_slice().get(LINE_CAP - 2..), Some(&b",3"[..]));
+}
