@@ -80,7 +80,8 @@ fn a_comma_and_a_number_are_written_as_the_comma_and_its_digits() {
     l.len = 0;
     l.next_opt(None);
     assert_eq!(l.as_slice(), b",null");
-    // Near a full buffer: what fits of it, never past the end, no panic.
+    // Near a full buffer (no line gets there: LINE_CAP holds the longest):
+    // never past the end, no panic.
     for room in 0..4 {
         for v in [Some(-1), Some(7), Some(42), None] {
             l.len = LINE_CAP - room;
