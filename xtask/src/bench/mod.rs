@@ -398,6 +398,14 @@ fn read_rounds(dir: &Path, rounds: u32, targets: &[&str]) -> Result<Vec<Round>> 
                     "refwatch in run {name} recorded events but its log has no `events read:` figure"
                 );
             }
+            if let (Some(cpu), Some(instructions), Some(read)) = (
+                &refwatch.reader,
+                refwatch.reader_instructions_per_event,
+                refwatch.read_instructions_per_event,
+            ) && let Err(e) = reader::check_read(cpu, instructions, read)
+            {
+                bail!("the reader's figures of run {name} disagree: {e}");
+            }
             if target == "dax" && refwatch.events == Some(0) {
                 bail!(
                     "refwatch recorded no event during {}: its hooks did not fire on the fs-dax pages, so this does not measure its overhead",

@@ -113,6 +113,36 @@ pub fn per_event(cpu: &ReaderCpu, events: u64) -> Option<f64> {
     (events > 0).then(|| cpu.ns as f64 / events as f64)
 }
 
+/// How far refwatch's own timing of its reads may exceed the samples'
+/// figure per event: the reads' time is part of the time between the
+/// samples, but it also covers the drain after the SIGINT (the ring's
+/// last events, at most a few percent of a run's: the ring was at most
+/// 4% full in the README's runs), which the `stop` sample precedes.
+pub const READ_SLACK: f64 = 0.10;
+
+/// Runs shorter than this on a CPU (between the samples) are not judged:
+/// a handful of events over the fixed cost of a run's polls and ticks.
+const JUDGED_NS: u64 = 50_000_000;
+
+/// Checks the two figures of a run against each other: the reads' time per
+/// event (`read`, from refwatch's `events read:` line) cannot be more than
+/// the whole reader's per event (`instructions`, from the samples) but for
+/// the drain after the stop ([`READ_SLACK`]). A larger one means one of
+/// the two measures something else than it says. Judged on schedstat
+/// samples of at least [`JUDGED_NS`]; `Err` says which figures disagree.
+pub fn check_read(cpu: &ReaderCpu, instructions: f64, read: u64) -> Result<(), String> {
+    if cpu.source != "schedstat" || cpu.ns < JUDGED_NS {
+        return Ok(());
+    }
+    let bound = instructions * (1.0 + READ_SLACK);
+    if read as f64 > bound {
+        return Err(format!(
+            "refwatch timed {read} instructions per event on its reads, more than the {instructions:.0} its whole process spent per event between the samples (at most {bound:.0} with the drain after the stop)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +189,21 @@ mod tests {
         // An stime larger than the whole is no split.
         let cpu = parse("ready 0 0 0\nstop 50000000 5 9\n").expect("parsed");
         assert_eq!(cpu.system_ticks, None);
+    }
+
+    #[test]
+    fn the_reads_cannot_cost_more_than_the_whole_reader() {
+        let cpu = parse("ready 0 0\nstop 200000000 20\n").expect("parsed");
+        // As in the README's runs: the reads 0.8-1.0% under the whole.
+        assert_eq!(check_read(&cpu, 2409.0, 2389), Ok(()));
+        // The drain after the stop may add up to the slack.
+        assert_eq!(check_read(&cpu, 2000.0, 2200), Ok(()));
+        let err = check_read(&cpu, 2000.0, 2201).expect_err("past the slack");
+        assert!(err.contains("2201") && err.contains("2000"), "{err}");
+        // Ticks (10 ms) and short runs are not judged.
+        let ticks = parse("ready - 10\nstop - 25\n").expect("parsed");
+        assert_eq!(check_read(&ticks, 100.0, 5000), Ok(()));
+        let short = parse("ready 0 0\nstop 40000000 4\n").expect("parsed");
+        assert_eq!(check_read(&short, 100.0, 5000), Ok(()));
     }
 }
