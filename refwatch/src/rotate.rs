@@ -29,7 +29,7 @@ pub const DEFAULT_LIMIT: Limit = Limit {
 
 /// Bytes buffered before a write: a recording line is about 40 bytes, a
 /// JSON line about 500, and each write is a system call.
-const WRITE_BUFFER: usize = 1 << 16;
+pub const WRITE_BUFFER: usize = 1 << 16;
 
 /// A buffered file opened by [`output::create_growing`]'s rules, counting
 /// the bytes written to it.
@@ -92,10 +92,17 @@ impl Rotating {
     /// `min_bytes` (a file must hold more than what each file starts with,
     /// or rotation could spin).
     pub fn full(&self, min_bytes: u64) -> bool {
+        self.full_with(0, min_bytes)
+    }
+
+    /// [`Rotating::full`] once `pending` more bytes, held by the caller,
+    /// are written.
+    pub fn full_with(&self, pending: u64, min_bytes: u64) -> bool {
+        let bytes = self.bytes + pending;
         self.regular
             && self
                 .limit
-                .is_some_and(|l| self.bytes >= l.max_bytes && self.bytes >= min_bytes)
+                .is_some_and(|l| bytes >= l.max_bytes && bytes >= min_bytes)
     }
 
     /// Flushes and syncs a regular file to disk.

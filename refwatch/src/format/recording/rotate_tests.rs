@@ -8,6 +8,7 @@ use std::{
     path::Path,
 };
 
+use super::write::PENDING;
 use super::*;
 use crate::{
     event::{Kind, PageEvent},
@@ -231,4 +232,137 @@ fn a_stuck_page_with_no_event_after_a_rotation_is_still_stuck_in_the_new_file() 
     // Without the carried state, the same file says all is well.
     let r = build(&[], "without.rec");
     assert!(r.stuck_at_end.is_empty() && r.unknown_at_end.is_empty());
+}
+
+/// Writes the live event `e` of page `pfn` (no stack) through `w`.
+fn live(w: &mut Writer, syms: &mut Symbolizer<'_>, ts_ns: u64, pfn: u64) {
+    w.live_event(
+        &ev(ts_ns, pfn, Kind::Get, 0, 1),
+        "try_grab_folio",
+        None,
+        syms,
+        Format::default(),
+        None,
+    )
+    .expect("live event");
+}
+
+fn file_len(p: &Path) -> u64 {
+    fs::metadata(p).expect("meta").len()
+}
+
+#[test]
+fn event_lines_wait_in_memory_until_a_flush_or_a_buffer_of_them() {
+    let k = Kallsyms::parse("");
+    let mut syms = Symbolizer::new(&k, 16);
+    let d = tempfile::tempdir().expect("dir");
+    let p = d.path().join("run.rec");
+    let mut w = Writer::create(&p, header(S)).expect("create");
+    let start = file_len(&p);
+    assert_eq!(start, w.bytes(), "the header is written at once");
+    for i in 0..10 {
+        live(&mut w, &mut syms, S + i, 0x40 + i);
+    }
+    // Counted, not yet written: no system call per event.
+    assert_eq!(file_len(&p), start);
+    assert!(w.bytes() > start);
+    w.flush().expect("flush");
+    assert_eq!(file_len(&p), w.bytes());
+    let rec = read(&p).expect("read");
+    assert_eq!(rec.events().count(), 10);
+    assert!(!rec.complete && !rec.truncated_tail);
+    // Without a flush the lines go out a buffer at a time: what waits in
+    // memory stays under a buffer and a line.
+    let mut n = 10u64;
+    while file_len(&p) < 3 * PENDING as u64 {
+        live(&mut w, &mut syms, S + n, 0x40 + n % 64);
+        n += 1;
+        assert!(w.bytes() - file_len(&p) < PENDING as u64 + 200);
+    }
+    // A tick line goes after the events before it, those waiting too.
+    for _ in 0..5 {
+        live(&mut w, &mut syms, S + n, 0x40);
+        n += 1;
+    }
+    assert!(w.bytes() > file_len(&p));
+    w.line(&Line::Tick {
+        now_ns: S + n,
+        dropped: 0,
+        capped: 0,
+    })
+    .expect("tick");
+    w.finish().expect("finish");
+    let rec = read(&p).expect("read");
+    assert_eq!(rec.events().count() as u64, n);
+    assert!(matches!(rec.lines.last(), Some(Line::Tick { .. })));
+}
+
+#[test]
+fn a_writer_dropped_without_finishing_keeps_every_event() {
+    let k = Kallsyms::parse("");
+    let mut syms = Symbolizer::new(&k, 16);
+    let d = tempfile::tempdir().expect("dir");
+    let p = d.path().join("run.rec");
+    let mut w = Writer::create(&p, header(S)).expect("create");
+    for i in 0..100 {
+        live(&mut w, &mut syms, S + i, 0x40 + i % 8);
+    }
+    drop(w);
+    let rec = read(&p).expect("read");
+    assert_eq!(rec.events().count(), 100);
+    assert!(!rec.complete && !rec.truncated_tail);
+}
+
+#[test]
+fn rotation_puts_the_waiting_events_in_the_file_they_belong_to() {
+    let k = Kallsyms::parse("");
+    let mut syms = Symbolizer::new(&k, 16);
+    let d = tempfile::tempdir().expect("dir");
+    let p = d.path().join("run.rec");
+    let limit = Limit {
+        max_bytes: 4096,
+        keep: 20,
+    };
+    let mut w = Writer::create_rotating(&p, header(S), limit).expect("create");
+    let mut n = 0u64;
+    while w.rotations() < 4 {
+        live(&mut w, &mut syms, S + n, 0x40 + n % 16);
+        n += 1;
+        if w.full() {
+            let end = Line::End {
+                now_ns: S + n,
+                events: n,
+                dropped: 0,
+                capped: 0,
+            };
+            w.rotate(&end, header(S + n), &[]).expect("rotate");
+        }
+    }
+    w.finish().expect("finish");
+    let mut seen = 0u64;
+    for name in [
+        "run.rec.4",
+        "run.rec.3",
+        "run.rec.2",
+        "run.rec.1",
+        "run.rec",
+    ] {
+        let f = d.path().join(name);
+        let rec = read(&f).expect("a whole recording");
+        // Full at the limit: the file holds its limit and at most a line.
+        let len = file_len(&f);
+        if name != "run.rec" {
+            assert!(
+                (limit.max_bytes..limit.max_bytes + 200).contains(&len),
+                "{name}: {len}"
+            );
+            assert!(rec.complete, "{name}");
+        }
+        seen += rec.events().count() as u64;
+        // Each finished file's end counts every event up to it.
+        if let Some(Line::End { events, .. }) = rec.lines.last() {
+            assert_eq!(*events, seen, "{name}");
+        }
+    }
+    assert_eq!(seen, n);
 }

@@ -21,8 +21,17 @@ pub struct Writer {
     /// Version 2: events as compact lines with tables.
     compact: bool,
     enc: Encoder,
+    /// Event lines not yet handed to the file: encoded straight into it,
+    /// and written [`PENDING`] bytes at a time (to the file itself, past
+    /// the file's own buffer), so that an event's line is not copied
+    /// again on its way. Written before any other line, at every
+    /// [`Writer::flush`] (each second), at the end and when dropped.
     buf: Vec<u8>,
 }
+
+/// Bytes of event lines [`Writer`] gathers before writing them: the
+/// file's buffer, so that they go to the file without a copy into it.
+pub(super) const PENDING: usize = crate::rotate::WRITE_BUFFER;
 
 impl Writer {
     /// A recording without a size limit.
@@ -41,7 +50,9 @@ impl Writer {
             start_bytes: 0,
             compact: false,
             enc: Encoder::default(),
-            buf: Vec::with_capacity(1 << 12),
+            // Room for the longest event (with its table entries) past the
+            // mark: the vector does not grow in the steady state.
+            buf: Vec::with_capacity(PENDING + (1 << 14)),
         };
         w.start(header, carry)?;
         Ok(w)
@@ -62,12 +73,14 @@ impl Writer {
 
     pub fn line(&mut self, l: &Line) -> Result<()> {
         if let (true, Line::Event(j)) = (self.compact, l) {
-            self.buf.clear();
+            let at = self.buf.len();
             if self.enc.json_event(j, &mut self.buf).is_none() {
+                self.buf.truncate(at);
                 anyhow::bail!("event {:?} has no number in this version", j.event);
             }
-            return self.write_buf();
+            return self.write_if_due();
         }
+        self.write_pending()?;
         serde_json::to_writer(&mut self.out, l).context("write recording line")?;
         self.out.write_all(b"\n").context("write recording line")?;
         Ok(())
@@ -91,25 +104,38 @@ impl Writer {
             j.cgroup = cgroup.map(Into::into);
             return self.line(&Line::Event(j));
         }
-        self.buf.clear();
         self.enc
             .live_event(ev, function, stack, syms, fmt, cgroup, &mut self.buf);
-        self.write_buf()
+        self.write_if_due()
     }
 
-    fn write_buf(&mut self) -> Result<()> {
-        self.out
-            .write_all(&self.buf)
-            .context("write recording line")
+    /// The pending lines to the file once they are [`PENDING`] bytes.
+    #[inline]
+    fn write_if_due(&mut self) -> Result<()> {
+        if self.buf.len() < PENDING {
+            return Ok(());
+        }
+        self.write_pending()
+    }
+
+    /// The pending lines to the file.
+    fn write_pending(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let r = self.out.write_all(&self.buf);
+        self.buf.clear();
+        r.context("write recording line")
     }
 
     pub fn flush(&mut self) -> Result<()> {
+        self.write_pending()?;
         self.out.flush().context("flush recording")
     }
 
-    /// Bytes written to the current file.
+    /// Bytes of the current file, the lines not yet written included.
     pub fn bytes(&self) -> u64 {
-        self.out.bytes()
+        self.out.bytes() + self.buf.len() as u64
     }
 
     /// Files finished and rotated away so far.
@@ -121,7 +147,8 @@ impl Writer {
     /// file whose carried-over state alone is larger than the limit
     /// first holds as much again of new lines (so rotation cannot spin).
     pub fn full(&self) -> bool {
-        self.out.full(2 * self.start_bytes)
+        self.out
+            .full_with(self.buf.len() as u64, 2 * self.start_bytes)
     }
 
     /// Ends the current file with `end`, renames it `FILE.1` (after
@@ -136,6 +163,17 @@ impl Writer {
 
     /// Flushes and syncs to disk (a regular file).
     pub fn finish(mut self) -> Result<()> {
+        self.write_pending()?;
         self.out.sync()
+    }
+}
+
+/// A writer dropped without [`Writer::finish`] (an error on the way out)
+/// still hands its pending lines to the file, whose own buffer is written
+/// when it is dropped in turn: what was recorded stays, as far as the file
+/// takes it.
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.write_pending();
     }
 }
