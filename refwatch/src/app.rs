@@ -231,6 +231,12 @@ fn run_live_printing(
     let use_tui = !args.headless && recording_path.is_none();
     if use_tui {
         crate::tty::require_terminal("attach")?;
+    } else if args.history != crate::state::DEFAULT_HISTORY as u64
+        || args.max_events != crate::state::DEFAULT_MAX_EVENTS as u64
+    {
+        log::warn!(
+            "--history and --max-events size the TUI's per-PFN histories; without the TUI refwatch keeps none in memory (every event is in the recording or the JSON lines, which `report` and `replay` read)"
+        );
     }
     let watch = crate::filter::Watch::from_args(
         args.watch.pfn.as_deref(),
@@ -350,6 +356,7 @@ fn run_live_printing(
             raw_pointers: args.raw_pointers,
         },
         history: args.history as usize,
+        histories: use_tui,
         max_pfns: args.max_pfns as usize,
         max_events: usize::try_from(args.max_events).unwrap_or(usize::MAX),
         rules,

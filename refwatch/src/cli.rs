@@ -308,14 +308,16 @@ pub struct AttachArgs {
     /// Off by default: they defeat KASLR.
     #[arg(long)]
     pub raw_pointers: bool,
-    /// Events kept per PFN.
+    /// Events kept per PFN for the TUI's page histories (`record` and
+    /// `--headless` keep none in memory: every event is in their outputs).
     #[arg(long, default_value_t = crate::state::DEFAULT_HISTORY as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub history: u64,
     /// Most PFNs tracked at once; long-idle pages are evicted beyond it.
     #[arg(long, default_value_t = crate::state::DEFAULT_MAX_PFNS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pfns: u64,
-    /// Most events kept in all PFNs' histories together; beyond it the
-    /// oldest go, down to a page's share (at least its last 5).
+    /// Most events kept in all PFNs' histories together (the TUI's);
+    /// beyond it the oldest go, down to a page's share (at least its last
+    /// 5).
     #[arg(long, default_value_t = crate::state::DEFAULT_MAX_EVENTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_events: u64,
     #[command(flatten)]

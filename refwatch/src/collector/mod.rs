@@ -48,6 +48,10 @@ pub struct Options {
     pub jsonl_rotate: crate::rotate::Limit,
     pub format: Format,
     pub history: usize,
+    /// Keep each page's history (the TUI shows it). Without (`record`,
+    /// `attach --headless`), the outputs hold the events and the tracker
+    /// only their state ([`Tracker::keep_no_history`]).
+    pub histories: bool,
     pub max_pfns: usize,
     /// Events kept in all histories together (`--max-events`).
     pub max_events: usize,
@@ -353,6 +357,9 @@ impl<'a> Collector<'a> {
                     opts.max_pfns,
                 );
                 t.set_max_events(opts.max_events);
+                if !opts.histories {
+                    t.keep_no_history();
+                }
                 t
             },
             totals: Totals::default(),

@@ -16,6 +16,21 @@ impl Tracker {
     /// longer than this; one already longer (the cap fell as pages came)
     /// keeps its length until [`Tracker::trim_histories`].
     #[inline]
+    /// No per-PFN history from now on, for a collector that shows none
+    /// (`record`, `attach --headless`): its outputs hold every event, and
+    /// `report` and `replay` rebuild the histories from a recording. The
+    /// pages' state, holders, episodes and detectors are the same; an
+    /// episode then lists no last events, and `--history` and
+    /// `--max-events` bound nothing.
+    pub fn keep_no_history(&mut self) {
+        self.histories = false;
+    }
+
+    /// Whether pages keep their history.
+    pub fn keeps_history(&self) -> bool {
+        self.histories
+    }
+
     pub(super) fn page_cap(&mut self) -> usize {
         let n = self.pages.len();
         if n != self.page_cap_for {

@@ -28,7 +28,10 @@ impl Tracker {
                 && dst != ev.pfn
                 && let Some(d) = self.pages.get_mut(&dst)
             {
-                self.kept_events += usize::from(d.history.push(ev, self.tasks.of(ev), cap, max));
+                if self.histories {
+                    self.kept_events +=
+                        usize::from(d.history.push(ev, self.tasks.of(ev), cap, max));
+                }
                 if matches!(d.pgmap_type, pgmap::PRIVATE | pgmap::COHERENT) {
                     d.migrated_by = Some(ev.tgid);
                     entry_takes_over(d, ev, &self.rules);

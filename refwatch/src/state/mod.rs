@@ -352,6 +352,8 @@ pub struct Tracker {
     pub rules: Rules,
     pub thresholds: Thresholds,
     history_cap: usize,
+    /// Whether pages keep their history ([`Tracker::keep_no_history`]).
+    histories: bool,
     max_pfns: usize,
     /// Budget of events kept in all histories together, and those kept now.
     max_events: usize,
@@ -399,6 +401,7 @@ impl Tracker {
             rules,
             thresholds,
             history_cap: history_cap.max(1),
+            histories: true,
             max_pfns: max_pfns.max(1),
             max_events: DEFAULT_MAX_EVENTS,
             kept_events: 0,
@@ -456,10 +459,10 @@ impl Tracker {
         }
         // The cap for the pages tracked before this event's: a new page's
         // first event fits any cap.
-        let history_cap = self.page_cap();
-        let max = self.history_cap;
+        let history = self
+            .histories
+            .then(|| (self.page_cap(), self.history_cap, self.tasks.of(ev)));
         let rules = &self.rules;
-        let task = self.tasks.of(ev);
         let page = self.pages.entry(ev.pfn).or_insert_with(|| Page::new(ev));
         loss::resync(page, ev);
         if page.pgmap_type == pgmap::UNKNOWN {
@@ -546,7 +549,9 @@ impl Tracker {
         }
         // After the holders: the loads of a page not in cache that those
         // wait for overlap with the history's.
-        self.kept_events += usize::from(page.history.push(ev, task, history_cap, max));
+        if let Some((cap, max, task)) = history {
+            self.kept_events += usize::from(page.history.push(ev, task, cap, max));
+        }
         let system = page.pgmap_type == pgmap::SYSTEM;
         if forked {
             note_fork(&mut self.fork_pending, ev);

@@ -333,6 +333,7 @@ fn pfn_cap_evicts_idle_pages_only() {
 mod budget;
 mod device;
 mod groups;
+mod histories;
 mod loss;
 mod verify;
 mod watch;
