@@ -11,11 +11,6 @@ impl Tracker {
             .max(self.pages.len().saturating_mul(MIN_KEEP))
     }
 
-    /// A page's cap on its history now: its share of the budget, at least
-    /// [`MIN_KEEP`], at most `--history`. A push never makes a history
-    /// longer than this; one already longer (the cap fell as pages came)
-    /// keeps its length until [`Tracker::trim_histories`].
-    #[inline]
     /// No per-PFN history from now on, for a collector that shows none
     /// (`record`, `attach --headless`): its outputs hold every event, and
     /// `report` and `replay` rebuild the histories from a recording. The
@@ -31,6 +26,11 @@ impl Tracker {
         self.histories
     }
 
+    /// A page's cap on its history now: its share of the budget, at least
+    /// [`MIN_KEEP`], at most `--history`. A push never makes a history
+    /// longer than this; one already longer (the cap fell as pages came)
+    /// keeps its length until [`Tracker::trim_histories`].
+    #[inline]
     pub(super) fn page_cap(&mut self) -> usize {
         let n = self.pages.len();
         if n != self.page_cap_for {
