@@ -1,6 +1,6 @@
-//! Rotation at a size, on real files, and what a report of a later file
-//! finds thanks to the state carried over (synthetic events, not from a
-//! kernel).
+//! Rotation at a size, on real files, what a report of a later file finds
+//! thanks to the state carried over, and the event lines a writer holds
+//! until they go to the file (synthetic events, not from a kernel).
 
 use std::{
     fs,
@@ -234,7 +234,7 @@ fn a_stuck_page_with_no_event_after_a_rotation_is_still_stuck_in_the_new_file() 
     assert!(r.stuck_at_end.is_empty() && r.unknown_at_end.is_empty());
 }
 
-/// Writes the live event `e` of page `pfn` (no stack) through `w`.
+/// Writes a SYNTHETIC live get of page `pfn` at `ts_ns` (no stack) through `w`.
 fn live(w: &mut Writer, syms: &mut Symbolizer<'_>, ts_ns: u64, pfn: u64) {
     w.live_event(
         &ev(ts_ns, pfn, Kind::Get, 0, 1),
