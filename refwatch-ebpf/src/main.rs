@@ -17,9 +17,9 @@ mod watch;
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use refwatch_common::{Event, KernelLayout, counter};
+use refwatch_common::{Event, KernelLayout, counter, hook};
 
 /// Kernel layout, written by userspace before the programs are loaded.
 #[unsafe(no_mangle)]
@@ -57,6 +57,18 @@ static FORKING: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
 /// Entry state of hooks that emit at exit, keyed by thread and hook.
 #[map]
 static INFLIGHT: HashMap<u64, pending::Pending> = HashMap::with_max_entries(16384, 0);
+
+/// Per hook: 1 once an entry program of that hook left an entry in
+/// [`INFLIGHT`] (on any thread), set before the entry. The exits that look
+/// for entries of enclosing hooks on their thread skip the hooks still at
+/// 0: no entry of theirs can be there, and each look is a hash lookup.
+#[map]
+static ENTERED: Array<u32> = Array::with_max_entries(hook::COUNT, 0);
+
+/// The start of the `struct page` array, read once from the kernel's
+/// `vmemmap_base` (randomized at boot, then fixed); 0 until read.
+#[map]
+static VMEMMAP: Array<u64> = Array::with_max_entries(1, 0);
 
 #[cfg(not(test))]
 #[panic_handler]

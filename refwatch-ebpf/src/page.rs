@@ -116,15 +116,26 @@ pub fn owner(pgmap_ptr: u64) -> u64 {
     }
 }
 
-/// Start of the `struct page` array.
+/// Start of the `struct page` array: read from the kernel's variable the
+/// first time, then from [`crate::VMEMMAP`] (a map lookup the verifier
+/// inlines, against a helper call per page).
 #[inline(always)]
 fn vmemmap_base() -> Option<u64> {
     let base_addr = layout!(vmemmap_base_addr);
-    if base_addr != 0 {
-        read_u64(base_addr)
-    } else {
-        Some(layout!(vmemmap_start))
+    if base_addr == 0 {
+        return Some(layout!(vmemmap_start));
     }
+    let cached = crate::VMEMMAP.get_ptr_mut(0)?;
+    // SAFETY: the map's only slot; every program that writes it writes the
+    // same value (`vmemmap_base` is fixed after boot).
+    let known = unsafe { *cached };
+    if known != 0 {
+        return Some(known);
+    }
+    let base = read_u64(base_addr)?;
+    // SAFETY: as above.
+    unsafe { *cached = base };
+    Some(base)
 }
 
 /// The `struct page` of `pfn` (which may not exist: reads of it fail

@@ -24,7 +24,7 @@ use aya_ebpf::EbpfContext;
 use refwatch_common::{counter, hook, kind, ret};
 
 use crate::{
-    INFLIGHT,
+    ENTERED, INFLIGHT,
     emit::{Fields, count, emit},
     page::{device_page, layout, mapcount, refcount, typed_load},
     pending::{Pending, key},
@@ -242,6 +242,7 @@ pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
         covered: 0,
         has_before: before.is_some() as u32,
     };
+    mark_entered(hook);
     if INFLIGHT.insert(key(hook), pending, 0).is_err() {
         count(counter::INFLIGHT_FULL);
         crate::emit::note_lost(p.pfn);
@@ -347,7 +348,7 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
 fn last_put<C: EbpfContext>(ctx: &C, p: &crate::page::DevicePage) {
     let enclosed = DROP_HOOKS.iter().any(|&h| {
         // SAFETY: entries of this thread only (the key holds the tid).
-        unsafe { INFLIGHT.get(key(h)) }.is_some_and(|o| o.head == p.head)
+        entered(h) && unsafe { INFLIGHT.get(key(h)) }.is_some_and(|o| o.head == p.head)
     });
     if enclosed {
         return;
@@ -364,13 +365,34 @@ fn last_put<C: EbpfContext>(ctx: &C, p: &crate::page::DevicePage) {
     );
 }
 
+/// Notes in [`ENTERED`] that `hook` leaves in-flight entries (written once,
+/// so CPUs do not keep taking the slot's cache line from each other).
+#[inline(always)]
+fn mark_entered(hook: u32) {
+    if let Some(slot) = ENTERED.get_ptr_mut(hook) {
+        // SAFETY: the hook's slot; every writer stores 1.
+        unsafe {
+            if *slot == 0 {
+                *slot = 1;
+            }
+        }
+    }
+}
+
+/// Whether `hook` ever left an in-flight entry: only then can one of this
+/// thread's be in [`INFLIGHT`].
+#[inline(always)]
+fn entered(hook: u32) -> bool {
+    ENTERED.get(hook).is_none_or(|v| *v != 0)
+}
+
 /// Marks the pending entries of the other hooks in `family` on this thread
 /// and page as covered. Returns whether one of them is an unpin entry point.
 #[inline(always)]
 fn cover_outer(family: &[u32], me: u32, head: u64, track_unpin: bool) -> bool {
     let mut unpin = false;
     for &outer in family {
-        if outer == me {
+        if outer == me || !entered(outer) {
             continue;
         }
         if let Some(o) = INFLIGHT.get_ptr_mut(key(outer)) {
