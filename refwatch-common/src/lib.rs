@@ -517,6 +517,23 @@ pub struct WatchLast {
 /// Entries of the kernel's table of PFNs whose events were lost.
 pub const LOST_PFNS: u32 = 65536;
 
+/// Entries of the kernel's table of PFNs whose last put walks its stack
+/// under `--stacks holders` (the pages with an open episode, whose release
+/// names its releaser): past it, every last put walks.
+pub const RELEASE_PFNS: u32 = 4096;
+
+/// The slots of the kernel's `SETTINGS` array, which userspace writes
+/// after attaching.
+pub mod setting {
+    /// Non-zero when the page_ref tracepoints are attached (precise mode).
+    pub const PRECISE: u32 = 0;
+    /// Non-zero when a page's last put (the free hook's) walks its stack
+    /// only for the pages in the `RELEASES` table; 0: every last put walks.
+    pub const LAST_PUT_ON_DEMAND: u32 = 1;
+    /// Slots.
+    pub const COUNT: u32 = 2;
+}
+
 pub mod counter {
     /// Events submitted to the ring buffer.
     pub const SUBMITTED: u32 = 0;

@@ -33,10 +33,16 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// Settings userspace changes after attaching: index 0 is non-zero when the
-/// page_ref tracepoints are attached (precise mode).
+/// Settings userspace changes after attaching, indexed by
+/// [`refwatch_common::setting`].
 #[map]
-static SETTINGS: aya_ebpf::maps::Array<u32> = aya_ebpf::maps::Array::with_max_entries(1, 0);
+static SETTINGS: Array<u32> = Array::with_max_entries(refwatch_common::setting::COUNT, 0);
+
+/// PFNs whose last put walks its stack while
+/// [`refwatch_common::setting::LAST_PUT_ON_DEMAND`] is set (value unused):
+/// the pages with an open episode, kept by userspace.
+#[map]
+static RELEASES: HashMap<u64, u8> = HashMap::with_max_entries(refwatch_common::RELEASE_PFNS, 0);
 
 /// PFNs whose events were lost (ring buffer full, in-flight table full) →
 /// `bpf_ktime_get_ns` of the last loss. Userspace takes the entries out

@@ -377,6 +377,7 @@ fn run_live_printing(
         }),
         off_refcount: p.layout.raw.off_refcount,
         print_events,
+        stacks: args.probe.stack_policy(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -128,7 +128,7 @@ pub fn load(layout: &Layout, plan: &[Resolved], ring_bytes: u32, facts: &Facts) 
                 .ok_or_else(|| anyhow!("map SETTINGS missing from the kernel object"))?,
         )?;
         settings
-            .set(0, 1, 0)
+            .set(refwatch_common::setting::PRECISE, 1, 0)
             .context("switch the kernel programs to precise mode")?;
     }
     let ram_holders = layout.raw.ram_holders != 0;

@@ -32,7 +32,9 @@ pub const ROLE_FRAMES: u8 = 8;
 pub enum StackPolicy {
     /// Full stacks for the events that name a holder (gets, pins, sets,
     /// layout waits, migrations, forks, page maps); drops (puts, unpins,
-    /// frees) only as deep as it takes to tell an unmap from another drop.
+    /// frees) only as deep as it takes to tell an unmap from another drop,
+    /// and a page's last put (before its free) only while the page is
+    /// stuck, to name who released it.
     #[default]
     Holders,
     /// Full stacks for every event.
@@ -72,7 +74,7 @@ impl StackPolicy {
     pub fn describe(self) -> String {
         match self {
             Self::Holders => format!(
-                "stacks: holders (full for gets, pins and the rest; {ROLE_FRAMES} frames for puts, unpins and frees, enough for their role)"
+                "stacks: holders (full for gets, pins and the rest; {ROLE_FRAMES} frames for puts, unpins and frees, enough for their role; a page's last put only while the page is stuck)"
             ),
             Self::All => format!("stacks: all (up to {MAX_STACK} frames for every event)"),
             Self::None => "stacks: none".into(),

@@ -33,6 +33,7 @@ use crate::{
 };
 
 mod drain;
+mod releases;
 mod reread;
 mod watch;
 
@@ -80,6 +81,9 @@ pub struct Options {
     pub off_refcount: u32,
     /// Print each event as a line on stdout (`refwatch watch`).
     pub print_events: bool,
+    /// `--stacks`: under `holders` a page's last put walks its stack only
+    /// while the page has an open episode ([`releases`]).
+    pub stacks: crate::stacks::StackPolicy,
 }
 
 /// Totals at the end of a run.
@@ -203,6 +207,9 @@ pub struct Collector<'a> {
     peeker: Option<Peeker>,
     /// The hardware watchpoints (`--watch`, or made on the TUI's first `w`).
     watcher: Option<crate::watch::Watcher>,
+    /// The pages whose last put walks its stack (`--stacks holders`, not
+    /// in precise mode, where the free hook reports no put).
+    releases: Option<releases::Releases>,
     /// Why a watcher could not be made on demand (said again on each ask).
     watcher_failed: Option<String>,
     off_refcount: u32,
@@ -335,8 +342,14 @@ impl<'a> Collector<'a> {
             }
             None => None,
         };
+        let releases = if opts.stacks == crate::stacks::StackPolicy::Holders && !loaded.precise {
+            Some(releases::Releases::take(&mut loaded.ebpf)?)
+        } else {
+            None
+        };
         let mut c = Self {
             watcher,
+            releases,
             watcher_failed: None,
             off_refcount: opts.off_refcount,
             probe_addr: crate::watch::probe_address(syms),
@@ -372,6 +385,7 @@ impl<'a> Collector<'a> {
                 .map(|p| (crate::metrics::Metrics::new(), p)),
         };
         c.snapshot_at_attach(&opts.watch)?;
+        c.sync_releases()?;
         c.publish_metrics();
         c.tick_watch(monotonic_ns())?;
         if let Some(why) = c.watcher.as_ref().and_then(|w| w.nothing_to_watch()) {
@@ -387,7 +401,17 @@ impl<'a> Collector<'a> {
             &mut self.tracker,
             &mut self.totals,
             &mut self.out,
-        )
+        )?;
+        // An event opened an episode (a layout wait): its page's release
+        // walks from now, not from the next tick.
+        if self
+            .releases
+            .as_ref()
+            .is_some_and(|r| r.opened_seen() != self.tracker.episodes_opened())
+        {
+            self.sync_releases()?;
+        }
+        Ok(())
     }
 
     /// Once a second: detectors, recording tick, flushes. Returns the events lost so far.
@@ -395,6 +419,7 @@ impl<'a> Collector<'a> {
         self.take_losses()?;
         self.verify(now)?;
         self.tracker.advance(now);
+        self.sync_releases()?;
         self.tick_watch(now)?;
         let (dropped, _) = read_counters(&self.counters);
         self.totals.dropped = dropped;
@@ -413,6 +438,18 @@ impl<'a> Collector<'a> {
         }
         self.publish_metrics();
         Ok(dropped)
+    }
+
+    /// The kernel walks the last puts of the pages with an open episode
+    /// (under `--stacks holders`).
+    fn sync_releases(&mut self) -> Result<()> {
+        match self.releases.as_mut() {
+            Some(r) => r.sync(
+                self.tracker.open_episode_pfns(),
+                self.tracker.episodes_opened(),
+            ),
+            None => Ok(()),
+        }
     }
 
     /// `--metrics`: the values now, rendered for the endpoint.

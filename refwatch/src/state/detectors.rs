@@ -6,6 +6,7 @@ use super::{
 };
 use crate::{
     event::{Kind, PageEvent},
+    fasthash::FastSet,
     rules::Rules,
 };
 
@@ -103,6 +104,16 @@ impl Tracker {
         for (pfn, d, since, reason) in to_open {
             self.open_at(pfn, d, since, reason, now);
         }
+    }
+
+    /// The pages of the episodes open and kept: their release is the
+    /// episode's releaser (`released_by`).
+    pub fn open_episode_pfns(&self) -> FastSet<u64> {
+        self.episodes
+            .iter()
+            .filter(|e| e.end_ns.is_none())
+            .map(|e| e.pfn)
+            .collect()
     }
 
     pub(super) fn open(&mut self, pfn: u64, d: Detector, start_ns: u64, reason: String) {

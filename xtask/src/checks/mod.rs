@@ -31,6 +31,7 @@ pub mod lines;
 pub mod loss;
 pub mod metrics;
 pub mod probes;
+pub mod releases;
 pub mod report;
 pub mod selftests;
 pub mod signals;

@@ -100,6 +100,8 @@ pub fn check_report(
             if rc != 0 {
                 bad.push(format!("report --fail-on-stuck exited {rc} on dax-splice"));
             }
+            let events = super::read_events(&dir.join("events.jsonl"))?;
+            bad.extend(super::releases::check_unwalked_last_puts(&events, episodes));
             // The compact recording: bytes per event, header and tables
             // included.
             let bytes = std::fs::metadata(dir.join("recording"))?.len();
@@ -145,6 +147,7 @@ pub fn check_report(
                     ));
                 }
             }
+            bad.extend(super::releases::check_releasers_named(episodes));
             if scenario == "dax-hold" {
                 bad.extend(held_by_the_second_fill(episodes, &w)?);
                 bad.extend(super::groups::check_dax_hold(&report, &w, dir)?);

@@ -404,3 +404,20 @@ fn a_grab_at_the_idle_count_drops_holders_whose_puts_were_unseen() {
     t.apply(&late);
     assert_eq!(holders(&t).len(), 4);
 }
+
+/// The pages whose last put must walk its stack (synthetic events): those
+/// with an open episode, until it closes.
+#[test]
+fn open_episode_pfns_are_the_pages_still_stuck() {
+    let mut t = Tracker::new(rules_6_1(), th(), 16, 100);
+    // Page 7 held (refcount 2, idle 1); page 8 idle.
+    t.apply(&ev(0, 7, Kind::Snapshot, 2, 2, 1));
+    t.apply(&ev(0, 8, Kind::Snapshot, 1, 1, 1));
+    assert!(t.open_episode_pfns().is_empty());
+    t.advance(3 * S);
+    assert_eq!(t.open_episode_pfns().into_iter().collect::<Vec<_>>(), [7]);
+    // Its release closes the episode: nothing left to walk for.
+    t.apply(&ev(4 * S, 7, Kind::Put, 2, 1, 99));
+    assert_eq!(t.episodes.len(), 1);
+    assert!(t.open_episode_pfns().is_empty());
+}

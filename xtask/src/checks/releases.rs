@@ -1,0 +1,120 @@
+//! The stacks of pages' last puts under refwatch's defaults (`--stacks
+//! holders`): the free hook's put walks only while its page has an open
+//! episode. Where the free hook reports last puts (0-based fs-dax pages
+//! without the page_ref tracepoints: 6.15 and later), a page that was
+//! never stuck gets its last put without a stack, and a stuck page's
+//! release still names its releaser with one.
+
+use serde_json::Value;
+
+use super::Ev;
+
+/// Whether `e` is a last put the free hook reported.
+fn free_hook_put(e: &Ev) -> bool {
+    e.event == "put" && e.symbol.starts_with("free_zone_device_")
+}
+
+/// `dax-splice` (nothing held for long, no episode): the free hook's last
+/// puts carry no stack.
+pub fn check_unwalked_last_puts(events: &[Ev], episodes: &[Value]) -> Vec<String> {
+    let last_puts: Vec<&Ev> = events.iter().filter(|e| free_hook_put(e)).collect();
+    let walked = last_puts.iter().filter(|e| !e.stack.is_empty()).count();
+    println!(
+        "    last puts by the free hook: {}, with a stack: {walked} (episodes: {})",
+        last_puts.len(),
+        episodes.len()
+    );
+    if episodes.is_empty() && walked > 0 {
+        return vec![format!(
+            "{walked} of {} last puts by the free hook walked their stack on pages never stuck",
+            last_puts.len()
+        )];
+    }
+    Vec::new()
+}
+
+/// `dax-hold`, `dax-truncate-pinned`: every episode a drop ended names
+/// that drop with its stack, the free hook's last puts included.
+pub fn check_releasers_named(episodes: &[Value]) -> Vec<String> {
+    let released: Vec<&Value> = episodes
+        .iter()
+        .filter_map(|e| e.get("released_by").filter(|r| !r.is_null()))
+        .collect();
+    let by_free_hook = released
+        .iter()
+        .filter(|r| {
+            r["symbol"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("free_zone_device_"))
+        })
+        .count();
+    let without: Vec<String> = released
+        .iter()
+        .filter(|r| r["stack"].as_array().is_none_or(|s| s.is_empty()))
+        .map(|r| {
+            format!(
+                "{} on {:#x}",
+                r["symbol"].as_str().unwrap_or("?"),
+                r["pfn"].as_u64().unwrap_or_default()
+            )
+        })
+        .collect();
+    println!(
+        "    releasers: {} episodes ended by a drop ({by_free_hook} by the free hook's last put), {} without a stack",
+        released.len(),
+        without.len()
+    );
+    if released.is_empty() {
+        return vec!["no episode names the drop that ended it".into()];
+    }
+    if without.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!("releasers without a stack: {}", without.join(", "))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(symbol: &str, stack: &[&str]) -> Ev {
+        Ev {
+            ts: 0,
+            pfn: 1,
+            event: "put".into(),
+            before: Some(1),
+            after: Some(0),
+            pgmap_type: "fsdax".into(),
+            symbol: symbol.into(),
+            comm: "workload".into(),
+            owner: None,
+            migration: None,
+            late: false,
+            stack: stack.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_walked_last_put_on_a_page_never_stuck_is_reported() {
+        let unwalked = [put("free_zone_device_folio", &[])];
+        assert!(check_unwalked_last_puts(&unwalked, &[]).is_empty());
+        let walked = [
+            put("free_zone_device_folio", &["free_zone_device_folio+0x5"]),
+            put("folios_put_refs", &["folios_put_refs+0x1f9"]),
+        ];
+        assert_eq!(check_unwalked_last_puts(&walked, &[]).len(), 1);
+    }
+
+    #[test]
+    fn a_releaser_without_a_stack_is_reported() {
+        let ep = |stack: Value| {
+            serde_json::json!({"released_by": {
+                "symbol": "free_zone_device_folio", "pfn": 7, "stack": stack
+            }})
+        };
+        assert!(check_releasers_named(&[ep(serde_json::json!(["x+0x1"]))]).is_empty());
+        assert_eq!(check_releasers_named(&[ep(Value::Null)]).len(), 1);
+        assert_eq!(check_releasers_named(&[]).len(), 1);
+    }
+}
