@@ -14,7 +14,7 @@ use aya_ebpf::{
 use refwatch_common::{counter, kind};
 
 use crate::{
-    emit::{Fields, NoCtx, SharedStack, count, emit_with},
+    emit::{Fields, NoCtx, SharedStack, count, emit_with, stack_frames},
     page::{DevicePage, mapcount, refcount},
     pending::key,
 };
@@ -34,6 +34,9 @@ pub struct Batch {
     /// `i32::MIN` when unknown.
     before: [i32; MAX_BATCH],
     types: [u32; MAX_BATCH],
+    /// At exit, when read ahead of the events ([`read_step`]); `i32::MIN`
+    /// when unknown.
+    after: [i32; MAX_BATCH],
 }
 
 /// The batch an entry program is filling, on this CPU.
@@ -107,12 +110,23 @@ fn lost_batch() {
     }
 }
 
-/// State of [`exit_step`].
+/// State of [`read_step`] and [`exit_step`].
 #[repr(C)]
 struct ExitWalk {
     hook: u32,
     /// Events carry the stack in `BATCH_STACK`.
     with_stack: u32,
+    /// The counts after were read ahead into `Batch::after`.
+    read: u32,
+    /// Pages whose count went down and not to 0 (found by [`read_step`]).
+    pending: u32,
+}
+
+/// Whether a page whose count went from `before` to `after` at the batch's
+/// exit has an event: down, and not to 0 (the free hook reports that).
+#[inline(always)]
+fn dropped(before: i32, after: Option<i32>) -> bool {
+    before != i32::MIN && after.is_some_and(|a| a < before && a > 0)
 }
 
 /// At `hook`'s exit: reports every page of this thread's batch whose
@@ -125,26 +139,53 @@ pub fn report<C: EbpfContext>(ctx: &C, hook: u32, with_stack: bool) {
         return;
     };
     // SAFETY: the entry of this thread (the key holds the tid).
-    let n = unsafe { (*b).n };
+    let n = unsafe { (*b).n }.min(MAX_BATCH as u32);
+    let mut w = ExitWalk {
+        hook,
+        with_stack: with_stack as u32,
+        read: 0,
+        pending: 0,
+    };
+    // A walk only when a page has an event: most batches of an unmap free
+    // every device page they drop (the free hook reports those), and the
+    // walk is most of what the exit would cost.
+    if with_stack && stack_frames(kind::PUT) > 0 {
+        // SAFETY: `read_step` has the callback signature bpf_loop expects
+        // and `w` outlives the call.
+        unsafe { bpf_loop(n, read_step as *mut c_void, (&raw mut w).cast(), 0) };
+        w.read = 1;
+        if w.pending == 0 {
+            let _ = BATCHES.remove(k);
+            return;
+        }
+    }
     if with_stack && let Some(s) = BATCH_STACK.get_ptr_mut(0) {
         // SAFETY: this CPU's slot.
         unsafe { (*s).take(ctx, kind::PUT) };
     }
-    let mut w = ExitWalk {
-        hook,
-        with_stack: with_stack as u32,
-    };
     // SAFETY: `exit_step` has the callback signature bpf_loop expects and
     // `w` outlives the call.
-    unsafe {
-        bpf_loop(
-            n.min(MAX_BATCH as u32),
-            exit_step as *mut c_void,
-            (&raw mut w).cast(),
-            0,
-        )
-    };
+    unsafe { bpf_loop(n, exit_step as *mut c_void, (&raw mut w).cast(), 0) };
     let _ = BATCHES.remove(k);
+}
+
+/// Reads page `i`'s count after the batch into the batch, and counts it
+/// when it has an event.
+extern "C" fn read_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `ExitWalk` that `report` handed to bpf_loop.
+    let w = unsafe { &mut *(ctx as *mut ExitWalk) };
+    let Some(b) = BATCHES.get_ptr_mut(key(w.hook)) else {
+        return 1;
+    };
+    // SAFETY: the entry of this thread, alive until `report` removes it.
+    let b = unsafe { &mut *b };
+    let i = i as usize & (MAX_BATCH - 1);
+    let after = refcount(b.heads[i]);
+    b.after[i] = after.unwrap_or(i32::MIN);
+    if dropped(b.before[i], after) {
+        w.pending += 1;
+    }
+    0
 }
 
 /// Reports page `i` of the batch if its refcount went down and did not
@@ -159,9 +200,12 @@ extern "C" fn exit_step(i: u64, ctx: *mut c_void) -> i64 {
     let b = unsafe { &*b };
     let i = i as usize & (MAX_BATCH - 1);
     let (head, before) = (b.heads[i], b.before[i]);
-    let after = refcount(head);
-    let gone = |a: i32| a >= before || a <= 0;
-    if before == i32::MIN || after.is_none_or(gone) {
+    let after = if w.read != 0 {
+        Some(b.after[i]).filter(|a| *a != i32::MIN)
+    } else {
+        refcount(head)
+    };
+    if !dropped(before, after) {
         return 0;
     }
     let stack = if w.with_stack != 0 {
