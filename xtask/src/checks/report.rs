@@ -58,6 +58,14 @@ fn check_drained(refwatch: &Path, episodes: &[Value], dir: &Path) -> Result<Vec<
 }
 
 /// Checks on refwatch's own report of the scenario.
+/// Whether the free hook reports the last puts of fs-dax pages on
+/// `kernel` under refwatch's defaults: 0-based fs-dax (6.15 and later)
+/// without the page_ref tracepoints.
+fn free_hook_puts(kernel: &str) -> Result<bool> {
+    let f = facts(kernel)?;
+    Ok(f.fsdax_idle == 0 && !f.page_ref_truth)
+}
+
 pub fn check_report(
     refwatch: &Path,
     kernel: &str,
@@ -101,7 +109,11 @@ pub fn check_report(
                 bad.push(format!("report --fail-on-stuck exited {rc} on dax-splice"));
             }
             let events = super::read_events(&dir.join("events.jsonl"))?;
-            bad.extend(super::releases::check_unwalked_last_puts(&events, episodes));
+            bad.extend(super::releases::check_unwalked_last_puts(
+                &events,
+                episodes,
+                free_hook_puts(kernel)?,
+            ));
             // The compact recording: bytes per event, header and tables
             // included.
             let bytes = std::fs::metadata(dir.join("recording"))?.len();
@@ -147,7 +159,10 @@ pub fn check_report(
                     ));
                 }
             }
-            bad.extend(super::releases::check_releasers_named(episodes));
+            bad.extend(super::releases::check_releasers_named(
+                episodes,
+                free_hook_puts(kernel)?,
+            ));
             if scenario == "dax-hold" {
                 bad.extend(held_by_the_second_fill(episodes, &w)?);
                 bad.extend(super::groups::check_dax_hold(&report, &w, dir)?);
