@@ -81,6 +81,16 @@ pub mod flags {
     /// 0, or the hook never takes one). Without it, an empty stack means
     /// the walk failed or found nothing.
     pub const NO_STACK: u32 = 1 << 7;
+    /// A page's free (`kind::FREE`, `hook::FREE_ZONE_DEVICE`) that also
+    /// reports the page's last put, which came right before it: one record
+    /// for the two events. The put is the reference that took the count
+    /// from `refcount_before` + 1 to `refcount_before` (the count the free
+    /// found), with `aux` 1 and the record's stack (the free's callers:
+    /// the same frames at the free's entry and exit) and its stack flags;
+    /// the free follows with the record's counts and no stack. Both are
+    /// stamped at the free's exit, and the `mapcount` read there is both's
+    /// (the free does not change it).
+    pub const LAST_PUT: u32 = 1 << 8;
 }
 
 /// Stable page-map types (`Event::pgmap_type`), translated in the kernel from

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::ring_buf::RingBufBytes,
 };
 use refwatch_common::{
-    COMM_LEN, Event, KIND_SLOTS, MAX_STACK, RECORD_STEP_FRAMES, counter, flags, record_size,
+    COMM_LEN, Event, KIND_SLOTS, MAX_STACK, RECORD_STEP_FRAMES, counter, flags, kind, record_size,
     stack_depth, stack_flags, wakes_reader,
 };
 
@@ -100,10 +100,16 @@ fn reserve_record(frames: usize) -> Option<(RingBufBytes<'static>, usize)> {
 /// Adds one to counter `idx` of this CPU.
 #[inline(always)]
 pub fn count(idx: u32) {
+    count_by(idx, 1);
+}
+
+/// Adds `n` to counter `idx` of this CPU.
+#[inline(always)]
+pub fn count_by(idx: u32, n: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(idx) {
         // SAFETY: per-CPU slot of this CPU; programs do not preempt each other
         // on one CPU for the same counter in a way that matters for a statistic.
-        unsafe { *slot += 1 };
+        unsafe { *slot += n };
     }
 }
 
@@ -122,11 +128,11 @@ pub fn note_lost(pfn: u64) {
     }
 }
 
-/// Whether this event is past this CPU's `--max-rate` for the current
-/// second (a fixed window, restarted by the first event a second or more
-/// after its start). Counts the event when it is not.
+/// Whether a record of `events` events is past this CPU's `--max-rate`
+/// for the current second (a fixed window, restarted by the first event a
+/// second or more after its start). Counts its events when it is not.
 #[inline(always)]
-fn over_rate() -> bool {
+fn over_rate(events: u64) -> bool {
     let cap = crate::page::layout!(rate_cap);
     if cap == 0 {
         return false;
@@ -146,7 +152,7 @@ fn over_rate() -> bool {
         if (*w)[1] >= u64::from(cap) {
             return true;
         }
-        (*w)[1] += 1;
+        (*w)[1] += events;
     }
     false
 }
@@ -167,6 +173,8 @@ pub struct Fields {
     pub owner: u64,
     pub nr_pages: u32,
     pub stack: bool,
+    /// [`flags`] bits the event sets itself ([`flags::LAST_PUT`]).
+    pub flags: u32,
 }
 
 impl Fields {
@@ -191,6 +199,30 @@ impl Fields {
             owner: p.owner,
             nr_pages: 1,
             stack: true,
+            flags: 0,
+        }
+    }
+
+    /// Events the record stands for: two for a free that also reports the
+    /// page's last put ([`flags::LAST_PUT`]), one otherwise. Counters and
+    /// the rate cap count events, not records.
+    #[inline(always)]
+    fn events(&self) -> u64 {
+        if self.flags & flags::LAST_PUT != 0 {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The kind whose stack depth the record's walk takes: a free's last
+    /// put walks as deep as puts do.
+    #[inline(always)]
+    fn stack_kind(&self) -> u32 {
+        if self.flags & flags::LAST_PUT != 0 {
+            kind::PUT
+        } else {
+            self.kind
         }
     }
 }
@@ -271,17 +303,24 @@ pub fn emit<C: EbpfContext>(ctx: &C, f: &Fields) {
 /// [`emit`], with the stack from `shared` when given.
 #[inline(always)]
 pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStack>) {
+    let events = f.events();
     if crate::filter::skips(f.kind, f.pfn, f.pgmap_type, f.aux) {
+        // `skips` counted one; a put and a free are both the page's.
+        count_by(counter::SKIPPED, events - 1);
         return;
     }
-    if over_rate() {
-        count(counter::CAPPED);
+    if over_rate(events) {
+        count_by(counter::CAPPED, events);
         note_lost(f.pfn);
         return;
     }
-    let frames = if f.stack { stack_frames(f.kind) } else { 0 };
+    let frames = if f.stack {
+        stack_frames(f.stack_kind())
+    } else {
+        0
+    };
     let Some((mut record, room)) = reserve_record(frames) else {
-        count(counter::DROPPED);
+        count_by(counter::DROPPED, events);
         note_lost(f.pfn);
         return;
     };
@@ -307,7 +346,7 @@ pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStac
         // SAFETY: this thread's own entry.
         unsafe { *forking = 1 };
     }
-    fl |= stack_flags(frames, f.stack);
+    fl |= stack_flags(frames, f.stack) | f.flags;
     // SAFETY: `ev` points at a reserved ring-buffer record of
     // `record_size(room)` bytes that only this program writes until it is
     // submitted: the header, and `room` frames of the stack.
@@ -354,7 +393,7 @@ pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStac
         (*ev).ts_ns = generated::bpf_ktime_get_ns();
     }
     submit_record(record);
-    count(counter::SUBMITTED);
+    count_by(counter::SUBMITTED, events);
 }
 
 /// Writes the current task's name into `dst`, straight from the helper

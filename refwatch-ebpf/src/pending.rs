@@ -22,6 +22,12 @@ pub struct Pending {
     pub covered: u32,
     /// Non-zero when the entry read a valid `before`.
     pub has_before: u32,
+    /// Non-zero when the free's exit also reports the page's last put
+    /// (`flags::LAST_PUT`; only `hook::FREE_ZONE_DEVICE` sets it).
+    pub last_put: u32,
+    /// Always 0: the value has no padding, whose bytes the verifier would
+    /// refuse to copy into the map uninitialized.
+    pub reserved: u32,
 }
 
 /// Key for `hook` on the current thread. Thread group ids fit in 32 bits and

@@ -240,14 +240,18 @@ pub fn ring(data: &[u8]) -> Tracker {
             Op::GapEverywhere => t.apply_gap_everywhere(ts),
             kind @ (Op::Event | Op::Snapshot) => {
                 // An undecodable record is counted and skipped.
-                let Ok(mut ev) = decoder.decode(record_cut(record, op)) else {
+                let Ok(d) = decoder.decode(record_cut(record, op)) else {
                     continue;
                 };
-                ev.role = role_of_op(op);
-                if kind == Op::Snapshot {
-                    ev.kind = Kind::Snapshot;
+                // A free's record that reports the page's last put is
+                // both, in order.
+                for mut ev in d {
+                    ev.role = role_of_op(op);
+                    if kind == Op::Snapshot {
+                        ev.kind = Kind::Snapshot;
+                    }
+                    t.apply(&ev);
                 }
-                t.apply(&ev);
             }
         }
     }

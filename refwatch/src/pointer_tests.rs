@@ -84,7 +84,7 @@ fn grab(ret: u64) -> PageEvent {
         stack: vec![0xffff_ffff_8100_0005, 0xffff_ffff_8100_16be].into(),
         stack_taken: Default::default(),
     };
-    decode(&to_bytes(&to_raw(&ev))).expect("decode")
+    decode(&to_bytes(&to_raw(&ev))).expect("decode").event
 }
 
 /// The event as a recording made with `--raw-pointers` (or before the

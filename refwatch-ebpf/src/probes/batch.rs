@@ -231,6 +231,7 @@ extern "C" fn exit_step(i: u64, ctx: *mut c_void) -> i64 {
             owner: b.owners[i],
             nr_pages: 1,
             stack: stack.is_some(),
+            flags: 0,
         },
         stack,
     );

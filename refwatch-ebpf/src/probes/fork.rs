@@ -48,6 +48,7 @@ fn on_exit<C: EbpfContext>(ctx: &C, child: i64) {
             owner: 0,
             nr_pages: 0,
             stack: false,
+            flags: 0,
         },
     );
 }

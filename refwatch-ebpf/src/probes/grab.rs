@@ -136,6 +136,7 @@ fn on_grab_exit(ctx: &FExitContext, hook: u32, raw: i64) {
             owner: p.owner,
             nr_pages: 1,
             stack: true,
+            flags: 0,
         },
     );
 }

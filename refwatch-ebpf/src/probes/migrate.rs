@@ -230,6 +230,7 @@ fn page_fields(hook: u32, src: u64, dst: u64) -> Option<Fields> {
         owner,
         nr_pages: 1,
         stack: true,
+        flags: 0,
     })
 }
 
@@ -296,6 +297,7 @@ fn on_pgmap<C: EbpfContext>(ctx: &C, hook: u32, kind: u32, pgmap_ptr: u64) {
             aux2: 0,
             owner: crate::page::owner(pgmap_ptr),
             nr_pages: ((end - start + 1) >> 12) as u32,
+            flags: 0,
             stack: true,
         },
     );

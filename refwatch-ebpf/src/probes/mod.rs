@@ -21,7 +21,7 @@ mod ram_gets;
 mod unpin;
 
 use aya_ebpf::EbpfContext;
-use refwatch_common::{counter, hook, kind, ret, setting};
+use refwatch_common::{counter, flags, hook, kind, ret, setting};
 
 use crate::{
     ENTERED, INFLIGHT,
@@ -227,10 +227,14 @@ pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
         // Precise mode: the page_ref tracepoints report this page's references.
         return;
     }
-    if hook == hook::FREE_ZONE_DEVICE && !precise {
-        last_put(ctx, &p);
-    }
+    // The page's last reference just went: its free reports that put too,
+    // in the one record it sends at its exit (see `put_enclosed`).
+    let last_put = hook == hook::FREE_ZONE_DEVICE && !precise && !put_enclosed(&p);
     if crate::filter::skips_page(p.pfn, p.pgmap_type) {
+        if last_put {
+            // The put's, which the page's filters leave out too.
+            count(counter::SKIPPED);
+        }
         return;
     }
     let before = refcount(p.head);
@@ -243,9 +247,15 @@ pub fn on_entry<C: EbpfContext>(ctx: &C, hook: u32, ptr: u64, aux: u64) {
         pgmap_type: p.pgmap_type,
         covered: 0,
         has_before: before.is_some() as u32,
+        last_put: last_put as u32,
+        reserved: 0,
     };
     mark_entered(hook);
     if INFLIGHT.insert(key(hook), pending, 0).is_err() {
+        if last_put {
+            // The free will not be followed: its put is sent on its own.
+            emit_last_put(ctx, &p);
+        }
         count(counter::INFLIGHT_FULL);
         crate::emit::note_lost(p.pfn);
         aya_log_ebpf::warn!(
@@ -297,6 +307,7 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
         owner: p.owner,
         nr_pages: 1,
         stack: true,
+        flags: 0,
     };
     let delta = match (before, after) {
         (Some(b), Some(a)) => a - b,
@@ -306,6 +317,10 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
         hook::FREE_ZONE_DEVICE => {
             f.kind = kind::FREE;
             f.stack = false;
+            if p.last_put != 0 {
+                f.flags = flags::LAST_PUT;
+                f.stack = last_put_walks(p.pfn);
+            }
         }
         hook::PUT_DEVMAP_REFS
         | hook::GUP_PUT_FOLIO
@@ -340,21 +355,27 @@ pub fn on_exit<C: EbpfContext>(ctx: &C, hook: u32, ret: Option<i64>) {
 }
 
 /// The page is being freed to its owner: its last reference just went.
-/// Reported here rather than in `__folio_put`, which every folio of the
-/// system passes through when freed (the hottest put path there is), while
-/// `free_zone_device_*` sees only device pages; it also sees the last puts of
-/// batched releases (`folios_put_refs`) that never enter `__folio_put`. A
-/// drop hook still in flight on this thread and page (`gup_put_folio`,
-/// `unpin_user_*`) reports the drop itself at its exit.
+/// That put is reported by the free hook rather than in `__folio_put`,
+/// which every folio of the system passes through when freed (the hottest
+/// put path there is), while `free_zone_device_*` sees only device pages;
+/// it also sees the last puts of batched releases (`folios_put_refs`) that
+/// never enter `__folio_put`. The free's exit sends the put and the free
+/// as one record ([`flags::LAST_PUT`]; one ring record, one stack walk at
+/// most, instead of two records), unless a drop hook still in flight on
+/// this thread and page (`gup_put_folio`, `unpin_user_*`) reports the drop
+/// itself at its exit: whether one does.
 #[inline(always)]
-fn last_put<C: EbpfContext>(ctx: &C, p: &crate::page::DevicePage) {
-    let enclosed = DROP_HOOKS.iter().any(|&h| {
+fn put_enclosed(p: &crate::page::DevicePage) -> bool {
+    DROP_HOOKS.iter().any(|&h| {
         // SAFETY: entries of this thread only (the key holds the tid).
         entered(h) && unsafe { INFLIGHT.get(key(h)) }.is_some_and(|o| o.head == p.head)
-    });
-    if enclosed {
-        return;
-    }
+    })
+}
+
+/// A page's last put on its own, at the free's entry: for a free whose
+/// exit will not be followed (the in-flight table was full).
+#[inline(always)]
+fn emit_last_put<C: EbpfContext>(ctx: &C, p: &crate::page::DevicePage) {
     let f = Fields::about(kind::PUT, hook::FREE_ZONE_DEVICE, p);
     emit(
         ctx,

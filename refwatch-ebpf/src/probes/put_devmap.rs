@@ -64,6 +64,7 @@ fn on_put_exit(ctx: &FExitContext, h: u32, raw: i64) {
             owner: p.owner,
             nr_pages: 1,
             stack: true,
+            flags: 0,
         },
     );
 }

@@ -7,7 +7,10 @@ use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 
 use super::{Outputs, Totals};
-use crate::{event::StackTaken, state::Tracker};
+use crate::{
+    event::{Decoded, PageEvent, StackTaken},
+    state::Tracker,
+};
 
 /// CPU time of the calling thread in nanoseconds (a system call: taken
 /// once per read of the ring, not per event).
@@ -52,45 +55,13 @@ fn drain_items(
             *started = Some(thread_cpu_ns());
         }
         match out.decoder.decode(&item) {
-            Ok(mut ev) => {
-                totals.events += 1;
-                if let Some(n) = totals.by_kind.get_mut(ev.kind.raw() as usize) {
-                    *n += 1;
+            // Most records are one event; a page's free also brings its
+            // last put, first.
+            Ok(Decoded { event, free }) => {
+                take(event, tracker, totals, out)?;
+                if let Some(free) = free {
+                    take(free, tracker, totals, out)?;
                 }
-                let named = out.stacks.get(&ev.stack, &mut out.syms);
-                let (sym, hook_role) = out
-                    .hooks
-                    .get(ev.hook as usize)
-                    .copied()
-                    .unwrap_or(("?", None));
-                ev.role = hook_role.unwrap_or(named.role);
-                let cgroup = if out.jsonl.is_some() || out.rec.is_some() {
-                    out.cgroups.get(ev.tgid)
-                } else {
-                    None
-                };
-                if let Some(w) = out.jsonl.as_mut() {
-                    let mut j = out.syms.to_json_named(&ev, sym, out.format, &named.frames);
-                    j.cgroup = cgroup.as_deref().map(Into::into);
-                    serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
-                    w.write_all(b"\n").context("write JSON line")?;
-                }
-                if out.print_events {
-                    println!("{}", crate::watch::event_line(&ev, sym, &named.frames));
-                }
-                if let Some(rec) = out.rec.as_mut() {
-                    let stack = (ev.stack_taken != StackTaken::No).then_some(named);
-                    rec.live_event(
-                        &ev,
-                        sym,
-                        stack,
-                        &mut out.syms,
-                        out.format,
-                        cgroup.as_deref(),
-                    )?;
-                }
-                tracker.apply(&ev);
-                out.rotate_if_full(tracker, totals)?;
             }
             Err(e) => {
                 totals.decode_errors += 1;
@@ -99,6 +70,55 @@ fn drain_items(
         }
     }
     Ok(())
+}
+
+/// One decoded event: named, written to the outputs, applied to the
+/// tracker.
+#[inline]
+fn take(
+    mut ev: PageEvent,
+    tracker: &mut Tracker,
+    totals: &mut Totals,
+    out: &mut Outputs<'_>,
+) -> Result<()> {
+    totals.events += 1;
+    if let Some(n) = totals.by_kind.get_mut(ev.kind.raw() as usize) {
+        *n += 1;
+    }
+    let named = out.stacks.get(&ev.stack, &mut out.syms);
+    let (sym, hook_role) = out
+        .hooks
+        .get(ev.hook as usize)
+        .copied()
+        .unwrap_or(("?", None));
+    ev.role = hook_role.unwrap_or(named.role);
+    let cgroup = if out.jsonl.is_some() || out.rec.is_some() {
+        out.cgroups.get(ev.tgid)
+    } else {
+        None
+    };
+    if let Some(w) = out.jsonl.as_mut() {
+        let mut j = out.syms.to_json_named(&ev, sym, out.format, &named.frames);
+        j.cgroup = cgroup.as_deref().map(Into::into);
+        serde_json::to_writer(&mut *w, &j).context("write JSON line")?;
+        w.write_all(b"\n").context("write JSON line")?;
+    }
+    if out.print_events {
+        println!("{}", crate::watch::event_line(&ev, sym, &named.frames));
+    }
+    if let Some(rec) = out.rec.as_mut() {
+        let stack = (ev.stack_taken != StackTaken::No).then_some(named);
+        rec.live_event(
+            &ev,
+            sym,
+            stack,
+            &mut out.syms,
+            out.format,
+            cgroup.as_deref(),
+        )?;
+    }
+    tracker.apply(&ev);
+    out.rotate_if_full(tracker, totals)
 }
 
 /// refwatch's log line of what reading the ring's events cost (the

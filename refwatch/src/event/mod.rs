@@ -9,7 +9,7 @@ mod wire;
 
 pub use comm::Comm;
 pub use stack::{DEFAULT_INTERNED_STACKS, Stack, StackInterner};
-pub use wire::{Decoder, decode, from_raw, to_bytes, to_raw, to_record};
+pub use wire::{Decoded, Decoder, decode, from_raw, to_bytes, to_raw, to_record};
 
 use std::fmt;
 

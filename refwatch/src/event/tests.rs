@@ -8,6 +8,17 @@ use refwatch_common::{
 use super::*;
 use crate::symbols::role_of;
 
+/// The event of a record that holds one (every record here but the
+/// free's with its last put, which has its own tests).
+fn decode(bytes: &[u8]) -> Result<PageEvent, DecodeError> {
+    super::decode(bytes).map(one)
+}
+
+fn one(d: Decoded) -> PageEvent {
+    assert_eq!(d.free, None, "one event");
+    d.event
+}
+
 /// A synthetic event (not from a kernel) for decoder tests.
 pub(crate) fn sample() -> PageEvent {
     PageEvent {
@@ -242,16 +253,101 @@ fn every_field_decodes_from_its_wire_place() {
                 StackTaken::Full
             },
         };
+        // A free's record with its last put is the put, then the free.
+        let want: Decoded = if raw.kind == Kind::Free.raw() && has(flags::LAST_PUT) {
+            Decoded {
+                event: PageEvent {
+                    kind: Kind::Put,
+                    refcount_before: want.refcount_before.map(|b| b.saturating_add(1)),
+                    refcount_after: want.refcount_before,
+                    aux: 1,
+                    ..want.clone()
+                },
+                free: Some(PageEvent {
+                    stack: Stack::default(),
+                    stack_taken: StackTaken::No,
+                    ..want
+                }),
+            }
+        } else {
+            want.into()
+        };
         let bytes = to_bytes(&raw);
-        let got = decode(&bytes).expect("valid record");
+        let got = super::decode(&bytes).expect("valid record");
         assert_eq!(got, want);
         assert_eq!(
-            got.comm.as_str(),
+            got.event.comm.as_str(),
             String::from_utf8_lossy(&raw.comm[..comm_len])
         );
         assert_eq!(decoder.decode(&bytes), Ok(want));
-        assert_eq!(from_raw(&raw), Ok(got));
+        assert_eq!(super::from_raw(&raw), Ok(got));
     }
+}
+
+/// A free whose record also reports the page's last put (the kernel sends
+/// the two as one record): the put comes first, with the record's stack,
+/// from the count the free found + 1 to it; then the free, with the
+/// record's counts and no stack. SYNTHETIC record, shaped as the free
+/// hook's exit sends it on a 1-based kernel (the free sets the count back
+/// to 1).
+#[test]
+fn a_free_with_its_last_put_is_two_events_in_order() {
+    let mut raw = to_raw(&PageEvent {
+        kind: Kind::Free,
+        hook: refwatch_common::hook::FREE_ZONE_DEVICE,
+        refcount_before: Some(0),
+        refcount_after: Some(1),
+        mapcount: Some(-1),
+        ret: None,
+        aux: 0,
+        aux2: 0,
+        stack: vec![0xffff_ffff_8100_0010, 0xffff_ffff_8100_1020].into(),
+        stack_taken: StackTaken::Full,
+        ..sample()
+    });
+    raw.flags |= flags::LAST_PUT;
+    let got = super::decode(&to_bytes(&raw)).expect("valid record");
+    let (put, free) = (&got.event, got.free.as_ref().expect("the free"));
+    assert_eq!(put.kind, Kind::Put);
+    assert_eq!(
+        (put.refcount_before, put.refcount_after),
+        (Some(1), Some(0))
+    );
+    assert_eq!(put.aux, 1, "a last put by the free hook");
+    assert_eq!(put.hook, refwatch_common::hook::FREE_ZONE_DEVICE);
+    assert_eq!(
+        put.stack.frames(),
+        [0xffff_ffff_8100_0010, 0xffff_ffff_8100_1020]
+    );
+    assert_eq!(put.stack_taken, StackTaken::Full);
+    assert_eq!(free.kind, Kind::Free);
+    assert_eq!(
+        (free.refcount_before, free.refcount_after),
+        (Some(0), Some(1))
+    );
+    assert_eq!(free.aux, 0);
+    assert!(free.stack.is_empty());
+    assert_eq!(free.stack_taken, StackTaken::No);
+    for ev in [put, free] {
+        assert_eq!(
+            (ev.pfn, ev.ts_ns, ev.mapcount),
+            (raw.pfn, raw.ts_ns, Some(-1))
+        );
+        assert_eq!((ev.pid, ev.tgid, ev.comm.as_str()), (7, 7, "workload"));
+    }
+    // The order a reader takes them in.
+    let kinds: Vec<Kind> = got.into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [Kind::Put, Kind::Free]);
+    // Counts unread at the free's entry: neither event has any.
+    raw.flags &= !(flags::HAS_BEFORE | flags::HAS_AFTER);
+    let got = super::decode(&to_bytes(&raw)).expect("valid record");
+    assert_eq!(got.event.refcount_before, None);
+    assert_eq!(got.event.refcount_after, None);
+    // The flag means nothing on another kind: one event.
+    raw.kind = Kind::Put.raw();
+    let got = super::decode(&to_bytes(&raw)).expect("valid record");
+    assert_eq!(got.free, None);
+    assert_eq!(got.event.kind, Kind::Put);
 }
 
 #[test]

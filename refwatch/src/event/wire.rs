@@ -39,7 +39,7 @@ impl Decoder {
     /// just written field by field, were copied whole (a `memmove` that
     /// waits on those stores), which took half of decoding.
     #[inline]
-    pub fn decode(&mut self, bytes: &[u8]) -> Result<PageEvent, DecodeError> {
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
         let Self {
             stacks,
             recent,
@@ -78,9 +78,56 @@ fn intern(stacks: &mut StackInterner, wire: &WireStack<'_>) -> Stack {
     stacks.intern_hashed(frames, hash)
 }
 
+/// What one ring record holds: an event; for a page's free that also
+/// reports its last put ([`flags::LAST_PUT`]), that put, then the free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// The record's event (the put, for a free that reports one).
+    pub event: PageEvent,
+    /// The free that follows the put, from the same record.
+    pub free: Option<PageEvent>,
+}
+
+impl From<PageEvent> for Decoded {
+    fn from(event: PageEvent) -> Self {
+        Self { event, free: None }
+    }
+}
+
+impl IntoIterator for Decoded {
+    type Item = PageEvent;
+    type IntoIter = std::iter::Chain<std::iter::Once<PageEvent>, std::option::IntoIter<PageEvent>>;
+
+    /// The record's events in the order they happened.
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(self.event).chain(self.free)
+    }
+}
+
+/// A free's record that also reports the page's last put (see
+/// [`flags::LAST_PUT`]): the put, with the record's stack, went from the
+/// count the free found + 1 to it; the free follows without a stack.
+#[inline]
+fn last_put_then_free(mut free: PageEvent) -> Decoded {
+    let put = PageEvent {
+        kind: Kind::Put,
+        refcount_before: free.refcount_before.map(|b| b.saturating_add(1)),
+        refcount_after: free.refcount_before,
+        aux: 1,
+        comm: free.comm.clone(),
+        stack: std::mem::take(&mut free.stack),
+        ..free
+    };
+    free.stack_taken = StackTaken::No;
+    Decoded {
+        event: put,
+        free: Some(free),
+    }
+}
+
 /// Decodes one ring-buffer record. The stack gets an allocation of its own;
 /// [`Decoder`] shares equal ones.
-pub fn decode(bytes: &[u8]) -> Result<PageEvent, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     decode_with(
         bytes,
         |wire| {
@@ -92,7 +139,7 @@ pub fn decode(bytes: &[u8]) -> Result<PageEvent, DecodeError> {
 }
 
 /// Converts a wire event.
-pub fn from_raw(raw: &Event) -> Result<PageEvent, DecodeError> {
+pub fn from_raw(raw: &Event) -> Result<Decoded, DecodeError> {
     decode(&to_bytes(raw))
 }
 
@@ -194,7 +241,7 @@ fn decode_with(
     bytes: &[u8],
     stack: impl FnOnce(WireStack<'_>) -> Stack,
     comm: impl FnOnce(&[u8; COMM_LEN]) -> Comm,
-) -> Result<PageEvent, DecodeError> {
+) -> Result<Decoded, DecodeError> {
     // A record is `Event` cut after the room its stack was given (the
     // kernel sizes it to the frames the event asks for): the header, then
     // at least `stack_bytes` of frames.
@@ -221,7 +268,7 @@ fn decode_with(
     let stack = stack(WireStack(frames));
     let fl = w.u32(at!(flags));
     let has = |bit: u32| fl & bit != 0;
-    Ok(PageEvent {
+    let ev = PageEvent {
         ts_ns: w.u64(at!(ts_ns)),
         pfn: w.u64(at!(pfn)),
         page: w.u64(at!(page)),
@@ -245,7 +292,11 @@ fn decode_with(
         role: Role::Other,
         stack,
         stack_taken: StackTaken::from_flags(fl),
-    })
+    };
+    if has(flags::LAST_PUT) && kind == Kind::Free {
+        return Ok(last_put_then_free(ev));
+    }
+    Ok(ev.into())
 }
 
 /// Encodes a decoded event back to its wire form (tests and benches build

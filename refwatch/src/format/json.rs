@@ -448,7 +448,7 @@ mod tests {
             stack: vec![0xffff_ffff_c012_3456, 0xffff_ffff_8100_0010, 0xdead].into(),
             stack_taken: Default::default(),
         };
-        let ev = decode(&to_bytes(&to_raw(&ev))).expect("decode");
+        let ev = decode(&to_bytes(&to_raw(&ev))).expect("decode").event;
         let j = to_json(&ev, "gup_put_folio", &syms, Format::default());
         let line = serde_json::to_string(&j).expect("json");
         assert!(!line.contains("ffffea"), "{line}");

@@ -195,7 +195,9 @@ fn regression(target: &str, name: &str) -> Vec<u8> {
 #[test]
 fn ring_holder_refs_overflow() {
     let input = regression("ring", "holder-refs-overflow");
-    let ev = crate::event::decode(&input[CONFIG + 1..]).expect("one record");
+    let ev = crate::event::decode(&input[CONFIG + 1..])
+        .expect("one record")
+        .event;
     let (before, after) = (
         ev.refcount_before.expect("before"),
         ev.refcount_after.expect("after"),
