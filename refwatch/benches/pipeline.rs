@@ -19,7 +19,7 @@ use std::{
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use refwatch::{
-    event::{Decoded, Decoder, Kind, PageEvent, to_raw, to_record},
+    event::{Decoder, Kind, PageEvent, to_raw, to_record},
     format::{
         json::{Format, to_json},
         recording::compact::Encoder,
@@ -80,13 +80,6 @@ const DAX_PUTS_UNSEEN: Shape = Shape {
     puts_seen: false,
     get_hook: hook::TRY_GRAB_FOLIO_FAST,
 };
-
-/// The event of a SYNTHETIC record: each is one event (no free that also
-/// reports a last put).
-fn one(d: Decoded) -> PageEvent {
-    debug_assert!(d.free.is_none());
-    d.event
-}
 
 fn synthetic_records(shape: &Shape) -> Vec<Vec<u8>> {
     (0..EVENTS)
@@ -184,7 +177,7 @@ fn bench(c: &mut Criterion) {
             || Tracker::new(rules.clone(), Thresholds::default(), 256, 1 << 20),
             |t| {
                 for r in &records {
-                    if let Ok(ev) = decoder.decode(r).map(one) {
+                    if let Ok(ev) = decoder.decode(r) {
                         t.apply(&ev);
                     }
                 }
@@ -199,7 +192,7 @@ fn bench(c: &mut Criterion) {
             || Tracker::new(rules.clone(), Thresholds::default(), 1, 1 << 20),
             |t| {
                 for r in &records {
-                    if let Ok(ev) = decoder.decode(r).map(one) {
+                    if let Ok(ev) = decoder.decode(r) {
                         t.apply(&ev);
                     }
                 }
@@ -217,14 +210,14 @@ fn bench(c: &mut Criterion) {
             let mut steady = Tracker::new(rules.clone(), Thresholds::default(), 256, 1 << 20);
             for _ in 0..(256 * 4096 / EVENTS + 1) {
                 for r in &records {
-                    if let Ok(ev) = decoder.decode(r).map(one) {
+                    if let Ok(ev) = decoder.decode(r) {
                         steady.apply(&ev);
                     }
                 }
             }
             b.iter(|| {
                 for r in &records {
-                    if let Ok(ev) = decoder.decode(r).map(one) {
+                    if let Ok(ev) = decoder.decode(r) {
                         steady.apply(&ev);
                     }
                 }
@@ -247,7 +240,7 @@ fn bench(c: &mut Criterion) {
             },
             |(t, out)| {
                 for r in &records {
-                    if let Ok(mut ev) = decoder.decode(r).map(one) {
+                    if let Ok(mut ev) = decoder.decode(r) {
                         ev.role = symbolizer.role(&ev.stack);
                         let j = symbolizer.to_json(&ev, "__put_devmap_managed_page_refs", fmt);
                         serde_json::to_writer(&mut *out, &j).expect("JSON line");
@@ -269,7 +262,7 @@ fn bench(c: &mut Criterion) {
             },
             |(t, out)| {
                 for r in &records {
-                    if let Ok(mut ev) = decoder.decode(r).map(one) {
+                    if let Ok(mut ev) = decoder.decode(r) {
                         ev.role = role_of(ev.stack.iter().filter_map(|a| syms.symbolize(*a)));
                         let j = to_json(&ev, "__put_devmap_managed_page_refs", &syms, fmt);
                         serde_json::to_writer(&mut *out, &j).expect("JSON line");
@@ -310,7 +303,11 @@ fn bench(c: &mut Criterion) {
             let shift = pass * EVENTS as u64 * 100;
             pass += 1;
             for r in records.iter() {
-                if let Ok(mut ev) = decoder.decode(r).map(one) {
+                if let Ok(mut ev) = decoder.decode(r) {
+                    // The collector's second event of a record (a free
+                    // with its last put) never comes from these records.
+                    let free = decoder.split_last_put(&mut ev);
+                    assert!(free.is_none(), "SYNTHETIC records are one event each");
                     ev.ts_ns += shift;
                     let named = stacks.get(&ev.stack, &mut symbolizer);
                     ev.role = named.role;

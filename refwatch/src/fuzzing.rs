@@ -240,12 +240,13 @@ pub fn ring(data: &[u8]) -> Tracker {
             Op::GapEverywhere => t.apply_gap_everywhere(ts),
             kind @ (Op::Event | Op::Snapshot) => {
                 // An undecodable record is counted and skipped.
-                let Ok(d) = decoder.decode(record_cut(record, op)) else {
+                let Ok(mut first) = decoder.decode(record_cut(record, op)) else {
                     continue;
                 };
                 // A free's record that reports the page's last put is
                 // both, in order.
-                for mut ev in d {
+                let free = decoder.split_last_put(&mut first);
+                for mut ev in std::iter::once(first).chain(free) {
                     ev.role = role_of_op(op);
                     if kind == Op::Snapshot {
                         ev.kind = Kind::Snapshot;

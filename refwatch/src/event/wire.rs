@@ -23,6 +23,9 @@ pub struct Decoder {
     /// The name of the record decoded last, as in the record and decoded:
     /// runs of events come from one task.
     last_comm: ([u8; COMM_LEN], Comm),
+    /// Whether the record decoded last was a free that also reported the
+    /// page's last put, not split yet ([`Decoder::split_last_put`]).
+    last_put: bool,
 }
 
 impl Decoder {
@@ -31,19 +34,26 @@ impl Decoder {
             stacks,
             recent: Default::default(),
             last_comm: Default::default(),
+            last_put: false,
         }
     }
 
-    /// [`decode`], with the stack interned. Inline, so that the event is
-    /// built in its caller's place: returned from a call, its 152 bytes,
-    /// just written field by field, were copied whole (a `memmove` that
-    /// waits on those stores), which took half of decoding.
+    /// [`decode`], with the stack interned, the record's event as it was
+    /// sent: the caller then asks [`Self::split_last_put`] for a free that
+    /// also reports the page's last put. Inline, so that the event is built
+    /// in its caller's place: returned from a call, its 152 bytes, just
+    /// written field by field, were copied whole (a `memmove` that waits on
+    /// those stores), which took half of decoding. (Returning both events
+    /// of a free with its last put, or splitting them here, copied the
+    /// event too: 60–180 instructions an event on the host.)
     #[inline]
-    pub fn decode(&mut self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<PageEvent, DecodeError> {
+        debug_assert!(!self.last_put, "a free with its last put was not split");
         let Self {
             stacks,
             recent,
             last_comm,
+            last_put,
         } = self;
         decode_with(
             bytes,
@@ -63,7 +73,21 @@ impl Decoder {
                 }
                 last_comm.1.clone()
             },
+            last_put,
         )
+    }
+
+    /// For `ev`, the event [`Self::decode`] gave last: when its record was
+    /// a free that also reported the page's last put, turns `ev` into that
+    /// put and returns the free that follows it; `None` for every other
+    /// record (one test).
+    #[inline]
+    pub fn split_last_put(&mut self, ev: &mut PageEvent) -> Option<PageEvent> {
+        if !self.last_put {
+            return None;
+        }
+        self.last_put = false;
+        Some(split_last_put(ev))
     }
 }
 
@@ -104,38 +128,38 @@ impl IntoIterator for Decoded {
     }
 }
 
-/// A free's record that also reports the page's last put (see
-/// [`flags::LAST_PUT`]): the put, with the record's stack, went from the
-/// count the free found + 1 to it; the free follows without a stack.
-#[inline]
-fn last_put_then_free(mut free: PageEvent) -> Decoded {
-    let put = PageEvent {
-        kind: Kind::Put,
-        refcount_before: free.refcount_before.map(|b| b.saturating_add(1)),
-        refcount_after: free.refcount_before,
-        aux: 1,
-        comm: free.comm.clone(),
-        stack: std::mem::take(&mut free.stack),
-        ..free
-    };
+/// Splits a free's record that also reports the page's last put (see
+/// [`flags::LAST_PUT`]), decoded as the free with the put's stack, into
+/// the put, with that stack, from the count the free found + 1 to it, and
+/// the free after it, without a stack (returned).
+#[cold]
+#[inline(never)]
+fn split_last_put(put: &mut PageEvent) -> PageEvent {
+    let mut free = put.clone();
+    free.stack = Stack::default();
     free.stack_taken = StackTaken::No;
-    Decoded {
-        event: put,
-        free: Some(free),
-    }
+    put.kind = Kind::Put;
+    put.refcount_after = put.refcount_before;
+    put.refcount_before = put.refcount_before.map(|b| b.saturating_add(1));
+    put.aux = 1;
+    free
 }
 
 /// Decodes one ring-buffer record. The stack gets an allocation of its own;
 /// [`Decoder`] shares equal ones.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
-    decode_with(
+    let mut last_put = false;
+    let mut event = decode_with(
         bytes,
         |wire| {
             let mut buf = [0; FRAMES_BUF];
             Stack::from(wire.frames(&mut buf).0)
         },
         Comm::from_kernel,
-    )
+        &mut last_put,
+    )?;
+    let free = last_put.then(|| split_last_put(&mut event));
+    Ok(Decoded { event, free })
 }
 
 /// Converts a wire event.
@@ -241,7 +265,8 @@ fn decode_with(
     bytes: &[u8],
     stack: impl FnOnce(WireStack<'_>) -> Stack,
     comm: impl FnOnce(&[u8; COMM_LEN]) -> Comm,
-) -> Result<Decoded, DecodeError> {
+    last_put: &mut bool,
+) -> Result<PageEvent, DecodeError> {
     // A record is `Event` cut after the room its stack was given (the
     // kernel sizes it to the frames the event asks for): the header, then
     // at least `stack_bytes` of frames.
@@ -268,7 +293,11 @@ fn decode_with(
     let stack = stack(WireStack(frames));
     let fl = w.u32(at!(flags));
     let has = |bit: u32| fl & bit != 0;
-    let ev = PageEvent {
+    // Noted, not split here: the event is built straight in its place.
+    if kind == Kind::Free && has(flags::LAST_PUT) {
+        *last_put = true;
+    }
+    Ok(PageEvent {
         ts_ns: w.u64(at!(ts_ns)),
         pfn: w.u64(at!(pfn)),
         page: w.u64(at!(page)),
@@ -292,11 +321,7 @@ fn decode_with(
         role: Role::Other,
         stack,
         stack_taken: StackTaken::from_flags(fl),
-    };
-    if has(flags::LAST_PUT) && kind == Kind::Free {
-        return Ok(last_put_then_free(ev));
-    }
-    Ok(ev.into())
+    })
 }
 
 /// Encodes a decoded event back to its wire form (tests and benches build
