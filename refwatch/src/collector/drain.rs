@@ -63,11 +63,8 @@ fn drain_items(
                 } else {
                     None
                 };
-                // One place takes every event: `take`'s helpers are
-                // inlined there as they were with one event a record
-                // (with a second call of it, the reader of the `dax`
-                // loop, which frees no page, took 36 more instructions
-                // an event).
+                // One place takes every event, so that `take` and its
+                // helpers are inlined once, as with one event a record.
                 loop {
                     take(&mut ev, tracker, totals, out)?;
                     if free.is_none() {

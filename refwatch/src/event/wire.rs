@@ -43,9 +43,10 @@ impl Decoder {
     /// also reports the page's last put. Inline, so that the event is built
     /// in its caller's place: returned from a call, its 152 bytes, just
     /// written field by field, were copied whole (a `memmove` that waits on
-    /// those stores), which took half of decoding. (Returning both events
-    /// of a free with its last put, or splitting them here, copied the
-    /// event too: 60–180 instructions an event on the host.)
+    /// those stores), which took half of decoding. (Splitting a free's
+    /// record here, or returning both of its events, copied the event
+    /// too: about 90 instructions an event more on the host's record
+    /// bench.)
     #[inline]
     pub fn decode(&mut self, bytes: &[u8]) -> Result<PageEvent, DecodeError> {
         debug_assert!(!self.last_put, "a free with its last put was not split");
@@ -80,8 +81,8 @@ impl Decoder {
     /// Whether the record [`Self::decode`] read last was a free that also
     /// reported the page's last put: then [`Self::split_last_put`] splits
     /// its event. Asked first, so that the event of every other record is
-    /// never lent out of its caller (lent, it cost the host's record
-    /// bench 20 instructions an event).
+    /// not lent out of its caller (a few instructions an event less on
+    /// the host's record bench).
     #[inline]
     pub fn has_last_put(&self) -> bool {
         self.last_put
