@@ -306,7 +306,9 @@ pub fn emit_with<C: EbpfContext>(ctx: &C, f: &Fields, shared: Option<&SharedStac
     let events = f.events();
     if crate::filter::skips(f.kind, f.pfn, f.pgmap_type, f.aux) {
         // `skips` counted one; a put and a free are both the page's.
-        count_by(counter::SKIPPED, events - 1);
+        if events > 1 {
+            count(counter::SKIPPED);
+        }
         return;
     }
     if over_rate(events) {
