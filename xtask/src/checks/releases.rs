@@ -42,6 +42,29 @@ pub fn check_unwalked_last_puts(events: &[Ev], episodes: &[Value], free_hook: bo
     let mut bad: Vec<String> = free_hook_agrees(free_hook, last_puts.len())
         .into_iter()
         .collect();
+    // The free hook sends a last put and its free in one record, both
+    // stamped at the free's exit: the page's next event is that free, at
+    // the same nanosecond.
+    let apart: Vec<u64> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| free_hook_put(e))
+        .filter(|(i, e)| {
+            let next = events.iter().skip(i + 1).find(|n| n.pfn == e.pfn);
+            !next.is_some_and(|n| n.event == "free" && n.ts == e.ts)
+        })
+        .map(|(_, e)| e.pfn)
+        .collect();
+    println!(
+        "    of them with their free in one record: {}",
+        last_puts.len() - apart.len()
+    );
+    if let Some(pfn) = apart.first() {
+        bad.push(format!(
+            "{} last puts by the free hook not followed by their free at the same time (first: pfn {pfn:#x})",
+            apart.len()
+        ));
+    }
     if episodes.is_empty() && walked > 0 {
         bad.push(format!(
             "{walked} of {} last puts by the free hook walked their stack on pages never stuck",
@@ -116,15 +139,41 @@ mod tests {
         }
     }
 
+    /// The free the free hook's record carries after its last put.
+    fn free(ts: u64) -> Ev {
+        Ev {
+            ts,
+            event: "free".into(),
+            before: Some(0),
+            ..put("free_zone_device_folio", &[])
+        }
+    }
+
     #[test]
     fn a_walked_last_put_on_a_page_never_stuck_is_reported() {
-        let unwalked = [put("free_zone_device_folio", &[])];
+        let unwalked = [put("free_zone_device_folio", &[]), free(0)];
         assert!(check_unwalked_last_puts(&unwalked, &[], true).is_empty());
         let walked = [
             put("free_zone_device_folio", &["free_zone_device_folio+0x5"]),
+            free(0),
             put("folios_put_refs", &["folios_put_refs+0x1f9"]),
         ];
         assert_eq!(check_unwalked_last_puts(&walked, &[], true).len(), 1);
+    }
+
+    #[test]
+    fn a_last_put_must_come_with_its_free() {
+        let together = [put("free_zone_device_folio", &[]), free(0)];
+        assert!(check_unwalked_last_puts(&together, &[], true).is_empty());
+        // Stamped apart (two records), or no free after it.
+        let apart = [put("free_zone_device_folio", &[]), free(5)];
+        assert_eq!(check_unwalked_last_puts(&apart, &[], true).len(), 1);
+        let alone = [put("free_zone_device_folio", &[])];
+        assert_eq!(check_unwalked_last_puts(&alone, &[], true).len(), 1);
+        // Another page's free between them does not count.
+        let other = Ev { pfn: 2, ..free(0) };
+        let interleaved = [put("free_zone_device_folio", &[]), other, free(0)];
+        assert!(check_unwalked_last_puts(&interleaved, &[], true).is_empty());
     }
 
     #[test]
@@ -132,8 +181,8 @@ mod tests {
         let other = [put("__put_devmap_managed_folio_refs", &["x+0x1"])];
         assert!(check_unwalked_last_puts(&other, &[], false).is_empty());
         assert_eq!(check_unwalked_last_puts(&other, &[], true).len(), 1);
-        let free = [put("free_zone_device_folio", &[])];
-        assert_eq!(check_unwalked_last_puts(&free, &[], false).len(), 1);
+        let by_free = [put("free_zone_device_folio", &[]), free(0)];
+        assert_eq!(check_unwalked_last_puts(&by_free, &[], false).len(), 1);
     }
 
     #[test]
