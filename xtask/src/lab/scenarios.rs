@@ -497,6 +497,56 @@ pub fn scenarios_for(kernel: KernelId) -> Vec<&'static str> {
     all
 }
 
+/// The scenarios asked for (`--scenario`) that `kernel` runs, in its run
+/// order (all of its scenarios when none was asked for), and those asked
+/// for that its matrix does not have.
+pub fn chosen_for(kernel: KernelId, only: &[String]) -> (Vec<&'static str>, Vec<String>) {
+    let all = scenarios_for(kernel);
+    if only.is_empty() {
+        return (all, Vec::new());
+    }
+    let runs = all
+        .iter()
+        .copied()
+        .filter(|s| only.iter().any(|o| o == s))
+        .collect();
+    let left_out = only
+        .iter()
+        .filter(|o| !all.contains(&o.as_str()))
+        .cloned()
+        .collect();
+    (runs, left_out)
+}
+
+/// For each scenario asked for that none of `kernels` runs, what to tell
+/// the user: which kernels of the lab do run it (a scenario name that
+/// parses may still be in no kernel's matrix, e.g. a variant on another
+/// scenario than the one it is run with).
+pub fn run_nowhere(kernels: &[KernelId], only: &[String]) -> Vec<String> {
+    only.iter()
+        .filter(|o| {
+            !kernels
+                .iter()
+                .any(|k| scenarios_for(*k).contains(&o.as_str()))
+        })
+        .map(|o| {
+            let elsewhere: Vec<String> = KernelId::LAB
+                .iter()
+                .filter(|k| scenarios_for(**k).contains(&o.as_str()))
+                .map(|k| k.to_string())
+                .collect();
+            if elsewhere.is_empty() {
+                format!("{o}: no kernel's lab matrix runs it")
+            } else {
+                format!(
+                    "{o}: none of the kernels of this run has it in its lab matrix; {} do (--kernel)",
+                    elsewhere.join(", ")
+                )
+            }
+        })
+        .collect()
+}
+
 /// The command line that starts refwatch in the guest for one scenario,
 /// `scenario_dir` being that scenario's result folder. `$J` is the guest
 /// script's `--jsonl` flag: JSON Lines beside the recording (what the
@@ -655,6 +705,39 @@ mod tests {
         assert_eq!(run_pages("hmm-release+functions+watch"), Some(WATCH_PAGES));
         assert_eq!(run_pages("dax-splice"), Some(SIZE_PAGES));
         assert!(parse_scenario("hmm-release+functions+watch").is_ok());
+    }
+
+    #[test]
+    fn a_scenario_a_kernel_does_not_run_is_named_not_dropped() {
+        let only = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // All of a kernel's scenarios when none is asked for.
+        let (runs, left) = chosen_for(KernelId::Debian7_2, &[]);
+        assert_eq!(runs, scenarios_for(KernelId::Debian7_2));
+        assert!(left.is_empty());
+        // The filter variants run on 6.12 only (and the test kernel).
+        let asked = only(&["dax-hold", "dax-hold+pfn-filter"]);
+        let (runs, left) = chosen_for(KernelId::Debian7_2, &asked);
+        assert_eq!(runs, vec!["dax-hold"]);
+        assert_eq!(left, vec!["dax-hold+pfn-filter".to_string()]);
+        let (runs, left) = chosen_for(KernelId::Debian6_12, &asked);
+        assert_eq!(runs, vec!["dax-hold", "dax-hold+pfn-filter"]);
+        assert!(left.is_empty());
+        // Run by one of the kernels: nothing to say for the run.
+        assert!(run_nowhere(&KernelId::ALL, &asked).is_empty());
+        // Run by none of them: which kernels would.
+        let nowhere = run_nowhere(&[KernelId::Debian7_2], &asked);
+        assert_eq!(nowhere.len(), 1, "{nowhere:?}");
+        assert!(
+            nowhere[0].starts_with("dax-hold+pfn-filter: none of the kernels")
+                && nowhere[0].contains("debian-6.12"),
+            "{nowhere:?}"
+        );
+        // A name that parses but that no matrix has.
+        assert!(parse_scenario("dax-splice+pfn-filter").is_ok());
+        assert_eq!(
+            run_nowhere(&KernelId::LAB, &only(&["dax-splice+pfn-filter"])),
+            vec!["dax-splice+pfn-filter: no kernel's lab matrix runs it".to_string()]
+        );
     }
 
     #[test]
