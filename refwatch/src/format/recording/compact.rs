@@ -102,6 +102,8 @@ pub struct Encoder {
     next_owner: u64,
     /// Bytes of table entries written since the last reset.
     table_bytes: usize,
+    /// `table_bytes` when [`Self::bound`] last looked at the tables.
+    bounded_at: usize,
     /// The last event's task, function and stack, with their ids: runs
     /// of events come from one place.
     last_task: Option<(u32, u32, Comm, u64)>,
@@ -156,7 +158,14 @@ impl Encoder {
     }
 
     /// Forgets every table when one is full, writing the reset line.
+    #[inline]
     fn bound(&mut self, out: &mut Vec<u8>) {
+        // Every new entry is written, so unchanged bytes mean no table
+        // grew since the last look (most events: one compare).
+        if self.table_bytes == self.bounded_at {
+            return;
+        }
+        self.bounded_at = self.table_bytes;
         let full = self.stacks_live.map.len() + self.stacks_named.map.len() >= TABLE_CAP
             || self.tasks.map.len() >= TABLE_CAP
             || self.functions.map.len() >= TABLE_CAP
