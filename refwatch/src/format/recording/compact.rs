@@ -158,13 +158,19 @@ impl Encoder {
     }
 
     /// Forgets every table when one is full, writing the reset line.
-    #[inline]
+    #[inline(always)]
     fn bound(&mut self, out: &mut Vec<u8>) {
         // Every new entry is written, so unchanged bytes mean no table
         // grew since the last look (most events: one compare).
-        if self.table_bytes == self.bounded_at {
-            return;
+        if self.table_bytes != self.bounded_at {
+            self.bound_grown(out);
         }
+    }
+
+    /// [`Self::bound`] after a table grew.
+    #[cold]
+    #[inline(never)]
+    fn bound_grown(&mut self, out: &mut Vec<u8>) {
         self.bounded_at = self.table_bytes;
         let full = self.stacks_live.map.len() + self.stacks_named.map.len() >= TABLE_CAP
             || self.tasks.map.len() >= TABLE_CAP
