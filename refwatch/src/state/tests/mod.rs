@@ -403,6 +403,12 @@ fn a_grab_at_the_idle_count_drops_holders_whose_puts_were_unseen() {
     late.late = true;
     t.apply(&late);
     assert_eq!(holders(&t).len(), 4);
+
+    // A grab stamped before a holder taken on another CPU keeps that one,
+    // wherever it is in the list, and drops the older ones around it.
+    t.apply(&grab(9 * S, 2, 9));
+    t.apply(&grab(8 * S, 1, 10));
+    assert_eq!(holders(&t), [(5, S), (9, 9 * S), (10, 8 * S)]);
 }
 
 /// The pages whose last put must walk its stack (synthetic events): those
