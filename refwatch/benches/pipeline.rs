@@ -7,7 +7,9 @@
 //! path is also run on the shape of `bench overhead`'s `dax` target
 //! (SYNTHETIC as well): 256 pages, gets with 24 frames, puts with 8; and on
 //! that shape with the puts unseen, as it runs on Debian's 7.2 kernel (the
-//! pipe's puts are inline there): gets only, each page back at 1 between.
+//! pipe's puts are inline there): gets only, each page back at 1 between,
+//! each page mapped by a fault before the loop, under a 0-based kernel's
+//! rules (the shape of a lab recording of that loop).
 //! The record benches run in a collector's steady state: every page seen
 //! before the timing, no page histories (`record` keeps none), event time
 //! moving on from one iteration to the next.
