@@ -9,7 +9,7 @@
 //! that shape with the puts unseen, as it runs on Debian's 7.2 kernel (the
 //! pipe's puts are inline there): gets only, each page back at 1 between,
 //! each page mapped by a fault before the loop, under a 0-based kernel's
-//! rules (the shape of a lab recording of that loop).
+//! rules (the shape of a recording of `bench overhead`'s `dax` loop).
 //! The record benches run in a collector's steady state: every page seen
 //! before the timing, no page histories (`record` keeps none), event time
 //! moving on from one iteration to the next.
@@ -85,8 +85,8 @@ const DAX: Shape = Shape {
 
 /// The same loop where the kernel takes the puts inline (`dax` on Debian's
 /// 7.2 kernel): the gets alone, 24 frames each, a get 1 → 2 every time,
-/// each page mapped by one fault before (as in the lab's recordings of
-/// that loop: its gets find the mapping's holder and the last get's).
+/// each page mapped by one fault before (as in a recording of that loop:
+/// its gets find the mapping's holder and the last get's).
 const DAX_PUTS_UNSEEN: Shape = Shape {
     pfns: 256,
     get_frames: 24,
