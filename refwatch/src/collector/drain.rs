@@ -67,11 +67,9 @@ fn drain_items(
                 // helpers are inlined once, as with one event a record.
                 loop {
                     take(&mut ev, tracker, totals, out)?;
-                    if free.is_none() {
-                        break;
-                    }
-                    if let Some(f) = free.take() {
-                        ev = f;
+                    match free.take() {
+                        Some(f) => ev = f,
+                        None => break,
                     }
                 }
             }
