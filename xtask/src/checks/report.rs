@@ -11,17 +11,51 @@ use super::{Workload, facts, ms_from, read_events, read_workload};
 /// The share of a fs-dax hold scenario's episodes that must name a holder.
 const NAMED_MIN_PERCENT: usize = 95;
 
-/// Exit code of `refwatch report --fail-on-stuck FILE`.
-pub(super) fn fail_on_stuck(refwatch: &Path, file: &Path) -> Result<i32> {
+/// How `refwatch report --fail-on-stuck FILE` ended: its exit code and,
+/// when it said anything on stderr, its last line (why it failed, when it
+/// did), so that a check's message shows it.
+#[derive(Debug)]
+pub(super) struct Exit {
+    pub code: i32,
+    said: String,
+}
+
+impl PartialEq<i32> for Exit {
+    fn eq(&self, code: &i32) -> bool {
+        self.code == *code
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.said.is_empty() {
+            write!(f, "{}", self.code)
+        } else {
+            write!(f, "{} ({})", self.code, self.said)
+        }
+    }
+}
+
+/// Runs `refwatch report --fail-on-stuck FILE`.
+pub(super) fn fail_on_stuck(refwatch: &Path, file: &Path) -> Result<Exit> {
     let out = Command::new(refwatch)
         .arg("report")
         .arg("--fail-on-stuck")
         .arg(file)
         .output()
         .context("run refwatch report")?;
-    out.status
+    let code = out
+        .status
         .code()
-        .context("refwatch report killed by a signal")
+        .context("refwatch report killed by a signal")?;
+    let said = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Ok(Exit { code, said })
 }
 
 /// `dax-drained`: the pages' only references after the drain are their

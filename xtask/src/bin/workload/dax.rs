@@ -53,7 +53,8 @@ pub fn splice(cli: &Cli, run: &mut Run) -> Result<()> {
 
 /// `dax-hold`: a pipe filled with every page and drained at once, then
 /// vmsplice again, unmap first, keep the full pipe for `--hold-secs`, then
-/// drain and close it and delete the file.
+/// drain and close it and delete the file. Under a watch the hold lasts at
+/// least [`crate::watch::HOLD_AFTER_ARMED_SECS`] after the pages are armed.
 pub fn hold(cli: &Cli, run: &mut Run) -> Result<()> {
     let (file, mapping) = prepare_dax_pages(cli, run)?;
     let len = mapping.len();
@@ -64,9 +65,11 @@ pub fn hold(cli: &Cli, run: &mut Run) -> Result<()> {
     run.marks.mark("unmap")?;
 
     let hold_start = run.marks.mark("hold_start")?;
-    // Under `+watch`: the release is what the watchpoints must see.
-    crate::watch::wait_armed(run)?;
-    sleep_until(deadline_after(hold_start, cli.hold_secs))?;
+    // Under `+watch`: the release is what the watchpoints must see, and the
+    // hold goes on for a while after they are armed.
+    let armed = crate::watch::wait_armed(run)?;
+    let after_armed = armed.map(|a| deadline_after(a, crate::watch::HOLD_AFTER_ARMED_SECS));
+    sleep_until(deadline_after(hold_start, cli.hold_secs).max(after_armed.unwrap_or(0)))?;
     run.marks.mark("hold_end")?;
 
     drain_and_check(&pipe, len, run)?;

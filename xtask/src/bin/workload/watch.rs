@@ -16,11 +16,18 @@ use crate::report::Run;
 /// of within a second; under TCG on a busy host a few).
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Shortest hold after the pages are armed, in seconds: the hold must
+/// outlast the arming by more than the lab's wait before it copies the
+/// recording during the hold (the detector's threshold and a second), or
+/// a watch armed late (under TCG, `refwatch watch` can take longer than
+/// the whole hold) leaves no hold to copy it in.
+pub const HOLD_AFTER_ARMED_SECS: u64 = 10;
+
 /// Waits until refwatch lists `WATCH_PAGES` armed pages in `WATCH_READY`,
-/// then marks `watch_armed`.
-pub fn wait_armed(run: &mut Run) -> Result<()> {
+/// then marks `watch_armed` and returns its time (`None`: no watch asked).
+pub fn wait_armed(run: &mut Run) -> Result<Option<u64>> {
     let (Ok(file), Ok(want)) = (std::env::var("WATCH_READY"), std::env::var("WATCH_PAGES")) else {
-        return Ok(());
+        return Ok(None);
     };
     let Ok(want) = want.trim().parse::<usize>() else {
         bail!("WATCH_PAGES={want:?} is not a number");
@@ -34,8 +41,7 @@ pub fn wait_armed(run: &mut Run) -> Result<()> {
             run.note(format!(
                 "refwatch armed {armed} watchpoint page(s) ({file})"
             ));
-            run.marks.mark("watch_armed")?;
-            return Ok(());
+            return run.marks.mark("watch_armed").map(Some);
         }
         if start.elapsed() > WAIT {
             bail!(
