@@ -574,9 +574,10 @@ impl Tracker {
             // Nothing beyond idle and mappings: only references that
             // mappings hold can be left (where mappings hold references).
             let mappings_hold = rules.mappings_hold_refs(page.pgmap_type);
-            if !page.holders.is_empty() {
-                page.holders
-                    .retain(|h| mappings_hold && h.role == Role::Map);
+            if !mappings_hold {
+                page.holders.clear();
+            } else if !page.holders.is_empty() {
+                holders::keep_holders(&mut page.holders, |h| h.role == Role::Map);
             }
             page.outstanding_since = None;
             page.pinned_since = None;
@@ -768,19 +769,8 @@ fn drop_unseen_puts(page: &mut Page, ev: &PageEvent, rules: &Rules) {
         let mappings_hold = rules.mappings_hold_refs(page.pgmap_type);
         let stays = |h: &Holder| (mappings_hold && h.role == Role::Map) || h.ts_ns > ev.ts_ns;
         // Most often the last grab's holder goes, alone or after the
-        // mapping's, which stays: one pass over the few holders, in place
-        // (no `retain`, whose setup costs more than they do).
-        let mut i = 0;
-        while let Some(h) = page.holders.get(i) {
-            if stays(h) {
-                i += 1;
-            } else if i + 1 == page.holders.len() {
-                // Dropped where it is, not moved out first.
-                page.holders.truncate(i);
-            } else {
-                page.holders.remove(i);
-            }
-        }
+        // mapping's, which stays.
+        holders::keep_holders(&mut page.holders, stays);
     }
 }
 
