@@ -12,9 +12,13 @@ use anyhow::{Result, bail};
 
 use crate::report::Run;
 
-/// Longest wait for the pages to be armed (refwatch arms a page it learns
-/// of within a second; under TCG on a busy host a few).
-const WAIT: Duration = Duration::from_secs(60);
+/// Longest wait for the pages to be armed. `attach --watch` arms a page it
+/// learns of within a second (under TCG on a busy host a few), but under
+/// `+watch-cmd` the wait also covers `refwatch watch` loading its programs
+/// after a late attach: 50 s of guest time on debian-6.12 under TCG with
+/// the host busy. Longer than the lab's own wait for the arming (120 s),
+/// so that its message comes first.
+const WAIT: Duration = Duration::from_secs(180);
 
 /// Shortest hold after the pages are armed, in seconds: the hold must
 /// outlast the arming by more than the lab's wait before it copies the
