@@ -16,7 +16,7 @@ const NAMED_MIN_PERCENT: usize = 95;
 /// did), so that a check's message shows it.
 #[derive(Debug)]
 pub(super) struct Exit {
-    pub code: i32,
+    code: i32,
     said: String,
 }
 
