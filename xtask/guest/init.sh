@@ -220,8 +220,10 @@ refwatch_stop() {
 # run_scenario S W F [PAGES [HOLD [late]]]: workload W under refwatch
 # (flags F), with the page_ref ground truth; with "late", refwatch starts
 # only once the workload holds its references, as a user attaches after
-# the hang. With "late" and WATCH_CMD set, `refwatch watch` on the first
-# held PFN runs beside it once it is ready, until the end: its lines in
+# the hang (the workload holds on for a while after refwatch is ready:
+# ATTACH_READY names refwatch's ready file). With "late" and WATCH_CMD
+# set, `refwatch watch` on the first held PFN runs beside it once it is
+# ready, until the end: its lines in
 # $D/watch-cmd.out, its armed page in $D/watch-ready (which the workload
 # waits for), its exit code in $D/watch-cmd.rc.
 run_scenario() {
@@ -235,7 +237,7 @@ run_scenario() {
     esac
     if [ -n "$LATE" ]; then
         mkdir -p /out/$1
-        workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev $B --out /out/$1/workload.json > /out/$1/workload.out 2>&1 &
+        ATTACH_READY=/out/$1/ready workload $W --dir /mnt/dax --pages $P --hold-secs $H --bdev $B --out /out/$1/workload.json > /out/$1/workload.out 2>&1 &
         WL=$!
         wait_hold_start /out/$1/workload.out
         say "scenario $1: the workload holds, refwatch starts (uptime $(up) s)"

@@ -53,8 +53,9 @@ pub fn splice(cli: &Cli, run: &mut Run) -> Result<()> {
 
 /// `dax-hold`: a pipe filled with every page and drained at once, then
 /// vmsplice again, unmap first, keep the full pipe for `--hold-secs`, then
-/// drain and close it and delete the file. Under a watch the hold lasts at
-/// least [`crate::watch::HOLD_AFTER_ARMED_SECS`] after the pages are armed.
+/// drain and close it and delete the file. The hold lasts at least
+/// [`crate::late::HOLD_AFTER_READY_SECS`] after a late refwatch is ready and
+/// [`crate::watch::HOLD_AFTER_ARMED_SECS`] after a watch's pages are armed.
 pub fn hold(cli: &Cli, run: &mut Run) -> Result<()> {
     let (file, mapping) = prepare_dax_pages(cli, run)?;
     let len = mapping.len();
@@ -65,11 +66,15 @@ pub fn hold(cli: &Cli, run: &mut Run) -> Result<()> {
     run.marks.mark("unmap")?;
 
     let hold_start = run.marks.mark("hold_start")?;
+    // Attached late: the hold goes on for a while after refwatch is ready.
+    let ready = crate::late::wait_ready(run)?
+        .map(|r| deadline_after(r, crate::late::HOLD_AFTER_READY_SECS));
     // Under `+watch`: the release is what the watchpoints must see, and the
     // hold goes on for a while after they are armed.
-    let armed = crate::watch::wait_armed(run)?;
-    let after_armed = armed.map(|a| deadline_after(a, crate::watch::HOLD_AFTER_ARMED_SECS));
-    sleep_until(deadline_after(hold_start, cli.hold_secs).max(after_armed.unwrap_or(0)))?;
+    let armed = crate::watch::wait_armed(run)?
+        .map(|a| deadline_after(a, crate::watch::HOLD_AFTER_ARMED_SECS));
+    let floor = ready.max(armed).unwrap_or(0);
+    sleep_until(deadline_after(hold_start, cli.hold_secs).max(floor))?;
     run.marks.mark("hold_end")?;
 
     drain_and_check(&pipe, len, run)?;

@@ -62,6 +62,7 @@ mod bench_put;
 mod dax;
 mod dmirror;
 mod hmm;
+mod late;
 mod pattern;
 mod pty;
 #[allow(
