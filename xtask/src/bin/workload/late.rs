@@ -13,7 +13,8 @@ use anyhow::{Result, bail};
 use crate::report::Run;
 
 /// Longest wait for refwatch to be ready: more than the lab's own wait for
-/// it, so that the lab's message comes first.
+/// it (`--ready-secs`, 60 by default), so that the lab's message comes
+/// first.
 const WAIT: Duration = Duration::from_secs(180);
 
 /// Shortest hold after refwatch is ready, in seconds: more than the lab's
